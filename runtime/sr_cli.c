@@ -1,0 +1,108 @@
+/* sr_cli: argument parsing and validation for the streamrun command. */
+#include "sr_cli.h"
+#include "sr_alloc.h"
+#include "sr_duration.h"
+#include "sr_error.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *sr_cli_usage(void)
+{
+    return "usage:\n"
+           "  streamrun run JOB.lua [--batch DUR] [--checkpoint DIR] [--duration DUR | --batches N]\n"
+           "                        [--set KEY=VALUE]... [--no-reload] [--quiet] [--stats FILE]\n"
+           "  streamrun check JOB.lua     validate a job, print its stage graph\n"
+           "  streamrun test [PATH...]    run Busted specs with the runtime loaded\n"
+           "  streamrun --version | --help\n"
+           "durations: 250ms, 1s, 1.5s, 2m, 1h, or a number of seconds\n";
+}
+
+static int sr__fail(char *err, size_t errlen, const char *fmt, const char *arg)
+{
+    snprintf(err, errlen, fmt, arg);
+    return SR_EUSAGE;
+}
+
+static int sr__check_duration(const char *flag, const char *v, char *err, size_t errlen)
+{
+    int64_t ms;
+    if (sr_duration_parse(v, &ms) < 0 || ms == 0) {
+        snprintf(err, errlen, "%s: bad duration '%s' (want e.g. 250ms, 1s, 2m)", flag, v);
+        return SR_EUSAGE;
+    }
+    return SR_OK;
+}
+
+int sr_cli_parse(int argc, char **argv, sr_cli_t *cli, char *err, size_t errlen)
+{
+    memset(cli, 0, sizeof(*cli));
+    cli->batches = -1;
+    if (argc < 2) return sr__fail(err, errlen, "%s", "missing command");
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) { cli->command = "version"; return SR_OK; }
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) { cli->command = "help"; return SR_OK; }
+    if (!strcmp(cmd, "test")) {
+        cli->command = "test";
+        cli->rest = argv + 2;
+        cli->nrest = argc - 2;
+        return SR_OK;
+    }
+    if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0)
+        return sr__fail(err, errlen, "unknown command '%s'", cmd);
+    cli->command = cmd;
+    int is_run = !strcmp(cmd, "run");
+    cli->sets = sr_calloc((size_t)argc, sizeof(*cli->sets));
+    if (!cli->sets) return sr__fail(err, errlen, "%s", "out of memory");
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        const char *next = i + 1 < argc ? argv[i + 1] : NULL;
+        if (a[0] != '-') {
+            if (cli->job) return sr__fail(err, errlen, "unexpected argument '%s'", a);
+            cli->job = a;
+            continue;
+        }
+        if (!is_run) return sr__fail(err, errlen, "unknown option '%s'", a);
+        if (!strcmp(a, "--no-reload")) { cli->no_reload = 1; continue; }
+        if (!strcmp(a, "--quiet")) { cli->quiet = 1; continue; }
+        int takes_value = !strcmp(a, "--batch") || !strcmp(a, "--checkpoint") ||
+                          !strcmp(a, "--duration") || !strcmp(a, "--batches") ||
+                          !strcmp(a, "--set") || !strcmp(a, "--stats");
+        if (!takes_value) return sr__fail(err, errlen, "unknown option '%s'", a);
+        if (!next) return sr__fail(err, errlen, "%s needs a value", a);
+        i++;
+        if (!strcmp(a, "--batch")) {
+            if (sr__check_duration(a, next, err, errlen)) return SR_EUSAGE;
+            cli->batch = next;
+        } else if (!strcmp(a, "--duration")) {
+            if (sr__check_duration(a, next, err, errlen)) return SR_EUSAGE;
+            cli->duration = next;
+        } else if (!strcmp(a, "--batches")) {
+            char *end;
+            long n = strtol(next, &end, 10);
+            if (*end || end == next || n <= 0)
+                return sr__fail(err, errlen, "--batches: bad count '%s'", next);
+            cli->batches = n;
+        } else if (!strcmp(a, "--checkpoint")) {
+            cli->checkpoint = next;
+        } else if (!strcmp(a, "--stats")) {
+            cli->stats = next;
+        } else {
+            if (!strchr(next, '=') || next[0] == '=')
+                return sr__fail(err, errlen, "--set: want KEY=VALUE, got '%s'", next);
+            cli->sets[cli->nsets++] = next;
+        }
+    }
+    if (!cli->job) return sr__fail(err, errlen, "%s: missing JOB.lua", cmd);
+    if (cli->duration && cli->batches >= 0)
+        return sr__fail(err, errlen, "%s", "--duration and --batches exclude each other");
+    return SR_OK;
+}
+
+void sr_cli_free(sr_cli_t *cli)
+{
+    sr_free(cli->sets);
+    cli->sets = NULL;
+}

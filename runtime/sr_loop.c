@@ -1,0 +1,237 @@
+/* sr_loop: batch timer, signals and the run-until-batch-closes driver. */
+#include "sr_loop.h"
+#include "sr_alloc.h"
+#include "sr_error.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+struct sr_loop {
+    struct ev_loop *ev;
+    ev_timer batch_timer;   /* fires when the batch in progress is due */
+    ev_check full_check;    /* after each loop iteration: any batch full? */
+    ev_signal sigint, sigterm, sighup;
+    sr_loop_opts_t opts;
+    sr_source_t **sources;
+    int nsources;
+    sr_deadletter_t dead;
+    int64_t next_time_ms;   /* time of the batch in progress; 0 before start */
+    int closing;            /* the batch in progress has closed */
+    int stopping;           /* SIGINT/SIGTERM: the current batch is the last */
+    int reload;             /* SIGHUP seen */
+    int lua_active;
+};
+
+static void sr__loop_close_batch(sr_loop_t *l)
+{
+    l->closing = 1;
+    ev_break(l->ev, EVBREAK_ONE);
+}
+
+static void sr__on_batch_timer(struct ev_loop *ev, ev_timer *w, int revents)
+{
+    (void)ev; (void)revents;
+    sr__loop_close_batch(w->data);
+}
+
+static int sr__all_done(const sr_loop_t *l)
+{
+    if (l->lua_active) return 0;
+    for (int i = 0; i < l->nsources; i++)
+        if (!l->sources[i]->type->bounded || !l->sources[i]->done) return 0;
+    return 1;
+}
+
+static void sr__on_check(struct ev_loop *ev, ev_check *w, int revents)
+{
+    (void)ev; (void)revents;
+    sr_loop_t *l = w->data;
+    for (int i = 0; i < l->nsources; i++)
+        if (sr_batch_full(&l->sources[i]->batch)) { sr__loop_close_batch(l); return; }
+    if (l->nsources && sr__all_done(l)) sr__loop_close_batch(l);
+}
+
+static void sr__on_signal(struct ev_loop *ev, ev_signal *w, int revents)
+{
+    (void)ev; (void)revents;
+    sr_loop_t *l = w->data;
+    if (w->signum == SIGHUP) {
+        l->reload = 1;
+        return;
+    }
+    l->stopping = 1;
+    sr__loop_close_batch(l);
+}
+
+sr_loop_t *sr_loop_new(const sr_loop_opts_t *o, char *err, size_t errlen)
+{
+    if (o->batch_ms <= 0) {
+        snprintf(err, errlen, "batch interval must be positive");
+        return NULL;
+    }
+    sr_loop_t *l = sr_calloc(1, sizeof(*l));
+    if (!l) { snprintf(err, errlen, "%s", sr_strerror(SR_ENOMEM)); return NULL; }
+    l->ev = ev_default_loop(EVFLAG_AUTO);
+    if (!l->ev) {
+        snprintf(err, errlen, "cannot initialize libev");
+        sr_free(l);
+        return NULL;
+    }
+    l->opts = *o;
+    l->opts.dead_letter_path = NULL;
+    if (sr_deadletter_open(&l->dead, o->dead_letter_path) < 0) {
+        snprintf(err, errlen, "cannot open dead-letter file %s: %s", o->dead_letter_path,
+                 strerror(errno));
+        sr_free(l);
+        return NULL;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    ev_timer_init(&l->batch_timer, sr__on_batch_timer, 0., 0.);
+    l->batch_timer.data = l;
+    ev_check_init(&l->full_check, sr__on_check);
+    l->full_check.data = l;
+    ev_check_start(l->ev, &l->full_check);
+    ev_unref(l->ev); /* the check watcher alone must not keep ev_run alive */
+    ev_signal *sigs[] = {&l->sigint, &l->sigterm, &l->sighup};
+    int nums[] = {SIGINT, SIGTERM, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        ev_signal_init(sigs[i], sr__on_signal, nums[i]);
+        sigs[i]->data = l;
+        ev_signal_start(l->ev, sigs[i]);
+        ev_unref(l->ev);
+    }
+    return l;
+}
+
+void sr_loop_free(sr_loop_t *l)
+{
+    if (!l) return;
+    for (int i = 0; i < l->nsources; i++) {
+        sr_source_t *s = l->sources[i];
+        s->type->stop(s);
+        sr_batch_close(&s->batch);
+        sr_linesplit_close(&s->split);
+        sr_free(s->name);
+        sr_free(s);
+    }
+    sr_free(l->sources);
+    ev_timer_stop(l->ev, &l->batch_timer);
+    ev_ref(l->ev);
+    ev_check_stop(l->ev, &l->full_check);
+    ev_signal *sigs[] = {&l->sigint, &l->sigterm, &l->sighup};
+    for (int i = 0; i < 3; i++) {
+        ev_ref(l->ev);
+        ev_signal_stop(l->ev, sigs[i]);
+    }
+    sr_deadletter_close(&l->dead);
+    sr_free(l);
+}
+
+int sr_loop_add_source(sr_loop_t *l, const sr_source_opts_t *o, char *err, size_t errlen)
+{
+    const sr_source_type_t *type = sr_source_type_find(o->kind);
+    if (!type) {
+        snprintf(err, errlen, "unknown source kind '%s'", o->kind);
+        return SR_EINVAL;
+    }
+    sr_source_t **list = sr_realloc(l->sources, (size_t)(l->nsources + 1) * sizeof(*list));
+    if (!list) goto nomem;
+    l->sources = list;
+    sr_source_t *s = sr_calloc(1, sizeof(*s));
+    if (!s) goto nomem;
+    s->name = sr_strdup(o->name ? o->name : o->kind);
+    if (!s->name) { sr_free(s); goto nomem; }
+    s->type = type;
+    s->index = l->nsources;
+    s->loop = l;
+    s->ev = l->ev;
+    sr_batch_init(&s->batch, l->opts.max_batch_records, l->opts.max_batch_bytes);
+    sr_linesplit_init(&s->split, o->max_line, 0);
+    int rc = type->start(s, o);
+    if (rc < 0) {
+        snprintf(err, errlen, "%s", s->err[0] ? s->err : sr_strerror(rc));
+        sr_batch_close(&s->batch);
+        sr_linesplit_close(&s->split);
+        sr_free(s->name);
+        sr_free(s);
+        return rc;
+    }
+    l->sources[l->nsources++] = s;
+    return s->index;
+nomem:
+    snprintf(err, errlen, "%s", sr_strerror(SR_ENOMEM));
+    return SR_ENOMEM;
+}
+
+int sr_loop_nsources(const sr_loop_t *l) { return l->nsources; }
+
+sr_source_t *sr_loop_source(sr_loop_t *l, int index)
+{
+    return index >= 0 && index < l->nsources ? l->sources[index] : NULL;
+}
+
+sr_batch_t *sr_loop_batch(sr_loop_t *l, int index)
+{
+    sr_source_t *s = sr_loop_source(l, index);
+    return s ? &s->batch : NULL;
+}
+
+void sr_loop_set_lua_active(sr_loop_t *l, int active) { l->lua_active = active; }
+
+double sr_loop_now_ms(sr_loop_t *l)
+{
+    (void)l;
+    return ev_time() * 1000.0;
+}
+
+int sr_loop_next(sr_loop_t *l, sr_tick_t *t)
+{
+    int64_t interval = l->opts.batch_ms;
+    double now = sr_loop_now_ms(l);
+    if (l->next_time_ms == 0)
+        l->next_time_ms = ((int64_t)floor(now) / interval + 1) * interval;
+    l->closing = 0;
+    if (!l->stopping && !(l->nsources && sr__all_done(l))) {
+        double wait = (double)l->next_time_ms - now;
+        if (wait > 0) {
+            ev_timer_set(&l->batch_timer, wait / 1000.0, 0.);
+            ev_timer_start(l->ev, &l->batch_timer);
+        } else {
+            l->closing = 1;
+        }
+        /* One non-blocking pass even when the batch is already due, so that
+         * sources are read whenever processing runs behind. */
+        ev_run(l->ev, EVRUN_NOWAIT);
+        while (!l->closing && !l->stopping) ev_run(l->ev, EVRUN_ONCE);
+        ev_timer_stop(l->ev, &l->batch_timer);
+    }
+    t->time_ms = l->next_time_ms;
+    now = sr_loop_now_ms(l);
+    t->delay_ms = now > (double)t->time_ms ? (int64_t)(now - (double)t->time_ms) : 0;
+    t->last = l->stopping || (l->nsources && sr__all_done(l));
+    t->reload = l->reload;
+    l->reload = 0;
+    l->next_time_ms += interval;
+    return SR_OK;
+}
+
+void sr_loop_release(sr_loop_t *l)
+{
+    for (int i = 0; i < l->nsources; i++) sr_batch_clear(&l->sources[i]->batch);
+}
+
+void sr_loop_stop(sr_loop_t *l) { l->stopping = 1; }
+
+sr_deadletter_t *sr_loop_deadletter(sr_loop_t *l) { return &l->dead; }
+
+void sr_loop_dead_letter(sr_loop_t *l, const char *source, int64_t offset,
+                         const char *reason, const char *record, size_t len)
+{
+    sr_deadletter_write(&l->dead, source, offset, reason, record, len);
+}
+
+uint64_t sr_loop_dead_letters(const sr_loop_t *l) { return l->dead.count; }

@@ -1,0 +1,66 @@
+/* sr_loop: the libev event loop that reads the sources and cuts their records
+ * into micro-batches. Pull-style: Lua calls sr_loop_next, which runs libev
+ * until the batch in progress closes and returns it sealed. */
+#ifndef SR_LOOP_H
+#define SR_LOOP_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sr_deadletter.h"
+#include "sr_source.h"
+
+typedef struct sr_loop_opts {
+    int64_t batch_ms;          /* batch interval */
+    size_t max_batch_records;  /* a source's batch closes early at this many */
+    size_t max_batch_bytes;    /* ... or this many bytes */
+    const char *dead_letter_path; /* NULL or "-": stderr */
+} sr_loop_opts_t;
+
+/* Why sr_loop_next returned. */
+typedef struct sr_tick {
+    int64_t time_ms;    /* the batch's time (a multiple of the interval) */
+    int64_t delay_ms;   /* how late processing starts after time_ms */
+    int last;           /* no batch follows: stop signal or input ended */
+    int reload;         /* SIGHUP arrived since the last batch */
+} sr_tick_t;
+
+/* Creates the loop on libev's default loop and installs SIGINT, SIGTERM and
+ * SIGHUP handlers. Returns NULL with a message in err on failure. */
+sr_loop_t *sr_loop_new(const sr_loop_opts_t *o, char *err, size_t errlen);
+/* Stops and frees every source, then the loop. */
+void sr_loop_free(sr_loop_t *l);
+
+/* Starts a source. Returns its index (>= 0), or a negative SR_E* with a
+ * message in err. */
+int sr_loop_add_source(sr_loop_t *l, const sr_source_opts_t *o, char *err, size_t errlen);
+int sr_loop_nsources(const sr_loop_t *l);
+/* Borrowed; valid until sr_loop_free. */
+sr_source_t *sr_loop_source(sr_loop_t *l, int index);
+/* The records source index received for the sealed batch (borrowed until
+ * sr_loop_release). */
+sr_batch_t *sr_loop_batch(sr_loop_t *l, int index);
+
+/* Lua-side sources (generator, queue) still producing: while set, the loop
+ * keeps cutting timed batches even when every C source is done. */
+void sr_loop_set_lua_active(sr_loop_t *l, int active);
+
+/* Runs the event loop until the batch in progress closes: its time comes, a
+ * source's batch fills (closes early, keeping its time), every source is
+ * done, or SIGINT/SIGTERM arrives. Returns 0 or a negative SR_E*. */
+int sr_loop_next(sr_loop_t *l, sr_tick_t *t);
+/* Empties the sealed batches once Lua has processed them. */
+void sr_loop_release(sr_loop_t *l);
+/* Asks the loop to stop after the batch in progress (as SIGTERM does). */
+void sr_loop_stop(sr_loop_t *l);
+
+/* Borrowed; shared by every source and by Lua for element errors. */
+sr_deadletter_t *sr_loop_deadletter(sr_loop_t *l);
+/* Records a dead letter found while processing (e.g. invalid JSON). */
+void sr_loop_dead_letter(sr_loop_t *l, const char *source, int64_t offset,
+                         const char *reason, const char *record, size_t len);
+uint64_t sr_loop_dead_letters(const sr_loop_t *l);
+
+/* Wall-clock milliseconds since the epoch, as the loop sees them. */
+double sr_loop_now_ms(sr_loop_t *l);
+
+#endif

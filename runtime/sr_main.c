@@ -1,0 +1,102 @@
+/* sr_main: the streamrun binary. Parses the command line, starts the
+ * embedded LuaJIT and hands the command to the Lua runner (streamrun.runner)
+ * or to Busted. */
+#include "sr_cli.h"
+#include "sr_lua.h"
+#include "sr_version.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
+
+static void sr__push_cli(lua_State *L, const sr_cli_t *cli)
+{
+    lua_newtable(L);
+#define SR_FIELD_STR(f) if (cli->f) { lua_pushstring(L, cli->f); lua_setfield(L, -2, #f); }
+    SR_FIELD_STR(command);
+    SR_FIELD_STR(job);
+    SR_FIELD_STR(batch);
+    SR_FIELD_STR(checkpoint);
+    SR_FIELD_STR(duration);
+    SR_FIELD_STR(stats);
+#undef SR_FIELD_STR
+    if (cli->batches >= 0) { lua_pushinteger(L, cli->batches); lua_setfield(L, -2, "batches"); }
+    lua_pushboolean(L, cli->no_reload);
+    lua_setfield(L, -2, "no_reload");
+    lua_pushboolean(L, cli->quiet);
+    lua_setfield(L, -2, "quiet");
+    lua_newtable(L);
+    for (int i = 0; i < cli->nsets; i++) {
+        const char *eq = strchr(cli->sets[i], '=');
+        lua_pushlstring(L, cli->sets[i], (size_t)(eq - cli->sets[i]));
+        lua_pushstring(L, eq + 1);
+        lua_settable(L, -3);
+    }
+    lua_setfield(L, -2, "params");
+}
+
+/* streamrun test: Busted in this VM, so specs run with the runtime loaded. */
+static int sr__run_busted(lua_State *L, const sr_cli_t *cli, const char *argv0)
+{
+    lua_newtable(L);
+    lua_pushstring(L, argv0);
+    lua_rawseti(L, -2, 0);
+    lua_pushstring(L, "--ignore-lua");
+    lua_rawseti(L, -2, 1);
+    for (int i = 0; i < cli->nrest; i++) {
+        lua_pushstring(L, cli->rest[i]);
+        lua_rawseti(L, -2, i + 2);
+    }
+    lua_setglobal(L, "arg");
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "busted.runner");
+    if (sr_lua_call(L, 1, 1) != 0) return 1;
+    lua_newtable(L);
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "standalone");
+    return sr_lua_call(L, 1, 0) != 0; /* busted exits the process itself */
+}
+
+int main(int argc, char **argv)
+{
+    sr_cli_t cli;
+    char err[512];
+    if (sr_cli_parse(argc, argv, &cli, err, sizeof(err)) != 0) {
+        fprintf(stderr, "streamrun: %s\n%s", err, sr_cli_usage());
+        sr_cli_free(&cli);
+        return 2;
+    }
+    if (!strcmp(cli.command, "version")) {
+        printf("streamrun %s\n", SR_VERSION);
+        return 0;
+    }
+    if (!strcmp(cli.command, "help")) {
+        fputs(sr_cli_usage(), stdout);
+        return 0;
+    }
+    char dir[4096];
+    lua_State *L = sr_lua_new(sr_lua_dir(dir, sizeof(dir)));
+    if (!L) {
+        fprintf(stderr, "streamrun: cannot create the Lua VM\n");
+        sr_cli_free(&cli);
+        return 1;
+    }
+    int code;
+    if (!strcmp(cli.command, "test")) {
+        code = sr__run_busted(L, &cli, argv[0]);
+    } else {
+        lua_getglobal(L, "require");
+        lua_pushstring(L, "streamrun.runner");
+        if (sr_lua_call(L, 1, 1) != 0) {
+            code = 1;
+        } else {
+            lua_getfield(L, -1, "main");
+            sr__push_cli(L, &cli);
+            code = sr_lua_call(L, 1, 1) != 0 ? 1 : (int)luaL_optinteger(L, -1, 1);
+        }
+    }
+    sr_lua_free(L);
+    sr_cli_free(&cli);
+    fflush(stdout);
+    return code;
+}

@@ -1,0 +1,76 @@
+/* sr_source: the interface every C source implements (one registration
+ * struct per kind, like Fluent Bit's input plugins), and the helpers they use
+ * to hand lines and dead letters to the runtime. */
+#ifndef SR_SOURCE_H
+#define SR_SOURCE_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sr_batch.h"
+#include "sr_linesplit.h"
+
+struct ev_loop;
+typedef struct sr_loop sr_loop_t;
+typedef struct sr_source sr_source_t;
+
+/* What a job script asked for; strings are borrowed for the call only. */
+typedef struct sr_source_opts {
+    const char *kind;     /* "socket_text", "listen_text", "text_file", ... */
+    const char *name;     /* stage name, e.g. "lines" */
+    const char *host;     /* socket_text, listen_text */
+    int port;             /* socket_text, listen_text */
+    const char *path;     /* text_file, text_dir, tail */
+    size_t max_line;      /* longer lines are dead letters; 0 = 1 MiB */
+    int from_start;       /* tail: read the existing content first */
+} sr_source_opts_t;
+
+typedef struct sr_source_type {
+    const char *kind;
+    int bounded;  /* its input ends (the job may finish when all have) */
+    /* Opens what the source reads and starts its libev watchers. On failure
+     * returns a negative SR_E* with a message in s->err; stop is not called. */
+    int (*start)(sr_source_t *s, const sr_source_opts_t *o);
+    /* Stops every watcher, closes every fd, frees s->impl. */
+    void (*stop)(sr_source_t *s);
+} sr_source_type_t;
+
+struct sr_source {
+    const sr_source_type_t *type; /* read-only */
+    char *name;                   /* owned */
+    int index;                    /* position in the loop's list */
+    sr_loop_t *loop;              /* borrowed */
+    struct ev_loop *ev;           /* borrowed */
+    sr_batch_t batch;             /* records of the batch in progress */
+    sr_linesplit_t split;         /* for sources that read one byte stream */
+    int done;                     /* a bounded source delivered all input */
+    uint64_t records;             /* records received so far */
+    uint64_t dead_letters;        /* records sent to the dead-letter output */
+    void *impl;                   /* private to the source kind */
+    char err[256];                /* last start error */
+};
+
+/* Looks a kind up in the registry; NULL if unknown. */
+const sr_source_type_t *sr_source_type_find(const char *kind);
+
+/* -- For source implementations -- */
+
+/* An sr_line_fn: appends a whole line (status 0) to s->batch, or sends it to
+ * the dead-letter output with the reason status names. ud is the source. */
+int sr__source_line(void *ud, const char *line, size_t len, int64_t pos, int status);
+/* Sends one record to the dead-letter output with a reason. */
+void sr__source_dead(sr_source_t *s, int64_t pos, const char *reason,
+                     const char *data, size_t len);
+/* A bounded source calls this once when it has delivered all its input. */
+void sr__source_done(sr_source_t *s);
+/* Logs a notice about the source on stderr ("source lines: ..."). */
+void sr__source_log(sr_source_t *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+extern const sr_source_type_t sr_source_text_file;
+extern const sr_source_type_t sr_source_stdin;
+extern const sr_source_type_t sr_source_socket_text;
+extern const sr_source_type_t sr_source_listen_text;
+extern const sr_source_type_t sr_source_tail;
+extern const sr_source_type_t sr_source_text_dir;
+
+#endif

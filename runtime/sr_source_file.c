@@ -1,0 +1,91 @@
+/* sr_source_file: text_file, reads one file once, line by line; bounded.
+ * A file that cannot be opened is a dead letter, and the source is done. */
+#include "sr_alloc.h"
+#include "sr_error.h"
+#include "sr_source.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SR_FILE_CHUNK (256 * 1024)
+
+typedef struct sr__file {
+    ev_idle reader;  /* reads a chunk per loop iteration until EOF */
+    int fd;
+    char *buf;
+} sr__file_t;
+
+static void sr__file_finish(sr_source_t *s)
+{
+    sr__file_t *f = s->impl;
+    ev_idle_stop(s->ev, &f->reader);
+    sr_linesplit_finish(&s->split, 0, sr__source_line, s);
+    sr__source_done(s);
+}
+
+static void sr__file_on_idle(struct ev_loop *ev, ev_idle *w, int revents)
+{
+    (void)ev; (void)revents;
+    sr_source_t *s = w->data;
+    sr__file_t *f = s->impl;
+    if (sr_batch_full(&s->batch)) return; /* wait for the batch to be released */
+    ssize_t n = read(f->fd, f->buf, SR_FILE_CHUNK);
+    if (n < 0 && errno == EINTR) return;
+    if (n < 0) {
+        char reason[300];
+        snprintf(reason, sizeof(reason), "read error: %s", strerror(errno));
+        sr__source_dead(s, s->split.pos, reason, "", 0);
+        sr__file_finish(s);
+        return;
+    }
+    if (n == 0) {
+        sr__file_finish(s);
+        return;
+    }
+    sr_linesplit_feed(&s->split, f->buf, (size_t)n, sr__source_line, s);
+}
+
+static int sr__file_start(sr_source_t *s, const sr_source_opts_t *o)
+{
+    if (!o->path) {
+        snprintf(s->err, sizeof(s->err), "text_file needs a path");
+        return SR_EINVAL;
+    }
+    sr__file_t *f = sr_calloc(1, sizeof(*f));
+    if (!f) return SR_ENOMEM;
+    f->buf = sr_malloc(SR_FILE_CHUNK);
+    if (!f->buf) { sr_free(f); return SR_ENOMEM; }
+    s->impl = f;
+    ev_idle_init(&f->reader, sr__file_on_idle);
+    f->reader.data = s;
+    f->fd = open(o->path, O_RDONLY | O_CLOEXEC);
+    if (f->fd < 0) {
+        char reason[600];
+        snprintf(reason, sizeof(reason), "cannot open %s: %s", o->path, strerror(errno));
+        sr__source_log(s, "%s", reason);
+        sr__source_dead(s, 0, reason, "", 0);
+        sr__source_done(s);
+        return SR_OK;
+    }
+    ev_idle_start(s->ev, &f->reader);
+    return SR_OK;
+}
+
+static void sr__file_stop(sr_source_t *s)
+{
+    sr__file_t *f = s->impl;
+    if (!f) return;
+    ev_idle_stop(s->ev, &f->reader);
+    if (f->fd >= 0) close(f->fd);
+    sr_free(f->buf);
+    sr_free(f);
+    s->impl = NULL;
+}
+
+const sr_source_type_t sr_source_text_file = {
+    .kind = "text_file", .bounded = 1, .start = sr__file_start, .stop = sr__file_stop,
+};
