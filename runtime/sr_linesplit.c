@@ -47,6 +47,27 @@ static int sr__too_long(sr_linesplit_t *ls, const char *head, sr_line_fn fn, voi
     return fn(ud, head, ls->max_line, ls->line_pos, SR_ETOOLONG);
 }
 
+/* A carried line without its newline yet is known to be too long once it
+ * holds more than max_line bytes, unless the extra byte is a \r that the
+ * next read may turn into a \r\n. */
+static int sr__carried_too_long(const sr_linesplit_t *ls)
+{
+    return ls->len > ls->max_line + 1 ||
+           (ls->len == ls->max_line + 1 && ls->buf[ls->len - 1] != '\r');
+}
+
+/* No memory to carry a line: reports what there is of it (at most max_line
+ * bytes) with SR_ENOMEM and drops the rest, so the stream goes on. */
+static int sr__no_memory(sr_linesplit_t *ls, const char *seg, size_t seglen, int has_nl,
+                         sr_line_fn fn, void *ud)
+{
+    const char *head = ls->len ? ls->buf : seg;
+    size_t len = ls->len ? ls->len : seglen;
+    ls->len = 0;
+    ls->dropping = !has_nl;
+    return fn(ud, head, len < ls->max_line ? len : ls->max_line, ls->line_pos, SR_ENOMEM);
+}
+
 long sr_linesplit_feed(sr_linesplit_t *ls, const char *p, size_t n, sr_line_fn fn, void *ud)
 {
     size_t i = 0;
@@ -66,15 +87,19 @@ long sr_linesplit_feed(sr_linesplit_t *ls, const char *p, size_t n, sr_line_fn f
             ls->dropping = 0;
         } else {
             if (ls->len == 0) ls->line_pos = ls->pos;
-            size_t room = ls->max_line + 1 - (ls->len < ls->max_line + 1 ? ls->len : ls->max_line + 1);
-            if (sr__carry(ls, p + i, seg < room ? seg : room) < 0) return SR_ENOMEM;
-            if (nl) {
+            /* Never carry more than max_line + 2 bytes: enough to tell a
+             * too-long line from one of max_line bytes plus its \r. */
+            size_t limit = ls->max_line + 2;
+            size_t room = ls->len < limit ? limit - ls->len : 0;
+            if (sr__carry(ls, p + i, seg < room ? seg : room) < 0) {
+                stop = sr__no_memory(ls, p + i, seg, nl != NULL, fn, ud);
+            } else if (nl) {
                 size_t len = sr__strip_cr(ls->buf, ls->len);
                 stop = len > ls->max_line ? sr__too_long(ls, ls->buf, fn, ud)
                                           : fn(ud, ls->buf, len, ls->line_pos, 0);
                 ls->len = 0;
                 ls->dropping = 0;
-            } else if (ls->len > ls->max_line) {
+            } else if (sr__carried_too_long(ls)) {
                 stop = sr__too_long(ls, ls->buf, fn, ud);
                 ls->len = 0;
             }

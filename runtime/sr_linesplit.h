@@ -7,8 +7,10 @@
 
 /* Called once per line. status is 0 for a whole line, SR_ETOOLONG for a line
  * over max_line (line holds its first max_line bytes), SR_ECLOSED for a
- * partial line left when the stream ended mid-line (see finish). pos is the
- * stream offset of the line's first byte. Return non-zero to stop feeding. */
+ * partial line left when the stream ended mid-line (see finish), SR_ENOMEM
+ * for a line that could not be carried over for lack of memory (line holds
+ * what there was of it, the rest is dropped). pos is the stream offset of
+ * the line's first byte. Return non-zero to stop feeding. */
 typedef int (*sr_line_fn)(void *ud, const char *line, size_t len, int64_t pos, int status);
 
 typedef struct sr_linesplit {
@@ -22,9 +24,9 @@ typedef struct sr_linesplit {
 
 void sr_linesplit_init(sr_linesplit_t *ls, size_t max_line, int64_t start_pos);
 void sr_linesplit_close(sr_linesplit_t *ls);
-/* Feeds n bytes. Returns the number of bytes consumed (all of them unless the
- * callback asked to stop, in which case the rest must be fed again later),
- * or SR_ENOMEM. */
+/* Feeds n bytes. Returns the number of bytes consumed: all of them unless the
+ * callback asked to stop, in which case the rest must be fed again later.
+ * Does not fail: out of memory, a line is reported with SR_ENOMEM. */
 long sr_linesplit_feed(sr_linesplit_t *ls, const char *p, size_t n, sr_line_fn fn, void *ud);
 /* Ends the stream: a carried partial line is passed to fn with status
  * partial_status (0 to treat it as a last line without newline, as at the
