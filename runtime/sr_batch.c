@@ -12,6 +12,20 @@ void sr_batch_init(sr_batch_t *b, size_t max_records, size_t max_bytes)
     b->max_bytes = max_bytes;
 }
 
+sr_batch_t *sr_batch_new(size_t max_records, size_t max_bytes)
+{
+    sr_batch_t *b = sr_malloc(sizeof(*b));
+    if (b) sr_batch_init(b, max_records, max_bytes);
+    return b;
+}
+
+void sr_batch_free(sr_batch_t *b)
+{
+    if (!b) return;
+    sr_batch_close(b);
+    sr_free(b);
+}
+
 void sr_batch_close(sr_batch_t *b)
 {
     sr_free(b->data);

@@ -15,6 +15,10 @@ typedef struct sr_batch {
     size_t max_records, max_bytes; /* the batch is full at either limit */
 } sr_batch_t;
 
+/* Heap batch for callers without an embedding struct (the test driver).
+ * NULL when out of memory; free with sr_batch_free. */
+sr_batch_t *sr_batch_new(size_t max_records, size_t max_bytes);
+void sr_batch_free(sr_batch_t *b);
 /* Initializes an empty batch with the given limits (0 = no limit). */
 void sr_batch_init(sr_batch_t *b, size_t max_records, size_t max_bytes);
 /* Releases the batch's memory. */

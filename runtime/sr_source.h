@@ -52,6 +52,10 @@ struct sr_source {
 /* Looks a kind up in the registry; NULL if unknown. */
 const sr_source_type_t *sr_source_type_find(const char *kind);
 
+/* The port a listen_text source is bound to (the one picked by the system
+ * when it was asked for port 0), or SR_EINVAL for another kind of source. */
+int sr_source_listen_port(sr_source_t *s);
+
 /* -- For source implementations -- */
 
 /* An sr_line_fn: appends a whole line (status 0) to s->batch, or sends it to

@@ -1,7 +1,292 @@
-/* placeholder, replaced by the real text_dir source */
+/* sr_source_dir: text_dir, as Spark's textFileStream: every regular file that
+ * appears in a directory is read whole, line by line, exactly once; files
+ * already there at start are read too. Unbounded. Names starting with '.' or
+ * '_' are files still being written and are skipped, so producers should
+ * write under such a name and rename when done (a file written in place may
+ * be read before it is complete). Within one scan files are read in name
+ * order. Offsets are byte offsets within each file. */
+#include "sr_alloc.h"
 #include "sr_error.h"
 #include "sr_source.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <ev.h>
+#include <fcntl.h>
 #include <stdio.h>
-static int start(sr_source_t *s, const sr_source_opts_t *o) { (void)o; snprintf(s->err, sizeof(s->err), "text_dir: not built yet"); return SR_EINVAL; }
-static void stop(sr_source_t *s) { (void)s; }
-const sr_source_type_t sr_source_text_dir = { .kind = "text_dir", .bounded = 0, .start = start, .stop = stop };
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SR_DIR_CHUNK (64 * 1024)
+#define SR_DIR_POLL 0.25 /* seconds between scans when no event comes */
+
+/* A growable array of owned names. */
+typedef struct sr__names {
+    char **v;
+    size_t n, cap;
+} sr__names_t;
+
+typedef struct sr__dir {
+    ev_stat watch;       /* changes of the directory (inotify where available) */
+    ev_timer poll;       /* fallback: scan again every SR_DIR_POLL */
+    ev_idle reader;      /* reads a chunk per loop iteration while files wait */
+    char *path;          /* owned; ev_stat keeps a pointer to it */
+    sr__names_t seen;    /* every name queued so far, sorted */
+    sr__names_t queue;   /* names still to read, in order (borrowed from seen) */
+    size_t next;         /* queue.v[next] is the next file to open */
+    int fd;              /* file being read, or -1 */
+    size_t max_line;
+    int missing;         /* we logged that the directory is gone */
+    char buf[SR_DIR_CHUNK];
+} sr__dir_t;
+
+/* -- Name sets -- */
+
+/* Appends name (ownership taken only on success). Returns 0 or SR_ENOMEM. */
+static int sr__names_push(sr__names_t *ns, char *name)
+{
+    if (ns->n == ns->cap) {
+        size_t cap = ns->cap ? ns->cap * 2 : 16;
+        char **v = sr_realloc(ns->v, cap * sizeof(*v));
+        if (!v) return SR_ENOMEM;
+        ns->v = v;
+        ns->cap = cap;
+    }
+    ns->v[ns->n++] = name;
+    return SR_OK;
+}
+
+/* Index of the first name >= name in a sorted set. */
+static size_t sr__names_lower(const sr__names_t *ns, const char *name)
+{
+    size_t lo = 0, hi = ns->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(ns->v[mid], name) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+static int sr__names_has(const sr__names_t *ns, const char *name)
+{
+    size_t i = sr__names_lower(ns, name);
+    return i < ns->n && strcmp(ns->v[i], name) == 0;
+}
+
+/* Inserts name into a sorted set (ownership taken only on success).
+ * Returns 0 or SR_ENOMEM. */
+static int sr__names_insert(sr__names_t *ns, char *name)
+{
+    size_t i = sr__names_lower(ns, name);
+    if (sr__names_push(ns, name) < 0) return SR_ENOMEM;
+    memmove(ns->v + i + 1, ns->v + i, (ns->n - 1 - i) * sizeof(*ns->v));
+    ns->v[i] = name;
+    return SR_OK;
+}
+
+static void sr__names_free(sr__names_t *ns, int owned)
+{
+    if (owned)
+        for (size_t i = 0; i < ns->n; i++) sr_free(ns->v[i]);
+    sr_free(ns->v);
+    memset(ns, 0, sizeof(*ns));
+}
+
+static int sr__names_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* -- Scanning -- */
+
+static int sr__dir_wanted(const char *name)
+{
+    return name[0] != '.' && name[0] != '_';
+}
+
+/* Lists the directory and queues the regular files not seen before, in name
+ * order. Returns 0, or a negative SR_E* with errno set when the directory
+ * cannot be read. */
+static int sr__dir_scan(sr_source_t *s)
+{
+    sr__dir_t *d = s->impl;
+    DIR *dir = opendir(d->path);
+    if (!dir) return SR_EIO;
+    sr__names_t found = {0};
+    struct dirent *e;
+    int rc = SR_OK;
+    while ((e = readdir(dir)) != NULL) {
+        if (!sr__dir_wanted(e->d_name) || sr__names_has(&d->seen, e->d_name)) continue;
+        struct stat st;
+        if (fstatat(dirfd(dir), e->d_name, &st, 0) < 0 || !S_ISREG(st.st_mode)) continue;
+        char *name = sr_strdup(e->d_name);
+        if (!name || sr__names_push(&found, name) < 0) {
+            sr_free(name);
+            rc = SR_ENOMEM;
+            break;
+        }
+    }
+    closedir(dir);
+    if (found.n) qsort(found.v, found.n, sizeof(*found.v), sr__names_cmp);
+    size_t queued = 0;
+    for (; queued < found.n; queued++) {
+        char *name = found.v[queued];
+        /* The queue grows first so that a name in seen is always queued. */
+        if (sr__names_push(&d->queue, name) < 0) { rc = SR_ENOMEM; break; }
+        if (sr__names_insert(&d->seen, name) < 0) {
+            d->queue.n--;
+            rc = SR_ENOMEM;
+            break;
+        }
+    }
+    for (size_t i = queued; i < found.n; i++) sr_free(found.v[i]);
+    sr__names_free(&found, 0);
+    if (rc == SR_ENOMEM) sr__source_log(s, "out of memory while scanning %s", d->path);
+    if (d->next < d->queue.n) ev_idle_start(s->ev, &d->reader);
+    return SR_OK;
+}
+
+static void sr__dir_rescan(sr_source_t *s)
+{
+    sr__dir_t *d = s->impl;
+    if (sr__dir_scan(s) < 0) {
+        if (!d->missing) sr__source_log(s, "cannot read %s: %s", d->path, strerror(errno));
+        d->missing = 1;
+        return;
+    }
+    if (d->missing) sr__source_log(s, "%s readable again", d->path);
+    d->missing = 0;
+}
+
+/* -- Reading -- */
+
+/* Opens the next queued file. Returns 1 when one is open, 0 when the queue
+ * is empty. A file that cannot be opened is a dead letter. */
+static int sr__dir_open_next(sr_source_t *s)
+{
+    sr__dir_t *d = s->impl;
+    while (d->next < d->queue.n) {
+        const char *name = d->queue.v[d->next++];
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/%s", d->path, name);
+        d->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        if (d->fd >= 0) {
+            sr_linesplit_close(&s->split);
+            sr_linesplit_init(&s->split, d->max_line, 0);
+            return 1;
+        }
+        char reason[4200];
+        snprintf(reason, sizeof(reason), "cannot open %s: %s", path, strerror(errno));
+        sr__source_log(s, "%s", reason);
+        sr__source_dead(s, 0, reason, "", 0);
+    }
+    /* Everything queued is read: the queue's memory can go. */
+    d->queue.n = 0;
+    d->next = 0;
+    return 0;
+}
+
+static void sr__dir_on_idle(struct ev_loop *ev, ev_idle *w, int revents)
+{
+    (void)revents;
+    sr_source_t *s = w->data;
+    sr__dir_t *d = s->impl;
+    if (sr_batch_full(&s->batch)) return; /* wait for the batch to be released */
+    if (d->fd < 0 && !sr__dir_open_next(s)) {
+        ev_idle_stop(ev, w);
+        return;
+    }
+    ssize_t n = read(d->fd, d->buf, sizeof(d->buf));
+    if (n > 0) {
+        sr_linesplit_feed(&s->split, d->buf, (size_t)n, sr__source_line, s);
+        return;
+    }
+    if (n < 0 && errno == EINTR) return;
+    if (n < 0) {
+        char reason[300];
+        snprintf(reason, sizeof(reason), "read error: %s", strerror(errno));
+        sr__source_dead(s, s->split.pos, reason, "", 0);
+    }
+    /* End of this file: its last line needs no newline. */
+    sr_linesplit_finish(&s->split, 0, sr__source_line, s);
+    close(d->fd);
+    d->fd = -1;
+}
+
+static void sr__dir_on_stat(struct ev_loop *ev, ev_stat *w, int revents)
+{
+    (void)ev; (void)revents;
+    sr__dir_rescan(w->data);
+}
+
+static void sr__dir_on_poll(struct ev_loop *ev, ev_timer *w, int revents)
+{
+    (void)ev; (void)revents;
+    sr__dir_rescan(w->data);
+}
+
+/* -- Registration -- */
+
+static void sr__dir_free(sr_source_t *s)
+{
+    sr__dir_t *d = s->impl;
+    sr__names_free(&d->queue, 0);
+    sr__names_free(&d->seen, 1);
+    sr_free(d->path);
+    sr_free(d);
+    s->impl = NULL;
+}
+
+static int sr__dir_start(sr_source_t *s, const sr_source_opts_t *o)
+{
+    if (!o->path || !*o->path) {
+        snprintf(s->err, sizeof(s->err), "text_dir needs a path");
+        return SR_EINVAL;
+    }
+    struct stat st;
+    int err = stat(o->path, &st) < 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+    if (err) {
+        snprintf(s->err, sizeof(s->err), "text_dir %s: %s", o->path, strerror(err));
+        return SR_ENOENT;
+    }
+    sr__dir_t *d = sr_calloc(1, sizeof(*d));
+    if (!d) return SR_ENOMEM;
+    d->path = sr_strdup(o->path);
+    if (!d->path) { sr_free(d); return SR_ENOMEM; }
+    d->fd = -1;
+    d->max_line = o->max_line;
+    s->impl = d;
+    ev_stat_init(&d->watch, sr__dir_on_stat, d->path, 0.);
+    d->watch.data = s;
+    ev_timer_init(&d->poll, sr__dir_on_poll, SR_DIR_POLL, SR_DIR_POLL);
+    d->poll.data = s;
+    ev_idle_init(&d->reader, sr__dir_on_idle);
+    d->reader.data = s;
+    if (sr__dir_scan(s) < 0) {
+        snprintf(s->err, sizeof(s->err), "text_dir %s: %s", o->path, strerror(errno));
+        ev_idle_stop(s->ev, &d->reader);
+        sr__dir_free(s);
+        return SR_EIO;
+    }
+    ev_stat_start(s->ev, &d->watch);
+    ev_timer_start(s->ev, &d->poll);
+    return SR_OK;
+}
+
+static void sr__dir_stop(sr_source_t *s)
+{
+    sr__dir_t *d = s->impl;
+    if (!d) return;
+    ev_idle_stop(s->ev, &d->reader);
+    ev_timer_stop(s->ev, &d->poll);
+    ev_stat_stop(s->ev, &d->watch);
+    if (d->fd >= 0) close(d->fd);
+    sr__dir_free(s);
+}
+
+const sr_source_type_t sr_source_text_dir = {
+    .kind = "text_dir", .bounded = 0, .start = sr__dir_start, .stop = sr__dir_stop,
+};

@@ -1,0 +1,52 @@
+-- streamrun.batch: the per-batch data of one stage as columns, so a pair
+-- costs no table: { n = count, a = {...}, b = {...} } where element i is the
+-- single value a[i] when b[i] is nil, else the pair (a[i], b[i]).
+local tnew = require "table.new"
+
+local M = {}
+
+M.new_table = tnew
+local EMPTY_B = setmetatable({}, { __newindex = function() error("batch.EMPTY_B is read-only", 2) end })
+
+-- A batch of n single elements from an array (not copied).
+function M.of_values(a, n)
+  return { n = n or #a, a = a, b = EMPTY_B }
+end
+
+function M.empty()
+  return { n = 0, a = {}, b = EMPTY_B }
+end
+
+-- Elements as one Lua value each, pairs as {k, v}: what user functions that
+-- see a whole batch (transform, foreach_batch, the test driver) receive.
+function M.to_elements(batch)
+  local n, a, b = batch.n, batch.a, batch.b
+  local out = tnew(n, 0)
+  for i = 1, n do
+    local v = b[i]
+    if v == nil then out[i] = a[i] else out[i] = { a[i], v } end
+  end
+  return out
+end
+
+-- The inverse of to_elements: with keyed, each element must be a {k, v}
+-- table and becomes a pair. Returns the batch, or nil and the position of
+-- the first element that is not a pair.
+function M.from_elements(list, keyed)
+  local n = #list
+  if not keyed then return { n = n, a = list, b = EMPTY_B } end
+  local a, b = tnew(n, 0), tnew(n, 0)
+  for i = 1, n do
+    local e = list[i]
+    if type(e) ~= "table" or e[1] == nil or e[2] == nil then return nil, i end
+    a[i], b[i] = e[1], e[2]
+  end
+  return { n = n, a = a, b = b }
+end
+
+-- 1 when any element of the batch is a pair.
+function M.has_pairs(batch)
+  return next(batch.b) ~= nil
+end
+
+return M

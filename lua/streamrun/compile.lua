@@ -1,0 +1,132 @@
+-- streamrun.compile: turns a job's stage graph into its per-batch function.
+-- Stages run in creation order (always topological); chains of narrow
+-- stages are fused into one loop (streamrun.fuse); every other stage runs
+-- once per batch over whole batches (streamrun.ops, streamrun.outputs).
+local batch = require "streamrun.batch"
+local format = require "streamrun.format"
+local fuse = require "streamrun.fuse"
+local ops = require "streamrun.ops"
+local outputs = require "streamrun.outputs"
+
+local pcall, xpcall, traceback, select = pcall, xpcall, debug.traceback, select
+local concat, ipairs = table.concat, ipairs
+
+local M = {}
+
+-- Keeps the traceback's lines that are the user's code, not the runtime's.
+local function trim_traceback(msg)
+  local out = {}
+  for line in tostring(msg):gmatch("[^\n]+") do
+    if line:find("in function 'xpcall'", 1, true) or line:find("[C]: in function 'pcall'", 1, true) then break end
+    if not line:find("streamrun/[%w_]+%.lua") and not line:find("^%s*%[string") and not line:find("stages .* >") then
+      out[#out + 1] = line
+    end
+  end
+  return concat(out, "\n")
+end
+
+-- What to write about the element a failing call received.
+local function describe_args(...)
+  local n = select("#", ...)
+  if n == 0 then return "" end
+  local a, b = ...
+  if n >= 2 and b ~= nil then return format.json({ a, b }) end
+  return format.json(a)
+end
+
+-- handlers: { dead_letter(stage_name, reason, record), on_error = "dead_letter"|"fail" }
+-- Returns report(node, err, ...args) used by fused chains and ops.
+local function make_report(handlers)
+  return function(node, err, ...)
+    local reason = ("stage %s (%s at %s): %s"):format(node.stage_name, node.op, node.where, trim_traceback(err))
+    local record = describe_args(...)
+    if handlers.on_error == "fail" then
+      error({ fatal = reason .. "\n  element: " .. record }, 0)
+    end
+    handlers.dead_letter(node.stage_name, reason, record)
+  end
+end
+
+local function direct_call(node, f, ...) return f(...) end
+
+-- A plan: run(inputs, time_ms) runs one batch. inputs[source_node] = batch.
+-- handlers: dead_letter, on_error, sink (see streamrun.outputs).
+function M.compile(job, handlers)
+  local report = make_report(handlers)
+  local function guarded_call(node, f, ...)
+    local ok, r = xpcall(f, traceback, ...)
+    if ok then return r end
+    report(node, r, ...)
+    return nil, true
+  end
+  local direct_env = { call = direct_call, report = report }
+  local guarded_env = { call = guarded_call, report = report, guarded = true }
+
+  local consumers = {}
+  for _, node in ipairs(job.nodes) do
+    for _, input in ipairs(node.inputs) do consumers[input] = (consumers[input] or 0) + 1 end
+  end
+
+  -- Group narrow stages into chains.
+  local steps, chain_of = {}, {}
+  for _, node in ipairs(job.nodes) do
+    if node.kind == "narrow" then
+      local input = node.inputs[1]
+      local chain = input.kind == "narrow" and consumers[input] == 1 and chain_of[input]
+      if chain then
+        chain.stages[#chain.stages + 1] = node
+      else
+        chain = { kind = "chain", stages = { node }, input = input }
+        steps[#steps + 1] = chain
+      end
+      chain_of[node] = chain
+    else
+      steps[#steps + 1] = { kind = node.kind, node = node }
+    end
+  end
+
+  local sink = handlers.sink
+  sink.call = guarded_call
+  sink.fail = function(node, msg) report(node, msg) end
+  for _, step in ipairs(steps) do
+    if step.kind == "chain" then
+      step.node = step.stages[#step.stages]
+      step.fused = fuse.chain(step.stages, report)
+    elseif step.kind == "wide" then
+      step.op = ops[step.node.op] or error("compile: no operation " .. step.node.op)
+    elseif step.kind == "output" then
+      step.write = outputs.make(step.node, sink)
+    end
+  end
+
+  local plan = { job = job, steps = steps }
+
+  -- Runs one batch; returns the results of every stage by node (for tests).
+  function plan.run(inputs, time_ms)
+    local results = {}
+    for _, step in ipairs(steps) do
+      local node = step.node
+      local kind = step.kind
+      if kind == "source" then
+        results[node] = inputs[node] or batch.empty()
+      elseif kind == "chain" then
+        results[node] = step.fused.run(results[step.input])
+      elseif kind == "wide" then
+        local a, b = results[node.inputs[1]], node.inputs[2] and results[node.inputs[2]]
+        local ok, out = pcall(step.op, node, direct_env, a, b or time_ms, time_ms)
+        if not ok then
+          if type(out) == "table" and out.fatal then error(out, 0) end
+          out = step.op(node, guarded_env, a, b or time_ms, time_ms)
+        end
+        results[node] = out
+      else
+        step.write(results[node.inputs[1]], time_ms)
+      end
+    end
+    return results
+  end
+
+  return plan
+end
+
+return M

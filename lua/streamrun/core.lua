@@ -1,0 +1,93 @@
+-- streamrun.core: the one place the C runtime's FFI surface is declared, and
+-- the handle to it: the running binary's own symbols under `streamrun`, or
+-- build/libstreamrun.so when Lua runs outside it (Busted under luajit).
+local ffi = require "ffi"
+
+ffi.cdef [[
+typedef struct sr_batch {
+    char *data; uint32_t *off; int64_t *pos; size_t n; size_t len;
+    size_t cap, ncap; size_t max_records, max_bytes;
+} sr_batch_t;
+typedef struct sr_loop sr_loop_t;
+typedef struct sr_source_opts {
+    const char *kind; const char *name; const char *host; int port;
+    const char *path; size_t max_line; int from_start;
+} sr_source_opts_t;
+typedef struct sr_loop_opts {
+    int64_t batch_ms; size_t max_batch_records; size_t max_batch_bytes;
+    const char *dead_letter_path;
+} sr_loop_opts_t;
+typedef struct sr_tick { int64_t time_ms; int64_t delay_ms; int last; int reload; } sr_tick_t;
+
+const char *sr_version(void);
+double sr_clock_ms(void);
+const char *sr_strerror(int code);
+int sr_duration_parse(const char *s, int64_t *ms);
+
+sr_batch_t *sr_batch_new(size_t max_records, size_t max_bytes);
+void sr_batch_free(sr_batch_t *b);
+int sr_batch_append(sr_batch_t *b, const char *p, size_t len, int64_t pos);
+void sr_batch_clear(sr_batch_t *b);
+
+sr_loop_t *sr_loop_new(const sr_loop_opts_t *o, char *err, size_t errlen);
+void sr_loop_free(sr_loop_t *l);
+int sr_loop_add_source(sr_loop_t *l, const sr_source_opts_t *o, char *err, size_t errlen);
+sr_batch_t *sr_loop_batch(sr_loop_t *l, int index);
+void sr_loop_set_lua_active(sr_loop_t *l, int active);
+int sr_loop_next(sr_loop_t *l, sr_tick_t *t);
+void sr_loop_release(sr_loop_t *l);
+void sr_loop_stop(sr_loop_t *l);
+void sr_loop_dead_letter(sr_loop_t *l, const char *source, int64_t offset,
+                         const char *reason, const char *record, size_t len);
+uint64_t sr_loop_dead_letters(const sr_loop_t *l);
+
+int mkdir(const char *path, unsigned int mode);
+]]
+
+local function here()
+  local src = debug.getinfo(1, "S").source
+  return src:match("^@(.*)/[^/]*$") or "."
+end
+
+local function load_runtime()
+  if pcall(function() return ffi.C.sr_version end) then return ffi.C end
+  local path = os.getenv("STREAMRUN_LIB") or (here() .. "/../../build/libstreamrun.so")
+  local ok, lib = pcall(ffi.load, path)
+  if not ok then
+    error("streamrun: cannot load the C runtime (" .. path .. "): run `make` first\n" .. tostring(lib), 0)
+  end
+  return lib
+end
+
+local C = load_runtime()
+
+local M = { C = C, ffi = ffi }
+
+local duration_out = ffi.new("int64_t[1]")
+
+-- Milliseconds in a duration ("250ms", "1.5s", "2m", "1h", or seconds as a
+-- number or string); nil and a message when malformed.
+function M.duration_ms(d)
+  if type(d) == "number" then d = tostring(d) end
+  if type(d) ~= "string" then return nil, "duration must be a string like \"1s\"" end
+  if C.sr_duration_parse(d, duration_out) ~= 0 then
+    return nil, ("bad duration %q (want e.g. 250ms, 1s, 1.5s, 2m, 1h)"):format(d)
+  end
+  return tonumber(duration_out[0])
+end
+
+function M.clock_ms() return C.sr_clock_ms() end
+
+-- Creates dir and its parents (like mkdir -p). Returns true or nil, message.
+function M.mkdir_p(dir)
+  local path = ""
+  for part in dir:gmatch("[^/]+") do
+    path = (path == "" and dir:sub(1, 1) ~= "/") and part or (path .. "/" .. part)
+    if ffi.C.mkdir(path, 493) ~= 0 and ffi.errno() ~= 17 then
+      return nil, ("cannot create %s: errno %d"):format(path, ffi.errno())
+    end
+  end
+  return true
+end
+
+return M

@@ -1,0 +1,395 @@
+-- streamrun.dsl: the job DSL of SPEC section 4. sr.job{...} makes a Job; its
+-- source methods and the Stream methods add stages to a graph that
+-- streamrun.compile turns into the per-batch function. Mistakes raise errors
+-- that name the job script's file:line.
+local core = require "streamrun.core"
+
+local type, pairs, ipairs, tostring, error, setmetatable = type, pairs, ipairs, tostring, error, setmetatable
+
+local M = {}
+
+local LIB_DIR = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".")
+
+-- The first stack frame outside this library: where the user wrote the call.
+local function user_where()
+  for level = 3, 40 do
+    local info = debug.getinfo(level, "Sl")
+    if not info then break end
+    local src = info.source or ""
+    if src:sub(1, 1) == "@" and info.currentline > 0 and src:sub(2, #LIB_DIR + 1) ~= LIB_DIR then
+      return src:sub(2) .. ":" .. info.currentline
+    end
+  end
+  return "?"
+end
+M.user_where = user_where
+
+-- Raises a job-definition error located at the user's call.
+local function fail(fmt, ...)
+  error(user_where() .. ": " .. fmt:format(...), 0)
+end
+M.fail = fail
+
+local function check_fn(op, f, what)
+  if type(f) ~= "function" then fail("%s: %s must be a function, got %s", op, what or "argument", type(f)) end
+end
+
+local function check_opts(op, opts, allowed)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then fail("%s: options must be a table, got %s", op, type(opts)) end
+  for k in pairs(opts) do
+    if not allowed[k] then fail("%s: unknown option '%s'", op, tostring(k)) end
+  end
+  return opts
+end
+
+local function duration(op, what, d)
+  local ms, err = core.duration_ms(d)
+  if not ms or ms <= 0 then fail("%s: %s: %s", op, what, err or "must be positive") end
+  return ms
+end
+M.duration = duration
+
+-- -- Job --
+
+local Job = {}
+Job.__index = Job
+M.Job = Job
+
+-- What a job script holds is a handle; the stage itself is a plain table
+-- (the node) that the compiler reads.
+local NODE = setmetatable({}, { __tostring = function() return "node" end })
+local Stream = {}
+local StreamMT = {
+  __index = function(_, k)
+    local m = Stream[k]
+    if m == nil then fail("unknown operation '%s'", tostring(k)) end
+    return m
+  end,
+}
+M.Stream = Stream
+
+local function node_of(handle)
+  return type(handle) == "table" and rawget(handle, NODE) or nil
+end
+M.node_of = node_of
+
+local JOB_OPTS = {
+  name = true, batch = true, checkpoint = true, max_batch_records = true,
+  max_batch_bytes = true, on_error = true, partitions = true,
+}
+
+function M.job(opts)
+  if type(opts) ~= "table" then fail("sr.job: options must be a table") end
+  check_opts("sr.job", opts, JOB_OPTS)
+  local job = setmetatable({
+    name = opts.name or "job",
+    batch_ms = duration("sr.job", "batch", opts.batch or "1s"),
+    checkpoint = opts.checkpoint,
+    max_batch_records = opts.max_batch_records or 100000,
+    max_batch_bytes = opts.max_batch_bytes or 64 * 1024 * 1024,
+    on_error = opts.on_error or "dead_letter",
+    partitions = opts.partitions or 16,
+    nodes = {},      -- every stage, in creation order
+    sources = {},
+    outputs = {},
+    by_name = {},
+    counters = {},
+    where = user_where(),
+  }, Job)
+  if type(job.name) ~= "string" or job.name == "" then fail("sr.job: name must be a non-empty string") end
+  if job.on_error ~= "dead_letter" and job.on_error ~= "fail" then
+    fail("sr.job: on_error must be \"dead_letter\" or \"fail\", got %s", tostring(job.on_error))
+  end
+  for _, k in ipairs { "max_batch_records", "max_batch_bytes", "partitions" } do
+    local v = job[k]
+    if type(v) ~= "number" or v < 1 or v % 1 ~= 0 then fail("sr.job: %s must be a positive integer", k) end
+  end
+  if job.checkpoint ~= nil then
+    local c = job.checkpoint
+    if type(c) ~= "table" or type(c.dir) ~= "string" then fail("sr.job: checkpoint must be {dir = \"...\", every = DUR, keep = N}") end
+    if c.every ~= nil then duration("sr.job", "checkpoint.every", c.every) end
+  end
+  return job
+end
+
+-- Adds a stage to the job. kind: "source", "narrow", "wide", "output".
+local function add_node(job, op, kind, inputs, fields, name)
+  job.counters[op] = (job.counters[op] or 0) + 1
+  local node = fields or {}
+  node.job, node.op, node.kind, node.inputs = job, op, kind, inputs
+  node.id = #job.nodes + 1
+  node.where = user_where()
+  node.stage_name = op .. "." .. job.counters[op]
+  job.nodes[#job.nodes + 1] = node
+  node.handle = setmetatable({ [NODE] = node }, StreamMT)
+  if name ~= nil then node.handle:name(name) else job.by_name[node.stage_name] = node end
+  if kind == "source" then job.sources[#job.sources + 1] = node end
+  if kind == "output" then job.outputs[#job.outputs + 1] = node end
+  return node.handle
+end
+
+-- -- Sources --
+
+local SOURCE_OPTS = { name = true, format = true, max_line = true }
+
+local function source(job, op, fields, opts, extra)
+  local allowed = SOURCE_OPTS
+  if extra then
+    allowed = {}
+    for k in pairs(SOURCE_OPTS) do allowed[k] = true end
+    for k in pairs(extra) do allowed[k] = true end
+  end
+  opts = check_opts(op, opts, allowed)
+  fields.format = opts.format or "text"
+  if fields.format ~= "text" and fields.format ~= "json" then
+    fail("%s: format must be \"text\" or \"json\", got %s", op, tostring(fields.format))
+  end
+  fields.max_line = opts.max_line or 1024 * 1024
+  if type(fields.max_line) ~= "number" or fields.max_line < 1 then fail("%s: max_line must be a positive number", op) end
+  fields.keyed = "no"
+  fields.opts = opts
+  return add_node(job, op, "source", {}, fields, opts.name)
+end
+
+local function check_host_port(op, host, port, min_port)
+  if type(host) ~= "string" or host == "" then fail("%s: host must be a string", op) end
+  if type(port) ~= "number" or port % 1 ~= 0 or port < min_port or port > 65535 then
+    fail("%s: port must be an integer from %d to 65535, got %s", op, min_port, tostring(port))
+  end
+end
+
+function Job:socket_text(host, port, opts)
+  check_host_port("socket_text", host, port, 1)
+  return source(self, "socket_text", { host = host, port = port, c_kind = "socket_text" }, opts)
+end
+
+function Job:listen_text(host, port, opts)
+  check_host_port("listen_text", host, port, 0)
+  return source(self, "listen_text", { host = host, port = port, c_kind = "listen_text" }, opts)
+end
+
+local function check_path(op, path)
+  if type(path) ~= "string" or path == "" then fail("%s: path must be a string", op) end
+end
+
+function Job:text_file(path, opts)
+  check_path("text_file", path)
+  return source(self, "text_file", { path = path, c_kind = "text_file", bounded = true }, opts)
+end
+
+function Job:text_dir(path, opts)
+  check_path("text_dir", path)
+  return source(self, "text_dir", { path = path, c_kind = "text_dir" }, opts)
+end
+
+function Job:tail(path, opts)
+  check_path("tail", path)
+  local h = source(self, "tail", { path = path, c_kind = "tail" }, opts, { from_start = true })
+  local n = node_of(h)
+  n.from_start = n.opts.from_start and true or false
+  return h
+end
+
+function Job:stdin(opts)
+  return source(self, "stdin", { c_kind = "stdin", bounded = true }, opts)
+end
+
+function Job:generator(fn, opts)
+  check_fn("generator", fn, "the element function")
+  local h = source(self, "generator", { fn = fn }, opts, { rate = true, count = true })
+  local n = node_of(h)
+  n.rate = n.opts.rate or 1000
+  n.total = n.opts.count
+  if type(n.rate) ~= "number" or n.rate <= 0 then fail("generator: rate must be a positive number") end
+  if n.total ~= nil and (type(n.total) ~= "number" or n.total < 0) then fail("generator: count must be a number >= 0") end
+  n.bounded = n.total ~= nil
+  return h
+end
+
+function Job:queue(batches, opts)
+  if type(batches) ~= "table" then fail("queue: batches must be an array of arrays") end
+  for i, b in ipairs(batches) do
+    if type(b) ~= "table" then fail("queue: batch %d must be an array, got %s", i, type(b)) end
+  end
+  return source(self, "queue", { batches = batches, bounded = true }, opts)
+end
+
+-- -- Naming --
+
+function Stream:name(n)
+  local handle = self
+  self = node_of(self)
+  if type(n) ~= "string" or n == "" then fail("name: must be a non-empty string") end
+  local job = self.job
+  local other = job.by_name[n]
+  if other and other ~= self then fail("name '%s' is already used by the stage at %s", n, other.where) end
+  if job.by_name[self.stage_name] == self then job.by_name[self.stage_name] = nil end
+  self.stage_name = n
+  job.by_name[n] = self
+  return handle
+end
+
+-- -- Transformations --
+
+local function stream_of(self, op)
+  if not self then fail("%s: called on something that is not a stream (use ':' not '.')", op) end
+  if self.kind == "output" then fail("%s: %s is an output, not a stream", op, self.stage_name) end
+end
+
+local function needs_keyed(self, op)
+  stream_of(self, op)
+  if self.keyed == "no" then
+    fail("%s needs a keyed stream of (k, v) pairs, but %s (%s) gives single elements; make pairs with map(function(x) return k, v end) or key_by", op, self.stage_name, self.op)
+  end
+end
+
+local function other_stream(self, op, other)
+  local node = node_of(other)
+  if not node or node.job ~= self.job then
+    fail("%s: the other argument must be a stream of the same job", op)
+  end
+  stream_of(node, op)
+  return node
+end
+
+local NAME_OPT = { name = true }
+
+local function narrow(op, keyed_result, needs_pairs)
+  Stream[op] = function(self, f, opts)
+    self = node_of(self)
+    if needs_pairs then needs_keyed(self, op) else stream_of(self, op) end
+    check_fn(op, f)
+    opts = check_opts(op, opts, NAME_OPT)
+    local keyed = keyed_result or self.keyed
+    return add_node(self.job, op, "narrow", { self }, { fn = f, keyed = keyed }, opts.name)
+  end
+end
+
+narrow("map", "maybe")
+narrow("flat_map", "maybe")
+narrow("filter", nil)
+narrow("map_values", "yes", true)
+narrow("flat_map_values", "yes", true)
+narrow("key_by", "yes")
+
+function Stream:union(other, opts)
+  self = node_of(self)
+  stream_of(self, "union")
+  other = other_stream(self, "union", other)
+  opts = check_opts("union", opts, NAME_OPT)
+  local keyed = self.keyed == other.keyed and self.keyed or "maybe"
+  return add_node(self.job, "union", "wide", { self, other }, { keyed = keyed }, opts.name)
+end
+
+local function wide(op, keyed_result, needs_pairs, fn_what)
+  Stream[op] = function(self, f, opts)
+    self = node_of(self)
+    if needs_pairs then needs_keyed(self, op) else stream_of(self, op) end
+    if fn_what then check_fn(op, f, fn_what) else opts, f = f, nil end
+    opts = check_opts(op, opts, NAME_OPT)
+    return add_node(self.job, op, "wide", { self }, { fn = f, keyed = keyed_result }, opts.name)
+  end
+end
+
+wide("count", "no", false)
+wide("count_by_value", "yes", false)
+wide("reduce", "maybe", false, "the reduce function")
+wide("reduce_by_key", "yes", true, "the reduce function")
+wide("group_by_key", "yes", true)
+
+local function join(op)
+  Stream[op] = function(self, other, opts)
+    self = node_of(self)
+    needs_keyed(self, op)
+    other = other_stream(self, op, other)
+    needs_keyed(other, op)
+    opts = check_opts(op, opts, NAME_OPT)
+    return add_node(self.job, op, "wide", { self, other }, { keyed = "yes" }, opts.name)
+  end
+end
+
+join("join")
+join("left_outer_join")
+join("right_outer_join")
+join("full_outer_join")
+join("cogroup")
+
+function Stream:transform(f, opts)
+  self = node_of(self)
+  stream_of(self, "transform")
+  check_fn("transform", f)
+  opts = check_opts("transform", opts, { name = true, keyed = true })
+  local keyed = self.keyed
+  if opts.keyed ~= nil then keyed = opts.keyed and "yes" or "no" end
+  return add_node(self.job, "transform", "wide", { self }, { fn = f, keyed = keyed }, opts.name)
+end
+
+-- -- Outputs --
+
+function Stream:print(n, opts)
+  self = node_of(self)
+  stream_of(self, "print")
+  if type(n) == "table" and opts == nil then n, opts = nil, n end
+  n = n or 10
+  if type(n) ~= "number" or n < 0 or n % 1 ~= 0 then fail("print: n must be a whole number >= 0") end
+  opts = check_opts("print", opts, NAME_OPT)
+  return add_node(self.job, "print", "output", { self }, { limit = n }, opts.name)
+end
+
+function Stream:foreach_batch(f, opts)
+  self = node_of(self)
+  stream_of(self, "foreach_batch")
+  check_fn("foreach_batch", f)
+  opts = check_opts("foreach_batch", opts, NAME_OPT)
+  return add_node(self.job, "foreach_batch", "output", { self }, { fn = f }, opts.name)
+end
+
+function Stream:save_as_text_files(prefix, suffix, opts)
+  self = node_of(self)
+  stream_of(self, "save_as_text_files")
+  if type(prefix) ~= "string" or prefix == "" then fail("save_as_text_files: prefix must be a string") end
+  if type(suffix) == "table" and opts == nil then suffix, opts = nil, suffix end
+  if suffix ~= nil and type(suffix) ~= "string" then fail("save_as_text_files: suffix must be a string") end
+  opts = check_opts("save_as_text_files", opts, NAME_OPT)
+  return add_node(self.job, "save_as_text_files", "output", { self }, { prefix = prefix, suffix = suffix }, opts.name)
+end
+
+function Stream:to_json_lines(path, opts)
+  self = node_of(self)
+  stream_of(self, "to_json_lines")
+  if type(path) ~= "string" or path == "" then fail("to_json_lines: path must be a file name or \"-\"") end
+  opts = check_opts("to_json_lines", opts, NAME_OPT)
+  return add_node(self.job, "to_json_lines", "output", { self }, { path = path }, opts.name)
+end
+
+-- -- Describing --
+
+local function node_detail(n)
+  if n.op == "socket_text" or n.op == "listen_text" then return ("%s:%d"):format(n.host, n.port) end
+  if n.path then return n.path end
+  if n.op == "print" then return "first " .. n.limit end
+  if n.op == "save_as_text_files" then return n.prefix .. "-<time_ms>" .. (n.suffix and ("." .. n.suffix) or "") end
+  if n.op == "generator" then return ("rate %g/s%s"):format(n.rate, n.total and (", count " .. n.total) or "") end
+  return ""
+end
+
+-- The stage graph as text, one stage a line, for `streamrun check`.
+function Job:describe()
+  local lines = { ("job %s: batch %d ms, %d stages, %d sources, %d outputs"):format(
+    self.name, self.batch_ms, #self.nodes, #self.sources, #self.outputs) }
+  for _, n in ipairs(self.nodes) do
+    local from = {}
+    for _, i in ipairs(n.inputs) do from[#from + 1] = i.stage_name end
+    local detail = node_detail(n)
+    if n.format and n.format ~= "text" then detail = detail .. " (" .. n.format .. ")" end
+    lines[#lines + 1] = ("  %-22s %-20s %s%s"):format(n.stage_name, n.op,
+      #from > 0 and ("<- " .. table.concat(from, ", ")) or "",
+      detail ~= "" and ((#from > 0 and "  " or "") .. detail) or "")
+  end
+  return table.concat(lines, "\n")
+end
+
+M.is_job = function(x) return getmetatable(x) == Job end
+
+return M

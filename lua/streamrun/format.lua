@@ -1,0 +1,50 @@
+-- streamrun.format: how elements are written as text (print, text files:
+-- pairs as (k,v), tables as JSON, as Spark prints tuples) and as JSON lines.
+local cjson = require "cjson.safe"
+
+local type, tostring, format, floor = type, tostring, string.format, math.floor
+
+local M = {}
+
+local json = cjson.new()
+json.encode_sparse_array(true)
+json.encode_invalid_numbers(true)
+
+local function number(v)
+  if v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then return format("%d", v) end
+  return tostring(v)
+end
+
+-- A JSON text for any element value; tables that JSON cannot express fall
+-- back to tostring.
+function M.json(v)
+  local s = json.encode(v)
+  if s == nil then return tostring(v) end
+  return s
+end
+
+-- A value as text: strings as they are, numbers without a trailing .0,
+-- tables as JSON.
+function M.value(v)
+  local t = type(v)
+  if t == "string" then return v end
+  if t == "number" then return number(v) end
+  if t == "table" then return M.json(v) end
+  return tostring(v)
+end
+
+local value = M.value
+
+-- Element (a, b) as Spark prints it: a single value, or "(k,v)".
+function M.element(a, b)
+  if b == nil then return value(a) end
+  return "(" .. value(a) .. "," .. value(b) .. ")"
+end
+
+-- Element (a, b) as one JSON line: a pair is {"key":k,"value":v}.
+function M.json_element(a, b)
+  if b == nil then return M.json(a) end
+  return '{"key":' .. M.json(a) .. ',"value":' .. M.json(b) .. "}"
+end
+
+return M

@@ -1,0 +1,260 @@
+-- streamrun.ops: the per-batch operations that need the whole batch (SPEC
+-- section 6): union, count, count_by_value, reduce, reduce_by_key,
+-- group_by_key, the joins, cogroup, transform. Each takes the stage, its
+-- input batches, the batch time and an env, and returns the output batch.
+-- User functions are called through env.call: directly on the fast path;
+-- guarded (a failing call is reported and its element skipped) when the
+-- fast attempt raised and the stage is re-run.
+local batch = require "streamrun.batch"
+local builtins = require "streamrun.builtins"
+local format = require "streamrun.format"
+
+local tnew = batch.new_table
+local type, tostring = type, tostring
+
+local M = {}
+
+local KEY_TYPES = { string = true, number = true, boolean = true }
+
+-- nil when k can key a table of state; else why not.
+local function bad_key(k)
+  if not KEY_TYPES[type(k)] then return "key must be a string, number or boolean, got " .. type(k) end
+  if k ~= k then return "key must not be NaN" end
+  return nil
+end
+
+local function pair_check(node, env, a, b)
+  if b == nil then
+    env.report(node, node.op .. " needs (k, v) pairs; got the single element " .. format.value(a), a)
+    return false
+  end
+  local why = bad_key(a)
+  if why then
+    env.report(node, why, a, b)
+    return false
+  end
+  return true
+end
+
+-- Groups a keyed batch: keys in order of first appearance and, per key, the
+-- array of its values.
+local function group(node, env, input)
+  local keys, lists, nk = {}, {}, 0
+  local A, B = input.a, input.b
+  for i = 1, input.n do
+    local k, v = A[i], B[i]
+    if pair_check(node, env, k, v) then
+      local l = lists[k]
+      if l == nil then
+        nk = nk + 1
+        keys[nk] = k
+        lists[k] = { v }
+      else
+        l[#l + 1] = v
+      end
+    end
+  end
+  return keys, lists, nk
+end
+
+function M.union(node, env, left, right)
+  local n = left.n + right.n
+  local A, B = tnew(n, 0), tnew(n, 0)
+  local la, lb, ra, rb = left.a, left.b, right.a, right.b
+  for i = 1, left.n do A[i], B[i] = la[i], lb[i] end
+  local off = left.n
+  for i = 1, right.n do A[off + i], B[off + i] = ra[i], rb[i] end
+  return { n = n, a = A, b = B }
+end
+
+function M.count(node, env, input)
+  return batch.of_values({ input.n }, 1)
+end
+
+function M.count_by_value(node, env, input)
+  local keys, counts, nk = {}, {}, 0
+  local reps = {}
+  local A, B = input.a, input.b
+  for i = 1, input.n do
+    local a, b = A[i], B[i]
+    local k, rep = a, a
+    if b ~= nil or not KEY_TYPES[type(a)] or a ~= a then
+      rep = b == nil and a or { a, b }
+      k = "\0" .. format.json(rep)
+    end
+    local c = counts[k]
+    if c == nil then
+      nk = nk + 1
+      keys[nk] = k
+      reps[nk] = rep
+      counts[k] = 1
+    else
+      counts[k] = c + 1
+    end
+  end
+  local OB = tnew(nk, 0)
+  for i = 1, nk do OB[i] = counts[keys[i]] end
+  return { n = nk, a = reps, b = OB }
+end
+
+local function elements_of(input)
+  return batch.to_elements(input)
+end
+
+-- A result element of a function over whole elements: a {k, v} table
+-- becomes a pair again when the stage's input was keyed.
+local function unpack_result(node, input, r)
+  if node.keyed ~= "no" and batch.has_pairs(input) and type(r) == "table" and r[1] ~= nil and r[2] ~= nil then
+    return r[1], r[2]
+  end
+  return r, nil
+end
+
+function M.reduce(node, env, input)
+  if input.n == 0 then return batch.empty() end
+  local f, call = node.fn, env.call
+  local A, B = input.a, input.b
+  local pairs_in = batch.has_pairs(input)
+  local acc, have = nil, false
+  for i = 1, input.n do
+    local e = A[i]
+    if pairs_in then e = B[i] == nil and A[i] or { A[i], B[i] } end
+    if not have then
+      acc, have = e, true
+    else
+      local r, failed = call(node, f, acc, e)
+      if not failed then acc = r end
+    end
+  end
+  local a, b = unpack_result(node, input, acc)
+  return { n = 1, a = { a }, b = { b } }
+end
+
+-- Specialized folds for the arithmetic built-ins: no call per record.
+local FOLDS = {
+  add = function(acc, v) return acc + v end,
+  min = function(acc, v) if v < acc then return v end return acc end,
+  max = function(acc, v) if v > acc then return v end return acc end,
+}
+
+function M.reduce_by_key(node, env, input)
+  local f, call = node.fn, env.call
+  local fold = env.guarded == nil and FOLDS[builtins.reducers[f] or false] or nil
+  local keys, accs, nk = {}, {}, 0
+  local A, B = input.a, input.b
+  for i = 1, input.n do
+    local k, v = A[i], B[i]
+    if pair_check(node, env, k, v) then
+      local acc = accs[k]
+      if acc == nil then
+        nk = nk + 1
+        keys[nk] = k
+        accs[k] = v
+      elseif fold then
+        accs[k] = fold(acc, v)
+      else
+        local r, failed = call(node, f, acc, v)
+        if not failed then accs[k] = r end
+      end
+    end
+  end
+  local OB = tnew(nk, 0)
+  for i = 1, nk do OB[i] = accs[keys[i]] end
+  return { n = nk, a = keys, b = OB }
+end
+
+function M.group_by_key(node, env, input)
+  local keys, lists, nk = group(node, env, input)
+  local OB = tnew(nk, 0)
+  for i = 1, nk do OB[i] = lists[keys[i]] end
+  return { n = nk, a = keys, b = OB }
+end
+
+-- Emits the joined pairs of both sides' groups. inner: keys on both sides;
+-- left/right/full: also keys of that side alone, with nil for the missing
+-- value (so {v} or {nil, w}).
+local function join(node, env, left, right, keep_left, keep_right)
+  local lk, lv, nl = group(node, env, left)
+  local rk, rv, nr = group(node, env, right)
+  local A, B, m = {}, {}, 0
+  for i = 1, nl do
+    local k = lk[i]
+    local vs, ws = lv[k], rv[k]
+    if ws then
+      for x = 1, #vs do
+        for y = 1, #ws do m = m + 1; A[m], B[m] = k, { vs[x], ws[y] } end
+      end
+    elseif keep_left then
+      for x = 1, #vs do m = m + 1; A[m], B[m] = k, { vs[x], nil } end
+    end
+  end
+  if keep_right then
+    for i = 1, nr do
+      local k = rk[i]
+      if lv[k] == nil then
+        local ws = rv[k]
+        for y = 1, #ws do m = m + 1; A[m], B[m] = k, { nil, ws[y] } end
+      end
+    end
+  end
+  return { n = m, a = A, b = B }
+end
+
+function M.join(node, env, l, r) return join(node, env, l, r, false, false) end
+function M.left_outer_join(node, env, l, r) return join(node, env, l, r, true, false) end
+function M.full_outer_join(node, env, l, r) return join(node, env, l, r, true, true) end
+
+function M.right_outer_join(node, env, l, r)
+  -- Right side's keys in its order, as Spark lists them.
+  local out = join(node, env, r, l, true, false)
+  for i = 1, out.n do
+    local p = out.b[i]
+    out.b[i] = { p[2], p[1] }
+  end
+  return out
+end
+
+function M.cogroup(node, env, left, right)
+  local lk, lv, nl = group(node, env, left)
+  local rk, rv, nr = group(node, env, right)
+  local A, B, m = {}, {}, 0
+  for i = 1, nl do
+    local k = lk[i]
+    m = m + 1
+    A[m], B[m] = k, { lv[k], rv[k] or {} }
+  end
+  for i = 1, nr do
+    local k = rk[i]
+    if lv[k] == nil then
+      m = m + 1
+      A[m], B[m] = k, { {}, rv[k] }
+    end
+  end
+  return { n = m, a = A, b = B }
+end
+
+function M.transform(node, env, input, time_ms)
+  local elements = elements_of(input)
+  local r, failed = env.call(node, node.fn, elements, time_ms)
+  if failed then return batch.empty() end
+  if type(r) ~= "table" then
+    env.report(node, "transform must return an array of elements, got " .. type(r), "(batch at " .. time_ms .. " ms)")
+    return batch.empty()
+  end
+  local keyed = node.keyed == "yes" or (node.keyed == "maybe" and batch.has_pairs(input))
+  local out, bad = batch.from_elements(r, keyed)
+  if not out then
+    env.report(node, "transform on a keyed stream must return {k, v} pairs; element " .. bad .. " is not one", r[bad])
+    local keep = {}
+    for i = 1, #r do
+      local e = r[i]
+      if type(e) == "table" and e[1] ~= nil and e[2] ~= nil then keep[#keep + 1] = e end
+    end
+    out = batch.from_elements(keep, true)
+  end
+  return out
+end
+
+M.bad_key = bad_key
+
+return M

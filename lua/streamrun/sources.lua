@@ -1,0 +1,150 @@
+-- streamrun.sources: turns what sources received into batches. C sources'
+-- sealed batches are read through the FFI (one string per record, JSON
+-- decoded when format = "json"); the Lua-side sources (generator, queue)
+-- produce their elements here, once per batch.
+local core = require "streamrun.core"
+local batch = require "streamrun.batch"
+local cjson = require "cjson"
+
+local ffi = core.ffi
+local ffi_string = ffi.string
+local tnew = batch.new_table
+local decode, null = cjson.decode, cjson.null
+local pcall, floor, tostring = pcall, math.floor, tostring
+
+local M = {}
+
+-- cjson's message without the Lua location luaL_error put in front of it.
+local function json_reason(err)
+  return "invalid JSON: " .. tostring(err):gsub("^[^:]*:%d+: ", "")
+end
+
+-- Decodes lines[1..n] as JSON into out; a line that is not valid JSON (or is
+-- a bare null) goes to dead(i, reason). Resumes after a failing line instead
+-- of paying a pcall per record.
+local function decode_json(lines, n, dead)
+  local out, m = tnew(n, 0), 0
+  local st = { i = 0 }
+  local function run(i0, m0)
+    local mm = m0
+    for i = i0, n do
+      st.i = i
+      local v = decode(lines[i])
+      if v == null then
+        dead(i, "JSON null is not an element")
+      else
+        mm = mm + 1
+        out[mm] = v
+      end
+    end
+    return mm
+  end
+  local i0 = 1
+  while true do
+    local ok, res = pcall(run, i0, m)
+    if ok then m = res break end
+    dead(st.i, json_reason(res))
+    m = 0
+    while out[m + 1] ~= nil do m = m + 1 end
+    i0 = st.i + 1
+  end
+  return batch.of_values(out, m)
+end
+
+-- A batch from the records of a sealed C batch (sr_batch_t *).
+-- dead(source_name, offset, reason, record) receives undecodable records.
+function M.read_c_batch(node, cb, dead)
+  local n = tonumber(cb.n)
+  local data, off = cb.data, cb.off
+  local lines = tnew(n, 0)
+  for i = 0, n - 1 do
+    local s = off[i]
+    lines[i + 1] = ffi_string(data + s, off[i + 1] - s)
+  end
+  if node.format ~= "json" then return batch.of_values(lines, n) end
+  return decode_json(lines, n, function(i, reason)
+    dead(node.stage_name, tonumber(cb.pos[i - 1]), reason, lines[i])
+  end)
+end
+
+-- A batch from Lua values (the test driver's pushes, a queue's batch):
+-- strings are records as a C source would deliver them (decoded if JSON),
+-- other values are elements already. first_offset numbers the records.
+function M.read_values(node, values, first_offset, dead)
+  local n = #values
+  local out, m = tnew(n, 0), 0
+  local json = node.format == "json"
+  for i = 1, n do
+    local v = values[i]
+    if json and type(v) == "string" then
+      local ok, d = pcall(decode, v)
+      local offset = first_offset + i - 1
+      if not ok then
+        dead(node.stage_name, offset, json_reason(d), v)
+        d = nil
+      elseif d == null then
+        dead(node.stage_name, offset, "JSON null is not an element", v)
+        d = nil
+      end
+      v = d
+    end
+    if v ~= nil then
+      m = m + 1
+      out[m] = v
+    end
+  end
+  return batch.of_values(out, m)
+end
+
+-- -- Lua-side sources --
+
+-- Generator state: produces rate * interval elements per batch, fn(i) for
+-- i = 1, 2, ...; with count, ends after count elements.
+function M.generator_state(node)
+  return { next_i = 1, carry = 0, done = node.total == 0 }
+end
+
+-- report(node, err, i) receives a failing fn(i).
+function M.generate(node, st, batch_ms, report)
+  if st.done then return batch.empty() end
+  local want = node.rate * batch_ms / 1000 + st.carry
+  local k = floor(want)
+  st.carry = want - k
+  if node.total then
+    local left = node.total - (st.next_i - 1)
+    if k >= left then k, st.done = left, true end
+  end
+  local out, m = tnew(k, 0), 0
+  local fn = node.fn
+  local i = st.next_i
+  for _ = 1, k do
+    local ok, v = xpcall(fn, debug.traceback, i)
+    if not ok then
+      report(node, v, i)
+    elseif v ~= nil then
+      m = m + 1
+      out[m] = v
+    end
+    i = i + 1
+  end
+  st.next_i = i
+  return batch.of_values(out, m)
+end
+
+-- Queue state: batch k of the job takes the queue's k-th array.
+function M.queue_state(node)
+  return { next = 1, done = #node.batches == 0 }
+end
+
+function M.dequeue(node, st, dead)
+  local b = node.batches[st.next]
+  if b == nil then
+    st.done = true
+    return batch.empty()
+  end
+  st.next = st.next + 1
+  if st.next > #node.batches then st.done = true end
+  return M.read_values(node, b, 1, dead)
+end
+
+return M

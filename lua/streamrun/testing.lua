@@ -1,0 +1,149 @@
+-- streamrun.testing: the test driver of SPEC section 11. Runs a job's real
+-- compiled stages in-process on a virtual clock: every source becomes a
+-- queue fed by push (a queue source also yields its own batches), batch k
+-- has time k * batch, and every output's elements are captured by name.
+local core = require "streamrun.core"
+local compile = require "streamrun.compile"
+local loader = require "streamrun.loader"
+local sources = require "streamrun.sources"
+local batch = require "streamrun.batch"
+
+local M = {}
+
+local Driver = {}
+Driver.__index = Driver
+
+-- Loads the job at path, or builds it by calling a function that returns
+-- the job (handy for small jobs inside a spec). opts: params (--set values), generators (true to
+-- let generator sources produce as they would when running), echo (true to
+-- let print write to stdout too).
+function M.driver(path, opts)
+  opts = opts or {}
+  local job, err = loader.load(path, { params = opts.params })
+  if not job then error(err, 2) end
+  local d = setmetatable({
+    job = job,
+    batch_ms = job.batch_ms,
+    clock_ms = 0,         -- the virtual clock
+    batches = 0,          -- batches run so far
+    pending = {},         -- source node -> elements pushed for the next batch
+    offsets = {},         -- source node -> records pushed so far
+    states = {},          -- Lua-side source states
+    dead_letters = {},    -- { source, offset, reason, record } in order
+    history = {},         -- outputs of every batch, in order
+    generators = opts.generators,
+  }, Driver)
+  for _, node in ipairs(job.sources) do
+    d.pending[node], d.offsets[node] = {}, 0
+    if node.op == "queue" then d.states[node] = sources.queue_state(node) end
+    if node.op == "generator" and opts.generators then d.states[node] = sources.generator_state(node) end
+  end
+  local function dead(source, offset, reason, record)
+    d.dead_letters[#d.dead_letters + 1] = { source = source, offset = offset, reason = reason, record = record }
+  end
+  d.dead = dead
+  d.plan = compile.compile(job, {
+    on_error = job.on_error,
+    dead_letter = function(stage, reason, record) dead(stage, -1, reason, record) end,
+    sink = {
+      stdout = io.stdout,
+      quiet_print = not opts.echo,
+      capture = function(node, elements) d.current[node.stage_name] = elements end,
+    },
+  })
+  return d
+end
+
+local function source_node(d, name)
+  local node = d.job.by_name[name]
+  if not node or node.kind ~= "source" then
+    local names = {}
+    for _, s in ipairs(d.job.sources) do names[#names + 1] = s.stage_name end
+    error(("no source named %q (sources: %s)"):format(tostring(name), table.concat(names, ", ")), 3)
+  end
+  return node
+end
+
+-- Queues elements on a named source for the next batch. Strings are records
+-- as the source would receive them (JSON sources decode them); other values
+-- are elements as they are.
+function Driver:push(name, elements)
+  local node = source_node(self, name)
+  if type(elements) ~= "table" then error("push: elements must be an array", 2) end
+  local q = self.pending[node]
+  for i = 1, #elements do q[#q + 1] = elements[i] end
+  return self
+end
+
+local function run_batch(d)
+  d.batches = d.batches + 1
+  local time_ms = d.batches * d.batch_ms
+  if d.clock_ms < time_ms then d.clock_ms = time_ms end
+  local inputs = {}
+  for _, node in ipairs(d.job.sources) do
+    local parts = {}
+    local st = d.states[node]
+    if node.op == "queue" then
+      parts[#parts + 1] = sources.dequeue(node, st, d.dead)
+    elseif node.op == "generator" and st then
+      parts[#parts + 1] = sources.generate(node, st, d.batch_ms, function(n, e, i)
+        d.dead(n.stage_name, i, tostring(e), tostring(i))
+      end)
+    end
+    local pushed = d.pending[node]
+    d.pending[node] = {}
+    parts[#parts + 1] = sources.read_values(node, pushed, d.offsets[node] + 1, d.dead)
+    d.offsets[node] = d.offsets[node] + #pushed
+    local b = parts[1]
+    if parts[2] then
+      local values = batch.to_elements(parts[1])
+      local more = parts[2]
+      for i = 1, more.n do values[#values + 1] = more.a[i] end
+      b = batch.of_values(values)
+    end
+    inputs[node] = b
+  end
+  d.current = {}
+  for _, node in ipairs(d.job.outputs) do d.current[node.stage_name] = {} end
+  local ok, err = pcall(d.plan.run, inputs, time_ms)
+  if not ok then
+    if type(err) == "table" and err.fatal then
+      error(("batch %d ms: %s"):format(time_ms, err.fatal), 0)
+    end
+    error(err, 0)
+  end
+  local out = d.current
+  out.time_ms = nil
+  d.history[#d.history + 1] = { time_ms = time_ms, outputs = out }
+  return out
+end
+
+-- Runs n batches (default 1); returns the outputs of the last, by output name.
+function Driver:tick(n)
+  local out
+  for _ = 1, n or 1 do out = run_batch(self) end
+  return out
+end
+
+-- Advances the virtual clock by a duration, running every batch that falls
+-- due; returns the outputs of the last batch run (nil if none).
+function Driver:advance(dur)
+  local ms, err = core.duration_ms(dur)
+  if not ms then error("advance: " .. err, 2) end
+  self.clock_ms = self.clock_ms + ms
+  local out
+  while (self.batches + 1) * self.batch_ms <= self.clock_ms do out = run_batch(self) end
+  return out
+end
+
+-- The time of the last batch run, in virtual milliseconds.
+function Driver:time() return self.batches * self.batch_ms end
+
+-- Every batch's outputs for one output name: { [k] = elements of batch k }.
+function Driver:outputs(name)
+  local list = {}
+  for i, h in ipairs(self.history) do list[i] = h.outputs[name] end
+  return list
+end
+
+return M

@@ -1,0 +1,161 @@
+/* test_batch: the record buffer: append, growth past its first capacity,
+ * the record and byte limits, clearing. */
+#include "sr_test.h"
+
+#include "sr_alloc.h"
+#include "sr_batch.h"
+#include "sr_error.h"
+
+static void expect_record(const sr_batch_t *b, size_t i, const char *text, int64_t pos)
+{
+    assert_true(i < b->n);
+    size_t len = b->off[i + 1] - b->off[i];
+    assert_int_equal(len, strlen(text));
+    assert_memory_equal(b->data + b->off[i], text, len);
+    assert_int_equal(b->pos[i], pos);
+}
+
+static void test_append(void **state)
+{
+    (void)state;
+    sr_batch_t b;
+    sr_batch_init(&b, 0, 0);
+    assert_int_equal(b.n, 0);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(sr_batch_append(&b, "hello", 5, 10), SR_OK);
+    assert_int_equal(sr_batch_append(&b, "", 0, 16), SR_OK);
+    assert_int_equal(sr_batch_append(&b, "wo\0rld", 6, 17), SR_OK);
+    assert_int_equal(b.n, 3);
+    assert_int_equal(b.len, 11);
+    assert_int_equal(b.off[0], 0);
+    expect_record(&b, 0, "hello", 10);
+    expect_record(&b, 1, "", 16);
+    assert_int_equal(b.off[3] - b.off[2], 6);
+    assert_memory_equal(b.data + b.off[2], "wo\0rld", 6);
+    assert_int_equal(b.pos[2], 17);
+    sr_batch_close(&b);
+    assert_null(b.data);
+}
+
+static void test_grow(void **state)
+{
+    (void)state;
+    size_t before = sr_alloc_used();
+    sr_batch_t b;
+    sr_batch_init(&b, 0, 0);
+    char rec[64];
+    /* Past the first record capacity (256) and the first byte capacity. */
+    for (int i = 0; i < 3000; i++) {
+        int n = snprintf(rec, sizeof(rec), "record-%d", i);
+        assert_int_equal(sr_batch_append(&b, rec, (size_t)n, i * 100), SR_OK);
+    }
+    assert_int_equal(b.n, 3000);
+    for (int i = 0; i < 3000; i += 123) {
+        snprintf(rec, sizeof(rec), "record-%d", i);
+        expect_record(&b, (size_t)i, rec, i * 100);
+    }
+    expect_record(&b, 2999, "record-2999", 299900);
+    assert_true(b.cap >= b.len);
+    assert_true(b.ncap >= b.n);
+    /* One record bigger than the whole buffer. */
+    char big[10000];
+    memset(big, 'x', sizeof(big));
+    assert_int_equal(sr_batch_append(&b, big, sizeof(big), -1), SR_OK);
+    assert_int_equal(b.off[b.n] - b.off[b.n - 1], sizeof(big));
+    assert_memory_equal(b.data + b.off[b.n - 1], big, sizeof(big));
+    sr_batch_close(&b);
+    assert_int_equal(sr_alloc_used(), before);
+}
+
+static void test_full_by_records(void **state)
+{
+    (void)state;
+    sr_batch_t b;
+    sr_batch_init(&b, 3, 0);
+    assert_false(sr_batch_full(&b));
+    sr_batch_append(&b, "a", 1, 0);
+    sr_batch_append(&b, "b", 1, 2);
+    assert_false(sr_batch_full(&b));
+    sr_batch_append(&b, "c", 1, 4);
+    assert_true(sr_batch_full(&b));
+    /* Never refuses a record: the caller stops reading instead. */
+    assert_int_equal(sr_batch_append(&b, "d", 1, 6), SR_OK);
+    assert_int_equal(b.n, 4);
+    assert_true(sr_batch_full(&b));
+    sr_batch_close(&b);
+}
+
+static void test_full_by_bytes(void **state)
+{
+    (void)state;
+    sr_batch_t b;
+    sr_batch_init(&b, 0, 10);
+    sr_batch_append(&b, "12345", 5, 0);
+    assert_false(sr_batch_full(&b));
+    sr_batch_append(&b, "1234", 4, 6);
+    assert_false(sr_batch_full(&b));
+    sr_batch_append(&b, "1", 1, 11);
+    assert_true(sr_batch_full(&b));
+    sr_batch_close(&b);
+
+    /* Either limit closes it. */
+    sr_batch_init(&b, 2, 100);
+    sr_batch_append(&b, "x", 1, 0);
+    sr_batch_append(&b, "y", 1, 0);
+    assert_true(sr_batch_full(&b));
+    sr_batch_close(&b);
+    sr_batch_init(&b, 100, 2);
+    sr_batch_append(&b, "xyz", 3, 0);
+    assert_true(sr_batch_full(&b));
+    sr_batch_close(&b);
+}
+
+static void test_no_limits(void **state)
+{
+    (void)state;
+    sr_batch_t b;
+    sr_batch_init(&b, 0, 0);
+    for (int i = 0; i < 1000; i++) sr_batch_append(&b, "0123456789", 10, i);
+    assert_false(sr_batch_full(&b));
+    sr_batch_close(&b);
+}
+
+static void test_clear(void **state)
+{
+    (void)state;
+    sr_batch_t b;
+    sr_batch_init(&b, 2, 0);
+    sr_batch_append(&b, "one", 3, 0);
+    sr_batch_append(&b, "two", 3, 4);
+    assert_true(sr_batch_full(&b));
+    char *data = b.data;
+    size_t cap = b.cap, ncap = b.ncap;
+    size_t used = sr_alloc_used();
+    sr_batch_clear(&b);
+    assert_int_equal(b.n, 0);
+    assert_int_equal(b.len, 0);
+    assert_false(sr_batch_full(&b));
+    /* The memory is kept for the next batch. */
+    assert_ptr_equal(b.data, data);
+    assert_int_equal(b.cap, cap);
+    assert_int_equal(b.ncap, ncap);
+    assert_int_equal(sr_alloc_used(), used);
+    sr_batch_append(&b, "three", 5, 8);
+    assert_int_equal(b.n, 1);
+    expect_record(&b, 0, "three", 8);
+    assert_int_equal(sr_alloc_used(), used);
+    sr_batch_close(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_append),
+        cmocka_unit_test(test_grow),
+        cmocka_unit_test(test_full_by_records),
+        cmocka_unit_test(test_full_by_bytes),
+        cmocka_unit_test(test_no_limits),
+        cmocka_unit_test(test_clear),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
