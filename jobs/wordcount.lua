@@ -1,0 +1,35 @@
+-- wordcount: counts the words of each batch of lines.
+--   streamrun run jobs/wordcount.lua                       built-in generator
+--   streamrun run jobs/wordcount.lua --set source=socket   lines from 127.0.0.1:9999
+--   streamrun run jobs/wordcount.lua --set source=file --set path=big.txt
+--   streamrun run jobs/wordcount.lua --set source=stdin < big.txt
+local sr = require "streamrun"
+
+local job = sr.job { name = "wordcount", batch = sr.param("batch", "1s") }
+
+local source = sr.param("source", "generator")
+local lines
+if source == "generator" then
+  local vocabulary = { "to", "be", "or", "not", "that", "is", "the", "question", "whether", "tis",
+                       "nobler", "in", "mind", "suffer" }
+  lines = job:generator(function(i)
+    local words = {}
+    for k = 1, 3 + i % 5 do words[k] = vocabulary[(i * 7 + k * k) % #vocabulary + 1] end
+    return table.concat(words, " ")
+  end, { name = "lines", rate = sr.param("rate", 20) })
+elseif source == "socket" then
+  lines = job:socket_text(sr.param("host", "127.0.0.1"), sr.param("port", 9999), { name = "lines" })
+elseif source == "file" then
+  lines = job:text_file(sr.param("path", "input.txt"), { name = "lines" })
+elseif source == "stdin" then
+  lines = job:stdin { name = "lines" }
+else
+  error("unknown source '" .. source .. "' (want generator, socket, file or stdin)")
+end
+
+lines:flat_map(sr.words)
+     :map(function(w) return w, 1 end)
+     :reduce_by_key(sr.add)
+     :print(sr.param("show", 10), { name = "counts" })
+
+return job

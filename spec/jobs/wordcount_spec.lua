@@ -1,0 +1,37 @@
+-- jobs/wordcount.lua through the test driver.
+local testing = require "streamrun.testing"
+
+local function sorted(pairs_list)
+  table.sort(pairs_list, function(x, y) return x[1] < y[1] end)
+  return pairs_list
+end
+
+describe("jobs/wordcount.lua", function()
+  it("counts the words of each batch (socket source replaced by the driver)", function()
+    local d = testing.driver("jobs/wordcount.lua", { params = { source = "socket" } })
+    d:push("lines", { "to be or not to be", "that is" })
+    local out = d:tick()
+    assert.same({ { "be", 2 }, { "is", 1 }, { "not", 1 }, { "or", 1 }, { "that", 1 }, { "to", 2 } },
+      sorted(out.counts))
+    d:push("lines", { "be  be\tbe" })
+    assert.same({ { "be", 3 } }, d:tick().counts)
+    assert.same({}, d:tick().counts)
+  end)
+
+  it("runs the built-in generator deterministically", function()
+    local d = testing.driver("jobs/wordcount.lua", { generators = true, params = { rate = "4" } })
+    local first = d:tick().counts
+    local total = 0
+    for _, p in ipairs(first) do total = total + p[2] end
+    -- 4 lines per 1 s batch; line i has 3 + i % 5 words: i = 1..4 -> 4+5+6+7
+    assert.equal(22, total)
+    local again = testing.driver("jobs/wordcount.lua", { generators = true, params = { rate = "4" } })
+    assert.same(first, again:tick().counts)
+  end)
+
+  it("rejects an unknown source with file:line", function()
+    local ok, err = pcall(testing.driver, "jobs/wordcount.lua", { params = { source = "carrier-pigeon" } })
+    assert.is_false(ok)
+    assert.matches("jobs/wordcount.lua:%d+: unknown source 'carrier%-pigeon'", err)
+  end)
+end)
