@@ -61,7 +61,7 @@ static void sr__client_on_read(struct ev_loop *ev, ev_io *w, int revents)
     ssize_t n = recv(w->fd, ls->buf, sizeof(ls->buf), 0);
     if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) return;
     if (n > 0) {
-        sr_linesplit_feed(&s->split, ls->buf, (size_t)n, sr__source_line, s);
+        sr_linesplit_feed(&c->split, ls->buf, (size_t)n, sr__source_line, s);
         return;
     }
     if (n < 0 && errno != ECONNRESET) sr__source_log(s, "client read error: %s", strerror(errno));

@@ -69,7 +69,7 @@ static void sr__socket_schedule(sr_source_t *s)
 static void sr__socket_lost(sr_source_t *s, const char *why)
 {
     sr__socket_t *k = s->impl;
-    sr_linesplit_finish(&s->split, 0, sr__source_line, s);
+    sr_linesplit_finish(&s->split, SR_ECLOSED, sr__source_line, s);
     sr__socket_close_fd(s);
     sr__source_log(s, "connection to %s:%s %s; reconnecting in %.0f ms", k->host, k->port,
                    why, k->backoff * 1000);

@@ -145,7 +145,6 @@ static void sr__tail_on_idle(struct ev_loop *ev, ev_idle *w, int revents)
     if (n < 0 && errno == EINTR) return;
     if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
         sr__source_log(s, "read error on %s: %s", t->path, strerror(errno));
-    sr_linesplit_finish(&s->split, 0, sr__source_line, s);
     if (!sr__tail_check_rotation(s)) ev_idle_stop(ev, w);
 }
 
