@@ -13,7 +13,6 @@
 struct sr_loop {
     struct ev_loop *ev;
     ev_timer batch_timer;   /* fires when the batch in progress is due */
-    ev_check full_check;    /* after each loop iteration: any batch full? */
     ev_signal sigint, sigterm, sighup;
     sr_loop_opts_t opts;
     sr_source_t **sources;
@@ -46,13 +45,9 @@ static int sr__all_done(const sr_loop_t *l)
     return 1;
 }
 
-static void sr__on_check(struct ev_loop *ev, ev_check *w, int revents)
+void sr__loop_wake(sr_loop_t *l, sr_source_t *s)
 {
-    (void)ev; (void)revents;
-    sr_loop_t *l = w->data;
-    for (int i = 0; i < l->nsources; i++)
-        if (sr_batch_full(&l->sources[i]->batch)) { sr__loop_close_batch(l); return; }
-    if (l->nsources && sr__all_done(l)) sr__loop_close_batch(l);
+    if (sr_batch_full(&s->batch) || (s->done && sr__all_done(l))) sr__loop_close_batch(l);
 }
 
 static void sr__on_signal(struct ev_loop *ev, ev_signal *w, int revents)
@@ -92,10 +87,6 @@ sr_loop_t *sr_loop_new(const sr_loop_opts_t *o, char *err, size_t errlen)
     signal(SIGPIPE, SIG_IGN);
     ev_timer_init(&l->batch_timer, sr__on_batch_timer, 0., 0.);
     l->batch_timer.data = l;
-    ev_check_init(&l->full_check, sr__on_check);
-    l->full_check.data = l;
-    ev_check_start(l->ev, &l->full_check);
-    ev_unref(l->ev); /* the check watcher alone must not keep ev_run alive */
     ev_signal *sigs[] = {&l->sigint, &l->sigterm, &l->sighup};
     int nums[] = {SIGINT, SIGTERM, SIGHUP};
     for (int i = 0; i < 3; i++) {
@@ -120,8 +111,6 @@ void sr_loop_free(sr_loop_t *l)
     }
     sr_free(l->sources);
     ev_timer_stop(l->ev, &l->batch_timer);
-    ev_ref(l->ev);
-    ev_check_stop(l->ev, &l->full_check);
     ev_signal *sigs[] = {&l->sigint, &l->sigterm, &l->sighup};
     for (int i = 0; i < 3; i++) {
         ev_ref(l->ev);

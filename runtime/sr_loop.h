@@ -60,6 +60,10 @@ void sr_loop_dead_letter(sr_loop_t *l, const char *source, int64_t offset,
                          const char *reason, const char *record, size_t len);
 uint64_t sr_loop_dead_letters(const sr_loop_t *l);
 
+/* For sources: closes the batch in progress when s's batch is full or s is
+ * done and so is every other source. */
+void sr__loop_wake(sr_loop_t *l, sr_source_t *s);
+
 /* Wall-clock milliseconds since the epoch, as the loop sees them. */
 double sr_loop_now_ms(sr_loop_t *l);
 

@@ -31,6 +31,7 @@ int sr__source_line(void *ud, const char *line, size_t len, int64_t pos, int sta
         return 0;
     }
     s->records++;
+    if (sr_batch_full(&s->batch)) sr__loop_wake(s->loop, s);
     return 0;
 }
 
@@ -44,6 +45,7 @@ void sr__source_dead(sr_source_t *s, int64_t pos, const char *reason,
 void sr__source_done(sr_source_t *s)
 {
     s->done = 1;
+    sr__loop_wake(s->loop, s);
 }
 
 void sr__source_log(sr_source_t *s, const char *fmt, ...)
