@@ -1,10 +1,13 @@
-/* sr_source_dir: text_dir, as Spark's textFileStream: every regular file that
- * appears in a directory is read whole, line by line, exactly once; files
- * already there at start are read too. Unbounded. Names starting with '.' or
- * '_' are files still being written and are skipped, so producers should
- * write under such a name and rename when done (a file written in place may
- * be read before it is complete). Within one scan files are read in name
- * order. Offsets are byte offsets within each file. */
+/* sr_source_dir: text_dir, as Spark's textFileStream: each regular file that
+ * appears in a directory is read whole, line by line, once; unbounded. */
+
+/* Unlike Spark, files already in the directory at start are read too.
+ * Names starting with '.' or '_' are files still being written and are
+ * skipped: producers write under such a name and rename when done (a file
+ * written in place may be read before it is complete). Within one scan,
+ * files are read in name order. The names read are remembered for the
+ * source's life (a file deleted and recreated under the same name is not
+ * read again). Offsets are byte offsets within each file. */
 #include "sr_alloc.h"
 #include "sr_error.h"
 #include "sr_source.h"

@@ -1,7 +1,9 @@
-/* sr_source_listen: listen_text, a TCP server that takes lines from many
- * producers at once; unbounded. Each connection has its own line splitter,
- * so lines of different clients never mix; offsets count bytes within the
- * connection. A client that closes mid-line leaves a dead letter. */
+/* sr_source_listen: listen_text, a TCP server taking one record per line
+ * from many producers at once; unbounded. */
+
+/* Each connection has its own line splitter, so lines of different clients
+ * never mix; offsets count bytes within the connection. A client that
+ * closes mid-line leaves the partial line as a dead letter. */
 #include "sr_alloc.h"
 #include "sr_error.h"
 #include "sr_source.h"
@@ -193,6 +195,7 @@ static void sr__listen_stop(sr_source_t *s)
     s->impl = NULL;
 }
 
+/* The bound port, or SR_EINVAL when s is not a started listen_text. */
 int sr_source_listen_port(sr_source_t *s)
 {
     if (!s || s->type != &sr_source_listen_text || !s->impl) return SR_EINVAL;

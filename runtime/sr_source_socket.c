@@ -1,8 +1,10 @@
-/* sr_source_socket: socket_text, a TCP client reading one record per line, as
- * Spark's socketTextStream; unbounded. A failed or closed connection is
- * retried with exponential backoff (100 ms doubling to 5 s, reset once a
- * connection is made). Stream offsets count every byte received, across
- * connections, so they only grow. */
+/* sr_source_socket: socket_text, a TCP client reading one record per line
+ * (Spark's socketTextStream); unbounded, reconnects with backoff. */
+
+/* A failed or closed connection is retried after 100 ms, doubling up to 5 s,
+ * back to 100 ms once a connection is made. A connection that closes
+ * mid-line leaves the partial line as a dead letter. Offsets count every
+ * byte received, across connections, so they only grow. */
 #include "sr_alloc.h"
 #include "sr_error.h"
 #include "sr_source.h"

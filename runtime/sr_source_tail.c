@@ -1,12 +1,14 @@
-/* sr_source_tail: tail, follows a growing file as `tail -F` does; unbounded.
- * Starts at the end of the existing content (at the start of its last,
+/* sr_source_tail: tail, follows a growing file as `tail -F` does, through
+ * rotation and truncation; unbounded. */
+
+/* Starts at the end of the existing content (at the start of its last,
  * unfinished line if it has one), or at the beginning with from_start.
  * Rotation (the path names another file) and truncation (the file shrank)
- * are followed: the old file is read to its end, then the new content is
- * read from its start. A path that does not exist yet is waited for. A
- * partial last line is held until its newline arrives; when the file is
- * rotated or truncated, it is delivered as the old file's last line.
- * Offsets are byte offsets within the file being read. */
+ * are followed: the old file is read to its end, then the new content from
+ * its start. A path that does not exist yet is waited for and then read
+ * from its start. A partial last line is held until its newline arrives;
+ * when the file is rotated or truncated, it is delivered as the old file's
+ * last line. Offsets are byte offsets within the file being read. */
 #include "sr_alloc.h"
 #include "sr_error.h"
 #include "sr_source.h"
@@ -63,8 +65,10 @@ static int sr__tail_open(sr_source_t *s, int at_end)
         return 0;
     }
     struct stat st;
-    if (fstat(fd, &st) < 0) {
-        sr__source_log(s, "cannot stat %s: %s", t->path, strerror(errno));
+    int err = fstat(fd, &st) < 0 ? errno : S_ISDIR(st.st_mode) ? EISDIR : 0;
+    if (err) {
+        if (!t->waiting) sr__source_log(s, "cannot follow %s: %s", t->path, strerror(err));
+        t->waiting = 1;
         close(fd);
         return 0;
     }

@@ -88,8 +88,8 @@ static void test_open_errors_and_stderr(void **state)
     assert_ptr_equal(dl.fp, stderr);
     sr_deadletter_close(&dl);
     /* Closing does not close stderr, and writing after close only counts. */
-    assert_true(fileno(stderr) >= 0);
-    assert_int_equal(fputs("", stderr) >= 0, 1);
+    assert_int_equal(fcntl(STDERR_FILENO, F_GETFD) >= 0, 1);
+    assert_int_equal(fputc('\n', stderr), '\n');
     sr_deadletter_write(&dl, "s", 0, "r", "x", 1);
     assert_int_equal(dl.count, 1);
 }

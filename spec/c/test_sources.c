@@ -275,6 +275,28 @@ static void test_stdin(void **state)
     expect_rec(f, src, 2, "in3", 9);
 }
 
+/* Standard input redirected from a regular file (which epoll refuses). */
+static void test_stdin_regular_file(void **state)
+{
+    fixture_t *f = *state;
+    char path[512];
+    file_path(f, path, sizeof(path), "stdin.txt");
+    sr_test_write(path, "w", "r1\nr2\n");
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    int saved = dup(STDIN_FILENO);
+    assert_int_equal(dup2(fd, STDIN_FILENO), STDIN_FILENO);
+    close(fd);
+    new_loop(f, 0);
+    int src = add(f, (sr_source_opts_t){.kind = "stdin"});
+    RUN_UNTIL(f, f->last);
+    dup2(saved, STDIN_FILENO);
+    close(saved);
+    assert_int_equal(f->recs[src].n, 2);
+    expect_rec(f, src, 0, "r1", 0);
+    expect_rec(f, src, 1, "r2", 3);
+}
+
 /* -- tail -- */
 
 static void test_tail_follows_appends(void **state)
@@ -615,6 +637,46 @@ static void test_listen_text_clients(void **state)
     close(c1);
 }
 
+/* Ten producers, each sending its lines in pieces, one piece per client per
+ * batch: every line arrives whole and exactly once. */
+static void test_listen_text_many_clients(void **state)
+{
+    fixture_t *f = *state;
+    enum { NC = 10 };
+    new_loop(f, 0);
+    int src = add(f, (sr_source_opts_t){.kind = "listen_text", .host = "127.0.0.1"});
+    int port = sr_source_listen_port(sr_loop_source(f->l, src));
+    int c[NC];
+    for (int i = 0; i < NC; i++) c[i] = client_connect(port);
+    const char *pieces[] = {"client-", "%d-line-", "one\nclient-", "%d-line-", "two\n"};
+    for (size_t p = 0; p < sizeof(pieces) / sizeof(pieces[0]); p++) {
+        for (int i = 0; i < NC; i++) {
+            char buf[64];
+            snprintf(buf, sizeof(buf), pieces[p], i);
+            send_str(c[i], buf);
+        }
+        step(f);
+    }
+    RUN_UNTIL(f, f->recs[src].n >= 2 * NC);
+    assert_int_equal(f->recs[src].n, 2 * NC);
+    for (int i = 0; i < NC; i++) {
+        char want[64];
+        int found = 0;
+        snprintf(want, sizeof(want), "client-%d-line-one", i);
+        for (int r = 0; r < f->recs[src].n; r++)
+            if (strcmp(f->recs[src].text[r], want) == 0) {
+                found++;
+                assert_int_equal(f->recs[src].pos[r], 0);
+            }
+        assert_int_equal(found, 1);
+        snprintf(want, sizeof(want), "client-%d-line-two", i);
+        assert_true(has_rec(f, src, want));
+    }
+    for (int i = 0; i < NC; i++) close(c[i]);
+    run_batches(f, 2);
+    assert_int_equal(dead(f, src), 0);
+}
+
 static void test_listen_text_bind_failure(void **state)
 {
     fixture_t *f = *state;
@@ -638,6 +700,56 @@ static void test_listen_port_of_other_kind(void **state)
     int src = add(f, (sr_source_opts_t){.kind = "text_file", .path = path});
     assert_int_equal(sr_source_listen_port(sr_loop_source(f->l, src)), SR_EINVAL);
     assert_int_equal(sr_source_listen_port(NULL), SR_EINVAL);
+}
+
+/* -- Out of memory -- */
+
+/* Every allocation of starting each kind fails in turn: the source either
+ * starts or reports an error, and nothing leaks either way. */
+static void test_add_source_out_of_memory(void **state)
+{
+    fixture_t *f = *state;
+    char file[512], dir[512], p[600];
+    file_path(f, file, sizeof(file), "in.txt");
+    sr_test_write(file, "w", "x\n");
+    file_path(f, dir, sizeof(dir), "in");
+    assert_int_equal(mkdir(dir, 0755), 0);
+    for (int i = 0; i < 3; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "f%d", i);
+        sr_test_write(sr_test_path(p, sizeof(p), dir, name), "w", "y\n");
+    }
+    int lport = server_listen(f, 0);
+    sr_source_opts_t kinds[] = {
+        {.kind = "text_file", .path = file},
+        {.kind = "tail", .path = file},
+        {.kind = "text_dir", .path = dir},
+        {.kind = "listen_text", .host = "127.0.0.1"},
+        {.kind = "socket_text", .host = "127.0.0.1", .port = lport},
+    };
+    for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+        int started = 0;
+        for (long n = 0; n < 40; n++) {
+            size_t before = sr_alloc_used();
+            new_loop(f, 0);
+            char err[256] = "";
+            sr_alloc_fail_after(n);
+            int rc = sr_loop_add_source(f->l, &kinds[k], err, sizeof(err));
+            sr_alloc_fail_after(-1);
+            if (rc >= 0) {
+                started++;
+                step(f);
+            } else {
+                assert_int_equal(rc, SR_ENOMEM);
+                assert_string_equal(err, "out of memory");
+            }
+            sr_loop_free(f->l);
+            f->l = NULL;
+            if (sr_alloc_used() != before)
+                fail_msg("%s leaks when allocation %ld fails", kinds[k].kind, n);
+        }
+        if (!started) fail_msg("%s never started", kinds[k].kind);
+    }
 }
 
 /* -- Several sources in one loop -- */
@@ -676,6 +788,7 @@ int main(void)
         T(test_text_file_max_line),
         T(test_text_file_backpressure),
         T(test_stdin),
+        T(test_stdin_regular_file),
         T(test_tail_follows_appends),
         T(test_tail_from_start),
         T(test_tail_start_mid_line),
@@ -688,8 +801,10 @@ int main(void)
         T(test_socket_text_server_restart),
         T(test_socket_text_bad_options),
         T(test_listen_text_clients),
+        T(test_listen_text_many_clients),
         T(test_listen_text_bind_failure),
         T(test_listen_port_of_other_kind),
+        T(test_add_source_out_of_memory),
         T(test_sources_together),
     };
 #undef T
