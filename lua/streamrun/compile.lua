@@ -8,7 +8,7 @@ local fuse = require "streamrun.fuse"
 local ops = require "streamrun.ops"
 local outputs = require "streamrun.outputs"
 
-local pcall, xpcall, traceback, select = pcall, xpcall, debug.traceback, select
+local pcall, xpcall, traceback, select, unpack = pcall, xpcall, debug.traceback, select, unpack
 local concat, ipairs = table.concat, ipairs
 
 local M = {}
@@ -59,7 +59,15 @@ function M.compile(job, handlers)
     report(node, r, ...)
     return nil, true
   end
-  local direct_env = { call = direct_call, report = report }
+  -- The fast attempt of a wide stage holds back what it reports (bad
+  -- elements): if a user function then raises, the stage is re-run guarded
+  -- and reports them again, so the first attempt's reports are dropped.
+  local held, nheld = {}, 0
+  local function hold_report(node, err, ...)
+    nheld = nheld + 1
+    held[nheld] = { n = select("#", ...) + 2, node, err, ... }
+  end
+  local direct_env = { call = direct_call, report = hold_report }
   local guarded_env = { call = guarded_call, report = report, guarded = true }
 
   local consumers = {}
@@ -113,8 +121,18 @@ function M.compile(job, handlers)
         results[node] = step.fused.run(results[step.input])
       elseif kind == "wide" then
         local a, b = results[node.inputs[1]], node.inputs[2] and results[node.inputs[2]]
+        nheld = 0
         local ok, out = pcall(step.op, node, direct_env, a, b or time_ms, time_ms)
-        if not ok then
+        local nreports = nheld
+        nheld = 0
+        if ok then
+          for i = 1, nreports do
+            local h = held[i]
+            held[i] = nil
+            report(unpack(h, 1, h.n))
+          end
+        else
+          for i = 1, nreports do held[i] = nil end
           if type(out) == "table" and out.fatal then error(out, 0) end
           out = step.op(node, guarded_env, a, b or time_ms, time_ms)
         end

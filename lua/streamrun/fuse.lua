@@ -29,10 +29,11 @@ local function pack(a, b)
 end
 
 -- Source text for stage k and the rest of the chain. call(k, args) is the
--- expression calling stage k's function.
-local function gen(stages, k, call)
+-- expression calling stage k's function; guarded: also guard the calls of
+-- an iterator a flat_map returned (GI), so its failure names its stage.
+local function gen(stages, k, call, guarded)
   if k > #stages then return "m = m + 1; OA[m] = a; OB[m] = b" end
-  local rest = gen(stages, k + 1, call)
+  local rest = gen(stages, k + 1, call, guarded)
   local op = stages[k].op
   if op == "map" then
     return ("do local a, b = %s\nif a ~= nil then\n%s\nend end"):format(call(k, "a, b"), rest)
@@ -52,6 +53,7 @@ local function gen(stages, k, call)
       args, each = "b", "local b = r[j]"
       iter = "for x in r do\nlocal b = x\n" .. rest .. "\nend"
     end
+    if guarded then iter = ("r = GI(%d, r, a, b)\n"):format(k) .. iter end
     return (guard .. [[
 do local r = %s
 if r ~= nil then
@@ -72,14 +74,14 @@ end end]] .. (guard ~= "" and " end" or "")):format(call(k, args), each,
   error("fuse: not a narrow stage: " .. tostring(op))
 end
 
-local HEADER = "local F, E, I, G, ctx, type, PACK = ...\n"
+local HEADER = "local F, E, I, G, ctx, type, PACK, GI = ...\n"
 
 -- Fast variant: direct calls. Guarded variant: every call through G.
 local function fast_call(k, args, which) return ("%s[%d](%s)"):format(which or "F", k, args) end
 local function guarded_call(k, args, which) return ("G(%d, %s[%d], %s)"):format(k, which or "F", k, args) end
 
 local function build(stages, call, name)
-  local body = gen(stages, 1, call)
+  local body = gen(stages, 1, call, call == guarded_call)
   local src = HEADER .. [[
 return function(IA, IB, n, i0, OA, OB, m)
   for i = i0, n do
@@ -112,8 +114,18 @@ function M.chain(stages, report)
     report(stages[k], r1, ...)
     return nil
   end
-  local fast = build(stages, fast_call, name)(F, E, I, G, ctx, type, pack)
-  local guarded = build(stages, guarded_call, name .. " (guarded)")(F, E, I, G, ctx, type, pack)
+  -- An iterator whose every call is guarded: a failure is reported for
+  -- stage k and the element (a, b) it came from, and ends the iteration.
+  local function GI(k, iter, a, b)
+    return function(st, ctl)
+      local ok, r1, r2 = xpcall(iter, debug.traceback, st, ctl)
+      if ok then return r1, r2 end
+      report(stages[k], r1, a, b)
+      return nil
+    end
+  end
+  local fast = build(stages, fast_call, name)(F, E, I, G, ctx, type, pack, GI)
+  local guarded = build(stages, guarded_call, name .. " (guarded)")(F, E, I, G, ctx, type, pack, GI)
 
   local chain = { stages = stages, name = name }
 
@@ -134,7 +146,8 @@ function M.chain(stages, report)
       elseif type(gres) == "table" and gres.fatal then
         error(gres, 0)
       else
-        -- An iterator failed midway: the element's outputs so far are kept.
+        -- Every call of the guarded variant is guarded; should anything
+        -- else raise, the element's outputs so far are kept.
         report(stages[1], gres, IA[i], IB[i])
         m = m0
         while OA[m + 1] ~= nil do m = m + 1 end

@@ -243,7 +243,11 @@ function M.transform(node, env, input, time_ms)
   end
   local keyed = node.keyed == "yes" or (node.keyed == "maybe" and batch.has_pairs(input))
   local out, bad = batch.from_elements(r, keyed)
-  if not out then
+  if not out and node.keyed == "maybe" then
+    -- The stream was not declared keyed: a function may turn pairs into
+    -- single elements, as rdd => rdd.map(_._1) does in Spark.
+    out = batch.from_elements(r, false)
+  elseif not out then
     env.report(node, "transform on a keyed stream must return {k, v} pairs; element " .. bad .. " is not one", r[bad])
     local keep = {}
     for i = 1, #r do
