@@ -14,15 +14,6 @@ local compare = require "helpers.compare"
 
 local range = spark.range
 
-local function map_batches(input, f)
-  local out = {}
-  for i, b in ipairs(input) do
-    out[i] = {}
-    for _, x in ipairs(b) do f(out[i], x) end
-  end
-  return out
-end
-
 local function pair_of(x) return x, 1 end
 local function add(a, b) return a + b end
 
