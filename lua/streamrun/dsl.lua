@@ -115,7 +115,10 @@ end
 
 -- Adds a stage to the job. kind: "source", "narrow", "wide", "output".
 local function add_node(job, op, kind, inputs, fields, name)
-  job.counters[op] = (job.counters[op] or 0) + 1
+  -- The default name skips names the job script has already taken.
+  repeat
+    job.counters[op] = (job.counters[op] or 0) + 1
+  until not job.by_name[op .. "." .. job.counters[op]]
   local node = fields or {}
   node.job, node.op, node.kind, node.inputs = job, op, kind, inputs
   node.id = #job.nodes + 1
