@@ -20,6 +20,7 @@ ASAN_OBJ = $(LIB_SRC:runtime/%.c=build/asan/%.o)
 CTESTS   = $(patsubst spec/c/%.c,build/test/%,$(wildcard spec/c/test_*.c))
 
 .PHONY: all deps run test test-c test-lua bench clean help
+.SECONDARY: $(ASAN_OBJ)
 
 all: build/streamrun build/libstreamrun.so
 

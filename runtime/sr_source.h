@@ -27,6 +27,8 @@ typedef struct sr_source_opts {
 typedef struct sr_source_type {
     const char *kind;
     int bounded;  /* its input ends (the job may finish when all have) */
+    int fast;     /* reads stored input: a job with only such sources need
+                     not wait for the clock between batches */
     /* Opens what the source reads and starts its libev watchers. On failure
      * returns a negative SR_E* with a message in s->err; stop is not called. */
     int (*start)(sr_source_t *s, const sr_source_opts_t *o);

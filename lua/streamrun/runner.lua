@@ -115,12 +115,12 @@ local function run(cli)
   local started = core.clock_ms()
   local tick = ffi.new("sr_tick_t")
   local nbatches, total_records = 0, 0
+  local dead_before = 0 -- dead letters up to the previous batch, reading included
   while true do
     C.sr_loop_set_lua_active(loop, lua_active(lua_sources) and 1 or 0)
     C.sr_loop_next(loop, tick)
     local t0 = core.clock_ms()
     local time_ms = tonumber(tick.time_ms)
-    local dead_before = tonumber(C.sr_loop_dead_letters(loop))
     local inputs, records = {}, 0
     for _, node in ipairs(job.sources) do
       local b
@@ -154,6 +154,7 @@ local function run(cli)
       processing_ms = core.clock_ms() - t0, scheduling_delay_ms = tonumber(tick.delay_ms),
       state_keys = 0, dead_letters = tonumber(C.sr_loop_dead_letters(loop)) - dead_before,
     }
+    dead_before = dead_before + s.dead_letters
     if not cli.quiet then
       log("batch %d ms: %d records, %.1f ms processing, %d ms delay, %d keys, %d dead letters",
         s.time_ms, s.records, s.processing_ms, s.scheduling_delay_ms, s.state_keys, s.dead_letters)
