@@ -1,0 +1,134 @@
+-- The command line: usage errors, invalid jobs (exit 2 with file:line),
+-- runtime errors in user code, check, --batches, --duration, --version.
+local proc = require "helpers.proc"
+local e2e = require "helpers.e2e"
+
+describe("e2e command line", function()
+  after_each(function() proc.cleanup() end)
+
+  it("rejects bad flags with the usage on stderr and exit 2", function()
+    local job = e2e.job("stdin_print")
+    local cases = {
+      { { "run", job, "--bogus" }, "unknown option '--bogus'" },
+      { { "run", job, "--batch", "soon" }, "--batch: bad duration 'soon'" },
+      { { "run", job, "--duration", "-1s" }, "--duration: bad duration" },
+      { { "run", job, "--batches", "many" }, "--batches: bad count 'many'" },
+      { { "run", job, "--set", "novalue" }, "--set: want KEY=VALUE" },
+      { { "run", job, "--stats" }, "--stats needs a value" },
+      { { "run", job, "--duration", "1s", "--batches", "2" }, "exclude each other" },
+      { { "run" }, "missing JOB.lua" },
+      { { "frobnicate" }, "unknown command 'frobnicate'" },
+      { {}, "missing command" },
+    }
+    for _, c in ipairs(cases) do
+      local code, stdout, stderr = e2e.exec(c[1])
+      local what = table.concat(c[1], " ")
+      assert.equal(2, code, what)
+      assert.truthy(stderr:find(c[2], 1, true), what .. ": " .. stderr)
+      assert.truthy(stderr:find("usage:", 1, true), what .. ": " .. stderr)
+      assert.equal("", stdout, what)
+    end
+  end)
+
+  it("exits 2 naming file:line for a job with a syntax error", function()
+    for _, cmd in ipairs { "run", "check" } do
+      local code, _, stderr = e2e.exec({ cmd, e2e.job("syntax_error") })
+      assert.equal(2, code, cmd)
+      assert.truthy(stderr:find("syntax_error.lua:3:", 1, true), stderr)
+    end
+  end)
+
+  it("exits 2 with file:line and 'unknown operation' for an operation that does not exist", function()
+    local code, _, stderr = e2e.exec({ "run", e2e.job("unknown_op") })
+    assert.equal(2, code)
+    assert.truthy(stderr:find("unknown_op.lua:4:", 1, true), stderr)
+    assert.truthy(stderr:find("unknown operation 'frobnicate'", 1, true), stderr)
+  end)
+
+  it("exits 2 with file:line for a bad duration in sr.job", function()
+    local code, _, stderr = e2e.exec({ "run", e2e.job("bad_duration") })
+    assert.equal(2, code)
+    assert.truthy(stderr:find("bad_duration.lua:3:", 1, true), stderr)
+    assert.truthy(stderr:find("bad duration", 1, true), stderr)
+  end)
+
+  it("exits 2 with file:line for a keyed operation on an unkeyed stream", function()
+    local code, _, stderr = e2e.exec({ "run", e2e.job("unkeyed_reduce") })
+    assert.equal(2, code)
+    assert.truthy(stderr:find("unkeyed_reduce.lua:5:", 1, true), stderr)
+    assert.truthy(stderr:find("reduce_by_key needs a keyed stream", 1, true), stderr)
+  end)
+
+  it("exits 2 for a job file that does not exist", function()
+    local path = proc.tmpdir() .. "/no-such-job.lua"
+    local code, stdout, stderr = e2e.exec({ "run", path })
+    assert.equal(2, code)
+    assert.truthy(stderr:find(path, 1, true), stderr)
+    assert.equal("", stdout)
+  end)
+
+  it("dead-letters an element whose user function fails, naming the stage and the element, and prints the others", function()
+    local dir = proc.tmpdir()
+    local code, stdout, stderr = e2e.run("user_error", {}, { "--checkpoint", dir }, { input = "a\nboom\nb\n" })
+    assert.equal(0, code, stderr)
+    assert.same({ "A", "B" }, e2e.elements(stdout))
+    local dead = e2e.read_jsonl(dir .. "/dead_letters.jsonl")
+    assert.equal(1, #dead)
+    assert.equal("shout", dead[1].source)
+    assert.truthy(dead[1].reason:find("stage shout", 1, true), dead[1].reason)
+    assert.truthy(dead[1].reason:find("user_error.lua:7: cannot take boom", 1, true), dead[1].reason)
+    assert.equal('"boom"', dead[1].record)
+    assert.truthy(stderr:find("finished: %d+ batches, 3 records, 1 dead letters"), stderr)
+  end)
+
+  it("with on_error = \"fail\" stops at the failing element with exit 1, naming the stage", function()
+    local code, stdout, stderr = e2e.run("user_error", { on_error = "fail" }, {}, { input = "a\nboom\nb\n" })
+    assert.equal(1, code, stderr)
+    assert.truthy(stderr:find("stage shout", 1, true), stderr)
+    assert.truthy(stderr:find("cannot take boom", 1, true), stderr)
+    assert.same({}, e2e.elements(stdout))
+  end)
+
+  it("check prints the stage graph and exits 0 without running the job", function()
+    local code, stdout, stderr = e2e.exec({ "check", e2e.job("wordcount") })
+    assert.equal(0, code, stderr)
+    assert.truthy(stdout:find("job wordcount", 1, true), stdout)
+    local order = {}
+    for _, stage in ipairs { "lines", "words", "ones", "counts", "out" } do
+      local at = stdout:find("\n  " .. stage .. " ", 1, true)
+      assert.truthy(at, stage .. " in:\n" .. stdout)
+      order[#order + 1] = at
+    end
+    for i = 2, #order do assert.is_true(order[i] > order[i - 1], "stages in graph order") end
+    assert.truthy(stdout:find("reduce_by_key%s+<%- ones"), stdout)
+    assert.falsy(stdout:find("Time:", 1, true))
+  end)
+
+  it("--batches N stops an unbounded job after N batches", function()
+    local code, stdout, stderr = e2e.run("generator", {}, { "--batches", "3" })
+    assert.equal(0, code, stderr)
+    local batches = e2e.batches(stdout)
+    assert.equal(3, #batches)
+    assert.equal(100, batches[2].time - batches[1].time)
+    assert.equal(100, batches[3].time - batches[2].time)
+    assert.truthy(stderr:find("finished: 3 batches", 1, true), stderr)
+  end)
+
+  it("--duration stops an unbounded job after that long", function()
+    local code, stdout, stderr, p = e2e.run("generator", {}, { "--duration", "500ms" })
+    assert.equal(0, code, stderr)
+    assert.is_true(p.elapsed >= 0.45, "ran " .. p.elapsed .. " s")
+    assert.is_true(p.elapsed < 3, "ran " .. p.elapsed .. " s")
+    local n = #e2e.batches(stdout)
+    assert.is_true(n >= 4 and n <= 8, n .. " batches of 100 ms in 500 ms")
+  end)
+
+  it("--version prints the version, --help the usage", function()
+    local code, stdout = e2e.exec({ "--version" })
+    assert.equal(0, code)
+    assert.matches("^streamrun %d+%.%d+%.%d+\n$", stdout)
+    code, stdout = e2e.exec({ "--help" })
+    assert.equal(0, code)
+    assert.truthy(stdout:find("streamrun run JOB.lua", 1, true), stdout)
+  end)
+end)
