@@ -11,7 +11,8 @@ void *sr_realloc(void *p, size_t n);
 char *sr_strdup(const char *s);
 void sr_free(void *p);
 
-/* Bytes currently allocated through this module. */
+/* Bytes currently allocated through this module, as the C allocator
+ * reports them (at least what was asked for). */
 size_t sr_alloc_used(void);
 /* Test hook: the (n+1)-th allocation from now fails; -1 turns failures off. */
 void sr_alloc_fail_after(long n);

@@ -7,27 +7,34 @@
 #include "sr_error.h"
 #include "sr_linesplit.h"
 
+/* The allocator may round a request up, by less than 32 bytes a block. */
+#define assert_used(base, asked, blocks)                                   \
+    do {                                                                   \
+        assert_true(sr_alloc_used() >= (base) + (asked));                  \
+        assert_true(sr_alloc_used() < (base) + (asked) + 32 * (blocks));   \
+    } while (0)
+
 static void test_counting(void **state)
 {
     (void)state;
     size_t base = sr_alloc_used();
     char *a = sr_malloc(100);
     assert_non_null(a);
-    assert_int_equal(sr_alloc_used(), base + 100);
+    assert_used(base, 100, 1);
     char *b = sr_calloc(10, 8);
     assert_non_null(b);
     for (int i = 0; i < 80; i++) assert_int_equal(b[i], 0);
-    assert_int_equal(sr_alloc_used(), base + 180);
+    assert_used(base, 180, 2);
     a = sr_realloc(a, 1000);
     assert_non_null(a);
-    assert_int_equal(sr_alloc_used(), base + 1080);
+    assert_used(base, 1080, 2);
     a = sr_realloc(a, 10);
-    assert_int_equal(sr_alloc_used(), base + 90);
+    assert_used(base, 90, 2);
     char *s = sr_strdup("streamrun");
     assert_string_equal(s, "streamrun");
-    assert_int_equal(sr_alloc_used(), base + 100);
+    assert_used(base, 100, 3);
     char *r = sr_realloc(NULL, 5); /* realloc(NULL) is malloc */
-    assert_int_equal(sr_alloc_used(), base + 105);
+    assert_used(base, 105, 4);
     sr_free(r);
     sr_free(s);
     sr_free(b);
@@ -56,7 +63,7 @@ static void test_fail_after(void **state)
     sr_alloc_fail_after(0);
     assert_null(sr_realloc(x, 1 << 20));
     assert_string_equal(x, "1234567");
-    assert_int_equal(sr_alloc_used(), base + 16);
+    assert_used(base, 16, 2);
     sr_alloc_fail_after(-1);
     for (int i = 0; i < 100; i++) {
         void *q = sr_malloc(1);

@@ -1,0 +1,216 @@
+/* sr_state: partitioned hash tables of msgpack keys and values, with
+ * linear probing and backward-shift deletion (no tombstones), one heap
+ * block per entry holding its key, value and wheel node. */
+#include "sr_state.h"
+#include "sr_alloc.h"
+#include "sr_error.h"
+
+#include <stddef.h>
+#include <string.h>
+
+#define SR_STATE_MIN_CAP 16
+
+uint64_t sr_state_hash(const char *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ULL ^ n;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 0x100000001b3ULL;
+    }
+    /* splitmix64 finalizer: FNV's low bits alone probe badly */
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebULL;
+    h ^= h >> 31;
+    return h;
+}
+
+static sr_state_entry_t *sr__entry_of(sr_wheel_node_t *n)
+{
+    return n ? (sr_state_entry_t *)((char *)n - offsetof(sr_state_entry_t, timer)) : NULL;
+}
+
+sr_state_t *sr_state_new(const char *name, int partitions, int64_t timeout_ms, int64_t now_ms)
+{
+    if (partitions < 1) partitions = 1;
+    sr_state_t *st = sr_calloc(1, sizeof(*st));
+    if (!st) return NULL;
+    st->name = sr_strdup(name ? name : "");
+    st->parts = sr_calloc((size_t)partitions, sizeof(*st->parts));
+    if (!st->name || !st->parts) goto fail;
+    st->nparts = partitions;
+    st->timeout_ms = timeout_ms > 0 ? timeout_ms : 0;
+    sr_wheel_init(&st->wheel, now_ms);
+    return st;
+fail:
+    sr_free(st->name);
+    sr_free(st->parts);
+    sr_free(st);
+    return NULL;
+}
+
+void sr_state_free(sr_state_t *st)
+{
+    if (!st) return;
+    for (int p = 0; p < st->nparts; p++) {
+        sr_state_part_t *part = &st->parts[p];
+        for (size_t i = 0; i < part->cap; i++) sr_free(part->slots[i]);
+        sr_free(part->slots);
+    }
+    sr_free(st->parts);
+    sr_free(st->name);
+    sr_free(st);
+}
+
+static sr_state_part_t *sr__part(sr_state_t *st, uint64_t h)
+{
+    return &st->parts[(h >> 40) % (uint64_t)st->nparts];
+}
+
+/* Slot index of the key in part, or of the empty slot where it would go. */
+static size_t sr__probe(const sr_state_part_t *part, uint64_t h, const char *key, size_t klen)
+{
+    size_t mask = part->cap - 1, i = (size_t)h & mask;
+    for (;;) {
+        sr_state_entry_t *e = part->slots[i];
+        if (!e || (e->klen == klen && memcmp(e->data, key, klen) == 0)) return i;
+        i = (i + 1) & mask;
+    }
+}
+
+static int sr__grow(sr_state_part_t *part)
+{
+    size_t cap = part->cap ? part->cap * 2 : SR_STATE_MIN_CAP;
+    sr_state_entry_t **slots = sr_calloc(cap, sizeof(*slots));
+    if (!slots) return SR_ENOMEM;
+    for (size_t i = 0; i < part->cap; i++) {
+        sr_state_entry_t *e = part->slots[i];
+        if (!e) continue;
+        size_t j = (size_t)sr_state_hash(e->data, e->klen) & (cap - 1);
+        while (slots[j]) j = (j + 1) & (cap - 1);
+        slots[j] = e;
+    }
+    sr_free(part->slots);
+    part->slots = slots;
+    part->cap = cap;
+    return SR_OK;
+}
+
+sr_state_entry_t *sr_state_get(sr_state_t *st, const char *key, size_t klen)
+{
+    uint64_t h = sr_state_hash(key, klen);
+    sr_state_part_t *part = sr__part(st, h);
+    if (!part->cap) return NULL;
+    return part->slots[sr__probe(part, h, key, klen)];
+}
+
+int sr_state_put(sr_state_t *st, const char *key, size_t klen, const char *value, size_t vlen,
+                 sr_state_entry_t **out)
+{
+    if (klen > UINT32_MAX || vlen > UINT32_MAX) return SR_EINVAL;
+    uint64_t h = sr_state_hash(key, klen);
+    sr_state_part_t *part = sr__part(st, h);
+    /* Keep the load factor under 3/4. */
+    if ((part->count + 1) * 4 > part->cap * 3 && sr__grow(part) < 0) return SR_ENOMEM;
+    size_t i = sr__probe(part, h, key, klen);
+    sr_state_entry_t *e = part->slots[i];
+    if (e && e->vlen == vlen) {
+        memcpy(e->data + klen, value, vlen);
+    } else if (e) {
+        int armed = sr_wheel_armed(&e->timer);
+        int64_t expiry = e->timer.expiry;
+        sr_wheel_cancel(&st->wheel, &e->timer);
+        sr_state_entry_t *ne = sr_realloc(e, sizeof(*e) + klen + vlen);
+        if (!ne) {
+            if (armed) sr_wheel_add(&st->wheel, &e->timer, expiry);
+            return SR_ENOMEM;
+        }
+        e = ne;
+        sr_wheel_node_init(&e->timer);
+        st->data_bytes = st->data_bytes - e->vlen + vlen;
+        e->vlen = (uint32_t)vlen;
+        memcpy(e->data + klen, value, vlen);
+        part->slots[i] = e;
+        if (armed) sr_wheel_add(&st->wheel, &e->timer, expiry);
+    } else {
+        e = sr_malloc(sizeof(*e) + klen + vlen);
+        if (!e) return SR_ENOMEM;
+        sr_wheel_node_init(&e->timer);
+        e->klen = (uint32_t)klen;
+        e->vlen = (uint32_t)vlen;
+        memcpy(e->data, key, klen);
+        memcpy(e->data + klen, value, vlen);
+        part->slots[i] = e;
+        part->count++;
+        st->count++;
+        st->data_bytes += klen + vlen;
+    }
+    if (out) *out = e;
+    return SR_OK;
+}
+
+int sr_state_remove(sr_state_t *st, const char *key, size_t klen)
+{
+    uint64_t h = sr_state_hash(key, klen);
+    sr_state_part_t *part = sr__part(st, h);
+    if (!part->cap) return 0;
+    size_t mask = part->cap - 1, i = sr__probe(part, h, key, klen);
+    sr_state_entry_t *e = part->slots[i];
+    if (!e) return 0;
+    sr_wheel_cancel(&st->wheel, &e->timer);
+    st->data_bytes -= e->klen + e->vlen;
+    sr_free(e);
+    part->slots[i] = NULL;
+    part->count--;
+    st->count--;
+    /* Backward shift: pull later entries of the run into the hole when
+     * their home slot is not in (hole, their slot]. */
+    size_t hole = i, j = (i + 1) & mask;
+    while (part->slots[j]) {
+        sr_state_entry_t *m = part->slots[j];
+        size_t home = (size_t)sr_state_hash(m->data, m->klen) & mask;
+        int stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+        if (!stays) {
+            part->slots[hole] = m;
+            part->slots[j] = NULL;
+            hole = j;
+        }
+        j = (j + 1) & mask;
+    }
+    return 1;
+}
+
+void sr_state_touch(sr_state_t *st, sr_state_entry_t *e, int64_t now_ms)
+{
+    if (!st->timeout_ms) return;
+    /* Idle for longer than the timeout: due at the first ms past it. */
+    sr_wheel_add(&st->wheel, &e->timer, now_ms + st->timeout_ms + 1);
+}
+
+sr_state_entry_t *sr_state_expire(sr_state_t *st, int64_t now_ms)
+{
+    sr_wheel_node_t *n = sr_wheel_advance(&st->wheel, now_ms);
+    return sr__entry_of(n);
+}
+
+sr_state_entry_t *sr_state_next(sr_state_t *st, sr_state_iter_t *it)
+{
+    while (it->part < st->nparts) {
+        sr_state_part_t *part = &st->parts[it->part];
+        while (it->slot < part->cap) {
+            sr_state_entry_t *e = part->slots[it->slot++];
+            if (e) return e;
+        }
+        it->part++;
+        it->slot = 0;
+    }
+    return NULL;
+}
+
+size_t sr_state_memory(const sr_state_t *st)
+{
+    size_t bytes = sizeof(*st) + (size_t)st->nparts * sizeof(*st->parts);
+    for (int p = 0; p < st->nparts; p++) bytes += st->parts[p].cap * sizeof(sr_state_entry_t *);
+    return bytes + st->count * sizeof(sr_state_entry_t) + st->data_bytes;
+}

@@ -1,0 +1,75 @@
+/* sr_state: the keyed state of one stateful stage, owned by C so it outlives
+ * any Lua VM. Partitioned open-addressing hash tables map key bytes to value
+ * bytes (both msgpack); each entry embeds its timing-wheel node, so per-key
+ * timeouts cost no allocation. */
+#ifndef SR_STATE_H
+#define SR_STATE_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sr_wheel.h"
+
+typedef struct sr_state_entry {
+    sr_wheel_node_t timer; /* armed while the stage has a timeout */
+    uint32_t klen;         /* key bytes */
+    uint32_t vlen;         /* value bytes */
+    char data[];           /* key bytes, then value bytes */
+} sr_state_entry_t;
+
+static inline const char *sr_state_entry_key(const sr_state_entry_t *e) { return e->data; }
+static inline const char *sr_state_entry_value(const sr_state_entry_t *e) { return e->data + e->klen; }
+
+typedef struct sr_state_part {
+    sr_state_entry_t **slots; /* private: linear probing, NULL = empty */
+    size_t cap;               /* private: a power of two */
+    size_t count;             /* read-only */
+} sr_state_part_t;
+
+typedef struct sr_state {
+    char *name;             /* read-only: the stage's name */
+    int nparts;             /* read-only */
+    sr_state_part_t *parts; /* private */
+    size_t count;           /* read-only: keys */
+    size_t data_bytes;      /* read-only: key and value bytes of all keys */
+    int64_t timeout_ms;     /* read-only: 0 when keys never time out */
+    sr_wheel_t wheel;       /* private */
+} sr_state_t;
+
+typedef struct sr_state_iter {
+    int part;
+    size_t slot;
+} sr_state_iter_t;
+
+/* A new, empty state with the given partitions (>= 1) and timeout (0 for
+ * none), its wheel at time now_ms. NULL when out of memory. */
+sr_state_t *sr_state_new(const char *name, int partitions, int64_t timeout_ms, int64_t now_ms);
+/* Frees the state and every entry. */
+void sr_state_free(sr_state_t *st);
+
+/* The entry for the key bytes, or NULL. Borrowed until the key is changed. */
+sr_state_entry_t *sr_state_get(sr_state_t *st, const char *key, size_t klen);
+/* Sets the key's value (copying both). Returns 0 or SR_ENOMEM (the key's
+ * previous value, if any, is then kept). *out, if given, gets the entry. */
+int sr_state_put(sr_state_t *st, const char *key, size_t klen, const char *value, size_t vlen,
+                 sr_state_entry_t **out);
+/* Removes the key. Returns 1 if it was there, else 0. */
+int sr_state_remove(sr_state_t *st, const char *key, size_t klen);
+
+/* Arms the entry to time out after timeout_ms of inactivity from now_ms:
+ * it falls due at the first time after now_ms + timeout_ms. No-op without a
+ * timeout. */
+void sr_state_touch(sr_state_t *st, sr_state_entry_t *e, int64_t now_ms);
+/* Advances the state's clock to now_ms and returns the entries that fell
+ * due, chained through e->timer.next (disarmed, still in the table: the
+ * caller makes the timing-out call and removes them). */
+sr_state_entry_t *sr_state_expire(sr_state_t *st, int64_t now_ms);
+/* The next entry from an iterator started as {0, 0}, or NULL at the end.
+ * Changing the state invalidates the iterator. */
+sr_state_entry_t *sr_state_next(sr_state_t *st, sr_state_iter_t *it);
+/* Bytes of memory the state holds: tables and entries. */
+size_t sr_state_memory(const sr_state_t *st);
+
+/* 64-bit hash of bytes (also used to pick a key's partition). */
+uint64_t sr_state_hash(const char *p, size_t n);
+
+#endif

@@ -1,0 +1,123 @@
+/* sr_wheel: hierarchical timing wheel. A node sits at the level of the
+ * highest 6-bit group in which its expiry differs from the wheel's time, in
+ * the slot of that group's value; advancing takes the slots the time passed
+ * over, level by level, and re-inserts the nodes not yet due lower down. */
+#include "sr_wheel.h"
+
+#include <string.h>
+
+void sr_wheel_init(sr_wheel_t *w, int64_t now)
+{
+    memset(w, 0, sizeof(*w));
+    w->now = now;
+}
+
+static void sr__push(sr_wheel_node_t **head, sr_wheel_node_t *n)
+{
+    n->next = *head;
+    if (n->next) n->next->pprev = &n->next;
+    n->pprev = head;
+    *head = n;
+}
+
+static void sr__unlink(sr_wheel_node_t *n)
+{
+    *n->pprev = n->next;
+    if (n->next) n->next->pprev = n->pprev;
+    n->next = NULL;
+    n->pprev = NULL;
+}
+
+/* Places an unarmed node by its expiry relative to w->now. */
+static void sr__place(sr_wheel_t *w, sr_wheel_node_t *n)
+{
+    uint64_t now = (uint64_t)w->now, exp = (uint64_t)n->expiry;
+    if (n->expiry <= w->now) {
+        sr__push(&w->due, n);
+        return;
+    }
+    uint64_t diff = now ^ exp;
+    int level = (63 - __builtin_clzll(diff)) / SR_WHEEL_BITS;
+    if (level >= SR_WHEEL_LEVELS) level = SR_WHEEL_LEVELS - 1;
+    unsigned slot = (unsigned)(exp >> (level * SR_WHEEL_BITS)) & (SR_WHEEL_SLOTS - 1);
+    sr__push(&w->slots[level][slot], n);
+    w->occupied[level] |= (uint64_t)1 << slot;
+}
+
+void sr_wheel_add(sr_wheel_t *w, sr_wheel_node_t *n, int64_t expiry)
+{
+    sr_wheel_cancel(w, n);
+    n->expiry = expiry;
+    sr__place(w, n);
+    w->count++;
+}
+
+void sr_wheel_cancel(sr_wheel_t *w, sr_wheel_node_t *n)
+{
+    if (!n->pprev) return;
+    /* Emptied slots keep their occupied bit; advance clears it lazily. */
+    sr__unlink(n);
+    w->count--;
+}
+
+/* Moves every node of the slots in mask at level into *list. */
+static void sr__take(sr_wheel_t *w, int level, uint64_t mask, sr_wheel_node_t **list)
+{
+    uint64_t bits = w->occupied[level] & mask;
+    w->occupied[level] &= ~mask;
+    while (bits) {
+        int slot = __builtin_ctzll(bits);
+        bits &= bits - 1;
+        sr_wheel_node_t *n = w->slots[level][slot];
+        while (n) {
+            sr_wheel_node_t *next = n->next;
+            sr__unlink(n);
+            sr__push(list, n);
+            n = next;
+        }
+    }
+}
+
+sr_wheel_node_t *sr_wheel_advance(sr_wheel_t *w, int64_t to)
+{
+    sr_wheel_node_t *pending = NULL, *expired = NULL;
+    if (to < w->now) to = w->now;
+    uint64_t now = (uint64_t)w->now, target = (uint64_t)to;
+    /* Nodes added already due. */
+    while (w->due) {
+        sr_wheel_node_t *n = w->due;
+        sr__unlink(n);
+        sr__push(&pending, n);
+    }
+    for (int level = 0; level < SR_WHEEL_LEVELS; level++) {
+        int shift = level * SR_WHEEL_BITS;
+        uint64_t from_idx = now >> shift, to_idx = target >> shift;
+        if (from_idx == to_idx) break; /* no slot of this level or above passed */
+        /* Only the current rotation of a level holds nodes (their higher
+         * groups equal the time's), so the passed slots run from the one
+         * after now's to to's, or to the end when a rotation ends. */
+        unsigned first = (unsigned)(from_idx & (SR_WHEEL_SLOTS - 1)) + 1;
+        unsigned last = (from_idx >> SR_WHEEL_BITS) != (to_idx >> SR_WHEEL_BITS)
+                            ? SR_WHEEL_SLOTS - 1
+                            : (unsigned)(to_idx & (SR_WHEEL_SLOTS - 1));
+        if (first <= last && first < SR_WHEEL_SLOTS) {
+            uint64_t upto = last == 63 ? ~(uint64_t)0 : (((uint64_t)1 << (last + 1)) - 1);
+            uint64_t below = ((uint64_t)1 << first) - 1;
+            sr__take(w, level, upto & ~below, &pending);
+        }
+    }
+    w->now = to;
+    while (pending) {
+        sr_wheel_node_t *n = pending;
+        sr__unlink(n);
+        if (n->expiry <= to) {
+            w->count--;
+            n->next = expired;
+            n->pprev = NULL;
+            expired = n;
+        } else {
+            sr__place(w, n);
+        }
+    }
+    return expired;
+}

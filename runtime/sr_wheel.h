@@ -1,0 +1,43 @@
+/* sr_wheel: a hierarchical timing wheel (Varghese & Lauck) for per-key
+ * timeouts, at millisecond resolution. Nodes are embedded in their owners'
+ * structs; add, cancel and re-arm are O(1) and never allocate; advancing
+ * costs the slots crossed and the nodes due, even across large jumps. */
+#ifndef SR_WHEEL_H
+#define SR_WHEEL_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define SR_WHEEL_BITS 6
+#define SR_WHEEL_SLOTS (1 << SR_WHEEL_BITS)
+#define SR_WHEEL_LEVELS 8 /* 48 bits of milliseconds: ~8900 years */
+
+typedef struct sr_wheel_node {
+    struct sr_wheel_node *next;   /* private */
+    struct sr_wheel_node **pprev; /* private: NULL when not armed */
+    int64_t expiry;               /* read-only: when the node falls due */
+} sr_wheel_node_t;
+
+typedef struct sr_wheel {
+    int64_t now;                                   /* read-only */
+    uint64_t occupied[SR_WHEEL_LEVELS];            /* private: non-empty slots */
+    sr_wheel_node_t *slots[SR_WHEEL_LEVELS][SR_WHEEL_SLOTS]; /* private */
+    sr_wheel_node_t *due;                          /* private: added already due */
+    size_t count;                                  /* read-only: armed nodes */
+} sr_wheel_t;
+
+/* Starts an empty wheel at time now (ms, >= 0). */
+void sr_wheel_init(sr_wheel_t *w, int64_t now);
+/* Arms n to fall due at expiry (re-arms it if armed). An expiry <= now falls
+ * due at the next advance. */
+void sr_wheel_add(sr_wheel_t *w, sr_wheel_node_t *n, int64_t expiry);
+/* Disarms n; nothing happens if it is not armed. */
+void sr_wheel_cancel(sr_wheel_t *w, sr_wheel_node_t *n);
+static inline int sr_wheel_armed(const sr_wheel_node_t *n) { return n->pprev != NULL; }
+/* Marks a node embedded in freshly allocated memory as not armed. */
+static inline void sr_wheel_node_init(sr_wheel_node_t *n) { n->next = NULL; n->pprev = NULL; n->expiry = 0; }
+/* Moves the wheel to time `to` (>= now). Every node with expiry <= to is
+ * disarmed and chained, through next, into the returned list (NULL if none),
+ * in no particular order. */
+sr_wheel_node_t *sr_wheel_advance(sr_wheel_t *w, int64_t to);
+
+#endif

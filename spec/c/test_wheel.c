@@ -1,0 +1,143 @@
+/* test_wheel: the hierarchical timing wheel: deadlines on every level,
+ * cancel, re-arm, large jumps, and random operations against a plain model. */
+#include "sr_test.h"
+
+#include "sr_wheel.h"
+
+static size_t drain(sr_wheel_node_t *list, int64_t *last_expiry)
+{
+    size_t n = 0;
+    while (list) {
+        sr_wheel_node_t *next = list->next;
+        assert_false(sr_wheel_armed(list));
+        if (last_expiry) *last_expiry = list->expiry;
+        n++;
+        list = next;
+    }
+    return n;
+}
+
+static void test_fires_at_deadline_on_every_level(void **state)
+{
+    (void)state;
+    static sr_wheel_t w;
+    int64_t deltas[] = {1, 5, 63, 64, 65, 4095, 4096, 4097, 262143, 262144, 262145,
+                        16777216, 1073741824LL, 68719476736LL};
+    for (size_t i = 0; i < sizeof(deltas) / sizeof(deltas[0]); i++) {
+        int64_t start = 1000 + (int64_t)i * 7;
+        sr_wheel_init(&w, start);
+        sr_wheel_node_t n;
+        sr_wheel_node_init(&n);
+        sr_wheel_add(&w, &n, start + deltas[i]);
+        assert_true(sr_wheel_armed(&n));
+        assert_int_equal(w.count, 1);
+        /* Not due one millisecond early, even reached in several steps. */
+        assert_null(sr_wheel_advance(&w, start + deltas[i] / 2));
+        assert_null(sr_wheel_advance(&w, start + deltas[i] - 1));
+        int64_t exp = 0;
+        assert_int_equal(drain(sr_wheel_advance(&w, start + deltas[i]), &exp), 1);
+        assert_int_equal(exp, start + deltas[i]);
+        assert_int_equal(w.count, 0);
+    }
+}
+
+static void test_cancel_and_rearm(void **state)
+{
+    (void)state;
+    static sr_wheel_t w;
+    sr_wheel_init(&w, 0);
+    sr_wheel_node_t a, b, c;
+    sr_wheel_node_init(&a);
+    sr_wheel_node_init(&b);
+    sr_wheel_node_init(&c);
+    sr_wheel_add(&w, &a, 100);
+    sr_wheel_add(&w, &b, 100);
+    sr_wheel_add(&w, &c, 5000);
+    sr_wheel_cancel(&w, &b);
+    sr_wheel_cancel(&w, &b); /* twice is harmless */
+    assert_false(sr_wheel_armed(&b));
+    sr_wheel_add(&w, &c, 150); /* re-arm earlier */
+    sr_wheel_add(&w, &a, 7000); /* re-arm later */
+    assert_int_equal(w.count, 2);
+    int64_t exp = 0;
+    assert_int_equal(drain(sr_wheel_advance(&w, 200), &exp), 1);
+    assert_int_equal(exp, 150);
+    assert_null(sr_wheel_advance(&w, 6999));
+    assert_int_equal(drain(sr_wheel_advance(&w, 7000), &exp), 1);
+    assert_int_equal(exp, 7000);
+}
+
+static void test_already_due_and_large_jump(void **state)
+{
+    (void)state;
+    static sr_wheel_t w;
+    sr_wheel_init(&w, 10000);
+    static sr_wheel_node_t nodes[1000];
+    for (int i = 0; i < 1000; i++) {
+        sr_wheel_node_init(&nodes[i]);
+        sr_wheel_add(&w, &nodes[i], i < 5 ? 10000 - i : 10000 + (int64_t)i * 997 * 1000);
+    }
+    /* The first five are already due (expiry <= now). */
+    assert_int_equal(drain(sr_wheel_advance(&w, 10000), NULL), 5);
+    /* A jump over days of milliseconds takes everything at once. */
+    assert_null(sr_wheel_advance(&w, 10000 + 5LL * 997 * 1000 - 1));
+    assert_int_equal(drain(sr_wheel_advance(&w, 10000 + 999LL * 997 * 1000), NULL), 995);
+    assert_int_equal(w.count, 0);
+}
+
+/* Random adds, cancels, re-arms and advances against a plain array model. */
+static void test_random_against_model(void **state)
+{
+    (void)state;
+    enum { N = 2000 };
+    static sr_wheel_t w;
+    static sr_wheel_node_t nodes[N];
+    static int64_t model[N]; /* expiry, or -1 when not armed */
+    uint64_t seed = 42;
+    for (int round = 0; round < 20; round++) {
+        int64_t now = (int64_t)(seed % 100000);
+        sr_wheel_init(&w, now);
+        for (int i = 0; i < N; i++) { sr_wheel_node_init(&nodes[i]); model[i] = -1; }
+        for (int step = 0; step < 5000; step++) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            int i = (int)((seed >> 33) % N);
+            unsigned op = (unsigned)(seed >> 20) % 10;
+            if (op < 6) {
+                int64_t span = (int64_t)1 << ((seed >> 40) % 30);
+                int64_t exp = now + (int64_t)((seed >> 8) % (uint64_t)span) - 2;
+                sr_wheel_add(&w, &nodes[i], exp);
+                model[i] = exp;
+            } else if (op < 8) {
+                sr_wheel_cancel(&w, &nodes[i]);
+                model[i] = -1;
+            } else {
+                int64_t to = now + (int64_t)((seed >> 12) % ((uint64_t)1 << ((seed >> 50) % 24)));
+                sr_wheel_node_t *due = sr_wheel_advance(&w, to);
+                static char fired[N];
+                memset(fired, 0, sizeof(fired));
+                for (; due; due = due->next) fired[due - nodes] = 1;
+                for (int k = 0; k < N; k++) {
+                    int should = model[k] >= 0 && model[k] <= to;
+                    assert_int_equal(fired[k], should);
+                    if (should) model[k] = -1;
+                    assert_int_equal(sr_wheel_armed(&nodes[k]), model[k] >= 0);
+                }
+                now = to;
+            }
+        }
+        size_t armed = 0;
+        for (int k = 0; k < N; k++) armed += model[k] >= 0;
+        assert_int_equal(w.count, armed);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fires_at_deadline_on_every_level),
+        cmocka_unit_test(test_cancel_and_rearm),
+        cmocka_unit_test(test_already_due_and_large_jump),
+        cmocka_unit_test(test_random_against_model),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
