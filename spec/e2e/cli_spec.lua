@@ -131,4 +131,23 @@ describe("e2e command line", function()
     assert.equal(0, code)
     assert.truthy(stdout:find("streamrun run JOB.lua", 1, true), stdout)
   end)
+
+  it("test runs Busted specs inside the binary and exits with their status", function()
+    local dir = proc.tmpdir()
+    local passing, failing = dir .. "/pass_spec.lua", dir .. "/fail_spec.lua"
+    local f = assert(io.open(passing, "w"))
+    f:write('local sr = require "streamrun"\n',
+            'describe("inside", function() it("has the runtime", function()\n',
+            '  assert.equal(3, sr.add(1, 2)) end) end)\n')
+    f:close()
+    f = assert(io.open(failing, "w"))
+    f:write('describe("x", function() it("fails", function() assert.equal(1, 2) end) end)\n')
+    f:close()
+    local code, stdout = e2e.exec({ "test", passing })
+    assert.equal(0, code, stdout)
+    assert.truthy(stdout:find("1 success", 1, true), stdout)
+    code, stdout = e2e.exec({ "test", failing })
+    assert.are_not.equal(0, code)
+    assert.truthy(stdout:find("1 failure", 1, true), stdout)
+  end)
 end)
