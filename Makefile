@@ -51,7 +51,7 @@ build/libstreamrun.so: $(LIB_OBJ)
 
 build/test/%: spec/c/%.c $(ASAN_OBJ) spec/c/sr_test.h
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(SAN) -Iruntime -o $@ $< $(ASAN_OBJ) $(LIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) $(SAN) -Iruntime -o $@ $< $(ASAN_OBJ) $(LUAJIT_LIBS) $(LIBS) -lcmocka
 
 run: deps all
 	./build/streamrun run jobs/wordcount.lua --duration 3s

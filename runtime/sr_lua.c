@@ -1,5 +1,6 @@
 /* sr_lua: LuaJIT VM creation, library path, protected calls with traceback. */
 #include "sr_lua.h"
+#include "sr_state_lua.h"
 
 #include <lauxlib.h>
 #include <libgen.h>
@@ -58,6 +59,11 @@ lua_State *sr_lua_new(const char *lua_dir)
     lua_getfield(L, -1, "path");
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", lua_dir, lua_dir, lua_tostring(L, -1));
     lua_setfield(L, -3, "path");
+    lua_pop(L, 1);
+    /* The C modules of the runtime, for require. */
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, luaopen_streamrun_cstate);
+    lua_setfield(L, -2, "streamrun.cstate");
     lua_pop(L, 2);
     return L;
 }

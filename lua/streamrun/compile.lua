@@ -7,6 +7,7 @@ local format = require "streamrun.format"
 local fuse = require "streamrun.fuse"
 local ops = require "streamrun.ops"
 local outputs = require "streamrun.outputs"
+local stateful = require "streamrun.stateful"
 
 local pcall, xpcall, traceback, select, unpack = pcall, xpcall, debug.traceback, select, unpack
 local concat, ipairs = table.concat, ipairs
@@ -50,7 +51,8 @@ end
 local function direct_call(node, f, ...) return f(...) end
 
 -- A plan: run(inputs, time_ms) runs one batch. inputs[source_node] = batch.
--- handlers: dead_letter, on_error, sink (see streamrun.outputs).
+-- handlers: dead_letter, on_error, sink (see streamrun.outputs), and
+-- states: stage name -> state table to continue from (else new ones).
 function M.compile(job, handlers)
   local report = make_report(handlers)
   local function guarded_call(node, f, ...)
@@ -93,6 +95,9 @@ function M.compile(job, handlers)
     end
   end
 
+  local plan = { job = job, steps = steps, states = {} }
+  local state_env = { report = report }
+
   local sink = handlers.sink
   sink.call = guarded_call
   sink.fail = function(node, msg) report(node, msg) end
@@ -100,14 +105,22 @@ function M.compile(job, handlers)
     if step.kind == "chain" then
       step.node = step.stages[#step.stages]
       step.fused = fuse.chain(step.stages, report)
+    elseif step.kind == "stateful" then
+      local name = step.node.stage_name
+      step.state = handlers.states and handlers.states[name] or stateful.new_state(step.node)
+      step.seeded = not step.node.initial or (handlers.states and handlers.states[name]) ~= nil
+      step.op = stateful[step.node.op]
+      plan.states[name] = step.state
+    elseif step.node.op == "state_snapshots" then
+      local state = plan.states[step.node.inputs[1].stage_name]
+      step.kind = "view"
+      step.op = function(node, env) return stateful.state_snapshots(node, env, state) end
     elseif step.kind == "wide" then
       step.op = ops[step.node.op] or error("compile: no operation " .. step.node.op)
     elseif step.kind == "output" then
       step.write = outputs.make(step.node, sink)
     end
   end
-
-  local plan = { job = job, steps = steps }
 
   -- Runs one batch; returns the results of every stage by node (for tests).
   function plan.run(inputs, time_ms)
@@ -137,11 +150,26 @@ function M.compile(job, handlers)
           out = step.op(node, guarded_env, a, b or time_ms, time_ms)
         end
         results[node] = out
+      elseif kind == "stateful" then
+        if not step.seeded then
+          step.seeded = true
+          stateful.seed(node, state_env, step.state, time_ms)
+        end
+        results[node] = step.op(node, state_env, step.state, results[node.inputs[1]], time_ms)
+      elseif kind == "view" then
+        results[node] = step.op(node, state_env)
       else
         step.write(results[node.inputs[1]], time_ms)
       end
     end
     return results
+  end
+
+  -- Keys held in all the job's state, for the status line.
+  function plan.state_keys()
+    local n = 0
+    for _, st in pairs(plan.states) do n = n + st:count() end
+    return n
   end
 
   return plan

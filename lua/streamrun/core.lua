@@ -49,19 +49,30 @@ local function here()
   return src:match("^@(.*)/[^/]*$") or "."
 end
 
+local LIB_PATH = os.getenv("STREAMRUN_LIB") or (here() .. "/../../build/libstreamrun.so")
+
 local function load_runtime()
   if pcall(function() return ffi.C.sr_version end) then return ffi.C end
-  local path = os.getenv("STREAMRUN_LIB") or (here() .. "/../../build/libstreamrun.so")
-  local ok, lib = pcall(ffi.load, path)
+  local ok, lib = pcall(ffi.load, LIB_PATH)
   if not ok then
-    error("streamrun: cannot load the C runtime (" .. path .. "): run `make` first\n" .. tostring(lib), 0)
+    error("streamrun: cannot load the C runtime (" .. LIB_PATH .. "): run `make` first\n" .. tostring(lib), 0)
   end
   return lib
 end
 
+-- The Lua C module over the state tables: preloaded by the binary, else
+-- opened from the same shared library.
+local function load_cstate()
+  local preload = package.preload["streamrun.cstate"]
+  if preload then return preload() end
+  local open, err = package.loadlib(LIB_PATH, "luaopen_streamrun_cstate")
+  if not open then error("streamrun: cannot open the state module: " .. tostring(err), 0) end
+  return open()
+end
+
 local C = load_runtime()
 
-local M = { C = C, ffi = ffi }
+local M = { C = C, ffi = ffi, cstate = load_cstate() }
 
 local duration_out = ffi.new("int64_t[1]")
 

@@ -328,6 +328,83 @@ function Stream:transform(f, opts)
   return add_node(self.job, "transform", "wide", { self }, { fn = f, keyed = keyed }, opts.name)
 end
 
+-- -- Keyed state --
+
+local function check_partitions(op, p)
+  if p ~= nil and (type(p) ~= "number" or p < 1 or p % 1 ~= 0) then
+    fail("%s: partitions must be a positive integer", op)
+  end
+end
+
+function Stream:update_state_by_key(f, opts)
+  self = node_of(self)
+  needs_keyed(self, "update_state_by_key")
+  check_fn("update_state_by_key", f, "the update function")
+  opts = check_opts("update_state_by_key", opts, { name = true, initial = true, partitions = true })
+  if opts.initial ~= nil and type(opts.initial) ~= "table" and type(opts.initial) ~= "function" then
+    fail("update_state_by_key: initial must be a table {key = state} or a function returning one")
+  end
+  check_partitions("update_state_by_key", opts.partitions)
+  return add_node(self.job, "update_state_by_key", "stateful", { self }, {
+    fn = f, keyed = "yes", initial = opts.initial,
+    partitions = opts.partitions or self.job.partitions, timeout_ms = 0,
+  }, opts.name)
+end
+
+-- sr.state_spec(fn): what map_with_state needs, set up by chained calls.
+local StateSpec = {}
+StateSpec.__index = StateSpec
+
+function M.state_spec(f)
+  check_fn("state_spec", f, "the mapping function")
+  return setmetatable({ fn = f, timeout_ms = 0 }, StateSpec)
+end
+
+function StateSpec:timeout(d)
+  self.timeout_ms = duration("state_spec", "timeout", d)
+  return self
+end
+
+function StateSpec:initial_state(t)
+  if type(t) ~= "table" and type(t) ~= "function" then
+    fail("state_spec: initial_state must be a table {key = state} or a function returning one")
+  end
+  self.initial = t
+  return self
+end
+
+function StateSpec:name(n)
+  if type(n) ~= "string" or n == "" then fail("state_spec: name must be a non-empty string") end
+  self.stage_name = n
+  return self
+end
+
+function StateSpec:partitions(p)
+  check_partitions("state_spec", p)
+  self.nparts = p
+  return self
+end
+
+function Stream:map_with_state(spec, opts)
+  self = node_of(self)
+  needs_keyed(self, "map_with_state")
+  if getmetatable(spec) ~= StateSpec then fail("map_with_state: want sr.state_spec(fn), got %s", type(spec)) end
+  opts = check_opts("map_with_state", opts, NAME_OPT)
+  return add_node(self.job, "map_with_state", "stateful", { self }, {
+    fn = spec.fn, keyed = "maybe", initial = spec.initial, timeout_ms = spec.timeout_ms,
+    partitions = spec.nparts or self.job.partitions,
+  }, opts.name or spec.stage_name)
+end
+
+function Stream:state_snapshots(opts)
+  self = node_of(self)
+  if not self or self.op ~= "map_with_state" then
+    fail("state_snapshots: only the stream map_with_state returns has state snapshots")
+  end
+  opts = check_opts("state_snapshots", opts, NAME_OPT)
+  return add_node(self.job, "state_snapshots", "wide", { self }, { keyed = "yes" }, opts.name)
+end
+
 -- -- Outputs --
 
 function Stream:print(n, opts)
@@ -374,6 +451,9 @@ local function node_detail(n)
   if n.op == "print" then return "first " .. n.limit end
   if n.op == "save_as_text_files" then return n.prefix .. "-<time_ms>" .. (n.suffix and ("." .. n.suffix) or "") end
   if n.op == "generator" then return ("rate %g/s%s"):format(n.rate, n.total and (", count " .. n.total) or "") end
+  if n.kind == "stateful" then
+    return ("state, %d partitions%s"):format(n.partitions, n.timeout_ms > 0 and (", timeout " .. n.timeout_ms .. " ms") or "")
+  end
   return ""
 end
 

@@ -8,6 +8,7 @@ local M = {}
 
 M.version = core.ffi.string(core.C.sr_version())
 M.job = dsl.job
+M.state_spec = dsl.state_spec
 M.words = builtins.words
 M.sum = builtins.sum
 M.add = builtins.add

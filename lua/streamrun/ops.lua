@@ -260,5 +260,7 @@ function M.transform(node, env, input, time_ms)
 end
 
 M.bad_key = bad_key
+M.pair_check = pair_check
+M.group = group
 
 return M

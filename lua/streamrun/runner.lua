@@ -152,7 +152,7 @@ local function run(cli)
     local s = {
       batch = nbatches, time_ms = time_ms, records = records,
       processing_ms = core.clock_ms() - t0, scheduling_delay_ms = tonumber(tick.delay_ms),
-      state_keys = 0, dead_letters = tonumber(C.sr_loop_dead_letters(loop)) - dead_before,
+      state_keys = plan.state_keys(), dead_letters = tonumber(C.sr_loop_dead_letters(loop)) - dead_before,
     }
     dead_before = dead_before + s.dead_letters
     if not cli.quiet then

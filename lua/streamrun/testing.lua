@@ -139,6 +139,29 @@ end
 -- The time of the last batch run, in virtual milliseconds.
 function Driver:time() return self.batches * self.batch_ms end
 
+local function state_of(d, name)
+  local st = d.plan.states[name]
+  if not st then
+    local names = {}
+    for n in pairs(d.plan.states) do names[#names + 1] = n end
+    table.sort(names)
+    error(("no stateful stage named %q (stateful stages: %s)"):format(tostring(name),
+      #names > 0 and table.concat(names, ", ") or "none"), 3)
+  end
+  return st
+end
+
+-- The state of a stateful stage: { [key] = state, ... }, or with a key, that
+-- key's state (nil when it has none).
+function Driver:state(name, key)
+  local st = state_of(self, name)
+  if key ~= nil then return st:get(key) end
+  local keys, values, n = st:snapshot()
+  local t = {}
+  for i = 1, n do t[keys[i]] = values[i] end
+  return t
+end
+
 -- Every batch's outputs for one output name: { [k] = elements of batch k }.
 function Driver:outputs(name)
   local list = {}

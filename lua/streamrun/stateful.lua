@@ -1,0 +1,185 @@
+-- streamrun.stateful: the keyed-state operations of SPEC section 8 over
+-- state held in C (streamrun.cstate). update_state_by_key calls its function
+-- once per batch for every key with new values or state; map_with_state
+-- calls its function once per record, in arrival order, then once more for
+-- every key whose idle time passed its timeout at this batch's time.
+-- User functions here always run guarded: state they changed cannot be
+-- rolled back, so a failing call is reported and its key keeps its state.
+local core = require "streamrun.core"
+local format = require "streamrun.format"
+local ops = require "streamrun.ops"
+
+local cstate = core.cstate
+local type, error, xpcall, traceback = type, error, xpcall, debug.traceback
+
+local M = {}
+
+-- Calls f guarded: true and its two results, or false after reporting.
+local function guarded(node, env, f, ...)
+  local ok, r1, r2 = xpcall(f, traceback, ...)
+  if ok then return true, r1, r2 end
+  env.report(node, r1, ...)
+  return false
+end
+
+local EMPTY = setmetatable({}, { __newindex = function() error("the values array is read-only", 2) end })
+
+-- A new state table for a stateful stage.
+function M.new_state(node)
+  return cstate.new(node.stage_name, node.partitions, node.timeout_ms, 0)
+end
+
+-- Seeds the state from opts.initial (a table, or a function returning one)
+-- at the first batch's time, so seeded keys start their idle clocks then.
+local function seed(node, env, state, time_ms)
+  local initial = node.initial
+  if type(initial) == "function" then
+    local ok, t = guarded(node, env, initial)
+    if not ok then return end
+    initial = t
+  end
+  if type(initial) ~= "table" then
+    env.report(node, "initial state must be a table {key = state}, got " .. type(initial))
+    return
+  end
+  for k, v in pairs(initial) do
+    local ok, err = state:put(k, v, node.timeout_ms > 0 and time_ms or nil)
+    if not ok then env.report(node, ("key %s: %s"):format(format.json(k), err), k, v) end
+  end
+end
+
+local function put_or_report(node, env, state, k, v, now)
+  local ok, err = state:put(k, v, now)
+  if ok then return true end
+  env.report(node, ("key %s: %s; the key keeps its previous state"):format(format.json(k), err), k)
+  return false
+end
+
+-- -- update_state_by_key --
+
+function M.update_state_by_key(node, env, state, input, time_ms)
+  local keys, lists, nk = ops.group(node, env, input)
+  local f = node.fn
+  local skeys, svalues, ns = state:snapshot()
+  local OA, OB, m = {}, {}, 0
+  local function update(k, values, old)
+    local ok, new = guarded(node, env, f, values, old, k, time_ms)
+    if not ok then
+      new = old
+    elseif new == nil then
+      state:remove(k)
+    elseif not put_or_report(node, env, state, k, new) then
+      new = old
+    end
+    if new ~= nil then
+      m = m + 1
+      OA[m], OB[m] = k, new
+    end
+  end
+  for i = 1, ns do
+    local k = skeys[i]
+    local values = lists[k]
+    lists[k] = nil
+    update(k, values or EMPTY, svalues[i])
+  end
+  for i = 1, nk do
+    local k = keys[i]
+    local values = lists[k]
+    if values then update(k, values, nil) end
+  end
+  return { n = m, a = OA, b = OB }
+end
+
+-- -- map_with_state --
+
+-- The state a mapping function sees for one key; one object per stage,
+-- reused for every call (valid only during the call).
+local State = {}
+State.__index = State
+
+function State:exists() return self.value ~= nil end
+
+function State:get()
+  if self.value == nil then error(("state of key %s is not set"):format(format.json(self.key)), 2) end
+  return self.value
+end
+
+function State:update(v)
+  if self.timing_out then
+    error(("cannot update the state of key %s: it is timing out"):format(format.json(self.key)), 2)
+  end
+  if self.removed then error(("cannot update the state of key %s after removing it"):format(format.json(self.key)), 2) end
+  if v == nil then error("state:update needs a value (use state:remove() to drop the key)", 2) end
+  self.value, self.changed = v, true
+end
+
+function State:remove()
+  if self.timing_out then
+    error(("cannot remove the state of key %s: it is timing out"):format(format.json(self.key)), 2)
+  end
+  if self.removed then error(("the state of key %s is already removed"):format(format.json(self.key)), 2) end
+  self.value, self.removed, self.changed = nil, true, false
+end
+
+function State:is_timing_out() return self.timing_out end
+
+local function reset(s, k, v, timing_out)
+  s.key, s.value, s.timing_out, s.changed, s.removed = k, v, timing_out, false, false
+end
+
+function M.map_with_state(node, env, state, input, time_ms)
+  local s = node.state_object
+  if not s then
+    s = setmetatable({}, State)
+    node.state_object = s
+  end
+  local f = node.fn
+  local now = node.timeout_ms > 0 and time_ms or nil
+  local A, B = input.a, input.b
+  local OA, OB, m = {}, {}, 0
+  for i = 1, input.n do
+    local k, v = A[i], B[i]
+    if ops.pair_check(node, env, k, v) then
+      local old = state:get(k)
+      reset(s, k, old, false)
+      local ok, r1, r2 = guarded(node, env, f, k, v, s, time_ms)
+      if s.removed then
+        state:remove(k)
+      elseif s.changed then
+        if not put_or_report(node, env, state, k, s.value, now) and old ~= nil and now then
+          state:touch(k, now)
+        end
+      elseif old ~= nil and now then
+        state:touch(k, now)
+      end
+      if ok and r1 ~= nil then
+        m = m + 1
+        OA[m], OB[m] = r1, r2
+      end
+    end
+  end
+  if node.timeout_ms > 0 then
+    local tk, tv, tn = state:expire(time_ms)
+    for i = 1, tn do
+      local k = tk[i]
+      reset(s, k, tv[i], true)
+      local ok, r1, r2 = guarded(node, env, f, k, nil, s, time_ms)
+      state:remove(k)
+      if ok and r1 ~= nil then
+        m = m + 1
+        OA[m], OB[m] = r1, r2
+      end
+    end
+  end
+  return { n = m, a = OA, b = OB }
+end
+
+-- Every (k, state) of the stage, after its batch.
+function M.state_snapshots(node, env, state)
+  local keys, values, n = state:snapshot()
+  return { n = n, a = keys, b = values }
+end
+
+M.seed = seed
+
+return M
