@@ -1,4 +1,5 @@
--- wordcount: counts the words of each batch of lines.
+-- wordcount: running totals of the words of a stream of lines, kept in state
+-- (update_state_by_key); --set mode=batch counts each batch on its own.
 --   streamrun run jobs/wordcount.lua                       built-in generator
 --   streamrun run jobs/wordcount.lua --set source=socket   lines from 127.0.0.1:9999
 --   streamrun run jobs/wordcount.lua --set source=file --set path=big.txt
@@ -27,9 +28,17 @@ else
   error("unknown source '" .. source .. "' (want generator, socket, file or stdin)")
 end
 
-lines:flat_map(sr.words)
-     :map(function(w) return w, 1 end)
-     :reduce_by_key(sr.add)
-     :print(sr.param("show", 10), { name = "counts" })
+local words = lines:flat_map(sr.words)
+                  :map(function(w) return w, 1 end)
+
+local counts
+if sr.param("mode", "totals") == "batch" then
+  counts = words:reduce_by_key(sr.add)
+else
+  counts = words:update_state_by_key(function(values, total)
+    return (total or 0) + sr.sum(values)
+  end, { name = "totals" })
+end
+counts:print(sr.param("show", 10), { name = "counts" })
 
 return job
