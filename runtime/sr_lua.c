@@ -1,6 +1,7 @@
 /* sr_lua: LuaJIT VM creation, library path, protected calls with traceback. */
 #include "sr_lua.h"
 #include "sr_state_lua.h"
+#include "sr_window_lua.h"
 
 #include <lauxlib.h>
 #include <libgen.h>
@@ -64,6 +65,8 @@ lua_State *sr_lua_new(const char *lua_dir)
     lua_getfield(L, -1, "preload");
     lua_pushcfunction(L, luaopen_streamrun_cstate);
     lua_setfield(L, -2, "streamrun.cstate");
+    lua_pushcfunction(L, luaopen_streamrun_cwindow);
+    lua_setfield(L, -2, "streamrun.cwindow");
     lua_pop(L, 2);
     return L;
 }

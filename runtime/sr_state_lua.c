@@ -1,183 +1,27 @@
 /* sr_state_lua: Lua binding of sr_state. A state handle is a userdata owning
  * one sr_state_t; get/put/remove/touch take Lua keys (strings, numbers,
- * booleans: 1 and "1" differ) and Lua values, encoded as msgpack. Errors in
+ * booleans: 1 and "1" differ) and Lua values, encoded as msgpack
+ * (sr_msgpack_lua). Errors in
  * the data (a value msgpack cannot carry) come back as nil, message. */
 #include "sr_state_lua.h"
-#include "sr_alloc.h"
 #include "sr_error.h"
+#include "sr_msgpack_lua.h"
 #include "sr_state.h"
 
 #include <lauxlib.h>
-#include <math.h>
-#include <msgpack.h>
-#include <stdio.h>
-#include <string.h>
+#include <stddef.h>
 
 #define SR_STATE_MT "streamrun.state"
-#define SR_PACK_MAX_DEPTH 64
-
-/* -- Packing: Lua values to msgpack -- */
-
-typedef struct sr__buf {
-    char *data;
-    size_t len, cap;
-} sr__buf_t;
 
 /* One scratch buffer per kind: the runtime is single-threaded. */
-static sr__buf_t key_buf, value_buf;
-static msgpack_zone unpack_zone;
-static int unpack_zone_ready;
-
-static int sr__buf_write(void *data, const char *p, size_t n)
-{
-    sr__buf_t *b = data;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n) cap *= 2;
-        char *d = sr_realloc(b->data, cap);
-        if (!d) return -1;
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return 0;
-}
-
-static void sr__pack_number(msgpack_packer *pk, lua_Number n)
-{
-    if (n == floor(n) && n >= -9.2233720368547758e18 && n < 9.2233720368547758e18)
-        msgpack_pack_int64(pk, (int64_t)n);
-    else
-        msgpack_pack_double(pk, n);
-}
-
-/* Packs the value at idx. Returns NULL or a static message (not packed). */
-static const char *sr__pack(lua_State *L, int idx, msgpack_packer *pk, int depth)
-{
-    switch (lua_type(L, idx)) {
-    case LUA_TNUMBER: sr__pack_number(pk, lua_tonumber(L, idx)); return NULL;
-    case LUA_TBOOLEAN:
-        if (lua_toboolean(L, idx)) msgpack_pack_true(pk); else msgpack_pack_false(pk);
-        return NULL;
-    case LUA_TSTRING: {
-        size_t len;
-        const char *s = lua_tolstring(L, idx, &len);
-        msgpack_pack_str(pk, len);
-        msgpack_pack_str_body(pk, s, len);
-        return NULL;
-    }
-    case LUA_TLIGHTUSERDATA:
-        if (lua_touserdata(L, idx) == NULL) { msgpack_pack_nil(pk); return NULL; } /* cjson.null */
-        return "a light userdata";
-    case LUA_TTABLE: break;
-    case LUA_TFUNCTION: return "a function";
-    case LUA_TUSERDATA: return "a userdata";
-    case LUA_TTHREAD: return "a coroutine";
-    case LUA_TNIL: return "nil";
-    default: return "a value of this type";
-    }
-    if (depth >= SR_PACK_MAX_DEPTH) return "a table nested deeper than 64 levels (a cycle?)";
-    if (idx < 0) idx = lua_gettop(L) + idx + 1;
-    luaL_checkstack(L, 4, "state value");
-    /* An array when the keys are exactly 1..n, else a map. */
-    size_t n = lua_objlen(L, idx), count = 0;
-    int array = 1;
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        count++;
-        if (array) {
-            if (lua_type(L, -2) != LUA_TNUMBER) array = 0;
-            else {
-                lua_Number k = lua_tonumber(L, -2);
-                if (k != floor(k) || k < 1 || k > (lua_Number)n) array = 0;
-            }
-        }
-        lua_pop(L, 1);
-    }
-    if (array && count == n) {
-        msgpack_pack_array(pk, n);
-        for (size_t i = 1; i <= n; i++) {
-            lua_rawgeti(L, idx, (int)i);
-            const char *err = sr__pack(L, -1, pk, depth + 1);
-            lua_pop(L, 1);
-            if (err) return err;
-        }
-        return NULL;
-    }
-    msgpack_pack_map(pk, count);
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        int kt = lua_type(L, -2);
-        if (kt == LUA_TTABLE) { lua_pop(L, 2); return "a table with a table as a key"; }
-        const char *err = sr__pack(L, -2, pk, depth + 1);
-        if (!err) err = sr__pack(L, -1, pk, depth + 1);
-        lua_pop(L, 1);
-        if (err) { lua_pop(L, 1); return err; }
-    }
-    return NULL;
-}
+static sr_mpbuf_t key_buf, value_buf;
 
 /* Packs the key at idx into key_buf; raises for a key that cannot be one. */
 static void sr__pack_key(lua_State *L, int idx)
 {
-    int t = lua_type(L, idx);
-    if (t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TBOOLEAN)
-        luaL_error(L, "state key must be a string, number or boolean, got %s", luaL_typename(L, idx));
-    if (t == LUA_TNUMBER && isnan(lua_tonumber(L, idx))) luaL_error(L, "state key must not be NaN");
     msgpack_packer pk;
-    key_buf.len = 0;
-    msgpack_packer_init(&pk, &key_buf, sr__buf_write);
-    sr__pack(L, idx, &pk, 0);
-}
-
-/* -- Unpacking: msgpack onto the Lua stack -- */
-
-static void sr__push_object(lua_State *L, const msgpack_object *o)
-{
-    luaL_checkstack(L, 3, "state value");
-    switch (o->type) {
-    case MSGPACK_OBJECT_NIL: lua_pushlightuserdata(L, NULL); break; /* cjson.null */
-    case MSGPACK_OBJECT_BOOLEAN: lua_pushboolean(L, o->via.boolean); break;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: lua_pushnumber(L, (lua_Number)o->via.u64); break;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: lua_pushnumber(L, (lua_Number)o->via.i64); break;
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: lua_pushnumber(L, (lua_Number)o->via.f64); break;
-    case MSGPACK_OBJECT_STR: lua_pushlstring(L, o->via.str.ptr, o->via.str.size); break;
-    case MSGPACK_OBJECT_BIN: lua_pushlstring(L, o->via.bin.ptr, o->via.bin.size); break;
-    case MSGPACK_OBJECT_ARRAY:
-        lua_createtable(L, (int)o->via.array.size, 0);
-        for (uint32_t i = 0; i < o->via.array.size; i++) {
-            sr__push_object(L, &o->via.array.ptr[i]);
-            lua_rawseti(L, -2, (int)i + 1);
-        }
-        break;
-    case MSGPACK_OBJECT_MAP:
-        lua_createtable(L, 0, (int)o->via.map.size);
-        for (uint32_t i = 0; i < o->via.map.size; i++) {
-            sr__push_object(L, &o->via.map.ptr[i].key);
-            sr__push_object(L, &o->via.map.ptr[i].val);
-            lua_rawset(L, -3);
-        }
-        break;
-    default: lua_pushnil(L); break;
-    }
-}
-
-/* Pushes the value of msgpack bytes; nil if they do not decode. */
-static void sr__push_msgpack(lua_State *L, const char *p, size_t n)
-{
-    if (!unpack_zone_ready) {
-        msgpack_zone_init(&unpack_zone, 2048);
-        unpack_zone_ready = 1;
-    }
-    msgpack_object obj;
-    size_t off = 0;
-    if (msgpack_unpack(p, n, &off, &unpack_zone, &obj) == MSGPACK_UNPACK_SUCCESS)
-        sr__push_object(L, &obj);
-    else
-        lua_pushnil(L);
-    msgpack_zone_clear(&unpack_zone);
+    sr_mpbuf_packer(&key_buf, &pk);
+    sr_mplua_pack_key(L, idx, &pk);
 }
 
 /* -- The state handle -- */
@@ -216,7 +60,7 @@ static int sr__get(lua_State *L)
     sr__pack_key(L, 2);
     sr_state_entry_t *e = sr_state_get(st, key_buf.data, key_buf.len);
     if (!e) return 0;
-    sr__push_msgpack(L, sr_state_entry_value(e), e->vlen);
+    sr_mplua_push(L, sr_state_entry_value(e), e->vlen);
     return 1;
 }
 
@@ -229,9 +73,8 @@ static int sr__put(lua_State *L)
     sr__pack_key(L, 2);
     if (lua_isnoneornil(L, 3)) return luaL_error(L, "state value must not be nil (remove the key instead)");
     msgpack_packer pk;
-    value_buf.len = 0;
-    msgpack_packer_init(&pk, &value_buf, sr__buf_write);
-    const char *err = sr__pack(L, 3, &pk, 0);
+    sr_mpbuf_packer(&value_buf, &pk);
+    const char *err = sr_mplua_pack(L, 3, &pk);
     if (err) {
         lua_pushnil(L);
         lua_pushfstring(L, "cannot store %s in state", err);
@@ -283,9 +126,9 @@ static int sr__memory(lua_State *L)
 /* Pushes keys and values arrays of entries, and their count. */
 static void sr__push_entry(lua_State *L, const sr_state_entry_t *e, int n)
 {
-    sr__push_msgpack(L, sr_state_entry_key(e), e->klen);
+    sr_mplua_push(L, sr_state_entry_key(e), e->klen);
     lua_rawseti(L, -3, n);
-    sr__push_msgpack(L, sr_state_entry_value(e), e->vlen);
+    sr_mplua_push(L, sr_state_entry_value(e), e->vlen);
     lua_rawseti(L, -2, n);
 }
 
@@ -340,9 +183,8 @@ static int sr__tostring(lua_State *L)
 static int sr__encode(lua_State *L)
 {
     msgpack_packer pk;
-    value_buf.len = 0;
-    msgpack_packer_init(&pk, &value_buf, sr__buf_write);
-    const char *err = sr__pack(L, 1, &pk, 0);
+    sr_mpbuf_packer(&value_buf, &pk);
+    const char *err = sr_mplua_pack(L, 1, &pk);
     if (err) {
         lua_pushnil(L);
         lua_pushfstring(L, "cannot store %s in state", err);
@@ -357,7 +199,7 @@ static int sr__decode(lua_State *L)
 {
     size_t n;
     const char *p = luaL_checklstring(L, 1, &n);
-    sr__push_msgpack(L, p, n);
+    sr_mplua_push(L, p, n);
     return 1;
 }
 

@@ -8,6 +8,7 @@ local fuse = require "streamrun.fuse"
 local ops = require "streamrun.ops"
 local outputs = require "streamrun.outputs"
 local stateful = require "streamrun.stateful"
+local windows = require "streamrun.windows"
 
 local pcall, xpcall, traceback, select, unpack = pcall, xpcall, debug.traceback, select, unpack
 local concat, ipairs = table.concat, ipairs
@@ -95,7 +96,7 @@ function M.compile(job, handlers)
     end
   end
 
-  local plan = { job = job, steps = steps, states = {} }
+  local plan = { job = job, steps = steps, states = {}, windows = {} }
   local state_env = { report = report }
 
   local sink = handlers.sink
@@ -111,6 +112,10 @@ function M.compile(job, handlers)
       step.seeded = not step.node.initial or (handlers.states and handlers.states[name]) ~= nil
       step.op = stateful[step.node.op]
       plan.states[name] = step.state
+    elseif step.kind == "windowed" then
+      local name = step.node.stage_name
+      step.window = handlers.windows and handlers.windows[name] or windows.new_window(step.node)
+      plan.windows[name] = step.window
     elseif step.node.op == "state_snapshots" then
       local state = plan.states[step.node.inputs[1].stage_name]
       step.kind = "view"
@@ -124,6 +129,9 @@ function M.compile(job, handlers)
 
   -- Runs one batch; returns the results of every stage by node (for tests).
   function plan.run(inputs, time_ms)
+    -- Windows are due at multiples of their slide after the time before
+    -- the first batch (Spark's zero time).
+    if not plan.zero_ms then plan.zero_ms = time_ms - job.batch_ms end
     local results = {}
     for _, step in ipairs(steps) do
       local node = step.node
@@ -156,6 +164,8 @@ function M.compile(job, handlers)
           stateful.seed(node, state_env, step.state, time_ms)
         end
         results[node] = step.op(node, state_env, step.state, results[node.inputs[1]], time_ms)
+      elseif kind == "windowed" then
+        results[node] = windows.run(node, state_env, step.window, results[node.inputs[1]], time_ms, plan.zero_ms)
       elseif kind == "view" then
         results[node] = step.op(node, state_env)
       else

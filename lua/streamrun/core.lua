@@ -60,19 +60,24 @@ local function load_runtime()
   return lib
 end
 
--- The Lua C module over the state tables: preloaded by the binary, else
--- opened from the same shared library.
-local function load_cstate()
-  local preload = package.preload["streamrun.cstate"]
+-- A Lua C module of the runtime (state tables, window slices): preloaded by
+-- the binary, else opened from the same shared library.
+local function load_module(name)
+  local preload = package.preload[name]
   if preload then return preload() end
-  local open, err = package.loadlib(LIB_PATH, "luaopen_streamrun_cstate")
-  if not open then error("streamrun: cannot open the state module: " .. tostring(err), 0) end
+  local open, err = package.loadlib(LIB_PATH, "luaopen_" .. name:gsub("%.", "_"))
+  if not open then error("streamrun: cannot open " .. name .. ": " .. tostring(err), 0) end
   return open()
 end
 
 local C = load_runtime()
 
-local M = { C = C, ffi = ffi, cstate = load_cstate() }
+local M = {
+  C = C,
+  ffi = ffi,
+  cstate = load_module("streamrun.cstate"),
+  cwindow = load_module("streamrun.cwindow"),
+}
 
 local duration_out = ffi.new("int64_t[1]")
 

@@ -328,13 +328,115 @@ function Stream:transform(f, opts)
   return add_node(self.job, "transform", "wide", { self }, { fn = f, keyed = keyed }, opts.name)
 end
 
--- -- Keyed state --
+-- -- Windows --
 
 local function check_partitions(op, p)
   if p ~= nil and (type(p) ~= "number" or p < 1 or p % 1 ~= 0) then
     fail("%s: partitions must be a positive integer", op)
   end
 end
+
+
+-- A window's length and slide in ms; slide defaults to the batch interval.
+-- That both are multiples of the batch is checked when the job is loaded
+-- (M.validate), after --batch has had its say.
+local function window_times(op, length, slide)
+  local length_ms = duration(op, "window length", length)
+  local slide_ms = slide ~= nil and duration(op, "slide", slide) or nil
+  return length_ms, slide_ms
+end
+
+local WINDOW_OPTS = { name = true, partitions = true }
+
+local function windowed(self, op, fields, opts, extra)
+  local allowed = WINDOW_OPTS
+  if extra then
+    allowed = { name = true, partitions = true }
+    for k in pairs(extra) do allowed[k] = true end
+  end
+  opts = check_opts(op, opts, allowed)
+  check_partitions(op, opts.partitions)
+  fields.partitions = opts.partitions or self.job.partitions
+  return add_node(self.job, op, "windowed", { self }, fields, opts.name)
+end
+
+function Stream:window(length, slide, opts)
+  self = node_of(self)
+  stream_of(self, "window")
+  local length_ms, slide_ms = window_times("window", length, slide)
+  return windowed(self, "window", { keyed = self.keyed, length_ms = length_ms, slide_ms = slide_ms }, opts)
+end
+
+-- (f, finv, length, slide, opts) with finv optional: (f, length, slide, opts).
+local function reducing_args(op, f, finv, length, slide, opts)
+  check_fn(op, f, "the reduce function")
+  if finv ~= nil and type(finv) ~= "function" then
+    finv, length, slide, opts = nil, finv, length, slide
+  end
+  return finv, length, slide, opts
+end
+
+function Stream:reduce_by_window(f, finv, length, slide, opts)
+  self = node_of(self)
+  stream_of(self, "reduce_by_window")
+  finv, length, slide, opts = reducing_args("reduce_by_window", f, finv, length, slide, opts)
+  local length_ms, slide_ms = window_times("reduce_by_window", length, slide)
+  return windowed(self, "reduce_by_window", {
+    keyed = self.keyed == "no" and "no" or "maybe", fn = f, finv = finv,
+    length_ms = length_ms, slide_ms = slide_ms,
+  }, opts)
+end
+
+function Stream:count_by_window(length, slide, opts)
+  self = node_of(self)
+  stream_of(self, "count_by_window")
+  local length_ms, slide_ms = window_times("count_by_window", length, slide)
+  return windowed(self, "count_by_window", { keyed = "no", length_ms = length_ms, slide_ms = slide_ms }, opts)
+end
+
+function Stream:reduce_by_key_and_window(f, finv, length, slide, opts)
+  self = node_of(self)
+  needs_keyed(self, "reduce_by_key_and_window")
+  finv, length, slide, opts = reducing_args("reduce_by_key_and_window", f, finv, length, slide, opts)
+  local length_ms, slide_ms = window_times("reduce_by_key_and_window", length, slide)
+  local node = windowed(self, "reduce_by_key_and_window", {
+    keyed = "yes", fn = f, finv = finv, length_ms = length_ms, slide_ms = slide_ms,
+  }, opts, { filter = true })
+  local filter = opts and opts.filter
+  if filter ~= nil then
+    check_fn("reduce_by_key_and_window", filter, "opts.filter")
+    node_of(node).filter = filter
+  end
+  return node
+end
+
+function Stream:count_by_value_and_window(length, slide, opts)
+  self = node_of(self)
+  stream_of(self, "count_by_value_and_window")
+  local length_ms, slide_ms = window_times("count_by_value_and_window", length, slide)
+  return windowed(self, "count_by_value_and_window",
+    { keyed = "yes", length_ms = length_ms, slide_ms = slide_ms }, opts)
+end
+
+-- Checks what depends on the final batch interval: window lengths and
+-- slides must be multiples of it. Returns true or nil and "file:line: ...".
+function M.validate(job)
+  for _, n in ipairs(job.nodes) do
+    if n.length_ms then
+      n.slide_ms = n.slide_ms or job.batch_ms
+      for _, what in ipairs { "length", "slide" } do
+        local ms = n[what .. "_ms"]
+        if ms % job.batch_ms ~= 0 then
+          return nil, ("%s: %s: window %s %d ms is not a multiple of the batch interval %d ms")
+            :format(n.where, n.stage_name, what, ms, job.batch_ms)
+        end
+      end
+    end
+  end
+  return true
+end
+
+-- -- Keyed state --
 
 function Stream:update_state_by_key(f, opts)
   self = node_of(self)
@@ -451,6 +553,10 @@ local function node_detail(n)
   if n.op == "print" then return "first " .. n.limit end
   if n.op == "save_as_text_files" then return n.prefix .. "-<time_ms>" .. (n.suffix and ("." .. n.suffix) or "") end
   if n.op == "generator" then return ("rate %g/s%s"):format(n.rate, n.total and (", count " .. n.total) or "") end
+  if n.kind == "windowed" then
+    return ("window %d ms, slide %d ms%s"):format(n.length_ms, n.slide_ms or n.job.batch_ms,
+      n.finv and ", with inverse" or "")
+  end
   if n.kind == "stateful" then
     return ("state, %d partitions%s"):format(n.partitions, n.timeout_ms > 0 and (", timeout " .. n.timeout_ms .. " ms") or "")
   end

@@ -51,6 +51,8 @@ function M.load(path, opts)
     if not ms then return nil, "--batch: " .. derr end
     job.batch_ms = ms
   end
+  local ok, verr = dsl.validate(job)
+  if not ok then return nil, verr end
   job.path = path
   return job
 end

@@ -1,0 +1,246 @@
+-- streamrun.windows: the window operations of SPEC section 7, with Spark's
+-- semantics. Every batch adds a slice to the stage's window in C (raw
+-- elements for window(), per-key partial aggregates for the reducing
+-- forms); on the batches where a window is due (batch time - zero time a
+-- multiple of the slide) the window (t - length, t] is produced:
+-- - window(): the elements of its slices;
+-- - without an inverse function: the slices' partials folded per key;
+-- - with one (finv): the previous window's result, kept in a C state table,
+--   minus the slices that left, plus those that entered, so the cost is the
+--   keys of those slices and not the window's length; opts.filter drops keys.
+-- User functions run guarded: a failing call is reported and its value left
+-- out, since slices and results already stored cannot be rolled back.
+local builtins = require "streamrun.builtins"
+local core = require "streamrun.core"
+local format = require "streamrun.format"
+local ops = require "streamrun.ops"
+
+local xpcall, traceback = xpcall, debug.traceback
+
+local M = {}
+
+local function guarded(node, env, f, a, b)
+  local ok, r = xpcall(f, traceback, a, b)
+  if ok then return true, r end
+  env.report(node, r, a, b)
+  return false
+end
+
+local function add(a, b) return a + b end
+local function sub(a, b) return a - b end
+local function nonzero(_, v) return v ~= 0 end
+local function one() return 1 end
+
+-- What each windowed op reduces with: fn, finv, filter, and how a batch's
+-- element becomes a pair (to_pair) and a result pair becomes an element.
+local KINDS = {
+  reduce_by_key_and_window = function(node) return node.fn, node.finv, node.filter end,
+  count_by_value_and_window = function() return add, sub, nonzero end,
+  reduce_by_window = function(node) return node.fn, node.finv, nil end,
+  count_by_window = function() return add, sub, nil end,
+}
+
+-- State a windowed stage keeps in C: its slices and, with an inverse, the
+-- previous window's result.
+function M.new_window(node)
+  local w = { slices = core.cwindow.new(node.stage_name) }
+  local _, finv = (KINDS[node.op] or function() end)(node)
+  if finv then w.result = core.cstate.new(node.stage_name .. "#window", node.partitions, 0, 0) end
+  return w
+end
+
+-- Folds pairs into per-key values, keys in order of first appearance; a
+-- built-in reducer folds without a call.
+local FOLDS = {
+  add = function(acc, v) return acc + v end,
+  min = function(acc, v) if v < acc then return v end return acc end,
+  max = function(acc, v) if v > acc then return v end return acc end,
+}
+
+local function fold(node, env, f, A, B, n)
+  local quick = FOLDS[builtins.reducers[f] or false] or (f == add and FOLDS.add)
+  local keys, accs, nk = {}, {}, 0
+  for i = 1, n do
+    local k, v = A[i], B[i]
+    local acc = accs[k]
+    if acc == nil then
+      nk = nk + 1
+      keys[nk] = k
+      accs[k] = v
+    elseif quick then
+      local ok, r = pcall(quick, acc, v)
+      if ok then accs[k] = r else env.report(node, r, k, v) end
+    else
+      local ok, r = guarded(node, env, f, acc, v)
+      if ok then accs[k] = r end
+    end
+  end
+  return keys, accs, nk
+end
+
+-- The batch as (key, value) pairs to aggregate: the stream's pairs, or
+-- (x, 1) for count_by_value_and_window, or (1, x) / (1, 1) for the
+-- unkeyed reducing forms, whose one result is the window's value.
+local function batch_pairs(node, env, input)
+  local A, B, n = input.a, input.b, input.n
+  local op = node.op
+  local PA, PB, m = {}, {}, 0
+  for i = 1, n do
+    local a, b = A[i], B[i]
+    local k, v
+    if op == "reduce_by_key_and_window" then
+      if ops.pair_check(node, env, a, b) then k, v = a, b end
+    elseif op == "count_by_value_and_window" then
+      if b ~= nil then a = { a, b } end
+      if ops.bad_key(a) then a = "\0" .. format.json(a) end
+      k, v = a, 1
+    elseif op == "count_by_window" then
+      k, v = 1, 1
+    else
+      k, v = 1, b == nil and a or { a, b }
+    end
+    if k ~= nil then
+      m = m + 1
+      PA[m], PB[m] = k, v
+    end
+  end
+  return PA, PB, m
+end
+
+local function push(node, env, slices, time_ms, A, B, n)
+  local ok, err, i = slices:push(time_ms, A, B, n)
+  if not ok then
+    env.report(node, err, A[i], B[i])
+    -- Keep the rest: push again without the elements that cannot be kept.
+    local KA, KB, m = {}, {}, 0
+    for j = 1, n do
+      if j ~= i then m = m + 1; KA[m], KB[m] = A[j], B[j] end
+    end
+    return push(node, env, slices, time_ms, KA, KB, m)
+  end
+end
+
+-- Sets a key of the with-inverse result, or drops it when the filter says so.
+local function set_result(node, env, result, filter, k, v)
+  if filter then
+    local ok, keep = guarded(node, env, filter, k, v)
+    if ok and not keep then
+      result:remove(k)
+      return
+    end
+  end
+  local ok, err = result:put(k, v)
+  if not ok then env.report(node, ("key %s: %s"):format(format.json(k), err), k, v) end
+end
+
+local function incremental(node, env, w, f, finv, filter, t)
+  local length, slide = node.length_ms, node.slide_ms
+  local result = w.result
+  local oa, ob, on = w.slices:read(t - slide - length, t - length)
+  local na, nb, nn = w.slices:read(t - slide, t)
+  local ok_keys, olds, nok = fold(node, env, f, oa, ob, on)
+  local new_keys, news, nnew = fold(node, env, f, na, nb, nn)
+  for i = 1, nok do
+    local k = ok_keys[i]
+    local prev = result:get(k)
+    if prev ~= nil then
+      local ok, v = guarded(node, env, finv, prev, olds[k])
+      if not ok then v = prev end
+      local nv = news[k]
+      if nv ~= nil then
+        news[k] = nil
+        local ok2, r = guarded(node, env, f, v, nv)
+        if ok2 then v = r end
+      end
+      set_result(node, env, result, filter, k, v)
+    end
+  end
+  for i = 1, nnew do
+    local k = new_keys[i]
+    local nv = news[k]
+    if nv ~= nil then
+      local prev = result:get(k)
+      local v = nv
+      if prev ~= nil then
+        local ok, r = guarded(node, env, f, prev, nv)
+        v = ok and r or prev
+      end
+      set_result(node, env, result, filter, k, v)
+    end
+  end
+  local keys, values, n = result:snapshot()
+  return keys, values, n
+end
+
+local function recomputed(node, env, w, f, filter, t)
+  local a, b, n = w.slices:read(t - node.length_ms, t)
+  local keys, accs, nk = fold(node, env, f, a, b, n)
+  local OA, OB, m = {}, {}, 0
+  for i = 1, nk do
+    local k = keys[i]
+    local v = accs[k]
+    local keep = true
+    if filter then
+      local ok, r = guarded(node, env, filter, k, v)
+      keep = not ok or r
+    end
+    if keep then m = m + 1; OA[m], OB[m] = k, v end
+  end
+  return OA, OB, m
+end
+
+-- Runs one batch of a windowed stage; zero_ms is the time before the first
+-- batch (windows are due when time - zero_ms is a multiple of the slide).
+function M.run(node, env, w, input, time_ms, zero_ms)
+  local due = (time_ms - zero_ms) % node.slide_ms == 0
+  local out
+  if node.op == "window" then
+    push(node, env, w.slices, time_ms, input.a, input.b, input.n)
+    if due then
+      local a, b, n = w.slices:read(time_ms - node.length_ms, time_ms)
+      out = { n = n, a = a, b = b }
+    end
+    w.slices:drop_until(time_ms - node.length_ms)
+    return out or { n = 0, a = {}, b = {} }
+  end
+  local f, finv, filter = KINDS[node.op](node)
+  local PA, PB, np = batch_pairs(node, env, input)
+  local keys, partials, nk = fold(node, env, f, PA, PB, np)
+  local SB = {}
+  for i = 1, nk do SB[i] = partials[keys[i]] end
+  push(node, env, w.slices, time_ms, keys, SB, nk)
+  local OA, OB, m = {}, {}, 0
+  if due then
+    if finv then
+      OA, OB, m = incremental(node, env, w, f, finv, filter, time_ms)
+    else
+      OA, OB, m = recomputed(node, env, w, f, filter, time_ms)
+    end
+  end
+  -- The with-inverse form needs the slices leaving the next window too.
+  w.slices:drop_until(time_ms - node.length_ms - (finv and node.slide_ms or 0))
+  if node.op == "reduce_by_window" or node.op == "count_by_window" then
+    -- One result, the value of the constant key.
+    local v = OB[1]
+    if v == nil then return { n = 0, a = {}, b = {} } end
+    if node.op == "reduce_by_window" and type(v) == "table" and node.inputs[1].keyed ~= "no"
+       and v[1] ~= nil and v[2] ~= nil then
+      return { n = 1, a = { v[1] }, b = { v[2] } }
+    end
+    return { n = 1, a = { v }, b = {} }
+  end
+  if node.op == "count_by_value_and_window" then
+    for i = 1, m do
+      local k = OA[i]
+      if type(k) == "string" and k:byte(1) == 0 then
+        local e = require("cjson").decode(k:sub(2))
+        OA[i] = e
+      end
+    end
+  end
+  return { n = m, a = OA, b = OB }
+end
+
+M.one = one
+
+return M

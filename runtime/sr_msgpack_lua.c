@@ -1,0 +1,190 @@
+/* sr_msgpack_lua: conversion between Lua values and msgpack (msgpack-c). */
+#include "sr_msgpack_lua.h"
+#include "sr_alloc.h"
+
+#include <lauxlib.h>
+#include <math.h>
+#include <string.h>
+
+#define SR_PACK_MAX_DEPTH 64
+
+static int sr__buf_write(void *data, const char *p, size_t n)
+{
+    sr_mpbuf_t *b = data;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n) cap *= 2;
+        char *d = sr_realloc(b->data, cap);
+        if (!d) return -1;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+void sr_mpbuf_packer(sr_mpbuf_t *b, msgpack_packer *pk)
+{
+    b->len = 0;
+    msgpack_packer_init(pk, b, sr__buf_write);
+}
+
+static msgpack_zone unpack_zone;
+static int unpack_zone_ready;
+
+static void sr__pack_number(msgpack_packer *pk, lua_Number n)
+{
+    if (n == floor(n) && n >= -9.2233720368547758e18 && n < 9.2233720368547758e18)
+        msgpack_pack_int64(pk, (int64_t)n);
+    else
+        msgpack_pack_double(pk, n);
+}
+
+static const char *sr__pack(lua_State *L, int idx, msgpack_packer *pk, int depth)
+{
+    switch (lua_type(L, idx)) {
+    case LUA_TNUMBER: sr__pack_number(pk, lua_tonumber(L, idx)); return NULL;
+    case LUA_TBOOLEAN:
+        if (lua_toboolean(L, idx)) msgpack_pack_true(pk); else msgpack_pack_false(pk);
+        return NULL;
+    case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        msgpack_pack_str(pk, len);
+        msgpack_pack_str_body(pk, s, len);
+        return NULL;
+    }
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) == NULL) { msgpack_pack_nil(pk); return NULL; } /* cjson.null */
+        return "a light userdata";
+    case LUA_TTABLE: break;
+    case LUA_TFUNCTION: return "a function";
+    case LUA_TUSERDATA: return "a userdata";
+    case LUA_TTHREAD: return "a coroutine";
+    case LUA_TNIL: return "nil";
+    default: return "a value of this type";
+    }
+    if (depth >= SR_PACK_MAX_DEPTH) return "a table nested deeper than 64 levels (a cycle?)";
+    if (idx < 0) idx = lua_gettop(L) + idx + 1;
+    luaL_checkstack(L, 4, "msgpack value");
+    /* An array when the keys are exactly 1..n, else a map. */
+    size_t n = lua_objlen(L, idx), count = 0;
+    int array = 1;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        count++;
+        if (array) {
+            if (lua_type(L, -2) != LUA_TNUMBER) array = 0;
+            else {
+                lua_Number k = lua_tonumber(L, -2);
+                if (k != floor(k) || k < 1 || k > (lua_Number)n) array = 0;
+            }
+        }
+        lua_pop(L, 1);
+    }
+    if (array && count == n) {
+        msgpack_pack_array(pk, n);
+        for (size_t i = 1; i <= n; i++) {
+            lua_rawgeti(L, idx, (int)i);
+            const char *err = sr__pack(L, -1, pk, depth + 1);
+            lua_pop(L, 1);
+            if (err) return err;
+        }
+        return NULL;
+    }
+    msgpack_pack_map(pk, count);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_type(L, -2) == LUA_TTABLE) { lua_pop(L, 2); return "a table with a table as a key"; }
+        const char *err = sr__pack(L, -2, pk, depth + 1);
+        if (!err) err = sr__pack(L, -1, pk, depth + 1);
+        lua_pop(L, 1);
+        if (err) { lua_pop(L, 1); return err; }
+    }
+    return NULL;
+}
+
+const char *sr_mplua_pack(lua_State *L, int idx, msgpack_packer *pk)
+{
+    return sr__pack(L, idx, pk, 0);
+}
+
+void sr_mplua_pack_key(lua_State *L, int idx, msgpack_packer *pk)
+{
+    int t = lua_type(L, idx);
+    if (t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TBOOLEAN)
+        luaL_error(L, "state key must be a string, number or boolean, got %s", luaL_typename(L, idx));
+    if (t == LUA_TNUMBER && isnan(lua_tonumber(L, idx))) luaL_error(L, "state key must not be NaN");
+    sr__pack(L, idx, pk, 0);
+}
+
+void sr_mplua_push_object(lua_State *L, const msgpack_object *o)
+{
+    luaL_checkstack(L, 3, "msgpack value");
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL: lua_pushlightuserdata(L, NULL); break; /* cjson.null */
+    case MSGPACK_OBJECT_BOOLEAN: lua_pushboolean(L, o->via.boolean); break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: lua_pushnumber(L, (lua_Number)o->via.u64); break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: lua_pushnumber(L, (lua_Number)o->via.i64); break;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: lua_pushnumber(L, (lua_Number)o->via.f64); break;
+    case MSGPACK_OBJECT_STR: lua_pushlstring(L, o->via.str.ptr, o->via.str.size); break;
+    case MSGPACK_OBJECT_BIN: lua_pushlstring(L, o->via.bin.ptr, o->via.bin.size); break;
+    case MSGPACK_OBJECT_ARRAY:
+        lua_createtable(L, (int)o->via.array.size, 0);
+        for (uint32_t i = 0; i < o->via.array.size; i++) {
+            sr_mplua_push_object(L, &o->via.array.ptr[i]);
+            lua_rawseti(L, -2, (int)i + 1);
+        }
+        break;
+    case MSGPACK_OBJECT_MAP:
+        lua_createtable(L, 0, (int)o->via.map.size);
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            sr_mplua_push_object(L, &o->via.map.ptr[i].key);
+            sr_mplua_push_object(L, &o->via.map.ptr[i].val);
+            lua_rawset(L, -3);
+        }
+        break;
+    default: lua_pushnil(L); break;
+    }
+}
+
+static void sr__zone_ready(void)
+{
+    if (!unpack_zone_ready) {
+        msgpack_zone_init(&unpack_zone, 2048);
+        unpack_zone_ready = 1;
+    }
+}
+
+void sr_mplua_push(lua_State *L, const char *p, size_t n)
+{
+    sr__zone_ready();
+    msgpack_object obj;
+    size_t off = 0;
+    if (msgpack_unpack(p, n, &off, &unpack_zone, &obj) == MSGPACK_UNPACK_SUCCESS)
+        sr_mplua_push_object(L, &obj);
+    else
+        lua_pushnil(L);
+    msgpack_zone_clear(&unpack_zone);
+}
+
+long sr_mplua_each(const char *p, size_t n, void (*fn)(void *ud, const msgpack_object *o), void *ud)
+{
+    sr__zone_ready();
+    size_t off = 0;
+    long count = 0;
+    while (off < n) {
+        msgpack_object obj;
+        msgpack_unpack_return rc = msgpack_unpack(p, n, &off, &unpack_zone, &obj);
+        if (rc != MSGPACK_UNPACK_SUCCESS && rc != MSGPACK_UNPACK_EXTRA_BYTES) {
+            msgpack_zone_clear(&unpack_zone);
+            return -1;
+        }
+        fn(ud, &obj);
+        msgpack_zone_clear(&unpack_zone);
+        count++;
+    }
+    return count;
+}

@@ -1,0 +1,35 @@
+/* sr_msgpack_lua: Lua values to msgpack and back, with msgpack-c: packed
+ * straight from the Lua stack, unpacked straight onto it. Shared by the Lua
+ * bindings of state tables and window slices. */
+#ifndef SR_MSGPACK_LUA_H
+#define SR_MSGPACK_LUA_H
+#include <lua.h>
+#include <msgpack.h>
+#include <stddef.h>
+
+/* A growable byte buffer that msgpack packers write into. */
+typedef struct sr_mpbuf {
+    char *data;
+    size_t len, cap;
+} sr_mpbuf_t;
+
+/* Starts packing into b (emptied first). */
+void sr_mpbuf_packer(sr_mpbuf_t *b, msgpack_packer *pk);
+
+/* Packs the Lua value at idx: numbers (whole ones as integers), strings,
+ * booleans, tables (arrays when the keys are exactly 1..n, else maps) and
+ * cjson.null. Returns NULL, or a static description of what cannot be
+ * packed ("a function", ...); the packer's output is then incomplete. */
+const char *sr_mplua_pack(lua_State *L, int idx, msgpack_packer *pk);
+/* Packs a state key: a string, number (not NaN) or boolean; raises a Lua
+ * error for anything else. */
+void sr_mplua_pack_key(lua_State *L, int idx, msgpack_packer *pk);
+/* Pushes the value of a decoded object (nil inside tables as cjson.null). */
+void sr_mplua_push_object(lua_State *L, const msgpack_object *o);
+/* Pushes the value of msgpack bytes; nil if they do not decode. */
+void sr_mplua_push(lua_State *L, const char *p, size_t n);
+/* Decodes the objects of msgpack bytes one after another: calls fn for each
+ * with ud. Returns the number decoded, or -1 if the bytes are malformed. */
+long sr_mplua_each(const char *p, size_t n, void (*fn)(void *ud, const msgpack_object *o), void *ud);
+
+#endif

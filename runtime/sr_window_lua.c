@@ -1,0 +1,165 @@
+/* sr_window_lua: Lua binding of sr_window. A slice is pushed as columns of
+ * elements (a[i] alone, or the pair a[i], b[i]), each packed as a msgpack
+ * array of one or two values, and read back as columns. */
+#include "sr_window_lua.h"
+#include "sr_error.h"
+#include "sr_msgpack_lua.h"
+#include "sr_window.h"
+
+#include <lauxlib.h>
+
+#define SR_WINDOW_MT "streamrun.window"
+
+typedef struct sr__handle {
+    sr_window_t *w; /* owned; NULL once freed */
+} sr__handle_t;
+
+static sr_mpbuf_t slice_buf;
+
+static sr_window_t *sr__check(lua_State *L)
+{
+    sr__handle_t *h = luaL_checkudata(L, 1, SR_WINDOW_MT);
+    if (!h->w) luaL_error(L, "window has been freed");
+    return h->w;
+}
+
+/* cwindow.new(name) -> handle */
+static int sr__new(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    sr__handle_t *h = lua_newuserdata(L, sizeof(*h));
+    h->w = NULL;
+    luaL_getmetatable(L, SR_WINDOW_MT);
+    lua_setmetatable(L, -2);
+    h->w = sr_window_new(name);
+    if (!h->w) return luaL_error(L, "window %s: out of memory", name);
+    return 1;
+}
+
+/* handle:push(time_ms, a, b, n) -> true, or nil, why, i (the element that
+ * cannot be stored). */
+static int sr__push(lua_State *L)
+{
+    sr_window_t *w = sr__check(L);
+    int64_t time = (int64_t)luaL_checknumber(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    luaL_checktype(L, 4, LUA_TTABLE);
+    int n = (int)luaL_checkinteger(L, 5);
+    msgpack_packer pk;
+    sr_mpbuf_packer(&slice_buf, &pk);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, 3, i);
+        lua_rawgeti(L, 4, i);
+        int pair = !lua_isnil(L, -1);
+        msgpack_pack_array(&pk, pair ? 2 : 1);
+        const char *err = sr_mplua_pack(L, -2, &pk);
+        if (!err && pair) err = sr_mplua_pack(L, -1, &pk);
+        lua_pop(L, 2);
+        if (err) {
+            lua_pushnil(L);
+            lua_pushfstring(L, "cannot keep %s in a window", err);
+            lua_pushinteger(L, i);
+            return 3;
+        }
+    }
+    int rc = sr_window_push(w, time, slice_buf.data, slice_buf.len, (uint32_t)n);
+    if (rc < 0) return luaL_error(L, "window %s: %s", w->name, sr_strerror(rc));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+typedef struct sr__reader {
+    lua_State *L;
+    int a, b; /* stack indices of the output columns */
+    int n;
+} sr__reader_t;
+
+static void sr__read_one(void *ud, const msgpack_object *o)
+{
+    sr__reader_t *r = ud;
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < 1) return;
+    r->n++;
+    sr_mplua_push_object(r->L, &o->via.array.ptr[0]);
+    lua_rawseti(r->L, r->a, r->n);
+    if (o->via.array.size > 1) {
+        sr_mplua_push_object(r->L, &o->via.array.ptr[1]);
+        lua_rawseti(r->L, r->b, r->n);
+    }
+}
+
+/* handle:read(from_ms, to_ms) -> a, b, n: the elements of the slices with
+ * from_ms < time <= to_ms, oldest first, as columns. */
+static int sr__read(lua_State *L)
+{
+    sr_window_t *w = sr__check(L);
+    int64_t from = (int64_t)luaL_checknumber(L, 2), to = (int64_t)luaL_checknumber(L, 3);
+    size_t total = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        const sr_slice_t *s = sr_window_slice(w, i);
+        if (s->time_ms > from && s->time_ms <= to) total += s->count;
+    }
+    lua_createtable(L, (int)total, 0);
+    lua_createtable(L, (int)total, 0);
+    sr__reader_t r = {L, lua_gettop(L) - 1, lua_gettop(L), 0};
+    for (size_t i = 0; i < w->n; i++) {
+        const sr_slice_t *s = sr_window_slice(w, i);
+        if (s->time_ms <= from || s->time_ms > to) continue;
+        if (sr_mplua_each(s->data, s->len, sr__read_one, &r) < 0)
+            return luaL_error(L, "window %s: slice at %d ms is corrupt", w->name, (int)s->time_ms);
+    }
+    lua_pushinteger(L, r.n);
+    return 3;
+}
+
+/* handle:drop_until(time_ms): forgets the slices with time <= time_ms. */
+static int sr__drop_until(lua_State *L)
+{
+    sr_window_drop_until(sr__check(L), (int64_t)luaL_checknumber(L, 2));
+    return 0;
+}
+
+/* handle:times() -> the slices' times, oldest first. */
+static int sr__times(lua_State *L)
+{
+    sr_window_t *w = sr__check(L);
+    lua_createtable(L, (int)w->n, 0);
+    for (size_t i = 0; i < w->n; i++) {
+        lua_pushnumber(L, (lua_Number)sr_window_slice(w, i)->time_ms);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    return 1;
+}
+
+static int sr__memory(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)sr_window_memory(sr__check(L)));
+    return 1;
+}
+
+static int sr__free(lua_State *L)
+{
+    sr__handle_t *h = luaL_checkudata(L, 1, SR_WINDOW_MT);
+    sr_window_free(h->w);
+    h->w = NULL;
+    return 0;
+}
+
+int luaopen_streamrun_cwindow(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"push", sr__push}, {"read", sr__read}, {"drop_until", sr__drop_until},
+        {"times", sr__times}, {"memory", sr__memory}, {"free", sr__free}, {NULL, NULL},
+    };
+    if (luaL_newmetatable(L, SR_WINDOW_MT)) {
+        lua_newtable(L);
+        luaL_register(L, NULL, methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, sr__free);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushcfunction(L, sr__new);
+    lua_setfield(L, -2, "new");
+    return 1;
+}
