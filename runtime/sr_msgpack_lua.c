@@ -4,9 +4,13 @@
 
 #include <lauxlib.h>
 #include <math.h>
+#include <msgpack/unpack_define.h>
 #include <string.h>
 
-#define SR_PACK_MAX_DEPTH 64
+/* msgpack-c's unpacker reads containers nested this deep, no deeper, so
+ * nothing deeper is packed. */
+#define SR_PACK_MAX_DEPTH 32
+_Static_assert(MSGPACK_EMBED_STACK_SIZE >= SR_PACK_MAX_DEPTH, "msgpack-c unpacks fewer levels");
 
 static int sr__buf_write(void *data, const char *p, size_t n)
 {
@@ -65,7 +69,7 @@ static const char *sr__pack(lua_State *L, int idx, msgpack_packer *pk, int depth
     case LUA_TNIL: return "nil";
     default: return "a value of this type";
     }
-    if (depth >= SR_PACK_MAX_DEPTH) return "a table nested deeper than 64 levels (a cycle?)";
+    if (depth >= SR_PACK_MAX_DEPTH) return "a table nested deeper than 32 levels (a cycle?)";
     if (idx < 0) idx = lua_gettop(L) + idx + 1;
     luaL_checkstack(L, 4, "msgpack value");
     /* An array when the keys are exactly 1..n, else a map. */
@@ -105,9 +109,9 @@ static const char *sr__pack(lua_State *L, int idx, msgpack_packer *pk, int depth
     return NULL;
 }
 
-const char *sr_mplua_pack(lua_State *L, int idx, msgpack_packer *pk)
+const char *sr_mplua_pack(lua_State *L, int idx, msgpack_packer *pk, int depth)
 {
-    return sr__pack(L, idx, pk, 0);
+    return sr__pack(L, idx, pk, depth);
 }
 
 void sr_mplua_pack_key(lua_State *L, int idx, msgpack_packer *pk)

@@ -74,7 +74,7 @@ static int sr__put(lua_State *L)
     if (lua_isnoneornil(L, 3)) return luaL_error(L, "state value must not be nil (remove the key instead)");
     msgpack_packer pk;
     sr_mpbuf_packer(&value_buf, &pk);
-    const char *err = sr_mplua_pack(L, 3, &pk);
+    const char *err = sr_mplua_pack(L, 3, &pk, 0);
     if (err) {
         lua_pushnil(L);
         lua_pushfstring(L, "cannot store %s in state", err);
@@ -184,7 +184,7 @@ static int sr__encode(lua_State *L)
 {
     msgpack_packer pk;
     sr_mpbuf_packer(&value_buf, &pk);
-    const char *err = sr_mplua_pack(L, 1, &pk);
+    const char *err = sr_mplua_pack(L, 1, &pk, 0);
     if (err) {
         lua_pushnil(L);
         lua_pushfstring(L, "cannot store %s in state", err);

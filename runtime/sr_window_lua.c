@@ -52,8 +52,8 @@ static int sr__push(lua_State *L)
         lua_rawgeti(L, 4, i);
         int pair = !lua_isnil(L, -1);
         msgpack_pack_array(&pk, pair ? 2 : 1);
-        const char *err = sr_mplua_pack(L, -2, &pk);
-        if (!err && pair) err = sr_mplua_pack(L, -1, &pk);
+        const char *err = sr_mplua_pack(L, -2, &pk, 1);
+        if (!err && pair) err = sr_mplua_pack(L, -1, &pk, 1);
         lua_pop(L, 2);
         if (err) {
             lua_pushnil(L);

@@ -133,10 +133,14 @@ function M.compile(job, handlers)
     -- the first batch (Spark's zero time).
     if not plan.zero_ms then plan.zero_ms = time_ms - job.batch_ms end
     local results = {}
+    local since_zero = time_ms - plan.zero_ms
     for _, step in ipairs(steps) do
       local node = step.node
       local kind = step.kind
-      if kind == "source" then
+      local every = kind == "chain" and step.stages[1].every_ms or node.every_ms
+      if every and since_zero % every ~= 0 then
+        -- Downstream of a window: runs only when the window has output.
+      elseif kind == "source" then
         results[node] = inputs[node] or batch.empty()
       elseif kind == "chain" then
         results[node] = step.fused.run(results[step.input])

@@ -418,19 +418,36 @@ function Stream:count_by_value_and_window(length, slide, opts)
     { keyed = "yes", length_ms = length_ms, slide_ms = slide_ms }, opts)
 end
 
--- Checks what depends on the final batch interval: window lengths and
--- slides must be multiples of it. Returns true or nil and "file:line: ...".
+-- Works out what depends on the final batch interval (after --batch):
+-- every stage's every_ms (how often it runs: its inputs' slide, the batch
+-- for sources) and slide_ms (how often it has output: a window's slide, else
+-- every_ms). Window lengths and slides must be multiples of what the window
+-- reads, and stages with several inputs need them to slide alike. Returns
+-- true or nil and "file:line: ...".
 function M.validate(job)
   for _, n in ipairs(job.nodes) do
+    local every = job.batch_ms
+    for i, input in ipairs(n.inputs) do
+      if i > 1 and input.slide_ms ~= every then
+        return nil, ("%s: %s: its inputs have output every %d ms and %d ms; they must slide alike")
+          :format(n.where, n.stage_name, every, input.slide_ms)
+      end
+      every = input.slide_ms
+    end
+    n.every_ms = every
     if n.length_ms then
-      n.slide_ms = n.slide_ms or job.batch_ms
+      n.window_slide_ms = n.window_slide_ms or n.slide_ms or every
+      n.slide_ms = n.window_slide_ms
       for _, what in ipairs { "length", "slide" } do
-        local ms = n[what .. "_ms"]
-        if ms % job.batch_ms ~= 0 then
-          return nil, ("%s: %s: window %s %d ms is not a multiple of the batch interval %d ms")
-            :format(n.where, n.stage_name, what, ms, job.batch_ms)
+        local ms = what == "length" and n.length_ms or n.slide_ms
+        if ms % every ~= 0 then
+          local of = every == job.batch_ms and "the batch interval" or "its input's slide"
+          return nil, ("%s: %s: window %s %d ms is not a multiple of %s %d ms")
+            :format(n.where, n.stage_name, what, ms, of, every)
         end
       end
+    else
+      n.slide_ms = every
     end
   end
   return true
@@ -554,7 +571,7 @@ local function node_detail(n)
   if n.op == "save_as_text_files" then return n.prefix .. "-<time_ms>" .. (n.suffix and ("." .. n.suffix) or "") end
   if n.op == "generator" then return ("rate %g/s%s"):format(n.rate, n.total and (", count " .. n.total) or "") end
   if n.kind == "windowed" then
-    return ("window %d ms, slide %d ms%s"):format(n.length_ms, n.slide_ms or n.job.batch_ms,
+    return ("window %d ms, slide %d ms%s"):format(n.length_ms, n.window_slide_ms or n.slide_ms or n.job.batch_ms,
       n.finv and ", with inverse" or "")
   end
   if n.kind == "stateful" then

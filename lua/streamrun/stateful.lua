@@ -10,15 +10,20 @@ local format = require "streamrun.format"
 local ops = require "streamrun.ops"
 
 local cstate = core.cstate
-local type, error, xpcall, traceback = type, error, xpcall, debug.traceback
+local type, error, xpcall, traceback, tostring = type, error, xpcall, debug.traceback, tostring
 
 local M = {}
 
--- Calls f guarded: true and its two results, or false after reporting.
-local function guarded(node, env, f, ...)
+-- Calls f guarded: true and its two results, or false after reporting the
+-- error with the key it concerns and the key's record (value or values).
+local function guarded(node, env, key, record, f, ...)
   local ok, r1, r2 = xpcall(f, traceback, ...)
   if ok then return true, r1, r2 end
-  env.report(node, r1, ...)
+  if key == nil then
+    env.report(node, r1)
+  else
+    env.report(node, ("key %s: %s"):format(format.json(key), tostring(r1)), key, record)
+  end
   return false
 end
 
@@ -34,7 +39,7 @@ end
 local function seed(node, env, state, time_ms)
   local initial = node.initial
   if type(initial) == "function" then
-    local ok, t = guarded(node, env, initial)
+    local ok, t = guarded(node, env, nil, nil, initial)
     if not ok then return end
     initial = t
   end
@@ -63,7 +68,7 @@ function M.update_state_by_key(node, env, state, input, time_ms)
   local skeys, svalues, ns = state:snapshot()
   local OA, OB, m = {}, {}, 0
   local function update(k, values, old)
-    local ok, new = guarded(node, env, f, values, old, k, time_ms)
+    local ok, new = guarded(node, env, k, values, f, values, old, k, time_ms)
     if not ok then
       new = old
     elseif new == nil then
@@ -142,7 +147,7 @@ function M.map_with_state(node, env, state, input, time_ms)
     if ops.pair_check(node, env, k, v) then
       local old = state:get(k)
       reset(s, k, old, false)
-      local ok, r1, r2 = guarded(node, env, f, k, v, s, time_ms)
+      local ok, r1, r2 = guarded(node, env, k, v, f, k, v, s, time_ms)
       if s.removed then
         state:remove(k)
       elseif s.changed then
@@ -163,7 +168,7 @@ function M.map_with_state(node, env, state, input, time_ms)
     for i = 1, tn do
       local k = tk[i]
       reset(s, k, tv[i], true)
-      local ok, r1, r2 = guarded(node, env, f, k, nil, s, time_ms)
+      local ok, r1, r2 = guarded(node, env, k, tv[i], f, k, nil, s, time_ms)
       state:remove(k)
       if ok and r1 ~= nil then
         m = m + 1
