@@ -4,6 +4,7 @@
 #include "sr_duration.h"
 #include "sr_error.h"
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,8 +82,9 @@ int sr_cli_parse(int argc, char **argv, sr_cli_t *cli, char *err, size_t errlen)
             cli->duration = next;
         } else if (!strcmp(a, "--batches")) {
             char *end;
+            errno = 0;
             long n = strtol(next, &end, 10);
-            if (*end || end == next || n <= 0)
+            if (*end || end == next || n <= 0 || errno == ERANGE)
                 return sr__fail(err, errlen, "--batches: bad count '%s'", next);
             cli->batches = n;
         } else if (!strcmp(a, "--checkpoint")) {

@@ -16,6 +16,6 @@ static const char *const sr__messages[SR_ERR_COUNT] = {
 
 const char *sr_strerror(int code)
 {
-    if (code > 0 || -code >= SR_ERR_COUNT) return "unknown error";
+    if (code > 0 || code <= -SR_ERR_COUNT) return "unknown error"; /* no -INT_MIN */
     return sr__messages[-code];
 }
