@@ -17,10 +17,12 @@ HEADERS  = $(wildcard runtime/*.h)
 LIB_OBJ  = $(LIB_SRC:runtime/%.c=build/obj/%.o)
 HOST_OBJ = $(HOST_SRC:runtime/%.c=build/obj/%.o)
 ASAN_OBJ = $(LIB_SRC:runtime/%.c=build/asan/%.o)
+# Tests link the library and the host's parts but main.
+TEST_OBJ = $(ASAN_OBJ) build/asan/sr_cli.o build/asan/sr_lua.o
 CTESTS   = $(patsubst spec/c/%.c,build/test/%,$(wildcard spec/c/test_*.c))
 
 .PHONY: all deps run test test-c test-lua bench clean help
-.SECONDARY: $(ASAN_OBJ)
+.SECONDARY: $(TEST_OBJ)
 
 all: build/streamrun build/libstreamrun.so
 
@@ -49,9 +51,9 @@ build/streamrun: $(LIB_OBJ) $(HOST_OBJ)
 build/libstreamrun.so: $(LIB_OBJ)
 	$(CC) $(ALL_CFLAGS) -shared -o $@ $^ $(LIBS)
 
-build/test/%: spec/c/%.c $(ASAN_OBJ) spec/c/sr_test.h
+build/test/%: spec/c/%.c $(TEST_OBJ) spec/c/sr_test.h
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(SAN) -Iruntime -o $@ $< $(ASAN_OBJ) $(LUAJIT_LIBS) $(LIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) $(SAN) -Iruntime -o $@ $< $(TEST_OBJ) $(LUAJIT_LIBS) $(LIBS) -lcmocka
 
 run: deps all
 	./build/streamrun run jobs/wordcount.lua --duration 3s

@@ -36,8 +36,9 @@ static int sr__new(lua_State *L)
     return 1;
 }
 
-/* handle:push(time_ms, a, b, n) -> true, or nil, why, i (the element that
- * cannot be stored). */
+/* handle:push(time_ms, a, b, n) -> nil, or when some elements cannot be
+ * stored (a function, ...): an array of their indices and why; the others
+ * are stored. */
 static int sr__push(lua_State *L)
 {
     sr_window_t *w = sr__check(L);
@@ -47,7 +48,10 @@ static int sr__push(lua_State *L)
     int n = (int)luaL_checkinteger(L, 5);
     msgpack_packer pk;
     sr_mpbuf_packer(&slice_buf, &pk);
+    int nbad = 0, bad_table = 0;
+    const char *why = NULL;
     for (int i = 1; i <= n; i++) {
+        size_t mark = slice_buf.len;
         lua_rawgeti(L, 3, i);
         lua_rawgeti(L, 4, i);
         int pair = !lua_isnil(L, -1);
@@ -56,16 +60,21 @@ static int sr__push(lua_State *L)
         if (!err && pair) err = sr_mplua_pack(L, -1, &pk, 1);
         lua_pop(L, 2);
         if (err) {
-            lua_pushnil(L);
-            lua_pushfstring(L, "cannot keep %s in a window", err);
+            slice_buf.len = mark; /* the element is left out */
+            why = err;
+            if (!bad_table) {
+                lua_newtable(L);
+                bad_table = lua_gettop(L);
+            }
             lua_pushinteger(L, i);
-            return 3;
+            lua_rawseti(L, bad_table, ++nbad);
         }
     }
-    int rc = sr_window_push(w, time, slice_buf.data, slice_buf.len, (uint32_t)n);
+    int rc = sr_window_push(w, time, slice_buf.data, slice_buf.len, (uint32_t)(n - nbad));
     if (rc < 0) return luaL_error(L, "window %s: %s", w->name, sr_strerror(rc));
-    lua_pushboolean(L, 1);
-    return 1;
+    if (!nbad) return 0;
+    lua_pushfstring(L, "cannot keep %s in a window", why);
+    return 2;
 }
 
 typedef struct sr__reader {

@@ -341,6 +341,7 @@ end
 -- That both are multiples of the batch is checked when the job is loaded
 -- (M.validate), after --batch has had its say.
 local function window_times(op, length, slide)
+  if type(slide) == "table" then fail("%s: slide must be a duration (options go last)", op) end
   local length_ms = duration(op, "window length", length)
   local slide_ms = slide ~= nil and duration(op, "slide", slide) or nil
   return length_ms, slide_ms
@@ -362,6 +363,7 @@ end
 
 function Stream:window(length, slide, opts)
   self = node_of(self)
+  if type(slide) == "table" and opts == nil then slide, opts = nil, slide end
   stream_of(self, "window")
   local length_ms, slide_ms = window_times("window", length, slide)
   return windowed(self, "window", { keyed = self.keyed, length_ms = length_ms, slide_ms = slide_ms }, opts)
@@ -373,6 +375,7 @@ local function reducing_args(op, f, finv, length, slide, opts)
   if finv ~= nil and type(finv) ~= "function" then
     finv, length, slide, opts = nil, finv, length, slide
   end
+  if type(slide) == "table" and opts == nil then slide, opts = nil, slide end
   return finv, length, slide, opts
 end
 
@@ -389,6 +392,7 @@ end
 
 function Stream:count_by_window(length, slide, opts)
   self = node_of(self)
+  if type(slide) == "table" and opts == nil then slide, opts = nil, slide end
   stream_of(self, "count_by_window")
   local length_ms, slide_ms = window_times("count_by_window", length, slide)
   return windowed(self, "count_by_window", { keyed = "no", length_ms = length_ms, slide_ms = slide_ms }, opts)
@@ -412,6 +416,7 @@ end
 
 function Stream:count_by_value_and_window(length, slide, opts)
   self = node_of(self)
+  if type(slide) == "table" and opts == nil then slide, opts = nil, slide end
   stream_of(self, "count_by_value_and_window")
   local length_ms, slide_ms = window_times("count_by_value_and_window", length, slide)
   return windowed(self, "count_by_value_and_window",

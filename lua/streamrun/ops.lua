@@ -71,6 +71,31 @@ function M.count(node, env, input)
   return batch.of_values({ input.n }, 1)
 end
 
+-- A key standing for a whole element (count_by_value*): the element itself
+-- when it can key a table, else a tagged string no element can collide
+-- with: "\0s"..s for a string starting with NUL, "\0j"..JSON otherwise
+-- (tables, pairs, NaN). element_of_key turns it back.
+function M.element_key(a, b)
+  if b == nil then
+    local t = type(a)
+    if t == "string" then
+      if a:byte(1) == 0 then return "\0s" .. a end
+      return a
+    end
+    if (t == "number" and a == a) or t == "boolean" then return a end
+    return "\0j" .. format.json(a)
+  end
+  return "\0j" .. format.json({ a, b })
+end
+
+function M.element_of_key(k)
+  if type(k) == "string" and k:byte(1) == 0 then
+    if k:byte(2) == 115 then return k:sub(3) end -- "s"
+    return require("cjson").decode(k:sub(3))
+  end
+  return k
+end
+
 function M.count_by_value(node, env, input)
   local keys, counts, nk = {}, {}, 0
   local reps = {}
@@ -78,9 +103,9 @@ function M.count_by_value(node, env, input)
   for i = 1, input.n do
     local a, b = A[i], B[i]
     local k, rep = a, a
-    if b ~= nil or not KEY_TYPES[type(a)] or a ~= a then
+    if b ~= nil or not KEY_TYPES[type(a)] or a ~= a or (type(a) == "string" and a:byte(1) == 0) then
       rep = b == nil and a or { a, b }
-      k = "\0" .. format.json(rep)
+      k = M.element_key(a, b)
     end
     local c = counts[k]
     if c == nil then

@@ -48,8 +48,10 @@ local function seed(node, env, state, time_ms)
     return
   end
   for k, v in pairs(initial) do
-    local ok, err = state:put(k, v, node.timeout_ms > 0 and time_ms or nil)
-    if not ok then env.report(node, ("key %s: %s"):format(format.json(k), err), k, v) end
+    local bad = ops.bad_key(k)
+    local ok, err = false, bad
+    if not bad then ok, err = state:put(k, v, node.timeout_ms > 0 and time_ms or nil) end
+    if not ok then env.report(node, ("initial state, key %s: %s"):format(format.json(k), err), k, v) end
   end
 end
 
@@ -148,7 +150,10 @@ function M.map_with_state(node, env, state, input, time_ms)
       local old = state:get(k)
       reset(s, k, old, false)
       local ok, r1, r2 = guarded(node, env, k, v, f, k, v, s, time_ms)
-      if s.removed then
+      if not ok then
+        -- A failing call changes nothing: the key keeps its state.
+        if old ~= nil and now then state:touch(k, now) end
+      elseif s.removed then
         state:remove(k)
       elseif s.changed then
         if not put_or_report(node, env, state, k, s.value, now) and old ~= nil and now then

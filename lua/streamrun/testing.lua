@@ -16,7 +16,8 @@ Driver.__index = Driver
 -- Loads the job at path, or builds it by calling a function that returns
 -- the job (handy for small jobs inside a spec). opts: params (--set values), generators (true to
 -- let generator sources produce as they would when running), echo (true to
--- let print write to stdout too).
+-- let print write to stdout too), history (false to keep only the last
+-- batch's outputs, for long runs).
 function M.driver(path, opts)
   opts = opts or {}
   local job, err = loader.load(path, { params = opts.params })
@@ -32,6 +33,7 @@ function M.driver(path, opts)
     dead_letters = {},    -- { source, offset, reason, record } in order
     history = {},         -- outputs of every batch, in order
     generators = opts.generators,
+    keep_history = opts.history ~= false,
   }, Driver)
   for _, node in ipairs(job.sources) do
     d.pending[node], d.offsets[node] = {}, 0
@@ -114,7 +116,8 @@ local function run_batch(d)
   end
   local out = d.current
   out.time_ms = nil
-  d.history[#d.history + 1] = { time_ms = time_ms, outputs = out }
+  if not d.keep_history then d.history = {} end
+  d.history[d.batches] = { time_ms = time_ms, outputs = out }
   return out
 end
 
@@ -162,10 +165,11 @@ function Driver:state(name, key)
   return t
 end
 
--- Every batch's outputs for one output name: { [k] = elements of batch k }.
+-- Every batch's outputs for one output name: { [k] = elements of batch k }
+-- (only the last batch's with history = false).
 function Driver:outputs(name)
   local list = {}
-  for i, h in ipairs(self.history) do list[i] = h.outputs[name] end
+  for i, h in pairs(self.history) do list[i] = h.outputs[name] end
   return list
 end
 

@@ -8,6 +8,7 @@
 -- - with one (finv): the previous window's result, kept in a C state table,
 --   minus the slices that left, plus those that entered, so the cost is the
 --   keys of those slices and not the window's length; opts.filter drops keys.
+--   Keys whose value fell back (a count of 0) stay, as in Spark.
 -- User functions run guarded: a failing call is reported and its value left
 -- out, since slices and results already stored cannot be rolled back.
 local builtins = require "streamrun.builtins"
@@ -15,7 +16,7 @@ local core = require "streamrun.core"
 local format = require "streamrun.format"
 local ops = require "streamrun.ops"
 
-local xpcall, traceback = xpcall, debug.traceback
+local xpcall, traceback, tostring = xpcall, debug.traceback, tostring
 
 local M = {}
 
@@ -67,12 +68,14 @@ local function fold(node, env, f, A, B, n)
       nk = nk + 1
       keys[nk] = k
       accs[k] = v
-    elseif quick then
-      local ok, r = pcall(quick, acc, v)
-      if ok then accs[k] = r else env.report(node, r, k, v) end
     else
-      local ok, r = guarded(node, env, f, acc, v)
-      if ok then accs[k] = r end
+      local ok, r
+      if quick then ok, r = pcall(quick, acc, v) else ok, r = xpcall(f, traceback, acc, v) end
+      if ok then
+        accs[k] = r
+      else
+        env.report(node, ("key %s: %s"):format(format.json(k), tostring(r)), k, v)
+      end
     end
   end
   return keys, accs, nk
@@ -91,9 +94,7 @@ local function batch_pairs(node, env, input)
     if op == "reduce_by_key_and_window" then
       if ops.pair_check(node, env, a, b) then k, v = a, b end
     elseif op == "count_by_value_and_window" then
-      if b ~= nil then a = { a, b } end
-      if ops.bad_key(a) then a = "\0" .. format.json(a) end
-      k, v = a, 1
+      k, v = ops.element_key(a, b), 1
     elseif op == "count_by_window" then
       k, v = 1, 1
     else
@@ -107,16 +108,12 @@ local function batch_pairs(node, env, input)
   return PA, PB, m
 end
 
+-- Adds a slice; elements that cannot be kept (functions, ...) are reported
+-- and left out.
 local function push(node, env, slices, time_ms, A, B, n)
-  local ok, err, i = slices:push(time_ms, A, B, n)
-  if not ok then
-    env.report(node, err, A[i], B[i])
-    -- Keep the rest: push again without the elements that cannot be kept.
-    local KA, KB, m = {}, {}, 0
-    for j = 1, n do
-      if j ~= i then m = m + 1; KA[m], KB[m] = A[j], B[j] end
-    end
-    return push(node, env, slices, time_ms, KA, KB, m)
+  local bad, err = slices:push(time_ms, A, B, n)
+  if bad then
+    for _, i in ipairs(bad) do env.report(node, err, A[i], B[i]) end
   end
 end
 
@@ -136,8 +133,10 @@ end
 local function incremental(node, env, w, f, finv, filter, t)
   local length, slide = node.length_ms, node.slide_ms
   local result = w.result
-  local oa, ob, on = w.slices:read(t - slide - length, t - length)
-  local na, nb, nn = w.slices:read(t - slide, t)
+  -- Leaving: in the previous window (t - slide - length, t - slide] but not
+  -- in this one; entering: in this one (t - length, t] but not the previous.
+  local oa, ob, on = w.slices:read(t - slide - length, math.min(t - slide, t - length))
+  local na, nb, nn = w.slices:read(math.max(t - slide, t - length), t)
   local ok_keys, olds, nok = fold(node, env, f, oa, ob, on)
   local new_keys, news, nnew = fold(node, env, f, na, nb, nn)
   for i = 1, nok do
@@ -230,13 +229,7 @@ function M.run(node, env, w, input, time_ms, zero_ms)
     return { n = 1, a = { v }, b = {} }
   end
   if node.op == "count_by_value_and_window" then
-    for i = 1, m do
-      local k = OA[i]
-      if type(k) == "string" and k:byte(1) == 0 then
-        local e = require("cjson").decode(k:sub(2))
-        OA[i] = e
-      end
-    end
+    for i = 1, m do OA[i] = ops.element_of_key(OA[i]) end
   end
   return { n = m, a = OA, b = OB }
 end

@@ -4,9 +4,7 @@
 #include "sr_alloc.h"
 #include "sr_error.h"
 
-/* The CLI is part of the binary, not of the runtime library the tests link:
- * compile it into this test. */
-#include "sr_cli.c"
+#include "sr_cli.h"
 
 #define MAXARGS 32
 

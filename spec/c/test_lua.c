@@ -4,9 +4,7 @@
 #include <lauxlib.h>
 #include <libgen.h>
 
-/* The VM host is part of the binary, not of the runtime library the tests
- * link: compile it into this test. */
-#include "sr_lua.c"
+#include "sr_lua.h"
 
 typedef struct fixture {
     char dir[256];
