@@ -192,11 +192,13 @@ int sr_loop_next(sr_loop_t *l, sr_tick_t *t)
     int64_t interval = l->opts.batch_ms;
     ev_now_update(l->ev); /* processing took time: timers start from now */
     double now = sr_loop_now_ms(l);
+    int fast = sr__fast_forward(l);
+    /* Stored input runs on a logical clock: batch k at k * interval, so a
+     * run is the same whenever it starts (and after a restore). */
     if (l->next_time_ms == 0)
-        l->next_time_ms = ((int64_t)floor(now) / interval + 1) * interval;
+        l->next_time_ms = fast ? interval : ((int64_t)floor(now) / interval + 1) * interval;
     l->closing = 0;
     if (!l->stopping && !(l->nsources && sr__all_done(l))) {
-        int fast = sr__fast_forward(l);
         double wait = (double)l->next_time_ms - now;
         if (fast) {
             /* no timer: the batch closes when full or when the input ends */
@@ -237,6 +239,8 @@ void sr_loop_release(sr_loop_t *l)
 }
 
 void sr_loop_stop(sr_loop_t *l) { l->stopping = 1; }
+
+void sr_loop_set_next_time(sr_loop_t *l, int64_t time_ms) { l->next_time_ms = time_ms; }
 
 sr_deadletter_t *sr_loop_deadletter(sr_loop_t *l) { return &l->dead; }
 

@@ -50,6 +50,9 @@ void sr_loop_set_lua_active(sr_loop_t *l, int active);
 int sr_loop_next(sr_loop_t *l, sr_tick_t *t);
 /* Empties the sealed batches once Lua has processed them. */
 void sr_loop_release(sr_loop_t *l);
+/* The time of the next batch (resuming from a checkpoint: the batch after
+ * it; batches due while the job was down then follow at once). */
+void sr_loop_set_next_time(sr_loop_t *l, int64_t time_ms);
 /* Asks the loop to stop after the batch in progress (as SIGTERM does). */
 void sr_loop_stop(sr_loop_t *l);
 

@@ -1,5 +1,6 @@
 /* sr_lua: LuaJIT VM creation, library path, protected calls with traceback. */
 #include "sr_lua.h"
+#include "sr_checkpoint_lua.h"
 #include "sr_state_lua.h"
 #include "sr_window_lua.h"
 
@@ -67,6 +68,8 @@ lua_State *sr_lua_new(const char *lua_dir)
     lua_setfield(L, -2, "streamrun.cstate");
     lua_pushcfunction(L, luaopen_streamrun_cwindow);
     lua_setfield(L, -2, "streamrun.cwindow");
+    lua_pushcfunction(L, luaopen_streamrun_ckpt);
+    lua_setfield(L, -2, "streamrun.ckpt");
     lua_pop(L, 2);
     return L;
 }

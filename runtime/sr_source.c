@@ -31,8 +31,19 @@ int sr__source_line(void *ud, const char *line, size_t len, int64_t pos, int sta
         return 0;
     }
     s->records++;
-    if (sr_batch_full(&s->batch)) sr__loop_wake(s->loop, s);
+    if (sr_batch_full(&s->batch)) {
+        sr__loop_wake(s->loop, s);
+        return s->type->fast;
+    }
     return 0;
+}
+
+int sr_source_position(sr_source_t *s, sr_source_pos_t *pos)
+{
+    memset(pos, 0, sizeof(*pos));
+    if (!s->type->position) return SR_EINVAL;
+    s->type->position(s, pos);
+    return SR_OK;
 }
 
 void sr__source_dead(sr_source_t *s, int64_t pos, const char *reason,

@@ -22,7 +22,15 @@ typedef struct sr_source_opts {
     const char *path;     /* text_file, text_dir, tail */
     size_t max_line;      /* longer lines are dead letters; 0 = 1 MiB */
     int from_start;       /* tail: read the existing content first */
+    int64_t start_offset; /* text_file: resume at this byte (a checkpoint's) */
+    uint64_t start_inode; /* text_file: ... if the file is still this one */
 } sr_source_opts_t;
+
+/* Where a source stands between batches, for checkpoints. */
+typedef struct sr_source_pos {
+    int64_t offset;  /* the byte after the last record delivered */
+    uint64_t inode;  /* of the file read, 0 if none */
+} sr_source_pos_t;
 
 typedef struct sr_source_type {
     const char *kind;
@@ -34,6 +42,8 @@ typedef struct sr_source_type {
     int (*start)(sr_source_t *s, const sr_source_opts_t *o);
     /* Stops every watcher, closes every fd, frees s->impl. */
     void (*stop)(sr_source_t *s);
+    /* Optional: fills *pos (sources that can resume at an offset). */
+    void (*position)(sr_source_t *s, sr_source_pos_t *pos);
 } sr_source_type_t;
 
 struct sr_source {
@@ -51,6 +61,10 @@ struct sr_source {
     char err[256];                /* last start error */
 };
 
+/* Fills *pos with where the source stands; returns 0, or SR_EINVAL for a
+ * kind that cannot resume at an offset. */
+int sr_source_position(sr_source_t *s, sr_source_pos_t *pos);
+
 /* Looks a kind up in the registry; NULL if unknown. */
 const sr_source_type_t *sr_source_type_find(const char *kind);
 
@@ -61,7 +75,10 @@ int sr_source_listen_port(sr_source_t *s);
 /* -- For source implementations -- */
 
 /* An sr_line_fn: appends a whole line (status 0) to s->batch, or sends it to
- * the dead-letter output with the reason status names. ud is the source. */
+ * the dead-letter output with the reason status names. ud is the source.
+ * For a fast source (stored input) it returns 1 once the batch is full, so
+ * batches hold exactly max_batch_records records and the caller keeps the
+ * rest of its read for the next batch; other sources always get 0. */
 int sr__source_line(void *ud, const char *line, size_t len, int64_t pos, int status);
 /* Sends one record to the dead-letter output with a reason. */
 void sr__source_dead(sr_source_t *s, int64_t pos, const char *reason,

@@ -1,5 +1,8 @@
 /* sr_source_file: text_file, reads one file once, line by line; bounded.
- * A file that cannot be opened is a dead letter, and the source is done. */
+ * Batches hold exactly max_batch_records records (the rest of a read waits
+ * for the next batch), so a file always cuts into the same batches, and a
+ * checkpoint's offset resumes it at a batch boundary. A file that cannot be
+ * opened is a dead letter, and the source is done. */
 #include "sr_alloc.h"
 #include "sr_error.h"
 #include "sr_source.h"
@@ -9,6 +12,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define SR_FILE_CHUNK (256 * 1024)
@@ -16,7 +20,9 @@
 typedef struct sr__file {
     ev_idle reader;  /* reads a chunk per loop iteration until EOF */
     int fd;
+    uint64_t inode;
     char *buf;
+    size_t off, len; /* bytes of buf read but not fed yet */
 } sr__file_t;
 
 static void sr__file_finish(sr_source_t *s)
@@ -27,12 +33,26 @@ static void sr__file_finish(sr_source_t *s)
     sr__source_done(s);
 }
 
+/* Feeds what is left of the last read; 1 if the batch filled first. */
+static int sr__file_feed(sr_source_t *s, sr__file_t *f)
+{
+    long used = sr_linesplit_feed(&s->split, f->buf + f->off, f->len, sr__source_line, s);
+    if (used < 0) used = (long)f->len;
+    f->off += (size_t)used;
+    f->len -= (size_t)used;
+    return f->len > 0;
+}
+
 static void sr__file_on_idle(struct ev_loop *ev, ev_idle *w, int revents)
 {
     (void)ev; (void)revents;
     sr_source_t *s = w->data;
     sr__file_t *f = s->impl;
     if (sr_batch_full(&s->batch)) return; /* wait for the batch to be released */
+    if (f->len) {
+        sr__file_feed(s, f);
+        return;
+    }
     ssize_t n = read(f->fd, f->buf, SR_FILE_CHUNK);
     if (n < 0 && errno == EINTR) return;
     if (n < 0) {
@@ -46,7 +66,9 @@ static void sr__file_on_idle(struct ev_loop *ev, ev_idle *w, int revents)
         sr__file_finish(s);
         return;
     }
-    sr_linesplit_feed(&s->split, f->buf, (size_t)n, sr__source_line, s);
+    f->off = 0;
+    f->len = (size_t)n;
+    sr__file_feed(s, f);
 }
 
 static int sr__file_start(sr_source_t *s, const sr_source_opts_t *o)
@@ -71,8 +93,26 @@ static int sr__file_start(sr_source_t *s, const sr_source_opts_t *o)
         sr__source_done(s);
         return SR_OK;
     }
+    struct stat st;
+    if (fstat(f->fd, &st) == 0) f->inode = (uint64_t)st.st_ino;
+    if (o->start_offset > 0) {
+        if (o->start_inode && o->start_inode != f->inode) {
+            sr__source_log(s, "%s is not the file the checkpoint read (inode %llu, now %llu): reading it from the start",
+                           o->path, (unsigned long long)o->start_inode, (unsigned long long)f->inode);
+        } else if (lseek(f->fd, o->start_offset, SEEK_SET) == o->start_offset) {
+            sr_linesplit_init(&s->split, s->split.max_line, o->start_offset);
+        }
+    }
     ev_idle_start(s->ev, &f->reader);
     return SR_OK;
+}
+
+static void sr__file_position(sr_source_t *s, sr_source_pos_t *pos)
+{
+    sr__file_t *f = s->impl;
+    /* Bytes of a line not complete yet are read again on resume. */
+    pos->offset = s->split.pos - (int64_t)s->split.len;
+    pos->inode = f ? f->inode : 0;
 }
 
 static void sr__file_stop(sr_source_t *s)
@@ -88,4 +128,5 @@ static void sr__file_stop(sr_source_t *s)
 
 const sr_source_type_t sr_source_text_file = {
     .kind = "text_file", .bounded = 1, .fast = 1, .start = sr__file_start, .stop = sr__file_stop,
+    .position = sr__file_position,
 };

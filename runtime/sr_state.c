@@ -188,6 +188,11 @@ void sr_state_touch(sr_state_t *st, sr_state_entry_t *e, int64_t now_ms)
     sr_wheel_add(&st->wheel, &e->timer, now_ms + st->timeout_ms + 1);
 }
 
+void sr_state_arm(sr_state_t *st, sr_state_entry_t *e, int64_t expiry_ms)
+{
+    sr_wheel_add(&st->wheel, &e->timer, expiry_ms);
+}
+
 sr_state_entry_t *sr_state_expire(sr_state_t *st, int64_t now_ms)
 {
     sr_wheel_node_t *n = sr_wheel_advance(&st->wheel, now_ms);

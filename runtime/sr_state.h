@@ -59,6 +59,8 @@ int sr_state_remove(sr_state_t *st, const char *key, size_t klen);
  * it falls due at the first time after now_ms + timeout_ms. No-op without a
  * timeout. */
 void sr_state_touch(sr_state_t *st, sr_state_entry_t *e, int64_t now_ms);
+/* Arms the entry to fall due at expiry_ms (restoring a checkpoint). */
+void sr_state_arm(sr_state_t *st, sr_state_entry_t *e, int64_t expiry_ms);
 /* Advances the state's clock to now_ms and returns the entries that fell
  * due, chained through e->timer.next (disarmed, still in the table: the
  * caller makes the timing-out call and removes them). */

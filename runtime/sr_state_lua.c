@@ -37,6 +37,20 @@ static sr_state_t *sr__check(lua_State *L)
     return h->st;
 }
 
+sr_state_t *sr_state_lua_get(lua_State *L, int idx)
+{
+    sr__handle_t *h = luaL_testudata(L, idx, SR_STATE_MT);
+    return h ? h->st : NULL;
+}
+
+void sr_state_lua_push(lua_State *L, sr_state_t *st)
+{
+    sr__handle_t *h = lua_newuserdata(L, sizeof(*h));
+    h->st = st;
+    luaL_getmetatable(L, SR_STATE_MT);
+    lua_setmetatable(L, -2);
+}
+
 /* cstate.new(name, partitions, timeout_ms, now_ms) -> handle */
 static int sr__new(lua_State *L)
 {

@@ -23,6 +23,20 @@ static sr_window_t *sr__check(lua_State *L)
     return h->w;
 }
 
+sr_window_t *sr_window_lua_get(lua_State *L, int idx)
+{
+    sr__handle_t *h = luaL_testudata(L, idx, SR_WINDOW_MT);
+    return h ? h->w : NULL;
+}
+
+void sr_window_lua_push(lua_State *L, sr_window_t *w)
+{
+    sr__handle_t *h = lua_newuserdata(L, sizeof(*h));
+    h->w = w;
+    luaL_getmetatable(L, SR_WINDOW_MT);
+    lua_setmetatable(L, -2);
+}
+
 /* cwindow.new(name) -> handle */
 static int sr__new(lua_State *L)
 {

@@ -77,6 +77,7 @@ local M = {
   ffi = ffi,
   cstate = load_module("streamrun.cstate"),
   cwindow = load_module("streamrun.cwindow"),
+  ckpt = load_module("streamrun.ckpt"),
 }
 
 local duration_out = ffi.new("int64_t[1]")

@@ -1,0 +1,61 @@
+/* sr_checkpoint: the checkpoint file, format version 1. A checkpoint holds
+ * what C owns at a batch boundary: every state table (keys, values, timeout
+ * deadlines) and window (slices, with-inverse result), plus a metadata map
+ * from Lua (job, script hash, batch, time, source offsets, output progress).
+ *
+ * Layout: the magic "SRCK", a version byte, then msgpack objects one after
+ * another, then "SREN" and the CRC-32C (little-endian) of every byte before
+ * it. Objects: {meta, nstates, nwindows}; per state a header {state, count,
+ * timeout_ms, now_ms, partitions} and count [key, value, expiry|nil]
+ * entries; per window a header {window, nslices, result} and nslices
+ * [time_ms, count, bin] slices, then its result as a state block when
+ * result is true. A reader walks the objects in constant memory. */
+#ifndef SR_CHECKPOINT_H
+#define SR_CHECKPOINT_H
+#include <msgpack.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sr_state.h"
+#include "sr_window.h"
+
+#define SR_CKPT_VERSION 1
+#define SR_CKPT_SUFFIX ".srck"
+
+typedef struct sr_ckpt_content {
+    const char *meta;        /* a msgpack map */
+    size_t meta_len;
+    sr_state_t **states;     /* borrowed */
+    size_t nstates;
+    sr_window_t **windows;   /* borrowed */
+    sr_state_t **results;    /* per window: its with-inverse result or NULL */
+    size_t nwindows;
+} sr_ckpt_content_t;
+
+/* Writes dir/name atomically: dir/name.tmp, fsync, rename, fsync of dir.
+ * Returns 0, or -1 with "<operation> <file>: <reason>" in err and the temp
+ * file removed (the previous checkpoints are untouched). */
+int sr_checkpoint_write(const char *dir, const char *name, const sr_ckpt_content_t *c,
+                        char *err, size_t errlen);
+/* Removes the oldest checkpoint files of dir beyond keep (names sort by
+ * batch). Returns how many were removed, or -1. */
+int sr_checkpoint_prune(const char *dir, int keep);
+
+typedef struct sr_ckpt_reader {
+    char *data;        /* private: the mapped file */
+    size_t size;       /* private */
+    size_t off;        /* read-only: offset of the next object */
+    size_t end;        /* private: where the trailer starts */
+    msgpack_zone zone; /* private */
+} sr_ckpt_reader_t;
+
+/* Opens and verifies a checkpoint: magic, version, trailer and checksum.
+ * Returns 0, or -1 with the fault in err ("bad magic", "format version 7
+ * is not supported", "truncated: ...", "checksum mismatch: ..."). */
+int sr_checkpoint_open(sr_ckpt_reader_t *r, const char *path, char *err, size_t errlen);
+/* The next object, valid until the next call. Returns 1, 0 at the end, or
+ * -1 when the bytes at r->off do not decode. */
+int sr_checkpoint_next(sr_ckpt_reader_t *r, msgpack_object *obj);
+void sr_checkpoint_close(sr_ckpt_reader_t *r);
+
+#endif
