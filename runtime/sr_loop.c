@@ -242,6 +242,8 @@ void sr_loop_stop(sr_loop_t *l) { l->stopping = 1; }
 
 void sr_loop_set_next_time(sr_loop_t *l, int64_t time_ms) { l->next_time_ms = time_ms; }
 
+int sr_loop_all_done(const sr_loop_t *l) { return l->nsources && sr__all_done(l); }
+
 sr_deadletter_t *sr_loop_deadletter(sr_loop_t *l) { return &l->dead; }
 
 void sr_loop_dead_letter(sr_loop_t *l, const char *source, int64_t offset,

@@ -53,6 +53,9 @@ void sr_loop_release(sr_loop_t *l);
 /* The time of the next batch (resuming from a checkpoint: the batch after
  * it; batches due while the job was down then follow at once). */
 void sr_loop_set_next_time(sr_loop_t *l, int64_t time_ms);
+/* 1 when the loop has C sources and every one has delivered all its input
+ * (and no Lua-side source is active). */
+int sr_loop_all_done(const sr_loop_t *l);
 /* Asks the loop to stop after the batch in progress (as SIGTERM does). */
 void sr_loop_stop(sr_loop_t *l);
 

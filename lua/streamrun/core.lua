@@ -12,12 +12,15 @@ typedef struct sr_loop sr_loop_t;
 typedef struct sr_source_opts {
     const char *kind; const char *name; const char *host; int port;
     const char *path; size_t max_line; int from_start;
+    int64_t start_offset; uint64_t start_inode;
 } sr_source_opts_t;
 typedef struct sr_loop_opts {
     int64_t batch_ms; size_t max_batch_records; size_t max_batch_bytes;
     const char *dead_letter_path;
 } sr_loop_opts_t;
 typedef struct sr_tick { int64_t time_ms; int64_t delay_ms; int last; int reload; } sr_tick_t;
+typedef struct sr_source sr_source_t;
+typedef struct sr_source_pos { int64_t offset; uint64_t inode; } sr_source_pos_t;
 
 const char *sr_version(void);
 double sr_clock_ms(void);
@@ -37,11 +40,18 @@ void sr_loop_set_lua_active(sr_loop_t *l, int active);
 int sr_loop_next(sr_loop_t *l, sr_tick_t *t);
 void sr_loop_release(sr_loop_t *l);
 void sr_loop_stop(sr_loop_t *l);
+void sr_loop_set_next_time(sr_loop_t *l, int64_t time_ms);
+int sr_loop_all_done(const sr_loop_t *l);
+sr_source_t *sr_loop_source(sr_loop_t *l, int index);
+int sr_source_position(sr_source_t *s, sr_source_pos_t *pos);
+uint32_t sr_crc32c(uint32_t crc, const void *p, size_t n);
 void sr_loop_dead_letter(sr_loop_t *l, const char *source, int64_t offset,
                          const char *reason, const char *record, size_t len);
 uint64_t sr_loop_dead_letters(const sr_loop_t *l);
 
 int mkdir(const char *path, unsigned int mode);
+int truncate(const char *path, int64_t length);
+int poll(void *fds, unsigned long nfds, int timeout);
 ]]
 
 local function here()
@@ -94,6 +104,26 @@ function M.duration_ms(d)
 end
 
 function M.clock_ms() return C.sr_clock_ms() end
+
+-- A short hash of a file's bytes (CRC-32C, hex), nil if it cannot be read.
+function M.file_hash(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local data = f:read("*a")
+  f:close()
+  return ("%08x"):format(C.sr_crc32c(0, data, #data))
+end
+
+-- Sleeps for ms milliseconds.
+function M.sleep_ms(ms)
+  ffi.C.poll(nil, 0, ms)
+end
+
+-- Cuts the file at path to length bytes. Returns true or nil, message.
+function M.truncate(path, length)
+  if ffi.C.truncate(path, length) ~= 0 then return nil, ("errno %d"):format(ffi.errno()) end
+  return true
+end
 
 -- Creates dir and its parents (like mkdir -p). Returns true or nil, message.
 function M.mkdir_p(dir)

@@ -109,6 +109,9 @@ function M.job(opts)
     local c = job.checkpoint
     if type(c) ~= "table" or type(c.dir) ~= "string" then fail("sr.job: checkpoint must be {dir = \"...\", every = DUR, keep = N}") end
     if c.every ~= nil then duration("sr.job", "checkpoint.every", c.every) end
+    if c.keep ~= nil and (type(c.keep) ~= "number" or c.keep < 1 or c.keep % 1 ~= 0) then
+      fail("sr.job: checkpoint.keep must be a positive integer")
+    end
   end
   return job
 end
@@ -430,6 +433,14 @@ end
 -- reads, and stages with several inputs need them to slide alike. Returns
 -- true or nil and "file:line: ...".
 function M.validate(job)
+  local c = job.checkpoint
+  if c and c.every then
+    local every = core.duration_ms(c.every)
+    if every % job.batch_ms ~= 0 then
+      return nil, ("%s: checkpoint.every %d ms is not a multiple of the batch interval %d ms")
+        :format(job.where, every, job.batch_ms)
+    end
+  end
   for _, n in ipairs(job.nodes) do
     local every = job.batch_ms
     for i, input in ipairs(n.inputs) do

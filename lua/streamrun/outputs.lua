@@ -97,12 +97,15 @@ function makers.to_json_lines(node, sink)
     end
     fh:write(content)
     fh:flush()
+    -- How far the file is written, for checkpoints (replay starts there).
+    if sink.progress then sink.progress[node.stage_name] = { path = node.path, bytes = fh:seek("end") } end
   end
 end
 
 -- The per-batch function of an output stage: fn(input_batch, time_ms).
 -- sink: { stdout, quiet_print, call(node, f, ...), fail(node, msg),
--- capture(node, elements) or nil }.
+-- capture(node, elements) or nil, progress (a table to_json_lines keeps its
+-- files' lengths in) or nil }.
 function M.make(node, sink)
   local write = makers[node.op](node, sink)
   if not sink.capture then return write end

@@ -1,8 +1,10 @@
 -- streamrun.runner: `streamrun run` and `streamrun check`. Loads the job,
--- starts its sources on the C event loop, then pulls one sealed batch at a
--- time from C and runs the compiled stages over it, with one status line per
--- batch on stderr and --stats as JSON lines.
+-- resumes it from its newest valid checkpoint if it has one, starts its
+-- sources on the C event loop, then pulls one sealed batch at a time from C
+-- and runs the compiled stages over it, with one status line per batch on
+-- stderr, --stats as JSON lines, and checkpoints as configured.
 local core = require "streamrun.core"
+local checkpoint = require "streamrun.checkpoint"
 local compile = require "streamrun.compile"
 local loader = require "streamrun.loader"
 local sources = require "streamrun.sources"
@@ -15,26 +17,19 @@ local function log(fmt, ...)
   io.stderr:write("streamrun: ", fmt:format(...), "\n")
 end
 
--- The dead-letter file: under the checkpoint dir when there is one.
-local function dead_letter_path(job, cli)
-  local dir = cli.checkpoint or (job.checkpoint and job.checkpoint.dir)
-  if not dir then return nil end
-  local ok, err = core.mkdir_p(dir)
-  if not ok then return nil, err end
-  return dir .. "/dead_letters.jsonl"
-end
-
-local function start_sources(job, loop)
+local function start_sources(job, loop, positions)
   local err = ffi.new("char[512]")
   local lua_sources = {}
   local n_c = 0
   for _, node in ipairs(job.sources) do
+    local pos = positions[node.stage_name] or {}
     if node.c_kind then
       local o = ffi.new("sr_source_opts_t")
       o.kind, o.name = node.c_kind, node.stage_name
       o.host, o.port = node.host, node.port or 0
       o.path, o.max_line = node.path, node.max_line
       o.from_start = node.from_start and 1 or 0
+      o.start_offset, o.start_inode = pos.offset or 0, pos.inode or 0
       local idx = C.sr_loop_add_source(loop, o, err, 512)
       if idx < 0 then
         return nil, ("%s: source %s: %s"):format(node.where, node.stage_name, ffi.string(err))
@@ -42,24 +37,67 @@ local function start_sources(job, loop)
       node.c_index = idx
       n_c = n_c + 1
     elseif node.op == "generator" then
-      lua_sources[node] = sources.generator_state(node)
+      local st = sources.generator_state(node)
+      if pos.next_i then st.next_i, st.carry, st.done = pos.next_i, pos.carry, pos.done end
+      lua_sources[node] = st
     else
-      lua_sources[node] = sources.queue_state(node)
+      local st = sources.queue_state(node)
+      if pos.next then st.next, st.done = pos.next, pos.done end
+      lua_sources[node] = st
     end
   end
   return lua_sources, n_c
 end
 
 local function lua_active(lua_sources)
-  for node, st in pairs(lua_sources) do
+  for _, st in pairs(lua_sources) do
     if not st.done then return true end
   end
   return false
 end
 
+-- Where every source stands after the batch just run, for a checkpoint.
+local function positions_of(job, loop, lua_sources)
+  local positions = {}
+  local pos = ffi.new("sr_source_pos_t")
+  for _, node in ipairs(job.sources) do
+    local name = node.stage_name
+    if node.c_index then
+      if C.sr_source_position(C.sr_loop_source(loop, node.c_index), pos) == 0 then
+        positions[name] = { kind = node.op, offset = tonumber(pos.offset), inode = tonumber(pos.inode) }
+      end
+    else
+      local st = lua_sources[node]
+      positions[name] = { kind = node.op, next = st.next, next_i = st.next_i, carry = st.carry, done = st.done }
+    end
+  end
+  return positions
+end
+
 local function stats_line(s)
   return ('{"batch": %d, "time_ms": %d, "records": %d, "processing_ms": %.3f, "scheduling_delay_ms": %d, "state_keys": %d, "dead_letters": %d}\n')
     :format(s.batch, s.time_ms, s.records, s.processing_ms, s.scheduling_delay_ms, s.state_keys, s.dead_letters)
+end
+
+-- The newest valid checkpoint of settings.dir, reporting the ones that are
+-- not valid. Returns the checkpoint or false (none yet), or nil when there
+-- are checkpoints but none is valid.
+local function find_checkpoint(settings)
+  local ok, err = core.mkdir_p(settings.dir)
+  if not ok then
+    log("checkpoint directory %s: %s", settings.dir, err)
+    return nil
+  end
+  local found, faults = checkpoint.latest(settings.dir)
+  for _, f in ipairs(faults) do
+    log("checkpoint %s is not valid: %s%s", f.path, f.reason, found and "; using an older one" or "")
+  end
+  if not found and #faults > 0 then
+    log("no valid checkpoint in %s: not starting from empty state (move the directory away to start afresh)",
+      settings.dir)
+    return nil
+  end
+  return found or false
 end
 
 local function run(cli)
@@ -73,11 +111,22 @@ local function run(cli)
     return 0
   end
 
-  local dl_path, dl_err = dead_letter_path(job, cli)
-  if dl_err then log("%s", dl_err) return 1 end
+  local settings = checkpoint.settings(job, cli.checkpoint)
+  local restored = false
+  if settings then
+    restored = find_checkpoint(settings)
+    if restored == nil then return 1 end
+  end
+  local meta = restored and restored.meta or {}
+  if meta.finished then
+    log("job %s already finished: %s holds its last batch (%d); nothing to do", job.name, restored.path, meta.batch)
+    return 0
+  end
+
   local lopts = ffi.new("sr_loop_opts_t")
   lopts.batch_ms = job.batch_ms
   lopts.max_batch_records, lopts.max_batch_bytes = job.max_batch_records, job.max_batch_bytes
+  local dl_path = settings and settings.dir .. "/dead_letters.jsonl" or nil
   lopts.dead_letter_path = dl_path
   local errbuf = ffi.new("char[512]")
   local loop = C.sr_loop_new(lopts, errbuf, 512)
@@ -87,7 +136,7 @@ local function run(cli)
   end
   loop = ffi.gc(loop, C.sr_loop_free)
 
-  local lua_sources, n_c = start_sources(job, loop)
+  local lua_sources, n_c = start_sources(job, loop, meta.sources or {})
   if not lua_sources then
     log("%s", n_c)
     return 1
@@ -96,13 +145,41 @@ local function run(cli)
   local function dead(source, offset, reason, record)
     C.sr_loop_dead_letter(loop, source, offset or -1, reason, record, #record)
   end
+  -- Outputs written after the checkpoint are written again: cut them back.
+  for name, out in pairs(meta.outputs or {}) do
+    local ok, terr = core.truncate(out.path, out.bytes)
+    if not ok then log("output %s: cannot cut %s back to %d bytes: %s", name, out.path, out.bytes, terr) end
+  end
+  local progress = {}
+  for name, out in pairs(meta.outputs or {}) do progress[name] = out end
   local plan = compile.compile(job, {
     on_error = job.on_error,
     dead_letter = function(stage, reason, record) dead(stage, -1, reason, record) end,
-    sink = { stdout = io.stdout },
+    sink = { stdout = io.stdout, progress = progress },
+    states = restored and restored.states,
+    windows = restored and restored.windows,
   })
   local report = function(node, e, i)
     dead(node.stage_name, i, ("stage %s: %s"):format(node.stage_name, tostring(e)), tostring(i))
+  end
+
+  local nbatches = 0
+  if restored then
+    plan.zero_ms = meta.zero_ms
+    nbatches = meta.batch
+    C.sr_loop_set_next_time(loop, meta.time_ms + job.batch_ms)
+    log("resuming from %s: batch %d at %d ms, %d keys", restored.path, meta.batch, meta.time_ms, plan.state_keys())
+  end
+  local writer
+  if settings then
+    local werr
+    writer, werr = checkpoint.writer(settings, log)
+    if not writer then log("checkpoint directory %s: %s", settings.dir, werr) return 1 end
+  end
+  local function checkpoint_now(time_ms, sync, input_ended)
+    local m = checkpoint.meta(job, plan, nbatches, time_ms, positions_of(job, loop, lua_sources), progress, cli.params)
+    m.finished = input_ended or nil
+    writer:write(nbatches, m, plan, sync)
   end
 
   local stats_fh
@@ -114,9 +191,15 @@ local function run(cli)
   local duration_ms = cli.duration and core.duration_ms(cli.duration)
   local started = core.clock_ms()
   local tick = ffi.new("sr_tick_t")
-  local nbatches, total_records = 0, 0
+  local total_records, last_time = 0, nil
   local dead_before = 0 -- dead letters up to the previous batch, reading included
   while true do
+    -- Nothing is read while checkpoints keep failing.
+    while writer and writer:blocked() do
+      C.sr_loop_stop(loop)
+      core.sleep_ms(job.batch_ms)
+      checkpoint_now(last_time, true)
+    end
     C.sr_loop_set_lua_active(loop, lua_active(lua_sources) and 1 or 0)
     C.sr_loop_next(loop, tick)
     local t0 = core.clock_ms()
@@ -143,11 +226,13 @@ local function run(cli)
       if type(perr) == "table" and perr.fatal then
         log("batch %d ms: %s", time_ms, perr.fatal)
         log("stopping: on_error = \"fail\"")
+        if writer then writer:wait() end
         return 1
       end
       error(perr, 0)
     end
     nbatches = nbatches + 1
+    last_time = time_ms
     total_records = total_records + records
     local s = {
       batch = nbatches, time_ms = time_ms, records = records,
@@ -163,14 +248,26 @@ local function run(cli)
       stats_fh:write(stats_line(s))
       stats_fh:flush()
     end
-    if tick.last ~= 0 then break end
-    if n_c == 0 and next(lua_sources) and not lua_active(lua_sources) then break end
-    if cli.batches and nbatches >= cli.batches then break end
+    local input_ended = (tick.last ~= 0 and C.sr_loop_all_done(loop) ~= 0)
+      or (n_c == 0 and next(lua_sources) and not lua_active(lua_sources))
+    local finished = input_ended or tick.last ~= 0
+      or (cli.batches and nbatches - (meta.batch or 0) >= cli.batches)
+    if writer then
+      if finished then
+        checkpoint_now(time_ms, true, input_ended)
+      elseif writer:due(time_ms, plan.zero_ms) then
+        checkpoint_now(time_ms, false)
+      else
+        writer:poll()
+      end
+    end
+    if finished then break end
     if duration_ms and core.clock_ms() - started >= duration_ms then C.sr_loop_stop(loop) end
   end
   if stats_fh then stats_fh:close() end
+  if writer then writer:wait() end
   if not cli.quiet then
-    log("finished: %d batches, %d records, %d dead letters", nbatches, total_records,
+    log("finished: %d batches, %d records, %d dead letters", nbatches - (meta.batch or 0), total_records,
       tonumber(C.sr_loop_dead_letters(loop)))
   end
   return 0
