@@ -16,6 +16,10 @@ const char *sr_cli_usage(void)
            "  streamrun run JOB.lua [--batch DUR] [--checkpoint DIR] [--duration DUR | --batches N]\n"
            "                        [--set KEY=VALUE]... [--no-reload] [--quiet] [--stats FILE]\n"
            "  streamrun check JOB.lua     validate a job, print its stage graph\n"
+           "  streamrun inspect PATH [--keys STAGE | --verify]\n"
+           "                              a checkpoint (file, or the newest valid one of a\n"
+           "                              directory) as JSON; --keys dumps a stage's state\n"
+           "                              as JSON lines; --verify checks it (exit 0 or 1)\n"
            "  streamrun test [PATH...]    run Busted specs with the runtime loaded\n"
            "  streamrun --version | --help\n"
            "durations: 250ms, 1s, 1.5s, 2m, 1h, or a number of seconds\n";
@@ -49,6 +53,24 @@ int sr_cli_parse(int argc, char **argv, sr_cli_t *cli, char *err, size_t errlen)
         cli->command = "test";
         cli->rest = argv + 2;
         cli->nrest = argc - 2;
+        return SR_OK;
+    }
+    if (!strcmp(cmd, "inspect")) {
+        cli->command = cmd;
+        for (int i = 2; i < argc; i++) {
+            const char *a = argv[i];
+            if (!strcmp(a, "--verify")) { cli->verify = 1; continue; }
+            if (!strcmp(a, "--keys")) {
+                if (i + 1 >= argc) return sr__fail(err, errlen, "%s needs a stage name", a);
+                cli->keys = argv[++i];
+                continue;
+            }
+            if (a[0] == '-') return sr__fail(err, errlen, "unknown option '%s'", a);
+            if (cli->job) return sr__fail(err, errlen, "unexpected argument '%s'", a);
+            cli->job = a;
+        }
+        if (!cli->job) return sr__fail(err, errlen, "%s", "inspect: missing PATH (a checkpoint file or directory)");
+        if (cli->keys && cli->verify) return sr__fail(err, errlen, "%s", "--keys and --verify exclude each other");
         return SR_OK;
     }
     if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0)

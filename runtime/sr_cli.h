@@ -4,8 +4,8 @@
 #include <stddef.h>
 
 typedef struct sr_cli {
-    const char *command;    /* "run", "check", "test", "version", "help" */
-    const char *job;        /* run, check: the job script */
+    const char *command;    /* "run", "check", "inspect", "test", "version", "help" */
+    const char *job;        /* run, check: the job script; inspect: the checkpoint */
     const char *batch;      /* --batch DUR */
     const char *checkpoint; /* --checkpoint DIR */
     const char *duration;   /* --duration DUR */
@@ -14,6 +14,8 @@ typedef struct sr_cli {
     int nsets;
     int no_reload, quiet;
     const char *stats;      /* --stats FILE */
+    const char *keys;       /* inspect --keys STAGE */
+    int verify;             /* inspect --verify */
     char **rest;            /* test: remaining arguments */
     int nrest;
 } sr_cli_t;

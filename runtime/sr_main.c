@@ -19,12 +19,15 @@ static void sr__push_cli(lua_State *L, const sr_cli_t *cli)
     SR_FIELD_STR(checkpoint);
     SR_FIELD_STR(duration);
     SR_FIELD_STR(stats);
+    SR_FIELD_STR(keys);
 #undef SR_FIELD_STR
     if (cli->batches >= 0) { lua_pushinteger(L, cli->batches); lua_setfield(L, -2, "batches"); }
     lua_pushboolean(L, cli->no_reload);
     lua_setfield(L, -2, "no_reload");
     lua_pushboolean(L, cli->quiet);
     lua_setfield(L, -2, "quiet");
+    lua_pushboolean(L, cli->verify);
+    lua_setfield(L, -2, "verify");
     lua_newtable(L);
     for (int i = 0; i < cli->nsets; i++) {
         const char *eq = strchr(cli->sets[i], '=');
@@ -86,7 +89,7 @@ int main(int argc, char **argv)
         code = sr__run_busted(L, &cli, argv[0]);
     } else {
         lua_getglobal(L, "require");
-        lua_pushstring(L, "streamrun.runner");
+        lua_pushstring(L, strcmp(cli.command, "inspect") ? "streamrun.runner" : "streamrun.inspect");
         if (sr_lua_call(L, 1, 1) != 0) {
             code = 1;
         } else {

@@ -3,6 +3,7 @@
 -- queue fed by push (a queue source also yields its own batches), batch k
 -- has time k * batch, and every output's elements are captured by name.
 local core = require "streamrun.core"
+local checkpoint = require "streamrun.checkpoint"
 local compile = require "streamrun.compile"
 local loader = require "streamrun.loader"
 local sources = require "streamrun.sources"
@@ -22,6 +23,7 @@ function M.driver(path, opts)
   opts = opts or {}
   local job, err = loader.load(path, { params = opts.params })
   if not job then error(err, 2) end
+  local restored = opts.restored
   local d = setmetatable({
     job = job,
     batch_ms = job.batch_ms,
@@ -34,11 +36,22 @@ function M.driver(path, opts)
     history = {},         -- outputs of every batch, in order
     generators = opts.generators,
     keep_history = opts.history ~= false,
+    params = opts.params,
+    path = path,
   }, Driver)
+  local positions = restored and restored.meta.sources or {}
   for _, node in ipairs(job.sources) do
     d.pending[node], d.offsets[node] = {}, 0
-    if node.op == "queue" then d.states[node] = sources.queue_state(node) end
-    if node.op == "generator" and opts.generators then d.states[node] = sources.generator_state(node) end
+    local pos = positions[node.stage_name] or {}
+    if node.op == "queue" then
+      d.states[node] = sources.queue_state(node)
+      if pos.next then d.states[node].next, d.states[node].done = pos.next, pos.done end
+    end
+    if node.op == "generator" and opts.generators then
+      d.states[node] = sources.generator_state(node)
+      if pos.next_i then d.states[node].next_i, d.states[node].carry = pos.next_i, pos.carry end
+    end
+    d.offsets[node] = pos.pushed or 0
   end
   local function dead(source, offset, reason, record)
     d.dead_letters[#d.dead_letters + 1] = { source = source, offset = offset, reason = reason, record = record }
@@ -52,7 +65,14 @@ function M.driver(path, opts)
       quiet_print = not opts.echo,
       capture = function(node, elements) d.current[node.stage_name] = elements end,
     },
+    states = restored and restored.states,
+    windows = restored and restored.windows,
   })
+  if restored then
+    d.plan.zero_ms = restored.meta.zero_ms
+    d.batches = restored.meta.batch
+    d.clock_ms = restored.meta.time_ms
+  end
   return d
 end
 
@@ -163,6 +183,46 @@ function Driver:state(name, key)
   local t = {}
   for i = 1, n do t[keys[i]] = values[i] end
   return t
+end
+
+-- Writes a checkpoint of the job as it stands after the last batch, into
+-- dir (default: a new temporary directory). Returns its path.
+function Driver:checkpoint(dir)
+  if not dir then
+    dir = os.tmpname()
+    os.remove(dir)
+  end
+  local ok, err = core.mkdir_p(dir)
+  if not ok then error("checkpoint: " .. err, 2) end
+  local positions = {}
+  for _, node in ipairs(self.job.sources) do
+    local st = self.states[node] or {}
+    positions[node.stage_name] = { kind = node.op, pushed = self.offsets[node], next = st.next,
+                                   next_i = st.next_i, carry = st.carry, done = st.done }
+  end
+  self.plan.zero_ms = self.plan.zero_ms or 0
+  local meta = checkpoint.meta(self.job, self.plan, self.batches, self:time(), positions, {}, self.params)
+  local states, windows = checkpoint.content(self.plan)
+  local name = checkpoint.file_name(self.batches)
+  ok, err = core.ckpt.write(dir, name, meta, states, windows)
+  if not ok then error("checkpoint: " .. err, 2) end
+  return dir .. "/" .. name
+end
+
+-- A new driver resumed from a checkpoint: the job (the checkpoint's script,
+-- or opts.job: a path or a function building it) with its state, windows,
+-- clock and source positions. opts: as for driver().
+function M.restore(path, opts)
+  opts = opts or {}
+  local meta, states, windows = core.ckpt.load(path)
+  if not meta then error(("restore %s: %s"):format(path, states), 2) end
+  local job = opts.job or meta.script
+  if not job then error(("restore %s: the checkpoint names no job script; pass opts.job"):format(path), 2) end
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  o.params = opts.params or meta.params
+  o.restored = { meta = meta, states = states, windows = windows }
+  return M.driver(job, o)
 end
 
 -- Every batch's outputs for one output name: { [k] = elements of batch k }
