@@ -2,6 +2,7 @@
 #include "sr_loop.h"
 #include "sr_alloc.h"
 #include "sr_error.h"
+#include "sr_wal.h"
 
 #include <errno.h>
 #include <ev.h>
@@ -23,6 +24,9 @@ struct sr_loop {
     int stopping;           /* SIGINT/SIGTERM: the current batch is the last */
     int reload;             /* SIGHUP seen */
     int lua_active;
+    sr_wal_t *wal;          /* owned; NULL when no checkpoint directory */
+    ev_prepare wal_flush;   /* writes what was logged before the loop blocks */
+    int wal_reported;       /* a WAL write error was logged */
 };
 
 static void sr__loop_close_batch(sr_loop_t *l)
@@ -127,6 +131,11 @@ void sr_loop_free(sr_loop_t *l)
         ev_signal_stop(l->ev, sigs[i]);
     }
     sr_deadletter_close(&l->dead);
+    if (l->wal) {
+        ev_ref(l->ev);
+        ev_prepare_stop(l->ev, &l->wal_flush);
+    }
+    sr_wal_free(l->wal);
     sr_free(l);
 }
 
@@ -187,6 +196,65 @@ double sr_loop_now_ms(sr_loop_t *l)
     return ev_time() * 1000.0;
 }
 
+static void sr__wal_failed(sr_loop_t *l, const char *what)
+{
+    if (l->wal_reported) return;
+    l->wal_reported = 1;
+    fprintf(stderr, "streamrun: write-ahead log: %s: %s\n", what, strerror(sr_wal_error(l->wal) ? sr_wal_error(l->wal) : errno));
+}
+
+/* Logs the sealed batch with the positions of the sources that have one. */
+static void sr__loop_log_batch(sr_loop_t *l, int64_t time_ms)
+{
+    sr_wal_pos_t pos[256];
+    int n = 0;
+    for (int i = 0; i < l->nsources && n < 256; i++) {
+        sr_source_pos_t p;
+        if (sr_source_position(l->sources[i], &p) == 0) {
+            pos[n].index = i;
+            pos[n].offset = p.offset;
+            pos[n].inode = p.inode;
+            n++;
+        }
+    }
+    if (sr_wal_batch(l->wal, time_ms, pos, n) < 0) sr__wal_failed(l, "batch marker");
+    else l->wal_reported = 0;
+}
+
+static void sr__on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
+{
+    (void)ev; (void)revents;
+    sr_loop_t *l = w->data;
+    if (sr_wal_flush(l->wal) < 0) sr__wal_failed(l, "records");
+}
+
+int sr_loop_set_wal(sr_loop_t *l, const char *dir, char *err, size_t errlen)
+{
+    l->wal = sr_wal_open(dir, err, errlen);
+    if (!l->wal) return SR_EIO;
+    /* Records read in one loop iteration reach the file before the next. */
+    ev_prepare_init(&l->wal_flush, sr__on_prepare);
+    l->wal_flush.data = l;
+    ev_prepare_start(l->ev, &l->wal_flush);
+    ev_unref(l->ev);
+    for (int i = 0; i < l->nsources; i++)
+        if (sr_wal_declare(l->wal, i, l->sources[i]->name) < 0) {
+            snprintf(err, errlen, "write-ahead log in %s: %s", dir, strerror(errno));
+            return SR_EIO;
+        }
+    return SR_OK;
+}
+
+uint64_t sr_loop_wal_rotate(sr_loop_t *l) { return l->wal ? sr_wal_rotate(l->wal) : 0; }
+
+int sr_loop_wal_drop_before(sr_loop_t *l, uint64_t seq) { return l->wal ? sr_wal_drop_before(l->wal, seq) : 0; }
+
+void sr__loop_log_record(sr_loop_t *l, sr_source_t *s, int64_t pos, const char *line, size_t len)
+{
+    if (!l->wal || s->type->fast) return;
+    if (sr_wal_record(l->wal, s->index, pos, line, len) < 0) sr__wal_failed(l, "record");
+}
+
 int sr_loop_next(sr_loop_t *l, sr_tick_t *t)
 {
     int64_t interval = l->opts.batch_ms;
@@ -224,6 +292,7 @@ int sr_loop_next(sr_loop_t *l, sr_tick_t *t)
         }
     }
     t->time_ms = l->next_time_ms;
+    if (l->wal) sr__loop_log_batch(l, t->time_ms);
     now = sr_loop_now_ms(l);
     t->delay_ms = now > (double)t->time_ms ? (int64_t)(now - (double)t->time_ms) : 0;
     t->last = l->stopping || (l->nsources && sr__all_done(l));

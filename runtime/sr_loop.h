@@ -66,6 +66,19 @@ void sr_loop_dead_letter(sr_loop_t *l, const char *source, int64_t offset,
                          const char *reason, const char *record, size_t len);
 uint64_t sr_loop_dead_letters(const sr_loop_t *l);
 
+/* Starts the write-ahead log in dir: from now on every record of a source
+ * that cannot be read again is logged as it arrives, and every sealed batch
+ * as a marker. Call after adding the sources. Returns 0 or SR_EIO with a
+ * message in err. */
+int sr_loop_set_wal(sr_loop_t *l, const char *dir, char *err, size_t errlen);
+/* A checkpoint is being taken: starts a new log segment; returns its number
+ * (0 without a log). */
+uint64_t sr_loop_wal_rotate(sr_loop_t *l);
+/* The checkpoint succeeded: deletes the segments before seq. */
+int sr_loop_wal_drop_before(sr_loop_t *l, uint64_t seq);
+
+/* For sources: logs a received record if the loop keeps a log. */
+void sr__loop_log_record(sr_loop_t *l, sr_source_t *s, int64_t pos, const char *line, size_t len);
 /* For sources: closes the batch in progress when s's batch is full or s is
  * done and so is every other source. */
 void sr__loop_wake(sr_loop_t *l, sr_source_t *s);

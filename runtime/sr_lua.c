@@ -2,6 +2,7 @@
 #include "sr_lua.h"
 #include "sr_checkpoint_lua.h"
 #include "sr_state_lua.h"
+#include "sr_wal_lua.h"
 #include "sr_window_lua.h"
 
 #include <lauxlib.h>
@@ -70,6 +71,8 @@ lua_State *sr_lua_new(const char *lua_dir)
     lua_setfield(L, -2, "streamrun.cwindow");
     lua_pushcfunction(L, luaopen_streamrun_ckpt);
     lua_setfield(L, -2, "streamrun.ckpt");
+    lua_pushcfunction(L, luaopen_streamrun_cwal);
+    lua_setfield(L, -2, "streamrun.cwal");
     lua_pop(L, 2);
     return L;
 }

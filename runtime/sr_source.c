@@ -31,6 +31,7 @@ int sr__source_line(void *ud, const char *line, size_t len, int64_t pos, int sta
         return 0;
     }
     s->records++;
+    sr__loop_log_record(s->loop, s, pos, line, len);
     if (sr_batch_full(&s->batch)) {
         sr__loop_wake(s->loop, s);
         return s->type->fast;

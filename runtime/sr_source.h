@@ -65,6 +65,12 @@ struct sr_source {
  * kind that cannot resume at an offset. */
 int sr_source_position(sr_source_t *s, sr_source_pos_t *pos);
 
+/* Reads the lines of a text_file between bytes start and end into out, to
+ * replay a logged batch; inode (if not 0) must still be the file's. Returns
+ * 0, or -1 with a message in err. */
+int sr_source_file_read_range(const char *path, uint64_t inode, int64_t start, int64_t end,
+                              size_t max_line, sr_batch_t *out, char *err, size_t errlen);
+
 /* Looks a kind up in the registry; NULL if unknown. */
 const sr_source_type_t *sr_source_type_find(const char *kind);
 

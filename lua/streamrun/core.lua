@@ -42,6 +42,11 @@ void sr_loop_release(sr_loop_t *l);
 void sr_loop_stop(sr_loop_t *l);
 void sr_loop_set_next_time(sr_loop_t *l, int64_t time_ms);
 int sr_loop_all_done(const sr_loop_t *l);
+int sr_loop_set_wal(sr_loop_t *l, const char *dir, char *err, size_t errlen);
+uint64_t sr_loop_wal_rotate(sr_loop_t *l);
+int sr_loop_wal_drop_before(sr_loop_t *l, uint64_t seq);
+int sr_source_file_read_range(const char *path, uint64_t inode, int64_t start, int64_t end,
+                              size_t max_line, sr_batch_t *out, char *err, size_t errlen);
 sr_source_t *sr_loop_source(sr_loop_t *l, int index);
 int sr_source_position(sr_source_t *s, sr_source_pos_t *pos);
 uint32_t sr_crc32c(uint32_t crc, const void *p, size_t n);
@@ -88,6 +93,7 @@ local M = {
   cstate = load_module("streamrun.cstate"),
   cwindow = load_module("streamrun.cwindow"),
   ckpt = load_module("streamrun.ckpt"),
+  cwal = load_module("streamrun.cwal"),
 }
 
 local duration_out = ffi.new("int64_t[1]")

@@ -7,6 +7,7 @@ local core = require "streamrun.core"
 local checkpoint = require "streamrun.checkpoint"
 local compile = require "streamrun.compile"
 local loader = require "streamrun.loader"
+local recovery = require "streamrun.recovery"
 local sources = require "streamrun.sources"
 
 local C, ffi = core.C, core.ffi
@@ -123,6 +124,11 @@ local function run(cli)
     return 0
   end
 
+  -- The log after the checkpoint decides where sources resume.
+  local wal_dir = settings and recovery.needs_log(job) and (settings.dir .. "/wal") or nil
+  local logged = wal_dir and recovery.read(wal_dir, meta) or nil
+  if logged and logged.note then log("write-ahead log: %s", logged.note) end
+
   local lopts = ffi.new("sr_loop_opts_t")
   lopts.batch_ms = job.batch_ms
   lopts.max_batch_records, lopts.max_batch_bytes = job.max_batch_records, job.max_batch_bytes
@@ -136,10 +142,17 @@ local function run(cli)
   end
   loop = ffi.gc(loop, C.sr_loop_free)
 
-  local lua_sources, n_c = start_sources(job, loop, meta.sources or {})
+  local lua_sources, n_c = start_sources(job, loop, logged and logged.positions or meta.sources or {})
   if not lua_sources then
     log("%s", n_c)
     return 1
+  end
+  if wal_dir then
+    local werr = ffi.new("char[512]")
+    if C.sr_loop_set_wal(loop, wal_dir, werr, 512) ~= 0 then
+      log("%s", ffi.string(werr))
+      return 1
+    end
   end
 
   local function dead(source, offset, reason, record)
@@ -176,11 +189,42 @@ local function run(cli)
     writer, werr = checkpoint.writer(settings, log)
     if not writer then log("checkpoint directory %s: %s", settings.dir, werr) return 1 end
   end
+  -- Log segments a checkpoint covers go once it is written.
+  local segment_after = {}
+  if writer then
+    writer.on_written = function(b)
+      if segment_after[b] then C.sr_loop_wal_drop_before(loop, segment_after[b]) end
+      segment_after[b] = nil
+    end
+  end
   local function checkpoint_now(time_ms, sync, input_ended)
     local m = checkpoint.meta(job, plan, nbatches, time_ms, positions_of(job, loop, lua_sources), progress, cli.params)
     m.finished = input_ended or nil
+    if wal_dir then segment_after[nbatches] = tonumber(C.sr_loop_wal_rotate(loop)) end
     writer:write(nbatches, m, plan, sync)
   end
+
+  -- Batches logged after the checkpoint run again, as they were.
+  local last_time
+  if logged and #logged.batches > 0 then
+    local function next_lua(node)
+      if node.op == "generator" then return sources.generate(node, lua_sources[node], job.batch_ms, report) end
+      return sources.dequeue(node, lua_sources[node], dead)
+    end
+    for _, b in ipairs(logged.batches) do
+      plan.zero_ms = plan.zero_ms or (b.time_ms - job.batch_ms)
+      local ok, perr = pcall(plan.run, recovery.inputs(job, b, dead, next_lua), b.time_ms)
+      if not ok then
+        if type(perr) == "table" and perr.fatal then log("replaying batch %d ms: %s", b.time_ms, perr.fatal) return 1 end
+        error(perr, 0)
+      end
+      nbatches = nbatches + 1
+      last_time = b.time_ms
+    end
+    C.sr_loop_set_next_time(loop, last_time + job.batch_ms)
+    log("replayed %d logged batches, up to %d ms", #logged.batches, last_time)
+  end
+  local pending = logged and logged.pending
 
   local stats_fh
   if cli.stats then
@@ -191,7 +235,7 @@ local function run(cli)
   local duration_ms = cli.duration and core.duration_ms(cli.duration)
   local started = core.clock_ms()
   local tick = ffi.new("sr_tick_t")
-  local total_records, last_time = 0, nil
+  local total_records = 0
   local dead_before = 0 -- dead letters up to the previous batch, reading included
   while true do
     -- Nothing is read while checkpoints keep failing.
@@ -219,6 +263,10 @@ local function run(cli)
         records = records + b.n
       end
       inputs[node] = b
+    end
+    if pending then
+      recovery.add_pending(job, inputs, pending, dead)
+      pending = nil
     end
     local ok, perr = pcall(plan.run, inputs, time_ms)
     C.sr_loop_release(loop)

@@ -1,0 +1,88 @@
+-- streamrun.recovery: resuming a job from its write-ahead log after its
+-- newest checkpoint. The batches logged after the checkpoint are run again
+-- with exactly the records they had: text_file ones read again between the
+-- positions the markers logged, the others from the log. Records logged
+-- after the last marker (received, not yet in a batch) go into the first
+-- batch after the restart. Sources resume where the last marker left them.
+local core = require "streamrun.core"
+local batch = require "streamrun.batch"
+local sources = require "streamrun.sources"
+
+local C, ffi = core.C, core.ffi
+
+local M = {}
+
+-- Whether a job logs: it has a C source other than text_file.
+function M.needs_log(job)
+  for _, node in ipairs(job.sources) do
+    if node.c_kind and node.c_kind ~= "text_file" then return true end
+  end
+  return false
+end
+
+-- Reads the log of dir: { batches (after the checkpoint's time), pending,
+-- positions (where sources resume), note }.
+function M.read(dir, meta)
+  local log = core.cwal.read(dir)
+  local after = {}
+  local positions = {}
+  for name, p in pairs(meta.sources or {}) do positions[name] = p end
+  local since = meta.time_ms or -math.huge
+  local start = {}
+  for name, p in pairs(positions) do start[name] = p end
+  for _, b in ipairs(log.batches) do
+    if b.time_ms > since then
+      b.from = {}
+      for name, p in pairs(positions) do b.from[name] = p end
+      after[#after + 1] = b
+    end
+    for name, p in pairs(b.positions) do positions[name] = p end
+  end
+  return { batches = after, pending = log.pending, positions = positions, note = log.note }
+end
+
+local function file_range(node, from, to, dead)
+  local out = ffi.gc(C.sr_batch_new(0, 0), C.sr_batch_free)
+  local err = ffi.new("char[512]")
+  local start = from and from.offset or 0
+  if C.sr_source_file_read_range(node.path, to.inode or 0, start, to.offset, node.max_line, out, err, 512) ~= 0 then
+    dead(node.stage_name, start, "cannot replay a logged batch: " .. ffi.string(err), "")
+  end
+  return sources.read_c_batch(node, out, dead)
+end
+
+-- The inputs of a logged batch b, by source node. next_lua(node) gives a
+-- Lua-side source's batch as it would have been.
+function M.inputs(job, b, dead, next_lua)
+  local inputs = {}
+  for _, node in ipairs(job.sources) do
+    local name = node.stage_name
+    if node.c_kind == "text_file" then
+      local to = b.positions[name]
+      inputs[node] = to and file_range(node, b.from[name], to, dead) or batch.empty()
+    elseif node.c_kind then
+      inputs[node] = sources.read_values(node, b.records[name] or {}, 1, dead)
+    else
+      inputs[node] = next_lua(node)
+    end
+  end
+  return inputs
+end
+
+-- Adds the records logged after the last marker to the first live batch's
+-- inputs (sources that resume at a position read them again instead).
+function M.add_pending(job, inputs, pending, dead)
+  for _, node in ipairs(job.sources) do
+    local lines = pending[node.stage_name]
+    if lines and node.c_kind and node.c_kind ~= "text_file" and node.c_kind ~= "tail" then
+      local old = inputs[node]
+      local extra = sources.read_values(node, lines, 1, dead)
+      local merged = batch.to_elements(extra)
+      local rest = batch.to_elements(old)
+      for i = 1, #rest do merged[#merged + 1] = rest[i] end
+      inputs[node] = batch.of_values(merged)
+    end
+  end
+end
+
+return M

@@ -1,0 +1,105 @@
+/* sr_wal_lua: cwal.read(dir) -> { batches = { {time_ms, records = {name =
+ * {line, ...}}, positions = {name = {offset, inode}}}, ... }, pending =
+ * {name = {line, ...}}, note = "..." or nil }. A batch's records are the
+ * ones logged since the marker before it; pending ones follow the last. */
+#include "sr_wal_lua.h"
+#include "sr_wal.h"
+
+#include <lauxlib.h>
+#include <string.h>
+
+typedef struct sr__reader {
+    lua_State *L;
+    int batches, pending, names; /* stack indices */
+    int nbatches;
+} sr__reader_t;
+
+/* Appends the line to pending[name]. */
+static void sr__add_record(sr__reader_t *r, const sr_wal_entry_t *e)
+{
+    lua_State *L = r->L;
+    lua_rawgeti(L, r->names, e->index);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushfstring(L, "#%d", e->index);
+    }
+    lua_pushvalue(L, -1);
+    lua_rawget(L, r->pending);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -2);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, r->pending);
+    }
+    lua_pushlstring(L, e->data, e->len);
+    lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+    lua_pop(L, 2);
+}
+
+static void sr__on_entry(void *ud, const sr_wal_entry_t *e)
+{
+    sr__reader_t *r = ud;
+    lua_State *L = r->L;
+    luaL_checkstack(L, 8, "wal");
+    if (e->type == SR_WAL_SOURCE) {
+        lua_pushlstring(L, e->data, e->len);
+        lua_rawseti(L, r->names, e->index);
+    } else if (e->type == SR_WAL_RECORD) {
+        sr__add_record(r, e);
+    } else if (e->type == SR_WAL_BATCH) {
+        /* The pending records become this batch's. */
+        lua_createtable(L, 0, 3);
+        lua_pushnumber(L, (lua_Number)e->time_ms);
+        lua_setfield(L, -2, "time_ms");
+        lua_pushvalue(L, r->pending);
+        lua_setfield(L, -2, "records");
+        lua_newtable(L);
+        for (int i = 0; i < e->npos; i++) {
+            lua_rawgeti(L, r->names, e->positions[i].index);
+            if (lua_isnil(L, -1)) { lua_pop(L, 1); continue; }
+            lua_createtable(L, 0, 2);
+            lua_pushnumber(L, (lua_Number)e->positions[i].offset);
+            lua_setfield(L, -2, "offset");
+            lua_pushnumber(L, (lua_Number)e->positions[i].inode);
+            lua_setfield(L, -2, "inode");
+            lua_rawset(L, -3);
+        }
+        lua_setfield(L, -2, "positions");
+        lua_rawseti(L, r->batches, ++r->nbatches);
+        lua_newtable(L);
+        lua_replace(L, r->pending);
+    }
+}
+
+static int sr__read(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    lua_settop(L, 1);
+    lua_newtable(L); /* 2 batches */
+    lua_newtable(L); /* 3 pending */
+    lua_newtable(L); /* 4 names by index */
+    sr__reader_t r = {L, 2, 3, 4, 0};
+    char note[1024];
+    long n = sr_wal_scan(dir, sr__on_entry, &r, note, sizeof(note));
+    lua_createtable(L, 0, 4);
+    lua_pushvalue(L, 2);
+    lua_setfield(L, -2, "batches");
+    lua_pushvalue(L, 3);
+    lua_setfield(L, -2, "pending");
+    lua_pushinteger(L, n < 0 ? 0 : n);
+    lua_setfield(L, -2, "entries");
+    if (note[0]) {
+        lua_pushstring(L, note);
+        lua_setfield(L, -2, "note");
+    }
+    return 1;
+}
+
+int luaopen_streamrun_cwal(lua_State *L)
+{
+    lua_newtable(L);
+    lua_pushcfunction(L, sr__read);
+    lua_setfield(L, -2, "read");
+    return 1;
+}
