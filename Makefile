@@ -69,3 +69,17 @@ test-lua: all
 
 clean:
 	rm -rf build
+
+# Benchmarks (SPEC section 13, spec/bench/run.lua): inputs are generated into
+# build/bench-data/ and reused; the table also goes to build/bench.json.
+.PHONY: bench-quick
+
+build/wc_baseline: spec/bench/wc_baseline.c
+	@mkdir -p $(@D)
+	$(CC) -O2 -o $@ $<
+
+bench: all build/wc_baseline
+	@luajit spec/bench/run.lua
+
+bench-quick: all build/wc_baseline
+	@luajit spec/bench/run.lua --quick
