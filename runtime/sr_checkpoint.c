@@ -187,6 +187,15 @@ int sr_checkpoint_prune(const char *dir, int keep)
     char **names = NULL;
     size_t n = 0, cap = 0;
     for (struct dirent *de; (de = readdir(d));) {
+        size_t len = strlen(de->d_name), tl = strlen(SR_CKPT_SUFFIX ".tmp");
+        if (len > tl && strcmp(de->d_name + len - tl, SR_CKPT_SUFFIX ".tmp") == 0) {
+            /* Left by a writer that was killed: one writer runs at a time,
+             * and prune runs after its own rename. */
+            char tmp[4200];
+            snprintf(tmp, sizeof(tmp), "%s/%s", dir, de->d_name);
+            unlink(tmp);
+            continue;
+        }
         if (!sr__is_checkpoint(de->d_name)) continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 16;

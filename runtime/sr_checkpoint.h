@@ -38,7 +38,8 @@ typedef struct sr_ckpt_content {
 int sr_checkpoint_write(const char *dir, const char *name, const sr_ckpt_content_t *c,
                         char *err, size_t errlen);
 /* Removes the oldest checkpoint files of dir beyond keep (names sort by
- * batch). Returns how many were removed, or -1. */
+ * batch), and temp files a killed writer left. Call when no checkpoint is
+ * being written. Returns how many checkpoints were removed, or -1. */
 int sr_checkpoint_prune(const char *dir, int keep);
 
 typedef struct sr_ckpt_reader {

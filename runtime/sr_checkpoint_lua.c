@@ -220,8 +220,9 @@ static sr_state_t *sr__load_state(sr_ckpt_reader_t *r, const msgpack_object *hea
     sr_state_t *st = sr_state_new(name, (int)sr__int(sr__field(head, "partitions"), 16),
                                   sr__int(sr__field(head, "timeout_ms"), 0),
                                   sr__int(sr__field(head, "now_ms"), 0));
-    if (!st) {
-        snprintf(err, errlen, "state %s: out of memory", name);
+    if (!st || sr_state_reserve(st, (size_t)count) < 0) {
+        sr_state_free(st);
+        snprintf(err, errlen, "state %s: out of memory for %lld keys", name, (long long)count);
         return NULL;
     }
     for (int64_t i = 0; i < count; i++) {

@@ -9,11 +9,13 @@
 static int sr__open(const char *path, int flags, mode_t mode) { return open(path, flags, mode); }
 
 const sr_io_t sr_io_real = {
-    .open = sr__open, .write = write, .fsync = fsync, .rename = rename, .close = close,
+    .open = sr__open, .write = write, .fsync = fsync, .fdatasync = fdatasync,
+    .rename = rename, .close = close,
 };
 
 sr_io_t sr_io = {
-    .open = sr__open, .write = write, .fsync = fsync, .rename = rename, .close = close,
+    .open = sr__open, .write = write, .fsync = fsync, .fdatasync = fdatasync,
+    .rename = rename, .close = close,
 };
 
 int sr_io_write_all(int fd, const void *p, size_t n)

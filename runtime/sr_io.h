@@ -10,6 +10,7 @@ typedef struct sr_io {
     int (*open)(const char *path, int flags, mode_t mode);
     ssize_t (*write)(int fd, const void *p, size_t n);
     int (*fsync)(int fd);
+    int (*fdatasync)(int fd);
     int (*rename)(const char *from, const char *to);
     int (*close)(int fd);
 } sr_io_t;

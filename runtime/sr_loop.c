@@ -309,6 +309,15 @@ void sr_loop_release(sr_loop_t *l)
 
 void sr_loop_stop(sr_loop_t *l) { l->stopping = 1; }
 
+int sr_loop_wait(sr_loop_t *l, int64_t ms)
+{
+    /* Sources are not read: the loop does not run; libev's signal handler
+     * only marks the signal, and this one pass runs its callback. */
+    ev_sleep((double)ms / 1000.0);
+    ev_run(l->ev, EVRUN_NOWAIT);
+    return l->stopping;
+}
+
 void sr_loop_set_next_time(sr_loop_t *l, int64_t time_ms) { l->next_time_ms = time_ms; }
 
 int sr_loop_all_done(const sr_loop_t *l) { return l->nsources && sr__all_done(l); }

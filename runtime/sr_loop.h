@@ -56,6 +56,9 @@ void sr_loop_set_next_time(sr_loop_t *l, int64_t time_ms);
 /* 1 when the loop has C sources and every one has delivered all its input
  * (and no Lua-side source is active). */
 int sr_loop_all_done(const sr_loop_t *l);
+/* Waits ms, then takes in signals; returns 1 if SIGINT/SIGTERM arrived. For
+ * a job that must not read (its checkpoints keep failing). */
+int sr_loop_wait(sr_loop_t *l, int64_t ms);
 /* Asks the loop to stop after the batch in progress (as SIGTERM does). */
 void sr_loop_stop(sr_loop_t *l);
 

@@ -97,6 +97,16 @@ static int sr__grow(sr_state_part_t *part)
     return SR_OK;
 }
 
+int sr_state_reserve(sr_state_t *st, size_t n)
+{
+    /* Partitions share keys about evenly; leave room for the skew. */
+    size_t per = n / (size_t)st->nparts + n / (size_t)st->nparts / 8 + 16;
+    for (int p = 0; p < st->nparts; p++)
+        while (st->parts[p].cap * 3 < per * 4)
+            if (sr__grow(&st->parts[p]) < 0) return SR_ENOMEM;
+    return SR_OK;
+}
+
 sr_state_entry_t *sr_state_get(sr_state_t *st, const char *key, size_t klen)
 {
     uint64_t h = sr_state_hash(key, klen);

@@ -46,6 +46,10 @@ sr_state_t *sr_state_new(const char *name, int partitions, int64_t timeout_ms, i
 /* Frees the state and every entry. */
 void sr_state_free(sr_state_t *st);
 
+/* Sizes the tables for n keys at once (restoring: keys arrive in hash
+ * order, which a growing linear-probing table would cluster). Returns 0 or
+ * SR_ENOMEM. */
+int sr_state_reserve(sr_state_t *st, size_t n);
 /* The entry for the key bytes, or NULL. Borrowed until the key is changed. */
 sr_state_entry_t *sr_state_get(sr_state_t *st, const char *key, size_t klen);
 /* Sets the key's value (copying both). Returns 0 or SR_ENOMEM (the key's

@@ -27,6 +27,7 @@ struct sr_wal {
     uint64_t seq;
     char *buf;
     size_t len, cap;
+    off_t file_len; /* bytes of whole entries in the segment */
     int err;
     char *names[SR_WAL_MAX_SOURCES]; /* declared sources, re-declared per segment */
 };
@@ -77,10 +78,13 @@ static int sr__flush(sr_wal_t *w)
     if (!w->len) return 0;
     if (w->fd < 0 || sr_io_write_all(w->fd, w->buf, w->len) < 0) {
         w->err = w->fd < 0 ? EBADF : errno;
+        /* A partial write would hide every entry after it: cut it off. */
+        if (w->fd >= 0 && ftruncate(w->fd, w->file_len) < 0) { /* reported as w->err already */ }
         w->len = 0;
         errno = w->err;
         return -1;
     }
+    w->file_len += (off_t)w->len;
     w->len = 0;
     return 0;
 }
@@ -135,7 +139,9 @@ static int sr__open_segment(sr_wal_t *w, uint64_t seq)
     if (w->fd >= 0) sr_io.close(w->fd);
     w->fd = fd;
     w->seq = seq;
-    sr_io_fsync_dir(w->dir);
+    struct stat st;
+    w->file_len = fstat(fd, &st) == 0 ? st.st_size : 0;
+    if (sr_io_fsync_dir(w->dir) < 0) w->err = errno;
     for (int i = 0; i < SR_WAL_MAX_SOURCES; i++)
         if (w->names[i]) {
             size_t n = strlen(w->names[i]);
@@ -231,7 +237,7 @@ int sr_wal_batch(sr_wal_t *w, int64_t time_ms, const sr_wal_pos_t *pos, int npos
     }
     sr__seal(p, n);
     if (sr__flush(w) < 0) return -1;
-    if (fdatasync(w->fd) < 0) {
+    if (sr_io.fdatasync(w->fd) < 0) {
         w->err = errno;
         return -1;
     }
@@ -324,7 +330,10 @@ long sr_wal_scan(const char *dir, void (*fn)(void *ud, const sr_wal_entry_t *e),
         char path[4200];
         snprintf(path, sizeof(path), "%s/%020llu.wal", dir, (unsigned long long)seqs[i]);
         int fd = open(path, O_RDWR | O_CLOEXEC);
-        if (fd < 0) continue;
+        if (fd < 0) {
+            snprintf(note, notelen, "cannot open %s: %s; the log after it is not read", path, strerror(errno));
+            break;
+        }
         struct stat st;
         size_t size = fstat(fd, &st) == 0 ? (size_t)st.st_size : 0;
         size_t good = 0;

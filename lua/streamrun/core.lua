@@ -40,6 +40,7 @@ void sr_loop_set_lua_active(sr_loop_t *l, int active);
 int sr_loop_next(sr_loop_t *l, sr_tick_t *t);
 void sr_loop_release(sr_loop_t *l);
 void sr_loop_stop(sr_loop_t *l);
+int sr_loop_wait(sr_loop_t *l, int64_t ms);
 void sr_loop_set_next_time(sr_loop_t *l, int64_t time_ms);
 int sr_loop_all_done(const sr_loop_t *l);
 int sr_loop_set_wal(sr_loop_t *l, const char *dir, char *err, size_t errlen);
@@ -56,7 +57,6 @@ uint64_t sr_loop_dead_letters(const sr_loop_t *l);
 
 int mkdir(const char *path, unsigned int mode);
 int truncate(const char *path, int64_t length);
-int poll(void *fds, unsigned long nfds, int timeout);
 ]]
 
 local function here()
@@ -118,11 +118,6 @@ function M.file_hash(path)
   local data = f:read("*a")
   f:close()
   return ("%08x"):format(C.sr_crc32c(0, data, #data))
-end
-
--- Sleeps for ms milliseconds.
-function M.sleep_ms(ms)
-  ffi.C.poll(nil, 0, ms)
 end
 
 -- Cuts the file at path to length bytes. Returns true or nil, message.

@@ -240,8 +240,11 @@ local function run(cli)
   while true do
     -- Nothing is read while checkpoints keep failing.
     while writer and writer:blocked() do
-      C.sr_loop_stop(loop)
-      core.sleep_ms(job.batch_ms)
+      if C.sr_loop_wait(loop, job.batch_ms) ~= 0 then
+        log("stopping: checkpoints still failing, nothing read since the last one")
+        writer:wait()
+        return 1
+      end
       checkpoint_now(last_time, true)
     end
     C.sr_loop_set_lua_active(loop, lua_active(lua_sources) and 1 or 0)

@@ -639,17 +639,11 @@ static void test_fdatasync_failure(void **state)
 }
 
 /* A write that fails part way through an entry (ENOSPC after a short
- * write) leaves that entry's first bytes in the segment, and sr_wal keeps
- * appending after them: every later entry, though sr_wal_batch returned 0
- * for it (durable), sits behind a torn entry in the middle of the file.
- * sr_wal_scan stops at the torn bytes and, the segment being the last,
- * cuts the later entries off with ftruncate (sr_wal.c, sr__flush: on error
- * it drops the buffer but does not cut the file back to the last whole
- * entry). Expected: the batch logged after the failure is read back. */
-static void test_known_bug_entries_after_a_partial_write_are_lost(void **state)
+ * write) is cut back to the last whole entry, so the entries logged once
+ * there is space again are read back. */
+static void test_entries_after_a_partial_write_are_kept(void **state)
 {
     (void)state;
-    if (!getenv("SR_TEST_KNOWN_BUGS")) skip();
     sr_wal_t *w = open_wal();
     assert_int_equal(sr_wal_declare(w, 0, "s"), 0);
     assert_int_equal(sr_wal_batch(w, 100, NULL, 0), 0);
@@ -674,15 +668,11 @@ static void test_known_bug_entries_after_a_partial_write_are_lost(void **state)
     assert_batch(&got.e[3], 300, 0);
 }
 
-/* A segment that cannot be opened is skipped without a word (sr_wal.c,
- * sr_wal_scan: `if (fd < 0) continue;`), and the segments after it are
- * read as if it were not there: replay then misses its batches silently.
- * Here the segment is a directory (EISDIR); EMFILE, EACCES (not as root) or
- * EIO do the same. Expected: the read stops there, with a note. */
-static void test_known_bug_unreadable_segment_is_skipped_silently(void **state)
+/* A segment that cannot be opened (here a directory: EISDIR) stops the
+ * read there, with a note, rather than skipping its batches silently. */
+static void test_unreadable_segment_stops_the_read(void **state)
 {
     (void)state;
-    if (!getenv("SR_TEST_KNOWN_BUGS")) skip();
     sr_wal_t *w = open_wal();
     assert_int_equal(sr_wal_declare(w, 0, "s"), 0);
     assert_int_equal(sr_wal_batch(w, 100, NULL, 0), 0);
@@ -714,8 +704,8 @@ int main(void)
         T(test_corruption_in_an_earlier_segment_stops_the_read),
         T(test_write_failures_are_reported),
         T(test_fdatasync_failure),
-        T(test_known_bug_entries_after_a_partial_write_are_lost),
-        T(test_known_bug_unreadable_segment_is_skipped_silently),
+        T(test_entries_after_a_partial_write_are_kept),
+        T(test_unreadable_segment_stops_the_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

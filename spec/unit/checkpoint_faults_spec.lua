@@ -235,18 +235,9 @@ describe("checkpoint writer faults", function()
     assert.same({ 4 }, written)
   end)
 
-  -- BUG (lua/streamrun/runner.lua, the `while writer and writer:blocked()`
-  -- loop at the top of the batch loop): to make sources wait it calls
-  -- C.sr_loop_stop(loop), which sets the loop's `stopping` for good
-  -- (runtime/sr_loop.c, sr_loop_stop; nothing clears it). Once a checkpoint
-  -- succeeds, the next sr_loop_next returns tick.last = 1, the runner takes
-  -- it for the end of the input, writes a final checkpoint and returns 0:
-  -- the job quits instead of going on. Repro: this test (run it with
-  -- SR_TEST_KNOWN_BUGS=1): a queue of 8 batches, the first three
-  -- checkpoints failing: 4 or 5 batches run, not 8. With two failures (not
-  -- blocked) all 8 run. Make this an `it` once it is fixed.
-  local known_bug = os.getenv("SR_TEST_KNOWN_BUGS") and it or pending
-  known_bug("a running job goes on after the checkpoint that unblocks it", function()
+  -- Sources wait while checkpoints keep failing, and the job goes on once
+  -- one succeeds.
+  it("a running job goes on after the checkpoint that unblocks it", function()
     local runner = require "streamrun.runner"
     local seen = {}
     local function batches_job()
