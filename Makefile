@@ -29,7 +29,8 @@ all: build/streamrun build/libstreamrun.so
 help:
 	@echo "make          build build/streamrun and build/libstreamrun.so"
 	@echo "make run      install what is missing, build, run jobs/wordcount.lua for a few seconds"
-	@echo "make test     every test (C units under ASan/UBSan, Busted specs, end to end)"
+	@echo "make test     every test (C units under ASan/UBSan, Busted specs, end to end, fuzz targets briefly)"
+	@echo "make fuzz     the libFuzzer targets, FUZZ_SECONDS (default 20) each"
 	@echo "make bench    the benchmarks"
 
 deps:
@@ -58,14 +59,51 @@ build/test/%: spec/c/%.c $(TEST_OBJ) spec/c/sr_test.h
 run: deps all
 	./build/streamrun run jobs/wordcount.lua --duration 3s
 
-test: deps all $(CTESTS)
-	@sh spec/run_all.sh $(CTESTS)
+test: deps all $(CTESTS) fuzz-build
+	@FUZZ_TARGETS="$(FUZZ_BIN)" FUZZ_SECONDS=$(TEST_FUZZ_SECONDS) FUZZ_SEED=1 sh spec/run_all.sh $(CTESTS)
 
 test-c: $(CTESTS)
 	@sh spec/run_all.sh --c-only $(CTESTS)
 
 test-lua: all
 	@sh spec/run_all.sh --lua-only
+
+# Fuzzing with libFuzzer (Debian's clang): the checkpoint and write-ahead log
+# decoders under ASan/UBSan, from seeds the runtime's own writers make
+# (spec/fuzz/gen_seeds.c). `make fuzz` runs each target FUZZ_SECONDS with a
+# random seed; `make test` each TEST_FUZZ_SECONDS with seed 1, one test each.
+.PHONY: fuzz fuzz-build
+FUZZ_CC           ?= clang
+FUZZ_SECONDS      ?= 20
+TEST_FUZZ_SECONDS ?= 10
+FUZZ_CFLAGS  = $(CSTD) $(WARN) -O1 -g $(LUAJIT_CFLAGS) -fno-omit-frame-pointer
+FUZZ_OBJ     = $(LIB_SRC:runtime/%.c=build/fuzz/obj/%.o)
+FUZZ_BIN     = build/fuzz/fuzz_checkpoint build/fuzz/fuzz_wal
+.SECONDARY: $(FUZZ_OBJ)
+
+# UBSan checks stay recoverable here so spec/fuzz/ubsan.supp can name known
+# bugs; UBSAN_OPTIONS=halt_on_error=1 makes every other report fatal.
+build/fuzz/obj/%.o: runtime/%.c $(HEADERS)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fPIC -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+
+build/fuzz/fuzz_%: spec/fuzz/fuzz_%.c spec/fuzz/fuzz_common.h $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -Iruntime -o $@ $< $(FUZZ_OBJ) $(LUAJIT_LIBS) $(LIBS)
+
+build/fuzz/gen_seeds: spec/fuzz/gen_seeds.c $(LIB_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Iruntime -o $@ $< $(LIB_OBJ) $(LUAJIT_LIBS) $(LIBS)
+
+build/fuzz/seeds/.done: build/fuzz/gen_seeds
+	rm -rf build/fuzz/seeds
+	mkdir -p build/fuzz/seeds/checkpoint build/fuzz/seeds/wal
+	build/fuzz/gen_seeds build/fuzz/seeds/checkpoint build/fuzz/seeds/wal
+	touch $@
+
+fuzz-build: $(FUZZ_BIN) build/fuzz/seeds/.done
+
+fuzz: fuzz-build
+	@FUZZ_TARGETS="$(FUZZ_BIN)" FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_SEED=0 sh spec/run_all.sh --fuzz-only
 
 clean:
 	rm -rf build
