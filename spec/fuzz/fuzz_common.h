@@ -4,9 +4,11 @@
  * decoders (ckpt.load, cwal.read) the way the runtime does. */
 #ifndef FUZZ_COMMON_H
 #define FUZZ_COMMON_H
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,13 +47,28 @@ static void fz__cleanup(void)
     if (fz_dir[0]) nftw(fz_dir, fz__rm, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* Makes fz_dir, a fresh directory under $TMPDIR (or /tmp). */
+/* Makes fz_dir, $TMPDIR/sr_fuzz_<what>.<pid> (or under /tmp). A run that
+ * found something dies without atexit, so the directories of processes no
+ * longer alive are removed first. */
 static void fz_init_dir(const char *what)
 {
     const char *base = getenv("TMPDIR");
-    snprintf(fz_dir, sizeof(fz_dir), "%s/sr_fuzz_%s.XXXXXX", base && *base ? base : "/tmp", what);
-    if (!mkdtemp(fz_dir)) {
-        perror("mkdtemp");
+    if (!base || !*base) base = "/tmp";
+    char prefix[256];
+    int plen = snprintf(prefix, sizeof(prefix), "sr_fuzz_%s.", what);
+    DIR *d = opendir(base);
+    for (struct dirent *de; d && (de = readdir(d));) {
+        if (strncmp(de->d_name, prefix, (size_t)plen) != 0) continue;
+        char *end;
+        long pid = strtol(de->d_name + plen, &end, 10);
+        if (*end || pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        snprintf(fz_dir, sizeof(fz_dir), "%s/%s", base, de->d_name);
+        nftw(fz_dir, fz__rm, 16, FTW_DEPTH | FTW_PHYS);
+    }
+    if (d) closedir(d);
+    snprintf(fz_dir, sizeof(fz_dir), "%s/%s%ld", base, prefix, (long)getpid());
+    if (mkdir(fz_dir, 0700) < 0 && errno != EEXIST) {
+        perror(fz_dir);
         exit(1);
     }
     atexit(fz__cleanup);
