@@ -121,3 +121,12 @@ bench: all build/wc_baseline
 
 bench-quick: all build/wc_baseline
 	@luajit spec/bench/run.lua --quick
+
+# The crash loop of spec/e2e/crash_spec.lua at length: 500 kills of its
+# text_file job and 200 of its listen_text job (`make test` runs 50 and 20),
+# with a new seed each time, printed with the counts (STREAMRUN_CRASH_SEED=N
+# repeats one; STREAMRUN_CRASH_KEEP=1 keeps a failing run's directory).
+.PHONY: soak
+soak: all
+	@STREAMRUN_CRASH_KILLS=500 STREAMRUN_CRASH_LISTEN_KILLS=200 \
+	  STREAMRUN_CRASH_SEED=$${STREAMRUN_CRASH_SEED:-$$(date +%s)} busted spec/e2e/crash_spec.lua
