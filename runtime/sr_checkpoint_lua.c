@@ -105,9 +105,13 @@ static int sr__start(lua_State *L)
         return 2;
     }
     if (pid == 0) {
-        /* The child: C memory only, no Lua, no libev; _exit skips atexit. */
+        /* The child: C memory only, no Lua, no libev; _exit skips atexit.
+         * It keeps no descriptor of the job's (a listening socket held here
+         * would keep a restarted job from binding its port). */
         char msg[1100], err[1024];
         close(fds[0]);
+        if (fds[1] > 3) close_range(3, (unsigned)fds[1] - 1, 0);
+        close_range((unsigned)fds[1] + 1, ~0U, 0);
         if (sr_checkpoint_write(dir, name, &refs->c, err, sizeof(err)) < 0) {
             snprintf(msg, sizeof(msg), "ERR %s", err);
         } else {
@@ -208,13 +212,14 @@ static void sr__reencode(const msgpack_object *o, sr_mpbuf_t *buf)
 }
 
 /* Reads a state block whose header was just read; NULL with err set. */
-static sr_state_t *sr__load_state(sr_ckpt_reader_t *r, const msgpack_object *head, char *err, size_t errlen)
+static sr_state_t *sr__load_state(sr_ckpt_reader_t *r, const msgpack_object *head, size_t head_at,
+                                  char *err, size_t errlen)
 {
     char name[512];
     sr__str(sr__field(head, "state"), name, sizeof(name));
     int64_t count = sr__int(sr__field(head, "count"), -1);
     if (!name[0] || count < 0) {
-        snprintf(err, errlen, "offset %zu: malformed state header", r->off);
+        snprintf(err, errlen, "offset %zu: malformed state header", head_at);
         return NULL;
     }
     sr_state_t *st = sr_state_new(name, (int)sr__int(sr__field(head, "partitions"), 16),
@@ -281,6 +286,8 @@ static int sr__load(lua_State *L)
     int64_t nstates = sr__int(sr__field(&head, "nstates"), -1);
     int64_t nwindows = sr__int(sr__field(&head, "nwindows"), -1);
     if (!meta || nstates < 0 || nwindows < 0) return sr__load_error(L, &r, "offset 5: malformed header");
+    if (sr__int(sr__field(meta, "batch"), -1) < 0 || sr__int(sr__field(meta, "time_ms"), -1) < 0)
+        return sr__load_error(L, &r, "offset 5: malformed metadata: not a map with a batch number and a time");
     sr_mplua_push_object(L, meta); /* 2 */
     lua_newtable(L);               /* 3: states */
     lua_newtable(L);               /* 4: windows */
@@ -291,7 +298,7 @@ static int sr__load(lua_State *L)
             snprintf(err, sizeof(err), "offset %zu: malformed state header", at);
             return sr__load_error(L, &r, err);
         }
-        sr_state_t *st = sr__load_state(&r, &sh, err, sizeof(err));
+        sr_state_t *st = sr__load_state(&r, &sh, at, err, sizeof(err));
         if (!st) return sr__load_error(L, &r, err);
         sr_state_lua_push(L, st);
         lua_setfield(L, 3, st->name);
@@ -336,7 +343,7 @@ static int sr__load(lua_State *L)
                 snprintf(err, sizeof(err), "window %s: offset %zu: malformed result header", name, at);
                 return sr__load_error(L, &r, err);
             }
-            sr_state_t *st = sr__load_state(&r, &rh, err, sizeof(err));
+            sr_state_t *st = sr__load_state(&r, &rh, at, err, sizeof(err));
             if (!st) return sr__load_error(L, &r, err);
             lua_getfield(L, 4, name);
             sr_state_lua_push(L, st);

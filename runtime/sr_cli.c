@@ -15,7 +15,9 @@ const char *sr_cli_usage(void)
     return "usage:\n"
            "  streamrun run JOB.lua [--batch DUR] [--checkpoint DIR] [--duration DUR | --batches N]\n"
            "                        [--set KEY=VALUE]... [--no-reload] [--quiet] [--stats FILE]\n"
-           "  streamrun check JOB.lua     validate a job, print its stage graph\n"
+           "  streamrun check JOB.lua [--against CHECKPOINT]\n"
+           "                              validate a job, print its stage graph; with a\n"
+           "                              checkpoint, which stages keep, drop or start state\n"
            "  streamrun inspect PATH [--keys STAGE | --verify]\n"
            "                              a checkpoint (file, or the newest valid one of a\n"
            "                              directory) as JSON; --keys dumps a stage's state\n"
@@ -85,6 +87,12 @@ int sr_cli_parse(int argc, char **argv, sr_cli_t *cli, char *err, size_t errlen)
         if (a[0] != '-') {
             if (cli->job) return sr__fail(err, errlen, "unexpected argument '%s'", a);
             cli->job = a;
+            continue;
+        }
+        if (!is_run && !strcmp(a, "--against")) {
+            if (!next) return sr__fail(err, errlen, "%s needs a checkpoint", a);
+            cli->against = next;
+            i++;
             continue;
         }
         if (!is_run) return sr__fail(err, errlen, "unknown option '%s'", a);

@@ -27,7 +27,16 @@ struct sr_loop {
     sr_wal_t *wal;          /* owned; NULL when no checkpoint directory */
     ev_prepare wal_flush;   /* writes what was logged before the loop blocks */
     int wal_reported;       /* a WAL write error was logged */
+    struct sr__watch *watches; /* owned: files whose change asks for a reload */
 };
+
+typedef struct sr__watch {
+    ev_stat stat;
+    char *path;
+    struct sr__watch *next;
+} sr__watch_t;
+
+static void sr__wal_failed(sr_loop_t *l, const char *what);
 
 static void sr__loop_close_batch(sr_loop_t *l)
 {
@@ -47,15 +56,17 @@ static int sr__fast_forward(const sr_loop_t *l)
 {
     if (l->lua_active || !l->nsources) return 0;
     for (int i = 0; i < l->nsources; i++)
-        if (!l->sources[i]->type->fast) return 0;
+        if (!l->sources[i]->removed && !l->sources[i]->type->fast) return 0;
     return 1;
 }
 
 static int sr__all_done(const sr_loop_t *l)
 {
     if (l->lua_active) return 0;
-    for (int i = 0; i < l->nsources; i++)
-        if (!l->sources[i]->type->bounded || !l->sources[i]->done) return 0;
+    for (int i = 0; i < l->nsources; i++) {
+        const sr_source_t *s = l->sources[i];
+        if (!s->removed && (!s->type->bounded || !s->done)) return 0;
+    }
     return 1;
 }
 
@@ -115,9 +126,10 @@ sr_loop_t *sr_loop_new(const sr_loop_opts_t *o, char *err, size_t errlen)
 void sr_loop_free(sr_loop_t *l)
 {
     if (!l) return;
+    sr_loop_unwatch(l);
     for (int i = 0; i < l->nsources; i++) {
         sr_source_t *s = l->sources[i];
-        s->type->stop(s);
+        if (!s->removed) s->type->stop(s);
         sr_batch_close(&s->batch);
         sr_linesplit_close(&s->split);
         sr_free(s->name);
@@ -169,6 +181,7 @@ int sr_loop_add_source(sr_loop_t *l, const sr_source_opts_t *o, char *err, size_
         return rc;
     }
     l->sources[l->nsources++] = s;
+    if (l->wal && sr_wal_declare(l->wal, s->index, s->name) < 0) sr__wal_failed(l, "source");
     return s->index;
 nomem:
     snprintf(err, errlen, "%s", sr_strerror(SR_ENOMEM));
@@ -294,7 +307,8 @@ int sr_loop_next(sr_loop_t *l, sr_tick_t *t)
     t->time_ms = l->next_time_ms;
     if (l->wal) sr__loop_log_batch(l, t->time_ms);
     now = sr_loop_now_ms(l);
-    t->delay_ms = now > (double)t->time_ms ? (int64_t)(now - (double)t->time_ms) : 0;
+    /* On the logical clock of stored input no batch is late. */
+    t->delay_ms = !sr__fast_forward(l) && now > (double)t->time_ms ? (int64_t)(now - (double)t->time_ms) : 0;
     t->last = l->stopping || (l->nsources && sr__all_done(l));
     t->reload = l->reload;
     l->reload = 0;
@@ -308,6 +322,56 @@ void sr_loop_release(sr_loop_t *l)
 }
 
 void sr_loop_stop(sr_loop_t *l) { l->stopping = 1; }
+
+void sr_loop_remove_source(sr_loop_t *l, int index)
+{
+    sr_source_t *s = sr_loop_source(l, index);
+    if (!s || s->removed) return;
+    s->type->stop(s);
+    s->removed = 1;
+    s->done = 1;
+    sr_batch_clear(&s->batch);
+}
+
+void sr_loop_set_interval(sr_loop_t *l, int64_t batch_ms)
+{
+    if (batch_ms > 0) l->opts.batch_ms = batch_ms;
+}
+
+static void sr__on_watch(struct ev_loop *ev, ev_stat *w, int revents)
+{
+    (void)ev; (void)revents;
+    sr_loop_t *l = w->data;
+    l->reload = 1;
+}
+
+int sr_loop_watch(sr_loop_t *l, const char *path)
+{
+    sr__watch_t *w = sr_calloc(1, sizeof(*w));
+    if (!w || !(w->path = sr_strdup(path))) {
+        sr_free(w);
+        return SR_ENOMEM;
+    }
+    ev_stat_init(&w->stat, sr__on_watch, w->path, 0.25);
+    w->stat.data = l;
+    ev_stat_start(l->ev, &w->stat);
+    ev_unref(l->ev); /* watching alone must not keep ev_run going */
+    w->next = l->watches;
+    l->watches = w;
+    return SR_OK;
+}
+
+void sr_loop_unwatch(sr_loop_t *l)
+{
+    while (l->watches) {
+        sr__watch_t *w = l->watches;
+        l->watches = w->next;
+        ev_ref(l->ev);
+        ev_stat_stop(l->ev, &w->stat);
+        sr_free(w->path);
+        sr_free(w);
+    }
+}
 
 int sr_loop_wait(sr_loop_t *l, int64_t ms)
 {

@@ -56,6 +56,16 @@ void sr_loop_set_next_time(sr_loop_t *l, int64_t time_ms);
 /* 1 when the loop has C sources and every one has delivered all its input
  * (and no Lua-side source is active). */
 int sr_loop_all_done(const sr_loop_t *l);
+/* Stops a source a reload took out of the job: it reads nothing more and
+ * counts as done. */
+void sr_loop_remove_source(sr_loop_t *l, int index);
+/* Changes the batch interval (a reload), from the next batch on. */
+void sr_loop_set_interval(sr_loop_t *l, int64_t batch_ms);
+/* Watches a file: when it changes, the next tick has reload set (as on
+ * SIGHUP). Returns 0 or SR_ENOMEM. */
+int sr_loop_watch(sr_loop_t *l, const char *path);
+/* Stops watching every file. */
+void sr_loop_unwatch(sr_loop_t *l);
 /* Waits ms, then takes in signals; returns 1 if SIGINT/SIGTERM arrived. For
  * a job that must not read (its checkpoints keep failing). */
 int sr_loop_wait(sr_loop_t *l, int64_t ms);

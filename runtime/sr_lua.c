@@ -1,6 +1,7 @@
 /* sr_lua: LuaJIT VM creation, library path, protected calls with traceback. */
 #include "sr_lua.h"
 #include "sr_checkpoint_lua.h"
+#include "sr_handoff.h"
 #include "sr_state_lua.h"
 #include "sr_wal_lua.h"
 #include "sr_window_lua.h"
@@ -73,6 +74,8 @@ lua_State *sr_lua_new(const char *lua_dir)
     lua_setfield(L, -2, "streamrun.ckpt");
     lua_pushcfunction(L, luaopen_streamrun_cwal);
     lua_setfield(L, -2, "streamrun.cwal");
+    lua_pushcfunction(L, luaopen_streamrun_handoff);
+    lua_setfield(L, -2, "streamrun.handoff");
     lua_pop(L, 2);
     return L;
 }

@@ -20,6 +20,7 @@ static void sr__push_cli(lua_State *L, const sr_cli_t *cli)
     SR_FIELD_STR(duration);
     SR_FIELD_STR(stats);
     SR_FIELD_STR(keys);
+    SR_FIELD_STR(against);
 #undef SR_FIELD_STR
     if (cli->batches >= 0) { lua_pushinteger(L, cli->batches); lua_setfield(L, -2, "batches"); }
     lua_pushboolean(L, cli->no_reload);
@@ -60,6 +61,37 @@ static int sr__run_busted(lua_State *L, const sr_cli_t *cli, const char *argv0)
     return sr_lua_call(L, 0, 0) != 0;
 }
 
+#define SR_RELOAD 100 /* streamrun.runner's RELOAD */
+
+/* Calls streamrun.runner[fn] (streamrun.inspect.main when fn is NULL) with
+ * the command line, or with msg when given. Returns its integer result (a
+ * boolean true is 1); for prepare_reload a false result copies its reason
+ * into why. A Lua error is reported and gives 1, or -1 for functions that
+ * return nothing. */
+static int sr__call_runner(lua_State *L, const char *fn, const sr_cli_t *cli, const char *msg, char *why)
+{
+    int top = lua_gettop(L);
+    lua_getglobal(L, "require");
+    lua_pushstring(L, fn ? "streamrun.runner" : "streamrun.inspect");
+    if (sr_lua_call(L, 1, 1) != 0) return why ? 0 : 1;
+    lua_getfield(L, -1, fn ? fn : "main");
+    if (msg) lua_pushstring(L, msg);
+    else sr__push_cli(L, cli);
+    int code;
+    if (sr_lua_call(L, 1, 2) != 0) {
+        code = why ? 0 : 1;
+    } else if (lua_isboolean(L, -2)) {
+        code = lua_toboolean(L, -2);
+        if (!code && why) snprintf(why, 1024, "%s", luaL_optstring(L, -1, "invalid job"));
+    } else if (lua_isnil(L, -2)) {
+        code = -1;
+    } else {
+        code = (int)luaL_optinteger(L, -2, 1);
+    }
+    lua_settop(L, top);
+    return code;
+}
+
 int main(int argc, char **argv)
 {
     sr_cli_t cli;
@@ -88,14 +120,21 @@ int main(int argc, char **argv)
     if (!strcmp(cli.command, "test")) {
         code = sr__run_busted(L, &cli, argv[0]);
     } else {
-        lua_getglobal(L, "require");
-        lua_pushstring(L, strcmp(cli.command, "inspect") ? "streamrun.runner" : "streamrun.inspect");
-        if (sr_lua_call(L, 1, 1) != 0) {
-            code = 1;
-        } else {
-            lua_getfield(L, -1, "main");
-            sr__push_cli(L, &cli);
-            code = sr_lua_call(L, 1, 1) != 0 ? 1 : (int)luaL_optinteger(L, -1, 1);
+        code = sr__call_runner(L, strcmp(cli.command, "inspect") ? "main" : NULL, &cli, NULL, NULL);
+        /* Hot reload: the new script in a fresh VM; if it is valid the old
+         * VM hands its C objects over and is closed, else it goes on. */
+        while (code == SR_RELOAD) {
+            lua_State *fresh = sr_lua_new(dir);
+            char why[1024] = "cannot create a Lua VM";
+            int valid = fresh && sr__call_runner(fresh, "prepare_reload", &cli, NULL, why) == 1;
+            if (valid && sr__call_runner(L, "handoff", &cli, NULL, why) == 1) {
+                sr_lua_free(L);
+                L = fresh;
+                code = sr__call_runner(L, "resume", &cli, NULL, NULL);
+            } else {
+                sr_lua_free(fresh);
+                code = sr__call_runner(L, "continue", &cli, why, NULL);
+            }
         }
     }
     sr_lua_free(L);

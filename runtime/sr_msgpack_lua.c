@@ -15,6 +15,7 @@ _Static_assert(MSGPACK_EMBED_STACK_SIZE >= SR_PACK_MAX_DEPTH, "msgpack-c unpacks
 static int sr__buf_write(void *data, const char *p, size_t n)
 {
     sr_mpbuf_t *b = data;
+    if (n == 0) return 0; /* msgpack-c hands empty strings as (NULL, 0) */
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + n) cap *= 2;
@@ -146,6 +147,11 @@ void sr_mplua_push_object(lua_State *L, const msgpack_object *o)
         lua_createtable(L, 0, (int)o->via.map.size);
         for (uint32_t i = 0; i < o->via.map.size; i++) {
             sr_mplua_push_object(L, &o->via.map.ptr[i].key);
+            /* A key Lua cannot index by (an extension type, NaN) is left out. */
+            if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) != lua_tonumber(L, -1))) {
+                lua_pop(L, 1);
+                continue;
+            }
             sr_mplua_push_object(L, &o->via.map.ptr[i].val);
             lua_rawset(L, -3);
         }

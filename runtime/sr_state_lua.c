@@ -184,6 +184,32 @@ static int sr__free(lua_State *L)
     return 0;
 }
 
+/* handle:detach() -> light userdata: the state, no longer owned by this
+ * handle (a reload hands it to the next VM). */
+static int sr__detach(lua_State *L)
+{
+    sr__handle_t *h = luaL_checkudata(L, 1, SR_STATE_MT);
+    lua_pushlightuserdata(L, h->st);
+    h->st = NULL;
+    return 1;
+}
+
+/* cstate.adopt(light userdata) -> a handle owning that state. */
+static int sr__adopt(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
+    sr_state_lua_push(L, lua_touserdata(L, 1));
+    return 1;
+}
+
+/* handle:set_timeout(ms): keys touched from now on time out after ms. */
+static int sr__set_timeout(lua_State *L)
+{
+    sr_state_t *st = sr__check(L);
+    st->timeout_ms = (int64_t)luaL_checknumber(L, 2);
+    return 0;
+}
+
 static int sr__tostring(lua_State *L)
 {
     sr__handle_t *h = luaL_checkudata(L, 1, SR_STATE_MT);
@@ -222,10 +248,12 @@ int luaopen_streamrun_cstate(lua_State *L)
     static const luaL_Reg methods[] = {
         {"get", sr__get}, {"put", sr__put}, {"touch", sr__touch}, {"remove", sr__remove},
         {"count", sr__count}, {"memory", sr__memory}, {"snapshot", sr__snapshot},
-        {"expire", sr__expire}, {"free", sr__free}, {NULL, NULL},
+        {"expire", sr__expire}, {"free", sr__free}, {"detach", sr__detach},
+        {"set_timeout", sr__set_timeout}, {NULL, NULL},
     };
     static const luaL_Reg functions[] = {
-        {"new", sr__new}, {"encode", sr__encode}, {"decode", sr__decode}, {NULL, NULL},
+        {"new", sr__new}, {"encode", sr__encode}, {"decode", sr__decode}, {"adopt", sr__adopt},
+        {NULL, NULL},
     };
     if (luaL_newmetatable(L, SR_STATE_MT)) {
         lua_newtable(L);

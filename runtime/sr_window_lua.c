@@ -167,11 +167,29 @@ static int sr__free(lua_State *L)
     return 0;
 }
 
+/* handle:detach() -> light userdata: the window, no longer owned here. */
+static int sr__detach(lua_State *L)
+{
+    sr__handle_t *h = luaL_checkudata(L, 1, SR_WINDOW_MT);
+    lua_pushlightuserdata(L, h->w);
+    h->w = NULL;
+    return 1;
+}
+
+/* cwindow.adopt(light userdata) -> a handle owning that window. */
+static int sr__adopt(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
+    sr_window_lua_push(L, lua_touserdata(L, 1));
+    return 1;
+}
+
 int luaopen_streamrun_cwindow(lua_State *L)
 {
     static const luaL_Reg methods[] = {
         {"push", sr__push}, {"read", sr__read}, {"drop_until", sr__drop_until},
-        {"times", sr__times}, {"memory", sr__memory}, {"free", sr__free}, {NULL, NULL},
+        {"times", sr__times}, {"memory", sr__memory}, {"free", sr__free}, {"detach", sr__detach},
+        {NULL, NULL},
     };
     if (luaL_newmetatable(L, SR_WINDOW_MT)) {
         lua_newtable(L);
@@ -184,5 +202,7 @@ int luaopen_streamrun_cwindow(lua_State *L)
     lua_newtable(L);
     lua_pushcfunction(L, sr__new);
     lua_setfield(L, -2, "new");
+    lua_pushcfunction(L, sr__adopt);
+    lua_setfield(L, -2, "adopt");
     return 1;
 }

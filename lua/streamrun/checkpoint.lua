@@ -5,6 +5,7 @@
 -- batches go on; a failed checkpoint is reported and retried, and after
 -- three failures in a row the job reads nothing until one succeeds.
 local core = require "streamrun.core"
+local reload = require "streamrun.reload"
 
 local ckpt = core.ckpt
 
@@ -32,9 +33,7 @@ end
 -- The metadata of a checkpoint after batch `batch` at time_ms.
 -- positions: source name -> position; progress: output name -> bytes.
 function M.meta(job, plan, batch, time_ms, positions, progress, params)
-  local stages = {}
-  for name in pairs(plan.states) do stages[name] = job.by_name[name].op end
-  for name in pairs(plan.windows) do stages[name] = job.by_name[name].op end
+  local stages = reload.stages_of(job)
   return {
     format = ckpt.version, job = job.name, script = job.path,
     script_hash = type(job.path) == "string" and core.file_hash(job.path) or nil,
@@ -57,6 +56,14 @@ function M.content(plan)
   return states, windows
 end
 
+-- Loads the checkpoint at path: { path, meta, states, windows }, or nil and
+-- why.
+function M.load(path)
+  local meta, states, windows = ckpt.load(path)
+  if not meta then return nil, states end
+  return { path = path, meta = meta, states = states, windows = windows }
+end
+
 -- The newest valid checkpoint of dir: { path, meta, states, windows }, and
 -- the list of { path, reason } of newer ones that are not valid. No
 -- checkpoint at all: nil and an empty list.
@@ -65,13 +72,23 @@ function M.latest(dir)
   local faults = {}
   for i = #names, 1, -1 do
     local path = dir .. "/" .. names[i]
-    local meta, states, windows = ckpt.load(path)
-    if meta then
-      return { path = path, meta = meta, states = states, windows = windows }, faults
-    end
-    faults[#faults + 1] = { path = path, reason = states }
+    local found, why = M.load(path)
+    if found then return found, faults end
+    faults[#faults + 1] = { path = path, reason = why }
   end
   return nil, faults
+end
+
+-- The state of a checkpoint a job resumes from, by the rules of
+-- streamrun.reload: returns states, windows and the log line, or nil and
+-- the conflicts.
+function M.adopt(found, job)
+  local r = reload.plan(found.meta.stages or {}, job)
+  if #r.conflicts > 0 then
+    return nil, ("%s cannot be resumed by this script: %s"):format(found.path, table.concat(r.conflicts, "; "))
+  end
+  local states, windows = reload.carry(r, found.states, found.windows)
+  return states, windows, reload.describe(r)
 end
 
 -- -- A running job's writer --

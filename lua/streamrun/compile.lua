@@ -179,10 +179,15 @@ function M.compile(job, handlers)
     return results
   end
 
-  -- Keys held in all the job's state, for the status line.
+  -- Keys held in all the job's state, for the status line. (Per batch,
+  -- so over an array: this LuaJIT can cut hot pairs() loops short.)
+  local state_list = {}
+  for _, step in ipairs(steps) do
+    if step.state then state_list[#state_list + 1] = step.state end
+  end
   function plan.state_keys()
     local n = 0
-    for _, st in pairs(plan.states) do n = n + st:count() end
+    for i = 1, #state_list do n = n + state_list[i]:count() end
     return n
   end
 

@@ -43,6 +43,10 @@ void sr_loop_stop(sr_loop_t *l);
 int sr_loop_wait(sr_loop_t *l, int64_t ms);
 void sr_loop_set_next_time(sr_loop_t *l, int64_t time_ms);
 int sr_loop_all_done(const sr_loop_t *l);
+void sr_loop_remove_source(sr_loop_t *l, int index);
+void sr_loop_set_interval(sr_loop_t *l, int64_t batch_ms);
+int sr_loop_watch(sr_loop_t *l, const char *path);
+void sr_loop_unwatch(sr_loop_t *l);
 int sr_loop_set_wal(sr_loop_t *l, const char *dir, char *err, size_t errlen);
 uint64_t sr_loop_wal_rotate(sr_loop_t *l);
 int sr_loop_wal_drop_before(sr_loop_t *l, uint64_t seq);
@@ -94,6 +98,7 @@ local M = {
   cwindow = load_module("streamrun.cwindow"),
   ckpt = load_module("streamrun.ckpt"),
   cwal = load_module("streamrun.cwal"),
+  handoff = load_module("streamrun.handoff"),
 }
 
 local duration_out = ffi.new("int64_t[1]")

@@ -76,7 +76,7 @@ M.node_of = node_of
 
 local JOB_OPTS = {
   name = true, batch = true, checkpoint = true, max_batch_records = true,
-  max_batch_bytes = true, on_error = true, partitions = true,
+  max_batch_bytes = true, on_error = true, partitions = true, drop_state = true,
 }
 
 function M.job(opts)
@@ -90,6 +90,7 @@ function M.job(opts)
     max_batch_bytes = opts.max_batch_bytes or 64 * 1024 * 1024,
     on_error = opts.on_error or "dead_letter",
     partitions = opts.partitions or 16,
+    drop_state = opts.drop_state,  -- stage names whose state a reload drops
     nodes = {},      -- every stage, in creation order
     sources = {},
     outputs = {},
@@ -104,6 +105,12 @@ function M.job(opts)
   for _, k in ipairs { "max_batch_records", "max_batch_bytes", "partitions" } do
     local v = job[k]
     if type(v) ~= "number" or v < 1 or v % 1 ~= 0 then fail("sr.job: %s must be a positive integer", k) end
+  end
+  if job.drop_state ~= nil then
+    if type(job.drop_state) ~= "table" then fail("sr.job: drop_state must be an array of stage names") end
+    for _, n in ipairs(job.drop_state) do
+      if type(n) ~= "string" then fail("sr.job: drop_state must be an array of stage names") end
+    end
   end
   if job.checkpoint ~= nil then
     local c = job.checkpoint

@@ -28,9 +28,9 @@ local function open_checkpoint(path)
     if not found then return nil, ("no valid checkpoint in %s"):format(path) end
     return found
   end
-  local meta, states, windows = core.ckpt.load(path)
-  if not meta then return nil, ("%s: %s"):format(path, states) end
-  return { path = path, meta = meta, states = states, windows = windows }
+  local found, why = checkpoint.load(path)
+  if not found then return nil, ("%s: %s"):format(path, why) end
+  return found
 end
 
 local json = cjson.new()

@@ -3,76 +3,136 @@
 -- sources on the C event loop, then pulls one sealed batch at a time from C
 -- and runs the compiled stages over it, with one status line per batch on
 -- stderr, --stats as JSON lines, and checkpoints as configured.
+--
+-- Hot reload: when the job's script (or a module of its directory) changes,
+-- or on SIGHUP, drive() returns M.RELOAD at the next batch boundary. The
+-- binary then loads the new script in a fresh VM (prepare_reload); if it is
+-- valid, this VM hands its C objects over (handoff) and is closed, and the
+-- new one takes over (resume); if not, this VM goes on (continue).
 local core = require "streamrun.core"
 local checkpoint = require "streamrun.checkpoint"
 local compile = require "streamrun.compile"
 local loader = require "streamrun.loader"
 local recovery = require "streamrun.recovery"
+local reload = require "streamrun.reload"
 local sources = require "streamrun.sources"
 
 local C, ffi = core.C, core.ffi
+local handoff = core.handoff
 
 local M = {}
+
+M.RELOAD = 100 -- drive()'s answer when the job asks for a reload
 
 local function log(fmt, ...)
   io.stderr:write("streamrun: ", fmt:format(...), "\n")
 end
 
-local function start_sources(job, loop, positions)
-  local err = ffi.new("char[512]")
-  local lua_sources = {}
-  local n_c = 0
-  for _, node in ipairs(job.sources) do
-    local pos = positions[node.stage_name] or {}
-    if node.c_kind then
-      local o = ffi.new("sr_source_opts_t")
-      o.kind, o.name = node.c_kind, node.stage_name
-      o.host, o.port = node.host, node.port or 0
-      o.path, o.max_line = node.path, node.max_line
-      o.from_start = node.from_start and 1 or 0
-      o.start_offset, o.start_inode = pos.offset or 0, pos.inode or 0
-      local idx = C.sr_loop_add_source(loop, o, err, 512)
-      if idx < 0 then
-        return nil, ("%s: source %s: %s"):format(node.where, node.stage_name, ffi.string(err))
-      end
-      node.c_index = idx
-      n_c = n_c + 1
-    elseif node.op == "generator" then
-      local st = sources.generator_state(node)
-      if pos.next_i then st.next_i, st.carry, st.done = pos.next_i, pos.carry, pos.done end
-      lua_sources[node] = st
-    else
-      local st = sources.queue_state(node)
-      if pos.next then st.next, st.done = pos.next, pos.done end
-      lua_sources[node] = st
-    end
-  end
-  return lua_sources, n_c
+-- -- Sources --
+
+-- What a C source reads, to tell whether a reload changed it.
+local function source_signature(node)
+  return table.concat({ node.c_kind or node.op, node.host or "", tostring(node.port or ""), node.path or "",
+                        node.format, tostring(node.max_line), tostring(node.from_start or false) }, "|")
 end
 
-local function lua_active(lua_sources)
-  for _, st in pairs(lua_sources) do
-    if not st.done then return true end
+local function add_c_source(loop, node, pos)
+  local err = ffi.new("char[512]")
+  local o = ffi.new("sr_source_opts_t")
+  o.kind, o.name = node.c_kind, node.stage_name
+  o.host, o.port = node.host, node.port or 0
+  o.path, o.max_line = node.path, node.max_line
+  o.from_start = node.from_start and 1 or 0
+  o.start_offset, o.start_inode = pos.offset or 0, pos.inode or 0
+  local idx = C.sr_loop_add_source(loop, o, err, 512)
+  if idx < 0 then
+    return nil, ("%s: source %s: %s"):format(node.where, node.stage_name, ffi.string(err))
+  end
+  node.c_index = idx
+  return true
+end
+
+local function lua_source_state(node, pos)
+  if node.op == "generator" then
+    local st = sources.generator_state(node)
+    if pos.next_i then st.next_i, st.carry, st.done = pos.next_i, pos.carry, pos.done end
+    return st
+  end
+  local st = sources.queue_state(node)
+  if pos.next then st.next, st.done = pos.next, pos.done end
+  return st
+end
+
+-- Starts the job's sources. positions: name -> position to resume at;
+-- running: name -> {index, signature} of C sources already running (a
+-- reload keeps those that did not change).
+local function start_sources(S, positions, running)
+  S.lua_sources, S.n_c = {}, 0
+  local keep = {}
+  for _, node in ipairs(S.job.sources) do
+    local pos = positions[node.stage_name] or {}
+    if node.c_kind then
+      local r = running and running[node.stage_name]
+      if r and r.signature == source_signature(node) then
+        node.c_index = r.index
+        keep[r.index] = true
+      else
+        local ok, err = add_c_source(S.loop, node, pos)
+        if not ok then return nil, err end
+      end
+      S.n_c = S.n_c + 1
+    else
+      S.lua_sources[node] = lua_source_state(node, pos)
+    end
+  end
+  for _, r in pairs(running or {}) do
+    if not keep[r.index] then C.sr_loop_remove_source(S.loop, r.index) end
+  end
+  return true
+end
+
+-- Whether a Lua-side source still produces. (Per batch, so over the job's
+-- source array: this LuaJIT can cut hot pairs() loops short.)
+local function lua_active(S)
+  local list = S.job.sources
+  for i = 1, #list do
+    local st = S.lua_sources[list[i]]
+    if st and not st.done then return true end
   end
   return false
 end
 
 -- Where every source stands after the batch just run, for a checkpoint.
-local function positions_of(job, loop, lua_sources)
+local function positions_of(S)
   local positions = {}
   local pos = ffi.new("sr_source_pos_t")
-  for _, node in ipairs(job.sources) do
+  for _, node in ipairs(S.job.sources) do
     local name = node.stage_name
     if node.c_index then
-      if C.sr_source_position(C.sr_loop_source(loop, node.c_index), pos) == 0 then
+      if C.sr_source_position(C.sr_loop_source(S.loop, node.c_index), pos) == 0 then
         positions[name] = { kind = node.op, offset = tonumber(pos.offset), inode = tonumber(pos.inode) }
       end
     else
-      local st = lua_sources[node]
+      local st = S.lua_sources[node]
       positions[name] = { kind = node.op, next = st.next, next_i = st.next_i, carry = st.carry, done = st.done }
     end
   end
   return positions
+end
+
+-- Watches the job's script and the modules it loaded from its directory.
+local function watch_files(S)
+  C.sr_loop_unwatch(S.loop)
+  if S.cli.no_reload then return end
+  local path = S.job.path
+  C.sr_loop_watch(S.loop, path)
+  local dir = path:match("^(.*)/[^/]*$") or "."
+  for name in pairs(package.loaded) do
+    if type(name) == "string" and not name:find("^streamrun") then
+      local file = package.searchpath(name, dir .. "/?.lua")
+      if file then C.sr_loop_watch(S.loop, file) end
+    end
+  end
 end
 
 local function stats_line(s)
@@ -101,153 +161,207 @@ local function find_checkpoint(settings)
   return found or false
 end
 
-local function run(cli)
+-- -- The session: everything a running job keeps between batches --
+
+-- Compiles the job's plan into S, with states/windows to continue from.
+local function compile_plan(S, states, windows)
+  S.plan = compile.compile(S.job, {
+    on_error = S.job.on_error,
+    dead_letter = function(stage, reason, record) S.dead(stage, -1, reason, record) end,
+    sink = { stdout = io.stdout, progress = S.progress },
+    states = states,
+    windows = windows,
+  })
+end
+
+local function new_writer(S)
+  if not S.settings then return true end
+  local w, err = checkpoint.writer(S.settings, log)
+  if not w then
+    log("checkpoint directory %s: %s", S.settings.dir, err)
+    return nil
+  end
+  -- Log segments a checkpoint covers go once it is written.
+  w.on_written = function(b)
+    if S.segment_after[b] then C.sr_loop_wal_drop_before(S.loop, S.segment_after[b]) end
+    S.segment_after[b] = nil
+  end
+  S.writer = w
+  return true
+end
+
+local function checkpoint_now(S, time_ms, sync, input_ended)
+  local m = checkpoint.meta(S.job, S.plan, S.nbatches, time_ms, positions_of(S), S.progress, S.cli.params)
+  m.finished = input_ended or nil
+  if S.wal_dir then S.segment_after[S.nbatches] = tonumber(C.sr_loop_wal_rotate(S.loop)) end
+  S.writer:write(S.nbatches, m, S.plan, sync)
+end
+
+local function new_session(cli, job)
+  local S = {
+    cli = cli, job = job, nbatches = 0, total_records = 0, dead_before = 0,
+    progress = {}, segment_after = {}, batches_base = 0, reload_failures = 0,
+    started = core.clock_ms(),
+    duration_ms = cli.duration and core.duration_ms(cli.duration),
+  }
+  function S.dead(source, offset, reason, record)
+    C.sr_loop_dead_letter(S.loop, source, offset or -1, reason, record, #record)
+  end
+  function S.report(node, e, i)
+    S.dead(node.stage_name, i, ("stage %s: %s"):format(node.stage_name, tostring(e)), tostring(i))
+  end
+  if cli.stats then
+    S.stats_fh = io.open(cli.stats, "a")
+    if not S.stats_fh then return nil, "cannot open --stats file " .. cli.stats end
+  end
+  return S
+end
+
+-- -- Starting --
+
+local function start(cli)
   local job, err = loader.load(cli.job, { params = cli.params, batch = cli.batch })
   if not job then
     log("%s", err)
-    return 2
+    return nil, 2
   end
   if cli.command == "check" then
     io.stdout:write(job:describe(), "\n")
-    return 0
+    if cli.against then return nil, M.check_against(job, cli.against) end
+    return nil, 0
   end
+  if cli.stats then os.remove(cli.stats) end
+  local S, serr = new_session(cli, job)
+  if not S then log("%s", serr) return nil, 1 end
 
-  local settings = checkpoint.settings(job, cli.checkpoint)
+  S.settings = checkpoint.settings(job, cli.checkpoint)
   local restored = false
-  if settings then
-    restored = find_checkpoint(settings)
-    if restored == nil then return 1 end
+  if S.settings then
+    restored = find_checkpoint(S.settings)
+    if restored == nil then return nil, 1 end
   end
   local meta = restored and restored.meta or {}
+  if restored then
+    local states, windows, how = checkpoint.adopt(restored, job)
+    if not states then
+      log("%s", windows)
+      return nil, 2
+    end
+    restored.states, restored.windows = states, windows
+    if meta.script_hash ~= core.file_hash(job.path) then
+      log("%s was taken with another version of the script: %s", restored.path, how)
+    end
+  end
   if meta.finished then
     log("job %s already finished: %s holds its last batch (%d); nothing to do", job.name, restored.path, meta.batch)
-    return 0
+    return nil, 0
   end
 
   -- The log after the checkpoint decides where sources resume.
-  local wal_dir = settings and recovery.needs_log(job) and (settings.dir .. "/wal") or nil
-  local logged = wal_dir and recovery.read(wal_dir, meta) or nil
+  S.wal_dir = S.settings and recovery.needs_log(job) and (S.settings.dir .. "/wal") or nil
+  local logged = S.wal_dir and recovery.read(S.wal_dir, meta) or nil
   if logged and logged.note then log("write-ahead log: %s", logged.note) end
 
   local lopts = ffi.new("sr_loop_opts_t")
   lopts.batch_ms = job.batch_ms
   lopts.max_batch_records, lopts.max_batch_bytes = job.max_batch_records, job.max_batch_bytes
-  local dl_path = settings and settings.dir .. "/dead_letters.jsonl" or nil
-  lopts.dead_letter_path = dl_path
+  lopts.dead_letter_path = S.settings and S.settings.dir .. "/dead_letters.jsonl" or nil
   local errbuf = ffi.new("char[512]")
   local loop = C.sr_loop_new(lopts, errbuf, 512)
   if loop == nil then
     log("%s", ffi.string(errbuf))
-    return 1
+    return nil, 1
   end
-  loop = ffi.gc(loop, C.sr_loop_free)
+  S.loop = ffi.gc(loop, C.sr_loop_free)
 
-  local lua_sources, n_c = start_sources(job, loop, logged and logged.positions or meta.sources or {})
-  if not lua_sources then
-    log("%s", n_c)
-    return 1
+  local ok, serr2 = start_sources(S, logged and logged.positions or meta.sources or {}, nil)
+  if not ok then
+    log("%s", serr2)
+    return nil, 1
   end
-  if wal_dir then
+  if S.wal_dir then
     local werr = ffi.new("char[512]")
-    if C.sr_loop_set_wal(loop, wal_dir, werr, 512) ~= 0 then
+    if C.sr_loop_set_wal(S.loop, S.wal_dir, werr, 512) ~= 0 then
       log("%s", ffi.string(werr))
-      return 1
+      return nil, 1
     end
-  end
-
-  local function dead(source, offset, reason, record)
-    C.sr_loop_dead_letter(loop, source, offset or -1, reason, record, #record)
   end
   -- Outputs written after the checkpoint are written again: cut them back.
   for name, out in pairs(meta.outputs or {}) do
-    local ok, terr = core.truncate(out.path, out.bytes)
-    if not ok then log("output %s: cannot cut %s back to %d bytes: %s", name, out.path, out.bytes, terr) end
+    local tok, terr = core.truncate(out.path, out.bytes)
+    if not tok then log("output %s: cannot cut %s back to %d bytes: %s", name, out.path, out.bytes, terr) end
+    S.progress[name] = out
   end
-  local progress = {}
-  for name, out in pairs(meta.outputs or {}) do progress[name] = out end
-  local plan = compile.compile(job, {
-    on_error = job.on_error,
-    dead_letter = function(stage, reason, record) dead(stage, -1, reason, record) end,
-    sink = { stdout = io.stdout, progress = progress },
-    states = restored and restored.states,
-    windows = restored and restored.windows,
-  })
-  local report = function(node, e, i)
-    dead(node.stage_name, i, ("stage %s: %s"):format(node.stage_name, tostring(e)), tostring(i))
-  end
-
-  local nbatches = 0
+  compile_plan(S, restored and restored.states, restored and restored.windows)
   if restored then
-    plan.zero_ms = meta.zero_ms
-    nbatches = meta.batch
-    C.sr_loop_set_next_time(loop, meta.time_ms + job.batch_ms)
-    log("resuming from %s: batch %d at %d ms, %d keys", restored.path, meta.batch, meta.time_ms, plan.state_keys())
+    S.plan.zero_ms = meta.zero_ms
+    S.nbatches = meta.batch
+    S.batches_base = meta.batch
+    C.sr_loop_set_next_time(S.loop, meta.time_ms + job.batch_ms)
+    log("resuming from %s: batch %d at %d ms, %d keys", restored.path, meta.batch, meta.time_ms, S.plan.state_keys())
   end
-  local writer
-  if settings then
-    local werr
-    writer, werr = checkpoint.writer(settings, log)
-    if not writer then log("checkpoint directory %s: %s", settings.dir, werr) return 1 end
-  end
-  -- Log segments a checkpoint covers go once it is written.
-  local segment_after = {}
-  if writer then
-    writer.on_written = function(b)
-      if segment_after[b] then C.sr_loop_wal_drop_before(loop, segment_after[b]) end
-      segment_after[b] = nil
-    end
-  end
-  local function checkpoint_now(time_ms, sync, input_ended)
-    local m = checkpoint.meta(job, plan, nbatches, time_ms, positions_of(job, loop, lua_sources), progress, cli.params)
-    m.finished = input_ended or nil
-    if wal_dir then segment_after[nbatches] = tonumber(C.sr_loop_wal_rotate(loop)) end
-    writer:write(nbatches, m, plan, sync)
-  end
+  if not new_writer(S) then return nil, 1 end
 
   -- Batches logged after the checkpoint run again, as they were.
-  local last_time
   if logged and #logged.batches > 0 then
     local function next_lua(node)
-      if node.op == "generator" then return sources.generate(node, lua_sources[node], job.batch_ms, report) end
-      return sources.dequeue(node, lua_sources[node], dead)
+      if node.op == "generator" then return sources.generate(node, S.lua_sources[node], job.batch_ms, S.report) end
+      return sources.dequeue(node, S.lua_sources[node], S.dead)
     end
     for _, b in ipairs(logged.batches) do
-      plan.zero_ms = plan.zero_ms or (b.time_ms - job.batch_ms)
-      local ok, perr = pcall(plan.run, recovery.inputs(job, b, dead, next_lua), b.time_ms)
-      if not ok then
-        if type(perr) == "table" and perr.fatal then log("replaying batch %d ms: %s", b.time_ms, perr.fatal) return 1 end
+      S.plan.zero_ms = S.plan.zero_ms or (b.time_ms - job.batch_ms)
+      local rok, perr = pcall(S.plan.run, recovery.inputs(job, b, S.dead, next_lua), b.time_ms)
+      if not rok then
+        if type(perr) == "table" and perr.fatal then log("replaying batch %d ms: %s", b.time_ms, perr.fatal) return nil, 1 end
         error(perr, 0)
       end
-      nbatches = nbatches + 1
-      last_time = b.time_ms
+      S.nbatches = S.nbatches + 1
+      S.last_time = b.time_ms
     end
-    C.sr_loop_set_next_time(loop, last_time + job.batch_ms)
-    log("replayed %d logged batches, up to %d ms", #logged.batches, last_time)
+    C.sr_loop_set_next_time(S.loop, S.last_time + job.batch_ms)
+    log("replayed %d logged batches, up to %d ms", #logged.batches, S.last_time)
   end
-  local pending = logged and logged.pending
+  S.pending = logged and logged.pending
+  watch_files(S)
+  return S
+end
 
-  local stats_fh
-  if cli.stats then
-    stats_fh = io.open(cli.stats, "w")
-    if not stats_fh then log("cannot open --stats file %s", cli.stats) return 1 end
+-- -- Running --
+
+local function finish(S)
+  if S.stats_fh then S.stats_fh:close() end
+  if S.writer then S.writer:wait() end
+  if not S.cli.quiet then
+    log("finished: %d batches, %d records, %d dead letters", S.nbatches - S.batches_base, S.total_records,
+      tonumber(C.sr_loop_dead_letters(S.loop)))
   end
+end
 
-  local duration_ms = cli.duration and core.duration_ms(cli.duration)
-  local started = core.clock_ms()
+-- In the old VM: what a fresh VM needs to validate the new script.
+local function describe_running(S)
+  local has_windows = next(S.plan.windows) ~= nil
+  handoff.put("running", core.cstate.encode {
+    stages = reload.stages_of(S.job), batch_ms = S.job.batch_ms, has_windows = has_windows,
+    checkpoint_dir = S.settings and S.settings.dir or nil,
+  })
+end
+
+-- Runs batches until the job ends (returns its exit code) or asks for a
+-- reload (returns M.RELOAD, at a batch boundary).
+local function drive(S)
+  local job, loop, cli = S.job, S.loop, S.cli
   local tick = ffi.new("sr_tick_t")
-  local total_records = 0
-  local dead_before = 0 -- dead letters up to the previous batch, reading included
   while true do
     -- Nothing is read while checkpoints keep failing.
-    while writer and writer:blocked() do
+    while S.writer and S.writer:blocked() do
       if C.sr_loop_wait(loop, job.batch_ms) ~= 0 then
         log("stopping: checkpoints still failing, nothing read since the last one")
-        writer:wait()
+        S.writer:wait()
         return 1
       end
-      checkpoint_now(last_time, true)
+      checkpoint_now(S, S.last_time, true)
     end
-    C.sr_loop_set_lua_active(loop, lua_active(lua_sources) and 1 or 0)
+    C.sr_loop_set_lua_active(loop, lua_active(S) and 1 or 0)
     C.sr_loop_next(loop, tick)
     local t0 = core.clock_ms()
     local time_ms = tonumber(tick.time_ms)
@@ -257,76 +371,212 @@ local function run(cli)
       if node.c_index then
         local cb = C.sr_loop_batch(loop, node.c_index)
         records = records + tonumber(cb.n)
-        b = sources.read_c_batch(node, cb, dead)
+        b = sources.read_c_batch(node, cb, S.dead)
       elseif node.op == "generator" then
-        b = sources.generate(node, lua_sources[node], job.batch_ms, report)
+        b = sources.generate(node, S.lua_sources[node], job.batch_ms, S.report)
         records = records + b.n
       else
-        b = sources.dequeue(node, lua_sources[node], dead)
+        b = sources.dequeue(node, S.lua_sources[node], S.dead)
         records = records + b.n
       end
       inputs[node] = b
     end
-    if pending then
-      recovery.add_pending(job, inputs, pending, dead)
-      pending = nil
+    if S.pending then
+      recovery.add_pending(job, inputs, S.pending, S.dead)
+      S.pending = nil
     end
-    local ok, perr = pcall(plan.run, inputs, time_ms)
+    local ok, perr = pcall(S.plan.run, inputs, time_ms)
     C.sr_loop_release(loop)
     if not ok then
       if type(perr) == "table" and perr.fatal then
         log("batch %d ms: %s", time_ms, perr.fatal)
         log("stopping: on_error = \"fail\"")
-        if writer then writer:wait() end
+        if S.writer then S.writer:wait() end
         return 1
       end
       error(perr, 0)
     end
-    nbatches = nbatches + 1
-    last_time = time_ms
-    total_records = total_records + records
+    S.nbatches = S.nbatches + 1
+    S.last_time = time_ms
+    S.total_records = S.total_records + records
     local s = {
-      batch = nbatches, time_ms = time_ms, records = records,
+      batch = S.nbatches, time_ms = time_ms, records = records,
       processing_ms = core.clock_ms() - t0, scheduling_delay_ms = tonumber(tick.delay_ms),
-      state_keys = plan.state_keys(), dead_letters = tonumber(C.sr_loop_dead_letters(loop)) - dead_before,
+      state_keys = S.plan.state_keys(), dead_letters = tonumber(C.sr_loop_dead_letters(loop)) - S.dead_before,
     }
-    dead_before = dead_before + s.dead_letters
+    S.dead_before = S.dead_before + s.dead_letters
     if not cli.quiet then
       log("batch %d ms: %d records, %.1f ms processing, %d ms delay, %d keys, %d dead letters",
         s.time_ms, s.records, s.processing_ms, s.scheduling_delay_ms, s.state_keys, s.dead_letters)
     end
-    if stats_fh then
-      stats_fh:write(stats_line(s))
-      stats_fh:flush()
+    if S.stats_fh then
+      S.stats_fh:write(stats_line(s))
+      S.stats_fh:flush()
     end
     local input_ended = (tick.last ~= 0 and C.sr_loop_all_done(loop) ~= 0)
-      or (n_c == 0 and next(lua_sources) and not lua_active(lua_sources))
+      or (S.n_c == 0 and next(S.lua_sources) and not lua_active(S))
     local finished = input_ended or tick.last ~= 0
-      or (cli.batches and nbatches - (meta.batch or 0) >= cli.batches)
-    if writer then
+      or (cli.batches and S.nbatches - S.batches_base >= cli.batches)
+    if S.writer then
       if finished then
-        checkpoint_now(time_ms, true, input_ended)
-      elseif writer:due(time_ms, plan.zero_ms) then
-        checkpoint_now(time_ms, false)
+        checkpoint_now(S, time_ms, true, input_ended)
+      elseif S.writer:due(time_ms, S.plan.zero_ms) then
+        checkpoint_now(S, time_ms, false)
       else
-        writer:poll()
+        S.writer:poll()
       end
     end
-    if finished then break end
-    if duration_ms and core.clock_ms() - started >= duration_ms then C.sr_loop_stop(loop) end
+    if finished then
+      finish(S)
+      return 0
+    end
+    if S.duration_ms and core.clock_ms() - S.started >= S.duration_ms then C.sr_loop_stop(loop) end
+    if tick.reload ~= 0 then
+      describe_running(S)
+      return M.RELOAD
+    end
   end
-  if stats_fh then stats_fh:close() end
-  if writer then writer:wait() end
-  if not cli.quiet then
-    log("finished: %d batches, %d records, %d dead letters", nbatches - (meta.batch or 0), total_records,
-      tonumber(C.sr_loop_dead_letters(loop)))
-  end
-  return 0
 end
 
--- Entry point from the binary: returns the process exit code.
+-- The running session of this VM, kept between calls from the binary.
+local session
+
+-- Entry point from the binary: returns the process exit code, or M.RELOAD.
 function M.main(cli)
-  return run(cli)
+  local S, code = start(cli)
+  if not S then return code end
+  session = S
+  return drive(S)
+end
+
+-- -- Reloading --
+
+-- In the fresh VM: loads and validates the new script against the running
+-- job (its stages, batch interval and checkpoint directory, handed over
+-- under "running"). Returns true, or false and why.
+function M.prepare_reload(cli)
+  local running = core.cstate.decode(handoff.take("running"))
+  handoff.put("running", core.cstate.encode(running))
+  local job, err = loader.load(cli.job, { params = cli.params, batch = cli.batch })
+  if not job then return false, err end
+  if job.batch_ms ~= running.batch_ms and running.has_windows then
+    return false, ("the batch interval cannot change (%d ms to %d ms) while windows hold slices")
+      :format(running.batch_ms, job.batch_ms)
+  end
+  local settings = checkpoint.settings(job, cli.checkpoint)
+  if (settings and settings.dir) ~= running.checkpoint_dir then
+    return false, "the checkpoint directory cannot change while the job runs (restart it)"
+  end
+  local r = reload.plan(running.stages, job)
+  if #r.conflicts > 0 then return false, table.concat(r.conflicts, "; ") end
+  M.prepared = { job = job, plan = r, settings = settings }
+  return true
+end
+
+-- In the old VM, when the new script was not valid: goes on with the logic
+-- it has.
+function M.continue(err)
+  local S = session
+  S.reload_failures = S.reload_failures + 1
+  handoff.take("running")
+  log("reload of %s failed (%d so far): %s; the job goes on with the logic it had", S.job.path,
+    S.reload_failures, tostring(err))
+  return drive(S)
+end
+
+-- In the old VM, when the new script is valid: hands every C object and the
+-- session's context to the next VM. This VM is closed afterwards.
+function M.handoff()
+  local S = session
+  if S.writer then S.writer:wait() end -- a reload and a checkpoint never interleave
+  if S.stats_fh then S.stats_fh:close() end
+  local running = {}
+  for _, node in ipairs(S.job.sources) do
+    if node.c_index then running[node.stage_name] = { index = node.c_index, signature = source_signature(node) } end
+  end
+  for name, st in pairs(S.plan.states) do handoff.put("state:" .. name, st:detach()) end
+  for name, w in pairs(S.plan.windows) do
+    handoff.put("slices:" .. name, w.slices:detach())
+    if w.result then handoff.put("result:" .. name, w.result:detach()) end
+  end
+  handoff.put("context", core.cstate.encode {
+    loop = tonumber(ffi.cast("uintptr_t", S.loop)), running = running, positions = positions_of(S),
+    nbatches = S.nbatches, batches_base = S.batches_base, last_time = S.last_time or false,
+    zero_ms = S.plan.zero_ms or false, total_records = S.total_records, dead_before = S.dead_before,
+    progress = S.progress, failures = S.writer and S.writer.failures or 0,
+    segment_after = S.segment_after, reload_failures = S.reload_failures, batch_ms = S.job.batch_ms,
+    elapsed_ms = core.clock_ms() - S.started,
+  })
+  ffi.gc(S.loop, nil) -- the loop now belongs to the next VM
+  session = nil
+  return true
+end
+
+-- In the fresh VM: takes the job over from the old one and runs it.
+function M.resume(cli)
+  local p = M.prepared
+  local ctx = core.cstate.decode(handoff.take("context"))
+  handoff.take("running")
+  local S = assert(new_session(cli, p.job))
+  S.settings = p.settings
+  S.loop = ffi.gc(ffi.cast("sr_loop_t *", ctx.loop), C.sr_loop_free)
+  S.nbatches, S.batches_base, S.total_records = ctx.nbatches, ctx.batches_base, ctx.total_records
+  S.dead_before, S.reload_failures = ctx.dead_before, ctx.reload_failures
+  S.last_time = ctx.last_time or nil
+  S.started = core.clock_ms() - ctx.elapsed_ms
+  for name, out in pairs(ctx.progress or {}) do S.progress[name] = out end
+  for b, seq in pairs(ctx.segment_after or {}) do S.segment_after[tonumber(b)] = seq end
+  S.wal_dir = S.settings and recovery.needs_log(p.job) and (S.settings.dir .. "/wal") or nil
+  local ok, err = start_sources(S, ctx.positions or {}, ctx.running)
+  if not ok then
+    log("%s", err)
+    return 1
+  end
+  -- State kept by stage name; what the new job no longer has is dropped.
+  local states, windows = {}, {}
+  for _, key in ipairs(handoff.keys()) do
+    local kind, name = key:match("^(%a+):(.+)$")
+    if kind == "state" then states[name] = core.cstate.adopt(handoff.take(key))
+    elseif kind == "slices" then windows[name] = windows[name] or {}; windows[name].slices = core.cwindow.adopt(handoff.take(key))
+    elseif kind == "result" then windows[name] = windows[name] or {}; windows[name].result = core.cstate.adopt(handoff.take(key))
+    end
+  end
+  states, windows = reload.carry(p.plan, states, windows)
+  for name, st in pairs(states) do
+    local node = p.job.by_name[name]
+    if node and node.timeout_ms then st:set_timeout(node.timeout_ms) end
+  end
+  compile_plan(S, states, windows)
+  S.plan.zero_ms = ctx.zero_ms or nil
+  if p.job.batch_ms ~= ctx.batch_ms then C.sr_loop_set_interval(S.loop, p.job.batch_ms) end
+  if not new_writer(S) then return 1 end
+  if S.writer then S.writer.failures = ctx.failures end
+  watch_files(S)
+  log("reloaded %s: %s", cli.job, reload.describe(p.plan))
+  session = S
+  return drive(S)
+end
+
+-- -- Checking --
+
+-- `streamrun check NEW.lua --against CHECKPOINT`: which stages would keep,
+-- drop or start state. Exit 0, or 2 when some state could not be kept.
+function M.check_against(job, path)
+  local is_dir = io.open(path .. "/.", "r")
+  local found
+  if is_dir then
+    is_dir:close()
+    found = checkpoint.latest(path)
+    if not found then log("no valid checkpoint in %s", path) return 1 end
+  else
+    local why
+    found, why = checkpoint.load(path)
+    if not found then log("%s: %s", path, why) return 1 end
+  end
+  local r = reload.plan(found.meta.stages or {}, job)
+  io.stdout:write(("against %s (batch %d): %s\n"):format(found.path, found.meta.batch, reload.describe(r)))
+  for _, c in ipairs(r.conflicts) do io.stdout:write("cannot keep ", c, "\n") end
+  return #r.conflicts > 0 and 2 or 0
 end
 
 return M

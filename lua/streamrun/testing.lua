@@ -19,26 +19,11 @@ Driver.__index = Driver
 -- let generator sources produce as they would when running), echo (true to
 -- let print write to stdout too), history (false to keep only the last
 -- batch's outputs, for long runs).
-function M.driver(path, opts)
-  opts = opts or {}
-  local job, err = loader.load(path, { params = opts.params })
-  if not job then error(err, 2) end
-  local restored = opts.restored
-  local d = setmetatable({
-    job = job,
-    batch_ms = job.batch_ms,
-    clock_ms = 0,         -- the virtual clock
-    batches = 0,          -- batches run so far
-    pending = {},         -- source node -> elements pushed for the next batch
-    offsets = {},         -- source node -> records pushed so far
-    states = {},          -- Lua-side source states
-    dead_letters = {},    -- { source, offset, reason, record } in order
-    history = {},         -- outputs of every batch, in order
-    generators = opts.generators,
-    keep_history = opts.history ~= false,
-    params = opts.params,
-    path = path,
-  }, Driver)
+-- Compiles job into d: its sources' queues and positions, and its plan
+-- (state and windows from restored when given).
+local function attach(d, job, restored, opts)
+  d.job, d.batch_ms = job, job.batch_ms
+  d.pending, d.offsets, d.states = {}, {}, {}
   local positions = restored and restored.meta.sources or {}
   for _, node in ipairs(job.sources) do
     d.pending[node], d.offsets[node] = {}, 0
@@ -47,19 +32,15 @@ function M.driver(path, opts)
       d.states[node] = sources.queue_state(node)
       if pos.next then d.states[node].next, d.states[node].done = pos.next, pos.done end
     end
-    if node.op == "generator" and opts.generators then
+    if node.op == "generator" and d.generators then
       d.states[node] = sources.generator_state(node)
       if pos.next_i then d.states[node].next_i, d.states[node].carry = pos.next_i, pos.carry end
     end
     d.offsets[node] = pos.pushed or 0
   end
-  local function dead(source, offset, reason, record)
-    d.dead_letters[#d.dead_letters + 1] = { source = source, offset = offset, reason = reason, record = record }
-  end
-  d.dead = dead
   d.plan = compile.compile(job, {
     on_error = job.on_error,
-    dead_letter = function(stage, reason, record) dead(stage, -1, reason, record) end,
+    dead_letter = function(stage, reason, record) d.dead(stage, -1, reason, record) end,
     sink = {
       stdout = io.stdout,
       quiet_print = not opts.echo,
@@ -73,6 +54,31 @@ function M.driver(path, opts)
     d.batches = restored.meta.batch
     d.clock_ms = restored.meta.time_ms
   end
+end
+
+-- Loads the job at path, or builds it by calling a function that returns
+-- the job (handy for small jobs inside a spec). opts: params (--set
+-- values), generators (true to let generator sources produce as they would
+-- when running), echo (true to let print write to stdout too), history
+-- (false to keep only the last batch's outputs, for long runs).
+function M.driver(path, opts)
+  opts = opts or {}
+  local job, err = loader.load(path, { params = opts.params })
+  if not job then error(err, 2) end
+  local d = setmetatable({
+    clock_ms = 0,         -- the virtual clock
+    batches = 0,          -- batches run so far
+    dead_letters = {},    -- { source, offset, reason, record } in order
+    history = {},         -- outputs of every batch, in order
+    generators = opts.generators,
+    keep_history = opts.history ~= false,
+    params = opts.params,
+    echo = opts.echo,
+  }, Driver)
+  function d.dead(source, offset, reason, record)
+    d.dead_letters[#d.dead_letters + 1] = { source = source, offset = offset, reason = reason, record = record }
+  end
+  attach(d, job, opts.restored, opts)
   return d
 end
 
@@ -214,22 +220,68 @@ end
 -- clock and source positions. opts: as for driver().
 function M.restore(path, opts)
   opts = opts or {}
-  local meta, states, windows = core.ckpt.load(path)
-  if not meta then error(("restore %s: %s"):format(path, states), 2) end
-  local job = opts.job or meta.script
-  if not job then error(("restore %s: the checkpoint names no job script; pass opts.job"):format(path), 2) end
+  local found, why = checkpoint.load(path)
+  if not found then error(("restore %s: %s"):format(path, why), 2) end
+  local meta, states, windows = found.meta, found.states, found.windows
+  local job_path = opts.job or meta.script
+  if not job_path then error(("restore %s: the checkpoint names no job script; pass opts.job"):format(path), 2) end
+  local job, err = loader.load(job_path, { params = opts.params or meta.params })
+  if not job then error(err, 2) end
+  local kept, kwindows, how = checkpoint.adopt({ path = path, meta = meta, states = states, windows = windows }, job)
+  if not kept then error(kwindows, 2) end
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
   o.params = opts.params or meta.params
-  o.restored = { meta = meta, states = states, windows = windows }
-  return M.driver(job, o)
+  o.restored = { meta = meta, states = kept, windows = kwindows }
+  local d = M.driver(job_path, o)
+  d.reload_log = how
+  return d
+end
+
+-- Reloads the job's logic as `streamrun run` would (path, or a function
+-- building the job): stateful stages keep their state by name, removed ones
+-- drop it, new ones start empty (streamrun.reload); sources of the same
+-- name keep what was pushed on them. Raises, keeping the old logic, when
+-- the new job does not load or some state cannot be kept. Returns the log
+-- line ("kept ...; dropped ...; new ...").
+function Driver:reload(path, opts)
+  opts = opts or {}
+  local job, err = loader.load(path, { params = opts.params or self.params })
+  if not job then error(err, 2) end
+  if job.batch_ms ~= self.batch_ms and next(self.plan.windows) then
+    error(("reload: the batch interval cannot change (%d ms to %d ms) while windows hold slices")
+      :format(self.batch_ms, job.batch_ms), 2)
+  end
+  local reload = require "streamrun.reload"
+  local r = reload.plan(reload.stages_of(self.job), job)
+  if #r.conflicts > 0 then error("reload: " .. table.concat(r.conflicts, "; "), 2) end
+  local states, windows = reload.carry(r, self.plan.states, self.plan.windows)
+  local old_job, old_pending, old_offsets, old_states = self.job, self.pending, self.offsets, self.states
+  attach(self, job, {
+    meta = { zero_ms = self.plan.zero_ms, batch = self.batches, time_ms = self.clock_ms, sources = {} },
+    states = states, windows = windows,
+  }, { echo = opts.echo or self.echo })
+  -- Sources keep their queued elements and positions by name.
+  for _, node in ipairs(job.sources) do
+    for _, old in ipairs(old_job.sources) do
+      if old.stage_name == node.stage_name and old.op == node.op then
+        self.pending[node], self.offsets[node] = old_pending[old], old_offsets[old]
+        if old_states[old] then self.states[node] = old_states[old] end
+      end
+    end
+  end
+  self.reload_log = reload.describe(r)
+  return self.reload_log
 end
 
 -- Every batch's outputs for one output name: { [k] = elements of batch k }
 -- (only the last batch's with history = false).
 function Driver:outputs(name)
   local list = {}
-  for i, h in pairs(self.history) do list[i] = h.outputs[name] end
+  for i = 1, self.batches do
+    local h = self.history[i]
+    if h then list[i] = h.outputs[name] end
+  end
   return list
 end
 

@@ -199,16 +199,8 @@ describe("e2e corrupt checkpoints", function()
     assert.truthy(stderr:find(t.newer .. " is not valid: checksum mismatch", 1, true), stderr)
   end)
 
-  -- BUG (runtime/sr_checkpoint_lua.c, sr__load -> sr_mplua_push_object): a
-  -- newest checkpoint with a valid checksum whose metadata has a map key of
-  -- an extension type or a NaN makes ckpt.load raise "table index is nil" /
-  -- "table index is NaN"; checkpoint.latest does not catch it and
-  -- `streamrun run` exits 1 with a Lua traceback that names no file,
-  -- instead of reporting it and resuming from the previous checkpoint.
-  -- Repro: SRCK 01, 83 a4 "meta" 81 d4 01 00 01 a7 "nstates" 00 a8
-  -- "nwindows" 00, "SREN" and its CRC-32C as the newest checkpoint.
-  -- `streamrun inspect` fails the same way. Make this an `it` once fixed.
-  pending("newest with an extension-type or NaN key in its metadata (valid checksum): reported, the previous one resumed", function()
+  -- A newest checkpoint whose metadata cannot be read is reported; the previous one is used.
+  it("newest with an extension-type or NaN key in its metadata (valid checksum): reported, the previous one resumed", function()
     for _, meta in ipairs { "\129\212\1\0\1", "\129\203\127\248\0\0\0\0\0\0\1" } do
       local t = two_checkpoints()
       proc.write_file(t.newer, crafted("\131\164meta" .. meta .. HEADER_TAIL))
@@ -219,14 +211,8 @@ describe("e2e corrupt checkpoints", function()
     end
   end)
 
-  -- BUG (runtime/sr_checkpoint_lua.c, sr__load; lua/streamrun/runner.lua):
-  -- ckpt.load takes any header meta, so a newest checkpoint with a valid
-  -- checksum whose meta is an empty map (or not a map) is "restored": the
-  -- runner then stops with "runner.lua:N: attempt to perform arithmetic on
-  -- field 'time_ms' (a nil value)" (an integer meta: "attempt to index local
-  -- 'meta'") and a traceback, exit 1, instead of reporting the file and
-  -- resuming from the previous checkpoint. Make this an `it` once fixed.
-  pending("newest with metadata lacking batch and time (valid checksum): reported, the previous one resumed", function()
+  -- A newest checkpoint whose metadata lacks batch and time is reported; the previous one is used.
+  it("newest with metadata lacking batch and time (valid checksum): reported, the previous one resumed", function()
     for _, meta in ipairs { "\128", "\5" } do
       local t = two_checkpoints()
       proc.write_file(t.newer, crafted("\131\164meta" .. meta .. HEADER_TAIL))

@@ -213,13 +213,8 @@ describe("corrupt checkpoints", function()
       end
     end)
 
-    -- BUG (runtime/sr_checkpoint_lua.c, sr__load_state): a state header that
-    -- decodes but lacks its name or count is reported at r->off, the offset
-    -- after the header (its first entry), not where the header starts. Repro:
-    -- rename the "count" key of the idle state's header ("xount") and fix
-    -- the CRC: "offset 312: malformed state header" for a header that starts
-    -- at 257 (312 is its first entry). Make this an `it` once it is fixed.
-    pending("a state header without its count is reported at the header's offset", function()
+    -- A malformed state header is reported at the header's own offset.
+    it("a state header without its count is reported at the header's offset", function()
       local idle = at("\165state\164idle") - 1
       local count = at("\165count", idle)
       local r = load(fix_crc(set_byte(good, count + 1, ("x"):byte())))
@@ -262,19 +257,8 @@ describe("corrupt checkpoints", function()
     assert.is_true(loaded > 0)
   end)
 
-  -- BUG (runtime/sr_checkpoint_lua.c, sr__load -> sr_mplua_push_object in
-  -- runtime/sr_msgpack_lua.c): a checkpoint with a valid checksum whose
-  -- metadata has a map key of an extension type (pushed as nil) or a NaN
-  -- makes ckpt.load raise "table index is nil" / "table index is NaN"
-  -- (lua_rawset) instead of returning nil and a reason; the mapped file and
-  -- the msgpack zone are never released. checkpoint.latest does not catch
-  -- it, so `streamrun run` and `inspect` stop with a traceback instead of
-  -- falling back to the previous checkpoint (spec/e2e/corrupt_spec.lua).
-  -- Repro, the body: 83 a4 "meta" 81 d4 01 00 01 a7 "nstates" 00 a8
-  -- "nwindows" 00 (fixext1 key); or 81 cb 7ff8000000000000 01 as meta (NaN).
-  -- libFuzzer finds the first within seconds (spec/fuzz/fuzz_checkpoint.c
-  -- lets it pass unless FUZZ_STRICT=1). Make this an `it` once fixed.
-  pending("an extension-type or NaN map key in the metadata is refused, not raised", function()
+  -- Map keys Lua cannot index by are left out, so such metadata is refused, not raised.
+  it("an extension-type or NaN map key in the metadata is refused, not raised", function()
     for _, meta in ipairs { "\129\212\1\0\1", "\129\203\127\248\0\0\0\0\0\0\1" } do
       local body = "\131\164meta" .. meta .. "\167nstates\0\168nwindows\0"
       local bytes = fix_crc("SRCK" .. string.char(ckpt.version) .. body .. ("\0"):rep(TRAILER))
@@ -282,13 +266,8 @@ describe("corrupt checkpoints", function()
     end
   end)
 
-  -- BUG (runtime/sr_checkpoint_lua.c, sr__load): the header's meta is
-  -- pushed whatever its type, so a checkpoint with a valid checksum whose
-  -- meta is an integer (or a map without batch and time_ms) loads; the
-  -- runner then fails on it with a traceback ("attempt to index local
-  -- 'meta' (a number value)", "attempt to perform arithmetic on field
-  -- 'time_ms'") instead of reporting it and using the previous checkpoint.
-  pending("metadata that is not a map with batch and time_ms is refused", function()
+  -- Metadata must be a map with a batch number and a time.
+  it("metadata that is not a map with batch and time_ms is refused", function()
     for _, meta in ipairs { "\5", "\128" } do
       local body = "\131\164meta" .. meta .. "\167nstates\0\168nwindows\0"
       local bytes = fix_crc("SRCK" .. string.char(ckpt.version) .. body .. ("\0"):rep(TRAILER))
