@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -95,6 +97,7 @@ static int sr__start(lua_State *L)
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) < 0) return luaL_error(L, "checkpoint: pipe: %s", strerror(errno));
     fflush(NULL);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         int e = errno;
@@ -109,6 +112,10 @@ static int sr__start(lua_State *L)
          * It keeps no descriptor of the job's (a listening socket held here
          * would keep a restarted job from binding its port). */
         char msg[1100], err[1024];
+        /* A writer outliving its job (kill -9) could rename its checkpoint in
+         * after a restart has resumed from an older one: it dies with it. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(1);
         close(fds[0]);
         if (fds[1] > 3) close_range(3, (unsigned)fds[1] - 1, 0);
         close_range((unsigned)fds[1] + 1, ~0U, 0);

@@ -8,8 +8,12 @@
 #include "sr_msgpack_lua.h"
 #include "sr_state.h"
 
+#include "sr_alloc.h"
+
 #include <lauxlib.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define SR_STATE_MT "streamrun.state"
 
@@ -137,6 +141,12 @@ static int sr__memory(lua_State *L)
     return 1;
 }
 
+/* The entry after e in a list of due entries. */
+static sr_state_entry_t *sr__next_due(sr_state_entry_t *e)
+{
+    return e->timer.next ? (sr_state_entry_t *)((char *)e->timer.next - offsetof(sr_state_entry_t, timer)) : NULL;
+}
+
 /* Pushes keys and values arrays of entries, and their count. */
 static void sr__push_entry(lua_State *L, const sr_state_entry_t *e, int n)
 {
@@ -146,34 +156,64 @@ static void sr__push_entry(lua_State *L, const sr_state_entry_t *e, int n)
     lua_rawseti(L, -2, n);
 }
 
-/* handle:snapshot() -> keys, values, n: every key, in table order */
-static int sr__snapshot(lua_State *L)
+/* Orders entries by their key bytes: the same order in every run and after
+ * every restore, whatever the table's history. */
+static int sr__cmp_entries(const void *a, const void *b)
 {
-    sr_state_t *st = sr__check(L);
-    lua_createtable(L, (int)st->count, 0);
-    lua_createtable(L, (int)st->count, 0);
-    sr_state_iter_t it = {0, 0};
-    int n = 0;
-    for (sr_state_entry_t *e; (e = sr_state_next(st, &it));) sr__push_entry(L, e, ++n);
-    lua_pushinteger(L, n);
+    const sr_state_entry_t *x = *(sr_state_entry_t *const *)a, *y = *(sr_state_entry_t *const *)b;
+    size_t n = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(sr_state_entry_key(x), sr_state_entry_key(y), n);
+    return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
+}
+
+static sr_state_entry_t **sorted_buf;
+static size_t sorted_cap;
+
+/* Pushes keys and values arrays of the n entries of list, sorted by key. */
+static int sr__push_sorted(lua_State *L, sr_state_entry_t **list, size_t n)
+{
+    qsort(list, n, sizeof(*list), sr__cmp_entries);
+    lua_createtable(L, (int)n, 0);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) sr__push_entry(L, list[i], (int)i + 1);
+    lua_pushinteger(L, (lua_Integer)n);
     return 3;
 }
 
+static sr_state_entry_t **sr__sorted(lua_State *L, size_t n)
+{
+    if (n > sorted_cap) {
+        sr_state_entry_t **b = sr_realloc(sorted_buf, n * sizeof(*b));
+        if (!b) luaL_error(L, "state: out of memory");
+        sorted_buf = b;
+        sorted_cap = n;
+    }
+    return sorted_buf;
+}
+
+/* handle:snapshot() -> keys, values, n: every key, ordered by key bytes */
+static int sr__snapshot(lua_State *L)
+{
+    sr_state_t *st = sr__check(L);
+    sr_state_entry_t **list = sr__sorted(L, st->count);
+    sr_state_iter_t it = {0, 0};
+    size_t n = 0;
+    for (sr_state_entry_t *e; (e = sr_state_next(st, &it));) list[n++] = e;
+    return sr__push_sorted(L, list, n);
+}
+
 /* handle:expire(now_ms) -> keys, values, n: the keys idle past the timeout
- * at now_ms; they stay in the state until removed. */
+ * at now_ms, ordered by key bytes; they stay in the state until removed. */
 static int sr__expire(lua_State *L)
 {
     sr_state_t *st = sr__check(L);
     sr_state_entry_t *due = sr_state_expire(st, (int64_t)luaL_checknumber(L, 2));
-    lua_newtable(L);
-    lua_newtable(L);
-    int n = 0;
-    for (; due; due = due->timer.next
-                         ? (sr_state_entry_t *)((char *)due->timer.next - offsetof(sr_state_entry_t, timer))
-                         : NULL)
-        sr__push_entry(L, due, ++n);
-    lua_pushinteger(L, n);
-    return 3;
+    size_t n = 0;
+    for (sr_state_entry_t *e = due; e; e = sr__next_due(e)) n++;
+    sr_state_entry_t **list = sr__sorted(L, n);
+    n = 0;
+    for (sr_state_entry_t *e = due; e; e = sr__next_due(e)) list[n++] = e;
+    return sr__push_sorted(L, list, n);
 }
 
 static int sr__free(lua_State *L)

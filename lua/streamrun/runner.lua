@@ -286,14 +286,32 @@ local function start(cli)
       return nil, 1
     end
   end
-  -- Outputs written after the checkpoint are written again: cut them back.
+  -- Outputs written after the checkpoint are written again: cut them back
+  -- (never lengthened: a file shorter than recorded is reported).
   for name, out in pairs(meta.outputs or {}) do
-    local tok, terr = core.truncate(out.path, out.bytes)
-    if not tok then log("output %s: cannot cut %s back to %d bytes: %s", name, out.path, out.bytes, terr) end
+    local f = io.open(out.path, "rb")
+    local size = f and f:seek("end") or 0
+    if f then f:close() end
+    if size < out.bytes then
+      log("output %s: %s has %d bytes, fewer than the %d the checkpoint recorded", name, out.path, size, out.bytes)
+    elseif size > out.bytes then
+      local tok, terr = core.truncate(out.path, out.bytes)
+      if not tok then log("output %s: cannot cut %s back to %d bytes: %s", name, out.path, out.bytes, terr) end
+    end
     S.progress[name] = out
   end
+  -- Where outputs start, so that a checkpoint always records them.
+  for _, node in ipairs(job.outputs) do
+    if node.op == "to_json_lines" and node.path ~= "-" and not S.progress[node.stage_name] then
+      local f = io.open(node.path, "rb")
+      S.progress[node.stage_name] = { path = node.path, bytes = f and f:seek("end") or 0 }
+      if f then f:close() end
+    end
+  end
   compile_plan(S, restored and restored.states, restored and restored.windows)
-  if restored then
+  if restored and meta.initial then
+    log("resuming from %s: the job's start", restored.path)
+  elseif restored then
     S.plan.zero_ms = meta.zero_ms
     S.nbatches = meta.batch
     S.batches_base = meta.batch
@@ -301,6 +319,13 @@ local function start(cli)
     log("resuming from %s: batch %d at %d ms, %d keys", restored.path, meta.batch, meta.time_ms, S.plan.state_keys())
   end
   if not new_writer(S) then return nil, 1 end
+  -- A first checkpoint before any batch: a crash before the next one
+  -- restarts from here, with outputs cut back to where they started.
+  if S.writer and not restored then
+    local m = checkpoint.meta(job, S.plan, 0, 0, positions_of(S), S.progress, cli.params)
+    m.initial = true
+    S.writer:write(0, m, S.plan, true)
+  end
 
   -- Batches logged after the checkpoint run again, as they were.
   if logged and #logged.batches > 0 then

@@ -772,14 +772,9 @@ describe("e2e crash loop", function()
   -- fails today (each was run as an `it`); turn it into an `it` when the
   -- bug is fixed, and drop the workaround it names.
 
-  -- BUG (runner.lua, outputs.lua): a restart cuts a to_json_lines file back
-  -- only to the length its checkpoint records, and a checkpoint records an
-  -- output only after the output has written a line; with no checkpoint at
-  -- all, nothing is cut. Lines written after the checkpoint (or after the
-  -- start) by an output the checkpoint does not record are written again by
-  -- the replay. Workaround above: no kill before a checkpoint records every
-  -- output.
-  pending("to_json_lines: a kill before the checkpoint records the output leaves no duplicates", function()
+  -- A kill before any batch or checkpoint still leaves each output line once:
+  -- the job checkpoints its start, with where each output began.
+  it("to_json_lines: a kill before the checkpoint records the output leaves no duplicates", function()
     for _, case in ipairs {
       -- The checkpoint after batch 2 saw no line of out yet.
       { input = "skip\nskip\na\nslow\nb\n", checkpoint = "checkpoint-000000000002" },
@@ -807,15 +802,8 @@ describe("e2e crash loop", function()
     end
   end)
 
-  -- BUG (stateful.lua, windows.lua, sr_state): keyed outputs list the keys
-  -- that have state "in table order", and a table restored from a
-  -- checkpoint is not in the order of the one that was saved: after a
-  -- restart, even a clean one (--batches), update_state_by_key's output and
-  -- reduce_by_key_and_window's list the same lines in another order, so
-  -- to_json_lines and save_as_text_files files differ from an uninterrupted
-  -- run's (79 of the 80 window files here). Workaround above: totals.jsonl
-  -- and the window files compared as sorted lines.
-  pending("keyed outputs keep their order across a restart", function()
+  -- State snapshots come out ordered by key, the same after a restore.
+  it("keyed outputs keep their order across a restart", function()
     local base = proc.tmpdir()
     local input = base .. "/input.txt"
     write_input(input, 40000)
@@ -834,13 +822,8 @@ describe("e2e crash loop", function()
     end
   end)
 
-  -- BUG (format.lua): tables are written as JSON in the order pairs() gives
-  -- their keys, and LuaJIT seeds its string hashes per process: the same
-  -- job on the same input writes {"alpha":..,"beta":..} in one run and
-  -- {"beta":..,"alpha":..} in the next (to_json_lines, save_as_text_files,
-  -- print, inspect --keys), so no two runs' files need be equal, killed or
-  -- not. Workaround above: the crash jobs keep arrays.
-  pending("objects are written as JSON the same way in every run", function()
+  -- Objects are written with sorted keys, the same in every run.
+  it("objects are written as JSON the same way in every run", function()
     local first
     for i = 1, 6 do
       local dir = proc.tmpdir()
@@ -853,21 +836,9 @@ describe("e2e crash loop", function()
     end
   end)
 
-  -- BUG (sr_checkpoint_lua.c): the forked checkpoint writer outlives a
-  -- kill -9 of its job (nothing ties it to its parent). If it renames
-  -- checkpoint N into place after the next run started from an older
-  -- checkpoint M and cut the outputs back to M's lengths, a later restart
-  -- resumes from N and "cuts" the outputs to N's lengths, longer than the
-  -- files: truncate() extends them with NUL bytes, and the lines of the
-  -- batches after M up to N are lost. Seen in the crash loop as a run of
-  -- NULs in sessions.jsonl: the orphaned writer of one run renamed
-  -- checkpoint 285 while the next run resumed from 282 and was killed
-  -- before getting back to 285; the run after it resumed from 285. Here the
-  -- writer is stopped (SIGSTOP) to stand for a slow disk. Workaround above:
-  -- no restart while an orphaned writer runs. (A prune that deletes every
-  -- *.tmp on the grounds that one writer runs at a time does not hold
-  -- either while an orphan runs.)
-  pending("an orphaned checkpoint writer finishing late leaves the outputs whole", function()
+  -- A checkpoint writer dies with its job, so none renames a checkpoint in
+  -- after a restart; outputs are never lengthened on restore.
+  it("an orphaned checkpoint writer finishing late leaves the outputs whole", function()
     local dir = proc.tmpdir()
     local lines = {}
     for i = 1, 5000 do lines[i] = ("l%05d"):format(i) end
