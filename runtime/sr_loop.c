@@ -56,7 +56,7 @@ static int sr__fast_forward(const sr_loop_t *l)
 {
     if (l->lua_active || !l->nsources) return 0;
     for (int i = 0; i < l->nsources; i++)
-        if (!l->sources[i]->removed && !l->sources[i]->type->fast) return 0;
+        if (!l->sources[i]->removed && !l->sources[i]->type->fast && !l->sources[i]->stored) return 0;
     return 1;
 }
 

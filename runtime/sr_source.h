@@ -56,6 +56,8 @@ struct sr_source {
     sr_linesplit_t split;         /* for sources that read one byte stream */
     int done;                     /* a bounded source delivered all input */
     int removed;                  /* a reload took it out of the job */
+    int stored;                   /* reads a regular file (stdin redirected
+                                     from one): no need to wait for the clock */
     uint64_t records;             /* records received so far */
     uint64_t dead_letters;        /* records sent to the dead-letter output */
     void *impl;                   /* private to the source kind */

@@ -1,4 +1,6 @@
-/* sr_source_stdin: lines from standard input; bounded (ends at EOF). */
+/* sr_source_stdin: lines from standard input; bounded (ends at EOF). A
+ * regular file on stdin is stored input: batches need not wait for the
+ * clock. */
 #include "sr_alloc.h"
 #include "sr_error.h"
 #include "sr_source.h"
@@ -7,6 +9,7 @@
 #include <ev.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define SR_STDIN_CHUNK (64 * 1024)
@@ -40,6 +43,8 @@ static int sr__stdin_start(sr_source_t *s, const sr_source_opts_t *o)
     sr__stdin_t *in = sr_calloc(1, sizeof(*in));
     if (!in) return SR_ENOMEM;
     s->impl = in;
+    struct stat st;
+    if (fstat(STDIN_FILENO, &st) == 0 && S_ISREG(st.st_mode)) s->stored = 1;
     ev_io_init(&in->reader, sr__stdin_on_read, STDIN_FILENO, EV_READ);
     in->reader.data = s;
     ev_io_start(s->ev, &in->reader);

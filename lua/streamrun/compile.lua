@@ -5,6 +5,7 @@
 local batch = require "streamrun.batch"
 local format = require "streamrun.format"
 local fuse = require "streamrun.fuse"
+local native = require "streamrun.native"
 local ops = require "streamrun.ops"
 local outputs = require "streamrun.outputs"
 local stateful = require "streamrun.stateful"
@@ -96,7 +97,29 @@ function M.compile(job, handlers)
     end
   end
 
-  local plan = { job = job, steps = steps, states = {}, windows = {} }
+  local plan = { job = job, steps = steps, states = {}, windows = {}, raw_sources = {} }
+
+  -- Chains the compiler runs in C: the word count (streamrun.native).
+  local only_consumer = {}
+  for _, node in ipairs(job.nodes) do
+    for _, input in ipairs(node.inputs) do
+      only_consumer[input] = consumers[input] == 1 and node or nil
+    end
+  end
+  local replaced = {}
+  for _, step in ipairs(steps) do
+    if step.kind == "chain" then
+      local reducer = native.is_word_count(step, function(n) return only_consumer[n] end)
+      if reducer then
+        step.kind, step.node, step.count = "native", reducer, native.word_counter()
+        replaced[reducer] = true
+        if only_consumer[step.input] then plan.raw_sources[step.input] = true end
+      end
+    end
+  end
+  for i = #steps, 1, -1 do
+    if steps[i].kind == "wide" and replaced[steps[i].node] then table.remove(steps, i) end
+  end
   local state_env = { report = report }
 
   local sink = handlers.sink
@@ -144,6 +167,8 @@ function M.compile(job, handlers)
         results[node] = inputs[node] or batch.empty()
       elseif kind == "chain" then
         results[node] = step.fused.run(results[step.input])
+      elseif kind == "native" then
+        results[node] = step.count(results[step.input])
       elseif kind == "wide" then
         local a, b = results[node.inputs[1]], node.inputs[2] and results[node.inputs[2]]
         nheld = 0

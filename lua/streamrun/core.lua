@@ -55,6 +55,13 @@ int sr_source_file_read_range(const char *path, uint64_t inode, int64_t start, i
 sr_source_t *sr_loop_source(sr_loop_t *l, int index);
 int sr_source_position(sr_source_t *s, sr_source_pos_t *pos);
 uint32_t sr_crc32c(uint32_t crc, const void *p, size_t n);
+typedef struct sr_wordcount {
+    const char *data; uint32_t *off; uint32_t *len; double *count; size_t n; size_t words;
+    uint32_t *slots; uint64_t *hashes; size_t cap, ncap;
+} sr_wordcount_t;
+sr_wordcount_t *sr_wordcount_new(void);
+void sr_wordcount_free(sr_wordcount_t *wc);
+int sr_wordcount_batch(sr_wordcount_t *wc, const sr_batch_t *b);
 void sr_loop_dead_letter(sr_loop_t *l, const char *source, int64_t offset,
                          const char *reason, const char *record, size_t len);
 uint64_t sr_loop_dead_letters(const sr_loop_t *l);

@@ -396,7 +396,11 @@ local function drive(S)
       if node.c_index then
         local cb = C.sr_loop_batch(loop, node.c_index)
         records = records + tonumber(cb.n)
-        b = sources.read_c_batch(node, cb, S.dead)
+        if S.plan.raw_sources[node] then
+          b = { n = tonumber(cb.n), cbatch = cb } -- read in C by a native stage
+        else
+          b = sources.read_c_batch(node, cb, S.dead)
+        end
       elseif node.op == "generator" then
         b = sources.generate(node, S.lua_sources[node], job.batch_ms, S.report)
         records = records + b.n

@@ -27,6 +27,31 @@ local function guarded(node, env, key, record, f, ...)
   return false
 end
 
+-- Runs body(i) for i = 1..n with the user's calls unguarded, under one
+-- xpcall: when a call raises, fail(i, err) reports it (the item keeps its
+-- state: commits come after the call) and the loop goes on after i.
+local function each(n, body, fail)
+  local cur = 0
+  local function run(i0)
+    for i = i0, n do
+      cur = i
+      body(i)
+    end
+  end
+  local i0 = 1
+  while i0 <= n do
+    local ok, err = xpcall(run, traceback, i0)
+    if ok then return end
+    if type(err) == "table" and err.fatal then error(err, 0) end
+    fail(cur, err)
+    i0 = cur + 1
+  end
+end
+
+local function key_error(node, env, k, record, err)
+  env.report(node, ("key %s: %s"):format(format.json(k), tostring(err)), k, record)
+end
+
 local EMPTY = setmetatable({}, { __newindex = function() error("the values array is read-only", 2) end })
 
 -- A new state table for a stateful stage.
@@ -68,32 +93,42 @@ function M.update_state_by_key(node, env, state, input, time_ms)
   local keys, lists, nk = ops.group(node, env, input)
   local f = node.fn
   local skeys, svalues, ns = state:snapshot()
+  -- Every key with state (ordered by key), then the new ones in arrival
+  -- order, each with its values.
+  local K, V, O, total = {}, {}, {}, 0
+  for i = 1, ns do
+    local k = skeys[i]
+    total = total + 1
+    K[total], V[total], O[total] = k, lists[k] or EMPTY, svalues[i]
+    lists[k] = nil
+  end
+  for i = 1, nk do
+    local k = keys[i]
+    if lists[k] then
+      total = total + 1
+      K[total], V[total] = k, lists[k]
+    end
+  end
   local OA, OB, m = {}, {}, 0
-  local function update(k, values, old)
-    local ok, new = guarded(node, env, k, values, f, values, old, k, time_ms)
-    if not ok then
-      new = old
-    elseif new == nil then
+  local function emit(k, v)
+    if v ~= nil then
+      m = m + 1
+      OA[m], OB[m] = k, v
+    end
+  end
+  each(total, function(i)
+    local k, old = K[i], O[i]
+    local new = f(V[i], old, k, time_ms)
+    if new == nil then
       state:remove(k)
     elseif not put_or_report(node, env, state, k, new) then
       new = old
     end
-    if new ~= nil then
-      m = m + 1
-      OA[m], OB[m] = k, new
-    end
-  end
-  for i = 1, ns do
-    local k = skeys[i]
-    local values = lists[k]
-    lists[k] = nil
-    update(k, values or EMPTY, svalues[i])
-  end
-  for i = 1, nk do
-    local k = keys[i]
-    local values = lists[k]
-    if values then update(k, values, nil) end
-  end
+    emit(k, new)
+  end, function(i, err)
+    key_error(node, env, K[i], V[i], err)
+    emit(K[i], O[i])
+  end)
   return { n = m, a = OA, b = OB }
 end
 
@@ -144,42 +179,46 @@ function M.map_with_state(node, env, state, input, time_ms)
   local now = node.timeout_ms > 0 and time_ms or nil
   local A, B = input.a, input.b
   local OA, OB, m = {}, {}, 0
-  for i = 1, input.n do
+  each(input.n, function(i)
     local k, v = A[i], B[i]
-    if ops.pair_check(node, env, k, v) then
-      local old = state:get(k)
-      reset(s, k, old, false)
-      local ok, r1, r2 = guarded(node, env, k, v, f, k, v, s, time_ms)
-      if not ok then
-        -- A failing call changes nothing: the key keeps its state.
-        if old ~= nil and now then state:touch(k, now) end
-      elseif s.removed then
-        state:remove(k)
-      elseif s.changed then
-        if not put_or_report(node, env, state, k, s.value, now) and old ~= nil and now then
-          state:touch(k, now)
-        end
-      elseif old ~= nil and now then
+    if not ops.pair_check(node, env, k, v) then return end
+    local old = state:get(k)
+    reset(s, k, old, false)
+    local r1, r2 = f(k, v, s, time_ms)
+    if s.removed then
+      state:remove(k)
+    elseif s.changed then
+      if not put_or_report(node, env, state, k, s.value, now) and old ~= nil and now then
         state:touch(k, now)
       end
-      if ok and r1 ~= nil then
-        m = m + 1
-        OA[m], OB[m] = r1, r2
-      end
+    elseif old ~= nil and now then
+      state:touch(k, now)
     end
-  end
+    if r1 ~= nil then
+      m = m + 1
+      OA[m], OB[m] = r1, r2
+    end
+  end, function(i, err)
+    -- A failing call changes nothing: the key keeps its state.
+    local k = A[i]
+    if now then state:touch(k, now) end
+    key_error(node, env, k, B[i], err)
+  end)
   if node.timeout_ms > 0 then
     local tk, tv, tn = state:expire(time_ms)
-    for i = 1, tn do
+    each(tn, function(i)
       local k = tk[i]
       reset(s, k, tv[i], true)
-      local ok, r1, r2 = guarded(node, env, k, tv[i], f, k, nil, s, time_ms)
+      local r1, r2 = f(k, nil, s, time_ms)
       state:remove(k)
-      if ok and r1 ~= nil then
+      if r1 ~= nil then
         m = m + 1
         OA[m], OB[m] = r1, r2
       end
-    end
+    end, function(i, err)
+      state:remove(tk[i])
+      key_error(node, env, tk[i], tv[i], err)
+    end)
   end
   return { n = m, a = OA, b = OB }
 end
