@@ -14,10 +14,10 @@ local function run(n)
   local st = cstate.new("counts", 16, 60000, 0)
   for i = 1, n do st:put("key" .. i, i, 1000) end
   local t0 = clock()
-  assert(ckpt.write(dir, "checkpoint-1.srck", { batch = 1 }, { st }, {}))
+  assert(ckpt.write(dir, "checkpoint-1.srck", { batch = 1, time_ms = 1000 }, { st }, {}))
   local write_ms = clock() - t0
   t0 = clock()
-  local pid, fd = ckpt.start(dir, "checkpoint-2.srck", { batch = 2 }, { st }, {})
+  local pid, fd = ckpt.start(dir, "checkpoint-2.srck", { batch = 2, time_ms = 2000 }, { st }, {})
   local fork_ms = clock() - t0
   assert(ckpt.wait(pid, fd))
   local size = io.open(dir .. "/checkpoint-1.srck"):seek("end")
@@ -28,6 +28,7 @@ local function run(n)
   os.execute("rm -rf " .. dir)
   print(("%9d keys: write %7.0f ms, restore %7.0f ms, batch stall (fork) %5.1f ms, file %6.1f MB")
     :format(n, write_ms, load_ms, fork_ms, size / 1e6))
+  print(("RESULT %d %.1f %.1f %.2f %d"):format(n, write_ms, load_ms, fork_ms, size))
 end
 
 for i = 1, math.max(1, #arg) do run(tonumber(arg[i]) or 1000000) end
