@@ -6,7 +6,10 @@
 --   streamrun run jobs/wordcount.lua --set source=stdin < big.txt
 local sr = require "streamrun"
 
-local job = sr.job { name = "wordcount", batch = sr.param("batch", "1s") }
+-- Large batches suit a file (fewer passes over the running totals, which
+-- update_state_by_key makes for every key each batch); --set max_batch=N.
+local job = sr.job { name = "wordcount", batch = sr.param("batch", "1s"),
+                     max_batch_records = sr.param("max_batch", 1000000) }
 
 local source = sr.param("source", "generator")
 local lines
