@@ -5,7 +5,9 @@
 --   streamrun run jobs/json_filter.lua --set min=100 --set out=big.jsonl < events.jsonl
 local sr = require "streamrun"
 
-local job = sr.job { name = "json_filter", batch = sr.param("batch", "1s") }
+-- Modest batches keep the decoded records in memory few (--set max_batch=N).
+local job = sr.job { name = "json_filter", batch = sr.param("batch", "1s"),
+                     max_batch_records = sr.param("max_batch", 10000) }
 
 local events
 if sr.param("source", "stdin") == "listen" then

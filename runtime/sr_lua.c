@@ -2,6 +2,7 @@
 #include "sr_lua.h"
 #include "sr_checkpoint_lua.h"
 #include "sr_handoff.h"
+#include "sr_json_lua.h"
 #include "sr_state_lua.h"
 #include "sr_wal_lua.h"
 #include "sr_window_lua.h"
@@ -76,6 +77,8 @@ lua_State *sr_lua_new(const char *lua_dir)
     lua_setfield(L, -2, "streamrun.cwal");
     lua_pushcfunction(L, luaopen_streamrun_handoff);
     lua_setfield(L, -2, "streamrun.handoff");
+    lua_pushcfunction(L, luaopen_streamrun_json);
+    lua_setfield(L, -2, "streamrun.json");
     lua_pop(L, 2);
     return L;
 }

@@ -106,6 +106,7 @@ local M = {
   ckpt = load_module("streamrun.ckpt"),
   cwal = load_module("streamrun.cwal"),
   handoff = load_module("streamrun.handoff"),
+  json = load_module("streamrun.json"),
 }
 
 local duration_out = ffi.new("int64_t[1]")
