@@ -5,6 +5,8 @@
 #include "sr_alloc.h"
 #include "sr_error.h"
 
+#include <math.h>
+#include <msgpack.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -24,6 +26,17 @@ uint64_t sr_state_hash(const char *p, size_t n)
     h *= 0x94d049bb133111ebULL;
     h ^= h >> 31;
     return h;
+}
+
+/* Slots hold an entry's address (48 bits on x86-64 and arm64) and the top
+ * 16 bits of its key's hash: a probe compares tags before it touches an
+ * entry, so a lookup costs about one cache miss. */
+#define SR__ADDR ((uintptr_t)0x0000FFFFFFFFFFFFULL)
+
+static inline sr_state_entry_t *sr__slot_entry(uintptr_t v) { return (sr_state_entry_t *)(v & SR__ADDR); }
+static inline uintptr_t sr__slot(sr_state_entry_t *e, uint64_t h)
+{
+    return (uintptr_t)e | ((uintptr_t)(h >> 48) << 48);
 }
 
 static sr_state_entry_t *sr__entry_of(sr_wheel_node_t *n)
@@ -55,7 +68,7 @@ void sr_state_free(sr_state_t *st)
     if (!st) return;
     for (int p = 0; p < st->nparts; p++) {
         sr_state_part_t *part = &st->parts[p];
-        for (size_t i = 0; i < part->cap; i++) sr_free(part->slots[i]);
+        for (size_t i = 0; i < part->cap; i++) sr_free(sr__slot_entry(part->slots[i]));
         sr_free(part->slots);
     }
     sr_free(st->parts);
@@ -72,9 +85,14 @@ static sr_state_part_t *sr__part(sr_state_t *st, uint64_t h)
 static size_t sr__probe(const sr_state_part_t *part, uint64_t h, const char *key, size_t klen)
 {
     size_t mask = part->cap - 1, i = (size_t)h & mask;
+    uintptr_t tag = (uintptr_t)(h >> 48) << 48;
     for (;;) {
-        sr_state_entry_t *e = part->slots[i];
-        if (!e || (e->klen == klen && memcmp(e->data, key, klen) == 0)) return i;
+        uintptr_t v = part->slots[i];
+        if (!v) return i;
+        if ((v & ~SR__ADDR) == tag) {
+            sr_state_entry_t *e = sr__slot_entry(v);
+            if (e->klen == klen && memcmp(e->data, key, klen) == 0) return i;
+        }
         i = (i + 1) & mask;
     }
 }
@@ -82,14 +100,15 @@ static size_t sr__probe(const sr_state_part_t *part, uint64_t h, const char *key
 static int sr__grow(sr_state_part_t *part)
 {
     size_t cap = part->cap ? part->cap * 2 : SR_STATE_MIN_CAP;
-    sr_state_entry_t **slots = sr_calloc(cap, sizeof(*slots));
+    uintptr_t *slots = sr_calloc(cap, sizeof(*slots));
     if (!slots) return SR_ENOMEM;
     for (size_t i = 0; i < part->cap; i++) {
-        sr_state_entry_t *e = part->slots[i];
-        if (!e) continue;
+        uintptr_t v = part->slots[i];
+        if (!v) continue;
+        sr_state_entry_t *e = sr__slot_entry(v);
         size_t j = (size_t)sr_state_hash(e->data, e->klen) & (cap - 1);
         while (slots[j]) j = (j + 1) & (cap - 1);
-        slots[j] = e;
+        slots[j] = v;
     }
     sr_free(part->slots);
     part->slots = slots;
@@ -112,7 +131,7 @@ sr_state_entry_t *sr_state_get(sr_state_t *st, const char *key, size_t klen)
     uint64_t h = sr_state_hash(key, klen);
     sr_state_part_t *part = sr__part(st, h);
     if (!part->cap) return NULL;
-    return part->slots[sr__probe(part, h, key, klen)];
+    return sr__slot_entry(part->slots[sr__probe(part, h, key, klen)]);
 }
 
 int sr_state_put(sr_state_t *st, const char *key, size_t klen, const char *value, size_t vlen,
@@ -124,7 +143,7 @@ int sr_state_put(sr_state_t *st, const char *key, size_t klen, const char *value
     /* Keep the load factor under 3/4. */
     if ((part->count + 1) * 4 > part->cap * 3 && sr__grow(part) < 0) return SR_ENOMEM;
     size_t i = sr__probe(part, h, key, klen);
-    sr_state_entry_t *e = part->slots[i];
+    sr_state_entry_t *e = sr__slot_entry(part->slots[i]);
     if (e && e->vlen == vlen) {
         memcpy(e->data + klen, value, vlen);
     } else if (e) {
@@ -141,7 +160,7 @@ int sr_state_put(sr_state_t *st, const char *key, size_t klen, const char *value
         st->data_bytes = st->data_bytes - e->vlen + vlen;
         e->vlen = (uint32_t)vlen;
         memcpy(e->data + klen, value, vlen);
-        part->slots[i] = e;
+        part->slots[i] = sr__slot(e, h);
         if (armed) sr_wheel_add(&st->wheel, &e->timer, expiry);
     } else {
         e = sr_malloc(sizeof(*e) + klen + vlen);
@@ -151,7 +170,7 @@ int sr_state_put(sr_state_t *st, const char *key, size_t klen, const char *value
         e->vlen = (uint32_t)vlen;
         memcpy(e->data, key, klen);
         memcpy(e->data + klen, value, vlen);
-        part->slots[i] = e;
+        part->slots[i] = sr__slot(e, h);
         part->count++;
         st->count++;
         st->data_bytes += klen + vlen;
@@ -166,24 +185,24 @@ int sr_state_remove(sr_state_t *st, const char *key, size_t klen)
     sr_state_part_t *part = sr__part(st, h);
     if (!part->cap) return 0;
     size_t mask = part->cap - 1, i = sr__probe(part, h, key, klen);
-    sr_state_entry_t *e = part->slots[i];
+    sr_state_entry_t *e = sr__slot_entry(part->slots[i]);
     if (!e) return 0;
     sr_wheel_cancel(&st->wheel, &e->timer);
     st->data_bytes -= e->klen + e->vlen;
     sr_free(e);
-    part->slots[i] = NULL;
+    part->slots[i] = 0;
     part->count--;
     st->count--;
     /* Backward shift: pull later entries of the run into the hole when
      * their home slot is not in (hole, their slot]. */
     size_t hole = i, j = (i + 1) & mask;
     while (part->slots[j]) {
-        sr_state_entry_t *m = part->slots[j];
+        sr_state_entry_t *m = sr__slot_entry(part->slots[j]);
         size_t home = (size_t)sr_state_hash(m->data, m->klen) & mask;
         int stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
         if (!stays) {
-            part->slots[hole] = m;
-            part->slots[j] = NULL;
+            part->slots[hole] = part->slots[j];
+            part->slots[j] = 0;
             hole = j;
         }
         j = (j + 1) & mask;
@@ -214,7 +233,7 @@ sr_state_entry_t *sr_state_next(sr_state_t *st, sr_state_iter_t *it)
     while (it->part < st->nparts) {
         sr_state_part_t *part = &st->parts[it->part];
         while (it->slot < part->cap) {
-            sr_state_entry_t *e = part->slots[it->slot++];
+            sr_state_entry_t *e = sr__slot_entry(part->slots[it->slot++]);
             if (e) return e;
         }
         it->part++;
@@ -226,6 +245,136 @@ sr_state_entry_t *sr_state_next(sr_state_t *st, sr_state_iter_t *it)
 size_t sr_state_memory(const sr_state_t *st)
 {
     size_t bytes = sizeof(*st) + (size_t)st->nparts * sizeof(*st->parts);
-    for (int p = 0; p < st->nparts; p++) bytes += st->parts[p].cap * sizeof(sr_state_entry_t *);
+    for (int p = 0; p < st->nparts; p++) bytes += st->parts[p].cap * sizeof(uintptr_t);
     return bytes + st->count * sizeof(sr_state_entry_t) + st->data_bytes;
+}
+
+/* -- Numbers by FFI -- */
+
+typedef struct sr__bytes {
+    char buf[64];
+    size_t len;
+} sr__bytes_t;
+
+static int sr__bytes_write(void *data, const char *p, size_t n)
+{
+    sr__bytes_t *b = data;
+    if (b->len + n > sizeof(b->buf)) return -1;
+    memcpy(b->buf + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+/* msgpack of a number as the Lua binding packs it: whole numbers as
+ * integers, the others as doubles. */
+static void sr__pack_num(msgpack_packer *pk, double x)
+{
+    if (x == floor(x) && x >= -9.2233720368547758e18 && x < 9.2233720368547758e18) msgpack_pack_int64(pk, (int64_t)x);
+    else msgpack_pack_double(pk, x);
+}
+
+/* The key's msgpack bytes: small keys in kb, long strings by reference. */
+static const char *sr__key(int ktype, const char *s, size_t len, double num, sr__bytes_t *kb, size_t *klen,
+                           char **heap)
+{
+    msgpack_packer pk;
+    kb->len = 0;
+    *heap = NULL;
+    msgpack_packer_init(&pk, kb, sr__bytes_write);
+    if (ktype == SR_KEY_STRING) {
+        if (len + 9 > sizeof(kb->buf)) {
+            *heap = sr_malloc(len + 9);
+            if (!*heap) return NULL;
+            sr__bytes_t tmp = {{0}, 0};
+            msgpack_packer_init(&pk, &tmp, sr__bytes_write);
+            msgpack_pack_str(&pk, len);
+            memcpy(*heap, tmp.buf, tmp.len);
+            memcpy(*heap + tmp.len, s, len);
+            *klen = tmp.len + len;
+            return *heap;
+        }
+        msgpack_pack_str(&pk, len);
+        msgpack_pack_str_body(&pk, s, len);
+    } else if (ktype == SR_KEY_NUMBER) {
+        sr__pack_num(&pk, num);
+    } else {
+        if (num != 0) msgpack_pack_true(&pk); else msgpack_pack_false(&pk);
+    }
+    *klen = kb->len;
+    return kb->buf;
+}
+
+int sr_state_get_number(sr_state_t *st, int ktype, const char *s, size_t len, double num, double *out)
+{
+    sr__bytes_t kb;
+    size_t klen;
+    char *heap;
+    const char *key = sr__key(ktype, s, len, num, &kb, &klen, &heap);
+    if (!key) return -1;
+    sr_state_entry_t *e = sr_state_get(st, key, klen);
+    sr_free(heap);
+    if (!e) return 0;
+    /* Only numbers are read here: fixints, ints and uints of every width,
+     * floats 32 and 64 (the encodings msgpack-c writes for numbers). */
+    const unsigned char *v = (const unsigned char *)sr_state_entry_value(e);
+    size_t n = e->vlen;
+    if (n == 1 && v[0] <= 0x7f) { *out = v[0]; return 1; }
+    if (n == 1 && v[0] >= 0xe0) { *out = (int8_t)v[0]; return 1; }
+    uint64_t u = 0;
+    if (n == 9 && (v[0] == 0xcb || v[0] == 0xcf || v[0] == 0xd3)) {
+        for (int i = 1; i <= 8; i++) u = (u << 8) | v[i];
+        if (v[0] == 0xcb) { double d; memcpy(&d, &u, 8); *out = d; }
+        else if (v[0] == 0xcf) *out = (double)u;
+        else *out = (double)(int64_t)u;
+        return 1;
+    }
+    if (n == 5 && (v[0] == 0xca || v[0] == 0xce || v[0] == 0xd2)) {
+        for (int i = 1; i <= 4; i++) u = (u << 8) | v[i];
+        uint32_t w = (uint32_t)u;
+        if (v[0] == 0xca) { float f; memcpy(&f, &w, 4); *out = f; }
+        else if (v[0] == 0xce) *out = w;
+        else *out = (int32_t)w;
+        return 1;
+    }
+    if (n == 3 && (v[0] == 0xcd || v[0] == 0xd1)) {
+        uint16_t w = (uint16_t)((v[1] << 8) | v[2]);
+        *out = v[0] == 0xcd ? (double)w : (double)(int16_t)w;
+        return 1;
+    }
+    if (n == 2 && (v[0] == 0xcc || v[0] == 0xd0)) {
+        *out = v[0] == 0xcc ? (double)v[1] : (double)(int8_t)v[1];
+        return 1;
+    }
+    return -1;
+}
+
+int sr_state_put_number(sr_state_t *st, int ktype, const char *s, size_t len, double num, double value,
+                        int64_t now_ms)
+{
+    sr__bytes_t kb, vb = {{0}, 0};
+    size_t klen;
+    char *heap;
+    const char *key = sr__key(ktype, s, len, num, &kb, &klen, &heap);
+    if (!key) return SR_ENOMEM;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &vb, sr__bytes_write);
+    sr__pack_num(&pk, value);
+    sr_state_entry_t *e;
+    int rc = sr_state_put(st, key, klen, vb.buf, vb.len, &e);
+    sr_free(heap);
+    if (rc == 0 && now_ms >= 0) sr_state_touch(st, e, now_ms);
+    return rc;
+}
+
+int sr_state_touch_key(sr_state_t *st, int ktype, const char *s, size_t len, double num, int64_t now_ms)
+{
+    sr__bytes_t kb;
+    size_t klen;
+    char *heap;
+    const char *key = sr__key(ktype, s, len, num, &kb, &klen, &heap);
+    if (!key) return 0;
+    sr_state_entry_t *e = sr_state_get(st, key, klen);
+    sr_free(heap);
+    if (e) sr_state_touch(st, e, now_ms);
+    return e != NULL;
 }

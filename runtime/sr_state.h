@@ -20,7 +20,8 @@ static inline const char *sr_state_entry_key(const sr_state_entry_t *e) { return
 static inline const char *sr_state_entry_value(const sr_state_entry_t *e) { return e->data + e->klen; }
 
 typedef struct sr_state_part {
-    sr_state_entry_t **slots; /* private: linear probing, NULL = empty */
+    uintptr_t *slots;         /* private: linear probing, 0 = empty; an entry's
+                                 address with a 16-bit hash tag on top */
     size_t cap;               /* private: a power of two */
     size_t count;             /* read-only */
 } sr_state_part_t;
@@ -74,6 +75,23 @@ sr_state_entry_t *sr_state_expire(sr_state_t *st, int64_t now_ms);
 sr_state_entry_t *sr_state_next(sr_state_t *st, sr_state_iter_t *it);
 /* Bytes of memory the state holds: tables and entries. */
 size_t sr_state_memory(const sr_state_t *st);
+
+/* -- Numbers by FFI (the fast path of counters and sums) --
+ * The key is given as its Lua type and value: SR_KEY_STRING (s, len),
+ * SR_KEY_NUMBER (num) or SR_KEY_BOOLEAN (num 0 or 1), and encoded as the
+ * Lua binding encodes keys, so both see the same entries. */
+enum { SR_KEY_STRING = 1, SR_KEY_NUMBER = 2, SR_KEY_BOOLEAN = 3 };
+
+/* The key's value if it is a number: returns 1 and sets *out; 0 when the
+ * key has no state; -1 when its state is not a number (read it through
+ * the Lua binding). */
+int sr_state_get_number(sr_state_t *st, int ktype, const char *s, size_t len, double num, double *out);
+/* Stores a number as the key's value; when now_ms >= 0 restarts its idle
+ * clock. Returns 0 or SR_ENOMEM. */
+int sr_state_put_number(sr_state_t *st, int ktype, const char *s, size_t len, double num, double value,
+                        int64_t now_ms);
+/* Restarts the key's idle clock; 1 if it has state, else 0. */
+int sr_state_touch_key(sr_state_t *st, int ktype, const char *s, size_t len, double num, int64_t now_ms);
 
 /* 64-bit hash of bytes (also used to pick a key's partition). */
 uint64_t sr_state_hash(const char *p, size_t n);

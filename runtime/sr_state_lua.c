@@ -242,6 +242,14 @@ static int sr__adopt(lua_State *L)
     return 1;
 }
 
+/* handle:pointer() -> light userdata: the state, for the FFI fast path of
+ * numbers (still owned by the handle). */
+static int sr__pointer(lua_State *L)
+{
+    lua_pushlightuserdata(L, sr__check(L));
+    return 1;
+}
+
 /* handle:set_timeout(ms): keys touched from now on time out after ms. */
 static int sr__set_timeout(lua_State *L)
 {
@@ -289,7 +297,7 @@ int luaopen_streamrun_cstate(lua_State *L)
         {"get", sr__get}, {"put", sr__put}, {"touch", sr__touch}, {"remove", sr__remove},
         {"count", sr__count}, {"memory", sr__memory}, {"snapshot", sr__snapshot},
         {"expire", sr__expire}, {"free", sr__free}, {"detach", sr__detach},
-        {"set_timeout", sr__set_timeout}, {NULL, NULL},
+        {"set_timeout", sr__set_timeout}, {"pointer", sr__pointer}, {NULL, NULL},
     };
     static const luaL_Reg functions[] = {
         {"new", sr__new}, {"encode", sr__encode}, {"decode", sr__decode}, {"adopt", sr__adopt},

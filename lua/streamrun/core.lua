@@ -59,6 +59,11 @@ typedef struct sr_wordcount {
     const char *data; uint32_t *off; uint32_t *len; double *count; size_t n; size_t words;
     uint32_t *slots; uint64_t *hashes; size_t cap, ncap;
 } sr_wordcount_t;
+typedef struct sr_state sr_state_t;
+int sr_state_get_number(sr_state_t *st, int ktype, const char *s, size_t len, double num, double *out);
+int sr_state_put_number(sr_state_t *st, int ktype, const char *s, size_t len, double num, double value,
+                        int64_t now_ms);
+int sr_state_touch_key(sr_state_t *st, int ktype, const char *s, size_t len, double num, int64_t now_ms);
 sr_wordcount_t *sr_wordcount_new(void);
 void sr_wordcount_free(sr_wordcount_t *wc);
 int sr_wordcount_batch(sr_wordcount_t *wc, const sr_batch_t *b);

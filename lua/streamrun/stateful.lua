@@ -10,6 +10,7 @@ local format = require "streamrun.format"
 local ops = require "streamrun.ops"
 
 local cstate = core.cstate
+local C, ffi = core.C, core.ffi
 local type, error, xpcall, traceback, tostring = type, error, xpcall, debug.traceback, tostring
 
 local M = {}
@@ -48,6 +49,29 @@ local function each(n, body, fail)
   end
 end
 
+-- -- Numbers through the FFI --
+-- State values that are numbers (counters, sums) are read and written with
+-- FFI calls LuaJIT compiles into the batch loop; anything else goes through
+-- the Lua binding. Both encode keys alike, so they see the same entries.
+
+local number_out = ffi.new("double[1]")
+
+-- The FFI form of a key: type, string, length, number.
+local function key_args(k)
+  local t = type(k)
+  if t == "string" then return 1, k, #k, 0 end
+  if t == "number" then return 2, nil, 0, k end
+  return 3, nil, 0, k and 1 or 0
+end
+
+-- The key's state, with key_args's values.
+local function get_state(state, sp, k, kt, ks, kl, kn)
+  local rc = C.sr_state_get_number(sp, kt, ks, kl, kn, number_out)
+  if rc == 1 then return number_out[0] end
+  if rc == 0 then return nil end
+  return state:get(k)
+end
+
 local function key_error(node, env, k, record, err)
   env.report(node, ("key %s: %s"):format(format.json(k), tostring(err)), k, record)
 end
@@ -80,8 +104,16 @@ local function seed(node, env, state, time_ms)
   end
 end
 
-local function put_or_report(node, env, state, k, v, now)
-  local ok, err = state:put(k, v, now)
+-- sp: the state's pointer for the FFI (ffi.cast of state:pointer()).
+local function put_or_report(node, env, state, sp, k, v, now)
+  local ok, err
+  if type(v) == "number" then
+    local kt, ks, kl, kn = key_args(k)
+    ok = C.sr_state_put_number(sp, kt, ks, kl, kn, v, now or -1) == 0
+    err = "out of memory"
+  else
+    ok, err = state:put(k, v, now)
+  end
   if ok then return true end
   env.report(node, ("key %s: %s; the key keeps its previous state"):format(format.json(k), err), k)
   return false
@@ -92,6 +124,7 @@ end
 function M.update_state_by_key(node, env, state, input, time_ms)
   local keys, lists, nk = ops.group(node, env, input)
   local f = node.fn
+  local sp = ffi.cast("sr_state_t *", state:pointer())
   local skeys, svalues, ns = state:snapshot()
   -- Every key with state (ordered by key), then the new ones in arrival
   -- order, each with its values.
@@ -121,7 +154,7 @@ function M.update_state_by_key(node, env, state, input, time_ms)
     local new = f(V[i], old, k, time_ms)
     if new == nil then
       state:remove(k)
-    elseif not put_or_report(node, env, state, k, new) then
+    elseif not put_or_report(node, env, state, sp, k, new) then
       new = old
     end
     emit(k, new)
@@ -177,22 +210,29 @@ function M.map_with_state(node, env, state, input, time_ms)
   end
   local f = node.fn
   local now = node.timeout_ms > 0 and time_ms or nil
+  local sp = ffi.cast("sr_state_t *", state:pointer())
   local A, B = input.a, input.b
   local OA, OB, m = {}, {}, 0
   each(input.n, function(i)
     local k, v = A[i], B[i]
     if not ops.pair_check(node, env, k, v) then return end
-    local old = state:get(k)
+    local kt, ks, kl, kn = key_args(k)
+    local old = get_state(state, sp, k, kt, ks, kl, kn)
     reset(s, k, old, false)
     local r1, r2 = f(k, v, s, time_ms)
     if s.removed then
       state:remove(k)
     elseif s.changed then
-      if not put_or_report(node, env, state, k, s.value, now) and old ~= nil and now then
+      local nv = s.value
+      if type(nv) == "number" then
+        if C.sr_state_put_number(sp, kt, ks, kl, kn, nv, now or -1) ~= 0 then
+          key_error(node, env, k, v, "out of memory; the key keeps its previous state")
+        end
+      elseif not put_or_report(node, env, state, sp, k, nv, now) and old ~= nil and now then
         state:touch(k, now)
       end
     elseif old ~= nil and now then
-      state:touch(k, now)
+      C.sr_state_touch_key(sp, kt, ks, kl, kn, now)
     end
     if r1 ~= nil then
       m = m + 1
