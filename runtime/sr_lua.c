@@ -66,19 +66,16 @@ lua_State *sr_lua_new(const char *lua_dir)
     lua_setfield(L, -3, "path");
     lua_pop(L, 1);
     /* The C modules of the runtime, for require. */
+    static const luaL_Reg modules[] = {
+        {"streamrun.cstate", luaopen_streamrun_cstate}, {"streamrun.cwindow", luaopen_streamrun_cwindow},
+        {"streamrun.ckpt", luaopen_streamrun_ckpt},     {"streamrun.cwal", luaopen_streamrun_cwal},
+        {"streamrun.handoff", luaopen_streamrun_handoff}, {"streamrun.json", luaopen_streamrun_json},
+    };
     lua_getfield(L, -1, "preload");
-    lua_pushcfunction(L, luaopen_streamrun_cstate);
-    lua_setfield(L, -2, "streamrun.cstate");
-    lua_pushcfunction(L, luaopen_streamrun_cwindow);
-    lua_setfield(L, -2, "streamrun.cwindow");
-    lua_pushcfunction(L, luaopen_streamrun_ckpt);
-    lua_setfield(L, -2, "streamrun.ckpt");
-    lua_pushcfunction(L, luaopen_streamrun_cwal);
-    lua_setfield(L, -2, "streamrun.cwal");
-    lua_pushcfunction(L, luaopen_streamrun_handoff);
-    lua_setfield(L, -2, "streamrun.handoff");
-    lua_pushcfunction(L, luaopen_streamrun_json);
-    lua_setfield(L, -2, "streamrun.json");
+    for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]); i++) {
+        lua_pushcfunction(L, modules[i].func);
+        lua_setfield(L, -2, modules[i].name);
+    }
     lua_pop(L, 2);
     return L;
 }
