@@ -132,6 +132,8 @@ function M.compile(job, handlers)
     elseif step.kind == "stateful" then
       local name = step.node.stage_name
       step.state = handlers.states and handlers.states[name] or stateful.new_state(step.node)
+      -- Kept state (a restore, a reload) times out as the stage says now.
+      step.state:set_timeout(step.node.timeout_ms)
       step.seeded = not step.node.initial or (handlers.states and handlers.states[name]) ~= nil
       step.op = stateful[step.node.op]
       plan.states[name] = step.state

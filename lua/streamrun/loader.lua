@@ -5,8 +5,12 @@ local sr = require "streamrun"
 
 local M = {}
 
+-- The message's first line; for a module that does not load, the line
+-- with the module's own file:line.
 local function first_line(msg)
-  return (tostring(msg):match("^[^\n]*"))
+  msg = tostring(msg)
+  local cause = msg:match("^error loading module [^\n]*\n%s*([^\n]+)")
+  return cause or (msg:match("^[^\n]*"))
 end
 
 -- Loads the job script at path (or runs a function that builds and returns a

@@ -11,7 +11,12 @@ local M = {}
 -- windows whether an inverse function keeps a running result.
 function M.kind_of(node)
   if node.kind == "windowed" then
-    return node.op .. ((node.finv or node.op:find("^count")) and "+inverse" or "")
+    -- A running result (with an inverse) is only right for the length and
+    -- slide it was built with.
+    if node.finv or node.op:find("^count") then
+      return ("%s+inverse/%d/%d"):format(node.op, node.length_ms, node.window_slide_ms or node.slide_ms or 0)
+    end
+    return node.op
   end
   return node.op
 end

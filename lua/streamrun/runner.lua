@@ -217,6 +217,17 @@ local function new_session(cli, job)
   return S
 end
 
+-- Where outputs start, so that a checkpoint always records them.
+local function record_output_starts(S)
+  for _, node in ipairs(S.job.outputs) do
+    if node.op == "to_json_lines" and node.path ~= "-" and not S.progress[node.stage_name] then
+      local f = io.open(node.path, "rb")
+      S.progress[node.stage_name] = { path = node.path, bytes = f and f:seek("end") or 0 }
+      if f then f:close() end
+    end
+  end
+end
+
 -- -- Starting --
 
 local function start(cli)
@@ -300,15 +311,8 @@ local function start(cli)
     end
     S.progress[name] = out
   end
-  -- Where outputs start, so that a checkpoint always records them.
-  for _, node in ipairs(job.outputs) do
-    if node.op == "to_json_lines" and node.path ~= "-" and not S.progress[node.stage_name] then
-      local f = io.open(node.path, "rb")
-      S.progress[node.stage_name] = { path = node.path, bytes = f and f:seek("end") or 0 }
-      if f then f:close() end
-    end
-  end
-  compile_plan(S, restored and restored.states, restored and restored.windows)
+  record_output_starts(S)
+  compile_plan(S, restored and restored.states or nil, restored and restored.windows or nil)
   if restored and meta.initial then
     log("resuming from %s: the job's start", restored.path)
   elseif restored then
@@ -571,15 +575,16 @@ function M.resume(cli)
     end
   end
   states, windows = reload.carry(p.plan, states, windows)
-  for name, st in pairs(states) do
-    local node = p.job.by_name[name]
-    if node and node.timeout_ms then st:set_timeout(node.timeout_ms) end
-  end
   compile_plan(S, states, windows)
   S.plan.zero_ms = ctx.zero_ms or nil
   if p.job.batch_ms ~= ctx.batch_ms then C.sr_loop_set_interval(S.loop, p.job.batch_ms) end
   if not new_writer(S) then return 1 end
-  if S.writer then S.writer.failures = ctx.failures end
+  record_output_starts(S)
+  if S.writer then
+    S.writer.failures = ctx.failures
+    -- A restart after this point must resume with the new logic.
+    if S.last_time then checkpoint_now(S, S.last_time, true) end
+  end
   watch_files(S)
   log("reloaded %s: %s", cli.job, reload.describe(p.plan))
   session = S

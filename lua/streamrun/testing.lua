@@ -53,6 +53,7 @@ local function attach(d, job, restored, opts)
     d.plan.zero_ms = restored.meta.zero_ms
     d.batches = restored.meta.batch
     d.clock_ms = restored.meta.time_ms
+    d.last_time = restored.meta.time_ms
   end
 end
 
@@ -105,7 +106,8 @@ end
 
 local function run_batch(d)
   d.batches = d.batches + 1
-  local time_ms = d.batches * d.batch_ms
+  local time_ms = (d.last_time or 0) + d.batch_ms
+  d.last_time = time_ms
   if d.clock_ms < time_ms then d.clock_ms = time_ms end
   local inputs = {}
   for _, node in ipairs(d.job.sources) do
@@ -161,12 +163,12 @@ function Driver:advance(dur)
   if not ms then error("advance: " .. err, 2) end
   self.clock_ms = self.clock_ms + ms
   local out
-  while (self.batches + 1) * self.batch_ms <= self.clock_ms do out = run_batch(self) end
+  while (self.last_time or 0) + self.batch_ms <= self.clock_ms do out = run_batch(self) end
   return out
 end
 
 -- The time of the last batch run, in virtual milliseconds.
-function Driver:time() return self.batches * self.batch_ms end
+function Driver:time() return self.last_time or 0 end
 
 local function state_of(d, name)
   local st = d.plan.states[name]

@@ -10,7 +10,7 @@
 -- logic running, and `streamrun check NEW.lua --against CKPT`.
 --
 -- The job scripts are written by the specs into temp dirs (they are edited
--- while the job runs). Known bugs have pending cases at the end.
+-- while the job runs). Known bugs (pending) and rules first found as bugs are at the end.
 local cjson = require "cjson"
 local proc = require "helpers.proc"
 local net = require "helpers.net"
@@ -600,12 +600,8 @@ describe("e2e hot reload", function()
       wait_tag(r, "v1")
     end)
 
-    -- BUG (loader.lua, first_line): require's error for a module that does
-    -- not compile is "error loading module 'tagger' from file
-    -- '.../tagger.lua':\n\t.../tagger.lua:2: '}' expected ..."; the loader
-    -- keeps only its first line, so the log line (and `streamrun check`'s
-    -- message) lacks the module's file:line and the error.
-    pending("a module that does not load is reported at its file:line", function()
+    -- A module that does not load is reported at its own file:line.
+    it("a module that does not load is reported at its file:line", function()
       local r = start_job {
         script = script { module = true },
         files = { ["tagger.lua"] = 'return { tag = "m0" }\n' },
@@ -616,15 +612,8 @@ describe("e2e hot reload", function()
       assert.truthy(line:find(r.dir .. "/tagger.lua:2: '}' expected", 1, true), line)
     end)
 
-    -- BUG (runner.lua, M.resume): no checkpoint is written at a reload, so
-    -- a crash before the next one replays the batches logged since the
-    -- last checkpoint, from before the reload too, with the new script:
-    -- events.jsonl is cut back and rewritten with the v1 logic for lines
-    -- that were v0 (the crash promise breaks), and extra.jsonl, an output
-    -- the reload added, is not in the checkpoint's outputs, so it is not
-    -- cut back and gets every replayed line again (also: S.progress gets
-    -- no entry for an output a reload adds until it first writes).
-    pending("a kill -9 after a reload: the restart leaves the outputs as they were", function()
+    -- A reload writes a checkpoint, so a restart resumes with the new logic.
+    it("a kill -9 after a reload: the restart leaves the outputs as they were", function()
       local ckpt = proc.tmpdir()
       local r = start_job { script = script { ckpt = true }, args = { "--set", "ckpt=" .. ckpt } }
       wait_more(r, 200)
@@ -652,12 +641,8 @@ describe("e2e hot reload", function()
       assert.equal(extra, after_extra)
     end)
 
-    -- BUG (runner.lua start, checkpoint.adopt; testing.restore likewise):
-    -- state restored from a checkpoint keeps the timeout it was taken with;
-    -- only M.resume calls st:set_timeout. Restarted with timeout 300ms after
-    -- a run with 1h, the key touched after the restart never times out (and
-    -- the other way round, keys time out after the old, shorter timeout).
-    pending("a restart from a checkpoint applies the new script's timeout to keys touched after", function()
+    -- Restored state times out as the new script says.
+    it("a restart from a checkpoint applies the new script's timeout to keys touched after", function()
       local ckpt = proc.tmpdir()
       local r = start_job { script = script { timeout = "1h" }, args = { "--checkpoint", ckpt } }
       wait_more(r, 100)
@@ -674,14 +659,8 @@ describe("e2e hot reload", function()
       wait(r, function() return events_text(r):find('"timed_out"', 1, true) end, 5, "the key to time out")
     end)
 
-    -- BUG (runner.lua start): compile_plan(S, restored and restored.states,
-    -- ...) passes false when there is no checkpoint to resume, and
-    -- compile.lua takes `(false and ...) ~= nil`, i.e. true, for "state
-    -- given": a job started afresh never seeds update_state_by_key's
-    -- opts.initial or map_with_state's initial_state. (A stage a reload
-    -- adds is seeded: there the states are a table.) Found while
-    -- measuring reloads of 1M keys.
-    pending("a job started without a checkpoint seeds its initial state", function()
+    -- A job started without a checkpoint seeds its initial state.
+    it("a job started without a checkpoint seeds its initial state", function()
       local dir = proc.tmpdir()
       local path = proc.write_file(dir .. "/job.lua", table.concat({
         'local sr = require "streamrun"',

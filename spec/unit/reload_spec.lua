@@ -5,7 +5,7 @@
 -- keeps its state, timeouts and window slices; one that is gone is dropped;
 -- a new one starts empty; one whose kind changed is refused unless
 -- drop_state lists it. Sources keep what was pushed on them by name.
--- Known bugs have pending cases at the end.
+-- Rules first found as bugs are at the end.
 local sr = require "streamrun"
 local testing = require "streamrun.testing"
 
@@ -308,7 +308,7 @@ describe("d:reload", function()
       { "map_with_state to update_state_by_key", { kinds = { sessions = "update" } },
         "sessions: was map_with_state, now update_state_by_key" },
       { "a window losing its inverse", { no_inverse = true },
-        "win: was reduce_by_key_and_window+inverse, now reduce_by_key_and_window" },
+        "win: was reduce_by_key_and_window+inverse/3000/1000, now reduce_by_key_and_window" },
     }
     for _, case in ipairs(cases) do
       local what, change, conflict = case[1], case[2], case[3]
@@ -551,17 +551,11 @@ describe("testing.restore with another script", function()
   end)
 end)
 
-describe("known bugs", function()
+describe("reload rules found by these specs", function()
   after_each(cleanup)
 
-  -- BUG (testing.lua, Driver:reload; the same in testing.restore, and in
-  -- runner.lua's start for `streamrun run` restarted from a checkpoint):
-  -- state tables carried over keep the timeout they were made with;
-  -- nothing calls st:set_timeout(node.timeout_ms) as runner.lua's
-  -- M.resume does. Here y, touched after the reload with the new 2 s
-  -- timeout, should close at 5000 ms; it closes with the old 10 s, at
-  -- 13000 ms.
-  pending("a map_with_state timeout changed by a reload applies to keys touched after it", function()
+  -- Kept state times out as the new script says.
+  it("a map_with_state timeout changed by a reload applies to keys touched after it", function()
     local d = testing.driver(build { stages = { "sessions" }, timeout = "10s" })
     d:push("in", { "x" })
     d:tick()
@@ -576,13 +570,8 @@ describe("known bugs", function()
     assert.same({ "5000:y", "12000:x" }, closed)
   end)
 
-  -- BUG (testing.lua, Driver:reload/attach): the driver's clock is
-  -- batches * batch_ms, so a reload that changes the interval moves the
-  -- time of batches already run: after 3 batches of 1 s (time 3000 ms) a
-  -- reload to 2 s makes d:time() 6000 and the next batch 8000 ms; state
-  -- deadlines then pass 4 s early. (`streamrun run` goes on from the last
-  -- batch's time.)
-  pending("a batch interval change does not move the clock", function()
+  -- The clock goes on from the last batch when the interval changes.
+  it("a batch interval change does not move the clock", function()
     local d = testing.driver(build { stages = { "totals" } })
     d:tick(3)
     assert.equal(3000, d:time())
@@ -592,17 +581,8 @@ describe("known bugs", function()
     assert.is_true(d:time() > 3000 and d:time() <= 5000, "the next batch at " .. d:time())
   end)
 
-  -- BUG (reload.lua kind_of, windows.lua incremental): a window's length
-  -- and slide are not part of its kind, so a reload (or restore) that
-  -- changes them keeps the state; the with-inverse form then updates the
-  -- previous result as if it had been computed with the new length and
-  -- slide, and is wrong from then on. One record per batch: a 3 s count
-  -- window made 5 s goes 4, 4, 3, 2, 1, 0, -1 (below zero) once records
-  -- stop; one made 5 s -> 2 s stays at 3; a slide 1 s -> 2 s after an odd
-  -- batch stays too high. The forms without an inverse recompute from the
-  -- slices and are right (the reference here). Either refuse the change
-  -- or recompute the result once from the slices.
-  pending("a window whose length or slide changed: with an inverse, the same sums as without (or refused)", function()
+  -- A window with an inverse keeps its running result only for the same length and slide.
+  it("a window whose length or slide changed: with an inverse, the same sums as without (or refused)", function()
     local function value(out)
       local p = out[1]
       return p and tonumber(p[2]:match("%-?%d+$")) or 0
