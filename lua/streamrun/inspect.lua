@@ -2,9 +2,7 @@
 -- per-stage sizes as JSON; --keys STAGE dumps a stage's state as JSON lines
 -- {"key": k, "value": v}; --verify checks it, exit 0 or 1. PATH is a
 -- checkpoint file, or a directory (its newest valid checkpoint).
-local core = require "streamrun.core"
 local checkpoint = require "streamrun.checkpoint"
-local cjson = require "cjson"
 local format = require "streamrun.format"
 
 local M = {}
@@ -32,10 +30,6 @@ local function open_checkpoint(path)
   if not found then return nil, ("%s: %s"):format(path, why) end
   return found
 end
-
-local json = cjson.new()
-json.encode_sparse_array(true)
-json.encode_invalid_numbers(true)
 
 local function dump_keys(c, stage)
   local st = c.states[stage] or (c.windows[stage] and c.windows[stage].result)
@@ -86,7 +80,7 @@ function M.main(cli)
   end
   if not c then return fail("%s", err) end
   if cli.keys then return dump_keys(c, cli.keys) end
-  io.stdout:write(json.encode(summary(c)), "\n")
+  io.stdout:write(format.json(summary(c)), "\n")
   return 0
 end
 

@@ -30,7 +30,6 @@ end
 local function add(a, b) return a + b end
 local function sub(a, b) return a - b end
 local function nonzero(_, v) return v ~= 0 end
-local function one() return 1 end
 
 -- What each windowed op reduces with: fn, finv, filter, and how a batch's
 -- element becomes a pair (to_pair) and a result pair becomes an element.
@@ -233,7 +232,5 @@ function M.run(node, env, w, input, time_ms, zero_ms)
   end
   return { n = m, a = OA, b = OB }
 end
-
-M.one = one
 
 return M
