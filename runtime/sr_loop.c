@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 struct sr_loop {
     struct ev_loop *ev;
@@ -28,11 +29,18 @@ struct sr_loop {
     ev_prepare wal_flush;   /* writes what was logged before the loop blocks */
     int wal_reported;       /* a WAL write error was logged */
     struct sr__watch *watches; /* owned: files whose change asks for a reload */
+    ev_timer watch_timer;      /* looks at them every 250 ms */
 };
 
+/* A watched file and what it looked like. libev's ev_stat compares times
+ * in whole seconds, so a save of the same size within the same second
+ * would go unseen: modification times are compared to the nanosecond. */
 typedef struct sr__watch {
-    ev_stat stat;
     char *path;
+    struct timespec mtime;
+    off_t size;
+    ino_t ino;
+    int exists;
     struct sr__watch *next;
 } sr__watch_t;
 
@@ -338,11 +346,29 @@ void sr_loop_set_interval(sr_loop_t *l, int64_t batch_ms)
     if (batch_ms > 0) l->opts.batch_ms = batch_ms;
 }
 
-static void sr__on_watch(struct ev_loop *ev, ev_stat *w, int revents)
+/* Whether the file changed since it was last looked at (and remembers it). */
+static int sr__watch_changed(sr__watch_t *w)
+{
+    struct stat st;
+    int exists = stat(w->path, &st) == 0;
+    int changed = exists != w->exists ||
+                  (exists && (st.st_mtim.tv_sec != w->mtime.tv_sec || st.st_mtim.tv_nsec != w->mtime.tv_nsec ||
+                              st.st_size != w->size || st.st_ino != w->ino));
+    w->exists = exists;
+    if (exists) {
+        w->mtime = st.st_mtim;
+        w->size = st.st_size;
+        w->ino = st.st_ino;
+    }
+    return changed;
+}
+
+static void sr__on_watch_timer(struct ev_loop *ev, ev_timer *t, int revents)
 {
     (void)ev; (void)revents;
-    sr_loop_t *l = w->data;
-    l->reload = 1;
+    sr_loop_t *l = t->data;
+    for (sr__watch_t *w = l->watches; w; w = w->next)
+        if (sr__watch_changed(w)) l->reload = 1;
 }
 
 int sr_loop_watch(sr_loop_t *l, const char *path)
@@ -352,22 +378,27 @@ int sr_loop_watch(sr_loop_t *l, const char *path)
         sr_free(w);
         return SR_ENOMEM;
     }
-    ev_stat_init(&w->stat, sr__on_watch, w->path, 0.25);
-    w->stat.data = l;
-    ev_stat_start(l->ev, &w->stat);
-    ev_unref(l->ev); /* watching alone must not keep ev_run going */
+    sr__watch_changed(w); /* as it is now */
     w->next = l->watches;
+    if (!l->watches) {
+        ev_timer_init(&l->watch_timer, sr__on_watch_timer, 0.25, 0.25);
+        l->watch_timer.data = l;
+        ev_timer_start(l->ev, &l->watch_timer);
+        ev_unref(l->ev); /* watching alone must not keep ev_run going */
+    }
     l->watches = w;
     return SR_OK;
 }
 
 void sr_loop_unwatch(sr_loop_t *l)
 {
+    if (l->watches) {
+        ev_ref(l->ev);
+        ev_timer_stop(l->ev, &l->watch_timer);
+    }
     while (l->watches) {
         sr__watch_t *w = l->watches;
         l->watches = w->next;
-        ev_ref(l->ev);
-        ev_stat_stop(l->ev, &w->stat);
         sr_free(w->path);
         sr_free(w);
     }

@@ -369,9 +369,14 @@ end
 -- In the old VM: what a fresh VM needs to validate the new script.
 local function describe_running(S)
   local has_windows = next(S.plan.windows) ~= nil
+  local sources = {}
+  for _, node in ipairs(S.job.sources) do
+    if node.c_index then sources[node.stage_name] = { index = node.c_index, signature = source_signature(node) } end
+  end
   handoff.put("running", core.cstate.encode {
     stages = reload.stages_of(S.job), batch_ms = S.job.batch_ms, has_windows = has_windows,
     checkpoint_dir = S.settings and S.settings.dir or nil,
+    loop = tonumber(ffi.cast("uintptr_t", S.loop)), sources = sources,
   })
 end
 
@@ -502,7 +507,22 @@ function M.prepare_reload(cli)
   end
   local r = reload.plan(running.stages, job)
   if #r.conflicts > 0 then return false, table.concat(r.conflicts, "; ") end
-  M.prepared = { job = job, plan = r, settings = settings }
+  -- New or changed C sources start now (the loop is C's, shared by both
+  -- VMs): one that cannot start refuses the reload while the old logic runs.
+  local loop = ffi.cast("sr_loop_t *", running.loop)
+  local added = {}
+  for _, node in ipairs(job.sources) do
+    local was = running.sources[node.stage_name]
+    if node.c_kind and not (was and was.signature == source_signature(node)) then
+      local ok, serr = add_c_source(loop, node, {})
+      if not ok then
+        for _, index in pairs(added) do C.sr_loop_remove_source(loop, index) end
+        return false, serr
+      end
+      added[node.stage_name] = node.c_index
+    end
+  end
+  M.prepared = { job = job, plan = r, settings = settings, added = added }
   return true
 end
 
@@ -560,7 +580,13 @@ function M.resume(cli)
   for name, out in pairs(ctx.progress or {}) do S.progress[name] = out end
   for b, seq in pairs(ctx.segment_after or {}) do S.segment_after[tonumber(b)] = seq end
   S.wal_dir = S.settings and recovery.needs_log(p.job) and (S.settings.dir .. "/wal") or nil
-  local ok, err = start_sources(S, ctx.positions or {}, ctx.running)
+  -- Sources prepare_reload started replace the ones of the same name.
+  local running = ctx.running or {}
+  for name, index in pairs(p.added) do
+    if running[name] then C.sr_loop_remove_source(S.loop, running[name].index) end
+    running[name] = { index = index, signature = source_signature(p.job.by_name[name]) }
+  end
+  local ok, err = start_sources(S, ctx.positions or {}, running)
   if not ok then
     log("%s", err)
     return 1

@@ -10,7 +10,7 @@
 -- logic running, and `streamrun check NEW.lua --against CKPT`.
 --
 -- The job scripts are written by the specs into temp dirs (they are edited
--- while the job runs). Known bugs (pending) and rules first found as bugs are at the end.
+-- while the job runs). Rules first found as bugs are at the end.
 local cjson = require "cjson"
 local proc = require "helpers.proc"
 local net = require "helpers.net"
@@ -21,8 +21,8 @@ local RATE = 1000 -- lines per second from the sender
 -- -- The job's script, by version --
 
 -- Every script written gets a different size (a comment after its last
--- line): the runtime's watcher sees a rewrite of the same size in the same
--- second as no change (see the pending case at the end).
+-- line), so that each case reads plainly; same-size saves within a second
+-- are seen too (checked at the end).
 local saves = 0
 
 -- The script of the main job. o.tag: the value its records carry (the
@@ -405,8 +405,8 @@ describe("e2e hot reload", function()
     replace(r.dir .. "/tagger.lua", 'return { tag = "m22" }\n')
     wait_log(r, RELOADED, 1)
     wait_tag(r, "m22")
-    -- A module that does not load: refused, the m22 logic goes on (the
-    -- message lacks the module's file:line: see the pending case at the end).
+    -- A module that does not load: refused, the m22 logic goes on (its
+    -- file:line is checked at the end).
     rewrite(r.dir .. "/tagger.lua", 'return { tag = "m3" \n')
     local line = wait_log(r, FAILED, 0)
     assert.truthy(line:find("tagger", 1, true), line)
@@ -545,7 +545,7 @@ describe("e2e hot reload", function()
 
   -- -- Known bugs --
 
-  describe("known bugs", function()
+  describe("rules found by these specs", function()
     local REALTIME = 0 -- CLOCK_REALTIME
     local ffi = require "ffi"
     local libc = require "helpers.libc"
@@ -555,13 +555,8 @@ describe("e2e hot reload", function()
       return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
     end
 
-    -- BUG (runner.lua, M.resume/start_sources): a new source is only started
-    -- in M.resume, after the old VM handed its objects over and was closed,
-    -- so a source that cannot start (here a listen_text port in use) ends
-    -- the job with exit 1 ("job.lua:N: source second: listen_text
-    -- 127.0.0.1:PORT: Address already in use") instead of a refused reload
-    -- with the old logic going on. prepare_reload does not try the sources.
-    pending("a reload adding a source that cannot start is refused; the job goes on", function()
+    -- A new source that cannot start refuses the reload; the old logic goes on.
+    it("a reload adding a source that cannot start is refused; the job goes on", function()
       local busy = assert(net.server(0))
       local r = start_job()
       wait_more(r, 100)
@@ -575,17 +570,8 @@ describe("e2e hot reload", function()
       assert.same({ "v0" }, tag_runs(records))
     end)
 
-    -- BUG (sr_loop.c, sr_loop_watch): libev's ev_stat compares stat times in
-    -- whole seconds, so a save that keeps the file's size and inode within
-    -- the second of the previous stat (the job's start, the last reload, or
-    -- a failed reload's change) is never seen: no reload, no log line, the
-    -- old logic goes on (e.g. fixing a one-character typo right after a
-    -- refused save). A save that truncates first is seen only when the
-    -- watcher happens to stat the empty file. Repro: write job.lua at the
-    -- start of a second, start it, then within that second overwrite
-    -- "v0" with "v1" in place. libev's documented way out: re-check a
-    -- second later (ev_timer 1.02 s), or compare a hash of the content.
-    pending("a rewrite of the same size within the same second is picked up", function()
+    -- Watched files are compared to the nanosecond of their modification time.
+    it("a rewrite of the same size within the same second is picked up", function()
       -- Just after a second starts: the script written, the job started and
       -- rewritten in place (not truncated) well within that second.
       proc.wait_for(function() return wall() % 1 < 0.05 end, 2, "the start of a second")
