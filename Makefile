@@ -31,7 +31,8 @@ help:
 	@echo "make run      install what is missing, build, run jobs/wordcount.lua for a few seconds"
 	@echo "make test     every test (C units under ASan/UBSan, Busted specs, end to end, fuzz targets briefly)"
 	@echo "make fuzz     the libFuzzer targets, FUZZ_SECONDS (default 20) each"
-	@echo "make bench    the benchmarks"
+	@echo "make bench    the benchmarks beside their baselines (make bench-quick: under a minute)"
+	@echo "make soak     the crash loop with hundreds of kills"
 
 deps:
 	@sh vendor/install.sh
