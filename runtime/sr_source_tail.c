@@ -36,6 +36,8 @@ typedef struct sr__tail {
     off_t offset;          /* bytes of fd read so far */
     size_t max_line;
     int waiting;           /* we logged that the path is missing */
+    int64_t resume_offset; /* a checkpoint's: where to resume the file... */
+    uint64_t resume_inode; /* ... if it is still this one */
     char buf[SR_TAIL_CHUNK];
 } sr__tail_t;
 
@@ -78,6 +80,13 @@ static int sr__tail_open(sr_source_t *s, int at_end)
     t->dev = st.st_dev;
     t->ino = st.st_ino;
     t->offset = at_end && S_ISREG(st.st_mode) ? sr__tail_end_offset(fd, st.st_size, t->buf) : 0;
+    if (t->resume_inode) {
+        /* Resuming: the same file continues where the checkpoint or log
+         * left it; another file (rotated meanwhile) is read from its start. */
+        if ((uint64_t)st.st_ino == t->resume_inode && t->resume_offset <= st.st_size) t->offset = t->resume_offset;
+        else t->offset = 0;
+        t->resume_inode = 0;
+    }
     if (t->offset) lseek(fd, t->offset, SEEK_SET);
     sr_linesplit_close(&s->split);
     sr_linesplit_init(&s->split, t->max_line, t->offset);
@@ -184,6 +193,8 @@ static int sr__tail_start(sr_source_t *s, const sr_source_opts_t *o)
     if (!t->path) { sr_free(t); return SR_ENOMEM; }
     t->fd = -1;
     t->max_line = o->max_line;
+    t->resume_offset = o->start_offset;
+    t->resume_inode = o->start_inode;
     s->impl = t;
     ev_stat_init(&t->watch, sr__tail_on_stat, t->path, 0.);
     t->watch.data = s;
@@ -212,6 +223,16 @@ static void sr__tail_stop(sr_source_t *s)
     s->impl = NULL;
 }
 
+/* Where the file stands: the byte after the last whole line delivered. */
+static void sr__tail_position(sr_source_t *s, sr_source_pos_t *pos)
+{
+    sr__tail_t *t = s->impl;
+    if (!t || t->fd < 0) return;
+    pos->offset = s->split.pos - (int64_t)s->split.len;
+    pos->inode = (uint64_t)t->ino;
+}
+
 const sr_source_type_t sr_source_tail = {
     .kind = "tail", .bounded = 0, .start = sr__tail_start, .stop = sr__tail_stop,
+    .position = sr__tail_position,
 };

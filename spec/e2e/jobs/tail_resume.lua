@@ -1,0 +1,10 @@
+-- tail with checkpoints: each line to a JSON-lines file, and a count.
+local sr = require "streamrun"
+local job = sr.job { name = "tail_resume", batch = "100ms",
+                     checkpoint = { dir = sr.param("ckpt", "ckpt"), every = "300ms" } }
+local lines = job:tail(sr.param("path", "log.txt"), { name = "log", from_start = true })
+lines:to_json_lines(sr.param("out", "out.jsonl"), { name = "out" })
+lines:map(function() return "lines", 1 end)
+     :update_state_by_key(function(v, s) return (s or 0) + #v end, { name = "count" })
+     :foreach_batch(function() end)
+return job
