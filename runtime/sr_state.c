@@ -137,7 +137,7 @@ sr_state_entry_t *sr_state_get(sr_state_t *st, const char *key, size_t klen)
 int sr_state_put(sr_state_t *st, const char *key, size_t klen, const char *value, size_t vlen,
                  sr_state_entry_t **out)
 {
-    if (klen > UINT32_MAX || vlen > UINT32_MAX) return SR_EINVAL;
+    if (klen > SR_STATE_MAX_KEY || vlen > UINT32_MAX) return SR_EINVAL;
     uint64_t h = sr_state_hash(key, klen);
     sr_state_part_t *part = sr__part(st, h);
     /* Keep the load factor under 3/4. */
@@ -150,7 +150,7 @@ int sr_state_put(sr_state_t *st, const char *key, size_t klen, const char *value
         int armed = sr_wheel_armed(&e->timer);
         int64_t expiry = e->timer.expiry;
         sr_wheel_cancel(&st->wheel, &e->timer);
-        sr_state_entry_t *ne = sr_realloc(e, sizeof(*e) + klen + vlen);
+        sr_state_entry_t *ne = sr_realloc(e, SR_STATE_ENTRY_HEAD + klen + vlen);
         if (!ne) {
             if (armed) sr_wheel_add(&st->wheel, &e->timer, expiry);
             return SR_ENOMEM;
@@ -163,10 +163,10 @@ int sr_state_put(sr_state_t *st, const char *key, size_t klen, const char *value
         part->slots[i] = sr__slot(e, h);
         if (armed) sr_wheel_add(&st->wheel, &e->timer, expiry);
     } else {
-        e = sr_malloc(sizeof(*e) + klen + vlen);
+        e = sr_malloc(SR_STATE_ENTRY_HEAD + klen + vlen);
         if (!e) return SR_ENOMEM;
         sr_wheel_node_init(&e->timer);
-        e->klen = (uint32_t)klen;
+        e->klen = (uint16_t)klen;
         e->vlen = (uint32_t)vlen;
         memcpy(e->data, key, klen);
         memcpy(e->data + klen, value, vlen);
@@ -246,7 +246,7 @@ size_t sr_state_memory(const sr_state_t *st)
 {
     size_t bytes = sizeof(*st) + (size_t)st->nparts * sizeof(*st->parts);
     for (int p = 0; p < st->nparts; p++) bytes += st->parts[p].cap * sizeof(uintptr_t);
-    return bytes + st->count * sizeof(sr_state_entry_t) + st->data_bytes;
+    return bytes + st->count * SR_STATE_ENTRY_HEAD + st->data_bytes;
 }
 
 /* -- Numbers by FFI -- */

@@ -9,12 +9,18 @@
 
 #include "sr_wheel.h"
 
+/* An entry is one heap block: its header is 30 bytes (data starts right
+ * after klen, not at sizeof), so a small key and value fit glibc's 48-byte
+ * chunk. Keys are at most SR_STATE_MAX_KEY bytes. */
 typedef struct sr_state_entry {
     sr_wheel_node_t timer; /* armed while the stage has a timeout */
-    uint32_t klen;         /* key bytes */
     uint32_t vlen;         /* value bytes */
+    uint16_t klen;         /* key bytes */
     char data[];           /* key bytes, then value bytes */
 } sr_state_entry_t;
+
+#define SR_STATE_MAX_KEY 65535
+#define SR_STATE_ENTRY_HEAD offsetof(sr_state_entry_t, data)
 
 static inline const char *sr_state_entry_key(const sr_state_entry_t *e) { return e->data; }
 static inline const char *sr_state_entry_value(const sr_state_entry_t *e) { return e->data + e->klen; }
@@ -53,8 +59,9 @@ void sr_state_free(sr_state_t *st);
 int sr_state_reserve(sr_state_t *st, size_t n);
 /* The entry for the key bytes, or NULL. Borrowed until the key is changed. */
 sr_state_entry_t *sr_state_get(sr_state_t *st, const char *key, size_t klen);
-/* Sets the key's value (copying both). Returns 0 or SR_ENOMEM (the key's
- * previous value, if any, is then kept). *out, if given, gets the entry. */
+/* Sets the key's value (copying both). Returns 0, SR_EINVAL for a key over
+ * SR_STATE_MAX_KEY bytes, or SR_ENOMEM (the key's previous value, if any,
+ * is then kept). *out, if given, gets the entry. */
 int sr_state_put(sr_state_t *st, const char *key, size_t klen, const char *value, size_t vlen,
                  sr_state_entry_t **out);
 /* Removes the key. Returns 1 if it was there, else 0. */

@@ -99,9 +99,11 @@ static int sr__put(lua_State *L)
         return 2;
     }
     sr_state_entry_t *e;
-    if (sr_state_put(st, key_buf.data, key_buf.len, value_buf.data, value_buf.len, &e) < 0) {
+    int rc = sr_state_put(st, key_buf.data, key_buf.len, value_buf.data, value_buf.len, &e);
+    if (rc < 0) {
         lua_pushnil(L);
-        lua_pushstring(L, sr_strerror(SR_ENOMEM));
+        if (rc == SR_EINVAL) lua_pushfstring(L, "a key longer than %d bytes cannot be stored", SR_STATE_MAX_KEY);
+        else lua_pushstring(L, sr_strerror(rc));
         return 2;
     }
     if (!lua_isnoneornil(L, 4)) sr_state_touch(st, e, (int64_t)lua_tonumber(L, 4));

@@ -109,8 +109,8 @@ local function put_or_report(node, env, state, sp, k, v, now)
   local ok, err
   if type(v) == "number" then
     local kt, ks, kl, kn = key_args(k)
-    ok = C.sr_state_put_number(sp, kt, ks, kl, kn, v, now or -1) == 0
-    err = "out of memory"
+    local rc = C.sr_state_put_number(sp, kt, ks, kl, kn, v, now or -1)
+    ok, err = rc == 0, rc ~= 0 and ffi.string(C.sr_strerror(rc)) or nil
   else
     ok, err = state:put(k, v, now)
   end
@@ -225,8 +225,9 @@ function M.map_with_state(node, env, state, input, time_ms)
     elseif s.changed then
       local nv = s.value
       if type(nv) == "number" then
-        if C.sr_state_put_number(sp, kt, ks, kl, kn, nv, now or -1) ~= 0 then
-          key_error(node, env, k, v, "out of memory; the key keeps its previous state")
+        local rc = C.sr_state_put_number(sp, kt, ks, kl, kn, nv, now or -1)
+        if rc ~= 0 then
+          key_error(node, env, k, v, ffi.string(C.sr_strerror(rc)) .. "; the key keeps its previous state")
         end
       elseif not put_or_report(node, env, state, sp, k, nv, now) and old ~= nil and now then
         state:touch(k, now)
