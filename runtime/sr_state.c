@@ -118,6 +118,7 @@ static int sr__grow(sr_state_part_t *part)
 
 int sr_state_reserve(sr_state_t *st, size_t n)
 {
+    st->last = NULL;
     /* Partitions share keys about evenly; leave room for the skew. */
     size_t per = n / (size_t)st->nparts + n / (size_t)st->nparts / 8 + 16;
     for (int p = 0; p < st->nparts; p++)
@@ -137,6 +138,7 @@ sr_state_entry_t *sr_state_get(sr_state_t *st, const char *key, size_t klen)
 int sr_state_put(sr_state_t *st, const char *key, size_t klen, const char *value, size_t vlen,
                  sr_state_entry_t **out)
 {
+    st->last = NULL;
     if (klen > SR_STATE_MAX_KEY || vlen > UINT32_MAX) return SR_EINVAL;
     uint64_t h = sr_state_hash(key, klen);
     sr_state_part_t *part = sr__part(st, h);
@@ -181,6 +183,7 @@ int sr_state_put(sr_state_t *st, const char *key, size_t klen, const char *value
 
 int sr_state_remove(sr_state_t *st, const char *key, size_t klen)
 {
+    st->last = NULL;
     uint64_t h = sr_state_hash(key, klen);
     sr_state_part_t *part = sr__part(st, h);
     if (!part->cap) return 0;
@@ -313,6 +316,11 @@ int sr_state_get_number(sr_state_t *st, int ktype, const char *s, size_t len, do
     if (!key) return -1;
     sr_state_entry_t *e = sr_state_get(st, key, klen);
     sr_free(heap);
+    st->last = e;
+    st->last_ktype = ktype;
+    st->last_s = s;
+    st->last_len = len;
+    st->last_num = num;
     if (!e) return 0;
     /* Only numbers are read here: fixints, ints and uints of every width,
      * floats 32 and 64 (the encodings msgpack-c writes for numbers). */
@@ -348,10 +356,30 @@ int sr_state_get_number(sr_state_t *st, int ktype, const char *s, size_t len, do
     return -1;
 }
 
+/* Whether the key is the one sr_state_get_number just found: the same
+ * Lua string (interned, so the same pointer) or the same number. */
+static int sr__is_last(const sr_state_t *st, int ktype, const char *s, size_t len, double num)
+{
+    return st->last && ktype == st->last_ktype && len == st->last_len && s == st->last_s &&
+           (ktype == SR_KEY_STRING || num == st->last_num);
+}
+
 int sr_state_put_number(sr_state_t *st, int ktype, const char *s, size_t len, double num, double value,
                         int64_t now_ms)
 {
     sr__bytes_t kb, vb = {{0}, 0};
+    if (sr__is_last(st, ktype, s, len, num)) {
+        msgpack_packer vp;
+        msgpack_packer_init(&vp, &vb, sr__bytes_write);
+        sr__pack_num(&vp, value);
+        sr_state_entry_t *e = st->last;
+        if (e->vlen == vb.len) {
+            memcpy(e->data + e->klen, vb.buf, vb.len);
+            if (now_ms >= 0) sr_state_touch(st, e, now_ms);
+            return SR_OK;
+        }
+        vb.len = 0;
+    }
     size_t klen;
     char *heap;
     const char *key = sr__key(ktype, s, len, num, &kb, &klen, &heap);
@@ -368,6 +396,10 @@ int sr_state_put_number(sr_state_t *st, int ktype, const char *s, size_t len, do
 
 int sr_state_touch_key(sr_state_t *st, int ktype, const char *s, size_t len, double num, int64_t now_ms)
 {
+    if (sr__is_last(st, ktype, s, len, num)) {
+        sr_state_touch(st, st->last, now_ms);
+        return 1;
+    }
     sr__bytes_t kb;
     size_t klen;
     char *heap;

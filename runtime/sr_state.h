@@ -40,6 +40,14 @@ typedef struct sr_state {
     size_t data_bytes;      /* read-only: key and value bytes of all keys */
     int64_t timeout_ms;     /* read-only: 0 when keys never time out */
     sr_wheel_t wheel;       /* private */
+    /* private: the entry the last sr_state_get_number found, and how its key
+     * was given, so the write that follows needs no second lookup. Any
+     * other change to the table forgets it. */
+    sr_state_entry_t *last;
+    int last_ktype;
+    const char *last_s;
+    size_t last_len;
+    double last_num;
 } sr_state_t;
 
 typedef struct sr_state_iter {
