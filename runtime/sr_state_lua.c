@@ -5,6 +5,7 @@
  * the data (a value msgpack cannot carry) come back as nil, message. */
 #include "sr_state_lua.h"
 #include "sr_error.h"
+#include "sr_handle.h"
 #include "sr_msgpack_lua.h"
 #include "sr_state.h"
 
@@ -30,30 +31,11 @@ static void sr__pack_key(lua_State *L, int idx)
 
 /* -- The state handle -- */
 
-typedef struct sr__handle {
-    sr_state_t *st; /* owned; NULL once freed */
-} sr__handle_t;
+static sr_state_t *sr__check(lua_State *L) { return sr_handle_check(L, 1, SR_STATE_MT, "state"); }
 
-static sr_state_t *sr__check(lua_State *L)
-{
-    sr__handle_t *h = luaL_checkudata(L, 1, SR_STATE_MT);
-    if (!h->st) luaL_error(L, "state has been freed");
-    return h->st;
-}
+sr_state_t *sr_state_lua_get(lua_State *L, int idx) { return sr_handle_get(L, idx, SR_STATE_MT); }
 
-sr_state_t *sr_state_lua_get(lua_State *L, int idx)
-{
-    sr__handle_t *h = luaL_testudata(L, idx, SR_STATE_MT);
-    return h ? h->st : NULL;
-}
-
-void sr_state_lua_push(lua_State *L, sr_state_t *st)
-{
-    sr__handle_t *h = lua_newuserdata(L, sizeof(*h));
-    h->st = st;
-    luaL_getmetatable(L, SR_STATE_MT);
-    lua_setmetatable(L, -2);
-}
+void sr_state_lua_push(lua_State *L, sr_state_t *st) { sr_handle_push(L, st, SR_STATE_MT); }
 
 /* cstate.new(name, partitions, timeout_ms, now_ms) -> handle */
 static int sr__new(lua_State *L)
@@ -62,12 +44,9 @@ static int sr__new(lua_State *L)
     int parts = (int)luaL_optinteger(L, 2, 16);
     int64_t timeout = (int64_t)luaL_optnumber(L, 3, 0);
     int64_t now = (int64_t)luaL_optnumber(L, 4, 0);
-    sr__handle_t *h = lua_newuserdata(L, sizeof(*h));
-    h->st = NULL;
-    luaL_getmetatable(L, SR_STATE_MT);
-    lua_setmetatable(L, -2);
-    h->st = sr_state_new(name, parts, timeout, now);
-    if (!h->st) return luaL_error(L, "state %s: out of memory", name);
+    sr_handle_t *h = sr_handle_push(L, NULL, SR_STATE_MT);
+    h->obj = sr_state_new(name, parts, timeout, now);
+    if (!h->obj) return luaL_error(L, "state %s: out of memory", name);
     return 1;
 }
 
@@ -220,9 +199,7 @@ static int sr__expire(lua_State *L)
 
 static int sr__free(lua_State *L)
 {
-    sr__handle_t *h = luaL_checkudata(L, 1, SR_STATE_MT);
-    sr_state_free(h->st);
-    h->st = NULL;
+    sr_state_free(sr_handle_take(L, 1, SR_STATE_MT));
     return 0;
 }
 
@@ -230,9 +207,7 @@ static int sr__free(lua_State *L)
  * handle (a reload hands it to the next VM). */
 static int sr__detach(lua_State *L)
 {
-    sr__handle_t *h = luaL_checkudata(L, 1, SR_STATE_MT);
-    lua_pushlightuserdata(L, h->st);
-    h->st = NULL;
+    lua_pushlightuserdata(L, sr_handle_take(L, 1, SR_STATE_MT));
     return 1;
 }
 
@@ -262,8 +237,8 @@ static int sr__set_timeout(lua_State *L)
 
 static int sr__tostring(lua_State *L)
 {
-    sr__handle_t *h = luaL_checkudata(L, 1, SR_STATE_MT);
-    if (h->st) lua_pushfstring(L, "state %s (%d keys)", h->st->name, (int)h->st->count);
+    sr_state_t *st = sr_handle_get(L, 1, SR_STATE_MT);
+    if (st) lua_pushfstring(L, "state %s (%d keys)", st->name, (int)st->count);
     else lua_pushstring(L, "state (freed)");
     return 1;
 }

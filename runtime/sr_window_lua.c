@@ -3,6 +3,7 @@
  * array of one or two values, and read back as columns. */
 #include "sr_window_lua.h"
 #include "sr_error.h"
+#include "sr_handle.h"
 #include "sr_msgpack_lua.h"
 #include "sr_window.h"
 
@@ -10,43 +11,21 @@
 
 #define SR_WINDOW_MT "streamrun.window"
 
-typedef struct sr__handle {
-    sr_window_t *w; /* owned; NULL once freed */
-} sr__handle_t;
-
 static sr_mpbuf_t slice_buf;
 
-static sr_window_t *sr__check(lua_State *L)
-{
-    sr__handle_t *h = luaL_checkudata(L, 1, SR_WINDOW_MT);
-    if (!h->w) luaL_error(L, "window has been freed");
-    return h->w;
-}
+static sr_window_t *sr__check(lua_State *L) { return sr_handle_check(L, 1, SR_WINDOW_MT, "window"); }
 
-sr_window_t *sr_window_lua_get(lua_State *L, int idx)
-{
-    sr__handle_t *h = luaL_testudata(L, idx, SR_WINDOW_MT);
-    return h ? h->w : NULL;
-}
+sr_window_t *sr_window_lua_get(lua_State *L, int idx) { return sr_handle_get(L, idx, SR_WINDOW_MT); }
 
-void sr_window_lua_push(lua_State *L, sr_window_t *w)
-{
-    sr__handle_t *h = lua_newuserdata(L, sizeof(*h));
-    h->w = w;
-    luaL_getmetatable(L, SR_WINDOW_MT);
-    lua_setmetatable(L, -2);
-}
+void sr_window_lua_push(lua_State *L, sr_window_t *w) { sr_handle_push(L, w, SR_WINDOW_MT); }
 
 /* cwindow.new(name) -> handle */
 static int sr__new(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
-    sr__handle_t *h = lua_newuserdata(L, sizeof(*h));
-    h->w = NULL;
-    luaL_getmetatable(L, SR_WINDOW_MT);
-    lua_setmetatable(L, -2);
-    h->w = sr_window_new(name);
-    if (!h->w) return luaL_error(L, "window %s: out of memory", name);
+    sr_handle_t *h = sr_handle_push(L, NULL, SR_WINDOW_MT);
+    h->obj = sr_window_new(name);
+    if (!h->obj) return luaL_error(L, "window %s: out of memory", name);
     return 1;
 }
 
@@ -161,18 +140,14 @@ static int sr__memory(lua_State *L)
 
 static int sr__free(lua_State *L)
 {
-    sr__handle_t *h = luaL_checkudata(L, 1, SR_WINDOW_MT);
-    sr_window_free(h->w);
-    h->w = NULL;
+    sr_window_free(sr_handle_take(L, 1, SR_WINDOW_MT));
     return 0;
 }
 
 /* handle:detach() -> light userdata: the window, no longer owned here. */
 static int sr__detach(lua_State *L)
 {
-    sr__handle_t *h = luaL_checkudata(L, 1, SR_WINDOW_MT);
-    lua_pushlightuserdata(L, h->w);
-    h->w = NULL;
+    lua_pushlightuserdata(L, sr_handle_take(L, 1, SR_WINDOW_MT));
     return 1;
 }
 
