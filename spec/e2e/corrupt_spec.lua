@@ -202,27 +202,24 @@ describe("e2e corrupt checkpoints", function()
     assert.truthy(stderr:find(t.newer .. " is not valid: checksum mismatch", 1, true), stderr)
   end)
 
+  -- Writes the newest checkpoint with the metadata meta (a valid checksum)
+  -- and runs: it is reported and the previous one is resumed.
+  local function falls_back_from_meta(meta)
+    local t = two_checkpoints()
+    proc.write_file(t.newer, crafted("\131\164meta" .. meta .. HEADER_TAIL))
+    local code, _, stderr = run(t.input, t.ck)
+    assert.equal(0, code, stderr)
+    assert.truthy(stderr:find(("checkpoint %s is not valid: "):format(t.newer), 1, true), stderr)
+    assert.truthy(stderr:find(("resuming from %s"):format(t.older), 1, true), stderr)
+  end
+
   -- A newest checkpoint whose metadata cannot be read is reported; the previous one is used.
   it("newest with an extension-type or NaN key in its metadata (valid checksum): reported, the previous one resumed", function()
-    for _, meta in ipairs { "\129\212\1\0\1", "\129\203\127\248\0\0\0\0\0\0\1" } do
-      local t = two_checkpoints()
-      proc.write_file(t.newer, crafted("\131\164meta" .. meta .. HEADER_TAIL))
-      local code, _, stderr = run(t.input, t.ck)
-      assert.equal(0, code, stderr)
-      assert.truthy(stderr:find(("checkpoint %s is not valid: "):format(t.newer), 1, true), stderr)
-      assert.truthy(stderr:find(("resuming from %s"):format(t.older), 1, true), stderr)
-    end
+    for _, meta in ipairs { "\129\212\1\0\1", "\129\203\127\248\0\0\0\0\0\0\1" } do falls_back_from_meta(meta) end
   end)
 
   -- A newest checkpoint whose metadata lacks batch and time is reported; the previous one is used.
   it("newest with metadata lacking batch and time (valid checksum): reported, the previous one resumed", function()
-    for _, meta in ipairs { "\128", "\5" } do
-      local t = two_checkpoints()
-      proc.write_file(t.newer, crafted("\131\164meta" .. meta .. HEADER_TAIL))
-      local code, _, stderr = run(t.input, t.ck)
-      assert.equal(0, code, stderr)
-      assert.truthy(stderr:find(("checkpoint %s is not valid: "):format(t.newer), 1, true), stderr)
-      assert.truthy(stderr:find(("resuming from %s"):format(t.older), 1, true), stderr)
-    end
+    for _, meta in ipairs { "\128", "\5" } do falls_back_from_meta(meta) end
   end)
 end)
