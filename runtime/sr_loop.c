@@ -276,6 +276,12 @@ void sr__loop_log_record(sr_loop_t *l, sr_source_t *s, int64_t pos, const char *
     if (sr_wal_record(l->wal, s->index, pos, line, len) < 0) sr__wal_failed(l, "record");
 }
 
+void sr__loop_log_file(sr_loop_t *l, sr_source_t *s, int64_t inode, const char *name)
+{
+    if (!l->wal) return;
+    if (sr_wal_file(l->wal, s->index, inode, name) < 0) sr__wal_failed(l, "file");
+}
+
 int sr_loop_next(sr_loop_t *l, sr_tick_t *t)
 {
     int64_t interval = l->opts.batch_ms;

@@ -92,6 +92,8 @@ int sr_loop_wal_drop_before(sr_loop_t *l, uint64_t seq);
 
 /* For sources: logs a received record if the loop keeps a log. */
 void sr__loop_log_record(sr_loop_t *l, sr_source_t *s, int64_t pos, const char *line, size_t len);
+/* For sources: logs that s takes up file name (inode, or -1: skipped). */
+void sr__loop_log_file(sr_loop_t *l, sr_source_t *s, int64_t inode, const char *name);
 /* For sources: closes the batch in progress when s's batch is full or s is
  * done and so is every other source. */
 void sr__loop_wake(sr_loop_t *l, sr_source_t *s);

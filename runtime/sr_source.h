@@ -24,12 +24,17 @@ typedef struct sr_source_opts {
     int from_start;       /* tail: read the existing content first */
     int64_t start_offset; /* text_file, tail: resume at this byte (a checkpoint's) */
     uint64_t start_inode; /* text_file, tail: ... if the file is still this one */
+    const char *start_file;        /* text_dir: the file to resume (at start_offset) */
+    const char *const *done_files; /* text_dir: names of the files it is done with */
+    size_t ndone;
 } sr_source_opts_t;
 
 /* Where a source stands between batches, for checkpoints. */
 typedef struct sr_source_pos {
     int64_t offset;  /* the byte after the last record delivered */
     uint64_t inode;  /* of the file read, 0 if none */
+    const char *file; /* text_dir: name of the file taken up last, NULL if
+                         none (borrowed until the source reads again) */
 } sr_source_pos_t;
 
 typedef struct sr_source_type {
@@ -80,6 +85,11 @@ const sr_source_type_t *sr_source_type_find(const char *kind);
 /* The port a listen_text source is bound to (the one picked by the system
  * when it was asked for port 0), or SR_EINVAL for another kind of source. */
 int sr_source_listen_port(sr_source_t *s);
+
+/* text_dir: the i-th (from 0, in name order) of the files it is done with:
+ * read whole, or skipped (not the one its position names). NULL past the
+ * last, and for other kinds. */
+const char *sr_source_done_file(sr_source_t *s, size_t i);
 
 /* -- For source implementations -- */
 

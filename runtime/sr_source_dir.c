@@ -7,9 +7,14 @@
  * written in place may be read before it is complete). Within one scan,
  * files are read in name order. The names read are remembered for the
  * source's life (a file deleted and recreated under the same name is not
- * read again). Offsets are byte offsets within each file. */
+ * read again) and across restarts: its position is the file taken up last
+ * with the byte offset in it, plus the names of the files it is done with;
+ * a restart resumes that file (if it is still the same inode) and skips
+ * those. Each file taken up is logged to the write-ahead log before its
+ * lines, so recovery can tell what was taken since the checkpoint. */
 #include "sr_alloc.h"
 #include "sr_error.h"
+#include "sr_loop.h"
 #include "sr_source.h"
 
 #include <dirent.h>
@@ -38,8 +43,14 @@ typedef struct sr__dir {
     char *path;          /* owned; ev_stat keeps a pointer to it */
     sr__names_t seen;    /* every name queued so far, sorted */
     sr__names_t queue;   /* names still to read, in order (borrowed from seen) */
+    sr__names_t done;    /* names of files done with, sorted (borrowed from seen) */
     size_t next;         /* queue.v[next] is the next file to open */
     int fd;              /* file being read, or -1 */
+    const char *cur;     /* the file taken up last (borrowed from seen), or NULL */
+    uint64_t cur_inode;
+    const char *resume;  /* the file to resume at resume_offset (borrowed), or NULL */
+    int64_t resume_offset;
+    uint64_t resume_inode;
     size_t max_line;
     int missing;         /* we logged that the directory is gone */
     char buf[SR_DIR_CHUNK];
@@ -166,8 +177,30 @@ static void sr__dir_rescan(sr_source_t *s)
 
 /* -- Reading -- */
 
-/* Opens the next queued file. Returns 1 when one is open, 0 when the queue
- * is empty. A file that cannot be opened is a dead letter. */
+/* Marks name done with (it is in seen); returns 0 or SR_ENOMEM. */
+static int sr__dir_mark_done(sr__dir_t *d, const char *name)
+{
+    if (sr__names_has(&d->done, name)) return SR_OK;
+    return sr__names_insert(&d->done, (char *)name);
+}
+
+/* The file to resume is opened where the checkpoint left it, if it is
+ * still the same file. */
+static void sr__dir_resume(sr_source_t *s, const char *path, struct stat *st)
+{
+    sr__dir_t *d = s->impl;
+    d->resume = NULL;
+    if (d->resume_inode && (uint64_t)st->st_ino != d->resume_inode) {
+        sr__source_log(s, "%s is not the file the checkpoint read (inode %llu, now %llu): reading it from the start",
+                       path, (unsigned long long)d->resume_inode, (unsigned long long)st->st_ino);
+    } else if (lseek(d->fd, d->resume_offset, SEEK_SET) == d->resume_offset) {
+        sr_linesplit_init(&s->split, d->max_line, d->resume_offset);
+    }
+}
+
+/* Opens the next queued file, taking it up (logged before any of its
+ * lines). Returns 1 when one is open, 0 when the queue is empty. A file
+ * that cannot be opened is a dead letter and done with. */
 static int sr__dir_open_next(sr_source_t *s)
 {
     sr__dir_t *d = s->impl;
@@ -176,13 +209,25 @@ static int sr__dir_open_next(sr_source_t *s)
         char path[4096];
         snprintf(path, sizeof(path), "%s/%s", d->path, name);
         d->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-        if (d->fd >= 0) {
+        struct stat st;
+        if (d->fd >= 0 && fstat(d->fd, &st) == 0) {
+            if (d->cur && sr__dir_mark_done(d, d->cur) < 0)
+                sr__source_log(s, "out of memory: %s is not remembered as read", d->cur);
+            d->cur = name;
+            d->cur_inode = (uint64_t)st.st_ino;
+            sr__loop_log_file(s->loop, s, (int64_t)st.st_ino, name);
             sr_linesplit_close(&s->split);
             sr_linesplit_init(&s->split, d->max_line, 0);
+            if (name == d->resume) sr__dir_resume(s, path, &st);
             return 1;
         }
         char reason[4200];
         snprintf(reason, sizeof(reason), "cannot open %s: %s", path, strerror(errno));
+        if (d->fd >= 0) close(d->fd);
+        d->fd = -1;
+        if (name == d->resume) d->resume = NULL;
+        sr__loop_log_file(s->loop, s, -1, name);
+        if (sr__dir_mark_done(d, name) < 0) sr__source_log(s, "out of memory: %s is not remembered as read", name);
         sr__source_log(s, "%s", reason);
         sr__source_dead(s, 0, reason, "", 0);
     }
@@ -237,10 +282,44 @@ static void sr__dir_free(sr_source_t *s)
 {
     sr__dir_t *d = s->impl;
     sr__names_free(&d->queue, 0);
+    sr__names_free(&d->done, 0);
     sr__names_free(&d->seen, 1);
     sr_free(d->path);
     sr_free(d);
     s->impl = NULL;
+}
+
+/* Adds name to seen (a copy) and returns the copy; NULL when out of
+ * memory or already there. */
+static const char *sr__dir_remember(sr__dir_t *d, const char *name)
+{
+    if (sr__names_has(&d->seen, name)) return NULL;
+    char *copy = sr_strdup(name);
+    if (!copy || sr__names_insert(&d->seen, copy) < 0) {
+        sr_free(copy);
+        return NULL;
+    }
+    return copy;
+}
+
+/* Takes over where a checkpoint left the source: the files done with are
+ * not read again, the one taken up last is read first from its offset.
+ * Returns 0 or SR_ENOMEM. */
+static int sr__dir_restore(sr__dir_t *d, const sr_source_opts_t *o)
+{
+    for (size_t i = 0; i < o->ndone; i++) {
+        const char *name = sr__dir_remember(d, o->done_files[i]);
+        if (name && sr__names_insert(&d->done, (char *)name) < 0) return SR_ENOMEM;
+    }
+    if (o->start_file && *o->start_file) {
+        const char *name = sr__dir_remember(d, o->start_file);
+        if (!name) return sr__names_has(&d->seen, o->start_file) ? SR_OK : SR_ENOMEM;
+        if (sr__names_push(&d->queue, (char *)name) < 0) return SR_ENOMEM;
+        d->resume = name;
+        d->resume_offset = o->start_offset;
+        d->resume_inode = o->start_inode;
+    }
+    return SR_OK;
 }
 
 static int sr__dir_start(sr_source_t *s, const sr_source_opts_t *o)
@@ -268,6 +347,10 @@ static int sr__dir_start(sr_source_t *s, const sr_source_opts_t *o)
     d->poll.data = s;
     ev_idle_init(&d->reader, sr__dir_on_idle);
     d->reader.data = s;
+    if (sr__dir_restore(d, o) < 0) {
+        sr__dir_free(s);
+        return SR_ENOMEM;
+    }
     if (sr__dir_scan(s) < 0) {
         snprintf(s->err, sizeof(s->err), "text_dir %s: %s", o->path, strerror(errno));
         ev_idle_stop(s->ev, &d->reader);
@@ -290,6 +373,31 @@ static void sr__dir_stop(sr_source_t *s)
     sr__dir_free(s);
 }
 
+/* The file taken up last and the byte after its last whole line delivered
+ * (the checkpoint's while the file to resume is not open yet). */
+static void sr__dir_position(sr_source_t *s, sr_source_pos_t *pos)
+{
+    sr__dir_t *d = s->impl;
+    if (d && d->resume) { /* not opened again yet */
+        pos->file = d->resume;
+        pos->inode = d->resume_inode;
+        pos->offset = d->resume_offset;
+        return;
+    }
+    if (!d || !d->cur) return;
+    pos->file = d->cur;
+    pos->inode = d->cur_inode;
+    pos->offset = s->split.pos - (int64_t)s->split.len;
+}
+
 const sr_source_type_t sr_source_text_dir = {
     .kind = "text_dir", .bounded = 0, .start = sr__dir_start, .stop = sr__dir_stop,
+    .position = sr__dir_position,
 };
+
+const char *sr_source_done_file(sr_source_t *s, size_t i)
+{
+    if (s->type != &sr_source_text_dir || !s->impl) return NULL;
+    sr__dir_t *d = s->impl;
+    return i < d->done.n ? d->done.v[i] : NULL;
+}

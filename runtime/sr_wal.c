@@ -1,7 +1,7 @@
 /* sr_wal: log segments DIR/<seq>.wal of entries [u32 length][u32 crc32c]
  * [payload]; payload: type byte, then for S: u16 index, name; R: u16
  * index, i64 pos, bytes; B: i64 time, u16 n, n x (u16 index, i64 offset,
- * u64 inode). Integers little-endian. */
+ * u64 inode); F: u16 index, i64 inode, name. Integers little-endian. */
 #include "sr_wal.h"
 #include "sr_alloc.h"
 #include "sr_crc32c.h"
@@ -206,17 +206,28 @@ int sr_wal_declare(sr_wal_t *w, int index, const char *name)
     return 0;
 }
 
-int sr_wal_record(sr_wal_t *w, int index, int64_t pos, const char *data, size_t len)
+/* Buffers an entry of type, index, a 64-bit number and bytes (R and F). */
+static int sr__indexed(sr_wal_t *w, int type, int index, int64_t num, const char *data, size_t len)
 {
     char *p = sr__entry(w, 11 + len);
     if (!p) return -1;
-    p[0] = SR_WAL_RECORD;
+    p[0] = (char)type;
     sr__put(p + 1, (uint64_t)index, 2);
-    sr__put(p + 3, (uint64_t)pos, 8);
+    sr__put(p + 3, (uint64_t)num, 8);
     memcpy(p + 11, data, len);
     sr__seal(p, 11 + len);
     if (w->len >= SR_WAL_FLUSH_AT) return sr__flush(w);
     return 0;
+}
+
+int sr_wal_record(sr_wal_t *w, int index, int64_t pos, const char *data, size_t len)
+{
+    return sr__indexed(w, SR_WAL_RECORD, index, pos, data, len);
+}
+
+int sr_wal_file(sr_wal_t *w, int index, int64_t inode, const char *name)
+{
+    return sr__indexed(w, SR_WAL_FILE, index, inode, name, strlen(name));
 }
 
 int sr_wal_flush(sr_wal_t *w) { return sr__flush(w); }
@@ -293,7 +304,7 @@ static size_t sr__scan_segment(const char *data, size_t size, void (*fn)(void *,
             e.index = (int)sr__get(p + 1, 2);
             e.data = p + 3;
             e.len = n - 3;
-        } else if (e.type == SR_WAL_RECORD && n >= 11) {
+        } else if ((e.type == SR_WAL_RECORD || e.type == SR_WAL_FILE) && n >= 11) {
             e.index = (int)sr__get(p + 1, 2);
             e.pos = (int64_t)sr__get(p + 3, 8);
             e.data = p + 11;

@@ -1,15 +1,16 @@
 /* sr_wal: the write-ahead log of a job with sources that cannot be read
- * again (sockets, stdin, tail). Every record such a source receives is
- * logged before it can enter a batch; every sealed batch is logged as a
- * marker with its time and the positions of the sources that have one; a
- * checkpoint lets the segments before it go. Entries are length-prefixed,
+ * again (sockets, stdin, tail, text_dir). Every record such a source
+ * receives is logged before it can enter a batch, and every file text_dir
+ * takes up before its lines; every sealed batch is logged as a marker with
+ * its time and the positions of the sources that have one; a checkpoint
+ * lets the segments before it go. Entries are length-prefixed,
  * each with its own CRC-32C; a torn tail is cut off when the log is read. */
 #ifndef SR_WAL_H
 #define SR_WAL_H
 #include <stddef.h>
 #include <stdint.h>
 
-enum { SR_WAL_SOURCE = 'S', SR_WAL_RECORD = 'R', SR_WAL_BATCH = 'B' };
+enum { SR_WAL_SOURCE = 'S', SR_WAL_RECORD = 'R', SR_WAL_BATCH = 'B', SR_WAL_FILE = 'F' };
 
 typedef struct sr_wal_pos {
     int index;       /* source */
@@ -28,6 +29,10 @@ int sr_wal_declare(sr_wal_t *w, int index, const char *name);
 /* Logs a received record (buffered; written at the latest with the next
  * batch marker or when the buffer fills). Returns 0 or -1 (errno). */
 int sr_wal_record(sr_wal_t *w, int index, int64_t pos, const char *data, size_t len);
+/* Logs that source index takes up the file name of its directory (inode
+ * of the file, or -1 when it could not be opened and is skipped). Buffered
+ * like records. Returns 0 or -1 (errno). */
+int sr_wal_file(sr_wal_t *w, int index, int64_t inode, const char *name);
 /* Writes the buffered entries to the file (they then survive the process
  * being killed). Returns 0 or -1 (errno). */
 int sr_wal_flush(sr_wal_t *w);
@@ -43,11 +48,11 @@ int sr_wal_drop_before(sr_wal_t *w, uint64_t seq);
 int sr_wal_error(const sr_wal_t *w);
 
 typedef struct sr_wal_entry {
-    int type;            /* SR_WAL_SOURCE, SR_WAL_RECORD or SR_WAL_BATCH */
-    int index;           /* SOURCE, RECORD */
-    int64_t pos;         /* RECORD: stream offset */
+    int type;            /* SR_WAL_SOURCE, SR_WAL_RECORD, SR_WAL_BATCH or SR_WAL_FILE */
+    int index;           /* SOURCE, RECORD, FILE */
+    int64_t pos;         /* RECORD: stream offset; FILE: inode or -1 */
     int64_t time_ms;     /* BATCH */
-    const char *data;    /* SOURCE: name; RECORD: bytes (borrowed) */
+    const char *data;    /* SOURCE, FILE: name; RECORD: bytes (borrowed) */
     size_t len;
     const sr_wal_pos_t *positions; /* BATCH */
     int npos;

@@ -1,7 +1,9 @@
 /* sr_wal_lua: cwal.read(dir) -> { batches = { {time_ms, records = {name =
- * {line, ...}}, positions = {name = {offset, inode}}}, ... }, pending =
- * {name = {line, ...}}, note = "..." or nil }. A batch's records are the
- * ones logged since the marker before it; pending ones follow the last. */
+ * {line, ...}}, files = {name = {{name, inode}, ...}}, positions = {name =
+ * {offset, inode}}}, ... }, pending = {name = {line, ...}}, note = "..." or
+ * nil }. A batch's records and files (the ones text_dir took up; inode -1:
+ * skipped) are the ones logged since the marker before it; pending records
+ * follow the last. */
 #include "sr_wal_lua.h"
 #include "sr_wal.h"
 
@@ -10,12 +12,12 @@
 
 typedef struct sr__reader {
     lua_State *L;
-    int batches, pending, names; /* stack indices */
+    int batches, pending, files, names; /* stack indices */
     int nbatches;
 } sr__reader_t;
 
-/* Appends the line to pending[name]. */
-static void sr__add_record(sr__reader_t *r, const sr_wal_entry_t *e)
+/* Pushes list[name of e's source] (created if needed) and that name. */
+static void sr__source_list(sr__reader_t *r, const sr_wal_entry_t *e, int list)
 {
     lua_State *L = r->L;
     lua_rawgeti(L, r->names, e->index);
@@ -24,15 +26,36 @@ static void sr__add_record(sr__reader_t *r, const sr_wal_entry_t *e)
         lua_pushfstring(L, "#%d", e->index);
     }
     lua_pushvalue(L, -1);
-    lua_rawget(L, r->pending);
+    lua_rawget(L, list);
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         lua_newtable(L);
         lua_pushvalue(L, -2);
         lua_pushvalue(L, -2);
-        lua_rawset(L, r->pending);
+        lua_rawset(L, list);
     }
+}
+
+/* Appends the line to pending[source]. */
+static void sr__add_record(sr__reader_t *r, const sr_wal_entry_t *e)
+{
+    lua_State *L = r->L;
+    sr__source_list(r, e, r->pending);
     lua_pushlstring(L, e->data, e->len);
+    lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+    lua_pop(L, 2);
+}
+
+/* Appends {name, inode} to files[source]. */
+static void sr__add_file(sr__reader_t *r, const sr_wal_entry_t *e)
+{
+    lua_State *L = r->L;
+    sr__source_list(r, e, r->files);
+    lua_createtable(L, 0, 2);
+    lua_pushlstring(L, e->data, e->len);
+    lua_setfield(L, -2, "name");
+    lua_pushnumber(L, (lua_Number)e->pos);
+    lua_setfield(L, -2, "inode");
     lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
     lua_pop(L, 2);
 }
@@ -47,13 +70,17 @@ static void sr__on_entry(void *ud, const sr_wal_entry_t *e)
         lua_rawseti(L, r->names, e->index);
     } else if (e->type == SR_WAL_RECORD) {
         sr__add_record(r, e);
+    } else if (e->type == SR_WAL_FILE) {
+        sr__add_file(r, e);
     } else if (e->type == SR_WAL_BATCH) {
-        /* The pending records become this batch's. */
-        lua_createtable(L, 0, 3);
+        /* The pending records and files become this batch's. */
+        lua_createtable(L, 0, 4);
         lua_pushnumber(L, (lua_Number)e->time_ms);
         lua_setfield(L, -2, "time_ms");
         lua_pushvalue(L, r->pending);
         lua_setfield(L, -2, "records");
+        lua_pushvalue(L, r->files);
+        lua_setfield(L, -2, "files");
         lua_newtable(L);
         for (int i = 0; i < e->npos; i++) {
             lua_rawgeti(L, r->names, e->positions[i].index);
@@ -69,6 +96,8 @@ static void sr__on_entry(void *ud, const sr_wal_entry_t *e)
         lua_rawseti(L, r->batches, ++r->nbatches);
         lua_newtable(L);
         lua_replace(L, r->pending);
+        lua_newtable(L);
+        lua_replace(L, r->files);
     }
 }
 
@@ -78,8 +107,9 @@ static int sr__read(lua_State *L)
     lua_settop(L, 1);
     lua_newtable(L); /* 2 batches */
     lua_newtable(L); /* 3 pending */
-    lua_newtable(L); /* 4 names by index */
-    sr__reader_t r = {L, 2, 3, 4, 0};
+    lua_newtable(L); /* 4 files */
+    lua_newtable(L); /* 5 names by index */
+    sr__reader_t r = {L, 2, 3, 4, 5, 0};
     char note[1024];
     long n = sr_wal_scan(dir, sr__on_entry, &r, note, sizeof(note));
     lua_createtable(L, 0, 4);

@@ -13,6 +13,7 @@ typedef struct sr_source_opts {
     const char *kind; const char *name; const char *host; int port;
     const char *path; size_t max_line; int from_start;
     int64_t start_offset; uint64_t start_inode;
+    const char *start_file; const char *const *done_files; size_t ndone;
 } sr_source_opts_t;
 typedef struct sr_loop_opts {
     int64_t batch_ms; size_t max_batch_records; size_t max_batch_bytes;
@@ -20,7 +21,7 @@ typedef struct sr_loop_opts {
 } sr_loop_opts_t;
 typedef struct sr_tick { int64_t time_ms; int64_t delay_ms; int last; int reload; } sr_tick_t;
 typedef struct sr_source sr_source_t;
-typedef struct sr_source_pos { int64_t offset; uint64_t inode; } sr_source_pos_t;
+typedef struct sr_source_pos { int64_t offset; uint64_t inode; const char *file; } sr_source_pos_t;
 
 const char *sr_version(void);
 double sr_clock_ms(void);
@@ -54,6 +55,7 @@ int sr_source_file_read_range(const char *path, uint64_t inode, int64_t start, i
                               size_t max_line, sr_batch_t *out, char *err, size_t errlen);
 sr_source_t *sr_loop_source(sr_loop_t *l, int index);
 int sr_source_position(sr_source_t *s, sr_source_pos_t *pos);
+const char *sr_source_done_file(sr_source_t *s, size_t i);
 uint32_t sr_crc32c(uint32_t crc, const void *p, size_t n);
 typedef struct sr_wordcount {
     const char *data; uint32_t *off; uint32_t *len; double *count; size_t n; size_t words;

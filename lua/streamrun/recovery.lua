@@ -3,7 +3,9 @@
 -- with exactly the records they had: text_file ones read again between the
 -- positions the markers logged, the others from the log. Records logged
 -- after the last marker (received, not yet in a batch) go into the first
--- batch after the restart. Sources resume where the last marker left them.
+-- batch after the restart. Sources resume where the last marker left them;
+-- a text_dir also skips the files it was done with, from the checkpoint
+-- and the files the log shows it took up.
 local core = require "streamrun.core"
 local batch = require "streamrun.batch"
 local sources = require "streamrun.sources"
@@ -20,6 +22,41 @@ function M.needs_log(job)
   return false
 end
 
+-- Sources that read again from their position what was logged after the
+-- last marker.
+local RESUMES_AT_POSITION = { text_file = true, tail = true, text_dir = true }
+
+-- The files of each text_dir, from the checkpoint's positions: name ->
+-- { file = taken up last, done = set of names, path = its directory }.
+local function dir_files(positions)
+  local dirs = {}
+  for name, p in pairs(positions) do
+    if p.kind == "text_dir" then
+      local done = {}
+      for _, f in ipairs(p.done or {}) do done[f] = true end
+      dirs[name] = { file = p.file, done = done, path = p.path }
+    end
+  end
+  return dirs
+end
+
+-- Adds the files a logged batch's text_dirs took up (in order; inode -1:
+-- skipped, so done with).
+local function take_files(dirs, b)
+  for name, files in pairs(b.files or {}) do
+    local d = dirs[name] or { done = {} }
+    dirs[name] = d
+    for _, f in ipairs(files) do
+      if f.inode < 0 then
+        d.done[f.name] = true
+      else
+        if d.file then d.done[d.file] = true end
+        d.file = f.name
+      end
+    end
+  end
+end
+
 -- Reads the log of dir: { batches (after the checkpoint's time), pending,
 -- positions (where sources resume), note }.
 function M.read(dir, meta)
@@ -27,16 +64,25 @@ function M.read(dir, meta)
   local after = {}
   local positions = {}
   for name, p in pairs(meta.sources or {}) do positions[name] = p end
+  local dirs = dir_files(positions)
   local since = meta.time_ms or -math.huge
-  local start = {}
-  for name, p in pairs(positions) do start[name] = p end
   for _, b in ipairs(log.batches) do
     if b.time_ms > since then
       b.from = {}
       for name, p in pairs(positions) do b.from[name] = p end
       after[#after + 1] = b
     end
+    take_files(dirs, b)
     for name, p in pairs(b.positions) do positions[name] = p end
+  end
+  for name, d in pairs(dirs) do
+    local p = positions[name] or {}
+    local done = {}
+    for f in pairs(d.done) do
+      if f ~= d.file then done[#done + 1] = f end
+    end
+    table.sort(done)
+    positions[name] = { kind = "text_dir", offset = p.offset, inode = p.inode, file = d.file, done = done, path = d.path }
   end
   return { batches = after, pending = log.pending, positions = positions, note = log.note }
 end
@@ -74,7 +120,7 @@ end
 function M.add_pending(job, inputs, pending, dead)
   for _, node in ipairs(job.sources) do
     local lines = pending[node.stage_name]
-    if lines and node.c_kind and node.c_kind ~= "text_file" and node.c_kind ~= "tail" then
+    if lines and node.c_kind and not RESUMES_AT_POSITION[node.c_kind] then
       local old = inputs[node]
       local extra = sources.read_values(node, lines, 1, dead)
       local merged = batch.to_elements(extra)

@@ -43,7 +43,13 @@ local function add_c_source(loop, node, pos)
   o.host, o.port = node.host, node.port or 0
   o.path, o.max_line = node.path, node.max_line
   o.from_start = node.from_start and 1 or 0
+  -- A text_dir resumes only in the directory its position is of.
+  if pos.path and pos.path ~= node.path then pos = {} end
   o.start_offset, o.start_inode = pos.offset or 0, pos.inode or 0
+  local done = pos.done or {}
+  local done_files = ffi.new("const char *[?]", #done + 1) -- `done` keeps the strings
+  for i, name in ipairs(done) do done_files[i - 1] = name end
+  o.start_file, o.done_files, o.ndone = pos.file, done_files, #done
   local idx = C.sr_loop_add_source(loop, o, err, 512)
   if idx < 0 then
     return nil, ("%s: source %s: %s"):format(node.where, node.stage_name, ffi.string(err))
@@ -102,6 +108,17 @@ local function lua_active(S)
   return false
 end
 
+-- A text_dir's file taken up last and the names of those it is done with.
+local function dir_files(src, pos)
+  local done = {}
+  while true do
+    local name = C.sr_source_done_file(src, #done)
+    if name == nil then break end
+    done[#done + 1] = ffi.string(name)
+  end
+  return pos.file ~= nil and ffi.string(pos.file) or nil, done
+end
+
 -- Where every source stands after the batch just run, for a checkpoint.
 local function positions_of(S)
   local positions = {}
@@ -109,8 +126,11 @@ local function positions_of(S)
   for _, node in ipairs(S.job.sources) do
     local name = node.stage_name
     if node.c_index then
-      if C.sr_source_position(C.sr_loop_source(S.loop, node.c_index), pos) == 0 then
-        positions[name] = { kind = node.op, offset = tonumber(pos.offset), inode = tonumber(pos.inode) }
+      local src = C.sr_loop_source(S.loop, node.c_index)
+      if C.sr_source_position(src, pos) == 0 then
+        local p = { kind = node.op, offset = tonumber(pos.offset), inode = tonumber(pos.inode) }
+        if node.c_kind == "text_dir" then p.path, p.file, p.done = node.path, dir_files(src, pos) end
+        positions[name] = p
       end
     else
       local st = S.lua_sources[node]

@@ -8,11 +8,13 @@
 #include "sr_error.h"
 #include "sr_loop.h"
 #include "sr_source.h"
+#include "sr_wal.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #define BATCH_MS 50
 #define MAX_BATCHES 100 /* 5 s of batches: the most any wait may take */
@@ -462,6 +464,104 @@ static void test_text_dir(void **state)
     assert_int_equal(dead(f, src), 0);
 }
 
+static uint64_t inode_of(const char *path)
+{
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return (uint64_t)st.st_ino;
+}
+
+/* The files text_dir took up, as the write-ahead log in waldir has them:
+ * "name:inode name:-1 ..." (inode shown as + when it is a real one). */
+typedef struct taken { char text[512]; } taken_t;
+
+static void on_wal_entry(void *ud, const sr_wal_entry_t *e)
+{
+    taken_t *t = ud;
+    if (e->type != SR_WAL_FILE) return;
+    size_t n = strlen(t->text);
+    snprintf(t->text + n, sizeof(t->text) - n, "%s%.*s:%s", n ? " " : "", (int)e->len, e->data,
+             e->pos < 0 ? "-1" : "+");
+}
+
+/* Resumed where a checkpoint left it: the files done with are skipped, the
+ * one taken up last is read from its offset, new ones follow; the position
+ * and the done files say where it stands, and each file taken up is logged. */
+static void test_text_dir_resume(void **state)
+{
+    fixture_t *f = *state;
+    char in[512], p[600], b[600], wal[512];
+    file_path(f, in, sizeof(in), "in");
+    file_path(f, wal, sizeof(wal), "wal");
+    assert_int_equal(mkdir(in, 0755), 0);
+    sr_test_write(sr_test_path(p, sizeof(p), in, "a.txt"), "w", "a1\na2\n");
+    sr_test_write(sr_test_path(b, sizeof(b), in, "b.txt"), "w", "b1\nb2\nb3\n");
+    sr_test_write(sr_test_path(p, sizeof(p), in, "c.txt"), "w", "c1\n");
+    const char *done[] = {"a.txt", "gone.txt"};
+    new_loop(f, 0);
+    char err[512];
+    assert_int_equal(sr_loop_set_wal(f->l, wal, err, sizeof(err)), SR_OK);
+    int src = add(f, (sr_source_opts_t){.kind = "text_dir", .path = in, .start_file = "b.txt",
+                                         .start_offset = 3, .start_inode = inode_of(b),
+                                         .done_files = done, .ndone = 2});
+    sr_source_t *s = sr_loop_source(f->l, src);
+    /* Before it reads, its position is the checkpoint's. */
+    sr_source_pos_t pos;
+    assert_int_equal(sr_source_position(s, &pos), SR_OK);
+    assert_string_equal(pos.file, "b.txt");
+    assert_int_equal(pos.offset, 3);
+    assert_true(pos.inode == inode_of(b));
+    RUN_UNTIL(f, f->recs[src].n >= 3);
+    expect_rec(f, src, 0, "b2", 3);
+    expect_rec(f, src, 1, "b3", 6);
+    expect_rec(f, src, 2, "c1", 0);
+    run_batches(f, 4);
+    assert_int_equal(f->recs[src].n, 3);
+    assert_int_equal(sr_source_position(s, &pos), SR_OK);
+    assert_string_equal(pos.file, "c.txt");
+    assert_int_equal(pos.offset, 3);
+    assert_string_equal(sr_source_done_file(s, 0), "a.txt");
+    assert_string_equal(sr_source_done_file(s, 1), "b.txt");
+    assert_string_equal(sr_source_done_file(s, 2), "gone.txt");
+    assert_null(sr_source_done_file(s, 3));
+    assert_int_equal(dead(f, src), 0);
+    sr_loop_free(f->l); /* flushes the log */
+    f->l = NULL;
+    taken_t t = {""};
+    char note[512];
+    assert_true(sr_wal_scan(wal, on_wal_entry, &t, note, sizeof(note)) > 0);
+    assert_string_equal(t.text, "b.txt:+ c.txt:+");
+}
+
+/* The file to resume is not the checkpoint's any more (another inode): it
+ * is read from its start; gone: a dead letter, and done with. */
+static void test_text_dir_resume_replaced_or_gone(void **state)
+{
+    fixture_t *f = *state;
+    char in[512], p[600];
+    file_path(f, in, sizeof(in), "in");
+    assert_int_equal(mkdir(in, 0755), 0);
+    sr_test_write(sr_test_path(p, sizeof(p), in, "b.txt"), "w", "b1\nb2\n");
+    new_loop(f, 0);
+    int src = add(f, (sr_source_opts_t){.kind = "text_dir", .path = in, .start_file = "b.txt",
+                                         .start_offset = 3, .start_inode = inode_of(p) + 1});
+    int gone = add(f, (sr_source_opts_t){.kind = "text_dir", .name = "gone", .path = in,
+                                          .start_file = "x.txt", .start_offset = 10,
+                                          .done_files = (const char *[]){"b.txt"}, .ndone = 1});
+    RUN_UNTIL(f, f->recs[src].n >= 2 && dead(f, gone) == 1);
+    expect_rec(f, src, 0, "b1", 0);
+    expect_rec(f, src, 1, "b2", 3);
+    assert_int_equal(f->recs[gone].n, 0);
+    expect_dead_letter(f, "x.txt: No such file or directory");
+    sr_source_t *s = sr_loop_source(f->l, gone);
+    assert_string_equal(sr_source_done_file(s, 0), "b.txt");
+    assert_string_equal(sr_source_done_file(s, 1), "x.txt");
+    assert_null(sr_source_done_file(s, 2));
+    sr_source_pos_t pos;
+    assert_int_equal(sr_source_position(s, &pos), SR_OK);
+    assert_null(pos.file);
+}
+
 static void test_text_dir_missing(void **state)
 {
     fixture_t *f = *state;
@@ -796,6 +896,8 @@ int main(void)
         T(test_tail_truncation),
         T(test_tail_waits_for_file),
         T(test_text_dir),
+        T(test_text_dir_resume),
+        T(test_text_dir_resume_replaced_or_gone),
         T(test_text_dir_missing),
         T(test_socket_text_lines),
         T(test_socket_text_server_restart),

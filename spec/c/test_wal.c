@@ -282,6 +282,38 @@ static void test_records_and_batches_in_order(void **state)
     assert_string_equal(note, "");
 }
 
+/* text_dir's files taken up: read back in order among the records, with
+ * their inode, or -1 for a file skipped. */
+static void test_file_entries(void **state)
+{
+    (void)state;
+    sr_wal_t *w = open_wal();
+    assert_int_equal(sr_wal_declare(w, 1, "dir"), 0);
+    assert_int_equal(sr_wal_file(w, 1, 987654321, "a.txt"), 0);
+    assert_int_equal(sr_wal_record(w, 1, 0, "a1", 2), 0);
+    assert_int_equal(sr_wal_file(w, 1, -1, "unreadable"), 0);
+    assert_int_equal(sr_wal_file(w, 1, 5, "b.txt"), 0);
+    sr_wal_pos_t p[1] = {{1, 0, 5}};
+    assert_int_equal(sr_wal_batch(w, 100, p, 1), 0);
+    sr_wal_free(w);
+    char note[512];
+    assert_int_equal(scan(dir, note, sizeof(note)), 6);
+    assert_string_equal(note, "");
+    assert_source(&got.e[0], 1, "dir");
+    const struct { int64_t inode; const char *name; } files[] = {{987654321, "a.txt"}, {-1, "unreadable"}, {5, "b.txt"}};
+    const int at[] = {1, 3, 4};
+    for (int i = 0; i < 3; i++) {
+        const got_t *g = &got.e[at[i]];
+        assert_int_equal(g->type, SR_WAL_FILE);
+        assert_int_equal(g->index, 1);
+        assert_int_equal(g->pos, files[i].inode);
+        assert_int_equal(g->len, strlen(files[i].name));
+        assert_memory_equal(g->data, files[i].name, g->len);
+    }
+    assert_record(&got.e[2], 1, 0, "a1");
+    assert_batch(&got.e[5], 100, 1);
+}
+
 static void test_big_records_flush_on_their_own(void **state)
 {
     (void)state;
@@ -697,6 +729,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_records_and_batches_in_order),
+        T(test_file_entries),
         T(test_big_records_flush_on_their_own),
         T(test_rotate_and_drop_before),
         T(test_torn_tail_at_every_length),

@@ -180,6 +180,9 @@ static void wal(const char *dir, const char *scratch)
     if (!w) die(scratch, err);
     sr_wal_declare(w, 0, "socket");
     sr_wal_declare(w, 1, "stdin");
+    sr_wal_declare(w, 2, "dir");
+    sr_wal_file(w, 2, 77, "a.txt");
+    sr_wal_file(w, 2, -1, "b.txt");
     sr_wal_record(w, 0, 6, "hello", 5);
     sr_wal_record(w, 1, 3, "ab", 2);
     sr_wal_pos_t pos[2] = {{0, 6, 0}, {1, 3, 42}};
