@@ -1,7 +1,8 @@
 /* sr_wal: log segments DIR/<seq>.wal of entries [u32 length][u32 crc32c]
  * [payload]; payload: type byte, then for S: u16 index, name; R: u16
  * index, i64 pos, bytes; B: i64 time, u16 n, n x (u16 index, i64 offset,
- * u64 inode); F: u16 index, i64 inode, name. Integers little-endian. */
+ * u64 inode); F: u16 index, i64 inode, name; O: nothing more. Integers
+ * little-endian. */
 #include "sr_wal.h"
 #include "sr_alloc.h"
 #include "sr_crc32c.h"
@@ -172,11 +173,14 @@ sr_wal_t *sr_wal_open(const char *dir, char *err, size_t errlen)
     uint64_t *seqs = sr__segments(dir, &n);
     uint64_t next = n ? seqs[n - 1] + 1 : 1;
     sr_free(seqs);
-    if (sr__open_segment(w, next) < 0) {
+    char *p;
+    if (sr__open_segment(w, next) < 0 || !(p = sr__entry(w, 1))) {
         snprintf(err, errlen, "cannot open a log segment in %s: %s", dir, strerror(errno));
         sr_wal_free(w);
         return NULL;
     }
+    p[0] = SR_WAL_OPEN;
+    sr__seal(p, 1);
     return w;
 }
 
@@ -309,6 +313,8 @@ static size_t sr__scan_segment(const char *data, size_t size, void (*fn)(void *,
             e.pos = (int64_t)sr__get(p + 3, 8);
             e.data = p + 11;
             e.len = n - 11;
+        } else if (e.type == SR_WAL_OPEN && n == 1) {
+            /* nothing more */
         } else if (e.type == SR_WAL_BATCH && n >= 11) {
             e.time_ms = (int64_t)sr__get(p + 1, 8);
             e.npos = (int)sr__get(p + 9, 2);

@@ -10,7 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { SR_WAL_SOURCE = 'S', SR_WAL_RECORD = 'R', SR_WAL_BATCH = 'B', SR_WAL_FILE = 'F' };
+/* Entry types; OPEN starts what a run logs, so that recovery can tell what
+ * a run killed before its next batch marker logged. */
+enum { SR_WAL_SOURCE = 'S', SR_WAL_RECORD = 'R', SR_WAL_BATCH = 'B', SR_WAL_FILE = 'F', SR_WAL_OPEN = 'O' };
 
 typedef struct sr_wal_pos {
     int index;       /* source */
@@ -21,7 +23,8 @@ typedef struct sr_wal_pos {
 typedef struct sr_wal sr_wal_t;
 
 /* Opens the log in dir (created if needed), starting a new segment after
- * the existing ones. NULL with a message in err on failure. */
+ * the existing ones with an OPEN entry. NULL with a message in err on
+ * failure. */
 sr_wal_t *sr_wal_open(const char *dir, char *err, size_t errlen);
 void sr_wal_free(sr_wal_t *w);
 /* Names source index in this segment and the ones after it. */
@@ -48,7 +51,7 @@ int sr_wal_drop_before(sr_wal_t *w, uint64_t seq);
 int sr_wal_error(const sr_wal_t *w);
 
 typedef struct sr_wal_entry {
-    int type;            /* SR_WAL_SOURCE, SR_WAL_RECORD, SR_WAL_BATCH or SR_WAL_FILE */
+    int type;            /* SR_WAL_SOURCE, _RECORD, _BATCH, _FILE or _OPEN */
     int index;           /* SOURCE, RECORD, FILE */
     int64_t pos;         /* RECORD: stream offset; FILE: inode or -1 */
     int64_t time_ms;     /* BATCH */

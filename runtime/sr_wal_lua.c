@@ -1,9 +1,12 @@
 /* sr_wal_lua: cwal.read(dir) -> { batches = { {time_ms, records = {name =
- * {line, ...}}, files = {name = {{name, inode}, ...}}, positions = {name =
- * {offset, inode}}}, ... }, pending = {name = {line, ...}}, note = "..." or
- * nil }. A batch's records and files (the ones text_dir took up; inode -1:
- * skipped) are the ones logged since the marker before it; pending records
- * follow the last. */
+ * {line, ...}}, carried = {name = n}, files = {name = {{name, inode}, ...}},
+ * positions = {name = {offset, inode}}}, ... }, pending = {name = {line,
+ * ...}}, note = "..." or nil }. A batch's records and files (the ones
+ * text_dir took up; inode -1: skipped) are the ones logged since the marker
+ * before it; pending records follow the last. carried[name]: how many of
+ * the batch's first records were logged by runs killed before a marker
+ * (sources that resume at a position read them again, so have them twice;
+ * the files such runs took up are left out). */
 #include "sr_wal_lua.h"
 #include "sr_wal.h"
 
@@ -12,7 +15,7 @@
 
 typedef struct sr__reader {
     lua_State *L;
-    int batches, pending, files, names; /* stack indices */
+    int batches, pending, files, carried, names; /* stack indices */
     int nbatches;
 } sr__reader_t;
 
@@ -72,15 +75,28 @@ static void sr__on_entry(void *ud, const sr_wal_entry_t *e)
         sr__add_record(r, e);
     } else if (e->type == SR_WAL_FILE) {
         sr__add_file(r, e);
+    } else if (e->type == SR_WAL_OPEN) {
+        /* A new run: what the one before logged since the last marker. */
+        lua_pushnil(L);
+        while (lua_next(L, r->pending)) {
+            lua_pushvalue(L, -2);
+            lua_pushinteger(L, (lua_Integer)lua_objlen(L, -2));
+            lua_rawset(L, r->carried);
+            lua_pop(L, 1);
+        }
+        lua_newtable(L);
+        lua_replace(L, r->files);
     } else if (e->type == SR_WAL_BATCH) {
         /* The pending records and files become this batch's. */
-        lua_createtable(L, 0, 4);
+        lua_createtable(L, 0, 5);
         lua_pushnumber(L, (lua_Number)e->time_ms);
         lua_setfield(L, -2, "time_ms");
         lua_pushvalue(L, r->pending);
         lua_setfield(L, -2, "records");
         lua_pushvalue(L, r->files);
         lua_setfield(L, -2, "files");
+        lua_pushvalue(L, r->carried);
+        lua_setfield(L, -2, "carried");
         lua_newtable(L);
         for (int i = 0; i < e->npos; i++) {
             lua_rawgeti(L, r->names, e->positions[i].index);
@@ -98,6 +114,8 @@ static void sr__on_entry(void *ud, const sr_wal_entry_t *e)
         lua_replace(L, r->pending);
         lua_newtable(L);
         lua_replace(L, r->files);
+        lua_newtable(L);
+        lua_replace(L, r->carried);
     }
 }
 
@@ -108,8 +126,9 @@ static int sr__read(lua_State *L)
     lua_newtable(L); /* 2 batches */
     lua_newtable(L); /* 3 pending */
     lua_newtable(L); /* 4 files */
-    lua_newtable(L); /* 5 names by index */
-    sr__reader_t r = {L, 2, 3, 4, 5, 0};
+    lua_newtable(L); /* 5 carried */
+    lua_newtable(L); /* 6 names by index */
+    sr__reader_t r = {L, 2, 3, 4, 5, 6, 0};
     char note[1024];
     long n = sr_wal_scan(dir, sr__on_entry, &r, note, sizeof(note));
     lua_createtable(L, 0, 4);

@@ -98,7 +98,9 @@ local function file_range(node, from, to, dead)
 end
 
 -- The inputs of a logged batch b, by source node. next_lua(node) gives a
--- Lua-side source's batch as it would have been.
+-- Lua-side source's batch as it would have been. Records a killed run
+-- logged after its last marker are left out for sources that read them
+-- again from their position.
 function M.inputs(job, b, dead, next_lua)
   local inputs = {}
   for _, node in ipairs(job.sources) do
@@ -107,7 +109,14 @@ function M.inputs(job, b, dead, next_lua)
       local to = b.positions[name]
       inputs[node] = to and file_range(node, b.from[name], to, dead) or batch.empty()
     elseif node.c_kind then
-      inputs[node] = sources.read_values(node, b.records[name] or {}, 1, dead)
+      local records = b.records[name] or {}
+      local carried = RESUMES_AT_POSITION[node.c_kind] and b.carried and b.carried[name] or 0
+      if carried > 0 then
+        local rest = {}
+        for i = carried + 1, #records do rest[#rest + 1] = records[i] end
+        records = rest
+      end
+      inputs[node] = sources.read_values(node, records, 1, dead)
     else
       inputs[node] = next_lua(node)
     end

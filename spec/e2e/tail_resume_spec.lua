@@ -1,8 +1,14 @@
 -- tail across kill -9: the file is resumed at the position the checkpoint
 -- or the write-ahead log recorded (same inode), lines appended while the job
--- was down are read, and every line comes out exactly once.
+-- was down are read, and every line comes out exactly once; also under a
+-- crash loop of STREAMRUN_CRASH_TAIL_KILLS kills (default 20) while lines
+-- keep being appended (seed STREAMRUN_CRASH_SEED).
 local proc = require "helpers.proc"
 local e2e = require "helpers.e2e"
+local crashloop = require "helpers.crashloop"
+
+local KILLS = tonumber(os.getenv("STREAMRUN_CRASH_TAIL_KILLS") or "") or 20
+local SEED = tonumber(os.getenv("STREAMRUN_CRASH_SEED") or "") or 20250605
 
 local function numbers(from, to)
   local t = {}
@@ -45,5 +51,30 @@ describe("e2e tail across kill -9", function()
     local code, stdout = e2e.exec({ "inspect", ck, "--keys", "count" })
     assert.equal(0, code)
     assert.equal('{"key":"lines","value":2100}\n', stdout)
+  end)
+
+  it("every line once under a crash loop while lines keep being appended", function()
+    local dir = proc.tmpdir()
+    local params = { path = dir .. "/log.txt", out = dir .. "/out.jsonl", ckpt = dir .. "/ckpt" }
+    local sent = {}
+    proc.write_file(params.path, "")
+    math.randomseed(SEED)
+    local log = crashloop.run {
+      job = "tail_resume", params = params, kills = KILLS, sent = sent,
+      feed = function()
+        local lines = {}
+        for _ = 1, math.random(0, 3000) do
+          lines[#lines + 1] = "n" .. (#sent + 1)
+          sent[#sent + 1] = lines[#lines]
+        end
+        if #lines > 0 then proc.append_file(params.path, table.concat(lines, "\n") .. "\n") end
+      end,
+    }
+    local ok, err = pcall(crashloop.check_output, params.out, sent)
+    assert(ok, tostring(err) .. "\n" .. table.concat(log, "\n"))
+    local code, stdout = e2e.exec({ "inspect", params.ckpt, "--keys", "count" })
+    assert.equal(0, code)
+    assert.equal(('{"key":"lines","value":%d}\n'):format(#sent), stdout)
+    io.stderr:write(("tail crash loop (seed %d): %d kills, %d lines\n"):format(SEED, KILLS, #sent))
   end)
 end)

@@ -33,7 +33,8 @@ typedef struct sums {
 static void on_entry(void *ud, const sr_wal_entry_t *e)
 {
     sums_t *s = ud;
-    FZ_CHECK(e->type == SR_WAL_SOURCE || e->type == SR_WAL_RECORD || e->type == SR_WAL_BATCH || e->type == SR_WAL_FILE,
+    FZ_CHECK(e->type == SR_WAL_SOURCE || e->type == SR_WAL_RECORD || e->type == SR_WAL_BATCH || e->type == SR_WAL_FILE
+             || e->type == SR_WAL_OPEN,
              "entry type %d", e->type);
     if (e->type == SR_WAL_BATCH) {
         FZ_CHECK(e->npos >= 0 && e->npos <= 256, "npos %d", e->npos);
