@@ -130,4 +130,6 @@ bench-quick: all build/wc_baseline
 .PHONY: soak
 soak: all
 	@STREAMRUN_CRASH_KILLS=500 STREAMRUN_CRASH_LISTEN_KILLS=200 \
-	  STREAMRUN_CRASH_SEED=$${STREAMRUN_CRASH_SEED:-$$(date +%s)} busted spec/e2e/crash_spec.lua
+	  STREAMRUN_CRASH_DIR_KILLS=200 STREAMRUN_CRASH_TAIL_KILLS=200 \
+	  STREAMRUN_CRASH_SEED=$${STREAMRUN_CRASH_SEED:-$$(date +%s)} \
+	  busted spec/e2e/crash_spec.lua spec/e2e/text_dir_resume_spec.lua spec/e2e/tail_resume_spec.lua
