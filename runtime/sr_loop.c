@@ -28,6 +28,9 @@ struct sr_loop {
     sr_wal_t *wal;          /* owned; NULL when no checkpoint directory */
     ev_prepare wal_flush;   /* writes what was logged before the loop blocks */
     int wal_reported;       /* a WAL write error was logged */
+    int wal_failed;         /* a WAL write failed since the last good rotation:
+                               sources hold until a checkpoint covers it */
+    int holding;            /* sr_loop_wait runs: sources do not read */
     struct sr__watch *watches; /* owned: files whose change asks for a reload */
     ev_timer watch_timer;      /* looks at them every 250 ms */
 };
@@ -217,8 +220,12 @@ double sr_loop_now_ms(sr_loop_t *l)
     return ev_time() * 1000.0;
 }
 
+/* What was read is not all in the log: the batch in progress closes, and
+ * sources read nothing more until a rotation succeeds. */
 static void sr__wal_failed(sr_loop_t *l, const char *what)
 {
+    if (!l->wal_failed) sr__loop_close_batch(l);
+    l->wal_failed = 1;
     if (l->wal_reported) return;
     l->wal_reported = 1;
     fprintf(stderr, "streamrun: write-ahead log: %s: %s\n", what, strerror(sr_wal_error(l->wal) ? sr_wal_error(l->wal) : errno));
@@ -266,7 +273,18 @@ int sr_loop_set_wal(sr_loop_t *l, const char *dir, char *err, size_t errlen)
     return SR_OK;
 }
 
-uint64_t sr_loop_wal_rotate(sr_loop_t *l) { return l->wal ? sr_wal_rotate(l->wal) : 0; }
+uint64_t sr_loop_wal_rotate(sr_loop_t *l)
+{
+    if (!l->wal) return 0;
+    uint64_t seq = sr_wal_rotate(l->wal);
+    if (seq) l->wal_failed = l->wal_reported = 0;
+    else sr__wal_failed(l, "new segment");
+    return seq;
+}
+
+int sr_loop_wal_failed(const sr_loop_t *l) { return l->wal_failed; }
+
+int sr__loop_holds(const sr_loop_t *l) { return l->holding || l->wal_failed; }
 
 int sr_loop_wal_drop_before(sr_loop_t *l, uint64_t seq) { return l->wal ? sr_wal_drop_before(l->wal, seq) : 0; }
 
@@ -292,7 +310,7 @@ int sr_loop_next(sr_loop_t *l, sr_tick_t *t)
      * run is the same whenever it starts (and after a restore). */
     if (l->next_time_ms == 0)
         l->next_time_ms = fast ? interval : ((int64_t)floor(now) / interval + 1) * interval;
-    l->closing = 0;
+    l->closing = l->wal_failed; /* sources hold: the batch closes at once */
     if (!l->stopping && !(l->nsources && sr__all_done(l))) {
         double wait = (double)l->next_time_ms - now;
         if (fast) {
@@ -415,7 +433,9 @@ int sr_loop_wait(sr_loop_t *l, int64_t ms)
     /* Sources are not read: the loop does not run; libev's signal handler
      * only marks the signal, and this one pass runs its callback. */
     ev_sleep((double)ms / 1000.0);
+    l->holding = 1;
     ev_run(l->ev, EVRUN_NOWAIT);
+    l->holding = 0;
     return l->stopping;
 }
 

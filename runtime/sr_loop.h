@@ -66,8 +66,9 @@ void sr_loop_set_interval(sr_loop_t *l, int64_t batch_ms);
 int sr_loop_watch(sr_loop_t *l, const char *path);
 /* Stops watching every file. */
 void sr_loop_unwatch(sr_loop_t *l);
-/* Waits ms, then takes in signals; returns 1 if SIGINT/SIGTERM arrived. For
- * a job that must not read (its checkpoints keep failing). */
+/* Waits ms, then takes in signals, with sources holding (they read
+ * nothing); returns 1 if SIGINT/SIGTERM arrived. For a job that must not
+ * read (its checkpoints keep failing, or its log lost records). */
 int sr_loop_wait(sr_loop_t *l, int64_t ms);
 /* Asks the loop to stop after the batch in progress (as SIGTERM does). */
 void sr_loop_stop(sr_loop_t *l);
@@ -85,11 +86,19 @@ uint64_t sr_loop_dead_letters(const sr_loop_t *l);
  * message in err. */
 int sr_loop_set_wal(sr_loop_t *l, const char *dir, char *err, size_t errlen);
 /* A checkpoint is being taken: starts a new log segment; returns its number
- * (0 without a log). */
+ * (0 without a log, or when the segment cannot be written). A rotation
+ * that succeeds ends the hold a failed log write started. */
 uint64_t sr_loop_wal_rotate(sr_loop_t *l);
+/* Whether a log write failed since the last rotation that succeeded: what
+ * was read since may not be in the log, so sources hold (the batch in
+ * progress closed at the failure) until a checkpoint covers it. */
+int sr_loop_wal_failed(const sr_loop_t *l);
 /* The checkpoint succeeded: deletes the segments before seq. */
 int sr_loop_wal_drop_before(sr_loop_t *l, uint64_t seq);
 
+/* For sources: whether to read nothing for now (sr_loop_wait, or the log
+ * failing). */
+int sr__loop_holds(const sr_loop_t *l);
 /* For sources: logs a received record if the loop keeps a log. */
 void sr__loop_log_record(sr_loop_t *l, sr_source_t *s, int64_t pos, const char *line, size_t len);
 /* For sources: logs that s takes up file name (inode, or -1: skipped). */

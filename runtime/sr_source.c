@@ -47,6 +47,11 @@ int sr_source_position(sr_source_t *s, sr_source_pos_t *pos)
     return SR_OK;
 }
 
+int sr__source_waits(sr_source_t *s)
+{
+    return sr_batch_full(&s->batch) || sr__loop_holds(s->loop);
+}
+
 void sr__source_dead(sr_source_t *s, int64_t pos, const char *reason,
                      const char *data, size_t len)
 {

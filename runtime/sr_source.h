@@ -99,6 +99,9 @@ const char *sr_source_done_file(sr_source_t *s, size_t i);
  * batches hold exactly max_batch_records records and the caller keeps the
  * rest of its read for the next batch; other sources always get 0. */
 int sr__source_line(void *ud, const char *line, size_t len, int64_t pos, int status);
+/* Whether s is to read nothing for now: its batch is full (until it is
+ * released), or the loop holds every source. Readers check it first. */
+int sr__source_waits(sr_source_t *s);
 /* Sends one record to the dead-letter output with a reason. */
 void sr__source_dead(sr_source_t *s, int64_t pos, const char *reason,
                      const char *data, size_t len);

@@ -242,7 +242,7 @@ static void sr__dir_on_idle(struct ev_loop *ev, ev_idle *w, int revents)
     (void)revents;
     sr_source_t *s = w->data;
     sr__dir_t *d = s->impl;
-    if (sr_batch_full(&s->batch)) return; /* wait for the batch to be released */
+    if (sr__source_waits(s)) return; /* until the batch is released, or the hold ends */
     if (d->fd < 0 && !sr__dir_open_next(s)) {
         ev_idle_stop(ev, w);
         return;

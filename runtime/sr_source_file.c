@@ -48,7 +48,7 @@ static void sr__file_on_idle(struct ev_loop *ev, ev_idle *w, int revents)
     (void)ev; (void)revents;
     sr_source_t *s = w->data;
     sr__file_t *f = s->impl;
-    if (sr_batch_full(&s->batch)) return; /* wait for the batch to be released */
+    if (sr__source_waits(s)) return; /* until the batch is released, or the hold ends */
     if (f->len) {
         sr__file_feed(s, f);
         return;

@@ -59,7 +59,7 @@ static void sr__client_on_read(struct ev_loop *ev, ev_io *w, int revents)
     sr__client_t *c = w->data;
     sr_source_t *s = c->source;
     sr__listen_t *ls = s->impl;
-    if (sr_batch_full(&s->batch)) return; /* wait for the batch to be released */
+    if (sr__source_waits(s)) return; /* until the batch is released, or the hold ends */
     ssize_t n = recv(w->fd, ls->buf, sizeof(ls->buf), 0);
     if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) return;
     if (n > 0) {

@@ -83,7 +83,7 @@ static void sr__socket_on_read(struct ev_loop *ev, ev_io *w, int revents)
     (void)ev; (void)revents;
     sr_source_t *s = w->data;
     sr__socket_t *k = s->impl;
-    if (sr_batch_full(&s->batch)) return; /* wait for the batch to be released */
+    if (sr__source_waits(s)) return; /* until the batch is released, or the hold ends */
     ssize_t n = recv(k->fd, k->buf, sizeof(k->buf), 0);
     if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) return;
     if (n < 0) {

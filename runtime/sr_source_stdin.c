@@ -23,7 +23,7 @@ static void sr__stdin_on_read(struct ev_loop *ev, ev_io *w, int revents)
 {
     (void)revents;
     sr_source_t *s = w->data;
-    if (sr_batch_full(&s->batch)) return;
+    if (sr__source_waits(s)) return;
     sr__stdin_t *in = s->impl;
     ssize_t n = read(w->fd, in->buf, sizeof(in->buf));
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;

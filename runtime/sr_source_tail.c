@@ -144,7 +144,7 @@ static void sr__tail_on_idle(struct ev_loop *ev, ev_idle *w, int revents)
     (void)revents;
     sr_source_t *s = w->data;
     sr__tail_t *t = s->impl;
-    if (sr_batch_full(&s->batch)) return; /* wait for the batch to be released */
+    if (sr__source_waits(s)) return; /* until the batch is released, or the hold ends */
     if (t->fd < 0 && !sr__tail_open(s, 0)) {
         ev_idle_stop(ev, w);
         return;

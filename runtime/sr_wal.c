@@ -266,6 +266,9 @@ uint64_t sr_wal_rotate(sr_wal_t *w)
         w->err = errno;
         return 0;
     }
+    /* The new segment must take its first entries. */
+    if (sr__flush(w) < 0) return 0;
+    w->err = 0;
     return w->seq;
 }
 

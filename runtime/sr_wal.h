@@ -42,8 +42,9 @@ int sr_wal_flush(sr_wal_t *w);
 /* Logs a sealed batch and makes the log durable (write, fdatasync).
  * Returns 0 or -1 with errno. */
 int sr_wal_batch(sr_wal_t *w, int64_t time_ms, const sr_wal_pos_t *pos, int npos);
-/* Starts a new segment; returns its number (the first a checkpoint taken
- * now does not cover), or 0 on failure. */
+/* Starts a new segment and writes its first entries; returns its number
+ * (the first a checkpoint taken now does not cover), or 0 on failure. A
+ * success clears the last write error. */
 uint64_t sr_wal_rotate(sr_wal_t *w);
 /* Deletes the segments numbered below seq. Returns how many. */
 int sr_wal_drop_before(sr_wal_t *w, uint64_t seq);

@@ -50,6 +50,7 @@ int sr_loop_watch(sr_loop_t *l, const char *path);
 void sr_loop_unwatch(sr_loop_t *l);
 int sr_loop_set_wal(sr_loop_t *l, const char *dir, char *err, size_t errlen);
 uint64_t sr_loop_wal_rotate(sr_loop_t *l);
+int sr_loop_wal_failed(const sr_loop_t *l);
 int sr_loop_wal_drop_before(sr_loop_t *l, uint64_t seq);
 int sr_source_file_read_range(const char *path, uint64_t inode, int64_t start, int64_t end,
                               size_t max_line, sr_batch_t *out, char *err, size_t errlen);

@@ -400,14 +400,35 @@ local function describe_running(S)
   })
 end
 
+-- Whether sources hold because a write to the log failed (the loop closed
+-- the batch then): until the log takes writes again and a checkpoint after
+-- that batch is written.
+local function log_holds(S)
+  if not S.last_time then return false end
+  if C.sr_loop_wal_failed(S.loop) ~= 0 then
+    if not S.log_lost then
+      S.log_lost = S.nbatches
+      log("write-ahead log failing after batch %d: sources wait until a checkpoint covers what was read", S.nbatches)
+    end
+    return true
+  end
+  if S.log_lost and S.writer.failures == 0 and (S.writer.last_batch or -1) >= S.log_lost then
+    log("write-ahead log written again; the checkpoint after batch %d covers what was read; sources go on",
+      S.writer.last_batch)
+    S.log_lost = nil
+  end
+  return S.log_lost ~= nil
+end
+
 -- Runs batches until the job ends (returns its exit code) or asks for a
 -- reload (returns M.RELOAD, at a batch boundary).
 local function drive(S)
   local job, loop, cli = S.job, S.loop, S.cli
   local tick = ffi.new("sr_tick_t")
   while true do
-    -- Nothing is read while checkpoints keep failing.
-    while S.writer and S.writer:blocked() do
+    -- Nothing is read while checkpoints keep failing, or while what was
+    -- read since a write to the log failed is in no checkpoint yet.
+    while S.writer and (S.writer:blocked() or log_holds(S)) do
       if C.sr_loop_wait(loop, job.batch_ms) ~= 0 then
         log("stopping: checkpoints still failing, nothing read since the last one")
         S.writer:wait()

@@ -6,6 +6,7 @@
 
 #include "sr_alloc.h"
 #include "sr_error.h"
+#include "sr_io.h"
 #include "sr_loop.h"
 #include "sr_source.h"
 #include "sr_wal.h"
@@ -637,6 +638,51 @@ static void test_socket_text_lines(void **state)
     assert_int_equal(dead(f, src), 1);
 }
 
+static ssize_t write_enospc(int fd, const void *p, size_t n)
+{
+    (void)fd; (void)p; (void)n;
+    errno = ENOSPC;
+    return -1;
+}
+
+/* A write to the log fails: the batch closes, and no source reads until a
+ * rotation of the log succeeds (nothing is taken in that the log lost). */
+static void test_sources_hold_while_the_log_fails(void **state)
+{
+    fixture_t *f = *state;
+    char wal[512], err[512];
+    file_path(f, wal, sizeof(wal), "wal");
+    server_listen(f, 0);
+    new_loop(f, 0);
+    assert_int_equal(sr_loop_set_wal(f->l, wal, err, sizeof(err)), SR_OK);
+    f->pump = server_accept;
+    int src = add(f, (sr_source_opts_t){.kind = "socket_text", .host = "127.0.0.1", .port = f->port});
+    RUN_UNTIL(f, f->cfd >= 0);
+    server_send(f, "a\n");
+    RUN_UNTIL(f, f->recs[src].n >= 1);
+    assert_int_equal(sr_loop_wal_failed(f->l), 0);
+
+    sr_io.write = write_enospc;
+    server_send(f, "b\n");
+    RUN_UNTIL(f, sr_loop_wal_failed(f->l)); /* read, then logging it failed */
+    assert_int_equal(f->recs[src].n, 2);
+    server_send(f, "c\n");
+    run_batches(f, 4);
+    assert_int_equal(sr_loop_wait(f->l, 5), 0);
+    assert_int_equal(f->recs[src].n, 2);
+    /* Still failing: the rotation fails and the hold goes on. */
+    assert_int_equal(sr_loop_wal_rotate(f->l), 0);
+    assert_int_equal(sr_loop_wal_failed(f->l), 1);
+    run_batches(f, 2);
+    assert_int_equal(f->recs[src].n, 2);
+
+    sr_io = sr_io_real;
+    assert_true(sr_loop_wal_rotate(f->l) > 0);
+    assert_int_equal(sr_loop_wal_failed(f->l), 0);
+    RUN_UNTIL(f, f->recs[src].n >= 3);
+    expect_rec(f, src, 2, "c", 4);
+}
+
 static void test_socket_text_server_restart(void **state)
 {
     fixture_t *f = *state;
@@ -896,6 +942,7 @@ int main(void)
         T(test_tail_truncation),
         T(test_tail_waits_for_file),
         T(test_text_dir),
+        T(test_sources_hold_while_the_log_fails),
         T(test_text_dir_resume),
         T(test_text_dir_resume_replaced_or_gone),
         T(test_text_dir_missing),
