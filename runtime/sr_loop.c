@@ -430,8 +430,9 @@ void sr_loop_unwatch(sr_loop_t *l)
 
 int sr_loop_wait(sr_loop_t *l, int64_t ms)
 {
-    /* Sources are not read: the loop does not run; libev's signal handler
-     * only marks the signal, and this one pass runs its callback. */
+    /* Sources are not read: during the sleep the loop does not run
+     * (libev's signal handler only marks a signal), and in the one pass
+     * that runs the signal callbacks every source holds. */
     ev_sleep((double)ms / 1000.0);
     l->holding = 1;
     ev_run(l->ev, EVRUN_NOWAIT);

@@ -430,7 +430,7 @@ local function drive(S)
     -- read since a write to the log failed is in no checkpoint yet.
     while S.writer and (S.writer:blocked() or log_holds(S)) do
       if C.sr_loop_wait(loop, job.batch_ms) ~= 0 then
-        log("stopping: checkpoints still failing, nothing read since the last one")
+        log("stopping: %s still failing; nothing was read meanwhile", S.log_lost and "the write-ahead log" or "checkpoints")
         S.writer:wait()
         return 1
       end
