@@ -3,7 +3,6 @@
 -- job exits 1 with the report and touches nothing; `inspect --verify` says
 -- which files are good.
 local bit = require "bit"
-local cjson = require "cjson"
 local core = require "streamrun.core"
 local proc = require "helpers.proc"
 local e2e = require "helpers.e2e"
@@ -74,16 +73,7 @@ local function checkpoints(ck)
 end
 
 -- `streamrun inspect PATH --keys totals` as a table key -> value.
-local function totals(path)
-  local code, stdout, stderr = e2e.exec({ "inspect", path, "--keys", "totals" })
-  assert.equal(0, code, stderr)
-  local t = {}
-  for line in stdout:gmatch("[^\n]+") do
-    local kv = cjson.decode(line)
-    t[kv.key] = kv.value
-  end
-  return t
-end
+local function totals(path) return e2e.inspect_keys(path, "totals") end
 
 -- The pprint batches of a stdout text from time_ms on, elements sorted.
 local function batches_from(stdout, time_ms)

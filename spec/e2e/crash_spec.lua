@@ -718,11 +718,7 @@ describe("e2e crash loop", function()
       local k = l:match("^(%S+)")
       want[k] = (want[k] or 0) + 1
     end
-    local got = {}
-    for line in keys_of(ckpt, "counts"):gmatch("[^\n]+") do
-      local e = cjson.decode(line)
-      got[e.key] = e.value
-    end
+    local got = e2e.inspect_keys(ckpt, "counts")
     local diffs = {}
     for k, n in pairs(want) do
       if got[k] ~= n then diffs[#diffs + 1] = ("%s: want %d, got %s"):format(k, n, tostring(got[k])) end
@@ -756,10 +752,7 @@ describe("e2e crash loop", function()
     if #missing > 0 then
       fail_keeping("lines not in the output: " .. table.concat(missing, ", ", 1, math.min(#missing, 20)), dir, "listen")
     end
-    for line in keys_of(ckpt, "sessions"):gmatch("[^\n]+") do
-      local e = cjson.decode(line)
-      closed[e.key] = (closed[e.key] or 0) + e.value
-    end
+    for key, n in pairs(e2e.inspect_keys(ckpt, "sessions")) do closed[key] = (closed[key] or 0) + n end
     assert.same(want, closed)
 
     report("listen_text", counts, (", %d chunks, %d lines; right after a chunk was sent: %d kills with part of it "

@@ -259,16 +259,7 @@ local function tag_runs(records)
   return runs
 end
 
-local function inspect_keys(dir, stage)
-  local code, out, err = e2e.exec({ "inspect", dir, "--keys", stage })
-  assert.equal(0, code, err)
-  local t = {}
-  for line in out:gmatch("[^\n]+") do
-    local o = cjson.decode(line)
-    t[o.key] = o.value
-  end
-  return t
-end
+local inspect_keys = e2e.inspect_keys
 
 local RELOADED = "streamrun: reloaded "
 local FAILED = "streamrun: reload of "

@@ -31,14 +31,7 @@ local function check_exactly_once(params, sent)
     local k = l:match("^(%S+)")
     counts[k] = (counts[k] or 0) + 1
   end
-  local code, out, err = e2e.exec({ "inspect", params.ckpt, "--keys", "counts" })
-  assert.equal(0, code, err)
-  local got = {}
-  for line in out:gmatch("[^\n]+") do
-    local e = cjson.decode(line)
-    got[e.key] = e.value
-  end
-  assert.same(counts, got)
+  assert.same(counts, e2e.inspect_keys(params.ckpt, "counts"))
   assert.equal("", proc.read_file(params.ckpt .. "/dead_letters.jsonl") or "", "no dead letters")
 end
 

@@ -2,7 +2,6 @@
 -- segment is /dev/full) holds the sources: the failure is reported, nothing
 -- more is read until the log takes writes again and a checkpoint covers
 -- what was read, and then every line is counted exactly once.
-local cjson = require "cjson"
 local proc = require "helpers.proc"
 local net = require "helpers.net"
 local e2e = require "helpers.e2e"
@@ -58,14 +57,7 @@ describe("e2e write-ahead log on a full disk", function()
     conn:close()
     p:kill("TERM")
     assert.equal(0, p:wait(10), p:describe())
-    local code, out = e2e.exec({ "inspect", params.ckpt, "--keys", "counts" })
-    assert.equal(0, code)
-    local counts = {}
-    for line in out:gmatch("[^\n]+") do
-      local e = cjson.decode(line)
-      counts[e.key] = e.value
-    end
-    assert.same({ k0 = 20, k1 = 20, k2 = 20, k3 = 20, k4 = 20 }, counts)
+    assert.same({ k0 = 20, k1 = 20, k2 = 20, k3 = 20, k4 = 20 }, e2e.inspect_keys(params.ckpt, "counts"))
     assert.equal(100, events_with_line(dir .. "/events.jsonl"))
   end)
 end)

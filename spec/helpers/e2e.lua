@@ -132,6 +132,19 @@ function M.read_jsonl(path)
   return out
 end
 
+-- `streamrun inspect PATH --keys STAGE` as a table key -> value (fails the
+-- spec if inspect does).
+function M.inspect_keys(path, stage)
+  local code, out, err = M.exec({ "inspect", path, "--keys", stage }, { timeout = 30 })
+  assert(code == 0, ("inspect %s --keys %s: exit %s\n%s"):format(path, stage, tostring(code), err))
+  local t = {}
+  for line in out:gmatch("[^\n]+") do
+    local kv = cjson.decode(line)
+    t[kv.key] = kv.value
+  end
+  return t
+end
+
 -- How many times v is in list.
 function M.count(list, v)
   local n = 0
