@@ -92,6 +92,12 @@ static int sr__flush(sr_wal_t *w)
 
 /* -- Segments -- */
 
+static char *sr__segment_path(char *buf, size_t len, const char *dir, uint64_t seq)
+{
+    snprintf(buf, len, "%s/%020llu.wal", dir, (unsigned long long)seq);
+    return buf;
+}
+
 static int sr__seq_of(const char *name, uint64_t *seq)
 {
     char *end;
@@ -134,8 +140,8 @@ static uint64_t *sr__segments(const char *dir, size_t *n)
 static int sr__open_segment(sr_wal_t *w, uint64_t seq)
 {
     char path[4200];
-    snprintf(path, sizeof(path), "%s/%020llu.wal", w->dir, (unsigned long long)seq);
-    int fd = sr_io.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    int fd = sr_io.open(sr__segment_path(path, sizeof(path), w->dir, seq),
+                        O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) return -1;
     if (w->fd >= 0) sr_io.close(w->fd);
     w->fd = fd;
@@ -266,8 +272,16 @@ uint64_t sr_wal_rotate(sr_wal_t *w)
         w->err = errno;
         return 0;
     }
-    /* The new segment must take its first entries. */
-    if (sr__flush(w) < 0) return 0;
+    /* The new segment must take its first entries; if it does not, it goes
+     * (retries must not leave a file each) and the next try reuses its
+     * number. */
+    if (sr__flush(w) < 0) {
+        char path[4200];
+        unlink(sr__segment_path(path, sizeof(path), w->dir, w->seq));
+        w->seq--;
+        errno = w->err;
+        return 0;
+    }
     w->err = 0;
     return w->seq;
 }
@@ -280,8 +294,7 @@ int sr_wal_drop_before(sr_wal_t *w, uint64_t seq)
     for (size_t i = 0; i < n; i++) {
         if (seqs[i] >= seq) continue;
         char path[4200];
-        snprintf(path, sizeof(path), "%s/%020llu.wal", w->dir, (unsigned long long)seqs[i]);
-        if (unlink(path) == 0) dropped++;
+        if (unlink(sr__segment_path(path, sizeof(path), w->dir, seqs[i])) == 0) dropped++;
     }
     sr_free(seqs);
     return dropped;
@@ -348,8 +361,7 @@ long sr_wal_scan(const char *dir, void (*fn)(void *ud, const sr_wal_entry_t *e),
     long count = 0;
     for (size_t i = 0; i < n; i++) {
         char path[4200];
-        snprintf(path, sizeof(path), "%s/%020llu.wal", dir, (unsigned long long)seqs[i]);
-        int fd = open(path, O_RDWR | O_CLOEXEC);
+        int fd = open(sr__segment_path(path, sizeof(path), dir, seqs[i]), O_RDWR | O_CLOEXEC);
         if (fd < 0) {
             snprintf(note, notelen, "cannot open %s: %s; the log after it is not read", path, strerror(errno));
             break;

@@ -49,6 +49,7 @@ local function take_files(dirs, b)
     for _, f in ipairs(files) do
       if f.inode < 0 then
         d.done[f.name] = true
+        if d.file == f.name then d.file = nil end -- the file to resume is gone
       else
         if d.file then d.done[d.file] = true end
         d.file = f.name

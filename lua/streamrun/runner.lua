@@ -43,8 +43,9 @@ local function add_c_source(loop, node, pos)
   o.host, o.port = node.host, node.port or 0
   o.path, o.max_line = node.path, node.max_line
   o.from_start = node.from_start and 1 or 0
-  -- A text_dir resumes only in the directory its position is of.
-  if pos.path and pos.path ~= node.path then pos = {} end
+  -- A position applies to a source of the same kind (a text_dir's, to the
+  -- same directory).
+  if (pos.kind and pos.kind ~= node.op) or (pos.path and pos.path ~= node.path) then pos = {} end
   o.start_offset, o.start_inode = pos.offset or 0, pos.inode or 0
   local done = pos.done or {}
   local done_files = ffi.new("const char *[?]", #done + 1) -- `done` keeps the strings
@@ -400,18 +401,20 @@ local function describe_running(S)
   })
 end
 
--- Whether sources hold because a write to the log failed (the loop closed
--- the batch then): until the log takes writes again and a checkpoint after
--- that batch is written.
+-- Notes that a write to the log failed (the loop then closed the batch in
+-- progress): batch is the first a checkpoint must cover.
+local function note_log_failure(S, batch)
+  if S.log_lost or C.sr_loop_wal_failed(S.loop) == 0 then return end
+  S.log_lost = batch
+  log("write-ahead log failing in batch %d: sources wait until a checkpoint covers what was read", batch)
+end
+
+-- Whether sources hold because a write to the log failed: until the log
+-- takes writes again and a checkpoint after the failing batch is written.
 local function log_holds(S)
   if not S.last_time then return false end
-  if C.sr_loop_wal_failed(S.loop) ~= 0 then
-    if not S.log_lost then
-      S.log_lost = S.nbatches
-      log("write-ahead log failing after batch %d: sources wait until a checkpoint covers what was read", S.nbatches)
-    end
-    return true
-  end
+  note_log_failure(S, S.nbatches)
+  if C.sr_loop_wal_failed(S.loop) ~= 0 then return true end
   if S.log_lost and S.writer.failures == 0 and (S.writer.last_batch or -1) >= S.log_lost then
     log("write-ahead log written again; the checkpoint after batch %d covers what was read; sources go on",
       S.writer.last_batch)
@@ -438,6 +441,7 @@ local function drive(S)
     end
     C.sr_loop_set_lua_active(loop, lua_active(S) and 1 or 0)
     C.sr_loop_next(loop, tick)
+    if S.wal_dir then note_log_failure(S, S.nbatches + 1) end
     local t0 = core.clock_ms()
     local time_ms = tonumber(tick.time_ms)
     local inputs, records = {}, 0

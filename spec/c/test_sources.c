@@ -645,8 +645,22 @@ static ssize_t write_enospc(int fd, const void *p, size_t n)
     return -1;
 }
 
-/* A write to the log fails: the batch closes, and no source reads until a
- * rotation of the log succeeds (nothing is taken in that the log lost). */
+static void count_markers(void *ud, const sr_wal_entry_t *e)
+{
+    if (e->type == SR_WAL_BATCH) ++*(int *)ud;
+}
+
+static int markers_in(const char *wal)
+{
+    int n = 0;
+    char note[512];
+    assert_true(sr_wal_scan(wal, count_markers, &n, note, sizeof(note)) >= 0);
+    return n;
+}
+
+/* A write to the log fails: the batch closes, no batch gets a marker and no
+ * source reads until a rotation of the log succeeds (nothing more is taken
+ * in that the log could lose). */
 static void test_sources_hold_while_the_log_fails(void **state)
 {
     fixture_t *f = *state;
@@ -666,8 +680,10 @@ static void test_sources_hold_while_the_log_fails(void **state)
     server_send(f, "b\n");
     RUN_UNTIL(f, sr_loop_wal_failed(f->l)); /* read, then logging it failed */
     assert_int_equal(f->recs[src].n, 2);
+    int markers = markers_in(wal);
     server_send(f, "c\n");
     run_batches(f, 4);
+    assert_int_equal(markers_in(wal), markers);
     assert_int_equal(sr_loop_wait(f->l, 5), 0);
     assert_int_equal(f->recs[src].n, 2);
     /* Still failing: the rotation fails and the hold goes on. */
@@ -681,6 +697,7 @@ static void test_sources_hold_while_the_log_fails(void **state)
     assert_int_equal(sr_loop_wal_failed(f->l), 0);
     RUN_UNTIL(f, f->recs[src].n >= 3);
     expect_rec(f, src, 2, "c", 4);
+    assert_true(markers_in(wal) > markers);
 }
 
 static void test_socket_text_server_restart(void **state)

@@ -641,19 +641,35 @@ static void test_write_failures_are_reported(void **state)
         sr_io = sr_io_real;
         assert_int_equal(sr_wal_record(w, 0, 3, "after", 5), 0);
         assert_int_equal(sr_wal_batch(w, 300, NULL, 0), 0);
-        sr_wal_free(w);
         char names[1024];
+        /* A new segment that opens but takes no write: it goes, and the
+         * next rotation that works reuses its number. */
+        memset(&F, 0, sizeof(F));
+        F.fail_write = 1;
+        F.persistent = 1;
+        F.err = e;
+        sr_io.write = fake_write;
+        assert_int_equal(sr_wal_rotate(w), 0);
+        assert_int_equal(sr_wal_rotate(w), 0);
         listing(dir, names, sizeof(names));
         assert_string_equal(names, "00000000000000000001.wal");
+        sr_io = sr_io_real;
+        assert_int_equal(sr_wal_rotate(w), 2);
+        assert_int_equal(sr_wal_error(w), 0);
+        assert_int_equal(sr_wal_drop_before(w, 1), 0);
+        sr_wal_free(w);
+        listing(dir, names, sizeof(names));
+        assert_string_equal(names, "00000000000000000001.wal 00000000000000000002.wal");
         /* What failed to be written is not in the log; what came before
          * and after is, whole. */
-        assert_int_equal(scan(dir, note, sizeof(note)), 5);
+        assert_int_equal(scan(dir, note, sizeof(note)), 6);
         assert_string_equal(note, "");
         assert_source(&got.e[0], 0, "s");
         assert_record(&got.e[1], 0, 1, "kept");
         assert_batch(&got.e[2], 100, 0);
         assert_record(&got.e[3], 0, 3, "after");
         assert_batch(&got.e[4], 300, 0);
+        assert_source(&got.e[5], 0, "s"); /* segment 2 */
         assert_int_equal(sr_alloc_used(), mem);
     }
 }

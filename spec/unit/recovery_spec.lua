@@ -114,6 +114,17 @@ describe("recovery of text_dir from the write-ahead log", function()
                   done = { "a.txt", "b.txt" } }, logged.positions.files)
   end)
 
+  it("a file to resume that could not be opened is done with, and no longer the one to resume", function()
+    local dir = tmpdir()
+    local run = open_run(dir)
+    run.file("b.txt", -1)
+    run.batch(200, 0, 0)
+    run.kill()
+    local logged = recovery.read(dir, meta)
+    assert.same({ kind = "text_dir", offset = 0, inode = 0, path = "in", done = { "a.txt", "b.txt" } },
+      logged.positions.files)
+  end)
+
   it("without a checkpoint, the log alone says which files are done", function()
     local dir = tmpdir()
     local run = open_run(dir)
