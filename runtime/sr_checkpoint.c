@@ -281,6 +281,8 @@ fail:
     return -1;
 }
 
+size_t sr_checkpoint_left(const sr_ckpt_reader_t *r) { return r->off < r->end ? r->end - r->off : 0; }
+
 int sr_checkpoint_next(sr_ckpt_reader_t *r, msgpack_object *obj)
 {
     if (r->off >= r->end) return 0;

@@ -57,6 +57,8 @@ int sr_checkpoint_open(sr_ckpt_reader_t *r, const char *path, char *err, size_t 
 /* The next object, valid until the next call. Returns 1, 0 at the end, or
  * -1 when the bytes at r->off do not decode. */
 int sr_checkpoint_next(sr_ckpt_reader_t *r, msgpack_object *obj);
+/* The bytes of content not read yet (before the trailer). */
+size_t sr_checkpoint_left(const sr_ckpt_reader_t *r);
 void sr_checkpoint_close(sr_ckpt_reader_t *r);
 
 #endif

@@ -21,6 +21,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#define SR_CKPT_MAX_PARTITIONS 65536 /* as the job DSL allows */
+
 static sr_mpbuf_t meta_buf, reencode_buf;
 
 typedef struct sr__refs {
@@ -225,11 +227,19 @@ static sr_state_t *sr__load_state(sr_ckpt_reader_t *r, const msgpack_object *hea
     char name[512];
     sr__str(sr__field(head, "state"), name, sizeof(name));
     int64_t count = sr__int(sr__field(head, "count"), -1);
-    if (!name[0] || count < 0) {
+    int64_t partitions = sr__int(sr__field(head, "partitions"), 16);
+    if (!name[0] || count < 0 || partitions < 1 || partitions > SR_CKPT_MAX_PARTITIONS) {
         snprintf(err, errlen, "offset %zu: malformed state header", head_at);
         return NULL;
     }
-    sr_state_t *st = sr_state_new(name, (int)sr__int(sr__field(head, "partitions"), 16),
+    /* An entry takes 4 bytes at the least: a count the content cannot hold
+     * is a fault, not a size to reserve. */
+    if ((uint64_t)count > sr_checkpoint_left(r) / 4) {
+        snprintf(err, errlen, "state %s at offset %zu: %lld keys declared, %zu bytes left", name, head_at,
+                 (long long)count, sr_checkpoint_left(r));
+        return NULL;
+    }
+    sr_state_t *st = sr_state_new(name, (int)partitions,
                                   sr__int(sr__field(head, "timeout_ms"), 0),
                                   sr__int(sr__field(head, "now_ms"), 0));
     if (!st || sr_state_reserve(st, (size_t)count) < 0) {

@@ -8,6 +8,9 @@ local type, pairs, ipairs, tostring, error, setmetatable = type, pairs, ipairs, 
 
 local M = {}
 
+-- Partitions of a keyed state table (as the checkpoint loader accepts).
+local MAX_PARTITIONS = 65536
+
 local LIB_DIR = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".")
 
 -- The first stack frame outside this library: where the user wrote the call.
@@ -106,6 +109,7 @@ function M.job(opts)
     local v = job[k]
     if type(v) ~= "number" or v < 1 or v % 1 ~= 0 then fail("sr.job: %s must be a positive integer", k) end
   end
+  if job.partitions > MAX_PARTITIONS then fail("sr.job: partitions must be at most %d", MAX_PARTITIONS) end
   if job.drop_state ~= nil then
     if type(job.drop_state) ~= "table" then fail("sr.job: drop_state must be an array of stage names") end
     for _, n in ipairs(job.drop_state) do
@@ -341,8 +345,8 @@ end
 -- -- Windows --
 
 local function check_partitions(op, p)
-  if p ~= nil and (type(p) ~= "number" or p < 1 or p % 1 ~= 0) then
-    fail("%s: partitions must be a positive integer", op)
+  if p ~= nil and (type(p) ~= "number" or p < 1 or p > MAX_PARTITIONS or p % 1 ~= 0) then
+    fail("%s: partitions must be an integer from 1 to %d", op, MAX_PARTITIONS)
   end
 end
 

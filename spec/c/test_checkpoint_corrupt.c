@@ -245,6 +245,31 @@ static void test_body_rewritten_under_valid_checksum(void **unused)
     assert_true(refused > 0 && loaded > 0);
 }
 
+/* A state header declaring more keys than the content can hold (2^31 - 1
+ * here) is refused before anything is reserved for them. */
+static void test_key_count_beyond_the_content(void **unused)
+{
+    (void)unused;
+    static const unsigned char key[] = {0xa5, 'c', 'o', 'u', 'n', 't'};
+    unsigned char buf[4096 + 8];
+    size_t at = 0;
+    for (size_t i = HEAD; i + sizeof(key) < good_len && !at; i++)
+        if (memcmp(good + i, key, sizeof(key)) == 0) at = i + sizeof(key);
+    assert_true(at > 0);
+    assert_true(good[at] <= 0x7f); /* a positive fixint now */
+    memcpy(buf, good, at);
+    static const unsigned char huge[] = {0xce, 0x7f, 0xff, 0xff, 0xff};
+    memcpy(buf + at, huge, sizeof(huge));
+    memcpy(buf + at + sizeof(huge), good + at + 1, good_len - at - 1);
+    size_t len = good_len + sizeof(huge) - 1;
+    fix_crc(buf, len);
+    write_probe(buf, len);
+    char err[1024], why[1024];
+    assert_string_equal(open_probe(err, sizeof(err)), "");
+    assert_false(load_probe(why, sizeof(why)));
+    if (!strstr(why, "2147483647 keys declared")) fail_msg("\"%s\"", why);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -252,6 +277,7 @@ int main(void)
         cmocka_unit_test(test_every_byte_flipped),
         cmocka_unit_test(test_every_truncation),
         cmocka_unit_test(test_body_rewritten_under_valid_checksum),
+        cmocka_unit_test(test_key_count_beyond_the_content),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
