@@ -60,6 +60,39 @@ static inline long sr_test_read(const char *path, char *buf, size_t len)
     return (long)n;
 }
 
+/* A whole file's bytes (malloc'd, the caller frees data). */
+typedef struct sr_test_blob {
+    char *data;
+    size_t len;
+} sr_test_blob_t;
+
+/* The whole file, or data = NULL when it does not exist. */
+static inline sr_test_blob_t sr_test_slurp(const char *path)
+{
+    sr_test_blob_t b = {NULL, 0};
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return b;
+    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+    long n = ftell(fp);
+    assert_true(n >= 0);
+    rewind(fp);
+    b.data = malloc((size_t)n + 1);
+    assert_non_null(b.data);
+    assert_int_equal(fread(b.data, 1, (size_t)n, fp), (size_t)n);
+    fclose(fp);
+    b.len = (size_t)n;
+    return b;
+}
+
+/* Writes len bytes of data as the whole of path. */
+static inline void sr_test_spit(const char *path, const void *data, size_t len)
+{
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(data, 1, len, fp), len);
+    assert_int_equal(fclose(fp), 0);
+}
+
 /* Joins dir and name into buf. */
 static inline const char *sr_test_path(char *buf, size_t len, const char *dir,
                                        const char *name)

@@ -252,36 +252,6 @@ static void check_file(const char *path, const content_t *x)
 
 /* -- Files -- */
 
-typedef struct blob {
-    char *data;
-    size_t len;
-} blob_t;
-
-/* The whole file, or data = NULL when it does not exist. */
-static blob_t slurp(const char *path)
-{
-    blob_t b = {NULL, 0};
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return b;
-    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
-    long n = ftell(fp);
-    assert_true(n >= 0);
-    rewind(fp);
-    b.data = malloc((size_t)n + 1);
-    assert_non_null(b.data);
-    assert_int_equal(fread(b.data, 1, (size_t)n, fp), (size_t)n);
-    fclose(fp);
-    b.len = (size_t)n;
-    return b;
-}
-
-static void spit(const char *path, const void *data, size_t len)
-{
-    FILE *fp = fopen(path, "wb");
-    assert_non_null(fp);
-    assert_int_equal(fwrite(data, 1, len, fp), len);
-    assert_int_equal(fclose(fp), 0);
-}
 
 static int exists(const char *path)
 {
@@ -526,7 +496,7 @@ static void test_big_checkpoint_round_trip(void **state)
     char err[512] = "", path[512];
     assert_int_equal(sr_checkpoint_write(fx.dir, "big.srck", &x->c, err, sizeof(err)), 0);
     sr_test_path(path, sizeof(path), fx.dir, "big.srck");
-    blob_t b = slurp(path);
+    sr_test_blob_t b = sr_test_slurp(path);
     assert_true(b.len > 4 * 65536);
     free(b.data);
     check_file(path, x);
@@ -545,7 +515,7 @@ static void test_reader_faults(void **state)
     unsigned char f[5 + 1 + 8] = {'S', 'R', 'C', 'K', SR_CKPT_VERSION, 0xc1, 'S', 'R', 'E', 'N'};
     uint32_t crc = sr_crc32c(0, f, 6);
     for (int i = 0; i < 4; i++) f[10 + i] = (unsigned char)(crc >> (8 * i));
-    spit(path, f, sizeof(f));
+    sr_test_spit(path, f, sizeof(f));
     assert_int_equal(sr_checkpoint_open(&r, path, err, sizeof(err)), 0);
     msgpack_object o;
     assert_int_equal(sr_checkpoint_next(&r, &o), -1);
@@ -554,7 +524,7 @@ static void test_reader_faults(void **state)
     f[5] = 0x81;
     crc = sr_crc32c(0, f, 6);
     for (int i = 0; i < 4; i++) f[10 + i] = (unsigned char)(crc >> (8 * i));
-    spit(path, f, sizeof(f));
+    sr_test_spit(path, f, sizeof(f));
     assert_int_equal(sr_checkpoint_open(&r, path, err, sizeof(err)), 0);
     assert_int_equal(sr_checkpoint_next(&r, &o), -1);
     sr_checkpoint_close(&r);
@@ -562,13 +532,13 @@ static void test_reader_faults(void **state)
     unsigned char e[13] = {'S', 'R', 'C', 'K', SR_CKPT_VERSION, 'S', 'R', 'E', 'N'};
     crc = sr_crc32c(0, e, 5);
     for (int i = 0; i < 4; i++) e[9 + i] = (unsigned char)(crc >> (8 * i));
-    spit(path, e, sizeof(e));
+    sr_test_spit(path, e, sizeof(e));
     assert_int_equal(sr_checkpoint_open(&r, path, err, sizeof(err)), 0);
     assert_int_equal(sr_checkpoint_next(&r, &o), 0);
     sr_checkpoint_close(&r);
     /* A later format version. */
     e[4] = SR_CKPT_VERSION + 1;
-    spit(path, e, sizeof(e));
+    sr_test_spit(path, e, sizeof(e));
     assert_int_equal(sr_checkpoint_open(&r, path, err, sizeof(err)), -1);
     char want[128];
     snprintf(want, sizeof(want), "format version %d is not supported", SR_CKPT_VERSION + 1);
@@ -581,13 +551,13 @@ static void test_every_flipped_byte_and_truncation_is_refused(void **state)
     content_t *x = make_content(6, 2, 1);
     char err[512], path[512], bad[512];
     assert_int_equal(sr_checkpoint_write(fx.dir, "good.srck", &x->c, err, sizeof(err)), 0);
-    blob_t b = slurp(sr_test_path(path, sizeof(path), fx.dir, "good.srck"));
+    sr_test_blob_t b = sr_test_slurp(sr_test_path(path, sizeof(path), fx.dir, "good.srck"));
     assert_non_null(b.data);
     sr_test_path(bad, sizeof(bad), fx.dir, "bad.srck");
     sr_ckpt_reader_t r;
     for (size_t i = 0; i < b.len; i++) {
         b.data[i] ^= 0x5a;
-        spit(bad, b.data, b.len);
+        sr_test_spit(bad, b.data, b.len);
         b.data[i] ^= 0x5a;
         err[0] = '\0';
         if (sr_checkpoint_open(&r, bad, err, sizeof(err)) == 0) fail_msg("byte %zu flipped: accepted", i);
@@ -596,12 +566,12 @@ static void test_every_flipped_byte_and_truncation_is_refused(void **state)
         if (!strstr(err, want)) fail_msg("byte %zu flipped: \"%s\", want \"%s\"", i, err, want);
     }
     for (size_t n = 0; n < b.len; n++) {
-        spit(bad, b.data, n);
+        sr_test_spit(bad, b.data, n);
         err[0] = '\0';
         if (sr_checkpoint_open(&r, bad, err, sizeof(err)) == 0) fail_msg("cut to %zu bytes: accepted", n);
         assert_true(err[0] != '\0');
     }
-    spit(bad, b.data, b.len);
+    sr_test_spit(bad, b.data, b.len);
     check_file(bad, x);
     free(b.data);
     free_content(x);
@@ -677,7 +647,7 @@ static void run_fault(content_t *a, content_t *b, const char *prev_name, const c
     sr_test_rmtree(fx.dir);
     assert_int_equal(mkdir(fx.dir, 0700), 0);
     assert_int_equal(sr_checkpoint_write(fx.dir, prev_name, &a->c, err, sizeof(err)), 0);
-    blob_t before = slurp(prev);
+    sr_test_blob_t before = sr_test_slurp(prev);
     assert_non_null(before.data);
     int fds = open_fds();
     size_t mem = sr_alloc_used();
@@ -725,7 +695,7 @@ static void run_fault(content_t *a, content_t *b, const char *prev_name, const c
     }
     /* The previous checkpoint is untouched unless the new one replaced it. */
     if (!same || !target_dir) {
-        blob_t after = slurp(prev);
+        sr_test_blob_t after = sr_test_slurp(prev);
         if (!after.data || after.len != before.len || memcmp(after.data, before.data, before.len) != 0)
             fail_msg("%s: the previous checkpoint changed", label);
         free(after.data);
@@ -809,13 +779,13 @@ static void test_short_interrupted_and_empty_writes(void **state)
     /* A write that writes nothing: an I/O error, not a loop. */
     fault_reset();
     F.zero_write = 2;
-    blob_t before = slurp(path);
+    sr_test_blob_t before = sr_test_slurp(path);
     assert_int_equal(sr_checkpoint_write(fx.dir, "c.srck", &b->c, err, sizeof(err)), -1);
     char want[1200];
     snprintf(want, sizeof(want), "write %s: %s", tmp, strerror(EIO));
     assert_string_equal(err, want);
     assert_false(exists(tmp));
-    blob_t after = slurp(path);
+    sr_test_blob_t after = sr_test_slurp(path);
     assert_int_equal(after.len, before.len);
     assert_memory_equal(after.data, before.data, before.len);
     free(before.data);
@@ -851,13 +821,13 @@ static void test_real_enospc_on_a_small_tmpfs(void **state)
     sr_test_path(prev, sizeof(prev), fx.mnt, "checkpoint-000000000001.srck");
     sr_test_path(path, sizeof(path), fx.mnt, "checkpoint-000000000002.srck");
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    blob_t before = slurp(prev);
+    sr_test_blob_t before = sr_test_slurp(prev);
     assert_int_equal(sr_checkpoint_write(fx.mnt, "checkpoint-000000000002.srck", &b->c, err, sizeof(err)), -1);
     snprintf(want, sizeof(want), "write %s: %s", tmp, strerror(ENOSPC));
     assert_string_equal(err, want);
     assert_false(exists(tmp));
     assert_false(exists(path));
-    blob_t after = slurp(prev);
+    sr_test_blob_t after = sr_test_slurp(prev);
     assert_int_equal(after.len, before.len);
     assert_memory_equal(after.data, before.data, before.len);
     check_file(prev, a);

@@ -104,33 +104,6 @@ static long file_size(const char *path)
     return stat(path, &st) == 0 ? (long)st.st_size : -1;
 }
 
-typedef struct blob {
-    char *data;
-    size_t len;
-} blob_t;
-
-static blob_t slurp(const char *path)
-{
-    blob_t b = {NULL, 0};
-    long n = file_size(path);
-    assert_true(n >= 0);
-    FILE *fp = fopen(path, "rb");
-    assert_non_null(fp);
-    b.data = malloc((size_t)n + 1);
-    assert_non_null(b.data);
-    assert_int_equal(fread(b.data, 1, (size_t)n, fp), (size_t)n);
-    fclose(fp);
-    b.len = (size_t)n;
-    return b;
-}
-
-static void spit(const char *path, const void *data, size_t len)
-{
-    FILE *fp = fopen(path, "wb");
-    assert_non_null(fp);
-    assert_int_equal(fwrite(data, 1, len, fp), len);
-    assert_int_equal(fclose(fp), 0);
-}
 
 /* The names in dir, sorted and joined by spaces. */
 static void listing(const char *dir, char *buf, size_t len)
@@ -476,16 +449,16 @@ static void test_torn_tail_at_every_length(void **state)
         assert_int_equal(two_segments(lasts[k], &start), 8);
         assert_int_equal(scan(dir, note, sizeof(note)), 8);
         assert_string_equal(note, "");
-        blob_t whole = slurp(seg2);
-        blob_t first = slurp(seg1);
+        sr_test_blob_t whole = sr_test_slurp(seg2);
+        sr_test_blob_t first = sr_test_slurp(seg1);
         assert_true(start < whole.len);
         for (size_t len = start; len < whole.len; len++) {
-            spit(seg2, whole.data, len);
+            sr_test_spit(seg2, whole.data, len);
             snprintf(what, sizeof(what), "%s cut to %zu of %zu bytes", lasts[k] ? "record" : "batch marker", len,
                      whole.len);
             check_cut(seg2, start, len, what);
             /* The earlier segment is never touched. */
-            blob_t again = slurp(seg1);
+            sr_test_blob_t again = sr_test_slurp(seg1);
             assert_int_equal(again.len, first.len);
             assert_memory_equal(again.data, first.data, first.len);
             free(again.data);
@@ -505,11 +478,11 @@ static void test_flipped_byte_in_the_last_entry(void **state)
         sr_test_rmtree(dir);
         size_t start;
         two_segments(lasts[k], &start);
-        blob_t whole = slurp(seg2);
+        sr_test_blob_t whole = sr_test_slurp(seg2);
         /* Every byte of it: length, checksum and payload. */
         for (size_t i = start; i < whole.len; i++) {
             whole.data[i] ^= 0x20;
-            spit(seg2, whole.data, whole.len);
+            sr_test_spit(seg2, whole.data, whole.len);
             whole.data[i] ^= 0x20;
             snprintf(what, sizeof(what), "%s, byte %zu of %zu flipped", lasts[k] ? "record" : "batch marker", i,
                      whole.len);
@@ -541,9 +514,9 @@ static void test_corruption_in_an_earlier_segment_stops_the_read(void **state)
     long size2 = file_size(seg2), size3 = file_size(seg3);
     /* r3's payload, past its 8-byte header and type byte. */
     size_t at = source_size("s") + record_size(2);
-    blob_t b = slurp(seg2);
+    sr_test_blob_t b = sr_test_slurp(seg2);
     b.data[at + 8 + 11] ^= 0x01;
-    spit(seg2, b.data, b.len);
+    sr_test_spit(seg2, b.data, b.len);
     free(b.data);
     long n = scan(dir, note, sizeof(note));
     assert_int_equal(n, 3 + 2);
@@ -558,8 +531,8 @@ static void test_corruption_in_an_earlier_segment_stops_the_read(void **state)
     assert_int_equal(file_size(seg2), size2);
     assert_int_equal(file_size(seg3), size3);
     /* A torn (short) earlier segment: the same. */
-    b = slurp(seg2);
-    spit(seg2, b.data, at + 5);
+    b = sr_test_slurp(seg2);
+    sr_test_spit(seg2, b.data, at + 5);
     free(b.data);
     n = scan(dir, note, sizeof(note));
     assert_int_equal(n, 5);
