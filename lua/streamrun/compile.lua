@@ -163,8 +163,10 @@ function M.compile(job, handlers)
       local node = step.node
       local kind = step.kind
       local every = kind == "chain" and step.stages[1].every_ms or node.every_ms
-      if every and since_zero % every ~= 0 then
+      if every and every > job.batch_ms and since_zero % every ~= 0 then
         -- Downstream of a window: runs only when the window has output.
+        -- (Stages at the batch rate run every batch, also after a reload
+        -- changed the interval off the grid of zero_ms.)
       elseif kind == "source" then
         results[node] = inputs[node] or batch.empty()
       elseif kind == "chain" then

@@ -648,7 +648,13 @@ function M.resume(cli)
   states, windows = reload.carry(p.plan, states, windows)
   compile_plan(S, states, windows)
   S.plan.zero_ms = ctx.zero_ms or nil
-  if p.job.batch_ms ~= ctx.batch_ms then C.sr_loop_set_interval(S.loop, p.job.batch_ms) end
+  if p.job.batch_ms ~= ctx.batch_ms then
+    C.sr_loop_set_interval(S.loop, p.job.batch_ms)
+    -- Windows are due on the grid of zero_ms: it moves onto the new
+    -- interval's, one interval before the next batch (no window holds
+    -- slices when the interval may change).
+    if S.plan.zero_ms and S.last_time then S.plan.zero_ms = S.last_time + ctx.batch_ms - p.job.batch_ms end
+  end
   if not new_writer(S) then return 1 end
   record_output_starts(S)
   if S.writer then

@@ -259,8 +259,12 @@ function Driver:reload(path, opts)
   if #r.conflicts > 0 then error("reload: " .. table.concat(r.conflicts, "; "), 2) end
   local states, windows = reload.carry(r, self.plan.states, self.plan.windows)
   local old_job, old_pending, old_offsets, old_states = self.job, self.pending, self.offsets, self.states
+  -- A new interval puts windows on its grid from the last batch on (as
+  -- streamrun run does).
+  local zero_ms = self.plan.zero_ms
+  if job.batch_ms ~= self.batch_ms and self.last_time then zero_ms = self.last_time end
   attach(self, job, {
-    meta = { zero_ms = self.plan.zero_ms, batch = self.batches, time_ms = self.clock_ms, sources = {} },
+    meta = { zero_ms = zero_ms, batch = self.batches, time_ms = self.clock_ms, sources = {} },
     states = states, windows = windows,
   }, { echo = opts.echo or self.echo })
   -- Sources keep their queued elements and positions by name.
