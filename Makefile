@@ -3,8 +3,13 @@
 CC      ?= cc
 WARN     = -Wall -Wextra -Werror
 CSTD     = -std=c11 -D_GNU_SOURCE
+# Asked of pkg-config when make reads this file: the targets that install
+# the packages first (run, test) build through a second make, started after
+# `deps`, which reads it again.
 LUAJIT_CFLAGS := $(shell pkg-config --cflags luajit 2>/dev/null)
 LUAJIT_LIBS   := $(shell pkg-config --libs luajit 2>/dev/null)
+# Named in each compile, so a missing LuaJIT says what to do.
+NEED_LUAJIT = $(if $(LUAJIT_LIBS),,$(error pkg-config finds no LuaJIT: run `make deps`, as make run and make test do))
 CFLAGS  ?= -O2 -g
 ALL_CFLAGS = $(CSTD) $(WARN) $(CFLAGS) -fPIC $(LUAJIT_CFLAGS)
 LIBS     = -lev -lmsgpackc -lm
@@ -36,13 +41,14 @@ help:
 
 deps:
 	@sh vendor/install.sh
+	@mkdir -p build && touch build/.deps-checked
 
 build/obj/%.o: runtime/%.c $(HEADERS)
-	@mkdir -p $(@D)
+	$(NEED_LUAJIT)@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 build/asan/%.o: runtime/%.c $(HEADERS)
-	@mkdir -p $(@D)
+	$(NEED_LUAJIT)@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(SAN) -c $< -o $@
 
 # -rdynamic exports the runtime's symbols so the embedded LuaJIT finds them
@@ -57,10 +63,12 @@ build/test/%: spec/c/%.c $(TEST_OBJ) spec/c/sr_test.h
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(SAN) -Iruntime -o $@ $< $(TEST_OBJ) $(LUAJIT_LIBS) $(LIBS) -lcmocka
 
-run: deps all
+run: deps
+	@$(MAKE) --no-print-directory all
 	./build/streamrun run jobs/wordcount.lua --duration 3s
 
-test: deps all $(CTESTS) fuzz-build
+test: deps
+	@$(MAKE) --no-print-directory all $(CTESTS) fuzz-build
 	@FUZZ_TARGETS="$(FUZZ_BIN)" FUZZ_SECONDS=$(TEST_FUZZ_SECONDS) FUZZ_SEED=1 sh spec/run_all.sh $(CTESTS)
 
 test-c: $(CTESTS)
