@@ -15,7 +15,8 @@ const char *sr_cli_usage(void)
     return "usage:\n"
            "  streamrun run JOB.lua [--batch DUR] [--checkpoint DIR] [--duration DUR | --batches N]\n"
            "                        [--set KEY=VALUE]... [--no-reload] [--quiet] [--stats FILE]\n"
-           "  streamrun check JOB.lua [--against CHECKPOINT]\n"
+           "  streamrun check JOB.lua [--against CHECKPOINT] [--batch DUR] [--checkpoint DIR]\n"
+           "                        [--set KEY=VALUE]...\n"
            "                              validate a job, print its stage graph; with a\n"
            "                              checkpoint, which stages keep, drop or start state\n"
            "  streamrun inspect PATH [--keys STAGE | --verify]\n"
@@ -23,7 +24,8 @@ const char *sr_cli_usage(void)
            "                              directory) as JSON; --keys dumps a stage's state\n"
            "                              as JSON lines; --verify checks it (exit 0 or 1)\n"
            "  streamrun test [PATH...]    run Busted specs with the runtime loaded\n"
-           "  streamrun --version | --help\n"
+           "  streamrun --version | --help       (COMMAND --help: the same)\n"
+           "a flag given twice is an error; --set KEY twice too\n"
            "durations: 250ms, 1s, 1.5s, 2m, 1h, or a number of seconds\n";
 }
 
@@ -84,32 +86,37 @@ int sr_cli_parse(int argc, char **argv, sr_cli_t *cli, char *err, size_t errlen)
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *next = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { cli->command = "help"; return SR_OK; }
         if (a[0] != '-') {
             if (cli->job) return sr__fail(err, errlen, "unexpected argument '%s'", a);
             cli->job = a;
             continue;
         }
-        if (!is_run && !strcmp(a, "--against")) {
-            if (!next) return sr__fail(err, errlen, "%s needs a checkpoint", a);
-            cli->against = next;
-            i++;
-            continue;
-        }
-        if (!is_run) return sr__fail(err, errlen, "unknown option '%s'", a);
-        if (!strcmp(a, "--no-reload")) { cli->no_reload = 1; continue; }
-        if (!strcmp(a, "--quiet")) { cli->quiet = 1; continue; }
-        int takes_value = !strcmp(a, "--batch") || !strcmp(a, "--checkpoint") ||
-                          !strcmp(a, "--duration") || !strcmp(a, "--batches") ||
-                          !strcmp(a, "--set") || !strcmp(a, "--stats");
-        if (!takes_value) return sr__fail(err, errlen, "unknown option '%s'", a);
+        if (!strcmp(a, "--no-reload") && is_run) { cli->no_reload = 1; continue; }
+        if (!strcmp(a, "--quiet") && is_run) { cli->quiet = 1; continue; }
+        /* Flags with a value: check takes those that shape the job. */
+        const char **slot = NULL;
+        int run_only = 1;
+        if (!strcmp(a, "--batch")) { slot = &cli->batch; run_only = 0; }
+        else if (!strcmp(a, "--checkpoint")) { slot = &cli->checkpoint; run_only = 0; }
+        else if (!strcmp(a, "--set")) { run_only = 0; }
+        else if (!strcmp(a, "--duration")) slot = &cli->duration;
+        else if (!strcmp(a, "--stats")) slot = &cli->stats;
+        else if (!strcmp(a, "--batches")) run_only = 1;
+        else if (!strcmp(a, "--against") && !is_run) { slot = &cli->against; run_only = 0; }
+        else return sr__fail(err, errlen, "unknown option '%s'", a);
+        if (run_only && !is_run) return sr__fail(err, errlen, "unknown option '%s'", a);
         if (!next) return sr__fail(err, errlen, "%s needs a value", a);
         i++;
-        if (!strcmp(a, "--batch")) {
+        /* A flag given twice would silently take the last value: refused. */
+        if (slot && *slot) {
+            snprintf(err, errlen, "%s given twice ('%s' and '%s')", a, *slot, next);
+            return SR_EUSAGE;
+        }
+        if (!strcmp(a, "--batches") && cli->batches >= 0)
+            return sr__fail(err, errlen, "%s given twice", a);
+        if (!strcmp(a, "--batch") || !strcmp(a, "--duration")) {
             if (sr__check_duration(a, next, err, errlen)) return SR_EUSAGE;
-            cli->batch = next;
-        } else if (!strcmp(a, "--duration")) {
-            if (sr__check_duration(a, next, err, errlen)) return SR_EUSAGE;
-            cli->duration = next;
         } else if (!strcmp(a, "--batches")) {
             char *end;
             errno = 0;
@@ -117,15 +124,19 @@ int sr_cli_parse(int argc, char **argv, sr_cli_t *cli, char *err, size_t errlen)
             if (*end || end == next || n <= 0 || errno == ERANGE)
                 return sr__fail(err, errlen, "--batches: bad count '%s'", next);
             cli->batches = n;
-        } else if (!strcmp(a, "--checkpoint")) {
-            cli->checkpoint = next;
-        } else if (!strcmp(a, "--stats")) {
-            cli->stats = next;
-        } else {
-            if (!strchr(next, '=') || next[0] == '=')
-                return sr__fail(err, errlen, "--set: want KEY=VALUE, got '%s'", next);
+        } else if (!strcmp(a, "--set")) {
+            const char *eq = strchr(next, '=');
+            if (!eq || next == eq) return sr__fail(err, errlen, "--set: want KEY=VALUE, got '%s'", next);
+            for (int k = 0; k < cli->nsets; k++) {
+                if (!strncmp(cli->sets[k], next, (size_t)(eq - next) + 1)) {
+                    snprintf(err, errlen, "--set %.*s given twice ('%s' and '%s')", (int)(eq - next), next,
+                             cli->sets[k], next);
+                    return SR_EUSAGE;
+                }
+            }
             cli->sets[cli->nsets++] = next;
         }
+        if (slot) *slot = next;
     }
     if (!cli->job) return sr__fail(err, errlen, "%s: missing JOB.lua", cmd);
     if (cli->duration && cli->batches >= 0)

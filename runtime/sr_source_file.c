@@ -2,7 +2,7 @@
  * Batches hold exactly max_batch_records records (the rest of a read waits
  * for the next batch), so a file always cuts into the same batches, and a
  * checkpoint's offset resumes it at a batch boundary. A file that cannot be
- * opened is a dead letter, and the source is done. */
+ * opened when the source starts is an error of the job: it does not start. */
 #include "sr_alloc.h"
 #include "sr_error.h"
 #include "sr_source.h"
@@ -77,22 +77,24 @@ static int sr__file_start(sr_source_t *s, const sr_source_opts_t *o)
         snprintf(s->err, sizeof(s->err), "text_file needs a path");
         return SR_EINVAL;
     }
+    /* A file that is not there is the job's error, not a record's: the job
+     * does not start (nothing of it would ever be read). */
+    int fd = open(o->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(s->err, sizeof(s->err), "text_file %s: %s", o->path, strerror(errno));
+        return SR_ENOENT;
+    }
     sr__file_t *f = sr_calloc(1, sizeof(*f));
-    if (!f) return SR_ENOMEM;
-    f->buf = sr_malloc(SR_FILE_CHUNK);
-    if (!f->buf) { sr_free(f); return SR_ENOMEM; }
+    if (f) f->buf = sr_malloc(SR_FILE_CHUNK);
+    if (!f || !f->buf) {
+        if (f) sr_free(f);
+        close(fd);
+        return SR_ENOMEM;
+    }
+    f->fd = fd;
     s->impl = f;
     ev_idle_init(&f->reader, sr__file_on_idle);
     f->reader.data = s;
-    f->fd = open(o->path, O_RDONLY | O_CLOEXEC);
-    if (f->fd < 0) {
-        char reason[600];
-        snprintf(reason, sizeof(reason), "cannot open %s: %s", o->path, strerror(errno));
-        sr__source_log(s, "%s", reason);
-        sr__source_dead(s, 0, reason, "", 0);
-        sr__source_done(s);
-        return SR_OK;
-    }
     struct stat st;
     if (fstat(f->fd, &st) == 0) f->inode = (uint64_t)st.st_ino;
     if (o->start_offset > 0) {

@@ -243,6 +243,7 @@ function Stream:name(n)
   if other and other ~= self then fail("name '%s' is already used by the stage at %s", n, other.where) end
   if job.by_name[self.stage_name] == self then job.by_name[self.stage_name] = nil end
   self.stage_name = n
+  self.named = true
   job.by_name[n] = self
   return handle
 end

@@ -15,11 +15,12 @@ M.add = builtins.add
 M.min = builtins.min
 M.max = builtins.max
 
-local params = {}
+local params, read = {}, {}
 
 -- The value given with --set KEY=VALUE (or the test driver's params), else
 -- default. A number default makes the value a number.
 function M.param(key, default)
+  read[key] = true
   local v = params[key]
   if v == nil then return default end
   if type(default) == "number" then
@@ -32,6 +33,10 @@ function M.param(key, default)
 end
 
 -- Used by the loader before it runs a job script.
-function M._set_params(t) params = t or {} end
+function M._set_params(t) params, read = t or {}, {} end
+
+-- The keys sr.param was asked for since then (streamrun.lint warns of
+-- --set keys that are not among them).
+function M._params_read() return read end
 
 return M

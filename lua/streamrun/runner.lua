@@ -12,6 +12,7 @@
 local core = require "streamrun.core"
 local checkpoint = require "streamrun.checkpoint"
 local compile = require "streamrun.compile"
+local lint = require "streamrun.lint"
 local loader = require "streamrun.loader"
 local recovery = require "streamrun.recovery"
 local reload = require "streamrun.reload"
@@ -257,7 +258,12 @@ local function start(cli)
     log("%s", err)
     return nil, 2
   end
-  if cli.command == "check" then
+  local is_check = cli.command == "check"
+  for _, w in ipairs(lint.warnings(job, { params = cli.params, files = is_check,
+                                          checkpoints = checkpoint.settings(job, cli.checkpoint) ~= nil })) do
+    log("warning: %s", w)
+  end
+  if is_check then
     io.stdout:write(job:describe(), "\n")
     if cli.against then return nil, M.check_against(job, cli.against) end
     return nil, 0

@@ -223,19 +223,48 @@ static void test_run_batches(void **state)
     assert_null(f->cli.duration);
 }
 
-static void test_run_set_repeated(void **state)
+static void test_run_set_many(void **state)
 {
     fixture_t *f = *state;
-    ok(f, "run", "--set", "k1=v1", "j.lua", "--set", "k2=", "--set", "k3=a=b", "--set",
-       "k1=again", NULL);
+    ok(f, "run", "--set", "k1=v1", "j.lua", "--set", "k2=", "--set", "k3=a=b", NULL);
     sr_cli_t *c = &f->cli;
-    assert_int_equal(c->nsets, 4);
+    assert_int_equal(c->nsets, 3);
     assert_string_equal(c->sets[0], "k1=v1");
     assert_string_equal(c->sets[1], "k2=");      /* an empty value is a value */
     assert_string_equal(c->sets[2], "k3=a=b");   /* the first '=' splits */
-    assert_string_equal(c->sets[3], "k1=again"); /* repeats kept in order */
     assert_ptr_equal(c->sets[0], f->argv[3]);    /* borrowed from argv */
     assert_string_equal(c->job, "j.lua");
+}
+
+/* A flag given twice would silently take one of its values: refused. */
+static void test_repeated_flags(void **state)
+{
+    fixture_t *f = *state;
+    rejects(f, "--set k1 given twice ('k1=v1' and 'k1=again')", "run", "j.lua", "--set", "k1=v1", "--set",
+            "k1=again", NULL);
+    rejects(f, "--set k given twice ('k=' and 'k=1')", "check", "j.lua", "--set", "k=", "--set", "k=1", NULL);
+    rejects(f, "--batch given twice ('1s' and '2s')", "run", "j.lua", "--batch", "1s", "--batch", "2s", NULL);
+    rejects(f, "--checkpoint given twice ('a' and 'a')", "run", "j.lua", "--checkpoint", "a", "--checkpoint", "a",
+            NULL);
+    rejects(f, "--duration given twice ('1s' and '2s')", "run", "j.lua", "--duration", "1s", "--duration", "2s", NULL);
+    rejects(f, "--stats given twice ('a' and 'b')", "run", "j.lua", "--stats", "a", "--stats", "b", NULL);
+    rejects(f, "--batches given twice", "run", "j.lua", "--batches", "1", "--batches", "2", NULL);
+    rejects(f, "--against given twice ('a' and 'b')", "check", "j.lua", "--against", "a", "--against", "b", NULL);
+    /* Keys that differ only past a prefix are different keys. */
+    ok(f, "run", "j.lua", "--set", "k=1", "--set", "k2=1", "--set", "kk=1", NULL);
+    assert_int_equal(f->cli.nsets, 3);
+}
+
+/* COMMAND --help is the usage, as --help alone. */
+static void test_command_help(void **state)
+{
+    fixture_t *f = *state;
+    ok(f, "run", "--help", NULL);
+    assert_string_equal(f->cli.command, "help");
+    ok(f, "run", "j.lua", "-h", NULL);
+    assert_string_equal(f->cli.command, "help");
+    ok(f, "check", "--help", NULL);
+    assert_string_equal(f->cli.command, "help");
 }
 
 static void test_run_switches(void **state)
@@ -385,17 +414,22 @@ static void test_missing_job(void **state)
     rejects(f, "check: missing JOB.lua", "check", NULL);
 }
 
-static void test_check_takes_no_flags(void **state)
+static void test_check_flags(void **state)
 {
     fixture_t *f = *state;
-    const char *flags[] = {"--quiet", "--no-reload", "--batch", "--duration", "--batches",
-                           "--set", "--stats", "--checkpoint"};
+    const char *flags[] = {"--quiet", "--no-reload", "--duration", "--batches", "--stats"};
     for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
         char want[64];
         snprintf(want, sizeof(want), "unknown option '%s'", flags[i]);
         rejects(f, want, "check", "j.lua", flags[i], "1s", NULL);
         rejects(f, want, "check", flags[i], "j.lua", NULL);
     }
+    /* What shapes the job, as run takes it. */
+    ok(f, "check", "j.lua", "--batch", "2s", "--checkpoint", "ck", "--set", "a=1", "--against", "ck2", NULL);
+    assert_string_equal(f->cli.batch, "2s");
+    assert_string_equal(f->cli.checkpoint, "ck");
+    assert_string_equal(f->cli.against, "ck2");
+    assert_int_equal(f->cli.nsets, 1);
 }
 
 static void test_out_of_memory(void **state)
@@ -440,7 +474,9 @@ int main(void)
         T(test_run_checkpoint),
         T(test_run_duration),
         T(test_run_batches),
-        T(test_run_set_repeated),
+        T(test_run_set_many),
+        T(test_repeated_flags),
+        T(test_command_help),
         T(test_run_switches),
         T(test_run_stats),
         T(test_value_like_option),
@@ -455,7 +491,7 @@ int main(void)
         T(test_duration_with_batches),
         T(test_two_jobs),
         T(test_missing_job),
-        T(test_check_takes_no_flags),
+        T(test_check_flags),
         T(test_out_of_memory),
         T(test_small_err_buffer),
     };

@@ -185,18 +185,15 @@ static void test_text_file_lines(void **state)
 static void test_text_file_missing(void **state)
 {
     fixture_t *f = *state;
-    char path[512];
+    char path[512], err[256] = "", want[700];
     file_path(f, path, sizeof(path), "nope.txt");
     new_loop(f, 0);
-    int src = add(f, (sr_source_opts_t){.kind = "text_file", .name = "missing", .path = path});
-    assert_true(sr_loop_source(f->l, src)->done);
-    step(f);
-    assert_true(f->last);
-    assert_int_equal(f->recs[src].n, 0);
-    assert_int_equal(dead(f, src), 1);
-    assert_int_equal(sr_loop_dead_letters(f->l), 1);
-    expect_dead_letter(f, "\"source\":\"missing\"");
-    expect_dead_letter(f, "No such file or directory");
+    sr_source_opts_t o = {.kind = "text_file", .name = "missing", .path = path};
+    assert_true(sr_loop_add_source(f->l, &o, err, sizeof(err)) < 0);
+    snprintf(want, sizeof(want), "text_file %s: No such file or directory", path);
+    assert_string_equal(err, want);
+    assert_int_equal(sr_loop_nsources(f->l), 0);
+    assert_int_equal(sr_loop_dead_letters(f->l), 0);
 }
 
 static void test_text_file_max_line(void **state)

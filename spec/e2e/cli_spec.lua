@@ -16,6 +16,8 @@ describe("e2e command line", function()
       { { "run", job, "--set", "novalue" }, "--set: want KEY=VALUE" },
       { { "run", job, "--stats" }, "--stats needs a value" },
       { { "run", job, "--duration", "1s", "--batches", "2" }, "exclude each other" },
+      { { "run", job, "--batch", "1s", "--batch", "2s" }, "--batch given twice ('1s' and '2s')" },
+      { { "run", job, "--set", "a=1", "--set", "a=2" }, "--set a given twice ('a=1' and 'a=2')" },
       { { "run" }, "missing JOB.lua" },
       { { "frobnicate" }, "unknown command 'frobnicate'" },
       { {}, "missing command" },
@@ -28,6 +30,47 @@ describe("e2e command line", function()
       assert.truthy(stderr:find("usage:", 1, true), what .. ": " .. stderr)
       assert.equal("", stdout, what)
     end
+  end)
+
+  it("prints the usage for COMMAND --help, exit 0", function()
+    for _, cmd in ipairs { "run", "check" } do
+      local code, stdout, stderr = e2e.exec({ cmd, "--help" })
+      assert.equal(0, code, cmd .. ": " .. stderr)
+      assert.truthy(stdout:find("usage:", 1, true), stdout)
+    end
+  end)
+
+  it("warns of --set keys the job does not read, in run and in check", function()
+    local dir = proc.tmpdir()
+    local input = dir .. "/in.txt"
+    proc.write_file(input, "a\n")
+    local code, _, stderr = e2e.run("text_print", { input = input, colour = "red" }, { "--quiet" })
+    assert.equal(0, code, stderr)
+    assert.truthy(stderr:find("warning: --set colour: the job did not read it", 1, true), stderr)
+    assert.falsy(stderr:find("--set input", 1, true), stderr)
+    code, _, stderr = e2e.exec({ "check", e2e.job("text_print"), "--set", "input=" .. input, "--set", "colour=red" })
+    assert.equal(0, code, stderr)
+    assert.truthy(stderr:find("warning: --set colour: the job did not read it", 1, true), stderr)
+  end)
+
+  it("warns of stateful stages without a name when the job checkpoints, in run and in check", function()
+    local dir = proc.tmpdir()
+    local input = dir .. "/in.txt"
+    proc.write_file(input, "a\nb\n")
+    local want = "warning: stateful stages without a name: update_state_by_key.1 ("
+    local code, _, stderr = e2e.run("unnamed_state", { input = input }, { "--quiet", "--checkpoint", dir .. "/ck" })
+    assert.equal(0, code, stderr)
+    assert.truthy(stderr:find(want, 1, true), stderr)
+    code, _, stderr = e2e.exec({ "check", e2e.job("unnamed_state"), "--set", "input=" .. input, "--checkpoint", dir .. "/ck2" })
+    assert.equal(0, code, stderr)
+    assert.truthy(stderr:find(want, 1, true), stderr)
+    -- Without checkpoints, positions name nothing that lasts; named stages are fine.
+    code, _, stderr = e2e.run("unnamed_state", { input = input }, { "--quiet" })
+    assert.equal(0, code, stderr)
+    assert.falsy(stderr:find("warning", 1, true), stderr)
+    code, _, stderr = e2e.run("ckpt_counts", { input = input }, { "--quiet", "--checkpoint", dir .. "/ck3" })
+    assert.equal(0, code, stderr)
+    assert.falsy(stderr:find("warning", 1, true), stderr)
   end)
 
   it("exits 2 naming file:line for a job with a syntax error", function()
