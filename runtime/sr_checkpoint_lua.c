@@ -97,7 +97,11 @@ static int sr__start(lua_State *L)
     sr__refs_t *refs = lua_newuserdata(L, sizeof(*refs));
     sr__content(L, 3, refs);
     int fds[2];
-    if (pipe2(fds, O_CLOEXEC) < 0) return luaL_error(L, "checkpoint: pipe: %s", strerror(errno));
+    if (pipe2(fds, O_CLOEXEC) < 0) { /* out of descriptors: a failed checkpoint, retried */
+        lua_pushnil(L);
+        lua_pushfstring(L, "pipe: %s", strerror(errno));
+        return 2;
+    }
     fflush(NULL);
     pid_t parent = getpid();
     pid_t pid = fork();

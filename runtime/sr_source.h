@@ -22,6 +22,7 @@ typedef struct sr_source_opts {
     const char *path;     /* text_file, text_dir, tail */
     size_t max_line;      /* longer lines are dead letters; 0 = 1 MiB */
     int from_start;       /* tail: read the existing content first */
+    int max_connections;  /* listen_text: producers at once; 0 = 1024 */
     int64_t start_offset; /* text_file, tail, text_dir: resume at this byte (a checkpoint's) */
     uint64_t start_inode; /* ... if the file is still this one */
     const char *start_file;        /* text_dir: the file to resume (at start_offset) */

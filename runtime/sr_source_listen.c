@@ -3,7 +3,12 @@
 
 /* Each connection has its own line splitter, so lines of different clients
  * never mix; offsets count bytes within the connection. A client that
- * closes mid-line leaves the partial line as a dead letter. */
+ * closes mid-line leaves the partial line as a dead letter. At most
+ * max_connections clients are served at once, and never so many that the
+ * job's own files and checkpoints lack descriptors: past that, and while
+ * the process is out of descriptors, new connections wait in the kernel's
+ * backlog until one closes (or a pause ends). A wildcard address is warned
+ * of: it takes producers from every network the host is on. */
 #include "sr_alloc.h"
 #include "sr_error.h"
 #include "sr_source.h"
@@ -14,11 +19,16 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define SR_LISTEN_CHUNK (64 * 1024)
 #define SR_LISTEN_PAUSE 0.1 /* seconds without accepting when out of fds */
+#define SR_LISTEN_MAX_CLIENTS 1024
+/* Descriptors left to the rest of the job (checkpoints, the write-ahead
+ * log, files): producers never take the last of them. */
+#define SR_LISTEN_FD_RESERVE 32
 
 typedef struct sr__client sr__client_t;
 
@@ -28,6 +38,8 @@ typedef struct sr__listen {
     int fd;
     int port;               /* bound port (useful with port 0) */
     size_t max_line;
+    int nclients, max_clients;
+    int at_limit;           /* accepting stopped at max_clients */
     sr__client_t *clients;  /* owned, doubly linked */
     char buf[SR_LISTEN_CHUNK]; /* shared by the clients: one read at a time */
 } sr__listen_t;
@@ -51,6 +63,11 @@ static void sr__client_free(sr_source_t *s, sr__client_t *c)
     else ls->clients = c->next;
     if (c->next) c->next->prev = c->prev;
     sr_free(c);
+    ls->nclients--;
+    if (ls->at_limit) {
+        ls->at_limit = 0;
+        ev_io_start(s->ev, &ls->accept_io);
+    }
 }
 
 static void sr__client_on_read(struct ev_loop *ev, ev_io *w, int revents)
@@ -85,6 +102,14 @@ static void sr__listen_on_accept(struct ev_loop *ev, ev_io *w, int revents)
     sr_source_t *s = w->data;
     sr__listen_t *ls = s->impl;
     for (;;) {
+        if (ls->nclients >= ls->max_clients) {
+            if (!ls->at_limit)
+                sr__source_log(s, "%d connections, its max_connections: new ones wait until one closes",
+                               ls->nclients);
+            ls->at_limit = 1;
+            ev_io_stop(ev, w);
+            return;
+        }
         int fd = accept4(ls->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
@@ -110,11 +135,18 @@ static void sr__listen_on_accept(struct ev_loop *ev, ev_io *w, int revents)
         c->next = ls->clients;
         if (ls->clients) ls->clients->prev = c;
         ls->clients = c;
+        ls->nclients++;
         ev_io_start(ev, &c->io);
     }
 }
 
 /* -- Registration -- */
+
+static int sr__is_wildcard(const char *host)
+{
+    return !host || !*host || !strcmp(host, "*") || !strcmp(host, "0.0.0.0") || !strcmp(host, "::") ||
+           !strcmp(host, "[::]") || !strcmp(host, "0");
+}
 
 /* Binds and listens on host:port (port 0: any free port). Returns the
  * listening fd, or -1 with the reason in s->err. */
@@ -174,6 +206,23 @@ static int sr__listen_start(sr_source_t *s, const sr_source_opts_t *o)
             ls->port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
     }
     ls->max_line = o->max_line;
+    ls->max_clients = o->max_connections > 0 ? o->max_connections : SR_LISTEN_MAX_CLIENTS;
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
+        rlim_t room = nofile.rlim_cur > 2 * SR_LISTEN_FD_RESERVE ? nofile.rlim_cur - SR_LISTEN_FD_RESERVE
+                                                                 : nofile.rlim_cur / 2;
+        if (room < 1) room = 1;
+        if ((rlim_t)ls->max_clients > room) {
+            sr__source_log(s, "max_connections %d is more than the descriptor limit allows (%llu, ulimit -n): "
+                              "at most %llu at once",
+                           ls->max_clients, (unsigned long long)nofile.rlim_cur, (unsigned long long)room);
+            ls->max_clients = (int)room;
+        }
+    }
+    if (sr__is_wildcard(o->host))
+        sr__source_log(s, "warning: listening on every interface (%s:%d): producers on any network this host "
+                          "is on can send records; give 127.0.0.1 to take local ones only",
+                       o->host && *o->host ? o->host : "*", ls->port);
     ev_io_init(&ls->accept_io, sr__listen_on_accept, ls->fd, EV_READ);
     ls->accept_io.data = s;
     ev_init(&ls->pause, sr__listen_on_pause);

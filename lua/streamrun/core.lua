@@ -11,7 +11,7 @@ typedef struct sr_batch {
 typedef struct sr_loop sr_loop_t;
 typedef struct sr_source_opts {
     const char *kind; const char *name; const char *host; int port;
-    const char *path; size_t max_line; int from_start;
+    const char *path; size_t max_line; int from_start; int max_connections;
     int64_t start_offset; uint64_t start_inode;
     const char *start_file; const char *const *done_files; size_t ndone;
 } sr_source_opts_t;

@@ -183,7 +183,15 @@ end
 
 function Job:listen_text(host, port, opts)
   check_host_port("listen_text", host, port, 0)
-  return source(self, "listen_text", { host = host, port = port, c_kind = "listen_text" }, opts)
+  local h = source(self, "listen_text", { host = host, port = port, c_kind = "listen_text" }, opts,
+    { max_connections = true })
+  local n = node_of(h)
+  local max = n.opts.max_connections or 1024
+  if type(max) ~= "number" or max < 1 or max % 1 ~= 0 or max > 1000000 then
+    fail("listen_text: max_connections must be a positive integer, got %s", tostring(max))
+  end
+  n.max_connections = max
+  return h
 end
 
 local function check_path(op, path)

@@ -34,7 +34,8 @@ end
 -- What a C source reads, to tell whether a reload changed it.
 local function source_signature(node)
   return table.concat({ node.c_kind or node.op, node.host or "", tostring(node.port or ""), node.path or "",
-                        node.format, tostring(node.max_line), tostring(node.from_start or false) }, "|")
+                        node.format, tostring(node.max_line), tostring(node.from_start or false),
+                        tostring(node.max_connections or "") }, "|")
 end
 
 local function add_c_source(loop, node, pos)
@@ -44,6 +45,7 @@ local function add_c_source(loop, node, pos)
   o.host, o.port = node.host, node.port or 0
   o.path, o.max_line = node.path, node.max_line
   o.from_start = node.from_start and 1 or 0
+  o.max_connections = node.max_connections or 0
   -- A position applies to a source of the same kind (a text_dir's, to the
   -- same directory).
   if (pos.kind and pos.kind ~= node.op) or (pos.path and pos.path ~= node.path) then pos = {} end

@@ -38,6 +38,10 @@ int e2e_pipe2(int fds[2], int flags) __asm__("pipe2");
 long e2e_read(int fd, void *buf, size_t n) __asm__("read");
 long e2e_write(int fd, const void *buf, size_t n) __asm__("write");
 int e2e_close(int fd) __asm__("close");
+typedef struct { unsigned long cur, max; } e2e_rlimit_t;
+int e2e_getrlimit(int resource, e2e_rlimit_t *r) __asm__("getrlimit");
+int e2e_dup(int fd) __asm__("dup");
+int e2e_setrlimit(int resource, const e2e_rlimit_t *r) __asm__("setrlimit");
 int e2e_fcntl(int fd, int cmd, ...) __asm__("fcntl");
 int e2e_poll(e2e_pollfd_t *fds, unsigned long nfds, int timeout) __asm__("poll");
 int e2e_kill(e2e_pid_t pid, int sig) __asm__("kill");
@@ -65,7 +69,7 @@ local K = {
   POSIX_SPAWN_SETSIGDEF = 4, POSIX_SPAWN_SETSIGMASK = 8,
   EINTR = 4, EAGAIN = 11, ECHILD = 10, EADDRINUSE = 98, ECONNREFUSED = 111,
   AF_INET = 2, SOCK_STREAM = 1, SOCK_NONBLOCK = 0x800, SOCK_CLOEXEC = 0x80000,
-  SOL_SOCKET = 1, SO_REUSEADDR = 2, MSG_NOSIGNAL = 0x4000,
+  SOL_SOCKET = 1, SO_REUSEADDR = 2, MSG_NOSIGNAL = 0x4000, RLIMIT_NOFILE = 7,
   SIG = { HUP = 1, INT = 2, KILL = 9, PIPE = 13, TERM = 15, CONT = 18, STOP = 19 },
 }
 
@@ -85,4 +89,29 @@ function M.set_nonblocking(fd)
     "fcntl: " .. M.errmsg())
 end
 
+-- Runs fn() with no descriptor left to open (the soft limit at the highest
+-- one open now, the free ones below it taken), then gives them back and
+-- restores the limit. Returns what fn returns.
+function M.without_descriptors(fn)
+  local C = ffi.C
+  local old = ffi.new("e2e_rlimit_t")
+  assert(C.e2e_getrlimit(K.RLIMIT_NOFILE, old) == 0, "getrlimit: " .. M.errmsg())
+  local highest = 0
+  for fd = 0, 4095 do
+    if C.e2e_fcntl(fd, K.F_GETFL) >= 0 then highest = fd end
+  end
+  local tight = ffi.new("e2e_rlimit_t", highest + 1, old.max)
+  assert(C.e2e_setrlimit(K.RLIMIT_NOFILE, tight) == 0, "setrlimit: " .. M.errmsg())
+  local taken = {}
+  while true do
+    local fd = C.e2e_dup(2)
+    if fd < 0 then break end
+    taken[#taken + 1] = fd
+  end
+  local ok, a, b = pcall(fn)
+  for _, fd in ipairs(taken) do C.e2e_close(fd) end
+  assert(C.e2e_setrlimit(K.RLIMIT_NOFILE, old) == 0, "setrlimit: " .. M.errmsg())
+  if not ok then error(a, 0) end
+  return a, b
+end
 return M

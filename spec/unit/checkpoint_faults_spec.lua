@@ -265,4 +265,19 @@ describe("checkpoint writer faults", function()
     assert.is_true(calls > 3, "the checkpoints failed three times, then were written")
     assert.equal(8, #seen, ("batches run: %d of 8"):format(#seen))
   end)
+
+  -- Out of descriptors, the forked writer cannot get its pipe: a failed
+  -- checkpoint like any other, retried, never an error of the job.
+  it("a checkpoint that cannot get a pipe fails and is retried", function()
+    local libc = require "helpers.libc"
+    local d = running()
+    libc.without_descriptors(function() writer:write(d.batches, meta_of(d), d.plan, false) end)
+    assert.equal(1, writer.failures)
+    assert.equal(("checkpoint after batch %d failed: pipe: Too many open files (1 in a row, retried next batch)")
+      :format(d.batches), logs[#logs])
+    writer:write(d.batches, meta_of(d), d.plan, false)
+    settle(writer)
+    assert.equal(0, writer.failures)
+    assert.same({ d.batches }, written)
+  end)
 end)
