@@ -495,8 +495,9 @@ static void test_burst_at_most_one_interval_ahead(void **state)
 static void test_dead_letters_counted_and_written(void **state)
 {
     fixture_t *f = *state;
-    char missing[600];
-    sr_test_path(missing, sizeof(missing), f->dir, "absent.txt");
+    char input[600];
+    sr_test_path(input, sizeof(input), f->dir, "long.txt");
+    sr_test_write(input, "w", "a line longer than 8 bytes\n");
     new_loop(f, 100, 0, f->dead);
     assert_int_equal(sr_loop_dead_letters(f->l), 0);
     sr_loop_dead_letter(f->l, "parse", 42, "invalid JSON", "{\"a\":", 5);
@@ -507,7 +508,8 @@ static void test_dead_letters_counted_and_written(void **state)
     assert_int_equal(sr_loop_dead_letters(f->l), 3);
     assert_int_equal(sr_loop_deadletter(f->l)->count, 3);
     /* A source's dead letters go to the same count and file. */
-    add(f, (sr_source_opts_t){.kind = "text_file", .name = "gone", .path = missing});
+    add(f, (sr_source_opts_t){.kind = "text_file", .name = "long", .path = input, .max_line = 8});
+    tick(f);
     assert_int_equal(sr_loop_dead_letters(f->l), 4);
 
     char text[4096], want[2048];
@@ -520,9 +522,8 @@ static void test_dead_letters_counted_and_written(void **state)
              "\"record\":\"tab\\tquote\\\"nl\\nbs\\\\\\u0001\"}\n"
              "{\"dead_letter\":true,\"source\":\"parse\",\"offset\":7,"
              "\"reason\":\"no record\",\"record\":\"\"}\n"
-             "{\"dead_letter\":true,\"source\":\"gone\",\"offset\":0,"
-             "\"reason\":\"cannot open %s: No such file or directory\",\"record\":\"\"}\n",
-             missing);
+             "{\"dead_letter\":true,\"source\":\"long\",\"offset\":0,"
+             "\"reason\":\"line longer than max_line\",\"record\":\"a line l\"}\n");
     assert_string_equal(text, want);
 }
 
