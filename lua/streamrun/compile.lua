@@ -179,6 +179,10 @@ function M.compile(job, handlers)
       local p = list[j]
       local reason = ("stage_timeout: stage %s ran longer than %d ms and could not be interrupted; the job"
         .. " restarted and skips this record"):format(p.stage, job.stage_timeout_ms)
+      if handlers.on_error == "fail" then
+        local rec = p.rec >= 1 and p.rec <= input.n and describe_args(input.a[p.rec], input.b[p.rec]) or "(the step's input)"
+        error({ fatal = ("stage %s: %s\n  element: %s"):format(p.stage, reason, rec) }, 0)
+      end
       if p.rec <= 0 or p.rec > input.n then
         for i = 1, input.n do handlers.dead_letter(name, reason, describe_args(input.a[i], input.b[i])) end
         input = batch.empty()
