@@ -344,6 +344,15 @@ void sr_watchdog_set_exec(const char *path, char **argv)
     W.argv = argv;
 }
 
+/* The VM closes: the thread stops before the VM (and a library loaded by
+ * it, holding this code) goes. */
+static int sr__lua_gc(lua_State *L)
+{
+    sr_watchdog_stop();
+    sr_watchdog_forget(L);
+    return 0;
+}
+
 /* start(timeout_ms, dir|nil, grace_ms, stop_ms) */
 static int sr__lua_start(lua_State *L)
 {
@@ -355,7 +364,18 @@ static int sr__lua_start(lua_State *L)
     };
     int64_t t = o.timeout_ms > 0 ? o.timeout_ms : 1000;
     o.poll_ms = t / 5 < 50 ? (t / 5 > 5 ? t / 5 : 5) : 50;
-    lua_pushboolean(L, sr_watchdog_start(L, &o) == 0);
+    int ok = sr_watchdog_start(L, &o) == 0;
+    lua_getfield(L, LUA_REGISTRYINDEX, "streamrun.watchdog_guard");
+    if (lua_isnil(L, -1)) {
+        lua_newuserdata(L, 1);
+        lua_newtable(L);
+        lua_pushcfunction(L, sr__lua_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_setmetatable(L, -2);
+        lua_setfield(L, LUA_REGISTRYINDEX, "streamrun.watchdog_guard");
+    }
+    lua_pop(L, 1);
+    lua_pushboolean(L, ok);
     return 1;
 }
 
