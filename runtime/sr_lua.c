@@ -5,6 +5,7 @@
 #include "sr_json_lua.h"
 #include "sr_state_lua.h"
 #include "sr_wal_lua.h"
+#include "sr_watchdog.h"
 #include "sr_window_lua.h"
 
 #include <lauxlib.h>
@@ -70,6 +71,7 @@ lua_State *sr_lua_new(const char *lua_dir)
         {"streamrun.cstate", luaopen_streamrun_cstate}, {"streamrun.cwindow", luaopen_streamrun_cwindow},
         {"streamrun.ckpt", luaopen_streamrun_ckpt},     {"streamrun.cwal", luaopen_streamrun_cwal},
         {"streamrun.handoff", luaopen_streamrun_handoff}, {"streamrun.json", luaopen_streamrun_json},
+        {"streamrun.cwatchdog", luaopen_streamrun_cwatchdog},
     };
     lua_getfield(L, -1, "preload");
     for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]); i++) {
@@ -82,5 +84,7 @@ lua_State *sr_lua_new(const char *lua_dir)
 
 void sr_lua_free(lua_State *L)
 {
-    if (L) lua_close(L);
+    if (!L) return;
+    sr_watchdog_forget(L);
+    lua_close(L);
 }

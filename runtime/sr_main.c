@@ -4,6 +4,7 @@
 #include "sr_cli.h"
 #include "sr_lua.h"
 #include "sr_version.h"
+#include "sr_watchdog.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
@@ -109,6 +110,8 @@ int main(int argc, char **argv)
         fputs(sr_cli_usage(), stdout);
         return 0;
     }
+    /* A record stuck where no hook runs restarts the job as it was run. */
+    sr_watchdog_set_exec("/proc/self/exe", argv);
     char dir[4096];
     lua_State *L = sr_lua_new(sr_lua_dir(dir, sizeof(dir)));
     if (!L) {
@@ -137,6 +140,7 @@ int main(int argc, char **argv)
             }
         }
     }
+    sr_watchdog_stop();
     sr_lua_free(L);
     sr_cli_free(&cli);
     fflush(stdout);

@@ -9,6 +9,7 @@ local native = require "streamrun.native"
 local ops = require "streamrun.ops"
 local outputs = require "streamrun.outputs"
 local stateful = require "streamrun.stateful"
+local watchdog = require "streamrun.watchdog"
 local windows = require "streamrun.windows"
 
 local pcall, xpcall, traceback, select, unpack = pcall, xpcall, debug.traceback, select, unpack
@@ -152,16 +153,84 @@ function M.compile(job, handlers)
     end
   end
 
+  -- What the watchdog names for each step that runs user code (a fused
+  -- chain: its stages; the hook names the very one from its function).
+  for _, node in ipairs(job.nodes) do watchdog.register(node.fn, node.stage_name) end
+  for _, step in ipairs(steps) do
+    local k = step.kind
+    if k == "chain" then
+      local names = {}
+      for i, s in ipairs(step.stages) do names[i] = s.stage_name end
+      step.label = concat(names, " > ")
+    elseif k == "wide" or k == "stateful" or k == "windowed" or (k == "output" and step.node.fn) then
+      step.label = step.node.stage_name
+    end
+  end
+
+  -- Records the watchdog found stuck where it could not interrupt them
+  -- (the job restarted): they go to dead letters instead of running, in
+  -- the order found, each numbered after the skips before it. When the
+  -- step's progress is not by input record (rec <= 0), the step's whole
+  -- input does.
+  local P, enter = watchdog.P, watchdog.enter
+  local function skip_poisoned(step, input, list)
+    local name = step.label
+    for j = 1, #list do
+      local p = list[j]
+      local reason = ("stage_timeout: stage %s ran longer than %d ms and could not be interrupted; the job"
+        .. " restarted and skips this record"):format(p.stage, job.stage_timeout_ms)
+      if handlers.on_error == "fail" then
+        local rec = p.rec >= 1 and p.rec <= input.n and describe_args(input.a[p.rec], input.b[p.rec]) or "(the step's input)"
+        error({ fatal = ("stage %s: %s\n  element: %s"):format(p.stage, reason, rec) }, 0)
+      end
+      if p.rec <= 0 or p.rec > input.n then
+        for i = 1, input.n do handlers.dead_letter(name, reason, describe_args(input.a[i], input.b[i])) end
+        input = batch.empty()
+      else
+        handlers.dead_letter(name, reason, describe_args(input.a[p.rec], input.b[p.rec]))
+        local OA, OB, m = {}, {}, 0
+        for i = 1, input.n do
+          if i ~= p.rec then
+            m = m + 1
+            OA[m], OB[m] = input.a[i], input.b[i]
+          end
+        end
+        input = { n = m, a = OA, b = OB }
+      end
+      P.skipped = j
+    end
+    return input
+  end
+
+  local run_steps
+
   -- Runs one batch; returns the results of every stage by node (for tests).
+  -- The watchdog sees the batch from start to end, also when it raises.
   function plan.run(inputs, time_ms)
+    P.step = 0
+    P.batch_ms = time_ms
+    local ok, results = pcall(run_steps, inputs, time_ms)
+    P.batch_ms = 0
+    P.step = 0
+    if not ok then error(results, 0) end
+    return results
+  end
+
+  function run_steps(inputs, time_ms)
     -- Windows are due at multiples of their slide after the time before
     -- the first batch (Spark's zero time).
     if not plan.zero_ms then plan.zero_ms = time_ms - job.batch_ms end
     local results = {}
     local since_zero = time_ms - plan.zero_ms
-    for _, step in ipairs(steps) do
+    local poisoned = watchdog.poison and watchdog.poison[time_ms]
+    for k, step in ipairs(steps) do
       local node = step.node
       local kind = step.kind
+      enter(k, step.label)
+      if poisoned and poisoned[k] then
+        local input = step.input or node.inputs[1]
+        results[input] = skip_poisoned(step, results[input] or batch.empty(), poisoned[k])
+      end
       local every = kind == "chain" and step.stages[1].every_ms or node.every_ms
       if every and every > job.batch_ms and since_zero % every ~= 0 then
         -- Downstream of a window: runs only when the window has output.

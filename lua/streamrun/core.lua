@@ -115,6 +115,7 @@ local M = {
   cwal = load_module("streamrun.cwal"),
   handoff = load_module("streamrun.handoff"),
   json = load_module("streamrun.json"),
+  cwatchdog = load_module("streamrun.cwatchdog"),
 }
 
 local duration_out = ffi.new("int64_t[1]")

@@ -80,6 +80,7 @@ M.node_of = node_of
 local JOB_OPTS = {
   name = true, batch = true, checkpoint = true, max_batch_records = true,
   max_batch_bytes = true, on_error = true, partitions = true, drop_state = true,
+  stage_timeout = true,
 }
 
 function M.job(opts)
@@ -92,6 +93,9 @@ function M.job(opts)
     max_batch_records = opts.max_batch_records or 100000,
     max_batch_bytes = opts.max_batch_bytes or 64 * 1024 * 1024,
     on_error = opts.on_error or "dead_letter",
+    -- A user function running longer is interrupted (false: never).
+    stage_timeout_ms = opts.stage_timeout == false and 0
+      or duration("sr.job", "stage_timeout", opts.stage_timeout or "30s"),
     partitions = opts.partitions or 16,
     drop_state = opts.drop_state,  -- stage names whose state a reload drops
     nodes = {},      -- every stage, in creation order

@@ -6,6 +6,7 @@
 -- the failing element is re-run guarded, the failing call is reported with
 -- its stage and element, and the fast loop resumes after that element.
 local batch = require "streamrun.batch"
+local watchdog = require "streamrun.watchdog"
 
 local tnew = batch.new_table
 local pcall, type, error, concat = pcall, type, error, table.concat
@@ -74,7 +75,7 @@ end end]] .. (guard ~= "" and " end" or "")):format(call(k, args), each,
   error("fuse: not a narrow stage: " .. tostring(op))
 end
 
-local HEADER = "local F, E, I, G, ctx, type, PACK, GI = ...\n"
+local HEADER = "local F, E, I, G, ctx, type, PACK, GI, P = ...\n"
 
 -- Fast variant: direct calls. Guarded variant: every call through G.
 local function fast_call(k, args, which) return ("%s[%d](%s)"):format(which or "F", k, args) end
@@ -86,6 +87,7 @@ local function build(stages, call, name)
 return function(IA, IB, n, i0, OA, OB, m)
   for i = i0, n do
     ctx.i = i; ctx.m = m
+    P.rec = i -- the watchdog's progress: one store per record
     local a, b = IA[i], IB[i]
 ]] .. body .. [[
 
@@ -124,8 +126,9 @@ function M.chain(stages, report)
       return nil
     end
   end
-  local fast = build(stages, fast_call, name)(F, E, I, G, ctx, type, pack, GI)
-  local guarded = build(stages, guarded_call, name .. " (guarded)")(F, E, I, G, ctx, type, pack, GI)
+  local P = watchdog.P
+  local fast = build(stages, fast_call, name)(F, E, I, G, ctx, type, pack, GI, P)
+  local guarded = build(stages, guarded_call, name .. " (guarded)")(F, E, I, G, ctx, type, pack, GI, P)
 
   local chain = { stages = stages, name = name }
 

@@ -8,9 +8,11 @@
 local batch = require "streamrun.batch"
 local builtins = require "streamrun.builtins"
 local format = require "streamrun.format"
+local watchdog = require "streamrun.watchdog"
 
 local tnew = batch.new_table
 local type, tostring = type, tostring
+local P = watchdog.P -- the watchdog's progress: one store per record
 
 local M = {}
 
@@ -142,6 +144,7 @@ function M.reduce(node, env, input)
   local pairs_in = batch.has_pairs(input)
   local acc, have = nil, false
   for i = 1, input.n do
+    P.rec = i
     local e = A[i]
     if pairs_in then e = B[i] == nil and A[i] or { A[i], B[i] } end
     if not have then
@@ -168,6 +171,7 @@ function M.reduce_by_key(node, env, input)
   local keys, accs, nk = {}, {}, 0
   local A, B = input.a, input.b
   for i = 1, input.n do
+    P.rec = i
     local k, v = A[i], B[i]
     if pair_check(node, env, k, v) then
       local acc = accs[k]

@@ -17,6 +17,7 @@ local loader = require "streamrun.loader"
 local recovery = require "streamrun.recovery"
 local reload = require "streamrun.reload"
 local sources = require "streamrun.sources"
+local watchdog = require "streamrun.watchdog"
 
 local C, ffi = core.C, core.ffi
 local handoff = core.handoff
@@ -189,6 +190,9 @@ end
 
 -- Compiles the job's plan into S, with states/windows to continue from.
 local function compile_plan(S, states, windows)
+  -- User code that runs too long is stopped; so is a job told to stop.
+  local wok, werr = watchdog.start(S.job, S.settings and S.settings.dir or nil)
+  if not wok then log("%s", werr) end
   S.plan = compile.compile(S.job, {
     on_error = S.job.on_error,
     dead_letter = function(stage, reason, record) S.dead(stage, -1, reason, record) end,

@@ -8,6 +8,7 @@
 local core = require "streamrun.core"
 local format = require "streamrun.format"
 local ops = require "streamrun.ops"
+local watchdog = require "streamrun.watchdog"
 
 local cstate = core.cstate
 local C, ffi = core.C, core.ffi
@@ -31,11 +32,16 @@ end
 -- Runs body(i) for i = 1..n with the user's calls unguarded, under one
 -- xpcall: when a call raises, fail(i, err) reports it (the item keeps its
 -- state: commits come after the call) and the loop goes on after i.
-local function each(n, body, fail)
+-- by_record: i is the index of the input record (the watchdog's progress
+-- is i, else -i: a restart that skips a stuck item skips the whole input).
+local P = watchdog.P
+local function each(n, body, fail, by_record)
   local cur = 0
+  local sign = by_record and 1 or -1
   local function run(i0)
     for i = i0, n do
       cur = i
+      P.rec = sign * i
       body(i)
     end
   end
@@ -244,7 +250,7 @@ function M.map_with_state(node, env, state, input, time_ms)
     local k = A[i]
     if now then state:touch(k, now) end
     key_error(node, env, k, B[i], err)
-  end)
+  end, true)
   if node.timeout_ms > 0 then
     local tk, tv, tn = state:expire(time_ms)
     each(tn, function(i)

@@ -1,0 +1,92 @@
+-- streamrun.watchdog: the Lua side of the user-code watchdog (runtime/
+-- sr_watchdog.c). The batch loop marks its progress in one C struct with
+-- plain stores: per step that runs user code, which step and stage; per
+-- record, its index. A C thread interrupts a record that runs longer than
+-- the job's stage_timeout (a debug hook), or, when the hook cannot run (a
+-- compiled loop, a blocking C call), writes the record to DIR/poison and
+-- restarts the process; the restarted job dead-letters that record instead
+-- of running it again (skip below).
+local core = require "streamrun.core"
+
+local C, ffi = core.C, core.ffi
+
+ffi.cdef [[
+typedef struct sr_progress {
+  volatile int64_t batch_ms;
+  volatile int32_t step;
+  volatile int32_t rec;
+  volatile uint32_t gen;
+  volatile int32_t skipped;
+  char stage[64];
+} sr_progress_t;
+sr_progress_t *sr_watchdog_progress(void);
+]]
+
+local M = {}
+
+-- The progress record the loops write into (ffi cdata pointer).
+M.P = C.sr_watchdog_progress()
+
+-- Records to skip: poison[batch_ms][step] = list of { rec = i, stage =
+-- name }, in the order they were found: each numbers the records of the
+-- step's input after the skips before it.
+M.poison = nil
+
+-- Stage functions by the stage that runs them: the hook names the stage
+-- of the innermost one on the stack (weak: a reload drops the old ones).
+local registry = debug.getregistry()
+local fns = registry["streamrun.stage_fns"]
+if not fns then
+  fns = setmetatable({}, { __mode = "k" })
+  registry["streamrun.stage_fns"] = fns
+end
+
+function M.register(fn, stage_name)
+  if type(fn) == "function" then fns[fn] = stage_name end
+end
+
+-- The records DIR/poison names (written by the C thread before a restart).
+local function read_poison(dir)
+  local f = io.open(dir .. "/poison", "r")
+  if not f then return nil end
+  local poison
+  for line in f:lines() do
+    local b, step, rec, skipped, stage = line:match("^(%-?%d+) (%d+) (%-?%d+) (%d+) (.*)$")
+    if b then
+      poison = poison or {}
+      b, step = tonumber(b), tonumber(step)
+      poison[b] = poison[b] or {}
+      local list = poison[b][step] or {}
+      poison[b][step] = list
+      list[tonumber(skipped) + 1] = { rec = tonumber(rec), stage = stage }
+    end
+  end
+  f:close()
+  return poison
+end
+
+-- Starts (or reconfigures) the watchdog for a job. dir: its checkpoint
+-- directory or nil. Returns true, or nil and why.
+function M.start(job, dir)
+  M.poison = dir and read_poison(dir) or nil
+  if not core.cwatchdog.start(job.stage_timeout_ms, dir) then return nil, "cannot start the watchdog thread" end
+  return true
+end
+
+-- Step number step of a batch begins; label: its stage names when it runs
+-- user code, else nil.
+local copy = ffi.copy
+function M.enter(step, label)
+  local P = M.P
+  P.gen = P.gen + 1
+  P.rec = 0
+  P.skipped = 0
+  if label then
+    copy(P.stage, label, #label < 63 and #label + 1 or 63)
+    P.step = step
+  else
+    P.step = 0
+  end
+end
+
+return M
