@@ -124,7 +124,7 @@ function M.compile(job, handlers)
 
   local sink = handlers.sink
   sink.call = guarded_call
-  sink.fail = function(node, msg) report(node, msg) end
+  sink.fail = report
   for _, step in ipairs(steps) do
     if step.kind == "chain" then
       step.node = step.stages[#step.stages]
@@ -148,12 +148,19 @@ function M.compile(job, handlers)
     elseif step.kind == "wide" then
       step.op = ops[step.node.op] or error("compile: no operation " .. step.node.op)
     elseif step.kind == "output" then
-      step.write = outputs.make(step.node, sink)
+      step.write, step.retry = outputs.make(step.node, sink)
     end
   end
 
+  -- Output steps whose last write failed, each with its error and whether
+  -- it is for good (standard output closed).
+  local failing = {}
+
   -- Runs one batch; returns the results of every stage by node (for tests).
+  -- An output that fails to write does not stop the batch: it is listed in
+  -- plan.failing_outputs() until plan.retry_outputs() writes it.
   function plan.run(inputs, time_ms)
+    for i = #failing, 1, -1 do failing[i] = nil end
     -- Windows are due at multiples of their slide after the time before
     -- the first batch (Spark's zero time).
     if not plan.zero_ms then plan.zero_ms = time_ms - job.batch_ms end
@@ -202,10 +209,31 @@ function M.compile(job, handlers)
       elseif kind == "view" then
         results[node] = step.op(node, state_env)
       else
-        step.write(results[node.inputs[1]], time_ms)
+        local ok, err, permanent = step.write(results[node.inputs[1]], time_ms)
+        if not ok then
+          step.error, step.permanent = err, permanent
+          failing[#failing + 1] = step
+        end
       end
     end
     return results
+  end
+
+  -- { {node, error, permanent}... } of the outputs that failed to write.
+  function plan.failing_outputs() return failing end
+
+  -- Writes again what failing outputs kept; returns how many still fail.
+  function plan.retry_outputs()
+    for i = #failing, 1, -1 do
+      local step = failing[i]
+      local ok, err, permanent = step.retry()
+      if ok then
+        table.remove(failing, i)
+      else
+        step.error, step.permanent = err, permanent
+      end
+    end
+    return #failing
   end
 
   -- Keys held in all the job's state, for the status line. (Per batch,

@@ -74,7 +74,13 @@ void sr_loop_dead_letter(sr_loop_t *l, const char *source, int64_t offset,
                          const char *reason, const char *record, size_t len);
 uint64_t sr_loop_dead_letters(const sr_loop_t *l);
 
+int sr_outfile_open(const char *path, int64_t *size);
+int sr_outfile_write(int fd, const char *p, size_t n, size_t *written);
+int sr_outfile_cut(int fd, int64_t size);
+int sr_outfile_close(int fd);
+
 int mkdir(const char *path, unsigned int mode);
+char *strerror(int errnum);
 int truncate(const char *path, int64_t length);
 ]]
 

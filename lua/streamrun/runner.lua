@@ -13,6 +13,7 @@ local core = require "streamrun.core"
 local checkpoint = require "streamrun.checkpoint"
 local compile = require "streamrun.compile"
 local loader = require "streamrun.loader"
+local outputs = require "streamrun.outputs"
 local recovery = require "streamrun.recovery"
 local reload = require "streamrun.reload"
 local sources = require "streamrun.sources"
@@ -189,7 +190,7 @@ local function compile_plan(S, states, windows)
   S.plan = compile.compile(S.job, {
     on_error = S.job.on_error,
     dead_letter = function(stage, reason, record) S.dead(stage, -1, reason, record) end,
-    sink = { stdout = io.stdout, progress = S.progress },
+    sink = { stdout = outputs.stdout, progress = S.progress },
     states = states,
     windows = windows,
   })
@@ -245,6 +246,51 @@ local function record_output_starts(S)
       local f = io.open(node.path, "rb")
       S.progress[node.stage_name] = { path = node.path, bytes = f and f:seek("end") or 0 }
       if f then f:close() end
+    end
+  end
+end
+
+-- Holds the job while an output of the batch just run fails to write:
+-- sources read nothing and the output is retried every batch interval, as
+-- a failing checkpoint is; no checkpoint is taken meanwhile, since it would
+-- cover a batch whose output is not written. Returns nil once every output
+-- is written, or the exit code when the job must end (standard output
+-- closed, on_error = "fail", or a stop signal while failing).
+local function hold_outputs(S)
+  local failing = S.plan.failing_outputs()
+  if #failing == 0 then return nil end
+  local function report(how)
+    for _, f in ipairs(failing) do log("output %s: %s%s", f.node.stage_name, f.error, how) end
+  end
+  local retries = 0
+  while true do
+    for _, f in ipairs(failing) do
+      if f.permanent then
+        report("")
+        log("stopping: output %s cannot be written any more; the batch at %d ms is not written", f.node.stage_name,
+          S.last_time)
+        if S.writer then S.writer:wait() end
+        return 1
+      end
+    end
+    if S.job.on_error == "fail" then
+      report("")
+      log("stopping: on_error = \"fail\"")
+      if S.writer then S.writer:wait() end
+      return 1
+    end
+    if retries == 0 then report("; sources wait, retried every batch interval") end
+    if C.sr_loop_wait(S.loop, S.job.batch_ms) ~= 0 then
+      report(("; %d retries"):format(retries))
+      log("stopping: an output is still failing; nothing was read meanwhile, the batch at %d ms is in no checkpoint",
+        S.last_time)
+      if S.writer then S.writer:wait() end
+      return 1
+    end
+    retries = retries + 1
+    if S.plan.retry_outputs() == 0 then
+      log("outputs written again after %d retries; sources go on", retries)
+      return nil
     end
   end
 end
@@ -367,6 +413,8 @@ local function start(cli)
       end
       S.nbatches = S.nbatches + 1
       S.last_time = b.time_ms
+      local code = hold_outputs(S)
+      if code then return nil, code end
     end
     C.sr_loop_set_next_time(S.loop, S.last_time + job.batch_ms)
     log("replayed %d logged batches, up to %d ms", #logged.batches, S.last_time)
@@ -482,6 +530,8 @@ local function drive(S)
     S.nbatches = S.nbatches + 1
     S.last_time = time_ms
     S.total_records = S.total_records + records
+    local held = hold_outputs(S)
+    if held then return held end
     local s = {
       batch = S.nbatches, time_ms = time_ms, records = records,
       processing_ms = core.clock_ms() - t0, scheduling_delay_ms = tonumber(tick.delay_ms),
