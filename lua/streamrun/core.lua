@@ -18,6 +18,7 @@ typedef struct sr_source_opts {
 typedef struct sr_loop_opts {
     int64_t batch_ms; size_t max_batch_records; size_t max_batch_bytes;
     const char *dead_letter_path;
+    int64_t dead_letter_max_bytes; int dead_letter_keep;
 } sr_loop_opts_t;
 typedef struct sr_tick { int64_t time_ms; int64_t delay_ms; int last; int reload; } sr_tick_t;
 typedef struct sr_source sr_source_t;

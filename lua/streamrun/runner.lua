@@ -344,6 +344,7 @@ local function start(cli)
   lopts.batch_ms = job.batch_ms
   lopts.max_batch_records, lopts.max_batch_bytes = job.max_batch_records, job.max_batch_bytes
   lopts.dead_letter_path = S.settings and S.settings.dir .. "/dead_letters.jsonl" or nil
+  lopts.dead_letter_max_bytes, lopts.dead_letter_keep = job.dead_letters.max_bytes, job.dead_letters.keep
   local errbuf = ffi.new("char[512]")
   local loop = C.sr_loop_new(lopts, errbuf, 512)
   if loop == nil then

@@ -92,6 +92,27 @@ describe("e2e output faults", function()
     assert.equal('"l1"\n"l2"\n"l3"\n"l4"\n', proc.read_file(out))
   end)
 
+  it("rotates the dead-letter file at the job's dead_letters.max_bytes, keeping 2", function()
+    local dir = proc.tmpdir()
+    local bad = {}
+    for i = 1, 40 do bad[i] = ("not json %02d\n"):format(i) end
+    local code, _, err = e2e.run("json_out", { format = "json", ckpt = dir .. "/ckpt", dl_max = 1000 }, {},
+      { input = table.concat(bad) })
+    assert.equal(0, code, err)
+    local files, lines = {}, 0
+    for _, name in ipairs { "dead_letters.jsonl", "dead_letters.jsonl.1", "dead_letters.jsonl.2" } do
+      local text = proc.read_file(dir .. "/ckpt/" .. name)
+      assert.truthy(text, name)
+      assert.is_true(#text < 1000 + 200, name)
+      files[#files + 1] = text
+      for _ in text:gmatch("\n") do lines = lines + 1 end
+    end
+    assert.is_nil(proc.read_file(dir .. "/ckpt/dead_letters.jsonl.3"))
+    assert.is_true(lines < 40)
+    -- The newest dead letter is in the current file, the one before it in .1.
+    assert.matches("not json 40", files[1], 1, true)
+  end)
+
   it("cuts a torn write back to whole lines, holds, and a restart completes the file exactly", function()
     local dir = proc.tmpdir()
     local input, want = numbered(1, 1000)
