@@ -1,27 +1,89 @@
-/* sr_deadletter: the dead-letter output as JSON lines. */
+/* sr_deadletter: the dead-letter output as JSON lines, rotated at a size. */
 #include "sr_deadletter.h"
+#include "sr_alloc.h"
 #include "sr_error.h"
+#include "sr_outfile.h"
+#include "sr_utf8.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* -- Opening and rotation -- */
+
+/* Opens dl->path. Returns 0 or SR_EIO (errno set). */
+static int sr__reopen(sr_deadletter_t *dl)
+{
+    int64_t size;
+    int fd = sr_outfile_open(dl->path, &size);
+    if (fd < 0) return SR_EIO;
+    dl->fd = fd;
+    dl->size = size < 0 ? 0 : size;
+    return SR_OK;
+}
 
 int sr_deadletter_open(sr_deadletter_t *dl, const char *path)
 {
+    int rc = SR_ENOMEM;
     memset(dl, 0, sizeof(*dl));
-    if (!path || strcmp(path, "-") == 0) {
-        dl->fp = stderr;
-        return SR_OK;
-    }
-    dl->fp = fopen(path, "a");
-    if (!dl->fp) return SR_EIO;
-    dl->owned = 1;
+    dl->fd = STDERR_FILENO;
+    dl->max_bytes = SR_DEADLETTER_MAX_BYTES;
+    dl->keep = SR_DEADLETTER_KEEP;
+    dl->line = open_memstream(&dl->buf, &dl->buflen);
+    if (!dl->line) goto fail;
+    if (!path || strcmp(path, "-") == 0) return SR_OK;
+    dl->path = sr_strdup(path);
+    if (!dl->path) goto fail;
+    dl->fd = -1;
+    rc = sr__reopen(dl);
+    if (rc < 0) goto fail;
     return SR_OK;
+fail:;
+    int saved = errno;
+    sr_deadletter_close(dl);
+    errno = saved;
+    return rc;
+}
+
+void sr_deadletter_set_rotation(sr_deadletter_t *dl, int64_t max_bytes, int keep)
+{
+    dl->max_bytes = max_bytes < 0 ? 0 : max_bytes;
+    dl->keep = keep < 0 ? 0 : keep;
 }
 
 void sr_deadletter_close(sr_deadletter_t *dl)
 {
-    if (dl->owned && dl->fp) fclose(dl->fp);
-    dl->fp = NULL;
+    if (dl->path && dl->fd >= 0) sr_outfile_close(dl->fd);
+    dl->fd = -1;
+    sr_free(dl->path);
+    dl->path = NULL;
+    if (dl->line) fclose(dl->line);
+    dl->line = NULL;
+    free(dl->buf); /* open_memstream's, from malloc */
+    dl->buf = NULL;
 }
+
+/* Shifts path.(keep-1) to path.keep, ..., path to path.1 and opens a new
+ * path. Returns 0 or SR_EIO (errno set). */
+static int sr__rotate(sr_deadletter_t *dl)
+{
+    char from[PATH_MAX], to[PATH_MAX];
+    for (int i = dl->keep; i >= 1; i--) {
+        if (i == 1) snprintf(from, sizeof(from), "%s", dl->path);
+        else snprintf(from, sizeof(from), "%s.%d", dl->path, i - 1);
+        snprintf(to, sizeof(to), "%s.%d", dl->path, i);
+        if (rename(from, to) < 0 && errno != ENOENT) return SR_EIO;
+    }
+    if (dl->keep == 0 && unlink(dl->path) < 0 && errno != ENOENT) return SR_EIO;
+    sr_outfile_close(dl->fd);
+    dl->fd = -1;
+    return sr__reopen(dl);
+}
+
+/* -- Writing -- */
 
 void sr_json_write_string(FILE *fp, const char *s, size_t len)
 {
@@ -35,24 +97,77 @@ void sr_json_write_string(FILE *fp, const char *s, size_t len)
         case '\r': fputs("\\r", fp); break;
         case '\t': fputs("\\t", fp); break;
         default:
-            if (c < 0x20 || c == 0x7f) fprintf(fp, "\\u%04x", c);
-            else fputc(c, fp);
+            if (c >= 0x80) {
+                int valid;
+                size_t n = sr_utf8_next(s + i, len - i, &valid);
+                if (valid) fwrite(s + i, 1, n, fp);
+                else fputs(SR_UTF8_REPLACEMENT, fp);
+                i += n - 1;
+            } else if (c < 0x20 || c == 0x7f) {
+                fprintf(fp, "\\u%04x", c);
+            } else {
+                fputc(c, fp);
+            }
         }
     }
     fputc('"', fp);
+}
+
+/* Reports a failing write once per streak (nowhere to say it when the
+ * dead letters go to stderr). */
+static void sr__failed(sr_deadletter_t *dl, const char *what, int err)
+{
+    dl->lost++;
+    if (dl->failing) return;
+    dl->failing = 1;
+    if (dl->path)
+        fprintf(stderr, "streamrun: dead-letter file %s: %s: %s; dead letters are lost until it works again\n",
+                dl->path, what, strerror(err));
 }
 
 void sr_deadletter_write(sr_deadletter_t *dl, const char *source, int64_t offset,
                          const char *reason, const char *record, size_t len)
 {
     dl->count++;
-    if (!dl->fp) return;
-    fputs("{\"dead_letter\":true,\"source\":", dl->fp);
-    sr_json_write_string(dl->fp, source, strlen(source));
-    fprintf(dl->fp, ",\"offset\":%lld,\"reason\":", (long long)offset);
-    sr_json_write_string(dl->fp, reason, strlen(reason));
-    fputs(",\"record\":", dl->fp);
-    sr_json_write_string(dl->fp, record ? record : "", record ? len : 0);
-    fputs("}\n", dl->fp);
-    fflush(dl->fp);
+    if (!dl->line) return;
+    rewind(dl->line);
+    fputs("{\"dead_letter\":true,\"source\":", dl->line);
+    sr_json_write_string(dl->line, source, strlen(source));
+    fprintf(dl->line, ",\"offset\":%lld,\"reason\":", (long long)offset);
+    sr_json_write_string(dl->line, reason, strlen(reason));
+    fputs(",\"record\":", dl->line);
+    sr_json_write_string(dl->line, record ? record : "", record ? len : 0);
+    fputs("}\n", dl->line);
+    off_t n = ftello(dl->line);
+    if (fflush(dl->line) != 0 || ferror(dl->line) || n < 0) {
+        clearerr(dl->line);
+        sr__failed(dl, "cannot build a line", ENOMEM);
+        return;
+    }
+    if (dl->fd < 0 && sr__reopen(dl) < 0) {
+        sr__failed(dl, "cannot open", errno);
+        return;
+    }
+    size_t written;
+    if (sr_outfile_write(dl->fd, dl->buf, (size_t)n, &written) < 0) {
+        int err = errno;
+        if (dl->path) sr_outfile_cut(dl->fd, dl->size); /* no torn line */
+        sr__failed(dl, "cannot write", err);
+        return;
+    }
+    if (dl->failing && dl->path)
+        fprintf(stderr, "streamrun: dead-letter file %s written again; %llu dead letters were lost\n", dl->path,
+                (unsigned long long)dl->lost);
+    dl->failing = 0;
+    dl->lost = 0;
+    dl->size += n;
+    if (!dl->path || dl->max_bytes == 0 || dl->size < dl->max_bytes) return;
+    if (sr__rotate(dl) == 0) {
+        dl->rotate_failing = 0;
+    } else if (!dl->rotate_failing) {
+        /* Written on where it is (or reopened by the next write), and
+         * rotated by a later one. */
+        dl->rotate_failing = 1;
+        fprintf(stderr, "streamrun: dead-letter file %s: cannot rotate: %s\n", dl->path, strerror(errno));
+    }
 }

@@ -1,26 +1,47 @@
 /* sr_deadletter: where records that cannot be processed go, one JSON line
- * each: {"source":..,"offset":..,"reason":..,"record":..}. */
+ * each: {"source":..,"offset":..,"reason":..,"record":..}. The file rotates
+ * at a size, as logrotate does (path.1, path.2, ...), and a write error is
+ * reported on stderr once per failure streak. */
 #ifndef SR_DEADLETTER_H
 #define SR_DEADLETTER_H
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
+#define SR_DEADLETTER_MAX_BYTES (64 * 1024 * 1024)
+#define SR_DEADLETTER_KEEP 3
+
 typedef struct sr_deadletter {
-    FILE *fp;        /* private: the file, or stderr */
-    int owned;       /* private: fp is ours to close */
-    uint64_t count;  /* dead letters written so far (read-only) */
+    int fd;            /* private: the file, stderr's, or -1 (reopen) */
+    char *path;        /* private, owned: the file; NULL for stderr */
+    int64_t size;      /* private: bytes in the file */
+    int64_t max_bytes; /* private: rotated once it holds this many (0: never) */
+    int keep;          /* private: rotated files kept */
+    int failing;       /* private: the last write failed (reported) */
+    int rotate_failing; /* private: the last rotation failed (reported) */
+    uint64_t lost;     /* dead letters not written since failing began (read-only) */
+    FILE *line;        /* private: the line being built (a memory stream) */
+    char *buf;         /* private: its buffer */
+    size_t buflen;
+    uint64_t count;    /* dead letters written so far (read-only) */
 } sr_deadletter_t;
 
-/* Opens path for appending, or uses stderr when path is NULL or "-".
- * Returns 0 or SR_EIO (errno set). */
+/* Opens path for appending, or uses stderr when path is NULL or "-"; it
+ * rotates at SR_DEADLETTER_MAX_BYTES keeping SR_DEADLETTER_KEEP. Returns 0,
+ * SR_EIO (errno set) or SR_ENOMEM. */
 int sr_deadletter_open(sr_deadletter_t *dl, const char *path);
+/* Rotates the file once it holds max_bytes (0: never), keeping keep rotated
+ * files (path.1 the newest; 0: none). */
+void sr_deadletter_set_rotation(sr_deadletter_t *dl, int64_t max_bytes, int keep);
 void sr_deadletter_close(sr_deadletter_t *dl);
-/* Writes one dead letter; record bytes need not be text (escaped as JSON). */
+/* Writes one dead letter as one whole line (a failing write is cut back);
+ * record bytes need not be text (escaped as JSON, invalid UTF-8 as
+ * U+FFFD). */
 void sr_deadletter_write(sr_deadletter_t *dl, const char *source, int64_t offset,
                          const char *reason, const char *record, size_t len);
 
-/* Writes s[0..len) to fp as a JSON string literal, quotes included. */
+/* Writes s[0..len) to fp as a JSON string literal, quotes included, bytes
+ * that are not valid UTF-8 replaced by U+FFFD. */
 void sr_json_write_string(FILE *fp, const char *s, size_t len);
 
 #endif

@@ -1,10 +1,13 @@
 /* sr_json_lua: json.encode(value) -> text, or nil and why. Numbers as
- * lua-cjson writes them (%.14g, integers without a fraction), strings
- * escaped per RFC 8259, tables with integer keys 1..n (holes as null) as
- * arrays, others as objects with members sorted by key; cjson.null (a NULL
- * light userdata) as null. Nesting deeper than 32 levels is refused. */
+ * lua-cjson writes them (%.14g, integers without a fraction), NaN and
+ * infinities as null (JSON has no such numbers); strings escaped per RFC
+ * 8259, bytes that are not valid UTF-8 replaced by U+FFFD; tables with
+ * integer keys 1..n (holes as null) as arrays, others as objects with
+ * members sorted by key; cjson.null (a NULL light userdata) as null.
+ * Nesting deeper than 32 levels is refused. */
 #include "sr_json_lua.h"
 #include "sr_alloc.h"
+#include "sr_utf8.h"
 
 #include <lauxlib.h>
 #include <math.h>
@@ -54,6 +57,18 @@ static int sr__string(const char *s, size_t n)
         case '\b': esc = "\\b"; break;
         case '\f': esc = "\\f"; break;
         default:
+            if (c >= 0x80) {
+                int valid;
+                size_t len = sr_utf8_next(s + i, n - i, &valid);
+                if (valid) {
+                    i += len - 1;
+                    continue;
+                }
+                if (sr__put(s + run, i - run) < 0 || sr__put(SR_UTF8_REPLACEMENT, 3) < 0) return -1;
+                i += len - 1;
+                run = i + 1;
+                continue;
+            }
             if (c < 0x20 || c == 0x7f) {
                 memcpy(u, "\\u00", 4);
                 u[4] = hex[c >> 4];
@@ -74,9 +89,8 @@ static int sr__number(lua_Number x)
 {
     char buf[64];
     int n;
-    if (isnan(x)) n = snprintf(buf, sizeof(buf), "nan");
-    else if (isinf(x)) n = snprintf(buf, sizeof(buf), x > 0 ? "inf" : "-inf");
-    else if (x == floor(x) && fabs(x) < 9007199254740992.0) n = snprintf(buf, sizeof(buf), "%.0f", x);
+    if (isnan(x) || isinf(x)) return sr__put("null", 4);
+    if (x == floor(x) && fabs(x) < 9007199254740992.0) n = snprintf(buf, sizeof(buf), "%.0f", x);
     else n = snprintf(buf, sizeof(buf), "%.14g", x);
     return sr__put(buf, (size_t)n);
 }

@@ -120,6 +120,7 @@ sr_loop_t *sr_loop_new(const sr_loop_opts_t *o, char *err, size_t errlen)
         sr_free(l);
         return NULL;
     }
+    sr_deadletter_set_rotation(&l->dead, o->dead_letter_max_bytes, o->dead_letter_keep);
     signal(SIGPIPE, SIG_IGN);
     ev_timer_init(&l->batch_timer, sr__on_batch_timer, 0., 0.);
     l->batch_timer.data = l;

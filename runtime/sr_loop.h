@@ -14,6 +14,8 @@ typedef struct sr_loop_opts {
     size_t max_batch_records;  /* a source's batch closes early at this many */
     size_t max_batch_bytes;    /* ... or this many bytes */
     const char *dead_letter_path; /* NULL or "-": stderr */
+    int64_t dead_letter_max_bytes; /* the file rotates at this size (0: never) */
+    int dead_letter_keep;          /* ... keeping this many rotated files */
 } sr_loop_opts_t;
 
 /* Why sr_loop_next returned. */

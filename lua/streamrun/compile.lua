@@ -125,7 +125,7 @@ function M.compile(job, handlers)
 
   local sink = handlers.sink
   sink.call = guarded_call
-  sink.fail = function(node, msg) report(node, msg) end
+  sink.fail = report
   for _, step in ipairs(steps) do
     if step.kind == "chain" then
       step.node = step.stages[#step.stages]
@@ -149,7 +149,7 @@ function M.compile(job, handlers)
     elseif step.kind == "wide" then
       step.op = ops[step.node.op] or error("compile: no operation " .. step.node.op)
     elseif step.kind == "output" then
-      step.write = outputs.make(step.node, sink)
+      step.write, step.retry = outputs.make(step.node, sink)
     end
   end
 
@@ -202,11 +202,18 @@ function M.compile(job, handlers)
     return input
   end
 
+  -- Output steps whose last write failed, each with its error and whether
+  -- it is for good (standard output closed).
+  local failing = {}
+
   local run_steps
 
   -- Runs one batch; returns the results of every stage by node (for tests).
   -- The watchdog sees the batch from start to end, also when it raises.
+  -- An output that fails to write does not stop the batch: it is listed in
+  -- plan.failing_outputs() until plan.retry_outputs() writes it.
   function plan.run(inputs, time_ms)
+    for i = #failing, 1, -1 do failing[i] = nil end
     P.step = 0
     P.batch_ms = time_ms
     local ok, results = pcall(run_steps, inputs, time_ms)
@@ -271,10 +278,31 @@ function M.compile(job, handlers)
       elseif kind == "view" then
         results[node] = step.op(node, state_env)
       else
-        step.write(results[node.inputs[1]], time_ms)
+        local ok, err, permanent = step.write(results[node.inputs[1]], time_ms)
+        if not ok then
+          step.error, step.permanent = err, permanent
+          failing[#failing + 1] = step
+        end
       end
     end
     return results
+  end
+
+  -- { {node, error, permanent}... } of the outputs that failed to write.
+  function plan.failing_outputs() return failing end
+
+  -- Writes again what failing outputs kept; returns how many still fail.
+  function plan.retry_outputs()
+    for i = #failing, 1, -1 do
+      local step = failing[i]
+      local ok, err, permanent = step.retry()
+      if ok then
+        table.remove(failing, i)
+      else
+        step.error, step.permanent = err, permanent
+      end
+    end
+    return #failing
   end
 
   -- Keys held in all the job's state, for the status line. (Per batch,

@@ -18,6 +18,7 @@ typedef struct sr_source_opts {
 typedef struct sr_loop_opts {
     int64_t batch_ms; size_t max_batch_records; size_t max_batch_bytes;
     const char *dead_letter_path;
+    int64_t dead_letter_max_bytes; int dead_letter_keep;
 } sr_loop_opts_t;
 typedef struct sr_tick { int64_t time_ms; int64_t delay_ms; int last; int reload; } sr_tick_t;
 typedef struct sr_source sr_source_t;
@@ -74,7 +75,13 @@ void sr_loop_dead_letter(sr_loop_t *l, const char *source, int64_t offset,
                          const char *reason, const char *record, size_t len);
 uint64_t sr_loop_dead_letters(const sr_loop_t *l);
 
+int sr_outfile_open(const char *path, int64_t *size);
+int sr_outfile_write(int fd, const char *p, size_t n, size_t *written);
+int sr_outfile_cut(int fd, int64_t size);
+int sr_outfile_close(int fd);
+
 int mkdir(const char *path, unsigned int mode);
+char *strerror(int errnum);
 int truncate(const char *path, int64_t length);
 ]]
 

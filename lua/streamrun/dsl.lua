@@ -79,7 +79,7 @@ M.node_of = node_of
 
 local JOB_OPTS = {
   name = true, batch = true, checkpoint = true, max_batch_records = true,
-  max_batch_bytes = true, on_error = true, partitions = true, drop_state = true,
+  max_batch_bytes = true, on_error = true, partitions = true, drop_state = true, dead_letters = true,
   stage_timeout = true,
 }
 
@@ -98,6 +98,8 @@ function M.job(opts)
       or duration("sr.job", "stage_timeout", opts.stage_timeout or "30s"),
     partitions = opts.partitions or 16,
     drop_state = opts.drop_state,  -- stage names whose state a reload drops
+    -- The dead-letter file rotates at max_bytes, keeping `keep` old ones.
+    dead_letters = { max_bytes = 64 * 1024 * 1024, keep = 3 },
     nodes = {},      -- every stage, in creation order
     sources = {},
     outputs = {},
@@ -119,6 +121,17 @@ function M.job(opts)
     for _, n in ipairs(job.drop_state) do
       if type(n) ~= "string" then fail("sr.job: drop_state must be an array of stage names") end
     end
+  end
+  if opts.dead_letters ~= nil then
+    local dl = opts.dead_letters
+    if type(dl) ~= "table" then fail("sr.job: dead_letters must be {max_bytes = N, keep = N}") end
+    check_opts("sr.job dead_letters", dl, { max_bytes = true, keep = true })
+    local mb, keep = dl.max_bytes or job.dead_letters.max_bytes, dl.keep or job.dead_letters.keep
+    if type(mb) ~= "number" or mb < 1 or mb % 1 ~= 0 then fail("sr.job: dead_letters.max_bytes must be a positive integer") end
+    if type(keep) ~= "number" or keep < 0 or keep > 100 or keep % 1 ~= 0 then
+      fail("sr.job: dead_letters.keep must be an integer from 0 to 100")
+    end
+    job.dead_letters = { max_bytes = mb, keep = keep }
   end
   if job.checkpoint ~= nil then
     local c = job.checkpoint

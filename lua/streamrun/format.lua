@@ -45,4 +45,16 @@ function M.json_element(a, b)
   return '{"key":' .. M.json(a) .. ',"value":' .. M.json(b) .. "}"
 end
 
+-- Element (a, b) as one JSON line, or nil and why when a value cannot be
+-- JSON (a function, a table nested too deep): no fallback to tostring, so
+-- what is written always parses.
+function M.json_line(a, b)
+  local ka, err = encode(a)
+  if ka == nil or b == nil then return ka, err end
+  local kb
+  kb, err = encode(b)
+  if kb == nil then return nil, err end
+  return '{"key":' .. ka .. ',"value":' .. kb .. "}"
+end
+
 return M

@@ -2,12 +2,28 @@
 -- per stage by make(node, sink) and called once per batch. The sink decides
 -- what is really written: the runner's writes stdout and files; the test
 -- driver's captures every output's elements by name as well.
+--
+-- No write is silent: an output whose write fails keeps what it could not
+-- write (a torn append to a file is cut back to the batch's start) and says
+-- so; the runner holds the job and retries it (streamrun.runner).
 local batch = require "streamrun.batch"
+local core = require "streamrun.core"
 local format = require "streamrun.format"
 
+local C, ffi = core.C, core.ffi
 local concat, open, rename, remove = table.concat, io.open, os.rename, os.remove
+local json_line = format.json_line
 
 local M = {}
+
+local EBADF, EPIPE = 9, 32
+
+local size_out = ffi.new("int64_t[1]")
+local written_out = ffi.new("size_t[1]")
+
+local function close_box(box) C.sr_outfile_close(box[0]) end
+
+local function strerror(code) return ffi.string(ffi.C.strerror(code)) end
 
 local DASHES = "-------------------------------------------"
 
@@ -27,6 +43,67 @@ local function text_lines(input, line_of)
   local A, B = input.a, input.b
   for i = 1, input.n do out[i] = line_of(A[i], B[i]) end
   return out
+end
+
+-- The JSON lines of a batch; an element that cannot be JSON is reported
+-- (a dead letter) and left out.
+local function json_text(node, sink, input)
+  local out, n = {}, 0
+  local A, B = input.a, input.b
+  for i = 1, input.n do
+    local line, err = json_line(A[i], B[i])
+    if line then
+      n = n + 1
+      out[n] = line
+    else
+      sink.fail(node, err, A[i], B[i])
+    end
+  end
+  if n == 0 then return "" end
+  return concat(out, "\n", 1, n) .. "\n"
+end
+
+-- The runner's standard output: written straight to descriptor 1, so that
+-- a failing write says how much of it went.
+M.stdout = {}
+
+-- Returns true, or nil, the message, errno and the bytes that went.
+function M.stdout:write(s)
+  io.stdout:flush() -- what job code printed goes first
+  if C.sr_outfile_write(1, s, #s, written_out) == 0 then return true end
+  local code = ffi.errno()
+  return nil, strerror(code), code, tonumber(written_out[0])
+end
+
+function M.stdout:flush() return true end
+
+-- An output to the sink's stdout: send(s) writes s after what an earlier
+-- failing write left; retry() writes what is left. Both return true, or
+-- nil, the message and whether standard output is closed for good.
+local function stdout_writer(sink)
+  local left
+  local function send(s)
+    if left then s = left .. s end
+    local out = sink.stdout
+    -- Failure is nil and a message, as io's files say it.
+    local ok, err, code, went = out:write(s)
+    if ok ~= nil or err == nil then ok, err, code = out:flush() end
+    if ok ~= nil or err == nil then
+      left = nil
+      return true
+    end
+    went = went or 0 -- unknown: all of it again
+    left = went > 0 and s:sub(went + 1) or s
+    local closed = code == EPIPE or code == EBADF
+    return nil, "standard output: " .. tostring(err) .. (closed and " (closed)" or ""), closed
+  end
+  local function retry()
+    if not left then return true end
+    local s = left
+    left = nil
+    return send(s)
+  end
+  return send, retry
 end
 
 -- Writes content to path through a temp file and a rename, so readers never
@@ -53,66 +130,123 @@ function M.text_file_name(node, time_ms)
   return ("%s-%d%s"):format(node.prefix, time_ms, node.suffix and ("." .. node.suffix) or "")
 end
 
+local function done() return true end
+
+-- Each maker returns write(input, time_ms) and retry(); both return true,
+-- or nil, the message and whether the failure is for good.
 local makers = {}
 
 function makers.print(node, sink)
+  local send, retry = stdout_writer(sink)
   return function(input, time_ms)
-    if sink.quiet_print then return end
-    sink.stdout:write(concat(M.pprint_lines(input, time_ms, node.limit), "\n"), "\n")
-    sink.stdout:flush()
-  end
+    if sink.quiet_print then return true end
+    return send(concat(M.pprint_lines(input, time_ms, node.limit), "\n") .. "\n")
+  end, retry
 end
 
 function makers.foreach_batch(node, sink)
   return function(input, time_ms)
     sink.call(node, node.fn, batch.to_elements(input), time_ms)
-  end
+    return true
+  end, done
 end
 
-function makers.save_as_text_files(node, sink)
+function makers.save_as_text_files(node)
+  local left_path, left_content -- a batch's file not written yet
+  local function put(path, content)
+    local ok, err = M.write_file_atomic(path, content)
+    if ok then
+      left_path, left_content = nil, nil
+      return true
+    end
+    left_path, left_content = path, content
+    return nil, "cannot write " .. path .. ": " .. tostring(err)
+  end
   return function(input, time_ms)
     local lines = text_lines(input, format.element)
     local content = concat(lines, "\n") .. (#lines > 0 and "\n" or "")
-    local path = M.text_file_name(node, time_ms)
-    local ok, err = M.write_file_atomic(path, content)
-    if not ok then sink.fail(node, "cannot write " .. path .. ": " .. tostring(err)) end
+    return put(M.text_file_name(node, time_ms), content)
+  end, function()
+    if not left_path then return true end
+    return put(left_path, left_content)
+  end
+end
+
+-- to_json_lines to a file: appends each batch whole with one write; one
+-- that fails is cut back to the length before it (`good`) and kept to be
+-- written again, so the file never holds a torn or doubled line.
+local function json_file(node, sink)
+  local path = node.path
+  local fd, good, regular
+  local box -- closes fd when the output goes (a reload closes this VM)
+  local left -- a batch's lines not written yet
+  local function append(content)
+    if not fd then
+      local f = C.sr_outfile_open(path, size_out)
+      if f < 0 then
+        left = content
+        return nil, ("cannot open %s: %s"):format(path, strerror(ffi.errno()))
+      end
+      fd, good = f, tonumber(size_out[0])
+      box = ffi.gc(ffi.new("int[1]", f), close_box)
+      regular = good >= 0
+      if not regular then good = 0 end
+    end
+    if left and C.sr_outfile_cut(fd, good) ~= 0 then
+      left = content
+      return nil, ("cannot cut %s back to %d bytes: %s"):format(path, good, strerror(ffi.errno()))
+    end
+    if C.sr_outfile_write(fd, content, #content, written_out) ~= 0 then
+      local why = strerror(ffi.errno())
+      left = content
+      -- At once, so that readers see no torn line meanwhile (retried
+      -- before the next write if it fails).
+      C.sr_outfile_cut(fd, good)
+      return nil, ("cannot write %s: %s"):format(path, why)
+    end
+    left = nil
+    if regular then good = good + #content end
+    -- How far the file is written, for checkpoints (replay starts there).
+    if sink.progress then sink.progress[node.stage_name] = { path = path, bytes = good } end
+    return true
+  end
+  return function(input)
+    if input.n == 0 then return true end
+    local content = json_text(node, sink, input)
+    if left then content = left .. content end
+    if content == "" then return true end
+    return append(content)
+  end, function()
+    if not left then return true end
+    return append(left)
   end
 end
 
 function makers.to_json_lines(node, sink)
-  local fh
-  return function(input, time_ms)
-    if input.n == 0 then return end
-    local content = concat(text_lines(input, format.json_element), "\n") .. "\n"
-    if node.path == "-" then
-      if sink.quiet_print then return end
-      sink.stdout:write(content)
-      sink.stdout:flush()
-      return
-    end
-    if not fh then
-      local err
-      fh, err = open(node.path, "ab")
-      if not fh then sink.fail(node, "cannot open " .. node.path .. ": " .. tostring(err)) return end
-    end
-    fh:write(content)
-    fh:flush()
-    -- How far the file is written, for checkpoints (replay starts there).
-    if sink.progress then sink.progress[node.stage_name] = { path = node.path, bytes = fh:seek("end") } end
-  end
+  if node.path ~= "-" then return json_file(node, sink) end
+  local send, retry = stdout_writer(sink)
+  return function(input)
+    if input.n == 0 or sink.quiet_print then return true end
+    local content = json_text(node, sink, input)
+    if content == "" then return true end
+    return send(content)
+  end, retry
 end
 
--- The per-batch function of an output stage: fn(input_batch, time_ms).
--- sink: { stdout, quiet_print, call(node, f, ...), fail(node, msg),
+-- The per-batch function of an output stage, write(input_batch, time_ms),
+-- and retry() to write again what a failing write kept. Both return true,
+-- or nil, the message and true when the failure is for good (standard
+-- output closed). sink: { stdout (M.stdout or a file-like object),
+-- quiet_print, call(node, f, ...), fail(node, msg, element...),
 -- capture(node, elements) or nil, progress (a table to_json_lines keeps its
 -- files' lengths in) or nil }.
 function M.make(node, sink)
-  local write = makers[node.op](node, sink)
-  if not sink.capture then return write end
+  local write, retry = makers[node.op](node, sink)
+  if not sink.capture then return write, retry end
   return function(input, time_ms)
     sink.capture(node, batch.to_elements(input))
     return write(input, time_ms)
-  end
+  end, retry
 end
 
 return M

@@ -14,6 +14,7 @@ local checkpoint = require "streamrun.checkpoint"
 local compile = require "streamrun.compile"
 local lint = require "streamrun.lint"
 local loader = require "streamrun.loader"
+local outputs = require "streamrun.outputs"
 local recovery = require "streamrun.recovery"
 local reload = require "streamrun.reload"
 local sources = require "streamrun.sources"
@@ -196,7 +197,7 @@ local function compile_plan(S, states, windows)
   S.plan = compile.compile(S.job, {
     on_error = S.job.on_error,
     dead_letter = function(stage, reason, record) S.dead(stage, -1, reason, record) end,
-    sink = { stdout = io.stdout, progress = S.progress },
+    sink = { stdout = outputs.stdout, progress = S.progress },
     states = states,
     windows = windows,
   })
@@ -256,6 +257,51 @@ local function record_output_starts(S)
   end
 end
 
+-- Holds the job while an output of the batch just run fails to write:
+-- sources read nothing and the output is retried every batch interval, as
+-- a failing checkpoint is; no checkpoint is taken meanwhile, since it would
+-- cover a batch whose output is not written. Returns nil once every output
+-- is written, or the exit code when the job must end (standard output
+-- closed, on_error = "fail", or a stop signal while failing).
+local function hold_outputs(S)
+  local failing = S.plan.failing_outputs()
+  if #failing == 0 then return nil end
+  local function report(how)
+    for _, f in ipairs(failing) do log("output %s: %s%s", f.node.stage_name, f.error, how) end
+  end
+  local retries = 0
+  while true do
+    for _, f in ipairs(failing) do
+      if f.permanent then
+        report("")
+        log("stopping: output %s cannot be written any more; the batch at %d ms is not written", f.node.stage_name,
+          S.last_time)
+        if S.writer then S.writer:wait() end
+        return 1
+      end
+    end
+    if S.job.on_error == "fail" then
+      report("")
+      log("stopping: on_error = \"fail\"")
+      if S.writer then S.writer:wait() end
+      return 1
+    end
+    if retries == 0 then report("; sources wait, retried every batch interval") end
+    if C.sr_loop_wait(S.loop, S.job.batch_ms) ~= 0 then
+      report(("; %d retries"):format(retries))
+      log("stopping: an output is still failing; nothing was read meanwhile, the batch at %d ms is in no checkpoint",
+        S.last_time)
+      if S.writer then S.writer:wait() end
+      return 1
+    end
+    retries = retries + 1
+    if S.plan.retry_outputs() == 0 then
+      log("outputs written again after %d retries; sources go on", retries)
+      return nil
+    end
+  end
+end
+
 -- -- Starting --
 
 local function start(cli)
@@ -310,6 +356,7 @@ local function start(cli)
   lopts.batch_ms = job.batch_ms
   lopts.max_batch_records, lopts.max_batch_bytes = job.max_batch_records, job.max_batch_bytes
   lopts.dead_letter_path = S.settings and S.settings.dir .. "/dead_letters.jsonl" or nil
+  lopts.dead_letter_max_bytes, lopts.dead_letter_keep = job.dead_letters.max_bytes, job.dead_letters.keep
   local errbuf = ffi.new("char[512]")
   local loop = C.sr_loop_new(lopts, errbuf, 512)
   if loop == nil then
@@ -379,6 +426,8 @@ local function start(cli)
       end
       S.nbatches = S.nbatches + 1
       S.last_time = b.time_ms
+      local code = hold_outputs(S)
+      if code then return nil, code end
     end
     C.sr_loop_set_next_time(S.loop, S.last_time + job.batch_ms)
     log("replayed %d logged batches, up to %d ms", #logged.batches, S.last_time)
@@ -494,6 +543,8 @@ local function drive(S)
     S.nbatches = S.nbatches + 1
     S.last_time = time_ms
     S.total_records = S.total_records + records
+    local held = hold_outputs(S)
+    if held then return held end
     local s = {
       batch = S.nbatches, time_ms = time_ms, records = records,
       processing_ms = core.clock_ms() - t0, scheduling_delay_ms = tonumber(tick.delay_ms),

@@ -142,6 +142,12 @@ local function run_batch(d)
     end
     error(err, 0)
   end
+  -- The runner holds the job until a failing output writes; here the
+  -- test sees it.
+  local failing = d.plan.failing_outputs()
+  if #failing > 0 then
+    error(("batch %d ms: output %s: %s"):format(time_ms, failing[1].node.stage_name, failing[1].error), 0)
+  end
   local out = d.current
   out.time_ms = nil
   if not d.keep_history then d.history = {} end

@@ -59,6 +59,11 @@ int e2e_accept4(int fd, e2e_sockaddr_in_t *addr, unsigned int *len, int flags) _
 int e2e_connect(int fd, const e2e_sockaddr_in_t *addr, unsigned int len) __asm__("connect");
 int e2e_getsockname(int fd, e2e_sockaddr_in_t *addr, unsigned int *len) __asm__("getsockname");
 long e2e_send(int fd, const void *buf, size_t n, int flags) __asm__("send");
+
+typedef struct { unsigned long cur; unsigned long max; } e2e_rlimit_t;
+int e2e_getrlimit(int resource, e2e_rlimit_t *r) __asm__("getrlimit");
+int e2e_setrlimit(int resource, const e2e_rlimit_t *r) __asm__("setrlimit");
+void *e2e_signal(int sig, void *handler) __asm__("signal");
 ]]
 
 -- Linux values (the same on x86_64 and aarch64).
@@ -69,8 +74,8 @@ local K = {
   POSIX_SPAWN_SETSIGDEF = 4, POSIX_SPAWN_SETSIGMASK = 8,
   EINTR = 4, EAGAIN = 11, ECHILD = 10, EADDRINUSE = 98, ECONNREFUSED = 111,
   AF_INET = 2, SOCK_STREAM = 1, SOCK_NONBLOCK = 0x800, SOCK_CLOEXEC = 0x80000,
-  SOL_SOCKET = 1, SO_REUSEADDR = 2, MSG_NOSIGNAL = 0x4000, RLIMIT_NOFILE = 7,
-  SIG = { HUP = 1, INT = 2, KILL = 9, PIPE = 13, TERM = 15, CONT = 18, STOP = 19 },
+  SOL_SOCKET = 1, SO_REUSEADDR = 2, MSG_NOSIGNAL = 0x4000, RLIMIT_NOFILE = 7, RLIMIT_FSIZE = 1,
+  SIG = { HUP = 1, INT = 2, KILL = 9, PIPE = 13, TERM = 15, CONT = 18, STOP = 19, XFSZ = 25 },
 }
 
 local M = { C = ffi.C, ffi = ffi, K = K }
@@ -79,6 +84,23 @@ local M = { C = ffi.C, ffi = ffi, K = K }
 function M.errmsg(errno)
   errno = errno or ffi.errno()
   return ffi.string(ffi.C.e2e_strerror(errno)) .. " (errno " .. errno .. ")"
+end
+
+-- Runs f() with this process's files limited to limit bytes (RLIMIT_FSIZE)
+-- and SIGXFSZ ignored, so that a write past it is cut short (a full disk
+-- that tears a write); the limit goes afterwards. Returns what f returns.
+function M.with_file_limit(limit, f)
+  local C = ffi.C
+  local old = ffi.new("e2e_rlimit_t")
+  assert(C.e2e_getrlimit(K.RLIMIT_FSIZE, old) == 0, "getrlimit: " .. M.errmsg())
+  local handler = C.e2e_signal(K.SIG.XFSZ, ffi.cast("void *", 1)) -- SIG_IGN
+  local new = ffi.new("e2e_rlimit_t", { limit, old.max })
+  assert(C.e2e_setrlimit(K.RLIMIT_FSIZE, new) == 0, "setrlimit: " .. M.errmsg())
+  local r = (function(...) return { n = select("#", ...), ... } end)(pcall(f))
+  assert(C.e2e_setrlimit(K.RLIMIT_FSIZE, old) == 0, "setrlimit: " .. M.errmsg())
+  C.e2e_signal(K.SIG.XFSZ, handler)
+  if not r[1] then error(r[2], 0) end
+  return unpack(r, 2, r.n)
 end
 
 -- Sets O_NONBLOCK on fd.

@@ -172,6 +172,24 @@ describe("job DSL", function()
         return job
       end)
       assert_error_at(where, 'queue: format must be "text" or "json", got csv', err)
+      for _, case in ipairs {
+        { { max_bytes = 0 }, "sr.job: dead_letters.max_bytes must be a positive integer" },
+        { { keep = -1 }, "sr.job: dead_letters.keep must be an integer from 0 to 100" },
+        { { size = 1 }, "sr.job dead_letters: unknown option 'size'" },
+        { "64MB", "sr.job: dead_letters must be {max_bytes = N, keep = N}" },
+      } do
+        err = load_error(function()
+          where = here(); local job = sr.job { name = "j", dead_letters = case[1] }
+          return job
+        end)
+        assert_error_at(where, case[2], err)
+      end
+    end)
+
+    it("the dead-letter file's rotation: 64 MiB and 3 kept unless the job says", function()
+      assert.same({ max_bytes = 64 * 1024 * 1024, keep = 3 }, sr.job { name = "j" }.dead_letters)
+      assert.same({ max_bytes = 1000, keep = 3 }, sr.job { name = "j", dead_letters = { max_bytes = 1000 } }.dead_letters)
+      assert.same({ max_bytes = 64 * 1024 * 1024, keep = 0 }, sr.job { name = "j", dead_letters = { keep = 0 } }.dead_letters)
     end)
 
     it("a stage name used twice, naming both places", function()

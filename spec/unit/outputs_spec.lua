@@ -8,6 +8,7 @@ local outputs = require "streamrun.outputs"
 local batch = require "streamrun.batch"
 local core = require "streamrun.core"
 local dsl = require "streamrun.dsl"
+local libc = require "helpers.libc"
 
 local DASHES = ("-"):rep(43)
 
@@ -151,16 +152,33 @@ describe("save_as_text_files", function()
     cleanup { "r-1000.log" }
   end)
 
-  it("reports a file it cannot write as a dead letter naming the output", function()
+  it("fails a batch whose file it cannot write, naming the output, and loses no element to dead letters", function()
     local d = testing.driver(function()
       local job = sr.job { name = "s", batch = "1s" }
       job:queue({ { 1 } }):save_as_text_files("/nonexistent-dir/x/out", "txt", { name = "files" })
       return job
     end)
-    d:tick()
-    assert.equal(1, #d.dead_letters)
-    assert.equal("files", d.dead_letters[1].source)
-    assert.matches("cannot write /nonexistent-dir/x/out-1000.txt", d.dead_letters[1].reason, 1, true)
+    local ok, err = pcall(d.tick, d)
+    assert.is_false(ok)
+    assert.matches("output files: cannot write /nonexistent-dir/x/out-1000.txt", err, 1, true)
+    assert.equal(0, #d.dead_letters)
+  end)
+
+  it("keeps a file it could not write and writes it on retry", function()
+    local dir, cleanup = temp_dir()
+    local job = sr.job { name = "s", batch = "1s" }
+    local node = dsl.node_of(job:queue({}):save_as_text_files(dir .. "/later/out", "txt"))
+    local write, retry = outputs.make(node, {})
+    local ok, err, permanent = write(batch.of_values({ "a", "b" }), 1000)
+    assert.is_nil(ok)
+    assert.matches("cannot write " .. dir .. "/later/out-1000.txt", err, 1, true)
+    assert.is_falsy(permanent)
+    assert.is_nil(retry())
+    assert(core.mkdir_p(dir .. "/later"))
+    assert.is_true(retry())
+    assert.equal("a\nb\n", read(dir .. "/later/out-1000.txt"))
+    assert.is_true(retry()) -- nothing left
+    cleanup { "later/out-1000.txt", "later" }
   end)
 end)
 
@@ -187,5 +205,104 @@ describe("to_json_lines", function()
     write(batch.empty(), 2000)
     write(pairs_batch { { 1, { "v" } } }, 3000)
     assert.equal('"s"\n1.5\n3\n[1,2]\n{"k":[true]}\n{"key":1,"value":["v"]}\n', out.text())
+  end)
+
+  -- An output's write and retry, and the progress it records, for path.
+  local function json_output(path)
+    local job = sr.job { name = "j", batch = "1s" }
+    local node = dsl.node_of(job:queue({}):to_json_lines(path, { name = "out" }))
+    local progress = {}
+    local write, retry = outputs.make(node, { progress = progress, fail = function() end })
+    return write, retry, progress
+  end
+
+  it("says a full device fails, keeps the batch and records no progress for it", function()
+    local write, retry, progress = json_output("/dev/full")
+    local ok, err, permanent = write(batch.of_values({ 1, 2 }), 1000)
+    assert.is_nil(ok)
+    assert.equal("cannot write /dev/full: No space left on device", err)
+    assert.is_falsy(permanent)
+    assert.is_nil(progress.out)
+    assert.is_nil(retry())
+  end)
+
+  it("cuts a torn write back to the batch's start and writes the whole batch on retry", function()
+    local dir, cleanup = temp_dir()
+    local path = dir .. "/out.jsonl"
+    local write, retry, progress = json_output(path)
+    assert.is_true(write(batch.of_values({ "first" }), 1000))
+    assert.same({ path = path, bytes = 8 }, progress.out)
+    -- Room for 20 bytes more: the 30 of the batch are torn after 20.
+    local long = batch.of_values({ "aaaaaaaaaa", "bbbbbbbbbbbbbb" })
+    local ok, err = libc.with_file_limit(28, function() return write(long, 2000) end)
+    assert.is_nil(ok)
+    assert.equal("cannot write " .. path .. ": File too large", err)
+    assert.equal('"first"\n', read(path))
+    assert.same({ path = path, bytes = 8 }, progress.out)
+    assert.is_nil(libc.with_file_limit(28, retry))
+    assert.equal('"first"\n', read(path))
+    assert.is_true(retry())
+    assert.equal('"first"\n"aaaaaaaaaa"\n"bbbbbbbbbbbbbb"\n', read(path))
+    assert.same({ path = path, bytes = 38 }, progress.out)
+    assert.is_true(retry())
+    assert.is_true(write(batch.of_values({ 3 }), 3000))
+    assert.equal('"first"\n"aaaaaaaaaa"\n"bbbbbbbbbbbbbb"\n3\n', read(path))
+    cleanup { "out.jsonl" }
+  end)
+
+  it("opens a file whose directory appears later on retry", function()
+    local dir, cleanup = temp_dir()
+    local path = dir .. "/later/out.jsonl"
+    local write, retry = json_output(path)
+    local ok, err = write(batch.of_values({ 1 }), 1000)
+    assert.is_nil(ok)
+    assert.matches("^cannot open " .. path:gsub("%p", "%%%0") .. ": No such file or directory$", err)
+    assert(core.mkdir_p(dir .. "/later"))
+    assert.is_true(retry())
+    assert.equal("1\n", read(path))
+    cleanup { "later/out.jsonl", "later" }
+  end)
+
+  it("writes what a failing write to stdout left, and says a closed one is for good", function()
+    -- A stdout that takes `room` bytes, then fails with errno `code`.
+    local taken, room, code = {}, 5, 28
+    local out = {
+      write = function(_, s)
+        local n = math.min(#s, room)
+        taken[#taken + 1] = s:sub(1, n)
+        room = room - n
+        if n < #s then return nil, "failed", code, n end
+        return true
+      end,
+      flush = function() return true end,
+    }
+    local job = sr.job { name = "j", batch = "1s" }
+    local node = dsl.node_of(job:queue({}):to_json_lines("-"))
+    local write, retry = outputs.make(node, { stdout = out })
+    local ok, err, permanent = write(batch.of_values({ "abc", "de" }), 1000)
+    assert.is_nil(ok)
+    assert.equal("standard output: failed", err)
+    assert.is_falsy(permanent)
+    room = 100
+    assert.is_true(retry())
+    assert.equal('"abc"\n"de"\n', table.concat(taken))
+    room, code = 0, 32 -- EPIPE
+    ok, err, permanent = write(batch.of_values({ 1 }), 2000)
+    assert.is_nil(ok)
+    assert.equal("standard output: failed (closed)", err)
+    assert.is_true(permanent)
+  end)
+
+  it("writes NaN and infinities as null, invalid UTF-8 as U+FFFD, and an element JSON cannot hold as a dead letter", function()
+    local out = fake_stdout()
+    local failed = {}
+    local job = sr.job { name = "j", batch = "1s" }
+    local node = dsl.node_of(job:queue({}):to_json_lines("-"))
+    local write = outputs.make(node, { stdout = out, fail = function(_, msg, a) failed[#failed + 1] = { msg, a } end })
+    assert.is_true(write(batch.of_values({ 0 / 0, 1 / 0, -1 / 0, { x = 0 / 0, y = { 1 / 0 } }, "ok\xff\xc3(", print, "\xe2\x82\xac\xed\xa0\x80" }), 1000))
+    assert.equal('null\nnull\nnull\n{"x":null,"y":[null]}\n"ok\xef\xbf\xbd\xef\xbf\xbd("\n"\xe2\x82\xac\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"\n', out.text())
+    assert.equal(1, #failed)
+    assert.equal("cannot write function as JSON", failed[1][1])
+    assert.equal(print, failed[1][2])
   end)
 end)
