@@ -226,7 +226,8 @@ int sr_checkpoint_prune(const char *dir, int keep)
 int sr_checkpoint_open(sr_ckpt_reader_t *r, const char *path, char *err, size_t errlen)
 {
     memset(r, 0, sizeof(*r));
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO named like a checkpoint must not hang the open. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         snprintf(err, errlen, "cannot open: %s", strerror(errno));
         return -1;
@@ -234,6 +235,11 @@ int sr_checkpoint_open(sr_ckpt_reader_t *r, const char *path, char *err, size_t 
     struct stat st;
     if (fstat(fd, &st) < 0) {
         snprintf(err, errlen, "cannot stat: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "not a regular file");
         close(fd);
         return -1;
     }
