@@ -220,10 +220,21 @@ local function new_writer(S)
     log("checkpoint directory %s: %s", S.settings.dir, err)
     return nil
   end
-  -- Log segments a checkpoint covers go once it is written.
+  -- The log goes back to the oldest checkpoint kept, not the newest: a
+  -- restart that falls back to any kept one (the newer ones corrupt) replays
+  -- every batch after it. Until this process has written `keep` of them,
+  -- the oldest kept may be an earlier run's: nothing goes.
+  S.kept = S.kept or {}
   w.on_written = function(b)
-    if S.segment_after[b] then C.sr_loop_wal_drop_before(S.loop, S.segment_after[b]) end
-    S.segment_after[b] = nil
+    local kept, keep = S.kept, S.settings.keep
+    kept[#kept + 1] = b
+    while #kept > keep do table.remove(kept, 1) end
+    if #kept < keep then return end
+    local oldest = kept[1]
+    if S.segment_after[oldest] then C.sr_loop_wal_drop_before(S.loop, S.segment_after[oldest]) end
+    for batch in pairs(S.segment_after) do
+      if batch < oldest then S.segment_after[batch] = nil end
+    end
   end
   S.writer = w
   return true
@@ -644,7 +655,7 @@ function M.handoff()
     nbatches = S.nbatches, batches_base = S.batches_base, last_time = S.last_time or false,
     zero_ms = S.plan.zero_ms or false, total_records = S.total_records, dead_before = S.dead_before,
     progress = S.progress, failures = S.writer and S.writer.failures or 0,
-    segment_after = S.segment_after, reload_failures = S.reload_failures, batch_ms = S.job.batch_ms,
+    segment_after = S.segment_after, kept = S.kept, reload_failures = S.reload_failures, batch_ms = S.job.batch_ms,
     elapsed_ms = core.clock_ms() - S.started,
   })
   ffi.gc(S.loop, nil) -- the loop now belongs to the next VM
@@ -666,6 +677,8 @@ function M.resume(cli)
   S.started = core.clock_ms() - ctx.elapsed_ms
   for name, out in pairs(ctx.progress or {}) do S.progress[name] = out end
   for b, seq in pairs(ctx.segment_after or {}) do S.segment_after[tonumber(b)] = seq end
+  S.kept = {}
+  for i, b in ipairs(ctx.kept or {}) do S.kept[i] = tonumber(b) end
   S.wal_dir = S.settings and recovery.needs_log(p.job) and (S.settings.dir .. "/wal") or nil
   -- Sources prepare_reload started replace the ones of the same name.
   local running = ctx.running or {}
