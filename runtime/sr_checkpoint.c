@@ -5,6 +5,7 @@
 #include "sr_crc32c.h"
 #include "sr_error.h"
 #include "sr_io.h"
+#include "sr_mpcheck.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -226,7 +227,8 @@ int sr_checkpoint_prune(const char *dir, int keep)
 int sr_checkpoint_open(sr_ckpt_reader_t *r, const char *path, char *err, size_t errlen)
 {
     memset(r, 0, sizeof(*r));
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO named like a checkpoint must not hang the open. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         snprintf(err, errlen, "cannot open: %s", strerror(errno));
         return -1;
@@ -234,6 +236,11 @@ int sr_checkpoint_open(sr_ckpt_reader_t *r, const char *path, char *err, size_t 
     struct stat st;
     if (fstat(fd, &st) < 0) {
         snprintf(err, errlen, "cannot stat: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "not a regular file");
         close(fd);
         return -1;
     }
@@ -287,8 +294,13 @@ int sr_checkpoint_next(sr_ckpt_reader_t *r, msgpack_object *obj)
 {
     if (r->off >= r->end) return 0;
     msgpack_zone_clear(&r->zone);
+    /* Checked first: msgpack-c reserves what a length announces. Objects
+     * are values wrapped in one container (a state entry, the header's
+     * metadata). */
+    long len = sr_mpcheck(r->data + r->off, r->end - r->off, SR_MP_MAX_DEPTH + 1);
+    if (len < 0) return -1;
     size_t off = r->off;
-    msgpack_unpack_return rc = msgpack_unpack(r->data, r->end, &off, &r->zone, obj);
+    msgpack_unpack_return rc = msgpack_unpack(r->data, r->off + (size_t)len, &off, &r->zone, obj);
     if (rc != MSGPACK_UNPACK_SUCCESS && rc != MSGPACK_UNPACK_EXTRA_BYTES) return -1;
     r->off = off;
     return 1;

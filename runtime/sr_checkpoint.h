@@ -55,7 +55,8 @@ typedef struct sr_ckpt_reader {
  * is not supported", "truncated: ...", "checksum mismatch: ..."). */
 int sr_checkpoint_open(sr_ckpt_reader_t *r, const char *path, char *err, size_t errlen);
 /* The next object, valid until the next call. Returns 1, 0 at the end, or
- * -1 when the bytes at r->off do not decode. */
+ * -1 when the bytes at r->off do not decode, announce more elements than
+ * the content holds, or nest deeper than SR_MP_MAX_DEPTH + 1. */
 int sr_checkpoint_next(sr_ckpt_reader_t *r, msgpack_object *obj);
 /* The bytes of content not read yet (before the trailer). */
 size_t sr_checkpoint_left(const sr_ckpt_reader_t *r);

@@ -4,6 +4,7 @@
 #include "sr_checkpoint_lua.h"
 #include "sr_alloc.h"
 #include "sr_checkpoint.h"
+#include "sr_mpcheck.h"
 #include "sr_msgpack_lua.h"
 #include "sr_state_lua.h"
 #include "sr_window_lua.h"
@@ -215,6 +216,32 @@ static void sr__str(const msgpack_object *o, char *buf, size_t size)
     }
 }
 
+static int sr__is_int(const msgpack_object *o)
+{
+    return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER || o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER;
+}
+
+static int sr__is_key(const msgpack_object *o)
+{
+    return sr__is_int(o) || o->type == MSGPACK_OBJECT_STR || o->type == MSGPACK_OBJECT_BOOLEAN ||
+           o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64;
+}
+
+/* Whether a window slice's bytes are what restore reads back: count
+ * elements, each an array of one or two values nested no deeper than
+ * stored values may be. */
+static int sr__slice_ok(const char *p, size_t n, int64_t count)
+{
+    int64_t k = 0;
+    for (size_t off = 0; off < n; k++) {
+        long len = sr_mpcheck(p + off, n - off, SR_MP_MAX_DEPTH + 1);
+        unsigned char c = (unsigned char)p[off];
+        if (len < 0 || (c != 0x91 && c != 0x92)) return 0;
+        off += (size_t)len;
+    }
+    return k == count;
+}
+
 /* Packs a decoded object again into buf (its original bytes: the encoding
  * of keys and values is canonical). */
 static void sr__reencode(const msgpack_object *o, sr_mpbuf_t *buf)
@@ -259,8 +286,22 @@ static sr_state_t *sr__load_state(sr_ckpt_reader_t *r, const msgpack_object *hea
             sr_state_free(st);
             return NULL;
         }
+        /* What the runtime would have written: a key a string, number or
+         * boolean, an expiry an integer or nil. */
+        if (!sr__is_key(&e.via.array.ptr[0]) ||
+            (e.via.array.ptr[2].type != MSGPACK_OBJECT_NIL && !sr__is_int(&e.via.array.ptr[2]))) {
+            snprintf(err, errlen, "state %s, entry %lld at offset %zu: malformed", name, (long long)i, at);
+            sr_state_free(st);
+            return NULL;
+        }
         sr__reencode(&e.via.array.ptr[0], &reencode_buf);
         size_t klen = reencode_buf.len;
+        if (klen > SR_STATE_MAX_KEY) {
+            snprintf(err, errlen, "state %s, entry %lld at offset %zu: a key of %zu bytes", name, (long long)i, at,
+                     klen);
+            sr_state_free(st);
+            return NULL;
+        }
         char *key = sr_malloc(klen ? klen : 1);
         if (!key) { sr_state_free(st); snprintf(err, errlen, "out of memory"); return NULL; }
         memcpy(key, reencode_buf.data, klen);
@@ -350,7 +391,10 @@ static int sr__load(lua_State *L)
             msgpack_object s;
             at = r.off;
             if (sr_checkpoint_next(&r, &s) != 1 || s.type != MSGPACK_OBJECT_ARRAY || s.via.array.size != 3 ||
-                s.via.array.ptr[2].type != MSGPACK_OBJECT_BIN ||
+                !sr__is_int(&s.via.array.ptr[0]) || s.via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+                s.via.array.ptr[1].via.u64 > UINT32_MAX || s.via.array.ptr[2].type != MSGPACK_OBJECT_BIN ||
+                !sr__slice_ok(s.via.array.ptr[2].via.bin.ptr, s.via.array.ptr[2].via.bin.size,
+                              sr__int(&s.via.array.ptr[1], 0)) ||
                 sr_window_push(w, sr__int(&s.via.array.ptr[0], 0), s.via.array.ptr[2].via.bin.ptr,
                                s.via.array.ptr[2].via.bin.size, (uint32_t)sr__int(&s.via.array.ptr[1], 0)) < 0) {
                 snprintf(err, sizeof(err), "window %s, slice %lld at offset %zu: malformed", name, (long long)k, at);

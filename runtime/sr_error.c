@@ -12,6 +12,7 @@ static const char *const sr__messages[SR_ERR_COUNT] = {
     [-SR_EDURATION] = "malformed duration (want e.g. 250ms, 1s, 1.5s, 2m, 1h or seconds)",
     [-SR_ECLOSED] = "connection closed mid-line",
     [-SR_EUSAGE] = "bad usage",
+    [-SR_EBUSY] = "in use by another process",
 };
 
 const char *sr_strerror(int code)

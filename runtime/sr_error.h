@@ -13,7 +13,8 @@ enum {
     SR_EDURATION = -7, /* malformed duration */
     SR_ECLOSED = -8,   /* connection closed mid-line */
     SR_EUSAGE = -9,    /* bad command line */
-    SR_ERR_COUNT = 10
+    SR_EBUSY = -10,    /* held by another process */
+    SR_ERR_COUNT = 11
 };
 
 /* Returns a static, human-readable message for an SR_E* code. */

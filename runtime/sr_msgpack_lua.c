@@ -1,16 +1,18 @@
 /* sr_msgpack_lua: conversion between Lua values and msgpack (msgpack-c). */
 #include "sr_msgpack_lua.h"
 #include "sr_alloc.h"
+#include "sr_mpcheck.h"
 
 #include <lauxlib.h>
 #include <math.h>
 #include <msgpack/unpack_define.h>
 #include <string.h>
 
-/* msgpack-c's unpacker reads containers nested this deep, no deeper, so
- * nothing deeper is packed. */
-#define SR_PACK_MAX_DEPTH 32
-_Static_assert(MSGPACK_EMBED_STACK_SIZE >= SR_PACK_MAX_DEPTH, "msgpack-c unpacks fewer levels");
+/* Nothing deeper than decoders take is packed: a checkpoint wraps a value
+ * in one array more, and msgpack-c unpacks MSGPACK_EMBED_STACK_SIZE levels. */
+_Static_assert(MSGPACK_EMBED_STACK_SIZE >= SR_MP_MAX_DEPTH + 1, "msgpack-c unpacks fewer levels");
+#define SR__STR(x) #x
+#define SR__XSTR(x) SR__STR(x)
 
 static int sr__buf_write(void *data, const char *p, size_t n)
 {
@@ -70,7 +72,7 @@ static const char *sr__pack(lua_State *L, int idx, msgpack_packer *pk, int depth
     case LUA_TNIL: return "nil";
     default: return "a value of this type";
     }
-    if (depth >= SR_PACK_MAX_DEPTH) return "a table nested deeper than 32 levels (a cycle?)";
+    if (depth >= SR_MP_MAX_DEPTH) return "a table nested deeper than " SR__XSTR(SR_MP_MAX_DEPTH) " levels (a cycle?)";
     if (idx < 0) idx = lua_gettop(L) + idx + 1;
     luaL_checkstack(L, 4, "msgpack value");
     /* An array when the keys are exactly 1..n, else a map. */

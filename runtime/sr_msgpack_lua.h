@@ -20,8 +20,8 @@ void sr_mpbuf_packer(sr_mpbuf_t *b, msgpack_packer *pk);
  * booleans, tables (arrays when the keys are exactly 1..n, else maps) and
  * cjson.null, at a nesting depth (0 for a top-level value; 1 inside a
  * container the caller packs). Returns NULL, or a static description of
- * what cannot be packed ("a function", a table nested deeper than msgpack-c
- * unpacks, ...); the packer's output is then incomplete. */
+ * what cannot be packed ("a function", a table nested deeper than
+ * SR_MP_MAX_DEPTH levels, ...); the packer's output is then incomplete. */
 const char *sr_mplua_pack(lua_State *L, int idx, msgpack_packer *pk, int depth);
 /* Packs a state key: a string, number (not NaN) or boolean; raises a Lua
  * error for anything else. */

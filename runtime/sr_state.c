@@ -50,8 +50,9 @@ sr_state_t *sr_state_new(const char *name, int partitions, int64_t timeout_ms, i
     sr_state_t *st = sr_calloc(1, sizeof(*st));
     if (!st) return NULL;
     st->name = sr_strdup(name ? name : "");
-    st->parts = sr_calloc((size_t)partitions, sizeof(*st->parts));
-    if (!st->name || !st->parts) goto fail;
+    if (!st->name) goto fail;
+    /* The partitions come with the first key: a state without keys (or a
+     * checkpoint's header announcing one) costs no table. */
     st->nparts = partitions;
     st->timeout_ms = timeout_ms > 0 ? timeout_ms : 0;
     sr_wheel_init(&st->wheel, now_ms);
@@ -66,7 +67,7 @@ fail:
 void sr_state_free(sr_state_t *st)
 {
     if (!st) return;
-    for (int p = 0; p < st->nparts; p++) {
+    for (int p = 0; st->parts && p < st->nparts; p++) {
         sr_state_part_t *part = &st->parts[p];
         for (size_t i = 0; i < part->cap; i++) sr_free(sr__slot_entry(part->slots[i]));
         sr_free(part->slots);
@@ -116,9 +117,21 @@ static int sr__grow(sr_state_part_t *part)
     return SR_OK;
 }
 
+static int sr__parts(sr_state_t *st)
+{
+    if (st->parts) return SR_OK;
+    st->parts = sr_calloc((size_t)st->nparts, sizeof(*st->parts));
+    return st->parts ? SR_OK : SR_ENOMEM;
+}
+
 int sr_state_reserve(sr_state_t *st, size_t n)
 {
     st->last = NULL;
+    /* Fewer keys than partitions: tables grow as keys come (a few keys per
+     * table cluster little), so what is reserved never exceeds what n keys
+     * need. */
+    if (n < (size_t)st->nparts * SR_STATE_MIN_CAP / 2) return SR_OK;
+    if (sr__parts(st) < 0) return SR_ENOMEM;
     /* Partitions share keys about evenly; leave room for the skew. */
     size_t per = n / (size_t)st->nparts + n / (size_t)st->nparts / 8 + 16;
     for (int p = 0; p < st->nparts; p++)
@@ -129,6 +142,7 @@ int sr_state_reserve(sr_state_t *st, size_t n)
 
 sr_state_entry_t *sr_state_get(sr_state_t *st, const char *key, size_t klen)
 {
+    if (!st->parts) return NULL;
     uint64_t h = sr_state_hash(key, klen);
     sr_state_part_t *part = sr__part(st, h);
     if (!part->cap) return NULL;
@@ -140,6 +154,7 @@ int sr_state_put(sr_state_t *st, const char *key, size_t klen, const char *value
 {
     st->last = NULL;
     if (klen > SR_STATE_MAX_KEY || vlen > UINT32_MAX) return SR_EINVAL;
+    if (!st->parts && sr__parts(st) < 0) return SR_ENOMEM;
     uint64_t h = sr_state_hash(key, klen);
     sr_state_part_t *part = sr__part(st, h);
     /* Keep the load factor under 3/4. */
@@ -184,6 +199,7 @@ int sr_state_put(sr_state_t *st, const char *key, size_t klen, const char *value
 int sr_state_remove(sr_state_t *st, const char *key, size_t klen)
 {
     st->last = NULL;
+    if (!st->parts) return 0;
     uint64_t h = sr_state_hash(key, klen);
     sr_state_part_t *part = sr__part(st, h);
     if (!part->cap) return 0;
@@ -233,7 +249,7 @@ sr_state_entry_t *sr_state_expire(sr_state_t *st, int64_t now_ms)
 
 sr_state_entry_t *sr_state_next(sr_state_t *st, sr_state_iter_t *it)
 {
-    while (it->part < st->nparts) {
+    while (st->parts && it->part < st->nparts) {
         sr_state_part_t *part = &st->parts[it->part];
         while (it->slot < part->cap) {
             sr_state_entry_t *e = sr__slot_entry(part->slots[it->slot++]);
@@ -247,6 +263,7 @@ sr_state_entry_t *sr_state_next(sr_state_t *st, sr_state_iter_t *it)
 
 size_t sr_state_memory(const sr_state_t *st)
 {
+    if (!st->parts) return sizeof(*st);
     size_t bytes = sizeof(*st) + (size_t)st->nparts * sizeof(*st->parts);
     for (int p = 0; p < st->nparts; p++) bytes += st->parts[p].cap * sizeof(uintptr_t);
     return bytes + st->count * SR_STATE_ENTRY_HEAD + st->data_bytes;

@@ -35,7 +35,7 @@ typedef struct sr_state_part {
 typedef struct sr_state {
     char *name;             /* read-only: the stage's name */
     int nparts;             /* read-only */
-    sr_state_part_t *parts; /* private */
+    sr_state_part_t *parts; /* private: NULL until the first key */
     size_t count;           /* read-only: keys */
     size_t data_bytes;      /* read-only: key and value bytes of all keys */
     int64_t timeout_ms;     /* read-only: 0 when keys never time out */

@@ -1,4 +1,4 @@
-/* sr_wal_lua: cwal.read(dir) -> { batches = { {time_ms, records = {name =
+/* sr_wal_lua: cwal.read(dir [, since]) -> { batches = { {time_ms, records = {name =
  * {line, ...}}, carried = {name = n}, files = {name = {{name, inode}, ...}},
  * positions = {name = {offset, inode}}}, ... }, pending = {name = {line,
  * ...}}, note = "..." or nil }. A batch's records and files (the ones
@@ -6,17 +6,21 @@
  * before it; pending records follow the last. carried[name]: how many of
  * the batch's first records were logged by runs killed before a marker
  * (sources that resume at a position read them again, so have them twice;
- * the files such runs took up are left out). */
+ * the files such runs took up are left out). Batches at or before time
+ * since (those of the checkpoint resumed from) are left out, records and
+ * all. */
 #include "sr_wal_lua.h"
 #include "sr_wal.h"
 
 #include <lauxlib.h>
+#include <math.h>
 #include <string.h>
 
 typedef struct sr__reader {
     lua_State *L;
     int batches, pending, files, carried, names; /* stack indices */
     int nbatches;
+    double since; /* batches at or before this time are left out */
 } sr__reader_t;
 
 /* Pushes list[name of e's source] (created if needed) and that name. */
@@ -86,6 +90,14 @@ static void sr__on_entry(void *ud, const sr_wal_entry_t *e)
         }
         lua_newtable(L);
         lua_replace(L, r->files);
+    } else if (e->type == SR_WAL_BATCH && (double)e->time_ms <= r->since) {
+        /* In the checkpoint resumed from already: its records go. */
+        lua_newtable(L);
+        lua_replace(L, r->pending);
+        lua_newtable(L);
+        lua_replace(L, r->files);
+        lua_newtable(L);
+        lua_replace(L, r->carried);
     } else if (e->type == SR_WAL_BATCH) {
         /* The pending records and files become this batch's. */
         lua_createtable(L, 0, 5);
@@ -122,13 +134,14 @@ static void sr__on_entry(void *ud, const sr_wal_entry_t *e)
 static int sr__read(lua_State *L)
 {
     const char *dir = luaL_checkstring(L, 1);
+    double since = luaL_optnumber(L, 2, -HUGE_VAL);
     lua_settop(L, 1);
     lua_newtable(L); /* 2 batches */
     lua_newtable(L); /* 3 pending */
     lua_newtable(L); /* 4 files */
     lua_newtable(L); /* 5 carried */
     lua_newtable(L); /* 6 names by index */
-    sr__reader_t r = {L, 2, 3, 4, 5, 6, 0};
+    sr__reader_t r = {L, 2, 3, 4, 5, 6, 0, since};
     char note[1024];
     long n = sr_wal_scan(dir, sr__on_entry, &r, note, sizeof(note));
     lua_createtable(L, 0, 4);

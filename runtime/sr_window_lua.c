@@ -49,8 +49,10 @@ static int sr__push(lua_State *L)
         lua_rawgeti(L, 4, i);
         int pair = !lua_isnil(L, -1);
         msgpack_pack_array(&pk, pair ? 2 : 1);
-        const char *err = sr_mplua_pack(L, -2, &pk, 1);
-        if (!err && pair) err = sr_mplua_pack(L, -1, &pk, 1);
+        /* Elements nest as deep as state values: the array around them is
+         * the one level decoders allow beyond SR_MP_MAX_DEPTH. */
+        const char *err = sr_mplua_pack(L, -2, &pk, 0);
+        if (!err && pair) err = sr_mplua_pack(L, -1, &pk, 0);
         lua_pop(L, 2);
         if (err) {
             slice_buf.len = mark; /* the element is left out */

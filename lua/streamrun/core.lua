@@ -59,6 +59,8 @@ sr_source_t *sr_loop_source(sr_loop_t *l, int index);
 int sr_source_position(sr_source_t *s, sr_source_pos_t *pos);
 const char *sr_source_done_file(sr_source_t *s, size_t i);
 uint32_t sr_crc32c(uint32_t crc, const void *p, size_t n);
+int sr_lock_acquire(const char *dir, long *holder, char *err, size_t errlen);
+void sr_lock_release(void);
 typedef struct sr_wordcount {
     const char *data; uint32_t *off; uint32_t *len; double *count; size_t n; size_t words;
     uint32_t *slots; uint64_t *hashes; size_t cap, ncap;

@@ -61,20 +61,22 @@ end
 -- Reads the log of dir: { batches (after the checkpoint's time), pending,
 -- positions (where sources resume), note }.
 function M.read(dir, meta)
-  local log = core.cwal.read(dir)
+  local since = meta.time_ms or -math.huge
+  local log = core.cwal.read(dir, since)
   local after = {}
   local positions = {}
   for name, p in pairs(meta.sources or {}) do positions[name] = p end
   local dirs = dir_files(positions)
-  local since = meta.time_ms or -math.huge
+  -- The log goes back to the oldest checkpoint kept: what it holds up to
+  -- this checkpoint's batch is in the checkpoint already.
   for _, b in ipairs(log.batches) do
     if b.time_ms > since then
       b.from = {}
       for name, p in pairs(positions) do b.from[name] = p end
       after[#after + 1] = b
+      take_files(dirs, b)
+      for name, p in pairs(b.positions) do positions[name] = p end
     end
-    take_files(dirs, b)
-    for name, p in pairs(b.positions) do positions[name] = p end
   end
   for name, d in pairs(dirs) do
     local p = positions[name] or {}

@@ -166,15 +166,33 @@ local function stats_line(s)
     :format(s.batch, s.time_ms, s.records, s.processing_ms, s.scheduling_delay_ms, s.state_keys, s.dead_letters)
 end
 
--- The newest valid checkpoint of settings.dir, reporting the ones that are
--- not valid. Returns the checkpoint or false (none yet), or nil when there
--- are checkpoints but none is valid.
+-- Takes the lock of the checkpoint directory for the rest of the process's
+-- life (a reload keeps it: it is C's). Returns true, or nil after saying
+-- who holds it.
+local function lock_dir(dir)
+  local holder, err = ffi.new("long[1]"), ffi.new("char[512]")
+  local rc = C.sr_lock_acquire(dir, holder, err, 512)
+  if rc == 0 then return true end
+  if holder[0] > 0 then
+    log("checkpoint directory %s is in use by another streamrun process (pid %d): one process per directory",
+      dir, tonumber(holder[0]))
+  else
+    log("checkpoint directory %s: %s", dir, ffi.string(err))
+  end
+  return nil
+end
+
+-- Locks settings.dir, then finds its newest valid checkpoint, reporting the
+-- ones that are not valid. Returns the checkpoint or false (none yet), or
+-- nil when the directory is another process's or there are checkpoints but
+-- none is valid.
 local function find_checkpoint(settings)
   local ok, err = core.mkdir_p(settings.dir)
   if not ok then
     log("checkpoint directory %s: %s", settings.dir, err)
     return nil
   end
+  if not lock_dir(settings.dir) then return nil end
   local found, faults = checkpoint.latest(settings.dir)
   for _, f in ipairs(faults) do
     log("checkpoint %s is not valid: %s%s", f.path, f.reason, found and "; using an older one" or "")
@@ -210,10 +228,21 @@ local function new_writer(S)
     log("checkpoint directory %s: %s", S.settings.dir, err)
     return nil
   end
-  -- Log segments a checkpoint covers go once it is written.
+  -- The log goes back to the oldest checkpoint kept, not the newest: a
+  -- restart that falls back to any kept one (the newer ones corrupt) replays
+  -- every batch after it. Until this process has written `keep` of them,
+  -- the oldest kept may be an earlier run's: nothing goes.
+  S.kept = S.kept or {}
   w.on_written = function(b)
-    if S.segment_after[b] then C.sr_loop_wal_drop_before(S.loop, S.segment_after[b]) end
-    S.segment_after[b] = nil
+    local kept, keep = S.kept, S.settings.keep
+    kept[#kept + 1] = b
+    while #kept > keep do table.remove(kept, 1) end
+    if #kept < keep then return end
+    local oldest = kept[1]
+    if S.segment_after[oldest] then C.sr_loop_wal_drop_before(S.loop, S.segment_after[oldest]) end
+    for batch in pairs(S.segment_after) do
+      if batch < oldest then S.segment_after[batch] = nil end
+    end
   end
   S.writer = w
   return true
@@ -302,6 +331,27 @@ local function hold_outputs(S)
   end
 end
 
+-- Whether a checkpoint's output progress out, recorded under name, is of
+-- a file this job writes: its to_json_lines stage of that name and path.
+local function own_output(job, name, out)
+  local node = type(name) == "string" and job.by_name[name]
+  return node and node.op == "to_json_lines" and node.path ~= "-" and type(out) == "table"
+    and out.path == node.path and type(out.bytes) == "number" and out.bytes >= 0 and out.bytes % 1 == 0
+end
+
+-- Cuts an output back to the bytes its checkpoint recorded.
+local function cut_back(name, out)
+  local f = io.open(out.path, "rb")
+  local size = f and f:seek("end") or 0
+  if f then f:close() end
+  if size < out.bytes then
+    log("output %s: %s has %d bytes, fewer than the %d the checkpoint recorded", name, out.path, size, out.bytes)
+  elseif size > out.bytes then
+    local tok, terr = core.truncate(out.path, out.bytes)
+    if not tok then log("output %s: cannot cut %s back to %d bytes: %s", name, out.path, out.bytes, terr) end
+  end
+end
+
 -- -- Starting --
 
 local function start(cli)
@@ -331,6 +381,11 @@ local function start(cli)
     if restored == nil then return nil, 1 end
   end
   local meta = restored and restored.meta or {}
+  if restored and meta.job ~= job.name then
+    log("%s is a checkpoint of job %s, not of job %s: refusing it (give this job its own checkpoint directory)",
+      restored.path, tostring(meta.job), job.name)
+    return nil, 1
+  end
   if restored then
     local states, windows, how = checkpoint.adopt(restored, job)
     if not states then
@@ -378,18 +433,16 @@ local function start(cli)
     end
   end
   -- Outputs written after the checkpoint are written again: cut them back
-  -- (never lengthened: a file shorter than recorded is reported).
-  for name, out in pairs(meta.outputs or {}) do
-    local f = io.open(out.path, "rb")
-    local size = f and f:seek("end") or 0
-    if f then f:close() end
-    if size < out.bytes then
-      log("output %s: %s has %d bytes, fewer than the %d the checkpoint recorded", name, out.path, size, out.bytes)
-    elseif size > out.bytes then
-      local tok, terr = core.truncate(out.path, out.bytes)
-      if not tok then log("output %s: cannot cut %s back to %d bytes: %s", name, out.path, out.bytes, terr) end
+  -- (never lengthened: a file shorter than recorded is reported). Only
+  -- files this job writes: the metadata names them, it does not decide.
+  for name, out in pairs(type(meta.outputs) == "table" and meta.outputs or {}) do
+    if own_output(job, name, out) then
+      cut_back(name, out)
+      S.progress[name] = out
+    else
+      log("%s records output %s (%s), which is not an output of this job: left alone", restored.path,
+        tostring(name), type(out) == "table" and tostring(out.path) or "?")
     end
-    S.progress[name] = out
   end
   record_output_starts(S)
   compile_plan(S, restored and restored.states or nil, restored and restored.windows or nil)
@@ -665,7 +718,7 @@ function M.handoff()
     nbatches = S.nbatches, batches_base = S.batches_base, last_time = S.last_time or false,
     zero_ms = S.plan.zero_ms or false, total_records = S.total_records, dead_before = S.dead_before,
     progress = S.progress, failures = S.writer and S.writer.failures or 0,
-    segment_after = S.segment_after, reload_failures = S.reload_failures, batch_ms = S.job.batch_ms,
+    segment_after = S.segment_after, kept = S.kept, reload_failures = S.reload_failures, batch_ms = S.job.batch_ms,
     elapsed_ms = core.clock_ms() - S.started,
   })
   ffi.gc(S.loop, nil) -- the loop now belongs to the next VM
@@ -687,6 +740,8 @@ function M.resume(cli)
   S.started = core.clock_ms() - ctx.elapsed_ms
   for name, out in pairs(ctx.progress or {}) do S.progress[name] = out end
   for b, seq in pairs(ctx.segment_after or {}) do S.segment_after[tonumber(b)] = seq end
+  S.kept = {}
+  for i, b in ipairs(ctx.kept or {}) do S.kept[i] = tonumber(b) end
   S.wal_dir = S.settings and recovery.needs_log(p.job) and (S.settings.dir .. "/wal") or nil
   -- Sources prepare_reload started replace the ones of the same name.
   local running = ctx.running or {}

@@ -7,7 +7,7 @@
 
 static const int codes[] = {
     SR_OK, SR_ENOMEM, SR_EINVAL, SR_EIO, SR_EFULL, SR_ENOENT,
-    SR_ETOOLONG, SR_EDURATION, SR_ECLOSED, SR_EUSAGE,
+    SR_ETOOLONG, SR_EDURATION, SR_ECLOSED, SR_EUSAGE, SR_EBUSY,
 };
 #define NCODES ((int)(sizeof(codes) / sizeof(codes[0])))
 

@@ -192,6 +192,20 @@ describe("e2e corrupt checkpoints", function()
     assert.truthy(stderr:find(t.newer .. " is not valid: checksum mismatch", 1, true), stderr)
   end)
 
+  it("a FIFO named like the newest checkpoint: reported as not valid and skipped, the job starts", function()
+    local t = two_checkpoints()
+    local fifo = t.ck .. "/checkpoint-000000000004.srck"
+    assert.is_true(os.execute("mkfifo '" .. fifo .. "'") == 0)
+    -- Nothing ever writes to the FIFO: reading it would wait for good.
+    local code, _, stderr, p = run(t.input, t.ck)
+    assert.is_true(p.elapsed < 10, p:describe())
+    assert.equal(0, code, p:describe())
+    assert.truthy(stderr:find(("checkpoint %s is not valid: not a regular file; using an older one"):format(fifo), 1, true),
+      stderr)
+    assert.truthy(stderr:find(("resuming from %s: batch 3 at 300 ms"):format(t.newer), 1, true), stderr)
+    assert.same({ a = 1, b = 1, c = 1, d = 1 }, totals(t.ck))
+  end)
+
   -- Writes the newest checkpoint with the metadata meta (a valid checksum)
   -- and runs: it is reported and the previous one is resumed.
   local function falls_back_from_meta(meta)

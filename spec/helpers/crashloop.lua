@@ -49,7 +49,11 @@ function M.run(opts)
     log[#log + 1] = ("run %d: killed after %.0f ms; %d lines out of %d sent"):format(kill, delay * 1000,
       M.count_lines(params.out), #sent)
   end
-  local p = e2e.start(opts.job, params, { "--quiet" })
+  -- The last run stops with SIGTERM once it has run a batch (a status
+  -- line): a signal before the job has set up its handlers, while it reads
+  -- its checkpoint and log, would end it as the default action does.
+  local p = e2e.start(opts.job, params)
+  e2e.wait_running(p, 30)
   proc.wait_for(function()
     if p:exited() then error("the job exited:\n" .. p:describe(), 0) end
     return M.count_lines(params.out) >= #sent

@@ -274,4 +274,118 @@ describe("corrupt checkpoints", function()
       assert.is_nil(refusal(load(bytes), "meta"), hex(meta))
     end
   end)
+
+  -- -- Crafted checkpoints: what restore reads, ckpt.load (and so verify) checks --
+
+  local enc = core.cstate.encode
+
+  -- A checkpoint of the given sections (msgpack bytes after the header).
+  local function crafted(nstates, nwindows, sections)
+    local head = enc { meta = { job = "crafted", batch = 1, time_ms = 1000 }, nstates = nstates, nwindows = nwindows }
+    return fix_crc("SRCK" .. string.char(ckpt.version) .. head .. sections .. ("\0"):rep(TRAILER))
+  end
+
+  local function state_block(name, entries, partitions)
+    return enc { state = name, count = #entries, timeout_ms = 0, now_ms = 0, partitions = partitions or 1 }
+      .. table.concat(entries)
+  end
+
+  -- An entry of key "k" whose value is the msgpack bytes v.
+  local function entry(v) return "\147" .. enc("k") .. v .. "\192" end
+
+  -- n arrays one inside the other around "x", as msgpack.
+  local function nested_bytes(n) return ("\145"):rep(n) .. enc("x") end
+
+  local function nested(n)
+    local t = "x"
+    for _ = 1, n do t = { t } end
+    return t
+  end
+
+  it("a value nested 31 tables deep is stored and restored; 32 is refused by both", function()
+    local st = core.cstate.new("deep", 1)
+    assert.is_true(st:put("k", nested(31)))
+    local ok, why = st:put("k2", nested(32))
+    assert.is_nil(ok)
+    assert.equal("cannot store a table nested deeper than 31 levels (a cycle?) in state", why)
+    local d = proc.tmpdir()
+    assert.is_true(ckpt.write(d, "c.srck", { batch = 1, time_ms = 1000 }, { st }, {}))
+    local meta, states = ckpt.load(d .. "/c.srck")
+    assert.truthy(meta, states)
+    assert.same(nested(31), states.deep:get("k"))
+    assert.equal(1, states.deep:count())
+    -- The same bytes crafted: 31 loads, 32 is refused with the entry's offset.
+    local r = load(crafted(1, 0, state_block("deep", { entry(nested_bytes(31)) })))
+    assert.is_true(r.ok and r[1] ~= nil, tostring(r[2]))
+    assert.same(nested(31), r[2].deep:get("k"))
+    assert.is_nil(refusal(load(crafted(1, 0, state_block("deep", { entry(nested_bytes(32)) }))),
+      "^state deep, entry 0 at offset %d+: malformed$"))
+  end)
+
+  it("keys and expiries restore cannot take are refused", function()
+    for _, e in ipairs {
+      "\147\145\1\1\192",          -- an array as the key
+      "\147\192\1\192",            -- nil as the key
+      "\147" .. enc("k") .. "\1\161x", -- a string as the expiry
+    } do
+      assert.is_nil(refusal(load(crafted(1, 0, state_block("s", { e }))), "^state s, entry 0 at offset %d+"), hex(e))
+    end
+  end)
+
+  -- A window section: header, then slices {time, count, bin}.
+  local function window_block(slices)
+    local out = { enc { window = "w", nslices = #slices, result = false } }
+    for i, sl in ipairs(slices) do
+      local data = sl[2]
+      out[#out + 1] = "\147" .. enc(1000 * i) .. enc(sl[1]) .. "\196" .. string.char(#data) .. data
+    end
+    return table.concat(out)
+  end
+
+  it("a window slice restore could not read is refused (verify checks what restore reads)", function()
+    local good_slice = "\146" .. enc("a") .. "\1" -- the element {a, 1}
+    local r = load(crafted(0, 1, window_block { { 1, good_slice }, { 2, good_slice .. "\145\2" } }))
+    assert.is_true(r.ok and r[1] ~= nil, tostring(r[2]))
+    local a, _, n = r[3].w.slices:read(0, 5000)
+    assert.equal(3, n)
+    assert.same({ "a", "a", 2 }, a)
+    for _, bad in ipairs {
+      { 1, "\193" },                       -- a byte msgpack never uses
+      { 2, good_slice },                   -- fewer elements than counted
+      { 0, good_slice },                   -- more
+      { 1, enc("a") },                     -- an element that is not an array
+      { 1, "\147\1\2\3" },                 -- an array of three
+      { 1, "\146\1" },                     -- cut short
+      { 1, "\145" .. nested_bytes(32) },   -- nested deeper than a value may be
+      { 1, "\221\127\255\255\255" },       -- 2^31 elements announced in 5 bytes
+    } do
+      assert.is_nil(refusal(load(crafted(0, 1, window_block { bad })), "^window w, slice 0 at offset %d+: malformed$"),
+        hex(bad[2]))
+      local code = proc.run({ proc.ROOT .. "/build/streamrun", "inspect", probe, "--verify" })
+      assert.equal(1, code, hex(bad[2]))
+    end
+  end)
+
+  it("a slice at the depth limit restores and reads back", function()
+    local r = load(crafted(0, 1, window_block { { 1, "\145" .. nested_bytes(31) } }))
+    assert.is_true(r.ok and r[1] ~= nil, tostring(r[2]))
+    local a = r[3].w.slices:read(0, 5000)
+    assert.same(nested(31), a[1])
+  end)
+
+  it("200 states of 65536 partitions without keys load in little memory and time", function()
+    local blocks = {}
+    for i = 1, 200 do blocks[i] = state_block("s" .. i, {}, 65536) end
+    local bytes = crafted(200, 0, table.concat(blocks))
+    assert.is_true(#bytes < 16 * 1024, #bytes)
+    local t0 = proc.now()
+    local r = load(bytes)
+    assert.is_true(r.ok and r[1] ~= nil, tostring(r[2]))
+    local used = 0
+    for _, st in pairs(r[2]) do used = used + st:memory() end
+    -- A state without keys holds its header and timing wheel (a few KB), no table.
+    assert.is_true(used < 2 * 1024 * 1024, "bytes held: " .. used)
+    assert.is_true(proc.now() - t0 < 2, "seconds: " .. (proc.now() - t0))
+  end)
 end)
+
