@@ -2,12 +2,14 @@
 -- section 6): union, count, count_by_value, reduce, reduce_by_key,
 -- group_by_key, the joins, cogroup, transform. Each takes the stage, its
 -- input batches, the batch time and an env, and returns the output batch.
--- User functions are called through env.call: directly on the fast path;
--- guarded (a failing call is reported and its element skipped) when the
--- fast attempt raised and the stage is re-run.
+-- A user function called once per batch goes through env.call (guarded);
+-- the loops calling one per record run unguarded and resume after a
+-- failing call (streamrun.resume), which is reported and its element
+-- skipped: each call is made once.
 local batch = require "streamrun.batch"
 local builtins = require "streamrun.builtins"
 local format = require "streamrun.format"
+local resume = require "streamrun.resume"
 
 local tnew = batch.new_table
 local type, tostring = type, tostring
@@ -64,7 +66,7 @@ function M.union(node, env, left, right)
   for i = 1, left.n do A[i], B[i] = la[i], lb[i] end
   local off = left.n
   for i = 1, right.n do A[off + i], B[off + i] = ra[i], rb[i] end
-  return { n = n, a = A, b = B }
+  return { n = n, a = A, b = B, cat = { left, right } }
 end
 
 function M.count(node, env, input)
@@ -135,22 +137,41 @@ local function unpack_result(node, input, r)
   return r, nil
 end
 
+-- Runs run(i0, x, y) (a loop over records i0..n returning its two
+-- accumulators, locals named xname and yname) to its end: a call that
+-- raises is reported with the values of the loop's locals named args1 and
+-- args2, and the loop resumes after its record i with its accumulators as
+-- they were (the failing call changed nothing). Returns run's results.
+local function resumed(node, env, run, x, y, xname, yname, args1, args2)
+  local i0 = 1
+  while true do
+    local ok, r1, r2 = resume.call(run, i0, x, y)
+    if ok then return r1, r2 end
+    if type(r1) == "table" and r1.fatal then error(r1, 0) end
+    if not r2 or not r2.i then error(r1, 0) end
+    env.report(node, r1, r2[args1], r2[args2])
+    i0, x, y = r2.i + 1, r2[xname], r2[yname]
+  end
+end
+
 function M.reduce(node, env, input)
   if input.n == 0 then return batch.empty() end
-  local f, call = node.fn, env.call
-  local A, B = input.a, input.b
+  local f = node.fn
+  local A, B, n = input.a, input.b, input.n
   local pairs_in = batch.has_pairs(input)
-  local acc, have = nil, false
-  for i = 1, input.n do
-    local e = A[i]
-    if pairs_in then e = B[i] == nil and A[i] or { A[i], B[i] } end
-    if not have then
-      acc, have = e, true
-    else
-      local r, failed = call(node, f, acc, e)
-      if not failed then acc = r end
+  local function run(i0, acc, have)
+    for i = i0, n do
+      local e = A[i]
+      if pairs_in then e = B[i] == nil and A[i] or { A[i], B[i] } end
+      if not have then
+        acc, have = e, true
+      else
+        acc = f(acc, e)
+      end
     end
+    return acc, have
   end
+  local acc = resumed(node, env, run, nil, false, "acc", "have", "acc", "e")
   local a, b = unpack_result(node, input, acc)
   return { n = 1, a = { a }, b = { b } }
 end
@@ -163,26 +184,27 @@ local FOLDS = {
 }
 
 function M.reduce_by_key(node, env, input)
-  local f, call = node.fn, env.call
-  local fold = env.guarded == nil and FOLDS[builtins.reducers[f] or false] or nil
-  local keys, accs, nk = {}, {}, 0
-  local A, B = input.a, input.b
-  for i = 1, input.n do
-    local k, v = A[i], B[i]
-    if pair_check(node, env, k, v) then
-      local acc = accs[k]
-      if acc == nil then
-        nk = nk + 1
-        keys[nk] = k
-        accs[k] = v
-      elseif fold then
-        accs[k] = fold(acc, v)
-      else
-        local r, failed = call(node, f, acc, v)
-        if not failed then accs[k] = r end
+  local f = node.fn
+  f = FOLDS[builtins.reducers[f] or false] or f
+  local keys, accs = {}, {}
+  local A, B, n = input.a, input.b, input.n
+  local function run(i0, acc, nk)
+    for i = i0, n do
+      local k, v = A[i], B[i]
+      if pair_check(node, env, k, v) then
+        acc = accs[k]
+        if acc == nil then
+          nk = nk + 1
+          keys[nk] = k
+          accs[k] = v
+        else
+          accs[k] = f(acc, v)
+        end
       end
     end
+    return nil, nk
   end
+  local _, nk = resumed(node, env, run, nil, 0, "acc", "nk", "acc", "v")
   local OB = tnew(nk, 0)
   for i = 1, nk do OB[i] = accs[keys[i]] end
   return { n = nk, a = keys, b = OB }

@@ -188,7 +188,7 @@ end
 local function compile_plan(S, states, windows)
   S.plan = compile.compile(S.job, {
     on_error = S.job.on_error,
-    dead_letter = function(stage, reason, record) S.dead(stage, -1, reason, record) end,
+    dead_letter = function(source, offset, reason, record) S.dead(source, offset, reason, record) end,
     sink = { stdout = io.stdout, progress = S.progress },
     states = states,
     windows = windows,
