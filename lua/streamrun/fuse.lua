@@ -177,17 +177,28 @@ function M.chain(stages, report, origin)
   end
 
   local lines, sites = generate(stages, 1, false, origin)
-  local fast_src = HEADER .. [[
+  -- P.i: the element in hand, for when the error handler cannot run (a
+  -- stack overflow): then the element is run again guarded from stage 1,
+  -- after its outputs so far are dropped (P.m: the outputs before it, kept
+  -- only by a chain that can make several outputs of one element).
+  local P = { i = 0, m = 0 }
+  local several = false
+  for _, st in ipairs(stages) do
+    if st.op == "flat_map" or st.op == "flat_map_values" then several = true end
+  end
+  local fast_src = "local P = select(8, ...)\n" .. HEADER .. [[
 return function(IA, IB, n, i0, OA, OB, m, OI)
   for i = i0, n do
+    P.i = i]] .. (several and "; P.m = m" or "") .. [[
+
     local a0, b0 = IA[i], IB[i]
 ]] .. concat(lines, "\n") .. [[
 
   end
   return m
 end]]
-  local fast = load(fast_src, name, F, E, I, G, type, pack, GI)
-  local first_line = 5 -- the line of lines[1] in fast_src
+  local fast = load(fast_src, name, F, E, I, G, type, pack, GI, P)
+  local first_line = 7 -- the line of lines[1] in fast_src
 
   -- tails[k]: the guarded chain from stage k on, for one element.
   local tails = {}
@@ -251,14 +262,27 @@ end]]
       local ok, res, cap = resume.call(fast, IA, IB, n, i0, OA, OB, m, OI)
       if ok then m = res break end
       if type(res) == "table" and res.fatal then error(res, 0) end
-      if not cap then error(res, 0) end
-      local i = cap.i
+      local i = cap and cap.i or P.i
+      if not cap then
+        -- The handler could not run (a stack overflow): the element runs
+        -- again from stage 1, guarded, after the outputs of those before.
+        local m0 = 0
+        if several then
+          m0 = P.m
+          local j = m0 + 1
+          while OA[j] ~= nil do OA[j], OB[j] = nil, nil; j = j + 1 end
+        else
+          while OA[m0 + 1] ~= nil do m0 = m0 + 1 end
+        end
+        cur.input, cur.i = input, i
+        m = tail(1)(IA[i], IB[i], OA, OB, m0, OI, i)
+      end
       -- The traceback's frames from the generated loop on are the runtime's.
       if type(res) == "string" then
         local at = res:find("\n%s*" .. name:gsub("%p", "%%%0") .. ":")
         if at then res = res:sub(1, at - 1) end
       end
-      m = finish(input, i, sites[cap.line - first_line + 1], cap, res, OA, OB, cap.m, OI)
+      if cap then m = finish(input, i, sites[cap.line - first_line + 1], cap, res, OA, OB, cap.m, OI) end
       i0 = i + 1
     end
     if origin then return { n = m, a = OA, b = OB, o = OI, from = input } end

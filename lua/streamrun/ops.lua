@@ -142,13 +142,15 @@ end
 -- raises is reported with the values of the loop's locals named args1 and
 -- args2, and the loop resumes after its record i with its accumulators as
 -- they were (the failing call changed nothing). Returns run's results.
-local function resumed(node, env, run, x, y, xname, yname, args1, args2)
+-- at: what run keeps of its loop for when the error handler cannot run (a
+-- stack overflow): at.i, and the locals named xname, yname, args1, args2.
+local function resumed(node, env, run, at, x, y, xname, yname, args1, args2)
   local i0 = 1
   while true do
     local ok, r1, r2 = resume.call(run, i0, x, y)
     if ok then return r1, r2 end
     if type(r1) == "table" and r1.fatal then error(r1, 0) end
-    if not r2 or not r2.i then error(r1, 0) end
+    if not r2 or not r2.i then r2 = at end
     env.report(node, r1, r2[args1], r2[args2])
     i0, x, y = r2.i + 1, r2[xname], r2[yname]
   end
@@ -159,6 +161,7 @@ function M.reduce(node, env, input)
   local f = node.fn
   local A, B, n = input.a, input.b, input.n
   local pairs_in = batch.has_pairs(input)
+  local at = {}
   local function run(i0, acc, have)
     for i = i0, n do
       local e = A[i]
@@ -166,12 +169,13 @@ function M.reduce(node, env, input)
       if not have then
         acc, have = e, true
       else
+        at.i, at.acc, at.have, at.e = i, acc, have, e
         acc = f(acc, e)
       end
     end
     return acc, have
   end
-  local acc = resumed(node, env, run, nil, false, "acc", "have", "acc", "e")
+  local acc = resumed(node, env, run, at, nil, false, "acc", "have", "acc", "e")
   local a, b = unpack_result(node, input, acc)
   return { n = 1, a = { a }, b = { b } }
 end
@@ -188,8 +192,10 @@ function M.reduce_by_key(node, env, input)
   f = FOLDS[builtins.reducers[f] or false] or f
   local keys, accs = {}, {}
   local A, B, n = input.a, input.b, input.n
+  local at = {}
   local function run(i0, acc, nk)
     for i = i0, n do
+      at.i = i
       local k, v = A[i], B[i]
       if pair_check(node, env, k, v) then
         acc = accs[k]
@@ -204,7 +210,12 @@ function M.reduce_by_key(node, env, input)
     end
     return nil, nk
   end
-  local _, nk = resumed(node, env, run, nil, 0, "acc", "nk", "acc", "v")
+  -- (Without the handler: nk is #keys, acc and v are read again.)
+  setmetatable(at, { __index = function(t, name)
+    local i = rawget(t, "i")
+    if name == "nk" then return #keys elseif name == "v" then return B[i] elseif name == "acc" then return accs[A[i]] end
+  end })
+  local _, nk = resumed(node, env, run, at, nil, 0, "acc", "nk", "acc", "v")
   local OB = tnew(nk, 0)
   for i = 1, nk do OB[i] = accs[keys[i]] end
   return { n = nk, a = keys, b = OB }

@@ -4,19 +4,32 @@
 -- index, counters, the values in hand) and its current line. The caller
 -- reports the failing call and resumes after it, so no call is run twice.
 local getinfo, getlocal, traceback, xpcall, type = debug.getinfo, debug.getlocal, debug.traceback, xpcall, type
+local floor = math.floor
 
 local M = {}
 
 local target, captured = nil, nil
 
+-- The deepest level of the caller's stack (found in O(log depth) probes).
+local function depth()
+  local lo, hi = 1, 2
+  while getinfo(hi, "l") do lo, hi = hi, hi * 2 end
+  while hi - lo > 1 do
+    local mid = floor((lo + hi) / 2)
+    if getinfo(mid, "l") then lo = mid else hi = mid end
+  end
+  return lo - 1
+end
+
 -- Keeps the locals of target's frame (inner names hide outer ones) and
 -- its line in captured; returns the error with a traceback.
 local function handler(e)
   captured = nil
-  for level = 2, 250 do
+  -- From the bottom: the loop is a few frames above it, while a user
+  -- function may have recursed thousands deep (a stack overflow).
+  for level = depth(), 2, -1 do
     local info = getinfo(level, "fl")
-    if not info then break end
-    if info.func == target then
+    if info and info.func == target then
       local cap = { line = info.currentline }
       local idx = 1
       while true do

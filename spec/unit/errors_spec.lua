@@ -458,3 +458,32 @@ describe("a dead letter of an element from one record", function()
     assert.matches("bad event", dl.reason, 1, true)
   end)
 end)
+
+describe("a stack overflow in a user function", function()
+  -- Too deep for the error handler to run: the failing element is still
+  -- found and its dead letter written, in a chain and in the reducing loops.
+  local function rec(n) return 1 + rec(n + 1) end
+
+  it("is a dead letter of its element in a chain, in reduce_by_key and in reduce", function()
+    local d = testing.driver(function()
+      local job = sr.job { name = "so", batch = "1s" }
+      local s = job:queue({ { 1, 2, 3, 4 } }, { name = "input" })
+      s:flat_map(function(x) return { x, x } end)
+        :map(function(x) if x == 2 then return rec(1) end return x end)
+        :foreach_batch(function() end, { name = "chain" })
+      s:map(function(x) return "k", x end)
+        :reduce_by_key(function(a, b) if b == 3 then return rec(1) end return a + b end)
+        :foreach_batch(function() end, { name = "by_key" })
+      s:reduce(function(a, b) if b == 2 then return rec(1) end return a + b end)
+        :foreach_batch(function() end, { name = "reduce" })
+      return job
+    end)
+    local out = d:tick()
+    assert.same({ 1, 1, 3, 3, 4, 4 }, out.chain)
+    assert.same({ { "k", 7 } }, out.by_key)
+    assert.same({ 8 }, out.reduce)
+    assert.equal(4, #d.dead_letters)
+    assert.matches("stack overflow", d.dead_letters[1].reason, 1, true)
+    assert.equal(2, d.dead_letters[1].offset)
+  end)
+end)
