@@ -44,6 +44,39 @@ function M.from_elements(list, keyed)
   return { n = n, a = a, b = b }
 end
 
+-- Where element i of a batch came from: the source's name and the record's
+-- offset, or nil (an aggregate of many records). Batches say it at no cost
+-- per record: a source batch has src and the offsets (pos, 0-based FFI
+-- array of a C batch's record positions, else first: the offset of record
+-- 1) and skips (records that made no element, ascending); a chain's output
+-- has o (o[m]: the index in its input) and from (that input); a union's
+-- output has cat (its two inputs, in order).
+function M.origin(b, i)
+  while b do
+    if b.src then
+      local rec = i
+      local skips = b.skips
+      if skips then
+        for s = 1, #skips do
+          if skips[s] <= rec then rec = rec + 1 end
+        end
+      end
+      if b.pos then return b.src, tonumber(b.pos[rec - 1]) end
+      return b.src, (b.first or 1) + rec - 1
+    elseif b.o then
+      i = b.o[i]
+      b = b.from
+    elseif b.cat then
+      local left = b.cat[1]
+      if i <= left.n then b = left else i, b = i - left.n, b.cat[2] end
+    else
+      return nil
+    end
+    if i == nil then return nil end
+  end
+  return nil
+end
+
 -- 1 when any element of the batch is a pair.
 function M.has_pairs(batch)
   return next(batch.b) ~= nil

@@ -12,17 +12,19 @@ local stateful = require "streamrun.stateful"
 local watchdog = require "streamrun.watchdog"
 local windows = require "streamrun.windows"
 
-local pcall, xpcall, traceback, select, unpack = pcall, xpcall, debug.traceback, select, unpack
+local xpcall, traceback, select = xpcall, debug.traceback, select
 local concat, ipairs = table.concat, ipairs
 
 local M = {}
 
--- Keeps the traceback's lines that are the user's code, not the runtime's.
+-- Keeps the traceback's lines that are the user's code, not the runtime's
+-- (the first line, the error itself, always).
 local function trim_traceback(msg)
   local out = {}
   for line in tostring(msg):gmatch("[^\n]+") do
     if line:find("in function 'xpcall'", 1, true) or line:find("[C]: in function 'pcall'", 1, true) then break end
-    if not line:find("streamrun/[%w_]+%.lua") and not line:find("^%s*%[string") and not line:find("stages .* >") then
+    if #out == 0 or (not line:find("streamrun/[%w_]+%.lua") and not line:find("^%s*%[string")
+                     and not line:find("^%s*stages ")) then
       out[#out + 1] = line
     end
   end
@@ -38,46 +40,66 @@ local function describe_args(...)
   return format.json(a)
 end
 
--- handlers: { dead_letter(stage_name, reason, record), on_error = "dead_letter"|"fail" }
--- Returns report(node, err, ...args) used by fused chains and ops.
+-- handlers: { dead_letter(source, offset, reason, record), on_error =
+-- "dead_letter"|"fail" }. Returns report(node, err, ...args), for a failure
+-- of no one record (the dead letter's source is the stage, offset -1), and
+-- report_at(node, err, input, i, ...args), for a failure on element i of
+-- the stage's input batch: the dead letter has that element's source and
+-- record offset when it came from one record (batch.origin).
 local function make_report(handlers)
-  return function(node, err, ...)
+  local function emit(node, source, offset, err, ...)
     local reason = ("stage %s (%s at %s): %s"):format(node.stage_name, node.op, node.where, trim_traceback(err))
     local record = describe_args(...)
     if handlers.on_error == "fail" then
       error({ fatal = reason .. "\n  element: " .. record }, 0)
     end
-    handlers.dead_letter(node.stage_name, reason, record)
+    handlers.dead_letter(source, offset, reason, record)
   end
+  local function report(node, err, ...)
+    emit(node, node.stage_name, -1, err, ...)
+  end
+  local function report_at(node, err, input, i, ...)
+    local source, offset = batch.origin(input, i)
+    if not source then source, offset = node.stage_name, -1 end
+    emit(node, source, offset, err, ...)
+  end
+  return report, report_at
 end
 
-local function direct_call(node, f, ...) return f(...) end
+-- Whether a stage's output must say where each element came from: a
+-- consumer reports failures per element (a chain, map_with_state), or
+-- passes the elements on to one (union).
+local function needs_origin(node, consumers_of)
+  for _, c in ipairs(consumers_of[node] or {}) do
+    if c.kind == "narrow" or c.op == "map_with_state" then return true end
+    if c.op == "union" and needs_origin(c, consumers_of) then return true end
+  end
+  return false
+end
 
 -- A plan: run(inputs, time_ms) runs one batch. inputs[source_node] = batch.
 -- handlers: dead_letter, on_error, sink (see streamrun.outputs), and
 -- states: stage name -> state table to continue from (else new ones).
 function M.compile(job, handlers)
-  local report = make_report(handlers)
+  local report, report_at = make_report(handlers)
+  -- Stages that call a user function once per batch (transform) run it
+  -- guarded; the per-record loops (reduce, reduce_by_key) resume after a
+  -- failing call (streamrun.resume).
   local function guarded_call(node, f, ...)
     local ok, r = xpcall(f, traceback, ...)
     if ok then return r end
     report(node, r, ...)
     return nil, true
   end
-  -- The fast attempt of a wide stage holds back what it reports (bad
-  -- elements): if a user function then raises, the stage is re-run guarded
-  -- and reports them again, so the first attempt's reports are dropped.
-  local held, nheld = {}, 0
-  local function hold_report(node, err, ...)
-    nheld = nheld + 1
-    held[nheld] = { n = select("#", ...) + 2, node, err, ... }
-  end
-  local direct_env = { call = direct_call, report = hold_report }
-  local guarded_env = { call = guarded_call, report = report, guarded = true }
+  local wide_env = { call = guarded_call, report = report, report_at = report_at }
 
-  local consumers = {}
+  local consumers, consumers_of = {}, {}
   for _, node in ipairs(job.nodes) do
-    for _, input in ipairs(node.inputs) do consumers[input] = (consumers[input] or 0) + 1 end
+    for _, input in ipairs(node.inputs) do
+      consumers[input] = (consumers[input] or 0) + 1
+      consumers_of[input] = consumers_of[input] or {}
+      table.insert(consumers_of[input], node)
+    end
   end
 
   -- Group narrow stages into chains.
@@ -121,7 +143,7 @@ function M.compile(job, handlers)
   for i = #steps, 1, -1 do
     if steps[i].kind == "wide" and replaced[steps[i].node] then table.remove(steps, i) end
   end
-  local state_env = { report = report }
+  local state_env = { report = report, report_at = report_at }
 
   local sink = handlers.sink
   sink.call = guarded_call
@@ -129,7 +151,7 @@ function M.compile(job, handlers)
   for _, step in ipairs(steps) do
     if step.kind == "chain" then
       step.node = step.stages[#step.stages]
-      step.fused = fuse.chain(step.stages, report)
+      step.fused = fuse.chain(step.stages, report_at, needs_origin(step.node, consumers_of))
     elseif step.kind == "stateful" then
       local name = step.node.stage_name
       step.state = handlers.states and handlers.states[name] or stateful.new_state(step.node)
@@ -183,19 +205,26 @@ function M.compile(job, handlers)
         local rec = p.rec >= 1 and p.rec <= input.n and describe_args(input.a[p.rec], input.b[p.rec]) or "(the step's input)"
         error({ fatal = ("stage %s: %s\n  element: %s"):format(p.stage, reason, rec) }, 0)
       end
+      local function letter(i)
+        local source, offset = batch.origin(input, i)
+        if not source then source, offset = name, -1 end
+        handlers.dead_letter(source, offset, ("stage %s: %s"):format(p.stage, reason),
+          describe_args(input.a[i], input.b[i]))
+      end
       if p.rec <= 0 or p.rec > input.n then
-        for i = 1, input.n do handlers.dead_letter(name, reason, describe_args(input.a[i], input.b[i])) end
+        for i = 1, input.n do letter(i) end
         input = batch.empty()
       else
-        handlers.dead_letter(name, reason, describe_args(input.a[p.rec], input.b[p.rec]))
-        local OA, OB, m = {}, {}, 0
+        letter(p.rec)
+        -- The rest keep saying which records they came from (o: index map).
+        local OA, OB, O, m = {}, {}, {}, 0
         for i = 1, input.n do
           if i ~= p.rec then
             m = m + 1
-            OA[m], OB[m] = input.a[i], input.b[i]
+            OA[m], OB[m], O[m] = input.a[i], input.b[i], i
           end
         end
-        input = { n = m, a = OA, b = OB }
+        input = { n = m, a = OA, b = OB, o = O, from = input }
       end
       P.skipped = j
     end
@@ -251,22 +280,7 @@ function M.compile(job, handlers)
         results[node] = step.count(results[step.input])
       elseif kind == "wide" then
         local a, b = results[node.inputs[1]], node.inputs[2] and results[node.inputs[2]]
-        nheld = 0
-        local ok, out = pcall(step.op, node, direct_env, a, b or time_ms, time_ms)
-        local nreports = nheld
-        nheld = 0
-        if ok then
-          for i = 1, nreports do
-            local h = held[i]
-            held[i] = nil
-            report(unpack(h, 1, h.n))
-          end
-        else
-          for i = 1, nreports do held[i] = nil end
-          if type(out) == "table" and out.fatal then error(out, 0) end
-          out = step.op(node, guarded_env, a, b or time_ms, time_ms)
-        end
-        results[node] = out
+        results[node] = step.op(node, wide_env, a, b or time_ms, time_ms)
       elseif kind == "stateful" then
         if not step.seeded then
           step.seeded = true

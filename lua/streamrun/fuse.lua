@@ -1,15 +1,22 @@
 -- streamrun.fuse: turns a chain of narrow stages (map, filter, flat_map,
 -- map_values, flat_map_values, key_by) into one generated Lua loop over the
 -- batch, so LuaJIT compiles the whole chain as one trace with no per-record
--- closure or table. The same generator makes a guarded variant that runs
--- one element with every user call under xpcall: when the fast loop raises,
--- the failing element is re-run guarded, the failing call is reported with
--- its stage and element, and the fast loop resumes after that element.
+-- closure, table or pcall.
+--
+-- When a user call raises, the loop is not run again: streamrun.resume reads
+-- the generated loop's locals at the failure (every value in hand has a
+-- name of its own, every call a line of its own), the failing call is
+-- reported with the element it received, and the work left for that input
+-- element (the rest of an array or iterator a flat_map returned, at any
+-- depth) goes on in guarded variants of the chain's tails, where every
+-- user call runs under xpcall. Then the fast loop resumes at the next
+-- element. So each user function is called once per element.
 local batch = require "streamrun.batch"
+local resume = require "streamrun.resume"
 local watchdog = require "streamrun.watchdog"
 
 local tnew = batch.new_table
-local pcall, type, error, concat = pcall, type, error, table.concat
+local type, error, concat, xpcall, traceback = type, error, table.concat, xpcall, debug.traceback
 
 local M = {}
 
@@ -29,79 +36,121 @@ local function pack(a, b)
   return { a, b }
 end
 
--- Source text for stage k and the rest of the chain. call(k, args) is the
--- expression calling stage k's function; guarded: also guard the calls of
--- an iterator a flat_map returned (GI), so its failure names its stage.
-local function gen(stages, k, call, guarded)
-  if k > #stages then return "m = m + 1; OA[m] = a; OB[m] = b" end
-  local rest = gen(stages, k + 1, call, guarded)
-  local op = stages[k].op
-  if op == "map" then
-    return ("do local a, b = %s\nif a ~= nil then\n%s\nend end"):format(call(k, "a, b"), rest)
-  elseif op == "filter" then
-    return ("if %s then\n%s\nend"):format(call(k, "a, b"), rest)
-  elseif op == "key_by" then
-    return ("do local key = %s\nif key ~= nil then\nlocal a, b = key, PACK(a, b)\n%s\nend end")
-      :format(call(k, "a, b"), rest)
-  elseif op == "map_values" then
-    return ("if b == nil then %s else\nlocal b = %s\nif b ~= nil then\n%s\nend end")
-      :format(call(k, "a", "E"), call(k, "b"), rest)
-  elseif op == "flat_map" or op == "flat_map_values" then
-    local guard, args, each = "", "a, b", "local a, b = r[j], nil"
-    local iter = "for a, b in r do\n" .. rest .. "\nend"
-    if op == "flat_map_values" then
-      guard = ("if b == nil then %s else\n"):format(call(k, "a", "E"))
-      args, each = "b", "local b = r[j]"
-      iter = "for x in r do\nlocal b = x\n" .. rest .. "\nend"
-    end
-    if guarded then iter = ("r = GI(%d, r, a, b)\n"):format(k) .. iter end
-    return (guard .. [[
-do local r = %s
-if r ~= nil then
-  local tr = type(r)
-  if tr == "table" then
-    for j = 1, #r do
-      %s
-      if %s ~= nil then
-%s
-      end
-    end
-  elseif tr == "function" then
-%s
-  else %s end
-end end]] .. (guard ~= "" and " end" or "")):format(call(k, args), each,
-      op == "flat_map" and "a" or "b", rest, iter, call(k, "r", "I"))
-  end
-  error("fuse: not a narrow stage: " .. tostring(op))
+local function with(list, item)
+  local out = {}
+  for i = 1, #list do out[i] = list[i] end
+  out[#out + 1] = item
+  return out
 end
 
-local HEADER = "local F, E, I, G, ctx, type, PACK, GI, P = ...\n"
-
--- Fast variant: direct calls. Guarded variant: every call through G.
-local function fast_call(k, args, which) return ("%s[%d](%s)"):format(which or "F", k, args) end
-local function guarded_call(k, args, which) return ("G(%d, %s[%d], %s)"):format(k, which or "F", k, args) end
-
-local function build(stages, call, name)
-  local body = gen(stages, 1, call, call == guarded_call)
-  local src = HEADER .. [[
-return function(IA, IB, n, i0, OA, OB, m)
-  for i = i0, n do
-    ctx.i = i; ctx.m = m
-    P.rec = i -- the watchdog's progress: one store per record
-    local a, b = IA[i], IB[i]
-]] .. body .. [[
-
+-- Source of the chain from stage k0 on, for one element held in a0, b0.
+-- guarded: calls through G (and iterators through GI). origin: outputs
+-- also note their input index (OI[m] = i). Returns the lines and, by line,
+-- the call site on it: { k = stage, args = names of the values it got,
+-- loops = the enclosing flat_map loops, outermost first: { kind = "table"
+-- | "iter", k, r = name of what the flat_map returned, j = index name |
+-- ctl = control name, key = name of the key (flat_map_values), args } }.
+local function generate(stages, k0, guarded, origin)
+  local lines, sites, nvar = {}, {}, 0
+  local function fresh(p) nvar = nvar + 1 return p .. nvar end
+  local function emit(s, site)
+    lines[#lines + 1] = s
+    if site then sites[#lines] = site end
   end
-  return m
-end]]
+  local function call(k, which, args)
+    if guarded then return ("G(%d, %s[%d], %s)"):format(k, which, k, concat(args, ", ")) end
+    return ("%s[%d](%s)"):format(which, k, concat(args, ", "))
+  end
+  local function gen(k, a, b, loops)
+    if k > #stages then
+      emit(("m = m + 1; OA[m] = %s; OB[m] = %s"):format(a, b) .. (origin and "; OI[m] = i" or ""))
+      return
+    end
+    local op = stages[k].op
+    local function site(args) return { k = k, args = args, loops = loops } end
+    if op == "map" then
+      local na, nb = fresh("a"), fresh("b")
+      emit(("local %s, %s = %s"):format(na, nb, call(k, "F", { a, b })), site({ a, b }))
+      emit(("if %s ~= nil then"):format(na))
+      gen(k + 1, na, nb, loops)
+      emit("end")
+    elseif op == "filter" then
+      emit(("if %s then"):format(call(k, "F", { a, b })), site({ a, b }))
+      gen(k + 1, a, b, loops)
+      emit("end")
+    elseif op == "key_by" then
+      local key, na, nb = fresh("k"), fresh("a"), fresh("b")
+      emit(("local %s = %s"):format(key, call(k, "F", { a, b })), site({ a, b }))
+      emit(("if %s ~= nil then"):format(key))
+      emit(("local %s, %s = %s, PACK(%s, %s)"):format(na, nb, key, a, b))
+      gen(k + 1, na, nb, loops)
+      emit("end")
+    elseif op == "map_values" then
+      local nb = fresh("b")
+      emit(("if %s == nil then"):format(b))
+      emit(call(k, "E", { a }), site({ a }))
+      emit("else")
+      emit(("local %s = %s"):format(nb, call(k, "F", { b })), site({ b }))
+      emit(("if %s ~= nil then"):format(nb))
+      gen(k + 1, a, nb, loops)
+      emit("end")
+      emit("end")
+    elseif op == "flat_map" or op == "flat_map_values" then
+      local fv = op == "flat_map_values"
+      local args = fv and { b } or { a, b }
+      if fv then
+        emit(("if %s == nil then"):format(b))
+        emit(call(k, "E", { a }), site({ a }))
+        emit("else")
+      end
+      local r, t, j = fresh("r"), fresh("t"), fresh("j")
+      emit(("local %s = %s"):format(r, call(k, "F", args)), site(args))
+      emit(("if %s ~= nil then"):format(r))
+      emit(("local %s = type(%s)"):format(t, r))
+      emit(("if %s == \"table\" then"):format(t))
+      emit(("for %s = 1, #%s do"):format(j, r))
+      local x = fresh("x")
+      emit(("local %s = %s[%s]"):format(x, r, j))
+      emit(("if %s ~= nil then"):format(x))
+      local inner = with(loops, { kind = "table", k = k, r = r, j = j, key = fv and a or nil, args = args })
+      if fv then gen(k + 1, a, x, inner) else gen(k + 1, x, "nil", inner) end
+      emit("end")
+      emit("end")
+      emit(("elseif %s == \"function\" then"):format(t))
+      local iter = guarded and ("GI(%d, %s, %s)"):format(k, r, concat(args, ", ")) or r
+      local xa, xb = fresh("a"), fresh("b")
+      -- The iterator's calls are on the for line: a failure there is the
+      -- flat_map's, and ends that iteration.
+      emit(("for %s, %s in %s do"):format(xa, xb, iter), site(args))
+      inner = with(loops, { kind = "iter", k = k, r = r, ctl = xa, key = fv and a or nil, args = args })
+      if fv then gen(k + 1, a, xa, inner) else gen(k + 1, xa, xb, inner) end
+      emit("end")
+      emit("else")
+      emit(call(k, "I", { r }), site({ r }))
+      emit("end")
+      emit("end")
+      if fv then emit("end") end
+    else
+      error("fuse: not a narrow stage: " .. tostring(op))
+    end
+  end
+  gen(k0, "a0", "b0", {})
+  return lines, sites
+end
+
+local HEADER = "local F, E, I, G, type, PACK, GI = ...\n"
+
+local function load(src, name, ...)
   local chunk, err = loadstring(src, "=" .. name)
   if not chunk then error("fuse: generated code does not compile: " .. err .. "\n" .. src) end
-  return chunk
+  return chunk(...)
 end
 
--- A compiled chain. stages: the narrow nodes in order. report(node, err, a, b)
--- is called for a failing call (it may raise to stop the job).
-function M.chain(stages, report)
+-- A compiled chain. stages: the narrow nodes in order. report(node, err,
+-- input, i, ...) is called for a failing call on an element that came from
+-- element i of the input batch (it may raise to stop the job). origin:
+-- the output batch notes where each element came from (batch.origin).
+function M.chain(stages, report, origin)
   local names = {}
   local F, E, I = {}, {}, {}
   for k, s in ipairs(stages) do
@@ -109,26 +158,99 @@ function M.chain(stages, report)
     F[k], E[k], I[k] = s.fn, not_pair(s.op), bad_iter(s.op)
   end
   local name = "stages " .. concat(names, " > ")
-  local ctx = { i = 0, m = 0 }
+  -- The element being finished after a failure: its batch and index.
+  local cur = { input = nil, i = 0 }
   local function G(k, f, ...)
-    local ok, r1, r2 = xpcall(f, debug.traceback, ...)
+    local ok, r1, r2 = xpcall(f, traceback, ...)
     if ok then return r1, r2 end
-    report(stages[k], r1, ...)
+    report(stages[k], r1, cur.input, cur.i, ...)
     return nil
   end
   -- An iterator whose every call is guarded: a failure is reported for
   -- stage k and the element (a, b) it came from, and ends the iteration.
   local function GI(k, iter, a, b)
     return function(st, ctl)
-      local ok, r1, r2 = xpcall(iter, debug.traceback, st, ctl)
+      local ok, r1, r2 = xpcall(iter, traceback, st, ctl)
       if ok then return r1, r2 end
-      report(stages[k], r1, a, b)
+      report(stages[k], r1, cur.input, cur.i, a, b)
       return nil
     end
   end
-  local P = watchdog.P
-  local fast = build(stages, fast_call, name)(F, E, I, G, ctx, type, pack, GI, P)
-  local guarded = build(stages, guarded_call, name .. " (guarded)")(F, E, I, G, ctx, type, pack, GI, P)
+
+  local lines, sites = generate(stages, 1, false, origin)
+  -- P.i: the element in hand, for when the error handler cannot run (a
+  -- stack overflow): then the element is run again guarded from stage 1,
+  -- after its outputs so far are dropped (P.m: the outputs before it, kept
+  -- only by a chain that can make several outputs of one element).
+  local P = { i = 0, m = 0 }
+  local several = false
+  for _, st in ipairs(stages) do
+    if st.op == "flat_map" or st.op == "flat_map_values" then several = true end
+  end
+  -- W.rec: the same index, for the watchdog (sr_watchdog.c).
+  local fast_src = "local P, W = select(8, ...)\n" .. HEADER .. [[
+return function(IA, IB, n, i0, OA, OB, m, OI)
+  for i = i0, n do
+    P.i = i; W.rec = i]] .. (several and "; P.m = m" or "") .. [[
+
+    local a0, b0 = IA[i], IB[i]
+]] .. concat(lines, "\n") .. [[
+
+  end
+  return m
+end]]
+  local fast = load(fast_src, name, F, E, I, G, type, pack, GI, P, watchdog.P)
+  local first_line = 7 -- the line of lines[1] in fast_src
+
+  -- tails[k]: the guarded chain from stage k on, for one element.
+  local tails = {}
+  local function tail(k)
+    if not tails[k] then
+      local body = k > #stages and { "m = m + 1; OA[m] = a0; OB[m] = b0" .. (origin and "; OI[m] = i" or "") }
+        or generate(stages, k, true, origin)
+      tails[k] = load(HEADER .. "return function(a0, b0, OA, OB, m, OI, i)\n" .. concat(body, "\n") .. "\nreturn m\nend",
+        name .. " (from " .. k .. ", guarded)", F, E, I, G, type, pack, GI)
+    end
+    return tails[k]
+  end
+
+  -- Finishes element i after a failing call at site (cap: the fast loop's
+  -- locals): reports the call, then what is left of the enclosing
+  -- flat_maps' arrays and iterators, innermost first. Returns m.
+  local function finish(input, i, site, cap, err, OA, OB, m, OI)
+    cur.input, cur.i = input, i
+    if not site then
+      -- Not a user call (nothing else should raise): the element's
+      -- outputs so far are kept.
+      report(stages[1], err, input, i, input.a[i], input.b[i])
+      return m
+    end
+    local args = site.args
+    local v1, v2 = cap[args[1]], args[2] and cap[args[2]]
+    if args[2] then report(stages[site.k], err, input, i, v1, v2) else report(stages[site.k], err, input, i, v1) end
+    for L = #site.loops, 1, -1 do
+      local lp = site.loops[L]
+      local r, key, go = cap[lp.r], lp.key and cap[lp.key], tail(lp.k + 1)
+      if lp.kind == "table" then
+        for j = cap[lp.j] + 1, #r do
+          local x = r[j]
+          if x ~= nil then
+            if key ~= nil then m = go(key, x, OA, OB, m, OI, i) else m = go(x, nil, OA, OB, m, OI, i) end
+          end
+        end
+      else
+        local a1, a2 = cap[lp.args[1]], lp.args[2] and cap[lp.args[2]]
+        local iter, ctl = GI(lp.k, r, a1, a2), cap[lp.ctl]
+        while true do
+          local x, y = iter(nil, ctl)
+          if x == nil then break end
+          ctl = x
+          if key ~= nil then m = go(key, x, OA, OB, m, OI, i) else m = go(x, y, OA, OB, m, OI, i) end
+        end
+      end
+    end
+    return m
+  end
 
   local chain = { stages = stages, name = name }
 
@@ -136,27 +258,36 @@ function M.chain(stages, report)
   function chain.run(input)
     local IA, IB, n = input.a, input.b, input.n
     local OA, OB = tnew(n, 0), tnew(n, 0)
+    local OI = origin and tnew(n, 0) or nil
     local m, i0 = 0, 1
     while true do
-      local ok, res = pcall(fast, IA, IB, n, i0, OA, OB, m)
+      local ok, res, cap = resume.call(fast, IA, IB, n, i0, OA, OB, m, OI)
       if ok then m = res break end
-      local i, m0 = ctx.i, ctx.m
-      local j = m0 + 1
-      while OA[j] ~= nil do OA[j], OB[j] = nil, nil; j = j + 1 end
-      local gok, gres = pcall(guarded, IA, IB, i, i, OA, OB, m0)
-      if gok then
-        m = gres
-      elseif type(gres) == "table" and gres.fatal then
-        error(gres, 0)
-      else
-        -- Every call of the guarded variant is guarded; should anything
-        -- else raise, the element's outputs so far are kept.
-        report(stages[1], gres, IA[i], IB[i])
-        m = m0
-        while OA[m + 1] ~= nil do m = m + 1 end
+      if type(res) == "table" and res.fatal then error(res, 0) end
+      local i = cap and cap.i or P.i
+      if not cap then
+        -- The handler could not run (a stack overflow): the element runs
+        -- again from stage 1, guarded, after the outputs of those before.
+        local m0 = 0
+        if several then
+          m0 = P.m
+          local j = m0 + 1
+          while OA[j] ~= nil do OA[j], OB[j] = nil, nil; j = j + 1 end
+        else
+          while OA[m0 + 1] ~= nil do m0 = m0 + 1 end
+        end
+        cur.input, cur.i = input, i
+        m = tail(1)(IA[i], IB[i], OA, OB, m0, OI, i)
       end
+      -- The traceback's frames from the generated loop on are the runtime's.
+      if type(res) == "string" then
+        local at = res:find("\n%s*" .. name:gsub("%p", "%%%0") .. ":")
+        if at then res = res:sub(1, at - 1) end
+      end
+      if cap then m = finish(input, i, sites[cap.line - first_line + 1], cap, res, OA, OB, cap.m, OI) end
       i0 = i + 1
     end
+    if origin then return { n = m, a = OA, b = OB, o = OI, from = input } end
     return { n = m, a = OA, b = OB }
   end
 

@@ -2,17 +2,19 @@
 -- section 6): union, count, count_by_value, reduce, reduce_by_key,
 -- group_by_key, the joins, cogroup, transform. Each takes the stage, its
 -- input batches, the batch time and an env, and returns the output batch.
--- User functions are called through env.call: directly on the fast path;
--- guarded (a failing call is reported and its element skipped) when the
--- fast attempt raised and the stage is re-run.
+-- A user function called once per batch goes through env.call (guarded);
+-- the loops calling one per record run unguarded and resume after a
+-- failing call (streamrun.resume), which is reported and its element
+-- skipped: each call is made once.
 local batch = require "streamrun.batch"
 local builtins = require "streamrun.builtins"
 local format = require "streamrun.format"
+local resume = require "streamrun.resume"
 local watchdog = require "streamrun.watchdog"
 
 local tnew = batch.new_table
 local type, tostring = type, tostring
-local P = watchdog.P -- the watchdog's progress: one store per record
+local W = watchdog.P -- the watchdog's progress: one store per record
 
 local M = {}
 
@@ -66,7 +68,7 @@ function M.union(node, env, left, right)
   for i = 1, left.n do A[i], B[i] = la[i], lb[i] end
   local off = left.n
   for i = 1, right.n do A[off + i], B[off + i] = ra[i], rb[i] end
-  return { n = n, a = A, b = B }
+  return { n = n, a = A, b = B, cat = { left, right } }
 end
 
 function M.count(node, env, input)
@@ -137,23 +139,46 @@ local function unpack_result(node, input, r)
   return r, nil
 end
 
+-- Runs run(i0, x, y) (a loop over records i0..n returning its two
+-- accumulators, locals named xname and yname) to its end: a call that
+-- raises is reported with the values of the loop's locals named args1 and
+-- args2, and the loop resumes after its record i with its accumulators as
+-- they were (the failing call changed nothing). Returns run's results.
+-- at: what run keeps of its loop for when the error handler cannot run (a
+-- stack overflow): at.i, and the locals named xname, yname, args1, args2.
+local function resumed(node, env, run, at, x, y, xname, yname, args1, args2)
+  local i0 = 1
+  while true do
+    local ok, r1, r2 = resume.call(run, i0, x, y)
+    if ok then return r1, r2 end
+    if type(r1) == "table" and r1.fatal then error(r1, 0) end
+    if not r2 or not r2.i then r2 = at end
+    env.report(node, r1, r2[args1], r2[args2])
+    i0, x, y = r2.i + 1, r2[xname], r2[yname]
+  end
+end
+
 function M.reduce(node, env, input)
   if input.n == 0 then return batch.empty() end
-  local f, call = node.fn, env.call
-  local A, B = input.a, input.b
+  local f = node.fn
+  local A, B, n = input.a, input.b, input.n
   local pairs_in = batch.has_pairs(input)
-  local acc, have = nil, false
-  for i = 1, input.n do
-    P.rec = i
-    local e = A[i]
-    if pairs_in then e = B[i] == nil and A[i] or { A[i], B[i] } end
-    if not have then
-      acc, have = e, true
-    else
-      local r, failed = call(node, f, acc, e)
-      if not failed then acc = r end
+  local at = {}
+  local function run(i0, acc, have)
+    for i = i0, n do
+      W.rec = i
+      local e = A[i]
+      if pairs_in then e = B[i] == nil and A[i] or { A[i], B[i] } end
+      if not have then
+        acc, have = e, true
+      else
+        at.i, at.acc, at.have, at.e = i, acc, have, e
+        acc = f(acc, e)
+      end
     end
+    return acc, have
   end
+  local acc = resumed(node, env, run, at, nil, false, "acc", "have", "acc", "e")
   local a, b = unpack_result(node, input, acc)
   return { n = 1, a = { a }, b = { b } }
 end
@@ -166,27 +191,35 @@ local FOLDS = {
 }
 
 function M.reduce_by_key(node, env, input)
-  local f, call = node.fn, env.call
-  local fold = env.guarded == nil and FOLDS[builtins.reducers[f] or false] or nil
-  local keys, accs, nk = {}, {}, 0
-  local A, B = input.a, input.b
-  for i = 1, input.n do
-    P.rec = i
-    local k, v = A[i], B[i]
-    if pair_check(node, env, k, v) then
-      local acc = accs[k]
-      if acc == nil then
-        nk = nk + 1
-        keys[nk] = k
-        accs[k] = v
-      elseif fold then
-        accs[k] = fold(acc, v)
-      else
-        local r, failed = call(node, f, acc, v)
-        if not failed then accs[k] = r end
+  local f = node.fn
+  f = FOLDS[builtins.reducers[f] or false] or f
+  local keys, accs = {}, {}
+  local A, B, n = input.a, input.b, input.n
+  local at = {}
+  local function run(i0, acc, nk)
+    for i = i0, n do
+      at.i = i
+      W.rec = i
+      local k, v = A[i], B[i]
+      if pair_check(node, env, k, v) then
+        acc = accs[k]
+        if acc == nil then
+          nk = nk + 1
+          keys[nk] = k
+          accs[k] = v
+        else
+          accs[k] = f(acc, v)
+        end
       end
     end
+    return nil, nk
   end
+  -- (Without the handler: nk is #keys, acc and v are read again.)
+  setmetatable(at, { __index = function(t, name)
+    local i = rawget(t, "i")
+    if name == "nk" then return #keys elseif name == "v" then return B[i] elseif name == "acc" then return accs[A[i]] end
+  end })
+  local _, nk = resumed(node, env, run, at, nil, 0, "acc", "nk", "acc", "v")
   local OB = tnew(nk, 0)
   for i = 1, nk do OB[i] = accs[keys[i]] end
   return { n = nk, a = keys, b = OB }

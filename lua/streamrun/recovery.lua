@@ -120,6 +120,8 @@ function M.inputs(job, b, dead, next_lua)
         records = rest
       end
       inputs[node] = sources.read_values(node, records, 1, dead)
+      -- The log keeps no offsets: later stages' dead letters say none.
+      inputs[node].src = nil
     else
       inputs[node] = next_lua(node)
     end

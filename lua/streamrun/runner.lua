@@ -214,7 +214,7 @@ local function compile_plan(S, states, windows)
   if not wok then log("%s", werr) end
   S.plan = compile.compile(S.job, {
     on_error = S.job.on_error,
-    dead_letter = function(stage, reason, record) S.dead(stage, -1, reason, record) end,
+    dead_letter = function(source, offset, reason, record) S.dead(source, offset, reason, record) end,
     sink = { stdout = outputs.stdout, progress = S.progress },
     states = states,
     windows = windows,

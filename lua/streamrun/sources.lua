@@ -21,9 +21,15 @@ end
 
 -- Decodes lines[1..n] as JSON into out; a line that is not valid JSON (or is
 -- a bare null) goes to dead(i, reason). Resumes after a failing line instead
--- of paying a pcall per record.
+-- of paying a pcall per record. The batch's skips list those lines.
 local function decode_json(lines, n, dead)
   local out, m = tnew(n, 0), 0
+  local skips = {}
+  local inner = dead
+  dead = function(i, reason)
+    skips[#skips + 1] = i
+    inner(i, reason)
+  end
   local st = { i = 0 }
   local function run(i0, m0)
     local mm = m0
@@ -48,7 +54,9 @@ local function decode_json(lines, n, dead)
     while out[m + 1] ~= nil do m = m + 1 end
     i0 = st.i + 1
   end
-  return batch.of_values(out, m)
+  local b = batch.of_values(out, m)
+  if skips[1] then b.skips = skips end
+  return b
 end
 
 -- A batch from the records of a sealed C batch (sr_batch_t *).
@@ -61,10 +69,18 @@ function M.read_c_batch(node, cb, dead)
     local s = off[i]
     lines[i + 1] = ffi_string(data + s, off[i + 1] - s)
   end
-  if node.format ~= "json" then return batch.of_values(lines, n) end
-  return decode_json(lines, n, function(i, reason)
-    dead(node.stage_name, tonumber(cb.pos[i - 1]), reason, lines[i])
-  end)
+  local b
+  if node.format ~= "json" then
+    b = batch.of_values(lines, n)
+  else
+    b = decode_json(lines, n, function(i, reason)
+      dead(node.stage_name, tonumber(cb.pos[i - 1]), reason, lines[i])
+    end)
+  end
+  -- Offsets for dead letters of later stages; valid while the C batch is
+  -- (it is released after the batch ran).
+  b.src, b.pos = node.stage_name, cb.pos
+  return b
 end
 
 -- A batch from Lua values (the test driver's pushes, a queue's batch):
@@ -74,6 +90,7 @@ function M.read_values(node, values, first_offset, dead)
   local n = #values
   local out, m = tnew(n, 0), 0
   local json = node.format == "json"
+  local skips
   for i = 1, n do
     local v = values[i]
     if json and type(v) == "string" then
@@ -91,9 +108,14 @@ function M.read_values(node, values, first_offset, dead)
     if v ~= nil then
       m = m + 1
       out[m] = v
+    else
+      skips = skips or {}
+      skips[#skips + 1] = i
     end
   end
-  return batch.of_values(out, m)
+  local b = batch.of_values(out, m)
+  b.src, b.first, b.skips = node.stage_name, first_offset, skips
+  return b
 end
 
 -- -- Lua-side sources --
@@ -117,18 +139,23 @@ function M.generate(node, st, batch_ms, report)
   local out, m = tnew(k, 0), 0
   local fn = node.fn
   local i = st.next_i
+  local first, skips = i, nil
   for _ = 1, k do
     local ok, v = xpcall(fn, debug.traceback, i)
-    if not ok then
-      report(node, v, i)
-    elseif v ~= nil then
+    if ok and v ~= nil then
       m = m + 1
       out[m] = v
+    else
+      if not ok then report(node, v, i) end
+      skips = skips or {}
+      skips[#skips + 1] = i - first + 1
     end
     i = i + 1
   end
   st.next_i = i
-  return batch.of_values(out, m)
+  local b = batch.of_values(out, m)
+  b.src, b.first, b.skips = node.stage_name, first, skips
+  return b
 end
 
 -- Queue state: batch k of the job takes the queue's k-th array.

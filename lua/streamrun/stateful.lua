@@ -249,7 +249,7 @@ function M.map_with_state(node, env, state, input, time_ms)
     -- A failing call changes nothing: the key keeps its state.
     local k = A[i]
     if now then state:touch(k, now) end
-    key_error(node, env, k, B[i], err)
+    env.report_at(node, ("key %s: %s"):format(format.json(k), tostring(err)), input, i, k, B[i])
   end, true)
   if node.timeout_ms > 0 then
     local tk, tv, tn = state:expire(time_ms)

@@ -40,7 +40,7 @@ local function attach(d, job, restored, opts)
   end
   d.plan = compile.compile(job, {
     on_error = job.on_error,
-    dead_letter = function(stage, reason, record) d.dead(stage, -1, reason, record) end,
+    dead_letter = function(source, offset, reason, record) d.dead(source, offset, reason, record) end,
     sink = {
       stdout = io.stdout,
       quiet_print = not opts.echo,
@@ -125,11 +125,14 @@ local function run_batch(d)
     parts[#parts + 1] = sources.read_values(node, pushed, d.offsets[node] + 1, d.dead)
     d.offsets[node] = d.offsets[node] + #pushed
     local b = parts[1]
-    if parts[2] then
+    if parts[2] and parts[1].n == 0 then
+      b = parts[2]
+    elseif parts[2] and parts[2].n > 0 then
       local values = batch.to_elements(parts[1])
       local more = parts[2]
       for i = 1, more.n do values[#values + 1] = more.a[i] end
       b = batch.of_values(values)
+      b.cat = { parts[1], more }
     end
     inputs[node] = b
   end

@@ -9,14 +9,21 @@
 --   minus the slices that left, plus those that entered, so the cost is the
 --   keys of those slices and not the window's length; opts.filter drops keys.
 --   Keys whose value fell back (a count of 0) stay, as in Spark.
--- User functions run guarded: a failing call is reported and its value left
--- out, since slices and results already stored cannot be rolled back.
+-- User functions run guarded. An element whose f fails is reported and
+-- never enters its slice. With an inverse, a key whose update fails (f on
+-- two partials, or finv) is folded again from its partials in the window,
+-- so its value is what the form without an inverse gives; a key whose
+-- fold left a partial out stays "dirty" and is folded again at every
+-- window (else that partial would later be subtracted though never added),
+-- and one with no partial left in the window is dropped. Restored windows
+-- do not know their dirty keys: their first window folds again every key
+-- that has partials in it.
 local builtins = require "streamrun.builtins"
 local core = require "streamrun.core"
 local format = require "streamrun.format"
 local ops = require "streamrun.ops"
 
-local xpcall, traceback, tostring = xpcall, debug.traceback, tostring
+local xpcall, pcall, traceback, tostring, next = xpcall, pcall, debug.traceback, tostring, next
 
 local M = {}
 
@@ -45,7 +52,10 @@ local KINDS = {
 function M.new_window(node)
   local w = { slices = core.cwindow.new(node.stage_name) }
   local _, finv = (KINDS[node.op] or function() end)(node)
-  if finv then w.result = core.cstate.new(node.stage_name .. "#window", node.partitions, 0, 0) end
+  if finv then
+    w.result = core.cstate.new(node.stage_name .. "#window", node.partitions, 0, 0)
+    w.dirty = {}
+  end
   return w
 end
 
@@ -57,7 +67,9 @@ local FOLDS = {
   max = function(acc, v) if v > acc then return v end return acc end,
 }
 
-local function fold(node, env, f, A, B, n)
+-- failed: when given, a failing call's key is noted there; quiet: a
+-- failing call is not reported (its key will be folded again).
+local function fold(node, env, f, A, B, n, failed, quiet)
   local quick = FOLDS[builtins.reducers[f] or false] or (f == add and FOLDS.add)
   local keys, accs, nk = {}, {}, 0
   for i = 1, n do
@@ -73,7 +85,8 @@ local function fold(node, env, f, A, B, n)
       if ok then
         accs[k] = r
       else
-        env.report(node, ("key %s: %s"):format(format.json(k), tostring(r)), k, v)
+        if failed then failed[k] = true end
+        if not quiet then env.report(node, ("key %s: %s"):format(format.json(k), tostring(r)), k, v) end
       end
     end
   end
@@ -129,43 +142,83 @@ local function set_result(node, env, result, filter, k, v)
   if not ok then env.report(node, ("key %s: %s"):format(format.json(k), err), k, v) end
 end
 
+-- Folds again from the window (t - length, t] the keys in redo (all keys
+-- with partials there when redo is nil), sets their results and notes in
+-- dirty the ones whose fold left a partial out.
+local function refold(node, env, w, f, filter, t, redo)
+  local a, b, n = w.slices:read(t - node.length_ms, t)
+  local PA, PB, m = {}, {}, 0
+  for i = 1, n do
+    if redo == nil or redo[a[i]] then
+      m = m + 1
+      PA[m], PB[m] = a[i], b[i]
+    end
+  end
+  local failed = {}
+  local keys, accs, nk = fold(node, env, f, PA, PB, m, failed, false)
+  local dirty = {}
+  for i = 1, nk do
+    local k = keys[i]
+    if failed[k] then dirty[k] = true end
+    set_result(node, env, w.result, filter, k, accs[k])
+  end
+  -- A key with no partial left has no value to fold: it goes.
+  if redo then
+    for k in pairs(redo) do
+      if accs[k] == nil then w.result:remove(k) end
+    end
+  end
+  w.dirty = dirty
+end
+
 local function incremental(node, env, w, f, finv, filter, t)
   local length, slide = node.length_ms, node.slide_ms
   local result = w.result
+  -- Keys to fold again: dirty ones, and those whose update fails here.
+  -- (A restored window knows none: it folds every key again.)
+  local redo = w.dirty and {} or nil
+  if redo then
+    for k in pairs(w.dirty) do redo[k] = true end
+  end
   -- Leaving: in the previous window (t - slide - length, t - slide] but not
   -- in this one; entering: in this one (t - length, t] but not the previous.
   local oa, ob, on = w.slices:read(t - slide - length, math.min(t - slide, t - length))
   local na, nb, nn = w.slices:read(math.max(t - slide, t - length), t)
-  local ok_keys, olds, nok = fold(node, env, f, oa, ob, on)
-  local new_keys, news, nnew = fold(node, env, f, na, nb, nn)
-  for i = 1, nok do
-    local k = ok_keys[i]
-    local prev = result:get(k)
-    if prev ~= nil then
-      local ok, v = guarded(node, env, finv, prev, olds[k])
-      if not ok then v = prev end
-      local nv = news[k]
-      if nv ~= nil then
-        news[k] = nil
-        local ok2, r = guarded(node, env, f, v, nv)
-        if ok2 then v = r end
-      end
-      set_result(node, env, result, filter, k, v)
-    end
-  end
-  for i = 1, nnew do
-    local k = new_keys[i]
-    local nv = news[k]
-    if nv ~= nil then
+  if redo then
+    local ok_keys, olds, nok = fold(node, env, f, oa, ob, on, redo, true)
+    local new_keys, news, nnew = fold(node, env, f, na, nb, nn, redo, true)
+    for i = 1, nok do
+      local k = ok_keys[i]
       local prev = result:get(k)
-      local v = nv
-      if prev ~= nil then
-        local ok, r = guarded(node, env, f, prev, nv)
-        v = ok and r or prev
+      if prev ~= nil and not redo[k] then
+        local ok, v = xpcall(finv, traceback, prev, olds[k])
+        if not ok then
+          env.report(node, ("key %s: %s"):format(format.json(k), tostring(v)), prev, olds[k])
+          redo[k] = true
+        else
+          local nv = news[k]
+          if nv ~= nil then
+            news[k] = nil
+            local ok2, r = pcall(f, v, nv)
+            if ok2 then v = r else redo[k] = true end
+          end
+          if not redo[k] then set_result(node, env, result, filter, k, v) end
+        end
       end
-      set_result(node, env, result, filter, k, v)
+    end
+    for i = 1, nnew do
+      local k = new_keys[i]
+      local nv = news[k]
+      if nv ~= nil and not redo[k] then
+        local prev = result:get(k)
+        local v = nv
+        local ok = true
+        if prev ~= nil then ok, v = pcall(f, prev, nv) end
+        if ok then set_result(node, env, result, filter, k, v) else redo[k] = true end
+      end
     end
   end
+  if redo == nil or next(redo) ~= nil then refold(node, env, w, f, filter, t, redo) else w.dirty = {} end
   local keys, values, n = result:snapshot()
   return keys, values, n
 end
