@@ -4,7 +4,11 @@
  * 8259, bytes that are not valid UTF-8 replaced by U+FFFD; tables with
  * integer keys 1..n (holes as null) as arrays, others as objects with
  * members sorted by key; cjson.null (a NULL light userdata) as null.
- * Nesting deeper than 32 levels is refused. */
+ * Nesting deeper than 32 levels is refused. json.encode(value, true) is
+ * the exact form, for keys that stand for values (count_by_value): bytes
+ * as they are, NaN and infinities as nan/inf/-inf, numbers to 17 digits,
+ * so that different values never give the same text (lua-cjson reads it
+ * back). */
 #include "sr_json_lua.h"
 #include "sr_alloc.h"
 #include "sr_utf8.h"
@@ -23,6 +27,7 @@ typedef struct sr__out {
 } sr__out_t;
 
 static sr__out_t out;
+static int exact; /* the exact form (see above) */
 
 static int sr__put(const char *s, size_t n)
 {
@@ -57,7 +62,7 @@ static int sr__string(const char *s, size_t n)
         case '\b': esc = "\\b"; break;
         case '\f': esc = "\\f"; break;
         default:
-            if (c >= 0x80) {
+            if (c >= 0x80 && !exact) {
                 int valid;
                 size_t len = sr_utf8_next(s + i, n - i, &valid);
                 if (valid) {
@@ -89,9 +94,12 @@ static int sr__number(lua_Number x)
 {
     char buf[64];
     int n;
-    if (isnan(x) || isinf(x)) return sr__put("null", 4);
+    if (isnan(x) || isinf(x)) {
+        if (!exact) return sr__put("null", 4);
+        return isnan(x) ? sr__put("nan", 3) : x > 0 ? sr__put("inf", 3) : sr__put("-inf", 4);
+    }
     if (x == floor(x) && fabs(x) < 9007199254740992.0) n = snprintf(buf, sizeof(buf), "%.0f", x);
-    else n = snprintf(buf, sizeof(buf), "%.14g", x);
+    else n = snprintf(buf, sizeof(buf), exact ? "%.17g" : "%.14g", x);
     return sr__put(buf, (size_t)n);
 }
 
@@ -218,6 +226,7 @@ static const char *sr__value(lua_State *L, int idx, int depth)
 static int sr__encode(lua_State *L)
 {
     luaL_checkany(L, 1);
+    exact = lua_toboolean(L, 2);
     lua_settop(L, 1);
     out.len = 0;
     const char *err = sr__value(L, 1, 0);

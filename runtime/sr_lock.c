@@ -45,8 +45,8 @@ int sr_lock_acquire(const char *dir, long *holder, char *err, size_t errlen)
     }
     char path[4200];
     snprintf(path, sizeof(path), "%s/lock", dir);
-    /* Close-on-exec; a forked checkpoint writer shares the lock and dies
-     * with the process (PR_SET_PDEATHSIG), so it never outlives it long. */
+    /* Close-on-exec; a forked checkpoint writer closes its copy, so the
+     * lock goes with this process alone. */
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0) {
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));

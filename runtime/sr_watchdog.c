@@ -43,7 +43,7 @@ static struct {
     volatile uint32_t armed_gen;
     volatile int32_t armed_rec;
     volatile int fired;            /* the hook raised for this record */
-    volatile uint32_t hook_calls;
+    volatile uint32_t hook_calls;  /* times the hook found user code to raise in */
     char fired_stage[64];
 } W = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
 
@@ -102,13 +102,12 @@ static void sr__format_ms(char *buf, size_t size, int64_t ms)
     else snprintf(buf, size, "%lldms", (long long)ms);
 }
 
-/* The count hook (Lua thread): raises in the user code of the armed record.
- * When that record is done it removes itself; when the record runs again
- * (a guarded re-run), it raises only once the stage that timed out runs. */
+/* The count hook (Lua thread): raises in the user code of the armed record,
+ * only inside a stage's function (never in the runtime's own Lua, which
+ * does not expect it). When that record is done it removes itself. */
 static void sr__hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
-    __atomic_add_fetch(&W.hook_calls, 1, __ATOMIC_RELAXED);
     sr_progress_t *P = &sr__progress;
     if (!W.armed || !P->batch_ms || !P->step || P->gen != W.armed_gen || P->rec != W.armed_rec) {
         W.armed = 0;
@@ -117,8 +116,10 @@ static void sr__hook(lua_State *L, lua_Debug *ar)
     }
     char stage[64];
     sr__stack_stage(L, stage, sizeof(stage));
-    if (W.fired && W.fired_stage[0] && strcmp(stage, W.fired_stage) != 0) return;
-    if (!stage[0]) sr__copy(stage, P->stage, sizeof(stage));
+    /* Runtime code: the next call will be the user's. A hook that never
+     * finds one does not count as running, so tier 2 follows. */
+    if (!stage[0]) return;
+    __atomic_add_fetch(&W.hook_calls, 1, __ATOMIC_RELAXED);
     sr__copy(W.fired_stage, stage, sizeof(W.fired_stage));
     W.fired = 1;
     W.armed = 0;
@@ -154,17 +155,34 @@ static void sr__on_stop_signal(int sig)
     sr__chain(sig == SIGINT ? &W.prev_int : &W.prev_term, sig);
 }
 
-/* Whether the poison file already holds line (the record was skipped once
- * and got stuck again: restarting would loop). */
-static int sr__poison_has(const char *path, const char *line)
+/* Whether the poison file already holds this record (it was skipped once
+ * and got stuck again: restarting would loop). A record numbered within
+ * its step's input (rec > 0) is the same one only with the same count of
+ * skips before it; a stall not at an input record (rec <= 0: a step's
+ * whole input, a key's state, a source) is the same whatever was skipped. */
+static int sr__poison_has(const char *path, int64_t batch_ms, int32_t step, int32_t rec, int32_t skipped,
+                          const char *stage)
 {
     FILE *f = fopen(path, "r");
     if (!f) return 0;
-    char buf[512];
-    int found = 0;
-    while (!found && fgets(buf, sizeof(buf), f)) found = strcmp(buf, line) == 0;
+    char buf[512], name[128];
+    long long b;
+    int st, r, sk, found = 0;
+    while (!found && fgets(buf, sizeof(buf), f)) {
+        if (sscanf(buf, "%lld %d %d %d %127[^\n]", &b, &st, &r, &sk, name) != 5) continue;
+        found = b == batch_ms && st == step && r == rec && (rec <= 0 || sk == skipped) && !strcmp(name, stage);
+    }
     fclose(f);
     return found;
+}
+
+/* Closes every descriptor from 3 up (close_range, or one by one where the
+ * kernel lacks it). */
+static void sr__close_from_3(void)
+{
+    if (syscall(SYS_close_range, 3U, ~0U, 0U) == 0) return;
+    long max = sysconf(_SC_OPEN_MAX);
+    for (long fd = 3; fd < (max > 0 ? max : 65536); fd++) close((int)fd);
 }
 
 /* Tier 2: the record is stuck where no hook runs. Never returns. */
@@ -185,7 +203,7 @@ static void sr__stuck(int64_t batch_ms, int32_t step, int32_t rec, int32_t skipp
     /* Records are numbered after those skipped before (skipped of them):
      * the same line again means the skip did not happen. */
     snprintf(line, sizeof(line), "%lld %d %d %d %s\n", (long long)batch_ms, step, rec, skipped, stage);
-    if (sr__poison_has(path, line)) {
+    if (sr__poison_has(path, batch_ms, step, rec, skipped, stage)) {
         sr__say("; it was skipped once already and is stuck again: exiting\n");
         _exit(1);
     }
@@ -198,7 +216,7 @@ static void sr__stuck(int64_t batch_ms, int32_t step, int32_t rec, int32_t skipp
     sr__say("; restarting from the checkpoint, the record goes to dead letters\n");
     /* The new image must not inherit descriptors (the checkpoint lock) or
      * this thread's blocked signals. */
-    syscall(SYS_close_range, 3U, ~0U, 0U);
+    sr__close_from_3();
     sigset_t none;
     sigemptyset(&none);
     pthread_sigmask(SIG_SETMASK, &none, NULL);
@@ -218,6 +236,7 @@ static void *sr__run(void *arg)
     uint32_t kgen = 0;
     int32_t krec = 0;
     int64_t since = 0, armed_at = 0, stop_seen = 0;
+    int fired_seen = 0;
     uint32_t calls_at_arm = 0;
     pthread_mutex_lock(&W.mu);
     while (!W.quit) {
@@ -250,10 +269,17 @@ static void *sr__run(void *arg)
             kgen = gen;
             krec = rec;
             since = now;
+            fired_seen = 0;
             W.armed = 0;
             W.fired = 0;
             W.fired_stage[0] = 0;
             continue;
+        }
+        /* The hook raised and the record goes on (the rest of a flat_map's
+         * output, say): a full timeout again before the next interrupt. */
+        if (W.fired && !W.armed && !fired_seen) {
+            fired_seen = 1;
+            since = now;
         }
         if (W.armed) {
             uint32_t calls = __atomic_load_n(&W.hook_calls, __ATOMIC_RELAXED);
@@ -266,7 +292,6 @@ static void *sr__run(void *arg)
                 sr__stuck(batch, step, rec, P->skipped, stage);
             }
         } else if (now - since >= W.o.timeout_ms && W.L) {
-            /* First the timeout, then at once for a re-run of the record. */
             W.armed_gen = gen;
             W.armed_rec = rec;
             calls_at_arm = __atomic_load_n(&W.hook_calls, __ATOMIC_RELAXED);

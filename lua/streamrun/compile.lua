@@ -177,14 +177,18 @@ function M.compile(job, handlers)
 
   -- What the watchdog names for each step that runs user code (a fused
   -- chain: its stages; the hook names the very one from its function).
-  for _, node in ipairs(job.nodes) do watchdog.register(node.fn, node.stage_name) end
+  for _, node in ipairs(job.nodes) do
+    for _, v in pairs(node) do
+      if type(v) == "function" then watchdog.register(v, node.stage_name) end
+    end
+  end
   for _, step in ipairs(steps) do
     local k = step.kind
     if k == "chain" then
       local names = {}
       for i, s in ipairs(step.stages) do names[i] = s.stage_name end
       step.label = concat(names, " > ")
-    elseif k == "wide" or k == "stateful" or k == "windowed" or (k == "output" and step.node.fn) then
+    elseif step.node.fn or step.node.finv then -- steps that call no user function are not watched
       step.label = step.node.stage_name
     end
   end
@@ -236,6 +240,12 @@ function M.compile(job, handlers)
   local failing = {}
 
   local run_steps
+  -- A runtime fault keeps its traceback; a fatal error of the job (a
+  -- table: on_error = "fail") goes up as it is.
+  local function run_traceback(e)
+    if type(e) == "table" then return e end
+    return traceback(e, 2)
+  end
 
   -- Runs one batch; returns the results of every stage by node (for tests).
   -- The watchdog sees the batch from start to end, also when it raises.
@@ -245,7 +255,7 @@ function M.compile(job, handlers)
     for i = #failing, 1, -1 do failing[i] = nil end
     P.step = 0
     P.batch_ms = time_ms
-    local ok, results = pcall(run_steps, inputs, time_ms)
+    local ok, results = xpcall(run_steps, run_traceback, inputs, time_ms)
     P.batch_ms = 0
     P.step = 0
     if not ok then error(results, 0) end
@@ -263,9 +273,13 @@ function M.compile(job, handlers)
       local node = step.node
       local kind = step.kind
       enter(k, step.label)
+      -- The skip is this step's alone: other consumers of its input see
+      -- every record.
+      local shared, unskipped
       if poisoned and poisoned[k] then
-        local input = step.input or node.inputs[1]
-        results[input] = skip_poisoned(step, results[input] or batch.empty(), poisoned[k])
+        shared = step.input or node.inputs[1]
+        unskipped = results[shared]
+        results[shared] = skip_poisoned(step, unskipped or batch.empty(), poisoned[k])
       end
       local every = kind == "chain" and step.stages[1].every_ms or node.every_ms
       if every and every > job.batch_ms and since_zero % every ~= 0 then
@@ -298,6 +312,7 @@ function M.compile(job, handlers)
           failing[#failing + 1] = step
         end
       end
+      if shared then results[shared] = unskipped end
     end
     return results
   end

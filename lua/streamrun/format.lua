@@ -21,6 +21,13 @@ function M.json(v)
   return s
 end
 
+-- A text that stands for v and no other value (NaN, infinities and bytes
+-- that are not UTF-8 as they are, numbers to 17 digits): the same value
+-- gives the same text in every run, and lua-cjson reads it back.
+function M.exact_json(v)
+  return encode(v, true) or tostring(v)
+end
+
 -- A value as text: strings as they are, numbers without a trailing .0,
 -- tables as JSON.
 function M.value(v)

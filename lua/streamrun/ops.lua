@@ -87,9 +87,9 @@ function M.element_key(a, b)
       return a
     end
     if (t == "number" and a == a) or t == "boolean" then return a end
-    return "\0j" .. format.json(a)
+    return "\0j" .. format.exact_json(a)
   end
-  return "\0j" .. format.json({ a, b })
+  return "\0j" .. format.exact_json({ a, b })
 end
 
 function M.element_of_key(k)

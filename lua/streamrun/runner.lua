@@ -205,6 +205,13 @@ local function find_checkpoint(settings)
   return found or false
 end
 
+-- A generator's elements for the batch at time_ms (its function watched
+-- like a stage's).
+local function generate(S, node, time_ms)
+  return watchdog.source(time_ms, node.stage_name, sources.generate, node, S.lua_sources[node], S.job.batch_ms,
+    S.report)
+end
+
 -- -- The session: everything a running job keeps between batches --
 
 -- Compiles the job's plan into S, with states/windows to continue from.
@@ -466,11 +473,11 @@ local function start(cli)
 
   -- Batches logged after the checkpoint run again, as they were.
   if logged and #logged.batches > 0 then
-    local function next_lua(node)
-      if node.op == "generator" then return sources.generate(node, S.lua_sources[node], job.batch_ms, S.report) end
-      return sources.dequeue(node, S.lua_sources[node], S.dead)
-    end
     for _, b in ipairs(logged.batches) do
+      local function next_lua(node)
+        if node.op == "generator" then return generate(S, node, b.time_ms) end
+        return sources.dequeue(node, S.lua_sources[node], S.dead)
+      end
       S.plan.zero_ms = S.plan.zero_ms or (b.time_ms - job.batch_ms)
       local rok, perr = pcall(S.plan.run, recovery.inputs(job, b, S.dead, next_lua), b.time_ms)
       if not rok then
@@ -570,7 +577,7 @@ local function drive(S)
           b = sources.read_c_batch(node, cb, S.dead)
         end
       elseif node.op == "generator" then
-        b = sources.generate(node, S.lua_sources[node], job.batch_ms, S.report)
+        b = generate(S, node, time_ms)
         records = records + b.n
       else
         b = sources.dequeue(node, S.lua_sources[node], S.dead)

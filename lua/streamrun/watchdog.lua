@@ -89,4 +89,18 @@ function M.enter(step, label)
   end
 end
 
+-- A source's function (a generator's) runs for the batch at time_ms:
+-- watched as a step of its own (step -1, which a restart cannot skip: a
+-- source stuck again ends the job), so stage_timeout and a stop signal
+-- reach it too. Returns what fn returns.
+function M.source(time_ms, name, fn, ...)
+  local P = M.P
+  P.batch_ms = time_ms
+  M.enter(-1, name)
+  local b = fn(...)
+  P.step = 0
+  P.batch_ms = 0
+  return b
+end
+
 return M

@@ -22,16 +22,32 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* A batch at 100 ms runs step 1 (stage "spin"), record 3. */
+/* The record enter_record marks, and the skips before it. */
+static int32_t at_rec = 3, at_skipped = 0;
+
+/* A batch at 100 ms runs step 1 (stage "spin"), record at_rec. */
 static void enter_record(void)
 {
     sr_progress_t *P = sr_watchdog_progress();
     P->batch_ms = 100;
     P->gen++;
     P->step = 1;
-    P->rec = 3;
-    P->skipped = 0;
+    P->rec = at_rec;
+    P->skipped = at_skipped;
     snprintf(P->stage, sizeof(P->stage), "spin");
+}
+
+/* Loads code as the function of stage "spin", registered as
+ * streamrun.watchdog does (the hook raises only inside such a function). */
+static int load_stage(lua_State *L, const char *code)
+{
+    if (luaL_loadstring(L, code) != 0) return -1;
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    lua_pushstring(L, "spin");
+    lua_rawset(L, -3);
+    lua_setfield(L, LUA_REGISTRYINDEX, "streamrun.stage_fns");
+    return 0;
 }
 
 static void leave_batch(void)
@@ -50,7 +66,7 @@ static void test_hook_interrupts_interpreted_loop(void **st)
     assert_int_equal(0, sr_watchdog_start(L, &o));
     enter_record();
     int64_t t0 = now_ms();
-    assert_int_equal(0, luaL_loadstring(L, INTERPRETED));
+    assert_int_equal(0, load_stage(L, INTERPRETED));
     assert_int_not_equal(0, lua_pcall(L, 0, 0, 0));
     int64_t took = now_ms() - t0;
     const char *msg = lua_tostring(L, -1);
@@ -67,7 +83,7 @@ static void test_hook_interrupts_interpreted_loop(void **st)
 
 /* Runs code in a child with the watchdog on; returns its wait status.
  * stop: send SIGTERM once the child's watchdog is on. */
-static int run_child(const sr_watchdog_opts_t *o, const char *code, int stop)
+static int run_child(const sr_watchdog_opts_t *o, const char *code, int stop, int as_stage)
 {
     int ready[2];
     assert_int_equal(0, pipe(ready));
@@ -81,7 +97,7 @@ static int run_child(const sr_watchdog_opts_t *o, const char *code, int stop)
         if (sr_watchdog_start(L, o) != 0) _exit(90);
         enter_record();
         if (write(ready[1], "r", 1) != 1) _exit(93);
-        if (luaL_loadstring(L, code) != 0) _exit(91);
+        if ((as_stage ? load_stage(L, code) : luaL_loadstring(L, code)) != 0) _exit(91);
         lua_pcall(L, 0, 0, 0);
         _exit(92); /* the watchdog ends the process before */
     }
@@ -99,7 +115,18 @@ static void test_compiled_loop_without_dir_exits_1(void **st)
 {
     (void)st;
     sr_watchdog_opts_t o = { .timeout_ms = 100, .grace_ms = 200, .stop_ms = 4000, .poll_ms = 10 };
-    int status = run_child(&o, COMPILED, 0);
+    int status = run_child(&o, COMPILED, 0, 1);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(1, WEXITSTATUS(status));
+}
+
+/* Code of no stage (the runtime's own) is never interrupted by the hook,
+ * which it would not expect: the stall goes to tier 2. */
+static void test_hook_spares_runtime_code(void **st)
+{
+    (void)st;
+    sr_watchdog_opts_t o = { .timeout_ms = 100, .grace_ms = 200, .stop_ms = 4000, .poll_ms = 10 };
+    int status = run_child(&o, INTERPRETED, 0, 0);
     assert_true(WIFEXITED(status));
     assert_int_equal(1, WEXITSTATUS(status));
 }
@@ -112,7 +139,7 @@ static void test_compiled_loop_with_dir_writes_poison_and_restarts(void **st)
     static char *argv[] = { "sh", "-c", "exit 42", NULL };
     sr_watchdog_set_exec("/bin/sh", argv);
     sr_watchdog_opts_t o = { .timeout_ms = 100, .grace_ms = 200, .stop_ms = 4000, .poll_ms = 10, .dir = dir };
-    int status = run_child(&o, COMPILED, 0);
+    int status = run_child(&o, COMPILED, 0, 1);
     assert_true(WIFEXITED(status));
     assert_int_equal(42, WEXITSTATUS(status)); /* the restart program ran */
     snprintf(path, sizeof(path), "%s/poison", dir);
@@ -123,7 +150,20 @@ static void test_compiled_loop_with_dir_writes_poison_and_restarts(void **st)
     fclose(f);
     assert_string_equal("100 1 3 0 spin\n", line);
     /* The same record stuck again (its skip did not happen): exit 1, no loop. */
-    status = run_child(&o, COMPILED, 0);
+    status = run_child(&o, COMPILED, 0, 1);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(1, WEXITSTATUS(status));
+    /* A stall not at an input record (rec 0) stuck again after a restart
+     * that skipped a record before it is the same stall: exit 1 too. */
+    FILE *w = fopen(path, "w");
+    assert_non_null(w);
+    fputs("100 1 0 0 spin\n", w);
+    fclose(w);
+    at_rec = 0;
+    at_skipped = 1;
+    status = run_child(&o, COMPILED, 0, 1);
+    at_rec = 3;
+    at_skipped = 0;
     assert_true(WIFEXITED(status));
     assert_int_equal(1, WEXITSTATUS(status));
     sr_watchdog_set_exec(NULL, NULL);
@@ -138,7 +178,7 @@ static void test_stop_signal_ends_stuck_batch(void **st)
     signal(SIGTERM, SIG_IGN);
     sr_watchdog_opts_t o = { .timeout_ms = 0, .grace_ms = 200, .stop_ms = 300, .poll_ms = 10 };
     int64_t t0 = now_ms();
-    int status = run_child(&o, COMPILED, 1);
+    int status = run_child(&o, COMPILED, 1, 1);
     int64_t took = now_ms() - t0;
     signal(SIGTERM, SIG_DFL);
     assert_true(WIFEXITED(status));
@@ -151,6 +191,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hook_interrupts_interpreted_loop),
         cmocka_unit_test(test_compiled_loop_without_dir_exits_1),
+        cmocka_unit_test(test_hook_spares_runtime_code),
         cmocka_unit_test(test_compiled_loop_with_dir_writes_poison_and_restarts),
         cmocka_unit_test(test_stop_signal_ends_stuck_batch),
     };

@@ -119,4 +119,18 @@ describe("aggregations (Spark BasicOperationsSuite)", function()
     local tables = spark.run({ { { 1, 2 }, { 1, 2 }, { 2 } } }, function(s) return s:count_by_value() end)
     assert.same({ { { { 1, 2 }, 2 }, { { 2 }, 1 } } }, tables)
   end)
+
+  it("count_by_value keeps apart values that JSON output would write alike", function()
+    local inf, nan = math.huge, 0 / 0
+    local out = spark.run({ { { "k", inf }, { "k", -inf }, { "k", "\255" }, { "k", "\254" }, { "k", inf },
+                              { "k", 0.1 + 0.2 }, { "k", 0.3 } } }, function(s)
+      return s:map(function(p) return p[1], p[2] end):count_by_value()
+    end)
+    assert.same({ { { { "k", inf }, 2 }, { { "k", -inf }, 1 }, { { "k", "\255" }, 1 }, { { "k", "\254" }, 1 },
+                    { { "k", 0.1 + 0.2 }, 1 }, { { "k", 0.3 }, 1 } } }, out)
+    local nans = spark.run({ { { nan }, { nan } } }, function(s) return s:count_by_value() end)
+    assert.equal(1, #nans[1])
+    assert.equal(2, nans[1][1][2])
+    assert.is_true(nans[1][1][1][1] ~= nans[1][1][1][1], "the element is NaN again")
+  end)
 end)
