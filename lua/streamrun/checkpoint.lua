@@ -80,12 +80,17 @@ function M.latest(dir)
 end
 
 -- The state of a checkpoint a job resumes from, by the rules of
--- streamrun.reload: returns states, windows and the log line, or nil and
--- the conflicts.
+-- streamrun.reload: returns states, windows and the log line, or nil, why
+-- and the exit code (1: the checkpoint of another job; 2: state this
+-- script cannot keep).
 function M.adopt(found, job)
+  if found.meta.job ~= job.name then
+    return nil, ("%s is a checkpoint of job %s, not of job %s: refusing it (give this job its own checkpoint "
+      .. "directory)"):format(found.path, tostring(found.meta.job), job.name), 1
+  end
   local r = reload.plan(found.meta.stages or {}, job)
   if #r.conflicts > 0 then
-    return nil, ("%s cannot be resumed by this script: %s"):format(found.path, table.concat(r.conflicts, "; "))
+    return nil, ("%s cannot be resumed by this script: %s"):format(found.path, table.concat(r.conflicts, "; ")), 2
   end
   local states, windows = reload.carry(r, found.states, found.windows)
   return states, windows, reload.describe(r)

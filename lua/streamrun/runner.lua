@@ -388,16 +388,11 @@ local function start(cli)
     if restored == nil then return nil, 1 end
   end
   local meta = restored and restored.meta or {}
-  if restored and meta.job ~= job.name then
-    log("%s is a checkpoint of job %s, not of job %s: refusing it (give this job its own checkpoint directory)",
-      restored.path, tostring(meta.job), job.name)
-    return nil, 1
-  end
   if restored then
     local states, windows, how = checkpoint.adopt(restored, job)
     if not states then
       log("%s", windows)
-      return nil, 2
+      return nil, how
     end
     restored.states, restored.windows = states, windows
     if meta.script_hash ~= core.file_hash(job.path) then

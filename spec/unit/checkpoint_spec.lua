@@ -68,4 +68,18 @@ describe("checkpoint and restore in the driver", function()
     assert.is_false(ok)
     assert.matches("checksum mismatch", err)
   end)
+
+  it("a checkpoint of another job is refused, as the binary refuses it", function()
+    local a = testing.driver(job)
+    a:tick()
+    local path = a:checkpoint()
+    local function other()
+      local j = sr.job { name = "not_ck", batch = "1s" }
+      j:queue({}, { name = "in" }):foreach_batch(function() end, { name = "out" })
+      return j
+    end
+    local ok, err = pcall(testing.restore, path, { job = other })
+    assert.is_false(ok)
+    assert.matches("is a checkpoint of job ck, not of job not_ck", err)
+  end)
 end)
