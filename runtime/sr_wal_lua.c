@@ -67,6 +67,17 @@ static void sr__add_file(sr__reader_t *r, const sr_wal_entry_t *e)
     lua_pop(L, 2);
 }
 
+/* Starts the next batch: no records, files or carried records yet. */
+static void sr__next_batch(lua_State *L, sr__reader_t *r)
+{
+    lua_newtable(L);
+    lua_replace(L, r->pending);
+    lua_newtable(L);
+    lua_replace(L, r->files);
+    lua_newtable(L);
+    lua_replace(L, r->carried);
+}
+
 static void sr__on_entry(void *ud, const sr_wal_entry_t *e)
 {
     sr__reader_t *r = ud;
@@ -91,13 +102,7 @@ static void sr__on_entry(void *ud, const sr_wal_entry_t *e)
         lua_newtable(L);
         lua_replace(L, r->files);
     } else if (e->type == SR_WAL_BATCH && (double)e->time_ms <= r->since) {
-        /* In the checkpoint resumed from already: its records go. */
-        lua_newtable(L);
-        lua_replace(L, r->pending);
-        lua_newtable(L);
-        lua_replace(L, r->files);
-        lua_newtable(L);
-        lua_replace(L, r->carried);
+        sr__next_batch(L, r); /* in the checkpoint resumed from already: its records go */
     } else if (e->type == SR_WAL_BATCH) {
         /* The pending records and files become this batch's. */
         lua_createtable(L, 0, 5);
@@ -122,12 +127,7 @@ static void sr__on_entry(void *ud, const sr_wal_entry_t *e)
         }
         lua_setfield(L, -2, "positions");
         lua_rawseti(L, r->batches, ++r->nbatches);
-        lua_newtable(L);
-        lua_replace(L, r->pending);
-        lua_newtable(L);
-        lua_replace(L, r->files);
-        lua_newtable(L);
-        lua_replace(L, r->carried);
+        sr__next_batch(L, r);
     }
 }
 

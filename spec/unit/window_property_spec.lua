@@ -24,21 +24,7 @@ local testing = require "streamrun.testing"
 local BASE_SEED = tonumber(os.getenv("SR_PROP_SEED") or "") or 20240612
 local CASES = tonumber(os.getenv("SR_PROP_CASES") or "")
 
--- -- Random numbers --
-
--- Numerical Recipes' 32-bit LCG; exact in doubles (a * x < 2^53).
-local function lcg(seed)
-  local x = seed % 4294967296
-  local r = {}
-  function r.int(lo, hi)
-    x = (1664525 * x + 1013904223) % 4294967296
-    -- The high bits are the random ones.
-    return lo + math.floor(x / 4294967296 * (hi - lo + 1))
-  end
-  function r.chance(p) return r.int(1, 1000) <= p * 1000 end
-  function r.pick(t) return t[r.int(1, #t)] end
-  return r
-end
+local lcg = require "helpers.lcg"
 
 -- -- Canonical text, for comparing batches as multisets --
 
