@@ -118,12 +118,15 @@ describe("e2e checkpoint directory", function()
     end
     p:kill("KILL")
     p:wait(5)
+    -- keep = 3; a fourth may be there when the kill came between a new
+    -- checkpoint's rename and the pruning of the oldest.
     local files = checkpoints(ck)
-    assert.equal(3, #files, table.concat(files, " "))
-    local oldest = ck .. "/" .. files[1]
+    assert.is_true(#files == 3 or #files == 4, table.concat(files, " "))
+    local n = #files
+    local oldest = ck .. "/" .. files[n - 2]
     local before = e2e.inspect_keys(oldest, "counts")
     assert.is_nil(before.w10, "the oldest kept checkpoint must miss the last lines for this test to mean anything")
-    for i = 2, 3 do
+    for i = n - 1, n do
       local path = ck .. "/" .. files[i]
       local s = proc.read_file(path)
       proc.write_file(path, s:sub(1, 40) .. string.char(bit.bxor(s:byte(41), 0xff)) .. s:sub(42))
