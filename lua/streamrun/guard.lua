@@ -9,10 +9,11 @@
 -- pays no pcall and makes no closure per record:
 -- - once per batch or per key (transform, foreach_batch, a filter of a
 --   window, an initial state): call, call_key, under one xpcall each;
--- - a loop over records: each() runs it under one xpcall and resumes
---   after the failing item (the loop's progress is an upvalue), resumed()
---   and streamrun.resume read where the loop stood from its locals (the
---   fused chains of streamrun.fuse, ops' reduce and reduce_by_key).
+-- - a loop over records runs under one xpcall and resumes after the
+--   failing item: each() (the loop's progress is an upvalue), loop() (the
+--   loop notes its item in a table), resumed() and streamrun.resume (where
+--   the loop stood is read from its locals: the fused chains of
+--   streamrun.fuse, ops' reduce and reduce_by_key).
 local batch = require "streamrun.batch"
 local format = require "streamrun.format"
 local resume = require "streamrun.resume"
@@ -93,6 +94,24 @@ function M.each(n, body, fail, progress, plain)
     if type(err) == "table" and err.fatal then error(err, 0) end
     fail(cur, err)
     i0 = cur + 1
+  end
+end
+
+-- Runs run(i0), a loop over items from i0 on that notes the item in hand
+-- in at.i before each user call and keeps its results outside its locals,
+-- under one xpcall: when a call raises, fail(at.i, err) reports it and the
+-- loop runs again from the item after. For loops too hot for each()'s
+-- call per item: the loop's own locals stay in registers. plain: as for
+-- each().
+function M.loop(run, at, fail, plain)
+  local handler = plain and bare or traceback
+  local i0 = 1
+  while true do
+    local ok, err = xpcall(run, handler, i0)
+    if ok then return end
+    if type(err) == "table" and err.fatal then error(err, 0) end
+    fail(at.i, err)
+    i0 = at.i + 1
   end
 end
 

@@ -25,7 +25,7 @@ local guard = require "streamrun.guard"
 local ops = require "streamrun.ops"
 
 local tostring, next = tostring, next
-local each, try = guard.each, guard.try
+local loop, try = guard.loop, guard.try
 
 local M = {}
 
@@ -66,25 +66,32 @@ local FOLDS = {
 -- failing call is not reported (its key will be folded again).
 local function fold(node, g, f, A, B, n, failed, quiet)
   local quick = FOLDS[builtins.reducers[f] or false] or (f == add and FOLDS.add)
-  local keys, accs, nk = {}, {}, 0
   local call = quick or f
-  -- A failing call leaves its key's value as it was.
-  each(n, function(i)
-    local k, v = A[i], B[i]
-    local acc = accs[k]
-    if acc == nil then
-      nk = nk + 1
-      keys[nk] = k
-      accs[k] = v
-    else
-      accs[k] = call(acc, v)
+  local keys, accs = {}, {}
+  local at = { i = 0 }
+  -- keys[1..nk] are the keys so far, also after a failure.
+  local function run(i0)
+    local A, B, keys, accs, call, at = A, B, keys, accs, call, at
+    local nk = #keys
+    for i = i0, n do
+      local k, v = A[i], B[i]
+      local acc = accs[k]
+      if acc == nil then
+        nk = nk + 1
+        keys[nk] = k
+        accs[k] = v
+      else
+        at.i = i
+        accs[k] = call(acc, v) -- a failing call leaves the key's value as it was
+      end
     end
-  end, function(i, err)
+  end
+  loop(run, at, function(i, err)
     local k = A[i]
     if failed then failed[k] = true end
     if not quiet then g.report(node, ("key %s: %s"):format(format.json(k), tostring(err)), k, B[i]) end
-  end, nil, quick)
-  return keys, accs, nk
+  end, quick)
+  return keys, accs, #keys
 end
 
 -- The batch as (key, value) pairs to aggregate: the stream's pairs, or
