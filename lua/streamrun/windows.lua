@@ -69,7 +69,8 @@ local function fold(node, g, f, A, B, n, failed, quiet)
   local call = quick or f
   local keys, accs = {}, {}
   local at = { i = 0 }
-  -- keys[1..nk] are the keys so far, also after a failure.
+  -- keys[1..nk] are the keys so far, also after a failure. (The loop's
+  -- tables in locals: LuaJIT keeps them in registers, not upvalues.)
   local function run(i0)
     local A, B, keys, accs, call, at = A, B, keys, accs, call, at
     local nk = #keys
