@@ -144,7 +144,8 @@ function M.job(opts)
   return job
 end
 
--- Adds a stage to the job. kind: "source", "narrow", "wide", "output".
+-- Adds a stage to the job. kind: "source", "narrow", "wide", "stateful",
+-- "windowed", "view" (of its input's state), "output".
 local function add_node(job, op, kind, inputs, fields, name)
   -- The default name skips names the job script has already taken.
   repeat
@@ -574,7 +575,7 @@ function Stream:state_snapshots(opts)
     fail("state_snapshots: only the stream map_with_state returns has state snapshots")
   end
   opts = check_opts("state_snapshots", opts, NAME_OPT)
-  return add_node(self.job, "state_snapshots", "wide", { self }, { keyed = "yes" }, opts.name)
+  return add_node(self.job, "state_snapshots", "view", { self }, { keyed = "yes" }, opts.name)
 end
 
 -- -- Outputs --

@@ -9,14 +9,16 @@
 -- reported with the element it received, and the work left for that input
 -- element (the rest of an array or iterator a flat_map returned, at any
 -- depth) goes on in guarded variants of the chain's tails, where every
--- user call runs under xpcall. Then the fast loop resumes at the next
--- element. So each user function is called once per element.
+-- user call runs under xpcall (streamrun.guard). Then the fast loop resumes
+-- at the next element. So each user function is called once per element.
 local batch = require "streamrun.batch"
+local guard = require "streamrun.guard"
 local resume = require "streamrun.resume"
 local watchdog = require "streamrun.watchdog"
 
 local tnew = batch.new_table
-local type, error, concat, xpcall, traceback = type, error, table.concat, xpcall, debug.traceback
+local type, error, concat = type, error, table.concat
+local try = guard.try
 
 local M = {}
 
@@ -146,11 +148,13 @@ local function load(src, name, ...)
   return chunk(...)
 end
 
--- A compiled chain. stages: the narrow nodes in order. report(node, err,
--- input, i, ...) is called for a failing call on an element that came from
--- element i of the input batch (it may raise to stop the job). origin:
--- the output batch notes where each element came from (batch.origin).
-function M.chain(stages, report, origin)
+-- A compiled chain. stages: the narrow nodes in order. g: the plan's guard
+-- (streamrun.guard); a failing call on an element that came from element i
+-- of the input batch goes to g.report_at (which may raise to stop the
+-- job). origin: the output batch notes where each element came from
+-- (batch.origin).
+function M.chain(stages, g, origin)
+  local report = g.report_at
   local names = {}
   local F, E, I = {}, {}, {}
   for k, s in ipairs(stages) do
@@ -161,16 +165,15 @@ function M.chain(stages, report, origin)
   -- The element being finished after a failure: its batch and index.
   local cur = { input = nil, i = 0 }
   local function G(k, f, ...)
-    local ok, r1, r2 = xpcall(f, traceback, ...)
+    local ok, r1, r2 = g.call_at(stages[k], cur.input, cur.i, f, ...)
     if ok then return r1, r2 end
-    report(stages[k], r1, cur.input, cur.i, ...)
     return nil
   end
   -- An iterator whose every call is guarded: a failure is reported for
   -- stage k and the element (a, b) it came from, and ends the iteration.
   local function GI(k, iter, a, b)
     return function(st, ctl)
-      local ok, r1, r2 = xpcall(iter, traceback, st, ctl)
+      local ok, r1, r2 = try(iter, st, ctl)
       if ok then return r1, r2 end
       report(stages[k], r1, cur.input, cur.i, a, b)
       return nil

@@ -1,15 +1,14 @@
 -- streamrun.ops: the per-batch operations that need the whole batch (SPEC
 -- section 6): union, count, count_by_value, reduce, reduce_by_key,
 -- group_by_key, the joins, cogroup, transform. Each takes the stage, its
--- input batches, the batch time and an env, and returns the output batch.
--- A user function called once per batch goes through env.call (guarded);
--- the loops calling one per record run unguarded and resume after a
--- failing call (streamrun.resume), which is reported and its element
+-- input batches, the batch time and the plan's guard (streamrun.guard), and
+-- returns the output batch. A user function called once per batch goes
+-- through g.call; the loops calling one per record run unguarded and resume
+-- after a failing call (g.resumed), which is reported and its element
 -- skipped: each call is made once.
 local batch = require "streamrun.batch"
 local builtins = require "streamrun.builtins"
 local format = require "streamrun.format"
-local resume = require "streamrun.resume"
 local watchdog = require "streamrun.watchdog"
 
 local tnew = batch.new_table
@@ -27,14 +26,14 @@ local function bad_key(k)
   return nil
 end
 
-local function pair_check(node, env, a, b)
+local function pair_check(node, g, a, b)
   if b == nil then
-    env.report(node, node.op .. " needs (k, v) pairs; got the single element " .. format.value(a), a)
+    g.report(node, node.op .. " needs (k, v) pairs; got the single element " .. format.value(a), a)
     return false
   end
   local why = bad_key(a)
   if why then
-    env.report(node, why, a, b)
+    g.report(node, why, a, b)
     return false
   end
   return true
@@ -42,12 +41,12 @@ end
 
 -- Groups a keyed batch: keys in order of first appearance and, per key, the
 -- array of its values.
-local function group(node, env, input)
+local function group(node, g, input)
   local keys, lists, nk = {}, {}, 0
   local A, B = input.a, input.b
   for i = 1, input.n do
     local k, v = A[i], B[i]
-    if pair_check(node, env, k, v) then
+    if pair_check(node, g, k, v) then
       local l = lists[k]
       if l == nil then
         nk = nk + 1
@@ -61,7 +60,7 @@ local function group(node, env, input)
   return keys, lists, nk
 end
 
-function M.union(node, env, left, right)
+function M.union(node, g, left, right)
   local n = left.n + right.n
   local A, B = tnew(n, 0), tnew(n, 0)
   local la, lb, ra, rb = left.a, left.b, right.a, right.b
@@ -71,7 +70,7 @@ function M.union(node, env, left, right)
   return { n = n, a = A, b = B, cat = { left, right } }
 end
 
-function M.count(node, env, input)
+function M.count(node, g, input)
   return batch.of_values({ input.n }, 1)
 end
 
@@ -100,7 +99,7 @@ function M.element_of_key(k)
   return k
 end
 
-function M.count_by_value(node, env, input)
+function M.count_by_value(node, g, input)
   local keys, counts, nk = {}, {}, 0
   local reps = {}
   local A, B = input.a, input.b
@@ -139,26 +138,7 @@ local function unpack_result(node, input, r)
   return r, nil
 end
 
--- Runs run(i0, x, y) (a loop over records i0..n returning its two
--- accumulators, locals named xname and yname) to its end: a call that
--- raises is reported with the values of the loop's locals named args1 and
--- args2, and the loop resumes after its record i with its accumulators as
--- they were (the failing call changed nothing). Returns run's results.
--- at: what run keeps of its loop for when the error handler cannot run (a
--- stack overflow): at.i, and the locals named xname, yname, args1, args2.
-local function resumed(node, env, run, at, x, y, xname, yname, args1, args2)
-  local i0 = 1
-  while true do
-    local ok, r1, r2 = resume.call(run, i0, x, y)
-    if ok then return r1, r2 end
-    if type(r1) == "table" and r1.fatal then error(r1, 0) end
-    if not r2 or not r2.i then r2 = at end
-    env.report(node, r1, r2[args1], r2[args2])
-    i0, x, y = r2.i + 1, r2[xname], r2[yname]
-  end
-end
-
-function M.reduce(node, env, input)
+function M.reduce(node, g, input)
   if input.n == 0 then return batch.empty() end
   local f = node.fn
   local A, B, n = input.a, input.b, input.n
@@ -178,7 +158,7 @@ function M.reduce(node, env, input)
     end
     return acc, have
   end
-  local acc = resumed(node, env, run, at, nil, false, "acc", "have", "acc", "e")
+  local acc = g.resumed(node, run, at, nil, false, "acc", "have", "acc", "e")
   local a, b = unpack_result(node, input, acc)
   return { n = 1, a = { a }, b = { b } }
 end
@@ -190,7 +170,7 @@ local FOLDS = {
   max = function(acc, v) if v > acc then return v end return acc end,
 }
 
-function M.reduce_by_key(node, env, input)
+function M.reduce_by_key(node, g, input)
   local f = node.fn
   f = FOLDS[builtins.reducers[f] or false] or f
   local keys, accs = {}, {}
@@ -201,7 +181,7 @@ function M.reduce_by_key(node, env, input)
       at.i = i
       W.rec = i
       local k, v = A[i], B[i]
-      if pair_check(node, env, k, v) then
+      if pair_check(node, g, k, v) then
         acc = accs[k]
         if acc == nil then
           nk = nk + 1
@@ -219,14 +199,14 @@ function M.reduce_by_key(node, env, input)
     local i = rawget(t, "i")
     if name == "nk" then return #keys elseif name == "v" then return B[i] elseif name == "acc" then return accs[A[i]] end
   end })
-  local _, nk = resumed(node, env, run, at, nil, 0, "acc", "nk", "acc", "v")
+  local _, nk = g.resumed(node, run, at, nil, 0, "acc", "nk", "acc", "v")
   local OB = tnew(nk, 0)
   for i = 1, nk do OB[i] = accs[keys[i]] end
   return { n = nk, a = keys, b = OB }
 end
 
-function M.group_by_key(node, env, input)
-  local keys, lists, nk = group(node, env, input)
+function M.group_by_key(node, g, input)
+  local keys, lists, nk = group(node, g, input)
   local OB = tnew(nk, 0)
   for i = 1, nk do OB[i] = lists[keys[i]] end
   return { n = nk, a = keys, b = OB }
@@ -235,9 +215,9 @@ end
 -- Emits the joined pairs of both sides' groups. inner: keys on both sides;
 -- left/right/full: also keys of that side alone, with nil for the missing
 -- value (so {v} or {nil, w}).
-local function join(node, env, left, right, keep_left, keep_right)
-  local lk, lv, nl = group(node, env, left)
-  local rk, rv, nr = group(node, env, right)
+local function join(node, g, left, right, keep_left, keep_right)
+  local lk, lv, nl = group(node, g, left)
+  local rk, rv, nr = group(node, g, right)
   local A, B, m = {}, {}, 0
   for i = 1, nl do
     local k = lk[i]
@@ -262,13 +242,13 @@ local function join(node, env, left, right, keep_left, keep_right)
   return { n = m, a = A, b = B }
 end
 
-function M.join(node, env, l, r) return join(node, env, l, r, false, false) end
-function M.left_outer_join(node, env, l, r) return join(node, env, l, r, true, false) end
-function M.full_outer_join(node, env, l, r) return join(node, env, l, r, true, true) end
+function M.join(node, g, l, r) return join(node, g, l, r, false, false) end
+function M.left_outer_join(node, g, l, r) return join(node, g, l, r, true, false) end
+function M.full_outer_join(node, g, l, r) return join(node, g, l, r, true, true) end
 
-function M.right_outer_join(node, env, l, r)
+function M.right_outer_join(node, g, l, r)
   -- Right side's keys in its order, as Spark lists them.
-  local out = join(node, env, r, l, true, false)
+  local out = join(node, g, r, l, true, false)
   for i = 1, out.n do
     local p = out.b[i]
     out.b[i] = { p[2], p[1] }
@@ -276,9 +256,9 @@ function M.right_outer_join(node, env, l, r)
   return out
 end
 
-function M.cogroup(node, env, left, right)
-  local lk, lv, nl = group(node, env, left)
-  local rk, rv, nr = group(node, env, right)
+function M.cogroup(node, g, left, right)
+  local lk, lv, nl = group(node, g, left)
+  local rk, rv, nr = group(node, g, right)
   local A, B, m = {}, {}, 0
   for i = 1, nl do
     local k = lk[i]
@@ -295,12 +275,12 @@ function M.cogroup(node, env, left, right)
   return { n = m, a = A, b = B }
 end
 
-function M.transform(node, env, input, time_ms)
+function M.transform(node, g, input, time_ms)
   local elements = elements_of(input)
-  local r, failed = env.call(node, node.fn, elements, time_ms)
-  if failed then return batch.empty() end
+  local ok, r = g.call(node, node.fn, elements, time_ms)
+  if not ok then return batch.empty() end
   if type(r) ~= "table" then
-    env.report(node, "transform must return an array of elements, got " .. type(r), "(batch at " .. time_ms .. " ms)")
+    g.report(node, "transform must return an array of elements, got " .. type(r), "(batch at " .. time_ms .. " ms)")
     return batch.empty()
   end
   local keyed = node.keyed == "yes" or (node.keyed == "maybe" and batch.has_pairs(input))
@@ -310,7 +290,7 @@ function M.transform(node, env, input, time_ms)
     -- single elements, as rdd => rdd.map(_._1) does in Spark.
     out = batch.from_elements(r, false)
   elseif not out then
-    env.report(node, "transform on a keyed stream must return {k, v} pairs; element " .. bad .. " is not one", r[bad])
+    g.report(node, "transform on a keyed stream must return {k, v} pairs; element " .. bad .. " is not one", r[bad])
     local keep = {}
     for i = 1, #r do
       local e = r[i]

@@ -1,5 +1,5 @@
 -- streamrun.outputs: the output operations of SPEC section 9. Each is made
--- per stage by make(node, sink) and called once per batch. The sink decides
+-- per stage by make(node, sink, g) and called once per batch. The sink decides
 -- what is really written: the runner's writes stdout and files; the test
 -- driver's captures every output's elements by name as well.
 --
@@ -47,7 +47,7 @@ end
 
 -- The JSON lines of a batch; an element that cannot be JSON is reported
 -- (a dead letter) and left out.
-local function json_text(node, sink, input)
+local function json_text(node, g, input)
   local out, n = {}, 0
   local A, B = input.a, input.b
   for i = 1, input.n do
@@ -56,7 +56,7 @@ local function json_text(node, sink, input)
       n = n + 1
       out[n] = line
     else
-      sink.fail(node, err, A[i], B[i])
+      g.report(node, err, A[i], B[i])
     end
   end
   if n == 0 then return "" end
@@ -144,9 +144,9 @@ function makers.print(node, sink)
   end, retry
 end
 
-function makers.foreach_batch(node, sink)
+function makers.foreach_batch(node, sink, g)
   return function(input, time_ms)
-    sink.call(node, node.fn, batch.to_elements(input), time_ms)
+    g.call(node, node.fn, batch.to_elements(input), time_ms)
     return true
   end, done
 end
@@ -175,7 +175,7 @@ end
 -- to_json_lines to a file: appends each batch whole with one write; one
 -- that fails is cut back to the length before it (`good`) and kept to be
 -- written again, so the file never holds a torn or doubled line.
-local function json_file(node, sink)
+local function json_file(node, sink, g)
   local path = node.path
   local fd, good, regular
   local box -- closes fd when the output goes (a reload closes this VM)
@@ -212,7 +212,7 @@ local function json_file(node, sink)
   end
   return function(input)
     if input.n == 0 then return true end
-    local content = json_text(node, sink, input)
+    local content = json_text(node, g, input)
     if left then content = left .. content end
     if content == "" then return true end
     return append(content)
@@ -222,12 +222,12 @@ local function json_file(node, sink)
   end
 end
 
-function makers.to_json_lines(node, sink)
-  if node.path ~= "-" then return json_file(node, sink) end
+function makers.to_json_lines(node, sink, g)
+  if node.path ~= "-" then return json_file(node, sink, g) end
   local send, retry = stdout_writer(sink)
   return function(input)
     if input.n == 0 or sink.quiet_print then return true end
-    local content = json_text(node, sink, input)
+    local content = json_text(node, g, input)
     if content == "" then return true end
     return send(content)
   end, retry
@@ -237,11 +237,12 @@ end
 -- and retry() to write again what a failing write kept. Both return true,
 -- or nil, the message and true when the failure is for good (standard
 -- output closed). sink: { stdout (M.stdout or a file-like object),
--- quiet_print, call(node, f, ...), fail(node, msg, element...),
--- capture(node, elements) or nil, progress (a table to_json_lines keeps its
--- files' lengths in) or nil }.
-function M.make(node, sink)
-  local write, retry = makers[node.op](node, sink)
+-- quiet_print, capture(node, elements) or nil, progress (a table
+-- to_json_lines keeps its files' lengths in) or nil }; it is only read.
+-- g: the plan's guard (streamrun.guard): foreach_batch's function runs
+-- through g.call, an element that cannot be written goes to g.report.
+function M.make(node, sink, g)
+  local write, retry = makers[node.op](node, sink, g)
   if not sink.capture then return write, retry end
   return function(input, time_ms)
     sink.capture(node, batch.to_elements(input))

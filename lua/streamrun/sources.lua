@@ -4,6 +4,7 @@
 -- produce their elements here, once per batch.
 local core = require "streamrun.core"
 local batch = require "streamrun.batch"
+local guard = require "streamrun.guard"
 local cjson = require "cjson"
 
 local ffi = core.ffi
@@ -126,7 +127,8 @@ function M.generator_state(node)
   return { next_i = 1, carry = 0, done = node.total == 0 }
 end
 
--- report(node, err, i) receives a failing fn(i).
+-- report(node, err, i) receives a failing fn(i). The calls run in one
+-- guarded loop (guard.each), not one xpcall each.
 function M.generate(node, st, batch_ms, report)
   if st.done then return batch.empty() end
   local want = node.rate * batch_ms / 1000 + st.carry
@@ -138,21 +140,24 @@ function M.generate(node, st, batch_ms, report)
   end
   local out, m = tnew(k, 0), 0
   local fn = node.fn
-  local i = st.next_i
-  local first, skips = i, nil
-  for _ = 1, k do
-    local ok, v = xpcall(fn, debug.traceback, i)
-    if ok and v ~= nil then
+  local first, skips = st.next_i, nil
+  local function skip(j)
+    skips = skips or {}
+    skips[#skips + 1] = j
+  end
+  guard.each(k, function(j)
+    local v = fn(first + j - 1)
+    if v ~= nil then
       m = m + 1
       out[m] = v
     else
-      if not ok then report(node, v, i) end
-      skips = skips or {}
-      skips[#skips + 1] = i - first + 1
+      skip(j)
     end
-    i = i + 1
-  end
-  st.next_i = i
+  end, function(j, err)
+    report(node, err, first + j - 1)
+    skip(j)
+  end)
+  st.next_i = first + k
   local b = batch.of_values(out, m)
   b.src, b.first, b.skips = node.stage_name, first, skips
   return b

@@ -3,57 +3,19 @@
 -- once per batch for every key with new values or state; map_with_state
 -- calls its function once per record, in arrival order, then once more for
 -- every key whose idle time passed its timeout at this batch's time.
--- User functions here always run guarded: state they changed cannot be
--- rolled back, so a failing call is reported and its key keeps its state.
+-- User functions here run in guard.each's loops: state is committed after
+-- each call, so a failing call is reported and its key keeps its state.
 local core = require "streamrun.core"
 local format = require "streamrun.format"
 local ops = require "streamrun.ops"
-local watchdog = require "streamrun.watchdog"
+local guard = require "streamrun.guard"
 
 local cstate = core.cstate
 local C, ffi = core.C, core.ffi
-local type, error, xpcall, traceback, tostring = type, error, xpcall, debug.traceback, tostring
+local type, error, tostring = type, error, tostring
+local each = guard.each
 
 local M = {}
-
--- Calls f guarded: true and its two results, or false after reporting the
--- error with the key it concerns and the key's record (value or values).
-local function guarded(node, env, key, record, f, ...)
-  local ok, r1, r2 = xpcall(f, traceback, ...)
-  if ok then return true, r1, r2 end
-  if key == nil then
-    env.report(node, r1)
-  else
-    env.report(node, ("key %s: %s"):format(format.json(key), tostring(r1)), key, record)
-  end
-  return false
-end
-
--- Runs body(i) for i = 1..n with the user's calls unguarded, under one
--- xpcall: when a call raises, fail(i, err) reports it (the item keeps its
--- state: commits come after the call) and the loop goes on after i.
--- by_record: i is the index of the input record (the watchdog's progress
--- is i, else -i: a restart that skips a stuck item skips the whole input).
-local P = watchdog.P
-local function each(n, body, fail, by_record)
-  local cur = 0
-  local sign = by_record and 1 or -1
-  local function run(i0)
-    for i = i0, n do
-      cur = i
-      P.rec = sign * i
-      body(i)
-    end
-  end
-  local i0 = 1
-  while i0 <= n do
-    local ok, err = xpcall(run, traceback, i0)
-    if ok then return end
-    if type(err) == "table" and err.fatal then error(err, 0) end
-    fail(cur, err)
-    i0 = cur + 1
-  end
-end
 
 -- -- Numbers through the FFI --
 -- State values that are numbers (counters, sums) are read and written with
@@ -78,8 +40,8 @@ local function get_state(state, sp, k, kt, ks, kl, kn)
   return state:get(k)
 end
 
-local function key_error(node, env, k, record, err)
-  env.report(node, ("key %s: %s"):format(format.json(k), tostring(err)), k, record)
+local function key_error(node, g, k, record, err)
+  g.report(node, ("key %s: %s"):format(format.json(k), tostring(err)), k, record)
 end
 
 local EMPTY = setmetatable({}, { __newindex = function() error("the values array is read-only", 2) end })
@@ -91,27 +53,27 @@ end
 
 -- Seeds the state from opts.initial (a table, or a function returning one)
 -- at the first batch's time, so seeded keys start their idle clocks then.
-local function seed(node, env, state, time_ms)
+local function seed(node, g, state, time_ms)
   local initial = node.initial
   if type(initial) == "function" then
-    local ok, t = guarded(node, env, nil, nil, initial)
+    local ok, t = g.call_key(node, nil, nil, initial)
     if not ok then return end
     initial = t
   end
   if type(initial) ~= "table" then
-    env.report(node, "initial state must be a table {key = state}, got " .. type(initial))
+    g.report(node, "initial state must be a table {key = state}, got " .. type(initial))
     return
   end
   for k, v in pairs(initial) do
     local bad = ops.bad_key(k)
     local ok, err = false, bad
     if not bad then ok, err = state:put(k, v, node.timeout_ms > 0 and time_ms or nil) end
-    if not ok then env.report(node, ("initial state, key %s: %s"):format(format.json(k), err), k, v) end
+    if not ok then g.report(node, ("initial state, key %s: %s"):format(format.json(k), err), k, v) end
   end
 end
 
 -- sp: the state's pointer for the FFI (ffi.cast of state:pointer()).
-local function put_or_report(node, env, state, sp, k, v, now)
+local function put_or_report(node, g, state, sp, k, v, now)
   local ok, err
   if type(v) == "number" then
     local kt, ks, kl, kn = key_args(k)
@@ -121,14 +83,14 @@ local function put_or_report(node, env, state, sp, k, v, now)
     ok, err = state:put(k, v, now)
   end
   if ok then return true end
-  env.report(node, ("key %s: %s; the key keeps its previous state"):format(format.json(k), err), k)
+  g.report(node, ("key %s: %s; the key keeps its previous state"):format(format.json(k), err), k)
   return false
 end
 
 -- -- update_state_by_key --
 
-function M.update_state_by_key(node, env, state, input, time_ms)
-  local keys, lists, nk = ops.group(node, env, input)
+function M.update_state_by_key(node, g, state, input, time_ms)
+  local keys, lists, nk = ops.group(node, g, input)
   local f = node.fn
   local sp = ffi.cast("sr_state_t *", state:pointer())
   local skeys, svalues, ns = state:snapshot()
@@ -160,14 +122,14 @@ function M.update_state_by_key(node, env, state, input, time_ms)
     local new = f(V[i], old, k, time_ms)
     if new == nil then
       state:remove(k)
-    elseif not put_or_report(node, env, state, sp, k, new) then
+    elseif not put_or_report(node, g, state, sp, k, new) then
       new = old
     end
     emit(k, new)
   end, function(i, err)
-    key_error(node, env, K[i], V[i], err)
+    key_error(node, g, K[i], V[i], err)
     emit(K[i], O[i])
-  end)
+  end, "item")
   return { n = m, a = OA, b = OB }
 end
 
@@ -208,7 +170,7 @@ local function reset(s, k, v, timing_out)
   s.key, s.value, s.timing_out, s.changed, s.removed = k, v, timing_out, false, false
 end
 
-function M.map_with_state(node, env, state, input, time_ms)
+function M.map_with_state(node, g, state, input, time_ms)
   local s = node.state_object
   if not s then
     s = setmetatable({}, State)
@@ -221,7 +183,7 @@ function M.map_with_state(node, env, state, input, time_ms)
   local OA, OB, m = {}, {}, 0
   each(input.n, function(i)
     local k, v = A[i], B[i]
-    if not ops.pair_check(node, env, k, v) then return end
+    if not ops.pair_check(node, g, k, v) then return end
     local kt, ks, kl, kn = key_args(k)
     local old = get_state(state, sp, k, kt, ks, kl, kn)
     reset(s, k, old, false)
@@ -233,9 +195,9 @@ function M.map_with_state(node, env, state, input, time_ms)
       if type(nv) == "number" then
         local rc = C.sr_state_put_number(sp, kt, ks, kl, kn, nv, now or -1)
         if rc ~= 0 then
-          key_error(node, env, k, v, ffi.string(C.sr_strerror(rc)) .. "; the key keeps its previous state")
+          key_error(node, g, k, v, ffi.string(C.sr_strerror(rc)) .. "; the key keeps its previous state")
         end
-      elseif not put_or_report(node, env, state, sp, k, nv, now) and old ~= nil and now then
+      elseif not put_or_report(node, g, state, sp, k, nv, now) and old ~= nil and now then
         state:touch(k, now)
       end
     elseif old ~= nil and now then
@@ -249,8 +211,8 @@ function M.map_with_state(node, env, state, input, time_ms)
     -- A failing call changes nothing: the key keeps its state.
     local k = A[i]
     if now then state:touch(k, now) end
-    env.report_at(node, ("key %s: %s"):format(format.json(k), tostring(err)), input, i, k, B[i])
-  end, true)
+    g.report_at(node, ("key %s: %s"):format(format.json(k), tostring(err)), input, i, k, B[i])
+  end, "record")
   if node.timeout_ms > 0 then
     local tk, tv, tn = state:expire(time_ms)
     each(tn, function(i)
@@ -264,14 +226,14 @@ function M.map_with_state(node, env, state, input, time_ms)
       end
     end, function(i, err)
       state:remove(tk[i])
-      key_error(node, env, tk[i], tv[i], err)
-    end)
+      key_error(node, g, tk[i], tv[i], err)
+    end, "item")
   end
   return { n = m, a = OA, b = OB }
 end
 
 -- Every (k, state) of the stage, after its batch.
-function M.state_snapshots(node, env, state)
+function M.state_snapshots(node, g, state)
   local keys, values, n = state:snapshot()
   return { n = n, a = keys, b = values }
 end

@@ -9,7 +9,7 @@
 --   minus the slices that left, plus those that entered, so the cost is the
 --   keys of those slices and not the window's length; opts.filter drops keys.
 --   Keys whose value fell back (a count of 0) stay, as in Spark.
--- User functions run guarded. An element whose f fails is reported and
+-- User functions run through streamrun.guard. An element whose f fails is reported and
 -- never enters its slice. With an inverse, a key whose update fails (f on
 -- two partials, or finv) is folded again from its partials in the window,
 -- so its value is what the form without an inverse gives; a key whose
@@ -21,18 +21,13 @@
 local builtins = require "streamrun.builtins"
 local core = require "streamrun.core"
 local format = require "streamrun.format"
+local guard = require "streamrun.guard"
 local ops = require "streamrun.ops"
 
-local xpcall, pcall, traceback, tostring, next = xpcall, pcall, debug.traceback, tostring, next
+local tostring, next = tostring, next
+local loop, try = guard.loop, guard.try
 
 local M = {}
-
-local function guarded(node, env, f, a, b)
-  local ok, r = xpcall(f, traceback, a, b)
-  if ok then return true, r end
-  env.report(node, r, a, b)
-  return false
-end
 
 local function add(a, b) return a + b end
 local function sub(a, b) return a - b end
@@ -69,34 +64,41 @@ local FOLDS = {
 
 -- failed: when given, a failing call's key is noted there; quiet: a
 -- failing call is not reported (its key will be folded again).
-local function fold(node, env, f, A, B, n, failed, quiet)
+local function fold(node, g, f, A, B, n, failed, quiet)
   local quick = FOLDS[builtins.reducers[f] or false] or (f == add and FOLDS.add)
-  local keys, accs, nk = {}, {}, 0
-  for i = 1, n do
-    local k, v = A[i], B[i]
-    local acc = accs[k]
-    if acc == nil then
-      nk = nk + 1
-      keys[nk] = k
-      accs[k] = v
-    else
-      local ok, r
-      if quick then ok, r = pcall(quick, acc, v) else ok, r = xpcall(f, traceback, acc, v) end
-      if ok then
-        accs[k] = r
+  local call = quick or f
+  local keys, accs = {}, {}
+  local at = { i = 0 }
+  -- keys[1..nk] are the keys so far, also after a failure. (The loop's
+  -- tables in locals: LuaJIT keeps them in registers, not upvalues.)
+  local function run(i0)
+    local A, B, keys, accs, call, at = A, B, keys, accs, call, at
+    local nk = #keys
+    for i = i0, n do
+      local k, v = A[i], B[i]
+      local acc = accs[k]
+      if acc == nil then
+        nk = nk + 1
+        keys[nk] = k
+        accs[k] = v
       else
-        if failed then failed[k] = true end
-        if not quiet then env.report(node, ("key %s: %s"):format(format.json(k), tostring(r)), k, v) end
+        at.i = i
+        accs[k] = call(acc, v) -- a failing call leaves the key's value as it was
       end
     end
   end
-  return keys, accs, nk
+  loop(run, at, function(i, err)
+    local k = A[i]
+    if failed then failed[k] = true end
+    if not quiet then g.report(node, ("key %s: %s"):format(format.json(k), tostring(err)), k, B[i]) end
+  end, quick)
+  return keys, accs, #keys
 end
 
 -- The batch as (key, value) pairs to aggregate: the stream's pairs, or
 -- (x, 1) for count_by_value_and_window, or (1, x) / (1, 1) for the
 -- unkeyed reducing forms, whose one result is the window's value.
-local function batch_pairs(node, env, input)
+local function batch_pairs(node, g, input)
   local A, B, n = input.a, input.b, input.n
   local op = node.op
   local PA, PB, m = {}, {}, 0
@@ -104,7 +106,7 @@ local function batch_pairs(node, env, input)
     local a, b = A[i], B[i]
     local k, v
     if op == "reduce_by_key_and_window" then
-      if ops.pair_check(node, env, a, b) then k, v = a, b end
+      if ops.pair_check(node, g, a, b) then k, v = a, b end
     elseif op == "count_by_value_and_window" then
       k, v = ops.element_key(a, b), 1
     elseif op == "count_by_window" then
@@ -122,30 +124,30 @@ end
 
 -- Adds a slice; elements that cannot be kept (functions, ...) are reported
 -- and left out.
-local function push(node, env, slices, time_ms, A, B, n)
+local function push(node, g, slices, time_ms, A, B, n)
   local bad, err = slices:push(time_ms, A, B, n)
   if bad then
-    for _, i in ipairs(bad) do env.report(node, err, A[i], B[i]) end
+    for _, i in ipairs(bad) do g.report(node, err, A[i], B[i]) end
   end
 end
 
 -- Sets a key of the with-inverse result, or drops it when the filter says so.
-local function set_result(node, env, result, filter, k, v)
+local function set_result(node, g, result, filter, k, v)
   if filter then
-    local ok, keep = guarded(node, env, filter, k, v)
+    local ok, keep = g.call(node, filter, k, v)
     if ok and not keep then
       result:remove(k)
       return
     end
   end
   local ok, err = result:put(k, v)
-  if not ok then env.report(node, ("key %s: %s"):format(format.json(k), err), k, v) end
+  if not ok then g.report(node, ("key %s: %s"):format(format.json(k), err), k, v) end
 end
 
 -- Folds again from the window (t - length, t] the keys in redo (all keys
 -- with partials there when redo is nil), sets their results and notes in
 -- dirty the ones whose fold left a partial out.
-local function refold(node, env, w, f, filter, t, redo)
+local function refold(node, g, w, f, filter, t, redo)
   local a, b, n = w.slices:read(t - node.length_ms, t)
   local PA, PB, m = {}, {}, 0
   for i = 1, n do
@@ -155,12 +157,12 @@ local function refold(node, env, w, f, filter, t, redo)
     end
   end
   local failed = {}
-  local keys, accs, nk = fold(node, env, f, PA, PB, m, failed, false)
+  local keys, accs, nk = fold(node, g, f, PA, PB, m, failed, false)
   local dirty = {}
   for i = 1, nk do
     local k = keys[i]
     if failed[k] then dirty[k] = true end
-    set_result(node, env, w.result, filter, k, accs[k])
+    set_result(node, g, w.result, filter, k, accs[k])
   end
   -- A key with no partial left has no value to fold: it goes.
   if redo then
@@ -171,7 +173,7 @@ local function refold(node, env, w, f, filter, t, redo)
   w.dirty = dirty
 end
 
-local function incremental(node, env, w, f, finv, filter, t)
+local function incremental(node, g, w, f, finv, filter, t)
   local length, slide = node.length_ms, node.slide_ms
   local result = w.result
   -- Keys to fold again: dirty ones, and those whose update fails here.
@@ -185,24 +187,24 @@ local function incremental(node, env, w, f, finv, filter, t)
   local oa, ob, on = w.slices:read(t - slide - length, math.min(t - slide, t - length))
   local na, nb, nn = w.slices:read(math.max(t - slide, t - length), t)
   if redo then
-    local ok_keys, olds, nok = fold(node, env, f, oa, ob, on, redo, true)
-    local new_keys, news, nnew = fold(node, env, f, na, nb, nn, redo, true)
+    local ok_keys, olds, nok = fold(node, g, f, oa, ob, on, redo, true)
+    local new_keys, news, nnew = fold(node, g, f, na, nb, nn, redo, true)
     for i = 1, nok do
       local k = ok_keys[i]
       local prev = result:get(k)
       if prev ~= nil and not redo[k] then
-        local ok, v = xpcall(finv, traceback, prev, olds[k])
+        local ok, v = try(finv, prev, olds[k])
         if not ok then
-          env.report(node, ("key %s: %s"):format(format.json(k), tostring(v)), prev, olds[k])
+          g.report(node, ("key %s: %s"):format(format.json(k), tostring(v)), prev, olds[k])
           redo[k] = true
         else
           local nv = news[k]
           if nv ~= nil then
             news[k] = nil
-            local ok2, r = pcall(f, v, nv)
+            local ok2, r = try(f, v, nv)
             if ok2 then v = r else redo[k] = true end
           end
-          if not redo[k] then set_result(node, env, result, filter, k, v) end
+          if not redo[k] then set_result(node, g, result, filter, k, v) end
         end
       end
     end
@@ -213,26 +215,26 @@ local function incremental(node, env, w, f, finv, filter, t)
         local prev = result:get(k)
         local v = nv
         local ok = true
-        if prev ~= nil then ok, v = pcall(f, prev, nv) end
-        if ok then set_result(node, env, result, filter, k, v) else redo[k] = true end
+        if prev ~= nil then ok, v = try(f, prev, nv) end
+        if ok then set_result(node, g, result, filter, k, v) else redo[k] = true end
       end
     end
   end
-  if redo == nil or next(redo) ~= nil then refold(node, env, w, f, filter, t, redo) else w.dirty = {} end
+  if redo == nil or next(redo) ~= nil then refold(node, g, w, f, filter, t, redo) else w.dirty = {} end
   local keys, values, n = result:snapshot()
   return keys, values, n
 end
 
-local function recomputed(node, env, w, f, filter, t)
+local function recomputed(node, g, w, f, filter, t)
   local a, b, n = w.slices:read(t - node.length_ms, t)
-  local keys, accs, nk = fold(node, env, f, a, b, n)
+  local keys, accs, nk = fold(node, g, f, a, b, n)
   local OA, OB, m = {}, {}, 0
   for i = 1, nk do
     local k = keys[i]
     local v = accs[k]
     local keep = true
     if filter then
-      local ok, r = guarded(node, env, filter, k, v)
+      local ok, r = g.call(node, filter, k, v)
       keep = not ok or r
     end
     if keep then m = m + 1; OA[m], OB[m] = k, v end
@@ -242,11 +244,11 @@ end
 
 -- Runs one batch of a windowed stage; zero_ms is the time before the first
 -- batch (windows are due when time - zero_ms is a multiple of the slide).
-function M.run(node, env, w, input, time_ms, zero_ms)
+function M.run(node, g, w, input, time_ms, zero_ms)
   local due = (time_ms - zero_ms) % node.slide_ms == 0
   local out
   if node.op == "window" then
-    push(node, env, w.slices, time_ms, input.a, input.b, input.n)
+    push(node, g, w.slices, time_ms, input.a, input.b, input.n)
     if due then
       local a, b, n = w.slices:read(time_ms - node.length_ms, time_ms)
       out = { n = n, a = a, b = b }
@@ -255,17 +257,17 @@ function M.run(node, env, w, input, time_ms, zero_ms)
     return out or { n = 0, a = {}, b = {} }
   end
   local f, finv, filter = KINDS[node.op](node)
-  local PA, PB, np = batch_pairs(node, env, input)
-  local keys, partials, nk = fold(node, env, f, PA, PB, np)
+  local PA, PB, np = batch_pairs(node, g, input)
+  local keys, partials, nk = fold(node, g, f, PA, PB, np)
   local SB = {}
   for i = 1, nk do SB[i] = partials[keys[i]] end
-  push(node, env, w.slices, time_ms, keys, SB, nk)
+  push(node, g, w.slices, time_ms, keys, SB, nk)
   local OA, OB, m = {}, {}, 0
   if due then
     if finv then
-      OA, OB, m = incremental(node, env, w, f, finv, filter, time_ms)
+      OA, OB, m = incremental(node, g, w, f, finv, filter, time_ms)
     else
-      OA, OB, m = recomputed(node, env, w, f, filter, time_ms)
+      OA, OB, m = recomputed(node, g, w, f, filter, time_ms)
     end
   end
   -- The with-inverse form needs the slices leaving the next window too.

@@ -212,7 +212,7 @@ describe("to_json_lines", function()
     local job = sr.job { name = "j", batch = "1s" }
     local node = dsl.node_of(job:queue({}):to_json_lines(path, { name = "out" }))
     local progress = {}
-    local write, retry = outputs.make(node, { progress = progress, fail = function() end })
+    local write, retry = outputs.make(node, { progress = progress }, { report = function() end })
     return write, retry, progress
   end
 
@@ -298,7 +298,7 @@ describe("to_json_lines", function()
     local failed = {}
     local job = sr.job { name = "j", batch = "1s" }
     local node = dsl.node_of(job:queue({}):to_json_lines("-"))
-    local write = outputs.make(node, { stdout = out, fail = function(_, msg, a) failed[#failed + 1] = { msg, a } end })
+    local write = outputs.make(node, { stdout = out }, { report = function(_, msg, a) failed[#failed + 1] = { msg, a } end })
     assert.is_true(write(batch.of_values({ 0 / 0, 1 / 0, -1 / 0, { x = 0 / 0, y = { 1 / 0 } }, "ok\xff\xc3(", print, "\xe2\x82\xac\xed\xa0\x80" }), 1000))
     assert.equal('null\nnull\nnull\n{"x":null,"y":[null]}\n"ok\xef\xbf\xbd\xef\xbf\xbd("\n"\xe2\x82\xac\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"\n', out.text())
     assert.equal(1, #failed)

@@ -1,0 +1,148 @@
+-- streamrun.steps: the steps of a plan, one factory per kind. A step runs
+-- one stage, or a fused chain of narrow ones, once per batch through one
+-- interface: step:run(results, time_ms) reads its inputs' batches from
+-- results (by node) and returns the output batch of its stage (step.node);
+-- an output step returns nothing. Every step also says step.kind, its
+-- first input (step.input: the one a poisoned record is skipped from) and
+-- step.every (its rate when slower than the batch's: downstream of a
+-- window).
+--
+-- ctx, shared by a plan's steps: { guard (streamrun.guard), states_in and
+-- windows_in (stage name -> state or window to continue from, else new
+-- ones are made), states and windows (the plan's tables, filled here),
+-- sink (streamrun.outputs; only read), failing (the outputs whose last
+-- write failed), plan (for its zero_ms) }.
+local batch = require "streamrun.batch"
+local fuse = require "streamrun.fuse"
+local native = require "streamrun.native"
+local ops = require "streamrun.ops"
+local outputs = require "streamrun.outputs"
+local stateful = require "streamrun.stateful"
+local windows = require "streamrun.windows"
+
+local setmetatable, empty = setmetatable, batch.empty
+
+local M = {}
+
+local function class()
+  local c = {}
+  c.__index = c
+  return c
+end
+
+local function new(c, kind, node, input, fields)
+  local step = fields or {}
+  step.kind, step.node, step.input, step.every = kind, node, input, node.every_ms
+  return setmetatable(step, c)
+end
+
+-- A source: its batch is the one the plan was given (in results already).
+local Source = class()
+function M.source(node)
+  return new(Source, "source", node, nil)
+end
+function Source:run(results)
+  return results[self.node] or empty()
+end
+
+-- A chain of narrow stages fused into one loop (streamrun.fuse). origin:
+-- its output must say where each element came from (a consumer reports
+-- failures per element).
+local Chain = class()
+function M.chain(stages, input, origin, ctx)
+  local step = new(Chain, "chain", stages[#stages], input, { stages = stages })
+  step.every = stages[1].every_ms
+  step.fused = fuse.chain(stages, ctx.guard, origin)
+  return step
+end
+function Chain:run(results)
+  return self.fused.run(results[self.input])
+end
+
+-- A chain and its reduce_by_key counted in C (streamrun.native): node is
+-- the reducer, input the source.
+local Native = class()
+function M.native(reducer, input)
+  return new(Native, "native", reducer, input, { count = native.word_counter() })
+end
+function Native:run(results)
+  return self.count(results[self.input])
+end
+
+-- A stage over whole batches (streamrun.ops); a second input (union, the
+-- joins) is read too.
+local Wide = class()
+function M.wide(node, ctx)
+  local op = ops[node.op] or error("compile: no operation " .. node.op)
+  return new(Wide, "wide", node, node.inputs[1], { op = op, input2 = node.inputs[2], guard = ctx.guard })
+end
+function Wide:run(results, time_ms)
+  local second = self.input2 and results[self.input2] or time_ms
+  return self.op(self.node, self.guard, results[self.input], second, time_ms)
+end
+
+-- A keyed-state stage (streamrun.stateful): its state is plan.states[name].
+local Stateful = class()
+function M.stateful(node, ctx)
+  local name = node.stage_name
+  local kept = ctx.states_in and ctx.states_in[name]
+  local state = kept or stateful.new_state(node)
+  -- Kept state (a restore, a reload) times out as the stage says now.
+  state:set_timeout(node.timeout_ms)
+  ctx.states[name] = state
+  return new(Stateful, "stateful", node, node.inputs[1], {
+    state = state, op = stateful[node.op], guard = ctx.guard,
+    seeded = not node.initial or kept ~= nil,
+  })
+end
+function Stateful:run(results, time_ms)
+  local node, g = self.node, self.guard
+  if not self.seeded then
+    self.seeded = true
+    stateful.seed(node, g, self.state, time_ms)
+  end
+  return self.op(node, g, self.state, results[self.input], time_ms)
+end
+
+-- A window stage (streamrun.windows): its window is plan.windows[name].
+local Windowed = class()
+function M.windowed(node, ctx)
+  local name = node.stage_name
+  local w = ctx.windows_in and ctx.windows_in[name] or windows.new_window(node)
+  ctx.windows[name] = w
+  return new(Windowed, "windowed", node, node.inputs[1], { window = w, guard = ctx.guard, plan = ctx.plan })
+end
+function Windowed:run(results, time_ms)
+  return windows.run(self.node, self.guard, self.window, results[self.input], time_ms, self.plan.zero_ms)
+end
+
+-- A view of its input's state (state_snapshots): every (k, state) after
+-- the input's batch.
+local View = class()
+function M.view(node, ctx)
+  local state = ctx.states[node.inputs[1].stage_name]
+    or error("compile: " .. node.stage_name .. " views a stage with no state")
+  return new(View, "view", node, node.inputs[1], { state = state, guard = ctx.guard })
+end
+function View:run()
+  return stateful.state_snapshots(self.node, self.guard, self.state)
+end
+
+-- An output (streamrun.outputs). A write that fails does not stop the
+-- batch: the step goes on ctx.failing with its error and whether the
+-- failure is for good, until retry() writes what it kept.
+local Output = class()
+function M.output(node, ctx)
+  local write, retry = outputs.make(node, ctx.sink, ctx.guard)
+  return new(Output, "output", node, node.inputs[1], { write = write, retry = retry, failing = ctx.failing })
+end
+function Output:run(results, time_ms)
+  local ok, err, permanent = self.write(results[self.input], time_ms)
+  if not ok then
+    self.error, self.permanent = err, permanent
+    local failing = self.failing
+    failing[#failing + 1] = self
+  end
+end
+
+return M
