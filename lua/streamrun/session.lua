@@ -564,6 +564,26 @@ function Session:replay(logged)
   return true
 end
 
+-- The state of checkpoint found, by the rules of streamrun.reload (S.adopted
+-- is the log line). Returns states and windows, or nil and the exit code
+-- (another job's checkpoint, state this script cannot keep, or with
+-- o.finished_ends a job that finished).
+function Session:adopt(found, o)
+  local meta, job = found.meta, self.job
+  local states, windows, how = checkpoint.adopt(found, job)
+  if not states then return self:stop(how, "%s", windows) end
+  self.adopted = how
+  if o.make_loop and meta.script_hash ~= core.file_hash(job.path) then
+    self.log("%s was taken with another version of the script: %s", found.path, how)
+  end
+  if meta.finished and o.finished_ends then
+    self.log("job %s already finished: %s holds its last batch (%d); nothing to do", job.name, found.path, meta.batch)
+    reload.carry({ keep = {} }, states, windows)
+    return nil, 0
+  end
+  return states, windows
+end
+
 -- Opens a session of job (options as for new), resumed from o.restored (a
 -- checkpoint found, or nil): its state adopted by the rules of
 -- streamrun.reload, sources at their positions, outputs cut back, the
@@ -578,17 +598,8 @@ function M.open(job, o)
   local meta = found and found.meta or {}
   local states, windows
   if found then
-    local how
-    states, windows, how = checkpoint.adopt(found, job)
-    if not states then return S:stop(how, "%s", windows) end
-    S.adopted = how
-    if o.make_loop and meta.script_hash ~= core.file_hash(job.path) then
-      S.log("%s was taken with another version of the script: %s", found.path, how)
-    end
-    if meta.finished and o.finished_ends then
-      S.log("job %s already finished: %s holds its last batch (%d); nothing to do", job.name, found.path, meta.batch)
-      return nil, 0
-    end
+    states, windows = S:adopt(found, o)
+    if not states then return nil, windows end
   end
   if o.make_loop then
     S.loop = o.make_loop()
@@ -692,6 +703,34 @@ function Session:export()
   return ctx
 end
 
+-- The counters and bookkeeping of an exported session's context.
+function Session:take_counters(ctx)
+  self.nbatches, self.batches_base, self.total_records = ctx.nbatches, ctx.batches_base, ctx.total_records
+  self.dead_before, self.reload_failures = ctx.dead_before, ctx.reload_failures
+  self.last_time, self.time_ms = ctx.last_time or nil, ctx.time_ms or nil
+  self.started = core.clock_ms() - ctx.elapsed_ms
+  for name, out in pairs(ctx.progress or {}) do self.progress[name] = out end
+  for b, seq in pairs(ctx.segment_after or {}) do self.segment_after[tonumber(b)] = seq end
+  for i, b in ipairs(ctx.kept or {}) do self.kept[i] = tonumber(b) end
+end
+
+-- The state tables and windows export() put in the handoff store, by
+-- stage name (owned by the caller from now on).
+local function take_handed_state()
+  local states, windows = {}, {}
+  for _, key in ipairs(handoff.keys()) do
+    local kind, name = key:match("^(%a+):(.+)$")
+    if kind == "state" then
+      states[name] = core.cstate.adopt(handoff.take(key))
+    elseif kind == "slices" or kind == "result" then
+      windows[name] = windows[name] or {}
+      local take = kind == "slices" and core.cwindow.adopt or core.cstate.adopt
+      windows[name][kind] = take(handoff.take(key))
+    end
+  end
+  return states, windows
+end
+
 -- Takes over an exported session (ctx, from export) with job, the reload
 -- plan r (from check_reload) and options o as for new (without loop).
 -- added: name -> index of C sources the new job started (they replace the
@@ -702,28 +741,14 @@ function M.import(job, o, ctx, r, added)
   for k, v in pairs(o) do no[k] = v end
   no.loop = ctx.loop and ffi.gc(ffi.cast("sr_loop_t *", ctx.loop), C.sr_loop_free) or nil
   local S = new(job, no)
-  S.nbatches, S.batches_base, S.total_records = ctx.nbatches, ctx.batches_base, ctx.total_records
-  S.dead_before, S.reload_failures = ctx.dead_before, ctx.reload_failures
-  S.last_time, S.time_ms = ctx.last_time or nil, ctx.time_ms or nil
-  S.started = core.clock_ms() - ctx.elapsed_ms
-  for name, out in pairs(ctx.progress or {}) do S.progress[name] = out end
-  for b, seq in pairs(ctx.segment_after or {}) do S.segment_after[tonumber(b)] = seq end
-  for i, b in ipairs(ctx.kept or {}) do S.kept[i] = tonumber(b) end
+  S:take_counters(ctx)
   local running = ctx.running or {}
   for name, index in pairs(added or {}) do
     if running[name] then C.sr_loop_remove_source(S.loop, running[name].index) end
     running[name] = { index = index, signature = M.source_signature(job.by_name[name]) }
   end
   -- State kept by stage name; what the new job no longer has is dropped.
-  local states, windows = {}, {}
-  for _, key in ipairs(handoff.keys()) do
-    local kind, name = key:match("^(%a+):(.+)$")
-    if kind == "state" then states[name] = core.cstate.adopt(handoff.take(key))
-    elseif kind == "slices" then windows[name] = windows[name] or {}; windows[name].slices = core.cwindow.adopt(handoff.take(key))
-    elseif kind == "result" then windows[name] = windows[name] or {}; windows[name].result = core.cstate.adopt(handoff.take(key))
-    end
-  end
-  states, windows = reload.carry(r, states, windows)
+  local states, windows = reload.carry(r, take_handed_state())
   local ok, err = S:start_sources(ctx.positions or {}, running)
   if not ok then
     for _, st in pairs(states) do st:free() end
