@@ -4,8 +4,9 @@
 -- has time k * batch, and every output's elements are captured by name.
 local core = require "streamrun.core"
 local checkpoint = require "streamrun.checkpoint"
-local compile = require "streamrun.compile"
 local loader = require "streamrun.loader"
+local reload = require "streamrun.reload"
+local session = require "streamrun.session"
 local sources = require "streamrun.sources"
 local batch = require "streamrun.batch"
 
@@ -14,47 +15,56 @@ local M = {}
 local Driver = {}
 Driver.__index = Driver
 
--- Loads the job at path, or builds it by calling a function that returns
--- the job (handy for small jobs inside a spec). opts: params (--set values), generators (true to
--- let generator sources produce as they would when running), echo (true to
--- let print write to stdout too), history (false to keep only the last
--- batch's outputs, for long runs).
--- Compiles job into d: its sources' queues and positions, and its plan
--- (state and windows from restored when given).
-local function attach(d, job, restored, opts)
-  d.job, d.batch_ms = job, job.batch_ms
-  d.pending, d.offsets, d.states = {}, {}, {}
-  local positions = restored and restored.meta.sources or {}
-  for _, node in ipairs(job.sources) do
-    d.pending[node], d.offsets[node] = {}, 0
-    local pos = positions[node.stage_name] or {}
-    if node.op == "queue" then
-      d.states[node] = sources.queue_state(node)
-      if pos.next then d.states[node].next, d.states[node].done = pos.next, pos.done end
-    end
-    if node.op == "generator" and d.generators then
-      d.states[node] = sources.generator_state(node)
-      if pos.next_i then d.states[node].next_i, d.states[node].carry = pos.next_i, pos.carry end
-    end
-    d.offsets[node] = pos.pushed or 0
-  end
-  d.plan = compile.compile(job, {
-    on_error = job.on_error,
-    dead_letter = function(source, offset, reason, record) d.dead(source, offset, reason, record) end,
+-- The session options of a driver: no C loop (every source is fed by
+-- push), errors that would end the job raised, outputs captured by name.
+local function options(d, echo)
+  return {
+    params = d.params, feed = d.feed, dead = d.dead, raises = true,
+    generators = d.generators and true or false, log = function() end,
     sink = {
       stdout = io.stdout,
-      quiet_print = not opts.echo,
+      quiet_print = not echo,
       capture = function(node, elements) d.current[node.stage_name] = elements end,
     },
-    states = restored and restored.states,
-    windows = restored and restored.windows,
-  })
-  if restored then
-    d.plan.zero_ms = restored.meta.zero_ms
-    d.batches = restored.meta.batch
-    d.clock_ms = restored.meta.time_ms
-    d.last_time = restored.meta.time_ms
+  }
+end
+
+-- The clock's feed: what was pushed on each source, by name, goes into its
+-- next batch after what the source yields itself; positions count it.
+local function new_feed(d)
+  local feed = {}
+  function feed.take(node, own)
+    local name = node.stage_name
+    local pushed = d.pending[name] or {}
+    d.pending[name] = {}
+    local offset = d.offsets[name] or 0
+    local more = sources.read_values(node, pushed, offset + 1, d.dead)
+    d.offsets[name] = offset + #pushed
+    if not own or own.n == 0 then return more end
+    if more.n == 0 then return own end
+    local values = batch.to_elements(own)
+    for i = 1, more.n do values[#values + 1] = more.a[i] end
+    local b = batch.of_values(values)
+    b.cat = { own, more }
+    return b
   end
+  function feed.position(node, p) p.pushed = d.offsets[node.stage_name] or 0 end
+  function feed.restore(positions)
+    for name, p in pairs(positions) do d.offsets[name] = p.pushed or 0 end
+  end
+  return feed
+end
+
+-- Makes S the driver's session: its job and plan, and the sources' kinds
+-- (pushes stay queued on a source of the same name and kind).
+local function attach(d, S)
+  d.session, d.job, d.plan, d.batch_ms = S, S.job, S.plan, S.job.batch_ms
+  local kinds = {}
+  for _, node in ipairs(S.job.sources) do kinds[node.stage_name] = node.op end
+  for name in pairs(d.pending) do
+    if kinds[name] ~= d.kinds[name] then d.pending[name], d.offsets[name] = nil, nil end
+  end
+  d.kinds = kinds
 end
 
 -- Loads the job at path, or builds it by calling a function that returns
@@ -75,11 +85,21 @@ function M.driver(path, opts)
     keep_history = opts.history ~= false,
     params = opts.params,
     echo = opts.echo,
+    pending = {}, offsets = {}, kinds = {}, -- pushes by source name
   }, Driver)
   function d.dead(source, offset, reason, record)
     d.dead_letters[#d.dead_letters + 1] = { source = source, offset = offset, reason = reason, record = record }
   end
-  attach(d, job, opts.restored, opts)
+  d.feed = new_feed(d)
+  local o = options(d, opts.echo)
+  o.restored = opts.restored
+  local S = session.open(job, o)
+  attach(d, S)
+  if opts.restored then
+    d.batches, d.last_time = S.nbatches, S.time_ms or 0
+    d.clock_ms = d.last_time
+    d.reload_log = S.adopted
+  end
   return d
 end
 
@@ -99,60 +119,23 @@ end
 function Driver:push(name, elements)
   local node = source_node(self, name)
   if type(elements) ~= "table" then error("push: elements must be an array", 2) end
-  local q = self.pending[node]
+  local q = self.pending[node.stage_name] or {}
+  self.pending[node.stage_name] = q
   for i = 1, #elements do q[#q + 1] = elements[i] end
   return self
 end
 
+-- The next batch on the virtual clock, run by the session as the binary
+-- runs it (a failing output or a fatal error raises here).
 local function run_batch(d)
   d.batches = d.batches + 1
   local time_ms = (d.last_time or 0) + d.batch_ms
   d.last_time = time_ms
   if d.clock_ms < time_ms then d.clock_ms = time_ms end
-  local inputs = {}
-  for _, node in ipairs(d.job.sources) do
-    local parts = {}
-    local st = d.states[node]
-    if node.op == "queue" then
-      parts[#parts + 1] = sources.dequeue(node, st, d.dead)
-    elseif node.op == "generator" and st then
-      parts[#parts + 1] = sources.generate(node, st, d.batch_ms, function(n, e, i)
-        d.dead(n.stage_name, i, tostring(e), tostring(i))
-      end)
-    end
-    local pushed = d.pending[node]
-    d.pending[node] = {}
-    parts[#parts + 1] = sources.read_values(node, pushed, d.offsets[node] + 1, d.dead)
-    d.offsets[node] = d.offsets[node] + #pushed
-    local b = parts[1]
-    if parts[2] and parts[1].n == 0 then
-      b = parts[2]
-    elseif parts[2] and parts[2].n > 0 then
-      local values = batch.to_elements(parts[1])
-      local more = parts[2]
-      for i = 1, more.n do values[#values + 1] = more.a[i] end
-      b = batch.of_values(values)
-      b.cat = { parts[1], more }
-    end
-    inputs[node] = b
-  end
   d.current = {}
   for _, node in ipairs(d.job.outputs) do d.current[node.stage_name] = {} end
-  local ok, err = pcall(d.plan.run, inputs, time_ms)
-  if not ok then
-    if type(err) == "table" and err.fatal then
-      error(("batch %d ms: %s"):format(time_ms, err.fatal), 0)
-    end
-    error(err, 0)
-  end
-  -- The runner holds the job until a failing output writes; here the
-  -- test sees it.
-  local failing = d.plan.failing_outputs()
-  if #failing > 0 then
-    error(("batch %d ms: output %s: %s"):format(time_ms, failing[1].node.stage_name, failing[1].error), 0)
-  end
+  d.session:run_batch(time_ms)
   local out = d.current
-  out.time_ms = nil
   if not d.keep_history then d.history = {} end
   d.history[d.batches] = { time_ms = time_ms, outputs = out }
   return out
@@ -211,14 +194,9 @@ function Driver:checkpoint(dir)
   end
   local ok, err = core.mkdir_p(dir)
   if not ok then error("checkpoint: " .. err, 2) end
-  local positions = {}
-  for _, node in ipairs(self.job.sources) do
-    local st = self.states[node] or {}
-    positions[node.stage_name] = { kind = node.op, pushed = self.offsets[node], next = st.next,
-                                   next_i = st.next_i, carry = st.carry, done = st.done }
-  end
   self.plan.zero_ms = self.plan.zero_ms or 0
-  local meta = checkpoint.meta(self.job, self.plan, self.batches, self:time(), positions, {}, self.params)
+  local meta = checkpoint.meta(self.job, self.plan, self.batches, self:time(), self.session:positions(), {},
+    self.params)
   local states, windows = checkpoint.content(self.plan)
   local name = checkpoint.file_name(self.batches)
   ok, err = core.ckpt.write(dir, name, meta, states, windows)
@@ -233,58 +211,31 @@ function M.restore(path, opts)
   opts = opts or {}
   local found, why = checkpoint.load(path)
   if not found then error(("restore %s: %s"):format(path, why), 2) end
-  local meta, states, windows = found.meta, found.states, found.windows
+  local meta = found.meta
   local job_path = opts.job or meta.script
   if not job_path then error(("restore %s: the checkpoint names no job script; pass opts.job"):format(path), 2) end
-  local job, err = loader.load(job_path, { params = opts.params or meta.params })
-  if not job then error(err, 2) end
-  local kept, kwindows, how = checkpoint.adopt({ path = path, meta = meta, states = states, windows = windows }, job)
-  if not kept then error(kwindows, 2) end
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
   o.params = opts.params or meta.params
-  o.restored = { meta = meta, states = kept, windows = kwindows }
-  local d = M.driver(job_path, o)
-  d.reload_log = how
-  return d
+  o.restored = found
+  return M.driver(job_path, o)
 end
 
 -- Reloads the job's logic as `streamrun run` would (path, or a function
--- building the job): stateful stages keep their state by name, removed ones
--- drop it, new ones start empty (streamrun.reload); sources of the same
--- name keep what was pushed on them. Raises, keeping the old logic, when
--- the new job does not load or some state cannot be kept. Returns the log
--- line ("kept ...; dropped ...; new ...").
+-- building the job): the session is exported and imported again, so
+-- stateful stages keep their state by name, removed ones drop it, new ones
+-- start empty (streamrun.reload); sources of the same name keep their
+-- positions and what was pushed on them. Raises, keeping the old logic,
+-- when the new job does not load or some state cannot be kept. Returns the
+-- log line ("kept ...; dropped ...; new ...").
 function Driver:reload(path, opts)
   opts = opts or {}
   local job, err = loader.load(path, { params = opts.params or self.params })
   if not job then error(err, 2) end
-  if job.batch_ms ~= self.batch_ms and next(self.plan.windows) then
-    error(("reload: the batch interval cannot change (%d ms to %d ms) while windows hold slices")
-      :format(self.batch_ms, job.batch_ms), 2)
-  end
-  local reload = require "streamrun.reload"
-  local r = reload.plan(reload.stages_of(self.job), job)
-  if #r.conflicts > 0 then error("reload: " .. table.concat(r.conflicts, "; "), 2) end
-  local states, windows = reload.carry(r, self.plan.states, self.plan.windows)
-  local old_job, old_pending, old_offsets, old_states = self.job, self.pending, self.offsets, self.states
-  -- A new interval puts windows on its grid from the last batch on (as
-  -- streamrun run does).
-  local zero_ms = self.plan.zero_ms
-  if job.batch_ms ~= self.batch_ms and self.last_time then zero_ms = self.last_time end
-  attach(self, job, {
-    meta = { zero_ms = zero_ms, batch = self.batches, time_ms = self.clock_ms, sources = {} },
-    states = states, windows = windows,
-  }, { echo = opts.echo or self.echo })
-  -- Sources keep their queued elements and positions by name.
-  for _, node in ipairs(job.sources) do
-    for _, old in ipairs(old_job.sources) do
-      if old.stage_name == node.stage_name and old.op == node.op then
-        self.pending[node], self.offsets[node] = old_pending[old], old_offsets[old]
-        if old_states[old] then self.states[node] = old_states[old] end
-      end
-    end
-  end
+  local r, why = session.check_reload(self.session:describe(), job, nil)
+  if not r then error("reload: " .. why, 2) end
+  local S = session.import(job, options(self, opts.echo or self.echo), self.session:export(), r, nil)
+  attach(self, S)
   self.reload_log = reload.describe(r)
   return self.reload_log
 end
