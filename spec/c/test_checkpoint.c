@@ -6,6 +6,7 @@
 
 #include "sr_alloc.h"
 #include "sr_checkpoint.h"
+#include "sr_checkpoint_writer.h"
 #include "sr_crc32c.h"
 #include "sr_io.h"
 
