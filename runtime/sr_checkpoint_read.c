@@ -172,16 +172,15 @@ fail:
     return NULL;
 }
 
-/* Appends p to the n-element array *arr (capacity *cap). Returns 0 or -1. */
-static int sr__grow(void ***arr, size_t n, size_t *cap)
+/* arr (n elements of elem bytes, room for *cap) with room for one more:
+ * the same or a larger array, or NULL (arr untouched) when out of memory. */
+static void *sr__grow(void *arr, size_t n, size_t *cap, size_t elem)
 {
-    if (n < *cap) return 0;
+    if (n < *cap) return arr;
     size_t c = *cap ? *cap * 2 : 8;
-    void **a = sr_realloc(*arr, c * sizeof(*a));
-    if (!a) return -1;
-    *arr = a;
-    *cap = c;
-    return 0;
+    void *a = sr_realloc(arr, c * elem);
+    if (a) *cap = c;
+    return a;
 }
 
 /* Appends the slice s, [time_ms, count, bin], to w. Returns 0, or -1 when
@@ -240,9 +239,10 @@ static int sr__load_window(sr_ckpt_reader_t *r, const msgpack_object *head, size
     return 0;
 }
 
-/* Reads the header, the states and the windows into out. Returns 0 or -1
- * with err set. */
-static int sr__load_sections(sr_ckpt_reader_t *r, sr_ckpt_loaded_t *out, sr__buf_t *buf, char *err, size_t errlen)
+/* Reads the header: out's metadata, and the counts of states and windows
+ * it announces. Returns 0 or -1 with err set. */
+static int sr__load_header(sr_ckpt_reader_t *r, sr_ckpt_loaded_t *out, sr__buf_t *buf, int64_t *nstates,
+                           int64_t *nwindows, char *err, size_t errlen)
 {
     msgpack_object head;
     if (sr_checkpoint_next(r, &head) != 1 || head.type != MSGPACK_OBJECT_MAP) {
@@ -250,9 +250,9 @@ static int sr__load_sections(sr_ckpt_reader_t *r, sr_ckpt_loaded_t *out, sr__buf
         return -1;
     }
     const msgpack_object *meta = sr__field(&head, "meta");
-    int64_t nstates = sr__int(sr__field(&head, "nstates"), -1);
-    int64_t nwindows = sr__int(sr__field(&head, "nwindows"), -1);
-    if (!meta || nstates < 0 || nwindows < 0) {
+    *nstates = sr__int(sr__field(&head, "nstates"), -1);
+    *nwindows = sr__int(sr__field(&head, "nwindows"), -1);
+    if (!meta || *nstates < 0 || *nwindows < 0) {
         snprintf(err, errlen, "offset 5: malformed header");
         return -1;
     }
@@ -267,9 +267,18 @@ static int sr__load_sections(sr_ckpt_reader_t *r, sr_ckpt_loaded_t *out, sr__buf
     }
     memcpy(out->meta, buf->data, buf->len);
     out->meta_len = buf->len;
+    return 0;
+}
+
+/* Reads the header, the states and the windows into out. Returns 0 or -1
+ * with err set. */
+static int sr__load_sections(sr_ckpt_reader_t *r, sr_ckpt_loaded_t *out, sr__buf_t *buf, char *err, size_t errlen)
+{
+    int64_t nstates, nwindows;
+    if (sr__load_header(r, out, buf, &nstates, &nwindows, err, errlen) < 0) return -1;
     /* The arrays grow as sections are read: the counts announced are not
      * sizes to reserve. */
-    size_t cap = 0;
+    size_t cap = 0, wcap = 0, rcap = 0;
     for (int64_t i = 0; i < nstates; i++) {
         msgpack_object sh;
         size_t at = r->off;
@@ -277,15 +286,16 @@ static int sr__load_sections(sr_ckpt_reader_t *r, sr_ckpt_loaded_t *out, sr__buf
             snprintf(err, errlen, "offset %zu: malformed state header", at);
             return -1;
         }
-        if (sr__grow((void ***)&out->states, out->nstates, &cap) < 0) {
+        sr_state_t **states = sr__grow(out->states, out->nstates, &cap, sizeof(*states));
+        if (!states) {
             snprintf(err, errlen, "out of memory");
             return -1;
         }
+        out->states = states;
         sr_state_t *st = sr__load_state(r, &sh, at, buf, err, errlen);
         if (!st) return -1;
         out->states[out->nstates++] = st;
     }
-    cap = 0;
     for (int64_t i = 0; i < nwindows; i++) {
         msgpack_object wh;
         size_t at = r->off;
@@ -293,12 +303,14 @@ static int sr__load_sections(sr_ckpt_reader_t *r, sr_ckpt_loaded_t *out, sr__buf
             snprintf(err, errlen, "offset %zu: malformed window header", at);
             return -1;
         }
-        size_t rcap = cap;
-        if (sr__grow((void ***)&out->windows, out->nwindows, &cap) < 0 ||
-            sr__grow((void ***)&out->results, out->nwindows, &rcap) < 0) {
+        sr_window_t **windows = sr__grow(out->windows, out->nwindows, &wcap, sizeof(*windows));
+        if (windows) out->windows = windows;
+        sr_state_t **results = windows ? sr__grow(out->results, out->nwindows, &rcap, sizeof(*results)) : NULL;
+        if (!results) {
             snprintf(err, errlen, "out of memory");
             return -1;
         }
+        out->results = results;
         if (sr__load_window(r, &wh, at, out, buf, err, errlen) < 0) return -1;
     }
     if (r->off != r->end) {
