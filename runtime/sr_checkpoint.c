@@ -1,5 +1,5 @@
 /* sr_checkpoint: writing checkpoints through sr_io (so tests can make any
- * call fail) and reading them back from a mapped file. */
+ * call fail) and reading their objects back from a mapped file. */
 #include "sr_checkpoint.h"
 #include "sr_alloc.h"
 #include "sr_crc32c.h"
@@ -7,7 +7,6 @@
 #include "sr_io.h"
 #include "sr_mpcheck.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -168,58 +167,6 @@ int sr_checkpoint_write(const char *dir, const char *name, const sr_ckpt_content
         return -1;
     }
     return 0;
-}
-
-static int sr__is_checkpoint(const char *name)
-{
-    size_t n = strlen(name), k = strlen(SR_CKPT_SUFFIX);
-    return n > k && strcmp(name + n - k, SR_CKPT_SUFFIX) == 0 && name[0] != '.';
-}
-
-static int sr__cmp_names(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-int sr_checkpoint_prune(const char *dir, int keep)
-{
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    for (struct dirent *de; (de = readdir(d));) {
-        size_t len = strlen(de->d_name), tl = strlen(SR_CKPT_SUFFIX ".tmp");
-        if (len > tl && strcmp(de->d_name + len - tl, SR_CKPT_SUFFIX ".tmp") == 0) {
-            /* Left by a writer that was killed: one writer runs at a time,
-             * and prune runs after its own rename. */
-            char tmp[4200];
-            snprintf(tmp, sizeof(tmp), "%s/%s", dir, de->d_name);
-            unlink(tmp);
-            continue;
-        }
-        if (!sr__is_checkpoint(de->d_name)) continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            char **nn = sr_realloc(names, cap * sizeof(*nn));
-            if (!nn) break;
-            names = nn;
-        }
-        names[n] = sr_strdup(de->d_name);
-        if (names[n]) n++;
-    }
-    closedir(d);
-    int removed = 0;
-    if (n) qsort(names, n, sizeof(*names), sr__cmp_names);
-    for (size_t i = 0; i < n; i++) {
-        if (keep > 0 && i + (size_t)keep < n) {
-            char path[4096];
-            snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
-            if (unlink(path) == 0) removed++;
-        }
-        sr_free(names[i]);
-    }
-    sr_free(names);
-    return removed;
 }
 
 /* -- Reading -- */

@@ -9,7 +9,10 @@
  * timeout_ms, now_ms, partitions} and count [key, value, expiry|nil]
  * entries; per window a header {window, nslices, result} and nslices
  * [time_ms, count, bin] slices, then its result as a state block when
- * result is true. A reader walks the objects in constant memory. */
+ * result is true. A reader walks the objects in constant memory;
+ * sr_checkpoint_load (sr_checkpoint_read.c) reads the sections into new
+ * states and windows. The forked writer and the directory of checkpoints
+ * are sr_checkpoint_writer's. */
 #ifndef SR_CHECKPOINT_H
 #define SR_CHECKPOINT_H
 #include <msgpack.h>
@@ -37,11 +40,6 @@ typedef struct sr_ckpt_content {
  * file removed (the previous checkpoints are untouched). */
 int sr_checkpoint_write(const char *dir, const char *name, const sr_ckpt_content_t *c,
                         char *err, size_t errlen);
-/* Removes the oldest checkpoint files of dir beyond keep (names sort by
- * batch), and temp files a killed writer left. Call when no checkpoint is
- * being written. Returns how many checkpoints were removed, or -1. */
-int sr_checkpoint_prune(const char *dir, int keep);
-
 typedef struct sr_ckpt_reader {
     char *data;        /* private: the mapped file */
     size_t size;       /* private */
@@ -61,5 +59,32 @@ int sr_checkpoint_next(sr_ckpt_reader_t *r, msgpack_object *obj);
 /* The bytes of content not read yet (before the trailer). */
 size_t sr_checkpoint_left(const sr_ckpt_reader_t *r);
 void sr_checkpoint_close(sr_ckpt_reader_t *r);
+
+/* -- Sections (sr_checkpoint_read.c) -- */
+
+/* A checkpoint read back: the shape sr_checkpoint_write takes, owned. */
+typedef struct sr_ckpt_loaded {
+    char *meta;              /* owned: the metadata map, msgpack */
+    size_t meta_len;
+    sr_state_t **states;     /* owned, in file order */
+    size_t nstates;
+    sr_window_t **windows;   /* owned, in file order */
+    sr_state_t **results;    /* owned: per window its with-inverse result or NULL */
+    size_t nwindows;
+} sr_ckpt_loaded_t;
+
+/* Reads every section of the checkpoint at path into new states and
+ * windows, checking what restore relies on: the metadata is a map with a
+ * batch number and a time, counts fit the bytes left, keys are strings,
+ * numbers or booleans of at most SR_STATE_MAX_KEY bytes, expiries integers,
+ * slices count elements of one or two values, and nothing follows the last
+ * section. Allocates in proportion to the file's size. Returns 0 with *out
+ * filled (release it with sr_checkpoint_unload), or -1 with out empty and
+ * the fault in err: open's reasons, or one naming the offset ("state
+ * totals, entry 3 at offset 120: malformed"). */
+int sr_checkpoint_load(const char *path, sr_ckpt_loaded_t *out, char *err, size_t errlen);
+/* Frees what out still owns (a caller that takes a state or window sets its
+ * pointer to NULL first) and empties it. */
+void sr_checkpoint_unload(sr_ckpt_loaded_t *out);
 
 #endif

@@ -1,17 +1,20 @@
-/* test_checkpoint: the checkpoint file read back object by object, CRC-32C
- * against known vectors, pruning, corruption, and every system call of the
- * writer failing through sr_io (once and persistently), plus a real ENOSPC
- * on a small tmpfs when one can be mounted. */
+/* test_checkpoint: the checkpoint file read back object by object and
+ * section by section (sr_checkpoint_load, no Lua), CRC-32C against known
+ * vectors, pruning and listing, the forked writer, corruption, and every
+ * system call of the writer failing through sr_io (once and persistently),
+ * plus a real ENOSPC on a small tmpfs when one can be mounted. */
 #include "sr_test.h"
 
 #include "sr_alloc.h"
 #include "sr_checkpoint.h"
+#include "sr_checkpoint_writer.h"
 #include "sr_crc32c.h"
 #include "sr_io.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <msgpack.h>
+#include <poll.h>
 #include <sys/mount.h>
 
 /* -- Content to write -- */
@@ -840,6 +843,318 @@ static void test_real_enospc_on_a_small_tmpfs(void **state)
     free_content(b);
 }
 
+/* -- Loading in C (sr_checkpoint_load) and the forked writer -- */
+
+/* Makes x what a restorable checkpoint holds: metadata {job = "test",
+ * batch = tag, time_ms = 1000 * tag}, and window slices of count elements,
+ * each an array of one or two values. */
+static void make_loadable(content_t *x, int tag)
+{
+    msgpack_sbuffer_clear(&x->meta);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &x->meta, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    pack_str(&pk, "job");
+    pack_str(&pk, "test");
+    pack_str(&pk, "batch");
+    msgpack_pack_int(&pk, tag);
+    pack_str(&pk, "time_ms");
+    msgpack_pack_int(&pk, 1000 * tag);
+    x->c.meta = x->meta.data;
+    x->c.meta_len = x->meta.size;
+    for (int w = 0; w < 2; w++) {
+        sr_window_free(x->windows[w]);
+        x->windows[w] = sr_window_new(w ? "raw" : "counts");
+        assert_non_null(x->windows[w]);
+    }
+    for (int i = 1; i <= 3; i++) {
+        char data[64];
+        size_t n = 0;
+        for (int k = 0; k < i; k++) {
+            data[n++] = (char)0x92; /* [k + tag, "x"] */
+            data[n++] = (char)(k + tag);
+            data[n++] = (char)0xa1;
+            data[n++] = 'x';
+        }
+        assert_int_equal(sr_window_push(x->windows[0], i * 1000, data, n, (uint32_t)i), 0);
+    }
+    assert_int_equal(sr_window_push(x->windows[1], 5000, "\x91\x01\x91\x02\x91\x03", 6, 3), 0);
+    assert_int_equal(sr_window_push(x->windows[1], 6000, NULL, 0, 0), 0);
+    x->c.windows = x->windows;
+}
+
+/* got holds what want holds: name, partitions, timeout, clock, every key
+ * with its value and deadline. */
+static void assert_same_state(const sr_state_t *got, sr_state_t *want)
+{
+    assert_non_null(got);
+    assert_string_equal(got->name, want->name);
+    assert_int_equal(got->nparts, want->nparts);
+    assert_int_equal(got->timeout_ms, want->timeout_ms);
+    assert_int_equal(got->wheel.now, want->wheel.now);
+    assert_int_equal(got->count, want->count);
+    assert_int_equal(got->wheel.count, want->wheel.count);
+    sr_state_iter_t it = {0, 0};
+    for (sr_state_entry_t *e; (e = sr_state_next(want, &it));) {
+        sr_state_entry_t *g = sr_state_get((sr_state_t *)got, sr_state_entry_key(e), e->klen);
+        assert_non_null(g);
+        assert_int_equal(g->vlen, e->vlen);
+        assert_memory_equal(sr_state_entry_value(g), sr_state_entry_value(e), e->vlen);
+        assert_int_equal(sr_wheel_armed(&g->timer), sr_wheel_armed(&e->timer));
+        if (sr_wheel_armed(&e->timer)) assert_int_equal(g->timer.expiry, e->timer.expiry);
+    }
+}
+
+static void assert_same_window(const sr_window_t *got, const sr_window_t *want)
+{
+    assert_non_null(got);
+    assert_string_equal(got->name, want->name);
+    assert_int_equal(got->n, want->n);
+    for (size_t k = 0; k < want->n; k++) {
+        const sr_slice_t *g = sr_window_slice(got, k), *w = sr_window_slice(want, k);
+        assert_int_equal(g->time_ms, w->time_ms);
+        assert_int_equal(g->count, w->count);
+        assert_int_equal(g->len, w->len);
+        if (w->len) assert_memory_equal(g->data, w->data, w->len);
+    }
+}
+
+/* l is x, read back. */
+static void assert_loaded(const sr_ckpt_loaded_t *l, const content_t *x)
+{
+    assert_int_equal(l->meta_len, x->c.meta_len);
+    assert_memory_equal(l->meta, x->c.meta, l->meta_len);
+    assert_int_equal(l->nstates, x->c.nstates);
+    for (size_t i = 0; i < x->c.nstates; i++) assert_same_state(l->states[i], x->c.states[i]);
+    assert_int_equal(l->nwindows, x->c.nwindows);
+    for (size_t i = 0; i < x->c.nwindows; i++) {
+        assert_same_window(l->windows[i], x->c.windows[i]);
+        if (x->c.results[i]) assert_same_state(l->results[i], x->c.results[i]);
+        else assert_null(l->results[i]);
+    }
+}
+
+static void test_load_reads_back_every_state_and_window(void **state)
+{
+    (void)state;
+    size_t before = sr_alloc_used();
+    content_t *x = make_content(300, 8, 2);
+    make_loadable(x, 2);
+    char err[512] = "", path[512];
+    assert_int_equal(sr_checkpoint_write(fx.dir, "c.srck", &x->c, err, sizeof(err)), 0);
+    sr_ckpt_loaded_t l;
+    if (sr_checkpoint_load(sr_test_path(path, sizeof(path), fx.dir, "c.srck"), &l, err, sizeof(err)) < 0)
+        fail_msg("load: %s", err);
+    assert_loaded(&l, x);
+    /* What was taken over is the taker's: unload frees the rest. */
+    sr_state_t *taken = l.states[0];
+    l.states[0] = NULL;
+    sr_checkpoint_unload(&l);
+    assert_null(l.states);
+    assert_int_equal(l.nwindows, 0);
+    assert_same_state(taken, x->c.states[0]);
+    sr_state_free(taken);
+    free_content(x);
+    assert_int_equal(sr_alloc_used(), before);
+}
+
+/* Appends n bytes before the trailer of path (the checksum made valid). */
+static void insert_before_trailer(const char *path, const char *bytes, size_t n)
+{
+    sr_test_blob_t b = sr_test_slurp(path);
+    unsigned char *p = malloc(b.len + n);
+    assert_non_null(p);
+    memcpy(p, b.data, b.len - 8);
+    memcpy(p + b.len - 8, bytes, n);
+    size_t len = b.len + n;
+    memcpy(p + len - 8, "SREN", 4);
+    uint32_t crc = sr_crc32c(0, p, len - 8);
+    for (int i = 0; i < 4; i++) p[len - 4 + i] = (unsigned char)(crc >> (8 * i));
+    sr_test_spit(path, p, len);
+    free(p);
+    free(b.data);
+}
+
+/* sr_checkpoint_load on path: the reason it refused, after checking that
+ * it left out empty and freed everything it made. */
+static const char *load_fault(const char *path, char *err, size_t errlen)
+{
+    size_t before = sr_alloc_used();
+    sr_ckpt_loaded_t l;
+    err[0] = '\0';
+    assert_int_equal(sr_checkpoint_load(path, &l, err, errlen), -1);
+    assert_true(err[0] != '\0');
+    assert_null(l.states);
+    assert_null(l.windows);
+    assert_null(l.meta);
+    assert_int_equal(l.nstates + l.nwindows, 0);
+    assert_int_equal(sr_alloc_used(), before);
+    return err;
+}
+
+static void test_load_refuses_a_corrupt_checkpoint_with_the_reason(void **state)
+{
+    (void)state;
+    content_t *x = make_content(6, 2, 1);
+    char err[512], path[512], why[512];
+    sr_test_path(path, sizeof(path), fx.dir, "c.srck");
+    assert_string_equal(load_fault(path, why, sizeof(why)), "cannot open: No such file or directory");
+    /* The metadata make_content writes has no time. */
+    assert_int_equal(sr_checkpoint_write(fx.dir, "c.srck", &x->c, err, sizeof(err)), 0);
+    assert_string_equal(load_fault(path, why, sizeof(why)),
+                        "offset 5: malformed metadata: not a map with a batch number and a time");
+    make_loadable(x, 1);
+    assert_int_equal(sr_checkpoint_write(fx.dir, "c.srck", &x->c, err, sizeof(err)), 0);
+    sr_test_blob_t b = sr_test_slurp(path);
+    size_t end = b.len - 8;
+    /* A byte flipped: the checksum. */
+    b.data[b.len / 2] ^= 0x20;
+    sr_test_spit(path, b.data, b.len);
+    assert_non_null(strstr(load_fault(path, why, sizeof(why)), "checksum mismatch over bytes 0.."));
+    /* Bytes after the last section, under a valid checksum. */
+    b.data[b.len / 2] ^= 0x20;
+    sr_test_spit(path, b.data, b.len);
+    insert_before_trailer(path, "\xc0\xc0", 2);
+    char want[128];
+    snprintf(want, sizeof(want), "offset %zu: 2 bytes after the last section", end);
+    assert_string_equal(load_fault(path, why, sizeof(why)), want);
+    /* The last window's result block one entry short: the states and
+     * windows made so far are freed (load_fault counts the bytes). */
+    sr_test_spit(path, b.data, b.len);
+    free(b.data);
+    x->results[2] = make_state("empty.result", 1, 0, 0, 3, "e", 1);
+    assert_int_equal(sr_checkpoint_write(fx.dir, "c.srck", &x->c, err, sizeof(err)), 0);
+    b = sr_test_slurp(path);
+    /* The last entry (["e2", [2, "f"], nil]) removed, the checksum made valid. */
+    static const unsigned char last[] = {0x93, 0xa2, 'e', '2', 0x92, 0x02, 0xa1, 'f', 0xc0};
+    assert_true(b.len > 8 + sizeof(last));
+    unsigned char *at = NULL;
+    for (size_t i = 0; i + sizeof(last) <= b.len - 8; i++)
+        if (memcmp(b.data + i, last, sizeof(last)) == 0) at = (unsigned char *)b.data + i;
+    assert_non_null(at);
+    size_t cut = (size_t)(at - (unsigned char *)b.data);
+    memmove(at, at + sizeof(last), b.len - cut - sizeof(last));
+    size_t len = b.len - sizeof(last);
+    uint32_t crc = sr_crc32c(0, b.data, len - 8);
+    for (int i = 0; i < 4; i++) b.data[len - 4 + i] = (char)(crc >> (8 * i));
+    sr_test_spit(path, b.data, len);
+    free(b.data);
+    snprintf(want, sizeof(want), "state empty.result, entry 2 at offset %zu: malformed", len - 8);
+    assert_string_equal(load_fault(path, why, sizeof(why)), want);
+    free_content(x);
+}
+
+/* Every allocation of a load failing in turn: a refusal that names the
+ * shortage, or the whole checkpoint; nothing leaks either way. */
+static void test_load_out_of_memory_at_every_allocation(void **state)
+{
+    (void)state;
+    content_t *x = make_content(20, 4, 1);
+    make_loadable(x, 1);
+    char err[512], path[512];
+    assert_int_equal(sr_checkpoint_write(fx.dir, "c.srck", &x->c, err, sizeof(err)), 0);
+    sr_test_path(path, sizeof(path), fx.dir, "c.srck");
+    int refused = 0;
+    for (long n = 0;; n++) {
+        if (n > 100000) fail_msg("no load succeeded with %ld allocations", n);
+        size_t before = sr_alloc_used();
+        sr_ckpt_loaded_t l;
+        sr_alloc_fail_after(n);
+        int rc = sr_checkpoint_load(path, &l, err, sizeof(err));
+        sr_alloc_fail_after(-1);
+        if (rc == 0) {
+            assert_loaded(&l, x);
+            sr_checkpoint_unload(&l);
+            assert_int_equal(sr_alloc_used(), before);
+            break;
+        }
+        if (!strstr(err, "out of memory") && !strstr(err, "malformed")) fail_msg("allocation %ld: \"%s\"", n, err);
+        assert_int_equal(sr_alloc_used(), before);
+        refused++;
+    }
+    assert_true(refused > 10);
+    free_content(x);
+}
+
+/* Waits for the forked writer through poll (1 while it writes, checked
+ * on its pipe with a timeout). */
+static int poll_until_done(sr_ckpt_writer_t *w, char *err, size_t errlen)
+{
+    for (int i = 0; i < 1000; i++) {
+        int rc = sr_checkpoint_writer_poll(w, err, errlen);
+        if (rc != 1) return rc;
+        struct pollfd p = {w->fd, POLLIN, 0};
+        poll(&p, 1, 100);
+    }
+    fail_msg("the writer did not finish in 100 s");
+    return -1;
+}
+
+static void test_forked_writer_writes_prunes_and_reports(void **state)
+{
+    (void)state;
+    content_t *x = make_content(50, 4, 3);
+    make_loadable(x, 3);
+    char err[512] = "", path[512], names[1024];
+    for (int i = 1; i <= 3; i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "checkpoint-%012d.srck", i);
+        touch(fx.dir, name);
+    }
+    int fds = open_fds();
+    sr_ckpt_writer_t w;
+    assert_int_equal(sr_checkpoint_writer_start(&w, fx.dir, "checkpoint-000000000004.srck", &x->c, 2, err,
+                                                sizeof(err)), 0);
+    assert_true(w.pid > 0 && w.fd >= 0);
+    assert_int_equal(poll_until_done(&w, err, sizeof(err)), 0);
+    assert_int_equal(w.fd, -1);
+    assert_int_equal(open_fds(), fds);
+    listing(fx.dir, names, sizeof(names));
+    assert_string_equal(names, "checkpoint-000000000003.srck checkpoint-000000000004.srck");
+    sr_ckpt_loaded_t l;
+    if (sr_checkpoint_load(sr_test_path(path, sizeof(path), fx.dir, "checkpoint-000000000004.srck"), &l, err,
+                           sizeof(err)) < 0)
+        fail_msg("load: %s", err);
+    assert_loaded(&l, x);
+    sr_checkpoint_unload(&l);
+    /* Into a directory that is not there: the child's reason, on wait. */
+    char nowhere[512];
+    sr_test_path(nowhere, sizeof(nowhere), fx.dir, "nowhere");
+    assert_int_equal(sr_checkpoint_writer_start(&w, nowhere, "c.srck", &x->c, 2, err, sizeof(err)), 0);
+    assert_int_equal(sr_checkpoint_writer_wait(&w, err, sizeof(err)), -1);
+    char want[600];
+    snprintf(want, sizeof(want), "open %s/c.srck.tmp: No such file or directory", nowhere);
+    assert_string_equal(err, want);
+    assert_int_equal(open_fds(), fds);
+    free_content(x);
+}
+
+static void test_list_names_checkpoints_oldest_first(void **state)
+{
+    (void)state;
+    const int order[] = {3, 11, 1};
+    char name[512];
+    for (int i = 0; i < 3; i++) {
+        snprintf(name, sizeof(name), "checkpoint-%012d.srck", order[i]);
+        touch(fx.dir, name);
+    }
+    touch(fx.dir, "checkpoint-000000000004.srck.tmp");
+    touch(fx.dir, ".hidden.srck");
+    touch(fx.dir, "dead_letters.jsonl");
+    char **names;
+    assert_int_equal(sr_checkpoint_list(fx.dir, &names, 100), 3);
+    assert_string_equal(names[0], "checkpoint-000000000001.srck");
+    assert_string_equal(names[1], "checkpoint-000000000003.srck");
+    assert_string_equal(names[2], "checkpoint-000000000011.srck");
+    for (int i = 0; i < 3; i++) sr_free(names[i]);
+    sr_free(names);
+    assert_int_equal(sr_checkpoint_list(fx.dir, &names, 2), 2);
+    for (int i = 0; i < 2; i++) sr_free(names[i]);
+    sr_free(names);
+    assert_int_equal(sr_checkpoint_list(sr_test_path(name, sizeof(name), fx.dir, "nope"), &names, 100), 0);
+    sr_free(names);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -856,6 +1171,11 @@ int main(void)
         T(test_every_call_failing_once_and_persistently),
         T(test_short_interrupted_and_empty_writes),
         T(test_real_enospc_on_a_small_tmpfs),
+        T(test_load_reads_back_every_state_and_window),
+        T(test_load_refuses_a_corrupt_checkpoint_with_the_reason),
+        T(test_load_out_of_memory_at_every_allocation),
+        T(test_forked_writer_writes_prunes_and_reports),
+        T(test_list_names_checkpoints_oldest_first),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,13 +3,14 @@
  * body byte rewritten under a valid checksum: sr_checkpoint_open refuses
  * with the reason for the part hit, and ckpt.load (through a Lua state, as
  * the runtime calls it) returns nil and a reason or a whole load, never
- * raising. spec/unit/checkpoint_corrupt_spec.lua checks the messages in
+ * raising; sr_checkpoint_load (no Lua) gives the same verdict and reason. spec/unit/checkpoint_corrupt_spec.lua checks the messages in
  * more detail; this is the same sweep with the sanitizers watching. */
 #include "sr_test.h"
 
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "sr_alloc.h"
 #include "sr_checkpoint.h"
 #include "sr_checkpoint_lua.h"
 #include "sr_crc32c.h"
@@ -143,9 +144,10 @@ static const char *open_probe(char *err, size_t errlen)
     return err;
 }
 
-/* ckpt.load(probe), protected. Returns 0 for a refusal (nil and a string,
- * copied to why), 1 for a whole load (meta, states, windows); fails the
- * test on anything else. */
+/* ckpt.load(probe), protected, then sr_checkpoint_load. Returns 0 for a
+ * refusal (nil and a string, copied to why), 1 for a whole load (meta,
+ * states, windows); fails the test on anything else, or when the C loader
+ * disagrees or leaks. */
 static int load_probe(char *why, size_t whylen)
 {
     lua_getglobal(L, "ckpt");
@@ -165,6 +167,15 @@ static int load_probe(char *why, size_t whylen)
     }
     lua_settop(L, 0);
     lua_gc(L, LUA_GCCOLLECT, 0);
+    /* The C loader restore goes through: the same verdict, the same reason. */
+    sr_ckpt_loaded_t c;
+    char err[1024];
+    size_t before = sr_alloc_used();
+    int loaded = sr_checkpoint_load(probe, &c, err, sizeof(err)) == 0;
+    assert_int_equal(loaded, whole);
+    if (loaded) sr_checkpoint_unload(&c);
+    else assert_string_equal(err, why);
+    assert_int_equal(sr_alloc_used(), before);
     return whole;
 }
 

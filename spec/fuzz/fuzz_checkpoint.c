@@ -1,14 +1,17 @@
 /* fuzz_checkpoint: libFuzzer target for the checkpoint decoder. Each input
  * is written as a checkpoint file and read twice: as it is (open's checks:
  * magic, version, trailer, checksum) and with its trailer recomputed, so the
- * msgpack objects behind the checksum reach sr_checkpoint_next and
- * ckpt.load (the loader `streamrun run` and `inspect` use). Checked beyond
- * memory safety: open fails with a reason or succeeds on a valid trailer;
- * ckpt.load never raises and returns nil and a reason, or meta, states and
- * windows. */
+ * msgpack objects behind the checksum reach sr_checkpoint_next,
+ * sr_checkpoint_load (what restore reads, in C) and ckpt.load (its Lua
+ * binding, which `streamrun run` and `inspect` call). Checked beyond memory
+ * safety: open fails with a reason or succeeds on a valid trailer;
+ * sr_checkpoint_load returns a reason, or the sections it announced with
+ * nothing leaked; ckpt.load never raises and agrees with it: nil and the
+ * same reason, or meta, states and windows. */
 #include <msgpack.h>
 
 #include "fuzz_common.h"
+#include "sr_alloc.h"
 #include "sr_checkpoint.h"
 #include "sr_checkpoint_lua.h"
 #include "sr_crc32c.h"
@@ -67,9 +70,23 @@ static void walk(const uint8_t *data, size_t size)
     sr_checkpoint_close(&r);
 }
 
-/* ckpt.load(path) in the Lua state, protected. */
+/* sr_checkpoint_load, then ckpt.load in the Lua state, protected. */
 static void load(void)
 {
+    char err[1024] = "";
+    sr_ckpt_loaded_t c;
+    size_t before = sr_alloc_used();
+    int loaded = sr_checkpoint_load(path, &c, err, sizeof(err)) == 0;
+    if (loaded) {
+        FZ_CHECK(c.meta && c.meta_len > 0, "loaded without metadata");
+        for (size_t i = 0; i < c.nstates; i++) FZ_CHECK(c.states[i] != NULL, "state %zu missing", i);
+        for (size_t i = 0; i < c.nwindows; i++) FZ_CHECK(c.windows[i] != NULL, "window %zu missing", i);
+        sr_checkpoint_unload(&c);
+    } else {
+        FZ_CHECK(err[0] != '\0', "sr_checkpoint_load refused without a reason");
+        FZ_CHECK(!c.states && !c.windows && !c.meta, "a refused load left sections");
+    }
+    FZ_CHECK(sr_alloc_used() == before, "sr_checkpoint_load leaked %zu bytes", sr_alloc_used() - before);
     lua_rawgeti(L, LUA_REGISTRYINDEX, load_ref);
     lua_pushstring(L, path);
     int rc = lua_pcall(L, 1, LUA_MULTRET, 0);
@@ -77,8 +94,11 @@ static void load(void)
     int n = lua_gettop(L);
     if (lua_isnil(L, 1)) {
         FZ_CHECK(n == 2 && lua_type(L, 2) == LUA_TSTRING, "ckpt.load refused without a reason (%d results)", n);
+        FZ_CHECK(!loaded && strcmp(lua_tostring(L, 2), err) == 0, "ckpt.load refused (%s), the C loader %s%s",
+                 lua_tostring(L, 2), loaded ? "did not" : "with ", loaded ? "" : err);
     } else {
         FZ_CHECK(n == 3 && lua_istable(L, 2) && lua_istable(L, 3), "ckpt.load returned %d results", n);
+        FZ_CHECK(loaded, "ckpt.load loaded what the C loader refused: %s", err);
     }
     fz_lua_reset(L);
 }
