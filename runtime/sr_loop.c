@@ -20,6 +20,7 @@ struct sr_loop {
     sr_source_t **sources;
     int nsources;
     sr_deadletter_t dead;
+    sr_ingest_t ingest;     /* handed to every source: how it reports here */
     int64_t next_time_ms;   /* time of the batch in progress; 0 before start */
     int closing;            /* the batch in progress has closed */
     int stopping;           /* SIGINT/SIGTERM: the current batch is the last */
@@ -48,6 +49,9 @@ typedef struct sr__watch {
 } sr__watch_t;
 
 static void sr__wal_failed(sr_loop_t *l, const char *what);
+static int sr__loop_holds(void *ud);
+static void sr__loop_log_record(void *ud, sr_source_t *s, int64_t pos, const char *line, size_t len);
+static void sr__loop_log_file(void *ud, sr_source_t *s, int64_t inode, const char *name);
 
 static void sr__loop_close_batch(sr_loop_t *l)
 {
@@ -67,7 +71,7 @@ static int sr__fast_forward(const sr_loop_t *l)
 {
     if (l->lua_active || !l->nsources) return 0;
     for (int i = 0; i < l->nsources; i++)
-        if (!l->sources[i]->removed && !l->sources[i]->type->fast && !l->sources[i]->stored) return 0;
+        if (!l->sources[i]->removed && !l->sources[i]->type->traits.stored && !l->sources[i]->stored) return 0;
     return 1;
 }
 
@@ -76,13 +80,15 @@ static int sr__all_done(const sr_loop_t *l)
     if (l->lua_active) return 0;
     for (int i = 0; i < l->nsources; i++) {
         const sr_source_t *s = l->sources[i];
-        if (!s->removed && (!s->type->bounded || !s->done)) return 0;
+        if (!s->removed && (!s->type->traits.bounded || !s->done)) return 0;
     }
     return 1;
 }
 
-void sr__loop_wake(sr_loop_t *l, sr_source_t *s)
+/* The ingest interface's callbacks (ud is the loop). */
+static void sr__loop_wake(void *ud, sr_source_t *s)
 {
+    sr_loop_t *l = ud;
     if (sr_batch_full(&s->batch) || (s->done && sr__all_done(l))) sr__loop_close_batch(l);
 }
 
@@ -121,6 +127,9 @@ sr_loop_t *sr_loop_new(const sr_loop_opts_t *o, char *err, size_t errlen)
         return NULL;
     }
     sr_deadletter_set_rotation(&l->dead, o->dead_letter_max_bytes, o->dead_letter_keep);
+    l->ingest = (sr_ingest_t){.ud = l, .wake = sr__loop_wake, .holds = sr__loop_holds,
+                              .record = sr__loop_log_record, .file = sr__loop_log_file,
+                              .dead = &l->dead};
     signal(SIGPIPE, SIG_IGN);
     ev_timer_init(&l->batch_timer, sr__on_batch_timer, 0., 0.);
     l->batch_timer.data = l;
@@ -179,7 +188,7 @@ int sr_loop_add_source(sr_loop_t *l, const sr_source_opts_t *o, char *err, size_
     if (!s->name) { sr_free(s); goto nomem; }
     s->type = type;
     s->index = l->nsources;
-    s->loop = l;
+    s->ingest = &l->ingest;
     s->ev = l->ev;
     sr_batch_init(&s->batch, l->opts.max_batch_records, l->opts.max_batch_bytes);
     sr_linesplit_init(&s->split, o->max_line, 0);
@@ -285,18 +294,24 @@ uint64_t sr_loop_wal_rotate(sr_loop_t *l)
 
 int sr_loop_wal_failed(const sr_loop_t *l) { return l->wal_failed; }
 
-int sr__loop_holds(const sr_loop_t *l) { return l->holding || l->wal_failed; }
+static int sr__loop_holds(void *ud)
+{
+    const sr_loop_t *l = ud;
+    return l->holding || l->wal_failed;
+}
 
 int sr_loop_wal_drop_before(sr_loop_t *l, uint64_t seq) { return l->wal ? sr_wal_drop_before(l->wal, seq) : 0; }
 
-void sr__loop_log_record(sr_loop_t *l, sr_source_t *s, int64_t pos, const char *line, size_t len)
+static void sr__loop_log_record(void *ud, sr_source_t *s, int64_t pos, const char *line, size_t len)
 {
-    if (!l->wal || s->type->fast) return;
+    sr_loop_t *l = ud;
+    if (!l->wal || !s->type->traits.logged) return;
     if (sr_wal_record(l->wal, s->index, pos, line, len) < 0) sr__wal_failed(l, "record");
 }
 
-void sr__loop_log_file(sr_loop_t *l, sr_source_t *s, int64_t inode, const char *name)
+static void sr__loop_log_file(void *ud, sr_source_t *s, int64_t inode, const char *name)
 {
+    sr_loop_t *l = ud;
     if (!l->wal) return;
     if (sr_wal_file(l->wal, s->index, inode, name) < 0) sr__wal_failed(l, "file");
 }

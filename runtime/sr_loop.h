@@ -9,6 +9,8 @@
 #include "sr_deadletter.h"
 #include "sr_source.h"
 
+typedef struct sr_loop sr_loop_t;
+
 typedef struct sr_loop_opts {
     int64_t batch_ms;          /* batch interval */
     size_t max_batch_records;  /* a source's batch closes early at this many */
@@ -97,17 +99,6 @@ uint64_t sr_loop_wal_rotate(sr_loop_t *l);
 int sr_loop_wal_failed(const sr_loop_t *l);
 /* The checkpoint succeeded: deletes the segments before seq. */
 int sr_loop_wal_drop_before(sr_loop_t *l, uint64_t seq);
-
-/* For sources: whether to read nothing for now (sr_loop_wait, or the log
- * failing). */
-int sr__loop_holds(const sr_loop_t *l);
-/* For sources: logs a received record if the loop keeps a log. */
-void sr__loop_log_record(sr_loop_t *l, sr_source_t *s, int64_t pos, const char *line, size_t len);
-/* For sources: logs that s takes up file name (inode, or -1: skipped). */
-void sr__loop_log_file(sr_loop_t *l, sr_source_t *s, int64_t inode, const char *name);
-/* For sources: closes the batch in progress when s's batch is full or s is
- * done and so is every other source. */
-void sr__loop_wake(sr_loop_t *l, sr_source_t *s);
 
 /* Wall-clock milliseconds since the epoch, as the loop sees them. */
 double sr_loop_now_ms(sr_loop_t *l);

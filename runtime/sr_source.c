@@ -1,7 +1,7 @@
-/* sr_source: the registry of source kinds and the helpers sources share. */
+/* sr_source: the registry of source kinds (and their traits) and the
+ * helpers sources share; they report through their ingest interface. */
 #include "sr_source.h"
 #include "sr_error.h"
-#include "sr_loop.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,6 +19,15 @@ const sr_source_type_t *sr_source_type_find(const char *kind)
     return NULL;
 }
 
+int sr_source_traits(const char *kind, sr_source_traits_t *out)
+{
+    const sr_source_type_t *type = kind ? sr_source_type_find(kind) : NULL;
+    memset(out, 0, sizeof(*out));
+    if (!type) return SR_EINVAL;
+    *out = type->traits;
+    return SR_OK;
+}
+
 int sr__source_line(void *ud, const char *line, size_t len, int64_t pos, int status)
 {
     sr_source_t *s = ud;
@@ -31,10 +40,10 @@ int sr__source_line(void *ud, const char *line, size_t len, int64_t pos, int sta
         return 0;
     }
     s->records++;
-    sr__loop_log_record(s->loop, s, pos, line, len);
+    s->ingest->record(s->ingest->ud, s, pos, line, len);
     if (sr_batch_full(&s->batch)) {
-        sr__loop_wake(s->loop, s);
-        return s->type->fast;
+        s->ingest->wake(s->ingest->ud, s);
+        return s->type->traits.stored;
     }
     return 0;
 }
@@ -49,20 +58,25 @@ int sr_source_position(sr_source_t *s, sr_source_pos_t *pos)
 
 int sr__source_waits(sr_source_t *s)
 {
-    return sr_batch_full(&s->batch) || sr__loop_holds(s->loop);
+    return sr_batch_full(&s->batch) || s->ingest->holds(s->ingest->ud);
 }
 
 void sr__source_dead(sr_source_t *s, int64_t pos, const char *reason,
                      const char *data, size_t len)
 {
     s->dead_letters++;
-    sr_deadletter_write(sr_loop_deadletter(s->loop), s->name, pos, reason, data, len);
+    sr_deadletter_write(s->ingest->dead, s->name, pos, reason, data, len);
 }
 
 void sr__source_done(sr_source_t *s)
 {
     s->done = 1;
-    sr__loop_wake(s->loop, s);
+    s->ingest->wake(s->ingest->ud, s);
+}
+
+void sr__source_file(sr_source_t *s, int64_t inode, const char *name)
+{
+    s->ingest->file(s->ingest->ud, s, inode, name);
 }
 
 void sr__source_log(sr_source_t *s, const char *fmt, ...)

@@ -1,16 +1,18 @@
 /* sr_source: the interface every C source implements (one registration
- * struct per kind, like Fluent Bit's input plugins), and the helpers they use
- * to hand lines and dead letters to the runtime. */
+ * struct per kind, like Fluent Bit's input plugins, with the traits the rest
+ * of the runtime reads), the ingest interface through which a source reports
+ * to whoever runs it, and the helpers sources use to hand it lines and dead
+ * letters. */
 #ifndef SR_SOURCE_H
 #define SR_SOURCE_H
 #include <stddef.h>
 #include <stdint.h>
 
 #include "sr_batch.h"
+#include "sr_deadletter.h"
 #include "sr_linesplit.h"
 
 struct ev_loop;
-typedef struct sr_loop sr_loop_t;
 typedef struct sr_source sr_source_t;
 
 /* What a job script asked for; strings are borrowed for the call only. */
@@ -38,11 +40,42 @@ typedef struct sr_source_pos {
                          none (borrowed until the source reads again) */
 } sr_source_pos_t;
 
+/* What a kind of source is, for the loop, checkpoints and recovery: the
+ * one place these are said (Lua reads them with sr_source_traits). */
+typedef struct sr_source_traits {
+    int bounded;   /* its input ends (the job may finish when all have) */
+    int stored;    /* reads stored input: a job with only such sources need
+                      not wait for the clock between batches, and a full
+                      batch holds exactly max_batch_records records */
+    int logged;    /* its records go to the write-ahead log as they arrive
+                      (they could not be read again after a crash) */
+    int rereads;   /* a logged batch is replayed by reading the file again
+                      between the positions its markers hold */
+    int resumes;   /* resumes at a position (position is set): records
+                      received after the last marker are read again */
+    int file_list; /* its position also names files (the one taken up last,
+                      those it is done with) */
+} sr_source_traits_t;
+
+/* How a source reports to what runs it (the loop), which hands each source
+ * one at start; ud is the runner's. */
+typedef struct sr_ingest {
+    void *ud;
+    /* A source's batch filled, or the source is done: the batch in
+     * progress may close. */
+    void (*wake)(void *ud, sr_source_t *s);
+    /* Whether every source is to read nothing for now. */
+    int (*holds)(void *ud);
+    /* A record was received (the runner logs those of logged kinds). */
+    void (*record)(void *ud, sr_source_t *s, int64_t pos, const char *line, size_t len);
+    /* s takes up file name (inode, or -1: skipped). */
+    void (*file)(void *ud, sr_source_t *s, int64_t inode, const char *name);
+    sr_deadletter_t *dead; /* where dead letters go (borrowed) */
+} sr_ingest_t;
+
 typedef struct sr_source_type {
     const char *kind;
-    int bounded;  /* its input ends (the job may finish when all have) */
-    int fast;     /* reads stored input: a job with only such sources need
-                     not wait for the clock between batches */
+    sr_source_traits_t traits;
     /* Opens what the source reads and starts its libev watchers. On failure
      * returns a negative SR_E* with a message in s->err; stop is not called. */
     int (*start)(sr_source_t *s, const sr_source_opts_t *o);
@@ -56,7 +89,7 @@ struct sr_source {
     const sr_source_type_t *type; /* read-only */
     char *name;                   /* owned */
     int index;                    /* position in the loop's list */
-    sr_loop_t *loop;              /* borrowed */
+    const sr_ingest_t *ingest;    /* borrowed: where it reports */
     struct ev_loop *ev;           /* borrowed */
     sr_batch_t batch;             /* records of the batch in progress */
     sr_linesplit_t split;         /* for sources that read one byte stream */
@@ -83,6 +116,10 @@ int sr_source_file_read_range(const char *path, uint64_t inode, int64_t start, i
 /* Looks a kind up in the registry; NULL if unknown. */
 const sr_source_type_t *sr_source_type_find(const char *kind);
 
+/* Copies the traits of kind into *out; returns 0, or SR_EINVAL (and *out
+ * zeroed) for a kind the registry does not know. */
+int sr_source_traits(const char *kind, sr_source_traits_t *out);
+
 /* The port a listen_text source is bound to (the one picked by the system
  * when it was asked for port 0), or SR_EINVAL for another kind of source. */
 int sr_source_listen_port(sr_source_t *s);
@@ -96,7 +133,7 @@ const char *sr_source_done_file(sr_source_t *s, size_t i);
 
 /* An sr_line_fn: appends a whole line (status 0) to s->batch, or sends it to
  * the dead-letter output with the reason status names. ud is the source.
- * For a fast source (stored input) it returns 1 once the batch is full, so
+ * For a kind that reads stored input it returns 1 once the batch is full, so
  * batches hold exactly max_batch_records records and the caller keeps the
  * rest of its read for the next batch; other sources always get 0. */
 int sr__source_line(void *ud, const char *line, size_t len, int64_t pos, int status);
@@ -108,6 +145,8 @@ void sr__source_dead(sr_source_t *s, int64_t pos, const char *reason,
                      const char *data, size_t len);
 /* A bounded source calls this once when it has delivered all its input. */
 void sr__source_done(sr_source_t *s);
+/* Reports that s takes up file name (inode, or -1: skipped). */
+void sr__source_file(sr_source_t *s, int64_t inode, const char *name);
 /* Logs a notice about the source on stderr ("source lines: ..."). */
 void sr__source_log(sr_source_t *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -14,7 +14,6 @@
  * lines, so recovery can tell what was taken since the checkpoint. */
 #include "sr_alloc.h"
 #include "sr_error.h"
-#include "sr_loop.h"
 #include "sr_source.h"
 
 #include <dirent.h>
@@ -215,7 +214,7 @@ static int sr__dir_open_next(sr_source_t *s)
                 sr__source_log(s, "out of memory: %s is not remembered as read", d->cur);
             d->cur = name;
             d->cur_inode = (uint64_t)st.st_ino;
-            sr__loop_log_file(s->loop, s, (int64_t)st.st_ino, name);
+            sr__source_file(s, (int64_t)st.st_ino, name);
             sr_linesplit_close(&s->split);
             sr_linesplit_init(&s->split, d->max_line, 0);
             if (name == d->resume) sr__dir_resume(s, path, &st);
@@ -226,7 +225,7 @@ static int sr__dir_open_next(sr_source_t *s)
         if (d->fd >= 0) close(d->fd);
         d->fd = -1;
         if (name == d->resume) d->resume = NULL;
-        sr__loop_log_file(s->loop, s, -1, name);
+        sr__source_file(s, -1, name);
         if (sr__dir_mark_done(d, name) < 0) sr__source_log(s, "out of memory: %s is not remembered as read", name);
         sr__source_log(s, "%s", reason);
         sr__source_dead(s, 0, reason, "", 0);
@@ -391,7 +390,9 @@ static void sr__dir_position(sr_source_t *s, sr_source_pos_t *pos)
 }
 
 const sr_source_type_t sr_source_text_dir = {
-    .kind = "text_dir", .bounded = 0, .start = sr__dir_start, .stop = sr__dir_stop,
+    .kind = "text_dir",
+    .traits = {.bounded = 0, .stored = 0, .logged = 1, .rereads = 0, .resumes = 1, .file_list = 1},
+    .start = sr__dir_start, .stop = sr__dir_stop,
     .position = sr__dir_position,
 };
 

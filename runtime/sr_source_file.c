@@ -129,7 +129,9 @@ static void sr__file_stop(sr_source_t *s)
 }
 
 const sr_source_type_t sr_source_text_file = {
-    .kind = "text_file", .bounded = 1, .fast = 1, .start = sr__file_start, .stop = sr__file_stop,
+    .kind = "text_file",
+    .traits = {.bounded = 1, .stored = 1, .logged = 0, .rereads = 1, .resumes = 1, .file_list = 0},
+    .start = sr__file_start, .stop = sr__file_stop,
     .position = sr__file_position,
 };
 

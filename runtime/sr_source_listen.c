@@ -252,5 +252,7 @@ int sr_source_listen_port(sr_source_t *s)
 }
 
 const sr_source_type_t sr_source_listen_text = {
-    .kind = "listen_text", .bounded = 0, .start = sr__listen_start, .stop = sr__listen_stop,
+    .kind = "listen_text",
+    .traits = {.bounded = 0, .stored = 0, .logged = 1, .rereads = 0, .resumes = 0, .file_list = 0},
+    .start = sr__listen_start, .stop = sr__listen_stop,
 };

@@ -234,5 +234,7 @@ static void sr__socket_stop(sr_source_t *s)
 }
 
 const sr_source_type_t sr_source_socket_text = {
-    .kind = "socket_text", .bounded = 0, .start = sr__socket_start, .stop = sr__socket_stop,
+    .kind = "socket_text",
+    .traits = {.bounded = 0, .stored = 0, .logged = 1, .rereads = 0, .resumes = 0, .file_list = 0},
+    .start = sr__socket_start, .stop = sr__socket_stop,
 };

@@ -61,5 +61,7 @@ static void sr__stdin_stop(sr_source_t *s)
 }
 
 const sr_source_type_t sr_source_stdin = {
-    .kind = "stdin", .bounded = 1, .start = sr__stdin_start, .stop = sr__stdin_stop,
+    .kind = "stdin",
+    .traits = {.bounded = 1, .stored = 0, .logged = 1, .rereads = 0, .resumes = 0, .file_list = 0},
+    .start = sr__stdin_start, .stop = sr__stdin_stop,
 };

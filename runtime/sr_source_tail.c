@@ -233,6 +233,8 @@ static void sr__tail_position(sr_source_t *s, sr_source_pos_t *pos)
 }
 
 const sr_source_type_t sr_source_tail = {
-    .kind = "tail", .bounded = 0, .start = sr__tail_start, .stop = sr__tail_stop,
+    .kind = "tail",
+    .traits = {.bounded = 0, .stored = 0, .logged = 1, .rereads = 0, .resumes = 1, .file_list = 0},
+    .start = sr__tail_start, .stop = sr__tail_stop,
     .position = sr__tail_position,
 };

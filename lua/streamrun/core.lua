@@ -23,6 +23,9 @@ typedef struct sr_loop_opts {
 typedef struct sr_tick { int64_t time_ms; int64_t delay_ms; int last; int reload; } sr_tick_t;
 typedef struct sr_source sr_source_t;
 typedef struct sr_source_pos { int64_t offset; uint64_t inode; const char *file; } sr_source_pos_t;
+typedef struct sr_source_traits {
+    int bounded; int stored; int logged; int rereads; int resumes; int file_list;
+} sr_source_traits_t;
 
 const char *sr_version(void);
 double sr_clock_ms(void);
@@ -58,6 +61,7 @@ int sr_source_file_read_range(const char *path, uint64_t inode, int64_t start, i
 sr_source_t *sr_loop_source(sr_loop_t *l, int index);
 int sr_source_position(sr_source_t *s, sr_source_pos_t *pos);
 const char *sr_source_done_file(sr_source_t *s, size_t i);
+int sr_source_traits(const char *kind, sr_source_traits_t *out);
 uint32_t sr_crc32c(uint32_t crc, const void *p, size_t n);
 int sr_lock_acquire(const char *dir, long *holder, char *err, size_t errlen);
 void sr_lock_release(void);

@@ -3,6 +3,7 @@
 -- streamrun.compile turns into the per-batch function. Mistakes raise errors
 -- that name the job script's file:line.
 local core = require "streamrun.core"
+local sources = require "streamrun.sources"
 
 local type, pairs, ipairs, tostring, error, setmetatable = type, pairs, ipairs, tostring, error, setmetatable
 
@@ -184,6 +185,8 @@ local function source(job, op, fields, opts, extra)
   if type(fields.max_line) ~= "number" or fields.max_line < 1 then fail("%s: max_line must be a positive number", op) end
   fields.keyed = "no"
   fields.opts = opts
+  -- A kind the C registry knows runs on the event loop (sources.kind_traits).
+  if sources.kind_traits(op).c then fields.c_kind = op end
   return add_node(job, op, "source", {}, fields, opts.name)
 end
 
@@ -196,12 +199,12 @@ end
 
 function Job:socket_text(host, port, opts)
   check_host_port("socket_text", host, port, 1)
-  return source(self, "socket_text", { host = host, port = port, c_kind = "socket_text" }, opts)
+  return source(self, "socket_text", { host = host, port = port }, opts)
 end
 
 function Job:listen_text(host, port, opts)
   check_host_port("listen_text", host, port, 0)
-  local h = source(self, "listen_text", { host = host, port = port, c_kind = "listen_text" }, opts,
+  local h = source(self, "listen_text", { host = host, port = port }, opts,
     { max_connections = true })
   local n = node_of(h)
   local max = n.opts.max_connections or 1024
@@ -218,24 +221,24 @@ end
 
 function Job:text_file(path, opts)
   check_path("text_file", path)
-  return source(self, "text_file", { path = path, c_kind = "text_file", bounded = true }, opts)
+  return source(self, "text_file", { path = path }, opts)
 end
 
 function Job:text_dir(path, opts)
   check_path("text_dir", path)
-  return source(self, "text_dir", { path = path, c_kind = "text_dir" }, opts)
+  return source(self, "text_dir", { path = path }, opts)
 end
 
 function Job:tail(path, opts)
   check_path("tail", path)
-  local h = source(self, "tail", { path = path, c_kind = "tail" }, opts, { from_start = true })
+  local h = source(self, "tail", { path = path }, opts, { from_start = true })
   local n = node_of(h)
   n.from_start = n.opts.from_start and true or false
   return h
 end
 
 function Job:stdin(opts)
-  return source(self, "stdin", { c_kind = "stdin", bounded = true }, opts)
+  return source(self, "stdin", {}, opts)
 end
 
 function Job:generator(fn, opts)
@@ -246,7 +249,6 @@ function Job:generator(fn, opts)
   n.total = n.opts.count
   if type(n.rate) ~= "number" or n.rate <= 0 then fail("generator: rate must be a positive number") end
   if n.total ~= nil and (type(n.total) ~= "number" or n.total < 0) then fail("generator: count must be a number >= 0") end
-  n.bounded = n.total ~= nil
   return h
 end
 
@@ -255,7 +257,7 @@ function Job:queue(batches, opts)
   for i, b in ipairs(batches) do
     if type(b) ~= "table" then fail("queue: batch %d must be an array, got %s", i, type(b)) end
   end
-  return source(self, "queue", { batches = batches, bounded = true }, opts)
+  return source(self, "queue", { batches = batches }, opts)
 end
 
 -- -- Naming --

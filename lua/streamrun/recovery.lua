@@ -1,11 +1,13 @@
 -- streamrun.recovery: resuming a job from its write-ahead log after its
 -- newest checkpoint. The batches logged after the checkpoint are run again
--- with exactly the records they had: text_file ones read again between the
--- positions the markers logged, the others from the log. Records logged
--- after the last marker (received, not yet in a batch) go into the first
--- batch after the restart. Sources resume where the last marker left them;
--- a text_dir also skips the files it was done with, from the checkpoint
--- and the files the log shows it took up.
+-- with exactly the records they had: those of sources that re-read their
+-- file (text_file) read again between the positions the markers logged, the
+-- others from the log. Records logged after the last marker (received, not
+-- yet in a batch) go into the first batch after the restart. Sources resume
+-- where the last marker left them; one with a file list (text_dir) also
+-- skips the files it was done with, from the checkpoint and the files the
+-- log shows it took up. Which source does what is its kind's traits
+-- (sources.traits).
 local core = require "streamrun.core"
 local batch = require "streamrun.batch"
 local sources = require "streamrun.sources"
@@ -14,24 +16,22 @@ local C, ffi = core.C, core.ffi
 
 local M = {}
 
--- Whether a job logs: it has a C source other than text_file.
+-- Whether a job logs: it has a source whose records are logged.
 function M.needs_log(job)
   for _, node in ipairs(job.sources) do
-    if node.c_kind and node.c_kind ~= "text_file" then return true end
+    if sources.traits(node).logged then return true end
   end
   return false
 end
 
--- Sources that read again from their position what was logged after the
--- last marker.
-local RESUMES_AT_POSITION = { text_file = true, tail = true, text_dir = true }
-
--- The files of each text_dir, from the checkpoint's positions: name ->
+-- The files of each source with a file list (text_dir), from the
+-- checkpoint's positions: name ->
 -- { file = taken up last, done = set of names, path = its directory }.
 local function dir_files(positions)
   local dirs = {}
   for name, p in pairs(positions) do
-    if p.kind == "text_dir" then
+    local t = sources.kind_traits(p.kind)
+    if t and t.file_list then
       local done = {}
       for _, f in ipairs(p.done or {}) do done[f] = true end
       dirs[name] = { file = p.file, done = done, path = p.path }
@@ -108,12 +108,13 @@ function M.inputs(job, b, dead, next_lua)
   local inputs = {}
   for _, node in ipairs(job.sources) do
     local name = node.stage_name
-    if node.c_kind == "text_file" then
+    local traits = sources.traits(node)
+    if traits.rereads then
       local to = b.positions[name]
       inputs[node] = to and file_range(node, b.from[name], to, dead) or batch.empty()
-    elseif node.c_kind then
+    elseif traits.c then
       local records = b.records[name] or {}
-      local carried = RESUMES_AT_POSITION[node.c_kind] and b.carried and b.carried[name] or 0
+      local carried = traits.resumes and b.carried and b.carried[name] or 0
       if carried > 0 then
         local rest = {}
         for i = carried + 1, #records do rest[#rest + 1] = records[i] end
@@ -134,7 +135,8 @@ end
 function M.add_pending(job, inputs, pending, dead)
   for _, node in ipairs(job.sources) do
     local lines = pending[node.stage_name]
-    if lines and node.c_kind and not RESUMES_AT_POSITION[node.c_kind] then
+    local traits = sources.traits(node)
+    if lines and traits.c and not traits.resumes then
       local old = inputs[node]
       local extra = sources.read_values(node, lines, 1, dead)
       local merged = batch.to_elements(extra)

@@ -140,7 +140,7 @@ function Session:positions()
       local src = C.sr_loop_source(self.loop, node.c_index)
       if C.sr_source_position(src, pos) == 0 then
         p = { kind = node.op, offset = tonumber(pos.offset), inode = tonumber(pos.inode) }
-        if node.c_kind == "text_dir" then p.path, p.file, p.done = node.path, dir_files(src, pos) end
+        if sources.traits(node).file_list then p.path, p.file, p.done = node.path, dir_files(src, pos) end
       end
     else
       local st = self.lua_sources[node] or {}

@@ -1,19 +1,60 @@
 -- streamrun.sources: turns what sources received into batches. C sources'
 -- sealed batches are read through the FFI (one string per record, JSON
 -- decoded when format = "json"); the Lua-side sources (generator, queue)
--- produce their elements here, once per batch.
+-- produce their elements here, once per batch. What each kind of source is
+-- (its traits) is looked up here too.
 local core = require "streamrun.core"
 local batch = require "streamrun.batch"
 local guard = require "streamrun.guard"
 local cjson = require "cjson"
 
-local ffi = core.ffi
+local C, ffi = core.C, core.ffi
 local ffi_string = ffi.string
 local tnew = batch.new_table
 local decode, null = cjson.decode, cjson.null
 local pcall, floor, tostring = pcall, math.floor, tostring
 
 local M = {}
+
+-- -- Traits --
+
+-- What a kind of source is, as sr_source_traits_t says it: bounded (its
+-- input ends), stored (reads stored input), logged (its records go to the
+-- write-ahead log), rereads (a logged batch is replayed by reading the file
+-- again), resumes (at a position: what came after the last marker is read
+-- again), file_list (its position names files); c: it runs on the event
+-- loop. The C kinds' come from their source type; the Lua-side kinds' are
+-- these (both resume at their position in a checkpoint).
+local LUA_TRAITS = {
+  generator = { c = false, bounded = false, stored = false, logged = false, rereads = false, resumes = true,
+                file_list = false },
+  queue = { c = false, bounded = true, stored = false, logged = false, rereads = false, resumes = true,
+            file_list = false },
+}
+-- A generator with a count ends.
+local COUNTED_GENERATOR = { c = false, bounded = true, stored = false, logged = false, rereads = false,
+                            resumes = true, file_list = false }
+
+local c_traits = {} -- kind -> traits, read from the C registry once
+
+-- The traits of a kind of source (the C ones' from their source type), or
+-- nil for a kind there is none of.
+function M.kind_traits(kind)
+  local t = LUA_TRAITS[kind] or c_traits[kind]
+  if t or type(kind) ~= "string" then return t end
+  local ct = ffi.new("sr_source_traits_t")
+  if C.sr_source_traits(kind, ct) ~= 0 then return nil end
+  t = { c = true, bounded = ct.bounded ~= 0, stored = ct.stored ~= 0, logged = ct.logged ~= 0,
+        rereads = ct.rereads ~= 0, resumes = ct.resumes ~= 0, file_list = ct.file_list ~= 0 }
+  c_traits[kind] = t
+  return t
+end
+
+-- The traits of a source node.
+function M.traits(node)
+  if node.op == "generator" and node.total ~= nil then return COUNTED_GENERATOR end
+  return M.kind_traits(node.c_kind or node.op)
+end
 
 -- cjson's message without the Lua location luaL_error put in front of it.
 local function json_reason(err)

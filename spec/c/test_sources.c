@@ -939,6 +939,45 @@ static void test_sources_together(void **state)
     close(c);
 }
 
+/* -- Traits -- */
+
+/* What each kind says it is, as the loop and the Lua side read it; the
+ * traits agree with what the kind implements. */
+static void test_source_traits(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *kind;
+        sr_source_traits_t t;
+    } want[] = {
+        {"text_file", {.bounded = 1, .stored = 1, .rereads = 1, .resumes = 1}},
+        {"stdin", {.bounded = 1, .logged = 1}},
+        {"socket_text", {.logged = 1}},
+        {"listen_text", {.logged = 1}},
+        {"tail", {.logged = 1, .resumes = 1}},
+        {"text_dir", {.logged = 1, .resumes = 1, .file_list = 1}},
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        sr_source_traits_t t;
+        memset(&t, 0xff, sizeof(t));
+        assert_int_equal(sr_source_traits(want[i].kind, &t), SR_OK);
+        if (memcmp(&t, &want[i].t, sizeof(t)) != 0) fail_msg("traits of %s", want[i].kind);
+        const sr_source_type_t *type = sr_source_type_find(want[i].kind);
+        assert_non_null(type);
+        /* Resuming at a position needs one; stored input is read again,
+         * never logged. */
+        assert_int_equal(t.resumes, type->position != NULL);
+        assert_false(t.stored && t.logged);
+        assert_false(t.rereads && t.logged);
+    }
+    sr_source_traits_t t;
+    memset(&t, 0xff, sizeof(t));
+    assert_int_equal(sr_source_traits("generator", &t), SR_EINVAL);
+    sr_source_traits_t zero = {0};
+    assert_memory_equal(&t, &zero, sizeof(t));
+    assert_int_equal(sr_source_traits(NULL, &t), SR_EINVAL);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -969,6 +1008,7 @@ int main(void)
         T(test_listen_port_of_other_kind),
         T(test_add_source_out_of_memory),
         T(test_sources_together),
+        T(test_source_traits),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -4,6 +4,7 @@
 -- ones, and stable defaults op.N.
 local sr = require "streamrun"
 local loader = require "streamrun.loader"
+local sources = require "streamrun.sources"
 local testing = require "streamrun.testing"
 
 -- "file:line" of the caller's line, as the DSL reports it.
@@ -331,6 +332,38 @@ describe("job DSL", function()
       end, { params = { n = "ten" } })
       assert.is_nil(job)
       assert_error_at(where, "sr.param: n=ten is not a number", err)
+    end)
+  end)
+
+  describe("source traits", function()
+    -- What each source kind is comes from one place: the C source type for
+    -- the kinds that run on the event loop, sources.lua for the Lua ones.
+    it("are read from the C source type and sources.lua", function()
+      local job = sr.job { name = "j" }
+      job:text_file("in.txt"); job:stdin(); job:socket_text("localhost", 9); job:listen_text("localhost", 0)
+      job:tail("log"); job:text_dir("dir"); job:generator(id); job:generator(id, { count = 3 }); job:queue({})
+      local function row(n)
+        local t = sources.traits(n)
+        local bits = {}
+        for _, k in ipairs({ "c", "bounded", "stored", "logged", "rereads", "resumes", "file_list" }) do
+          bits[#bits + 1] = t[k] and k or "-"
+        end
+        return (n.c_kind or "lua") .. " " .. table.concat(bits, " ")
+      end
+      local got = {}
+      for _, n in ipairs(job.sources) do got[#got + 1] = row(n) end
+      assert.same({
+        "text_file c bounded stored - rereads resumes -",
+        "stdin c bounded - logged - - -",
+        "socket_text c - - logged - - -",
+        "listen_text c - - logged - - -",
+        "tail c - - logged - resumes -",
+        "text_dir c - - logged - resumes file_list",
+        "lua - - - - - resumes -",
+        "lua - bounded - - - resumes -",
+        "lua - bounded - - - resumes -",
+      }, got)
+      assert.is_nil(sources.kind_traits("nope"))
     end)
   end)
 end)
