@@ -31,12 +31,10 @@ else
   error("unknown source '" .. source .. "' (want generator, socket, file or stdin)")
 end
 
-local words = lines:flat_map(sr.words)
-                  :map(function(w) return w, 1 end)
-
--- Counted per batch first (the compiler runs this part in C), then added
--- to the running totals.
-local counts = words:reduce_by_key(sr.add)
+-- Counted per batch first with built-ins named here (the runtime runs
+-- flat_map(sr.words) -> count_by_value() in C), then added to the running
+-- totals.
+local counts = lines:flat_map(sr.words):count_by_value()
 if sr.param("mode", "totals") ~= "batch" then
   counts = counts:update_state_by_key(function(values, total)
     return (total or 0) + sr.sum(values)

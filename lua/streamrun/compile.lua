@@ -28,8 +28,9 @@ end
 
 -- The job's stages grouped into what will be steps, in order: { kind =
 -- "chain", stages, input } for consecutive narrow stages whose input has
--- no other consumer, { kind = "native", node = reducer, input } for a
--- chain counted in C (its reducer's own entry goes), else { node }.
+-- no other consumer, { kind = "native", node, stages, input } for a
+-- built-in chain run in C with its consumer node (whose own entry goes),
+-- else { node }.
 -- Returns them, the consumers of each node, and the sources whose batches
 -- a native step reads as they came (plan.raw_sources).
 local function group(job)
@@ -60,13 +61,14 @@ local function group(job)
       groups[#groups + 1] = { node = node }
     end
   end
-  -- Chains the compiler runs in C: the word count (streamrun.native).
+  -- Built-ins the compiler runs in C, asked for by name: the word count
+  -- (streamrun.native).
   local replaced, raw = {}, {}
   for _, gr in ipairs(groups) do
-    local reducer = gr.kind == "chain" and native.is_word_count(gr, only_consumer)
-    if reducer then
-      gr.kind, gr.node = "native", reducer
-      replaced[reducer] = true
+    local counter = gr.kind == "chain" and native.is_word_count(gr, only_consumer)
+    if counter then
+      gr.kind, gr.node = "native", counter
+      replaced[counter] = true
       if only_consumer(gr.input) then raw[gr.input] = true end
     end
   end
@@ -117,7 +119,7 @@ function M.compile(job, handlers)
     if gr.kind == "chain" then
       step = steps_of.chain(gr.stages, gr.input, needs_origin(gr.stages[#gr.stages], consumers_of), ctx)
     elseif gr.kind == "native" then
-      step = steps_of.native(gr.node, gr.input)
+      step = steps_of.native(gr.node, gr.stages, gr.input, ctx)
     else
       step = (steps_of[gr.node.kind] or error("compile: no step for a " .. gr.node.kind .. " stage"))(gr.node, ctx)
     end

@@ -1,56 +1,33 @@
--- streamrun.native: stage patterns the compiler runs in C instead of Lua.
--- flat_map(sr.words) -> map(function(w) return w, 1 end) -> reduce_by_key
--- (sr.add or sr.sum) over a text source is the word count: one C pass
--- (sr_words) counts every word of the batch; Lua makes strings only for the
--- distinct words. The result is exactly what the Lua stages give: keys in
--- order of first appearance, with their counts.
-local bit = require "bit"
+-- streamrun.native: built-in chains the compiler runs in C instead of Lua.
+-- A job asks for them by name, never by the shape of its own functions
+-- (SPEC section 6): flat_map(sr.words) -> count_by_value() over a text
+-- source is the word count, one C pass (sr_words) over the batch; Lua makes
+-- strings only for the distinct words. The result is exactly what the Lua
+-- stages give: the words in order of first appearance, with their counts.
 local core = require "streamrun.core"
 local builtins = require "streamrun.builtins"
-local jutil = require "jit.util"
-local bcnames = require("jit.vmdef").bcnames
 
 local C, ffi = core.C, core.ffi
-local band, rshift = bit.band, bit.rshift
 
 local M = {}
 
-local function opname(ins)
-  local op = band(ins, 0xff)
-  return (bcnames:sub(op * 6 + 1, op * 6 + 6):gsub(" ", ""))
-end
-
--- Whether f is `function(w) return w, 1 end`, by its bytecode: one
--- parameter, no upvalue, and only MOV w, KSHORT 1, RET of both.
-function M.pairs_with_one(f)
-  local info = jutil.funcinfo(f)
-  if not info or info.params ~= 1 or info.upvalues ~= 0 or info.children or info.bytecodes ~= 4 then
-    return false
-  end
-  local mov = jutil.funcbc(f, 1)
-  local k = jutil.funcbc(f, 2)
-  local ret = jutil.funcbc(f, 3)
-  return opname(mov) == "MOV" and rshift(mov, 16) == 0
-    and opname(k) == "KSHORT" and rshift(k, 16) == 1 and band(rshift(k, 8), 0xff) == band(rshift(mov, 8), 0xff) + 1
-    and opname(ret) == "RET" and band(rshift(ret, 8), 0xff) == band(rshift(mov, 8), 0xff) and rshift(ret, 16) == 3
-end
-
--- The word-count pattern: a chain of exactly flat_map(sr.words) and a
--- pairing map, straight from a text source, consumed only by reduce_by_key
--- with an adding built-in.
+-- The word count: a chain of exactly flat_map(sr.words) (the runtime's own
+-- function, by identity), straight from a text source, consumed only by
+-- count_by_value. Returns that count_by_value stage, else false.
 function M.is_word_count(chain, consumer_of)
   local s = chain.stages
-  if #s ~= 2 or s[1].op ~= "flat_map" or s[1].fn ~= builtins.words or s[2].op ~= "map" then return false end
-  if not M.pairs_with_one(s[2].fn) then return false end
+  if #s ~= 1 or s[1].op ~= "flat_map" or s[1].fn ~= builtins.words then return false end
   local input = chain.input
   if input.kind ~= "source" or input.format ~= "text" then return false end
-  local r = consumer_of(s[2])
-  return r and r.op == "reduce_by_key" and builtins.reducers[r.fn] == "add" and r or false
+  local c = consumer_of(s[1])
+  return c and c.op == "count_by_value" and c or false
 end
 
--- A counter for one stage: run(input) -> the reduce_by_key result batch.
--- input is a batch from the source, with .cbatch (the sealed C batch) when
--- the runner hands it over unconverted.
+-- A counter for one stage: run(input) -> the count_by_value result batch,
+-- or nil when the batch holds an element that is not a line (a value the
+-- test driver pushed): sr.words fails on it, and only the Lua stages report
+-- that as they should. input is a batch from the source, with .cbatch (the
+-- sealed C batch) when the session hands it over unconverted.
 function M.word_counter()
   local wc = ffi.gc(C.sr_wordcount_new(), C.sr_wordcount_free)
   local scratch = ffi.gc(C.sr_batch_new(0, 0), C.sr_batch_free)
@@ -63,7 +40,8 @@ function M.word_counter()
       local A = input.a
       for i = 1, input.n do
         local line = A[i]
-        if type(line) == "string" then C.sr_batch_append(scratch, line, #line, i) end
+        if type(line) ~= "string" then return nil end
+        if C.sr_batch_append(scratch, line, #line, i) ~= 0 then error("word count: out of memory", 0) end
       end
       cb = scratch
     end

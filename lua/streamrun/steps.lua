@@ -59,14 +59,22 @@ function Chain:run(results)
   return self.fused.run(results[self.input])
 end
 
--- A chain and its reduce_by_key counted in C (streamrun.native): node is
--- the reducer, input the source.
+-- A built-in chain and the stage consuming it, run in C (streamrun.native):
+-- node is that stage (count_by_value), stages the chain, input the source.
+-- A batch the C counter cannot take (not all lines) goes through the chain
+-- and the stage in Lua, with their guard.
 local Native = class()
-function M.native(reducer, input)
-  return new(Native, "native", reducer, input, { count = native.word_counter() })
+function M.native(node, stages, input, ctx)
+  return new(Native, "native", node, input, {
+    count = native.word_counter(), fused = fuse.chain(stages, ctx.guard, false),
+    op = ops[node.op], guard = ctx.guard,
+  })
 end
-function Native:run(results)
-  return self.count(results[self.input])
+function Native:run(results, time_ms)
+  local input = results[self.input]
+  local out = self.count(input)
+  if out then return out end
+  return self.op(self.node, self.guard, self.fused.run(input), time_ms, time_ms)
 end
 
 -- A stage over whole batches (streamrun.ops); a second input (union, the
