@@ -4,6 +4,7 @@
  * binding converts what this returns. */
 #include "sr_alloc.h"
 #include "sr_checkpoint.h"
+#include "sr_mpbuf.h"
 #include "sr_mpcheck.h"
 
 #include <stdio.h>
@@ -73,33 +74,10 @@ static int sr__slice_ok(const char *p, size_t n, int64_t count)
 
 /* Decoded objects are packed again into here: the encoding of keys and
  * values is canonical, so these are their original bytes. */
-typedef struct sr__buf {
-    char *data;
-    size_t len, cap;
-} sr__buf_t;
-
-static int sr__buf_write(void *data, const char *p, size_t n)
-{
-    sr__buf_t *b = data;
-    if (n == 0) return 0; /* msgpack-c hands empty strings as (NULL, 0) */
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n) cap *= 2;
-        char *d = sr_realloc(b->data, cap);
-        if (!d) return -1;
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return 0;
-}
-
-/* Packs o at the end of b. Returns 0, or -1 when out of memory. */
-static int sr__append(const msgpack_object *o, sr__buf_t *b)
+static int sr__append(const msgpack_object *o, sr_mpbuf_t *b)
 {
     msgpack_packer pk;
-    msgpack_packer_init(&pk, b, sr__buf_write);
+    msgpack_packer_init(&pk, b, sr_mpbuf_write);
     return msgpack_pack_object(&pk, *o) < 0 ? -1 : 0;
 }
 
@@ -107,7 +85,7 @@ static int sr__append(const msgpack_object *o, sr__buf_t *b)
 
 /* Reads the entries of a state block whose header was just read, at
  * head_at. Returns the new state, or NULL with err set. */
-static sr_state_t *sr__load_state(sr_ckpt_reader_t *r, const msgpack_object *head, size_t head_at, sr__buf_t *buf,
+static sr_state_t *sr__load_state(sr_ckpt_reader_t *r, const msgpack_object *head, size_t head_at, sr_mpbuf_t *buf,
                                   char *err, size_t errlen)
 {
     char name[512];
@@ -200,7 +178,7 @@ static int sr__push_slice(sr_window_t *w, const msgpack_object *s)
  * out->windows[out->nwindows] and its result. Returns 0, or -1 with err
  * set (what it made is out's, freed with it). */
 static int sr__load_window(sr_ckpt_reader_t *r, const msgpack_object *head, size_t head_at, sr_ckpt_loaded_t *out,
-                           sr__buf_t *buf, char *err, size_t errlen)
+                           sr_mpbuf_t *buf, char *err, size_t errlen)
 {
     char name[512];
     sr__str(sr__field(head, "window"), name, sizeof(name));
@@ -241,7 +219,7 @@ static int sr__load_window(sr_ckpt_reader_t *r, const msgpack_object *head, size
 
 /* Reads the header: out's metadata, and the counts of states and windows
  * it announces. Returns 0 or -1 with err set. */
-static int sr__load_header(sr_ckpt_reader_t *r, sr_ckpt_loaded_t *out, sr__buf_t *buf, int64_t *nstates,
+static int sr__load_header(sr_ckpt_reader_t *r, sr_ckpt_loaded_t *out, sr_mpbuf_t *buf, int64_t *nstates,
                            int64_t *nwindows, char *err, size_t errlen)
 {
     msgpack_object head;
@@ -272,7 +250,7 @@ static int sr__load_header(sr_ckpt_reader_t *r, sr_ckpt_loaded_t *out, sr__buf_t
 
 /* Reads the header, the states and the windows into out. Returns 0 or -1
  * with err set. */
-static int sr__load_sections(sr_ckpt_reader_t *r, sr_ckpt_loaded_t *out, sr__buf_t *buf, char *err, size_t errlen)
+static int sr__load_sections(sr_ckpt_reader_t *r, sr_ckpt_loaded_t *out, sr_mpbuf_t *buf, char *err, size_t errlen)
 {
     int64_t nstates, nwindows;
     if (sr__load_header(r, out, buf, &nstates, &nwindows, err, errlen) < 0) return -1;
@@ -325,7 +303,7 @@ int sr_checkpoint_load(const char *path, sr_ckpt_loaded_t *out, char *err, size_
     memset(out, 0, sizeof(*out));
     sr_ckpt_reader_t r;
     if (sr_checkpoint_open(&r, path, err, errlen) < 0) return -1;
-    sr__buf_t buf = {NULL, 0, 0};
+    sr_mpbuf_t buf = {NULL, 0, 0};
     int rc = sr__load_sections(&r, out, &buf, err, errlen);
     sr_free(buf.data);
     sr_checkpoint_close(&r);

@@ -7,14 +7,7 @@
 #include <msgpack.h>
 #include <stddef.h>
 
-/* A growable byte buffer that msgpack packers write into. */
-typedef struct sr_mpbuf {
-    char *data;
-    size_t len, cap;
-} sr_mpbuf_t;
-
-/* Starts packing into b (emptied first). */
-void sr_mpbuf_packer(sr_mpbuf_t *b, msgpack_packer *pk);
+#include "sr_mpbuf.h"
 
 /* Packs the Lua value at idx: numbers (whole ones as integers), strings,
  * booleans, tables (arrays when the keys are exactly 1..n, else maps) and
