@@ -188,6 +188,8 @@ static int sr__load_window(sr_ckpt_reader_t *r, const msgpack_object *head, size
         snprintf(err, errlen, "offset %zu: malformed window header", head_at);
         return -1;
     }
+    /* head lives in the reader's zone, which the next object read clears. */
+    int has_result = has->via.boolean;
     sr_window_t *w = sr_window_new(name);
     if (!w) {
         snprintf(err, errlen, "out of memory");
@@ -204,7 +206,7 @@ static int sr__load_window(sr_ckpt_reader_t *r, const msgpack_object *head, size
             return -1;
         }
     }
-    if (has->via.boolean) {
+    if (has_result) {
         msgpack_object rh;
         size_t at = r->off;
         if (sr_checkpoint_next(r, &rh) != 1) {
