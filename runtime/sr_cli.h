@@ -14,6 +14,7 @@ typedef struct sr_cli {
     int nsets;
     int no_reload, quiet;
     const char *stats;      /* --stats FILE */
+    const char *http;       /* --http [ADDR:]PORT */
     const char *keys;       /* inspect --keys STAGE */
     const char *against;    /* check --against CHECKPOINT */
     int verify;             /* inspect --verify */

@@ -48,6 +48,8 @@ fail:;
     return rc;
 }
 
+const sr_dltally_t *sr_deadletter_tally(const sr_deadletter_t *dl) { return &dl->tally; }
+
 void sr_deadletter_set_rotation(sr_deadletter_t *dl, int64_t max_bytes, int keep)
 {
     dl->max_bytes = max_bytes < 0 ? 0 : max_bytes;
@@ -62,6 +64,7 @@ void sr_deadletter_close(sr_deadletter_t *dl)
     dl->path = NULL;
     if (dl->line) fclose(dl->line);
     dl->line = NULL;
+    sr_dltally_close(&dl->tally);
     free(dl->buf); /* open_memstream's, from malloc */
     dl->buf = NULL;
 }
@@ -129,6 +132,7 @@ void sr_deadletter_write(sr_deadletter_t *dl, const char *source, int64_t offset
                          const char *reason, const char *record, size_t len)
 {
     dl->count++;
+    sr_dltally_add(&dl->tally, source, offset, reason, record, len);
     if (!dl->line) return;
     rewind(dl->line);
     fputs("{\"dead_letter\":true,\"source\":", dl->line);

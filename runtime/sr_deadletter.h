@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "sr_dltally.h"
+
 #define SR_DEADLETTER_MAX_BYTES (64 * 1024 * 1024)
 #define SR_DEADLETTER_KEEP 3
 
@@ -24,6 +26,7 @@ typedef struct sr_deadletter {
     char *buf;         /* private: its buffer */
     size_t buflen;
     uint64_t count;    /* dead letters written so far (read-only) */
+    sr_dltally_t tally; /* per source, and the last few (read-only) */
 } sr_deadletter_t;
 
 /* Opens path for appending, or uses stderr when path is NULL or "-"; it
@@ -34,6 +37,8 @@ int sr_deadletter_open(sr_deadletter_t *dl, const char *path);
  * files (path.1 the newest; 0: none). */
 void sr_deadletter_set_rotation(sr_deadletter_t *dl, int64_t max_bytes, int keep);
 void sr_deadletter_close(sr_deadletter_t *dl);
+/* The counts per source and the last dead letters; borrowed from dl. */
+const sr_dltally_t *sr_deadletter_tally(const sr_deadletter_t *dl);
 /* Writes one dead letter as one whole line (a failing write is cut back);
  * record bytes need not be text (escaped as JSON, invalid UTF-8 as
  * U+FFFD). */

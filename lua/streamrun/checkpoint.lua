@@ -119,8 +119,12 @@ function Writer:blocked()
   return self.failures >= M.MAX_FAILURES
 end
 
-local function finished(self, ok, msg, batch)
+local function finished(self, ok, msg, batch, started_ms)
   if ok then
+    -- For the metrics: how long it took (an asynchronous one, until a batch
+    -- boundary saw it done) and when it was written.
+    self.written = (self.written or 0) + 1
+    self.last_written = { batch = batch, duration_ms = core.clock_ms() - started_ms, unix_s = os.time() }
     if self.failures > 0 then self.log("checkpoint after batch %d written; %d failures before it", batch, self.failures) end
     self.failures = 0
     self.last_batch = batch
@@ -139,7 +143,7 @@ function Writer:poll()
   local ok, msg = ckpt.poll(f.pid, f.fd)
   if ok == nil then return false end
   self.flight = nil
-  finished(self, ok, msg, f.batch)
+  finished(self, ok, msg, f.batch, f.started_ms)
   return true
 end
 
@@ -149,7 +153,7 @@ function Writer:wait()
   if not f then return end
   self.flight = nil
   local ok, msg = ckpt.wait(f.pid, f.fd)
-  finished(self, ok, msg, f.batch)
+  finished(self, ok, msg, f.batch, f.started_ms)
 end
 
 -- Starts writing the checkpoint after `batch` (in a forked child) unless
@@ -161,17 +165,18 @@ function Writer:write(batch, meta, plan, sync)
   end
   local states, windows = M.content(plan)
   local name = M.file_name(batch)
+  local started_ms = core.clock_ms()
   if sync then
     local ok, err = ckpt.write(self.settings.dir, name, meta, states, windows, self.settings.keep)
-    finished(self, ok, err, batch)
+    finished(self, ok, err, batch, started_ms)
     return
   end
   local pid, fd = ckpt.start(self.settings.dir, name, meta, states, windows, self.settings.keep)
   if not pid then
-    finished(self, false, fd, batch)
+    finished(self, false, fd, batch, started_ms)
     return
   end
-  self.flight = { pid = pid, fd = fd, batch = batch }
+  self.flight = { pid = pid, fd = fd, batch = batch, started_ms = started_ms }
 end
 
 return M

@@ -9,6 +9,7 @@ local guard = require "streamrun.guard"
 local native = require "streamrun.native"
 local steps_of = require "streamrun.steps"
 local watchdog = require "streamrun.watchdog"
+local clock_ms = require("streamrun.core").C.sr_clock_ms
 
 local xpcall, traceback, pairs, ipairs, type = xpcall, debug.traceback, pairs, ipairs, type
 local concat = table.concat
@@ -127,6 +128,17 @@ function M.compile(job, handlers)
     steps[i] = step
   end
   plan.steps = steps
+  -- Milliseconds each step has run, all batches together (one clock read
+  -- per step and batch), and the stages each step runs: the status page's.
+  local step_ms, step_stages = {}, {}
+  for i, gr in ipairs(groups) do
+    step_ms[i] = 0
+    local names = {}
+    for _, n in ipairs(gr.stages or {}) do names[#names + 1] = n.stage_name end
+    if gr.node and names[#names] ~= gr.node.stage_name then names[#names + 1] = gr.node.stage_name end
+    step_stages[i] = names
+  end
+  plan.step_ms, plan.step_stages = step_ms, step_stages
 
   for _, node in ipairs(job.nodes) do
     for _, v in pairs(node) do
@@ -145,6 +157,7 @@ function M.compile(job, handlers)
     for node, b in pairs(inputs) do results[node] = b end
     local since_zero = time_ms - plan.zero_ms
     local poisoned = watchdog.poison and watchdog.poison[time_ms]
+    local t0 = clock_ms()
     for k = 1, #steps do
       local step = steps[k]
       enter(k, step.label)
@@ -164,6 +177,9 @@ function M.compile(job, handlers)
         results[step.node] = step:run(results, time_ms)
       end
       if shared then results[shared] = unskipped end
+      local t1 = clock_ms()
+      step_ms[k] = step_ms[k] + (t1 - t0)
+      t0 = t1
     end
     return results
   end

@@ -80,6 +80,26 @@ int sr_wordcount_batch(sr_wordcount_t *wc, const sr_batch_t *b);
 void sr_loop_dead_letter(sr_loop_t *l, const char *source, int64_t offset,
                          const char *reason, const char *record, size_t len);
 uint64_t sr_loop_dead_letters(const sr_loop_t *l);
+typedef struct sr_deadletter sr_deadletter_t;
+typedef struct sr_dltally_entry {
+    char source[64]; char reason[160]; char record[160]; size_t record_len;
+    int64_t offset; uint64_t seq; double unix_ms;
+} sr_dltally_entry_t;
+typedef struct sr_dltally {
+    sr_dltally_entry_t recent[20]; uint64_t seq; void *counts; size_t ncounts, cap;
+} sr_dltally_t;
+sr_deadletter_t *sr_loop_deadletter(sr_loop_t *l);
+const sr_dltally_t *sr_deadletter_tally(const sr_deadletter_t *dl);
+const char *sr_dltally_source(const sr_dltally_t *t, size_t i, uint64_t *count);
+const sr_dltally_entry_t *sr_dltally_recent(const sr_dltally_t *t, size_t i);
+typedef struct sr_http sr_http_t;
+typedef struct sr_http_stats { uint64_t requests; uint64_t not_found; } sr_http_stats_t;
+sr_http_t *sr_http_start(const char *host, int port, char *err, size_t errlen);
+void sr_http_stop(sr_http_t *h);
+int sr_http_port(const sr_http_t *h);
+int sr_http_is_wildcard(const char *host);
+int sr_http_publish(sr_http_t *h, const char *path, const char *type, const char *body, size_t len);
+void sr_http_stats(sr_http_t *h, sr_http_stats_t *out);
 
 int sr_outfile_open(const char *path, int64_t *size);
 int sr_outfile_write(int fd, const char *p, size_t n, size_t *written);

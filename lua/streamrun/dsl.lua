@@ -81,7 +81,7 @@ M.node_of = node_of
 local JOB_OPTS = {
   name = true, batch = true, checkpoint = true, max_batch_records = true,
   max_batch_bytes = true, on_error = true, partitions = true, drop_state = true, dead_letters = true,
-  stage_timeout = true,
+  stage_timeout = true, http = true,
 }
 
 function M.job(opts)
@@ -117,6 +117,11 @@ function M.job(opts)
     if type(v) ~= "number" or v < 1 or v % 1 ~= 0 then fail("sr.job: %s must be a positive integer", k) end
   end
   if job.partitions > MAX_PARTITIONS then fail("sr.job: partitions must be at most %d", MAX_PARTITIONS) end
+  if opts.http ~= nil then
+    local host, why = require("streamrun.http").parse_address(opts.http)
+    if not host then fail("sr.job: %s", why) end
+    job.http = opts.http
+  end
   if job.drop_state ~= nil then
     if type(job.drop_state) ~= "table" then fail("sr.job: drop_state must be an array of stage names") end
     for _, n in ipairs(job.drop_state) do

@@ -11,6 +11,7 @@
 -- one imports it (resume); if not, this VM goes on (continue).
 local core = require "streamrun.core"
 local checkpoint = require "streamrun.checkpoint"
+local http = require "streamrun.http"
 local lint = require "streamrun.lint"
 local loader = require "streamrun.loader"
 local outputs = require "streamrun.outputs"
@@ -99,6 +100,16 @@ local function start(cli)
   o.make_loop = function() return new_loop(job, settings) end
   local S, code = session.open(job, o)
   if not S then return nil, code end
+  local address = cli.http or job.http
+  if address then
+    local mon, herr = http.start(address, log)
+    if not mon then
+      log("%s", herr)
+      return nil, cli.http and not http.parse_address(cli.http) and 2 or 1
+    end
+    S.monitor = mon
+    mon:refresh(S)
+  end
   watch_files(cli, S)
   return S
 end
@@ -195,6 +206,7 @@ end
 -- In the old VM, when the new script is valid: hands the session over to
 -- the next VM. This VM is closed afterwards.
 function M.handoff()
+  if current.monitor then handoff.put("http", core.cstate.encode(http.export(current.monitor))) end
   handoff.put("context", current:export())
   current = nil
   return true
@@ -207,6 +219,11 @@ function M.resume(cli)
   local o, oerr = session_options(cli, p.settings)
   if not o then log("%s", oerr) return 1 end
   local S, code = session.import(p.job, o, handoff.take("context"), p.plan, p.added)
+  local served = handoff.take("http")
+  if served and S then
+    S.monitor = http.import(core.cstate.decode(served))
+    S.monitor:refresh(S)
+  end
   if not S then return code end
   watch_files(cli, S)
   log("reloaded %s: %s", cli.job, reload.describe(p.plan))

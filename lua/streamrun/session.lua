@@ -417,6 +417,7 @@ end
 function Session:run_batch(time_ms)
   self:note_log_failure(self.nbatches + 1)
   local inputs, records = self:inputs(time_ms)
+  if self.monitor then self.monitor:inputs(self.job, inputs) end
   if self.pending then
     recovery.add_pending(self.job, inputs, self.pending, self.dead)
     self.pending = nil
@@ -448,6 +449,7 @@ function Session:report_batch(records, processing_ms, delay_ms)
     self.stats_fh:write(stats_line(s))
     self.stats_fh:flush()
   end
+  if self.monitor then self.monitor:batch(self, s) end
 end
 
 -- Whether every source is done: the loop's (on its last tick) and, with no
