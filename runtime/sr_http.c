@@ -173,7 +173,6 @@ sr_http_t *sr_http_start(const char *host, int port, char *err, size_t errlen)
                                  MHD_OPTION_SOCK_ADDR, addrs->ai_addr,
                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned)SR_HTTP_MAX_CONNECTIONS,
                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)SR_HTTP_IDLE_TIMEOUT_S,
-                                 MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
                                  MHD_OPTION_END);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (!h->daemon) {
