@@ -163,7 +163,10 @@ sr_http_t *sr_http_start(const char *host, int port, char *err, size_t errlen)
         goto fail;
     }
     pthread_mutex_init(&h->lock, NULL);
-    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD;
+    /* poll(), not epoll: with 0.9.75's epoll mode, connections their
+     * clients closed stayed open until their timeout, so a burst of them
+     * kept the page away for minutes; poll() sees them go at once. */
+    unsigned flags = MHD_USE_POLL_INTERNAL_THREAD;
     if (addrs->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     /* The server's thread takes no signal: they are the loop's. */
     sigset_t all, old;

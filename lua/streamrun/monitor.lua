@@ -63,13 +63,20 @@ function Monitor:add_collector(fn)
   self.collectors[#self.collectors + 1] = fn
 end
 
--- The records each source brought to the batch (inputs: node -> batch).
-function Monitor:inputs(job, inputs)
-  local per = self.records_in
-  for _, node in ipairs(job.sources) do
-    local b = inputs[node]
+-- The records each source brought to the batch (inputs: node -> batch),
+-- as the status line counts them: a C source's lines, bad ones too.
+function Monitor:inputs(S, inputs)
+  local per, loop = self.records_in, S.loop
+  for _, node in ipairs(S.job.sources) do
+    local n
+    if node.c_index and loop then
+      n = tonumber(C.sr_loop_batch(loop, node.c_index).n)
+    else
+      local b = inputs[node]
+      n = b and b.n or 0
+    end
     local name = node.stage_name
-    per[name] = (per[name] or 0) + (b and b.n or 0)
+    per[name] = (per[name] or 0) + n
   end
 end
 

@@ -417,7 +417,7 @@ end
 function Session:run_batch(time_ms)
   self:note_log_failure(self.nbatches + 1)
   local inputs, records = self:inputs(time_ms)
-  if self.monitor then self.monitor:inputs(self.job, inputs) end
+  if self.monitor then self.monitor:inputs(self, inputs) end
   if self.pending then
     recovery.add_pending(self.job, inputs, self.pending, self.dead)
     self.pending = nil
