@@ -109,6 +109,9 @@ function M.render(mon, S)
   family(out, "streamrun_reloads_total", "counter", "Hot reloads of the job's logic.", { { mon.reloads } })
   family(out, "streamrun_reload_failures_total", "counter", "Reloads refused (the old logic went on).",
     { { S.reload_failures or 0 } })
+  family(out, "streamrun_status_publish_seconds_total", "counter",
+    "Time the job's thread spent reading its figures and building these documents, after its batches.",
+    { { (mon.publish_ms or 0) / 1000 } })
   for _, collect in ipairs(mon.collectors) do collect(mon, S, out) end
   out[#out + 1] = ""
   return concat(out, "\n")

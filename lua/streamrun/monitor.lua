@@ -44,7 +44,8 @@ function M.new(publish, from)
     for k, v in pairs(from) do m[k] = v end
     m.started_ms = clock_ms() - (from.uptime_ms or 0)
   end
-  m.last_step_ms = nil
+  m.recent_json = {}
+  for i, b in ipairs(m.recent) do m.recent_json[i] = status.batch_json(b) end
   return m
 end
 
@@ -54,6 +55,7 @@ function Monitor:export()
     batches = self.batches, records = self.records, processing_s = self.processing_s, delay_s = self.delay_s,
     buckets = self.buckets, recent = self.recent, records_in = self.records_in, stage_ms = self.stage_ms,
     reloads = self.reloads, started_unix = self.started_unix, uptime_ms = clock_ms() - self.started_ms,
+    publish_ms = self.publish_ms,
   }
 end
 
@@ -127,17 +129,21 @@ function Monitor:batch(S, s)
     scheduling_delay_ms = s.scheduling_delay_ms, state_keys = s.state_keys, dead_letters = s.dead_letters,
     unix_ms = os.time() * 1000,
   }
+  -- Each batch's JSON is made once, not once per batch it stays listed.
+  local texts = self.recent_json
+  texts[#texts + 1] = status.batch_json(recent[#recent])
   if #recent > M.RECENT then table.remove(recent, 1) end
+  if #texts > M.RECENT then table.remove(texts, 1) end
   self:refresh(S)
 end
 
 -- Reads what the session holds now (stage times, state sizes, dead
 -- letters, positions) and publishes the documents.
 function Monitor:refresh(S)
+  local now = clock_ms()
   self.steps = self:step_times(S.plan)
   self.states = M.state_sizes(S.plan)
   self.dead = M.dead_letters(S.loop)
-  local now = clock_ms()
   if not self.positions or now - self.positions_ms >= M.POSITIONS_EVERY_MS then
     self.positions, self.positions_ms = S:positions(), now
   end
@@ -145,6 +151,8 @@ function Monitor:refresh(S)
     self.publish("/metrics", "text/plain; version=0.0.4; charset=utf-8", metrics.render(self, S))
     self.publish("/api/status", "application/json", status.render(self, S))
   end
+  -- What this costs the loop, batch by batch (in the next exposition).
+  self.publish_ms = (self.publish_ms or 0) + (clock_ms() - now)
 end
 
 -- Dead letters so far: { total, by_source = { {source, count} }, recent =

@@ -51,7 +51,13 @@ local function stages(mon, job)
   return out
 end
 
--- The JSON text of /api/status for monitor mon over session S.
+-- One batch of the list, as JSON text.
+function M.batch_json(b)
+  return encoder.encode(b)
+end
+
+-- The JSON text of /api/status for monitor mon over session S (its last
+-- batches from mon.recent_json, made once each).
 function M.render(mon, S)
   local job = S.job
   local sources = {}
@@ -71,7 +77,7 @@ function M.render(mon, S)
       last_unix_s = lw and lw.unix_s or nil, age_s = lw and (os.time() - lw.unix_s) or nil,
     }
   end
-  return encoder.encode {
+  local rest = encoder.encode {
     job = {
       name = job.name, script = job.path, batch_ms = job.batch_ms,
       version = core.ffi.string(core.C.sr_version()), started_unix_s = mon.started_unix,
@@ -82,12 +88,12 @@ function M.render(mon, S)
       dead_letters = mon.dead.total, reloads = mon.reloads, reload_failures = S.reload_failures or 0,
     },
     stages = stages(mon, job),
-    batches = mon.recent,
     state = mon.states,
     sources = sources,
     checkpoint = ckpt,
     dead_letters = mon.dead,
   }
+  return '{"batches":[' .. table.concat(mon.recent_json, ",") .. "]," .. rest:sub(2)
 end
 
 return M

@@ -1,0 +1,100 @@
+-- streamrun.monitor, streamrun.metrics, streamrun.status and the address
+-- rules of streamrun.http, on the test driver's session: the documents
+-- published after each batch say what the batches did.
+local cjson = require "cjson"
+local testing = require "streamrun.testing"
+local monitor = require "streamrun.monitor"
+local http = require "streamrun.http"
+
+local JOB = [[
+local sr = require "streamrun"
+local job = sr.job { name = "mon", batch = "1s" }
+job:queue({}, { name = "words" })
+   :map(function(w) return w, 1 end)
+   :update_state_by_key(function(v, t) return (t or 0) + sr.sum(v) end, { name = "totals" })
+   :foreach_batch(function() end)
+return job
+]]
+
+local function driver()
+  local path = os.tmpname() .. ".lua"
+  local f = assert(io.open(path, "w"))
+  f:write(JOB)
+  f:close()
+  return testing.driver(path)
+end
+
+-- Runs the batches, each pushed with its words, through a monitor whose
+-- documents are captured. (The driver has no status line: the figures
+-- session.report_batch would give the monitor are given here.)
+local function run(batches)
+  local d = driver()
+  local docs = {}
+  local mon = monitor.new(function(path, _, body) docs[path] = body end)
+  d.session.monitor = mon
+  for _, words in ipairs(batches) do
+    d:push("words", words)
+    d:tick()
+    local S = d.session
+    mon:batch(S, { batch = S.nbatches, time_ms = S.last_time, records = #words, processing_ms = 0.5,
+                   scheduling_delay_ms = 0, state_keys = S.plan.state_keys(), dead_letters = 0 })
+  end
+  return docs, mon, d
+end
+
+describe("monitor", function()
+  it("publishes metrics and status after each batch, counting what ran", function()
+    local docs, mon = run { { "a", "b" }, { "a" }, {} }
+    assert.equal(3, mon.batches)
+    local text = docs["/metrics"]
+    assert.truthy(text:find("\nstreamrun_batches_total 3\n", 1, true))
+    assert.truthy(text:find('\nstreamrun_records_in_total{source="words"} 3\n', 1, true))
+    assert.truthy(text:find('\nstreamrun_state_keys{stage="totals"} 2\n', 1, true))
+    assert.truthy(text:find('\nstreamrun_batch_processing_seconds_bucket{le="+Inf"} 3\n', 1, true))
+    assert.truthy(text:find("\nstreamrun_batch_processing_seconds_count 3\n", 1, true))
+    assert.truthy(text:find("# TYPE streamrun_batch_processing_seconds histogram\n", 1, true))
+    local st = cjson.decode(docs["/api/status"])
+    assert.equal("mon", st.job.name)
+    assert.equal(3, #st.batches)
+    assert.same({ 2, 1, 0 }, { st.batches[1].records, st.batches[2].records, st.batches[3].records })
+    assert.same({ 1000, 2000, 3000 }, { st.batches[1].time_ms, st.batches[2].time_ms, st.batches[3].time_ms })
+    local names = {}
+    for _, s in ipairs(st.stages) do names[#names + 1] = s.name end
+    assert.same({ "words", "map.1", "totals", "foreach_batch.1" }, names)
+    assert.equal(2, st.stages[3].state_keys)
+  end)
+
+  it("keeps the last batches only, and crosses a reload with its figures", function()
+    local many = {}
+    for i = 1, monitor.RECENT + 5 do many[i] = { "w" .. i } end
+    local docs, mon = run(many)
+    local st = cjson.decode(docs["/api/status"])
+    assert.equal(monitor.RECENT, #st.batches)
+    assert.equal(6, st.batches[1].batch)
+    local again = monitor.new(nil, mon:export())
+    assert.equal(mon.batches, again.batches)
+    assert.equal(monitor.RECENT, #again.recent_json)
+  end)
+
+  it("escapes label values as the text format wants", function()
+    local metrics = require "streamrun.metrics"
+    local out = {}
+    metrics.family(out, "x_total", "counter", "h", { { 1, labels = { { "stage", 'a"b\\c\nd' } } } })
+    assert.equal('x_total{stage="a\\"b\\\\c\\nd"} 1', out[3])
+    assert.equal("+Inf", metrics.number(math.huge))
+    assert.equal("0.25", metrics.number(0.25))
+  end)
+end)
+
+describe("http addresses", function()
+  it("are loopback unless an address says otherwise", function()
+    assert.same({ "127.0.0.1", 9090 }, { http.parse_address(9090) })
+    assert.same({ "127.0.0.1", 9090 }, { http.parse_address("9090") })
+    assert.same({ "127.0.0.1", 9090 }, { http.parse_address(":9090") })
+    assert.same({ "0.0.0.0", 80 }, { http.parse_address("0.0.0.0:80") })
+    assert.same({ "[::1]", 8080 }, { http.parse_address("[::1]:8080") })
+    assert.is_nil((http.parse_address("host:port")))
+    assert.is_nil((http.parse_address("1:70000")))
+    assert.is_nil((http.parse_address({})))
+  end)
+end)
