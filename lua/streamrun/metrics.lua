@@ -8,8 +8,11 @@ local concat, format, tostring, ipairs, pairs = table.concat, string.format, tos
 local M = {}
 
 -- A label value escaped as the format wants (backslash, quote, newline).
+local ESCAPES = { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }
 local function label_value(s)
-  return (tostring(s):gsub("[\\\"\n]", { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }))
+  s = tostring(s)
+  if not s:find('[\\"\n]') then return s end
+  return (s:gsub('[\\"\n]', ESCAPES))
 end
 
 local function number(v)

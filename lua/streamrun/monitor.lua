@@ -21,6 +21,8 @@ M.RECENT = 120
 M.BUCKETS = { 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
 -- Source positions are read at most this often (a text_dir lists its files).
 M.POSITIONS_EVERY_MS = 1000
+-- The documents are rebuilt at most this often (batches may be faster).
+M.PUBLISH_EVERY_MS = 100
 
 local Monitor = {}
 Monitor.__index = Monitor
@@ -137,11 +139,16 @@ function Monitor:batch(S, s)
   self:refresh(S)
 end
 
--- Reads what the session holds now (stage times, state sizes, dead
--- letters, positions) and publishes the documents.
-function Monitor:refresh(S)
+-- Reads what the session holds now (stage times every batch; state sizes,
+-- dead letters, positions when publishing) and publishes the documents: at
+-- most every M.PUBLISH_EVERY_MS unless forced, since building them costs
+-- the job's thread some tenths of a millisecond (they are run once a
+-- batch, so mostly by LuaJIT's interpreter).
+function Monitor:refresh(S, force)
   local now = clock_ms()
   self.steps = self:step_times(S.plan)
+  if not force and self.published_ms and now - self.published_ms < M.PUBLISH_EVERY_MS then return end
+  self.published_ms = now
   self.states = M.state_sizes(S.plan)
   self.dead = M.dead_letters(S.loop)
   if not self.positions or now - self.positions_ms >= M.POSITIONS_EVERY_MS then
@@ -151,7 +158,7 @@ function Monitor:refresh(S)
     self.publish("/metrics", "text/plain; version=0.0.4; charset=utf-8", metrics.render(self, S))
     self.publish("/api/status", "application/json", status.render(self, S))
   end
-  -- What this costs the loop, batch by batch (in the next exposition).
+  -- What this costs the job's thread (in the next exposition).
   self.publish_ms = (self.publish_ms or 0) + (clock_ms() - now)
 end
 

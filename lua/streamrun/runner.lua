@@ -108,7 +108,7 @@ local function start(cli)
       return nil, cli.http and not http.parse_address(cli.http) and 2 or 1
     end
     S.monitor = mon
-    mon:refresh(S)
+    mon:refresh(S, true)
   end
   watch_files(cli, S)
   return S
@@ -222,7 +222,7 @@ function M.resume(cli)
   local served = handoff.take("http")
   if served and S then
     S.monitor = http.import(core.cstate.decode(served))
-    S.monitor:refresh(S)
+    S.monitor:refresh(S, true)
   end
   if not S then return code end
   watch_files(cli, S)

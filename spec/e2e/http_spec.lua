@@ -115,6 +115,15 @@ local function sample(m, name, labels)
   return nil
 end
 
+-- The status once it shows every record read (it is rebuilt after
+-- batches, at most every 100 ms).
+local function status_all_read(base)
+  return proc.wait_for(function()
+    local st = cjson.decode(fetch(base .. "/api/status"))
+    return st.totals.records == COUNT + GOOD + BAD and st
+  end, 10, "a status with every record read")
+end
+
 local function median(list)
   table.sort(list)
   return list[math.floor((#list + 1) / 2)]
@@ -140,10 +149,14 @@ describe("e2e --http", function()
   it("serves /metrics that agree with what the job did", function()
     local p, base = start(dir)
     wait_all_read(dir, p)
+    -- The documents are rebuilt after batches: wait for one after every
+    -- record was read.
     local before = #stats(dir)
-    local text = fetch(base .. "/metrics")
+    local m = proc.wait_for(function()
+      local got = parse_metrics(fetch(base .. "/metrics"))
+      return sample(got, "streamrun_batches_total") >= before and got
+    end, 10, "the metrics of batch " .. before)
     local after = #stats(dir)
-    local m = parse_metrics(text)
 
     -- Every sample's family has a TYPE and a HELP; counters end in _total,
     -- histograms have their three kinds of series.
@@ -198,7 +211,7 @@ describe("e2e --http", function()
     local path = events_file(dir)
     local p, base = start(dir, { path = path })
     wait_all_read(dir, p)
-    local st = cjson.decode(fetch(base .. "/api/status"))
+    local st = status_all_read(base)
     local after = #stats(dir)
     assert.equal("http_job", st.job.name)
     assert.equal(200, st.job.batch_ms)
@@ -269,7 +282,7 @@ describe("e2e --http", function()
   it("draws the live page in headless Chromium from the job's data", function()
     local p, base = start(dir)
     wait_all_read(dir, p)
-    local before = cjson.decode(fetch(base .. "/api/status"))
+    local before = status_all_read(base)
     local dom = chromium { "--virtual-time-budget=5000", "--dump-dom", base .. "/" }
     proc.write_file(e2e.ROOT .. "/build/status-page.dom.html", dom)
     local after = cjson.decode(fetch(base .. "/api/status"))
