@@ -22,7 +22,7 @@ M.BUCKETS = { 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
 -- Source positions are read at most this often (a text_dir lists its files).
 M.POSITIONS_EVERY_MS = 1000
 -- The documents are rebuilt at most this often (batches may be faster).
-M.PUBLISH_EVERY_MS = 100
+M.PUBLISH_EVERY_MS = 250
 
 local Monitor = {}
 Monitor.__index = Monitor

@@ -1,5 +1,5 @@
 -- What --http costs a job and what abusive clients do to it:
---   luajit spec/bench/http_load.lua [BATCHES] [RATE]
+--   luajit spec/bench/http_load.lua [BATCHES] [RATE] [ROUNDS]
 -- Runs spec/e2e/jobs/http_job.lua (100 ms batches, RATE records a second)
 -- three times: without --http, with --http and no client, and with --http
 -- while 100 idle connections, 10 clients that pipeline requests and never
@@ -103,8 +103,13 @@ local function run(label, with_http, abuse)
   proc.cleanup()
 end
 
-print(("%d batches of 100 ms at %d records/s each run"):format(BATCHES, RATE))
-run("without --http", false)
-run("--http, no client", true)
-run("--http, abusive clients", true, "abusive")
-run("--http, scraper in a loop", true, "scraper")
+-- Rounds of the four runs in turn, so that a machine's changing load falls
+-- on all of them alike.
+local ROUNDS = tonumber(arg[3]) or 1
+print(("%d batches of 100 ms at %d records/s each run, %d rounds"):format(BATCHES, RATE, ROUNDS))
+for _ = 1, ROUNDS do
+  run("without --http", false)
+  run("--http, no client", true)
+  run("--http, abusive clients", true, "abusive")
+  run("--http, scraper in a loop", true, "scraper")
+end

@@ -116,7 +116,7 @@ local function sample(m, name, labels)
 end
 
 -- The status once it shows every record read (it is rebuilt after
--- batches, at most every 100 ms).
+-- batches, at most every 250 ms).
 local function status_all_read(base)
   return proc.wait_for(function()
     local st = cjson.decode(fetch(base .. "/api/status"))
