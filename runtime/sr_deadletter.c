@@ -132,8 +132,8 @@ void sr_deadletter_write(sr_deadletter_t *dl, const char *source, int64_t offset
                          const char *reason, const char *record, size_t len)
 {
     dl->count++;
-    sr_dltally_add(&dl->tally, source, offset, reason, record, len);
     if (!dl->line) return;
+    sr_dltally_add(&dl->tally, source, offset, reason, record, len);
     rewind(dl->line);
     fputs("{\"dead_letter\":true,\"source\":", dl->line);
     sr_json_write_string(dl->line, source, strlen(source));

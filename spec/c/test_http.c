@@ -22,6 +22,12 @@ static double now_ms(void)
     return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 static int connect_to(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -191,12 +197,12 @@ static void test_abusive_clients(void **state)
     assert_int_equal(sr_http_publish(h, "/small", "text/plain", "ok", 2), SR_OK);
 
     /* Without clients. */
-    double quiet_max = 0;
-    for (int i = 0; i < 200; i++) {
+    enum { N = 201 };
+    static double quiet[N], abused[N];
+    for (int i = 0; i < N; i++) {
         double t0 = now_ms();
         assert_int_equal(sr_http_publish(h, "/big", "text/plain", body, big / 4), SR_OK);
-        double d = now_ms() - t0;
-        if (d > quiet_max) quiet_max = d;
+        quiet[i] = now_ms() - t0;
     }
 
     enum { IDLE = 150, STUCK = 16 };
@@ -214,18 +220,19 @@ static void test_abusive_clients(void **state)
         for (int k = 0; k < 20; k++) send(fd, req, strlen(req), MSG_NOSIGNAL | MSG_DONTWAIT);
     }
     assert_true(nfds > SR_HTTP_MAX_CONNECTIONS);
-    double abused_max = 0;
-    for (int i = 0; i < 200; i++) {
+    for (int i = 0; i < N; i++) {
         double t0 = now_ms();
         assert_int_equal(sr_http_publish(h, "/big", "text/plain", body, big / 4), SR_OK);
-        double d = now_ms() - t0;
-        if (d > abused_max) abused_max = d;
+        abused[i] = now_ms() - t0;
     }
-    print_message("publish of 256 KiB: max %.3f ms without clients, %.3f ms with %d connections open\n", quiet_max,
-                  abused_max, nfds);
-    /* A publish is a copy and a pointer swap: a few ms at worst under ASan
-     * on a loaded machine, whatever the clients do. */
-    assert_true(abused_max < 50.0);
+    qsort(quiet, N, sizeof(double), cmp_double);
+    qsort(abused, N, sizeof(double), cmp_double);
+    print_message("publish of 256 KiB: median %.3f ms without clients, %.3f ms with %d connections open "
+                  "(90th percentile %.3f, %.3f)\n",
+                  quiet[N / 2], abused[N / 2], nfds, quiet[N * 9 / 10], abused[N * 9 / 10]);
+    /* A publish is a copy and a pointer swap, whatever the clients do (the
+     * median: a loaded machine preempts a few of them). */
+    assert_true(abused[N / 2] <= 3 * quiet[N / 2] + 2.0);
     for (int i = 0; i < nfds; i++) close(fds[i]);
     static char buf[4096];
     double deadline = now_ms() + 10000;
