@@ -81,7 +81,7 @@ function M.start(address, log)
       .. "give 127.0.0.1:PORT to serve local clients only", host, C.sr_http_port(h))
   end
   log("http: status page on http://%s:%d/, metrics on /metrics, JSON on /api/status", shown, C.sr_http_port(h))
-  local mon = monitor.new(publish)
+  local mon = monitor.new(publish, nil, log)
   mon.server = h
   return mon
 end
@@ -96,9 +96,10 @@ function M.export(mon)
 end
 
 -- The monitor of the next VM, from export's table; counts the reload.
-function M.import(ctx)
+-- log(fmt, ...) reports.
+function M.import(ctx, log)
   local h = ffi.gc(ffi.cast("sr_http_t *", ctx.server), C.sr_http_stop)
-  local mon = monitor.new(publisher(h), ctx.figures)
+  local mon = monitor.new(publisher(h), ctx.figures, log)
   mon.server = h
   mon.reloads = mon.reloads + 1
   return mon

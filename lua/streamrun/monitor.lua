@@ -28,10 +28,11 @@ local Monitor = {}
 Monitor.__index = Monitor
 
 -- A monitor publishing through publish(path, content_type, body) (nil:
--- gathering only, for tests). from: an exported monitor's figures.
-function M.new(publish, from)
+-- gathering only, for tests). from: an exported monitor's figures; log(fmt,
+-- ...) reports a fault in building the documents.
+function M.new(publish, from, log)
   local m = setmetatable({
-    publish = publish,
+    publish = publish, log = log,
     batches = 0, records = 0, processing_s = 0, delay_s = 0,
     buckets = {}, -- counts per bound of M.BUCKETS (not cumulative)
     recent = {},  -- the last M.RECENT batches, oldest first
@@ -144,7 +145,7 @@ end
 -- most every M.PUBLISH_EVERY_MS unless forced, since building them costs
 -- the job's thread some tenths of a millisecond (they are run once a
 -- batch, so mostly by LuaJIT's interpreter).
-function Monitor:refresh(S, force)
+local function build(self, S, force)
   local now = clock_ms()
   self.steps = self:step_times(S.plan)
   if not force and self.published_ms and now - self.published_ms < M.PUBLISH_EVERY_MS then return end
@@ -160,6 +161,16 @@ function Monitor:refresh(S, force)
   end
   -- What this costs the job's thread (in the next exposition).
   self.publish_ms = (self.publish_ms or 0) + (clock_ms() - now)
+end
+
+-- (build, guarded: a fault in showing the job never stops it; it is said
+-- once and the documents stay as they were.)
+function Monitor:refresh(S, force)
+  local ok, err = xpcall(build, debug.traceback, self, S, force)
+  if not ok and not self.failed then
+    self.failed = true
+    if self.log then self.log("http: the status cannot be built (the job goes on): %s", tostring(err)) end
+  end
 end
 
 -- Dead letters so far: { total, by_source = { {source, count} }, recent =

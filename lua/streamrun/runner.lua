@@ -221,7 +221,7 @@ function M.resume(cli)
   local S, code = session.import(p.job, o, handoff.take("context"), p.plan, p.added)
   local served = handoff.take("http")
   if served and S then
-    S.monitor = http.import(core.cstate.decode(served))
+    S.monitor = http.import(core.cstate.decode(served), log)
     S.monitor:refresh(S, true)
   end
   if not S then return code end

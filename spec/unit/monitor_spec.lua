@@ -81,6 +81,24 @@ describe("monitor", function()
     assert.equal(monitor.RECENT, #again.recent_json)
   end)
 
+  it("never stops the job when the documents cannot be built: says so once", function()
+    local d = driver()
+    local said = {}
+    local mon = monitor.new(function() error("disk on fire") end, nil,
+      function(fmt, ...) said[#said + 1] = fmt:format(...) end)
+    d.session.monitor = mon
+    for i = 1, 3 do
+      d:push("words", { "x" })
+      d:tick()
+      mon:batch(d.session, { batch = i, time_ms = i * 1000, records = 1, processing_ms = 0.1,
+                             scheduling_delay_ms = 0, state_keys = 1, dead_letters = 0 })
+    end
+    assert.equal(3, mon.batches)
+    assert.equal(1, #said)
+    assert.truthy(said[1]:find("the status cannot be built (the job goes on): ", 1, true))
+    assert.truthy(said[1]:find("disk on fire", 1, true))
+  end)
+
   it("escapes label values as the text format wants", function()
     local metrics = require "streamrun.metrics"
     local out = {}
