@@ -90,6 +90,17 @@ local function start(cli)
     if cli.against then return nil, M.check_against(job, cli.against) end
     return nil, 0
   end
+  -- The server first: an address that is malformed or taken ends the start
+  -- before any checkpoint or source is touched.
+  local address, mon = cli.http or job.http, nil
+  if address then
+    local herr
+    mon, herr = http.start(address, log)
+    if not mon then
+      log("%s", herr)
+      return nil, http.parse_address(address) and 1 or 2
+    end
+  end
   if cli.stats then os.remove(cli.stats) end
   local o, oerr = session_options(cli, settings)
   if not o then log("%s", oerr) return nil, 1 end
@@ -100,13 +111,7 @@ local function start(cli)
   o.make_loop = function() return new_loop(job, settings) end
   local S, code = session.open(job, o)
   if not S then return nil, code end
-  local address = cli.http or job.http
-  if address then
-    local mon, herr = http.start(address, log)
-    if not mon then
-      log("%s", herr)
-      return nil, cli.http and not http.parse_address(cli.http) and 2 or 1
-    end
+  if mon then
     S.monitor = mon
     mon:refresh(S, true)
   end

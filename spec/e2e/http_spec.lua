@@ -435,9 +435,12 @@ describe("e2e --http", function()
     assert.truthy(err:find("http_job.lua:%d+"), err)
 
     local taken = assert(net.server(0))
-    code, _, err = e2e.run("http_job", { path = path }, { "--http", "127.0.0.1:" .. taken.port }, { timeout = 20 })
+    -- Refused before any checkpoint is taken.
+    code, _, err = e2e.run("http_job", { path = path },
+      { "--http", "127.0.0.1:" .. taken.port, "--checkpoint", dir .. "/ckpt" }, { timeout = 20 })
     assert.equal(1, code)
     assert.truthy(err:find("cannot listen", 1, true), err)
+    assert.is_false(proc.exists(dir .. "/ckpt"))
   end)
 end)
 
