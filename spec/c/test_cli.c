@@ -160,7 +160,7 @@ static void test_usage_text(void **state)
     const char *u = sr_cli_usage();
     const char *words[] = {"usage:", "streamrun run JOB.lua", "--batch", "--checkpoint",
                            "--duration", "--batches", "--set KEY=VALUE", "--no-reload",
-                           "--quiet", "--stats", "streamrun check", "streamrun test",
+                           "--quiet", "--stats", "--http", "streamrun check", "streamrun test",
                            "--version", "--help"};
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
         if (!strstr(u, words[i])) fail_msg("usage lacks %s", words[i]);
@@ -283,6 +283,19 @@ static void test_run_stats(void **state)
     fixture_t *f = *state;
     ok(f, "run", "j.lua", "--stats", "-", NULL); /* a value may start with '-' */
     assert_string_equal(f->cli.stats, "-");
+}
+
+/* --http: run only, once. */
+static void test_run_http(void **state)
+{
+    fixture_t *f = *state;
+    ok(f, "run", "j.lua", "--http", "127.0.0.1:9090", NULL);
+    assert_string_equal(f->cli.http, "127.0.0.1:9090");
+    ok(f, "run", "j.lua", NULL);
+    assert_null(f->cli.http);
+    rejects(f, "--http given twice ('1' and '2')", "run", "j.lua", "--http", "1", "--http", "2", NULL);
+    rejects(f, "unknown option '--http'", "check", "j.lua", "--http", "9090", NULL);
+    rejects(f, "--http needs a value", "run", "j.lua", "--http", NULL);
 }
 
 /* A value that looks like an option is still the flag's value. */
@@ -479,6 +492,7 @@ int main(void)
         T(test_command_help),
         T(test_run_switches),
         T(test_run_stats),
+        T(test_run_http),
         T(test_value_like_option),
         T(test_job_in_any_position),
         T(test_missing_command),
