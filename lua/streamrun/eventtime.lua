@@ -75,6 +75,13 @@ local function as_time(v)
   return nil, "event time must be epoch ms or an RFC 3339 string, got " .. t
 end
 
+-- v as an event time, or raises why not.
+local function checked(v)
+  local ms, err = as_time(v)
+  if not ms then error("event_time: " .. err, 0) end
+  return ms
+end
+
 -- The event time of element a (a pair: (a, b)) by the source's option:
 -- a field name (JSON objects) or a function. Raises when there is none.
 local function time_of(how, a, b)
@@ -86,9 +93,7 @@ local function time_of(how, a, b)
   else
     v = how(a, b)
   end
-  local ms, err = as_time(v)
-  if not ms then error("event_time: " .. err, 0) end
-  return ms
+  return checked(v)
 end
 
 -- -- Source options --
@@ -185,10 +190,25 @@ local function stamp(self, node, b)
   local top
   local bad
   local cur = 0
+  local FINAL = M.FINAL
+  -- The common case (a number of ms from a function) inline; anything else
+  -- through time_of, which says what is wrong.
   local function run(i0)
+    local A, B, T, how = A, B, T, how
+    local fn = type(how) == "function"
     for i = i0, n do
       cur = i
-      local t = time_of(how, A[i], B[i])
+      local t
+      if fn then
+        t = how(A[i], B[i])
+        if type(t) == "number" and t >= 0 and t < FINAL then
+          t = t - t % 1
+        else
+          t = checked(t)
+        end
+      else
+        t = time_of(how, A[i], B[i])
+      end
       T[i] = t
       if top == nil or t > top then top = t end
     end

@@ -21,7 +21,7 @@ local guard = require "streamrun.guard"
 local ops = require "streamrun.ops"
 
 local type, tostring, sort = type, tostring, table.sort
-local each, pair_check = guard.each, ops.pair_check
+local loop, pair_check = guard.loop, ops.pair_check
 
 local M = {}
 
@@ -118,41 +118,53 @@ function M.reduce_by_key_and_event_window(node, g, state, input, tr)
   local call = QUICK[builtins.reducers[f] or false] or f
   local before = tr.before
   local A, B, T = input.a, input.b, input.t
-  -- Partials of this batch: panes[start] = { keys, accs, nk }.
+  -- Partials of this batch: panes[start] = { keys, accs, nk }. One loop
+  -- under one xpcall, resuming after a record whose f raised (guard.loop);
+  -- its tables in locals, the common pair checked inline.
   local panes, starts, np = {}, {}, 0
-  each(input.n, function(i)
-    local k, v = A[i], B[i]
-    if not pair_check(node, g, k, v) then return end
-    local t = T[i]
-    local s = t - t % slide
-    local any = false
-    while s > t - size do
-      if before == nil or s + size + lateness > before then
-        any = true
-        local p = panes[s]
-        if p == nil then
-          p = { keys = {}, accs = {}, nk = 0 }
-          panes[s] = p
-          np = np + 1
-          starts[np] = s
+  local at = { i = 0 }
+  local function run(i0)
+    local A, B, T, panes, starts, call, at = A, B, T, panes, starts, call, at
+    local n = input.n
+    for i = i0, n do
+      local k, v = A[i], B[i]
+      local tk = type(k)
+      if v ~= nil and (tk == "string" or (tk == "number" and k == k) or tk == "boolean")
+         or pair_check(node, g, k, v) then
+        at.i = i
+        local t = T[i]
+        local s = t - t % slide
+        local any = false
+        while s > t - size do
+          if before == nil or s + size + lateness > before then
+            any = true
+            local p = panes[s]
+            if p == nil then
+              p = { keys = {}, accs = {}, nk = 0 }
+              panes[s] = p
+              np = np + 1
+              starts[np] = s
+            end
+            local accs = p.accs
+            local acc = accs[k]
+            if acc == nil then
+              local nk = p.nk + 1
+              p.nk = nk
+              p.keys[nk] = k
+              accs[k] = v
+            else
+              accs[k] = call(acc, v)
+            end
+          end
+          s = s - slide
         end
-        local accs = p.accs
-        local acc = accs[k]
-        if acc == nil then
-          local nk = p.nk + 1
-          p.nk = nk
-          p.keys[nk] = k
-          accs[k] = v
-        else
-          accs[k] = call(acc, v)
-        end
+        if not any then late(node, tr, input, i, k, v, t) end
       end
-      s = s - slide
     end
-    if not any then late(node, tr, input, i, k, v, t) end
-  end, function(i, err)
+  end
+  loop(run, at, function(i, err)
     g.report_at(node, ("key %s: %s"):format(format.json(A[i]), tostring(err)), input, i, A[i], B[i])
-  end, "record")
+  end, call ~= f)
   sort(starts)
   local emitted, m = {}, 0
   -- Into each key's list; a window emitted already is emitted again,
