@@ -29,7 +29,7 @@ describe("jobs/click_sessions.lua", function()
     assert.matches("not an RFC 3339 date%-time", d.dead_letters[1].reason)
   end)
 
-  it("batches of 6 clicks: sessions as the watermark passes them, a click 18 minutes late is a dead letter", function()
+  it("batches of 6 clicks: sessions as the watermark passes them, a click behind the watermark is a dead letter", function()
     local d = testing.driver("jobs/click_sessions.lua")
     local lines = sample()
     local outs = {}
