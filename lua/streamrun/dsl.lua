@@ -147,7 +147,8 @@ function M.job(opts)
 end
 
 -- Adds a stage to the job. kind: "source", "narrow", "wide", "stateful",
--- "windowed", "view" (of its input's state), "output".
+-- "windowed", "event" (event-time windows and sessions), "view" (of its
+-- input's state), "output".
 local function add_node(job, op, kind, inputs, fields, name)
   -- The default name skips names the job script has already taken.
   repeat
@@ -645,6 +646,10 @@ local function node_detail(n)
   if n.kind == "windowed" then
     return ("window %d ms, slide %d ms%s"):format(n.length_ms, n.window_slide_ms or n.slide_ms or n.job.batch_ms,
       n.finv and ", with inverse" or "")
+  end
+  if n.kind == "event" then
+    if n.gap_ms then return ("session gap %d ms, event time"):format(n.gap_ms) end
+    return ("event window %d ms, slide %d ms, lateness %d ms"):format(n.ev_size_ms, n.ev_slide_ms, n.lateness_ms)
   end
   if n.kind == "stateful" then
     return ("state, %d partitions%s"):format(n.partitions, n.timeout_ms > 0 and (", timeout " .. n.timeout_ms .. " ms") or "")
