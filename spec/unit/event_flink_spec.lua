@@ -17,13 +17,21 @@
 -- Flink compares the output sorted; so do we (outputs are ordered by end,
 -- start and key).
 --
+-- The late-data cases (testSideOutputDueToLateness*) are Flink's with a
+-- late output tag: what Flink sends to the side output is our dead letter
+-- with reason "late"; testEndOfStreamTrigger's MAX_WATERMARK is the end of
+-- input, d:finish(), over a window longer than the input (a GlobalWindow
+-- of these elements).
+--
 -- Left out, and why: the Apply variants (an iterable window function over
 -- the window's elements: the same expected outputs as the Reduce ones
 -- checked here), the processing-time windows (streamrun's processing-time
 -- windows are section 7's), GlobalWindows with count or continuous
 -- triggers, evictors and custom assigners (testPointSessions): streamrun
 -- has tumbling and sliding event windows and gap sessions only, fired when
--- the watermark passes them.
+-- the watermark passes them. The cases with allowed lateness on sessions
+-- (testDropDueToLatenessSessionWithLateness*, testNotSideOutputDueTo
+-- LatenessSessionWith*): session_by_key has no allowed_lateness.
 local testing = require "streamrun.testing"
 local sr = require "streamrun"
 
@@ -168,5 +176,84 @@ describe("Flink WindowOperatorTest", function()
     assert.equal(6, #kept) -- two sessions
     d:push("in", { el("key1", 10, 4500), watermark(12000) })
     assert.same({ { "key1-22", 10, 10000, 9999 } }, session_rows(d:tick()))
+  end)
+
+  local function late_records(d)
+    local r = {}
+    for _, l in ipairs(d.dead_letters) do
+      assert.matches("^late: ", l.reason)
+      r[#r + 1] = l.record
+    end
+    return r
+  end
+
+  it("testSideOutputDueToLatenessTumbling: size 2 s, lateness 0", function()
+    local d = testing.driver(job_of(function(s) return s:reduce_by_key_and_event_window(sum, "2s", { name = "w" }) end))
+    d:push("in", { el("key2", 1, 1000), watermark(1985) })
+    assert.same({}, rows(d:tick()))
+    -- not dropped: window.maxTimestamp() + allowedLateness > currentWatermark
+    d:push("in", { el("key2", 1, 1980), watermark(1999) })
+    assert.same({ { "key2", 2, 1999 } }, rows(d:tick()))
+    -- late (Flink's side output)
+    d:push("in", { el("key2", 1, 1998), el("key2", 1, 2001), watermark(2999) })
+    assert.same({}, rows(d:tick()))
+    d:push("in", { watermark(3999) })
+    assert.same({ { "key2", 1, 3999 } }, rows(d:tick()))
+    assert.same({ "(key2,1)" }, late_records(d))
+  end)
+
+  it("testSideOutputDueToLatenessSliding: size 3 s, slide 1 s, lateness 0", function()
+    local d = testing.driver(job_of(function(s)
+      return s:reduce_by_key_and_event_window(sum, "3s", { slide = "1s", name = "w" })
+    end))
+    d:push("in", { el("key2", 1, 1000), watermark(1999) })
+    assert.same({ { "key2", 1, 1999 } }, rows(d:tick()))
+    d:push("in", { el("key2", 1, 2000), watermark(3000) })
+    assert.same({ { "key2", 2, 2999 } }, rows(d:tick()))
+    -- 2400 is in the windows ending at 2999 (closed), 3999 and 4999: kept
+    -- in the last two.
+    d:push("in", { el("key1", 1, 3001), el("key2", 1, 2400), el("key2", 1, 2400), el("key1", 1, 3001),
+                   el("key2", 1, 3900), watermark(6000) })
+    assert.same({
+      { "key1", 2, 3999 }, { "key2", 5, 3999 },
+      { "key1", 2, 4999 }, { "key2", 4, 4999 },
+      { "key1", 2, 5999 }, { "key2", 1, 5999 },
+    }, rows(d:tick()))
+    assert.same({}, late_records(d))
+    d:push("in", { el("key1", 1, 3001), watermark(25000) })
+    assert.same({}, rows(d:tick()))
+    assert.same({ "(key1,1)" }, late_records(d))
+  end)
+
+  it("testSideOutputDueToLatenessSessionZeroLatenessPurgingTrigger: gap 3 s", function()
+    local d = testing.driver(session_job)
+    d:push("in", { el("key2", 1, 1000), watermark(1999) })
+    assert.same({}, session_rows(d:tick()))
+    d:push("in", { el("key2", 1, 2000), watermark(4998) })
+    assert.same({}, session_rows(d:tick()))
+    -- 4500 joins the open session; 8500 starts another
+    d:push("in", { el("key2", 1, 4500), el("key2", 1, 8500), watermark(7400) })
+    assert.same({}, session_rows(d:tick()))
+    -- 7000 merges the two sessions into one
+    d:push("in", { el("key2", 1, 7000), watermark(11501) })
+    assert.same({ { "key2-5", 1000, 11500, 11499 } }, session_rows(d:tick()))
+    d:push("in", { el("key2", 1, 11600), watermark(14600) })
+    assert.same({ { "key2-1", 11600, 14600, 14599 } }, session_rows(d:tick()))
+    -- 10000 and 10100 are late (and not merged with each other); 14500
+    -- starts a new session
+    d:push("in", { el("key2", 1, 10000), el("key2", 1, 10100), el("key2", 1, 14500), watermark(20000) })
+    assert.same({ { "key2-1", 14500, 17500, 17499 } }, session_rows(d:tick()))
+    d:push("in", { watermark(100000) })
+    assert.same({}, session_rows(d:tick()))
+    assert.same({ "(key2,1)", "(key2,1)" }, late_records(d))
+  end)
+
+  it("testEndOfStreamTrigger: the end of input fires what is open", function()
+    local d = testing.driver(job_of(function(s) return s:reduce_by_key_and_event_window(sum, "1h", { name = "w" }) end))
+    d:push("in", ELEMENTS)
+    assert.same({}, rows(d:tick()))
+    local out = d:finish()
+    assert.same({ { "key1", 3 }, { "key2", 5 } }, { { out.out[1][1], out.out[1][2].value },
+                                                  { out.out[2][1], out.out[2][2].value } })
   end)
 end)
