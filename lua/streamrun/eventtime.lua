@@ -213,6 +213,9 @@ local function stamp(self, node, b)
       if top == nil or t > top then top = t end
     end
   end
+  -- A record with no time is bad input, as an undecodable line is: its
+  -- dead letter says what is wrong with it (no traceback), and the loop
+  -- resumes after it.
   local i0 = 1
   while i0 <= n do
     local ok, err = pcall(run, i0)

@@ -212,7 +212,7 @@ function M.reduce_by_key_and_event_window(node, g, state, input, tr)
     local dk, dv, dn = state:expire(fire)
     for i = 1, dn do
       local k, list = dk[i], dv[i]
-      local keep = {}
+      local keep, nkeep = {}, 0
       for x = 1, #list, 3 do
         local s, v, fired = list[x], list[x + 1], list[x + 2]
         local e = s + size
@@ -222,7 +222,8 @@ function M.reduce_by_key_and_event_window(node, g, state, input, tr)
           fired = 1
         end
         if e + lateness > fire then
-          keep[#keep + 1], keep[#keep + 2], keep[#keep + 3] = s, v, fired
+          keep[nkeep + 1], keep[nkeep + 2], keep[nkeep + 3] = s, v, fired
+          nkeep = nkeep + 3
         end
       end
       store(node, g, state, k, keep, window_timer(keep, size, lateness))
@@ -347,14 +348,15 @@ function M.session_by_key(node, g, state, input, tr)
     local dk, dv, dn = state:expire(fire)
     for i = 1, dn do
       local k, list = dk[i], dv[i]
-      local keep = {}
+      local keep, nkeep = {}, 0
       for x = 1, #list, 3 do
         local s, l, v = list[x], list[x + 1], list[x + 2]
         if l + gap <= fire then
           m = m + 1
           emitted[m] = { k, s, l + gap, v }
         else
-          keep[#keep + 1], keep[#keep + 2], keep[#keep + 3] = s, l, v
+          keep[nkeep + 1], keep[nkeep + 2], keep[nkeep + 3] = s, l, v
+          nkeep = nkeep + 3
         end
       end
       store(node, g, state, k, keep, session_timer(keep, gap))
