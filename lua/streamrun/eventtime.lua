@@ -7,6 +7,7 @@
 -- moves it once per batch through a tracker.
 local format = require "streamrun.format"
 local origin = require("streamrun.batch").origin
+local tnew = require("streamrun.batch").new_table
 
 local type, tostring, floor, pcall = type, tostring, math.floor, pcall
 local tonumber, match, pairs, ipairs = tonumber, string.match, pairs, ipairs
@@ -178,6 +179,41 @@ function M.tracker(job, data, dead)
     Tracker)
 end
 
+-- The loop of stamp(), one function for every batch: a closure made per
+-- batch would hold the batch's tables as upvalues, and LuaJIT would
+-- compile (and keep, with those tables) a trace per closure. Its state is
+-- in S: a (elements), b (second values), t (times out), how, n, and what
+-- the loop leaves: top (largest time), cur (the element in hand).
+local S = {}
+local FINAL = M.FINAL
+
+-- The common case (a number of ms from a function) inline; anything else
+-- through time_of, which says what is wrong.
+local function stamp_run(i0)
+  local A, B, T, how, n = S.a, S.b, S.t, S.how, S.n
+  local top = S.top
+  local fn = type(how) == "function"
+  for i = i0, n do
+    S.cur = i
+    local t
+    if fn then
+      t = how(A[i], B[i])
+      if type(t) == "number" and t >= 0 and t < FINAL then
+        t = t - t % 1
+      else
+        t = checked(t)
+      end
+    else
+      t = time_of(how, A[i], B[i])
+    end
+    T[i] = t
+    if top == nil or t > top then
+      top = t
+      S.top = t
+    end
+  end
+end
+
 -- Stamps a source's batch: b.t[i] is element i's event time. Elements
 -- with none go to dead letters (the source's, at their record's offset)
 -- and leave the batch. Returns the batch (a new one when some left) and
@@ -185,48 +221,29 @@ end
 local function stamp(self, node, b)
   local n = b.n
   local A, B = b.a, b.b
-  local T = {}
-  local how = node.event_time
-  local top
+  local T = tnew(n, 0)
+  S.a, S.b, S.t, S.how, S.n, S.top, S.cur = A, B, T, node.event_time, n, nil, 0
   local bad
-  local cur = 0
-  local FINAL = M.FINAL
-  -- The common case (a number of ms from a function) inline; anything else
-  -- through time_of, which says what is wrong.
-  local function run(i0)
-    local A, B, T, how = A, B, T, how
-    local fn = type(how) == "function"
-    for i = i0, n do
-      cur = i
-      local t
-      if fn then
-        t = how(A[i], B[i])
-        if type(t) == "number" and t >= 0 and t < FINAL then
-          t = t - t % 1
-        else
-          t = checked(t)
-        end
-      else
-        t = time_of(how, A[i], B[i])
-      end
-      T[i] = t
-      if top == nil or t > top then top = t end
-    end
-  end
   -- A record with no time is bad input, as an undecodable line is: its
   -- dead letter says what is wrong with it (no traceback), and the loop
   -- resumes after it.
   local i0 = 1
   while i0 <= n do
-    local ok, err = pcall(run, i0)
+    local ok, err = pcall(stamp_run, i0)
     if ok then break end
-    if type(err) == "table" and err.fatal then error(err, 0) end
+    if type(err) == "table" and err.fatal then
+      S.a, S.b, S.t, S.how = nil, nil, nil, nil
+      error(err, 0)
+    end
+    local cur = S.cur
     bad = bad or {}
     bad[#bad + 1] = cur
     local source, offset = origin(b, cur)
     self.dead(source or node.stage_name, offset or -1, tostring(err), format.value(A[cur]))
     i0 = cur + 1
   end
+  local top = S.top
+  S.a, S.b, S.t, S.how = nil, nil, nil, nil
   if not bad then
     b.t = T
     return b, top

@@ -110,61 +110,76 @@ local QUICK = {
   max = function(acc, v) if v > acc then return v end return acc end,
 }
 
+-- The fold of a batch's records into partials per window and key, one
+-- function for every batch (a closure per batch would hold the batch's
+-- tables as upvalues, and LuaJIT would compile and keep a trace per
+-- closure). Its state is in W: the input's columns, the window geometry,
+-- the panes it fills (panes[start] = { keys, accs, nk }, starts in order of
+-- first appearance, np of them), at.i (the record in hand, for guard.loop).
+local W = {}
+
+local function fold_run(i0)
+  local A, B, T, n = W.a, W.b, W.t, W.n
+  local panes, starts, call, at = W.panes, W.starts, W.call, W.at
+  local size, slide, lateness, before = W.size, W.slide, W.lateness, W.before
+  local node, g = W.node, W.g
+  for i = i0, n do
+    local k, v = A[i], B[i]
+    local tk = type(k)
+    if v ~= nil and (tk == "string" or (tk == "number" and k == k) or tk == "boolean")
+       or pair_check(node, g, k, v) then
+      at.i = i
+      local t = T[i]
+      local s = t - t % slide
+      local any = false
+      while s > t - size do
+        if before == nil or s + size + lateness > before then
+          any = true
+          local p = panes[s]
+          if p == nil then
+            p = { keys = {}, accs = {}, nk = 0 }
+            panes[s] = p
+            local np = W.np + 1
+            W.np = np
+            starts[np] = s
+          end
+          local accs = p.accs
+          local acc = accs[k]
+          if acc == nil then
+            local nk = p.nk + 1
+            p.nk = nk
+            p.keys[nk] = k
+            accs[k] = v
+          else
+            accs[k] = call(acc, v)
+          end
+        end
+        s = s - slide
+      end
+      if not any then late(node, W.tr, W.input, i, k, v, t) end
+    end
+  end
+end
+
 -- reduce_by_key_and_event_window: state (cstate), input (a timed batch),
 -- tr (the plan's streamrun.eventtime tracker). Returns the output batch.
 function M.reduce_by_key_and_event_window(node, g, state, input, tr)
   local size, slide, lateness = node.ev_size_ms, node.ev_slide_ms, node.lateness_ms
   local f = node.fn
   local call = QUICK[builtins.reducers[f] or false] or f
-  local before = tr.before
-  local A, B, T = input.a, input.b, input.t
-  -- Partials of this batch: panes[start] = { keys, accs, nk }. One loop
-  -- under one xpcall, resuming after a record whose f raised (guard.loop);
-  -- its tables in locals, the common pair checked inline.
-  local panes, starts, np = {}, {}, 0
-  local at = { i = 0 }
-  local function run(i0)
-    local A, B, T, panes, starts, call, at = A, B, T, panes, starts, call, at
-    local n = input.n
-    for i = i0, n do
-      local k, v = A[i], B[i]
-      local tk = type(k)
-      if v ~= nil and (tk == "string" or (tk == "number" and k == k) or tk == "boolean")
-         or pair_check(node, g, k, v) then
-        at.i = i
-        local t = T[i]
-        local s = t - t % slide
-        local any = false
-        while s > t - size do
-          if before == nil or s + size + lateness > before then
-            any = true
-            local p = panes[s]
-            if p == nil then
-              p = { keys = {}, accs = {}, nk = 0 }
-              panes[s] = p
-              np = np + 1
-              starts[np] = s
-            end
-            local accs = p.accs
-            local acc = accs[k]
-            if acc == nil then
-              local nk = p.nk + 1
-              p.nk = nk
-              p.keys[nk] = k
-              accs[k] = v
-            else
-              accs[k] = call(acc, v)
-            end
-          end
-          s = s - slide
-        end
-        if not any then late(node, tr, input, i, k, v, t) end
-      end
-    end
-  end
-  loop(run, at, function(i, err)
-    g.report_at(node, ("key %s: %s"):format(format.json(A[i]), tostring(err)), input, i, A[i], B[i])
+  local A, B = input.a, input.b
+  -- One loop under one xpcall, resuming after a record whose f raised
+  -- (guard.loop); the common pair checked inline.
+  local panes, starts, at = {}, {}, { i = 0 }
+  W.a, W.b, W.t, W.n, W.panes, W.starts, W.np, W.call, W.at = A, B, input.t, input.n, panes, starts, 0, call, at
+  W.size, W.slide, W.lateness, W.before, W.node, W.g, W.tr, W.input = size, slide, lateness, tr.before, node, g, tr,
+    input
+  local ok, err = pcall(loop, fold_run, at, function(i, e)
+    g.report_at(node, ("key %s: %s"):format(format.json(A[i]), tostring(e)), input, i, A[i], B[i])
   end, call ~= f)
+  local np = W.np
+  for k in pairs(W) do W[k] = nil end
+  if not ok then error(err, 0) end
   sort(starts)
   local emitted, m = {}, 0
   -- Into each key's list; a window emitted already is emitted again,
