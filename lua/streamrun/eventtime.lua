@@ -7,7 +7,7 @@
 -- moves it once per batch through a tracker.
 local format = require "streamrun.format"
 local origin = require("streamrun.batch").origin
-local tnew = require("streamrun.batch").new_table
+local new_times = require("streamrun.batch").new_times
 
 local type, tostring, floor, pcall = type, tostring, math.floor, pcall
 local tonumber, match, pairs, ipairs = tonumber, string.match, pairs, ipairs
@@ -221,7 +221,7 @@ end
 local function stamp(self, node, b)
   local n = b.n
   local A, B = b.a, b.b
-  local T = tnew(n, 0)
+  local T = new_times(n)
   S.a, S.b, S.t, S.how, S.n, S.top, S.cur = A, B, T, node.event_time, n, nil, 0
   local bad
   -- A record with no time is bad input, as an undecodable line is: its
@@ -249,7 +249,7 @@ local function stamp(self, node, b)
     return b, top
   end
   -- Without the elements that have no time; origins go through o.
-  local OA, OB, OT, O, m, k = {}, {}, {}, {}, 0, 1
+  local OA, OB, OT, O, m, k = {}, {}, new_times(n), {}, 0, 1
   for i = 1, n do
     if bad[k] == i then
       k = k + 1

@@ -71,7 +71,7 @@ function M.union(node, g, left, right)
   -- Event times go along when both sides have them.
   local lt, rt = left.t, right.t
   if (lt or left.n == 0) and (rt or right.n == 0) then
-    local T = tnew(n, 0)
+    local T = batch.new_times(n)
     for i = 1, left.n do T[i] = lt[i] end
     for i = 1, right.n do T[off + i] = rt[i] end
     out.t = T
