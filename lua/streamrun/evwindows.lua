@@ -123,6 +123,8 @@ local function fold_run(i0)
   local panes, starts, call, at = W.panes, W.starts, W.call, W.at
   local size, slide, lateness, before = W.size, W.slide, W.lateness, W.before
   local node, g = W.node, W.g
+  -- Out-of-order records mostly fall in the window of the one before.
+  local last_s, last_p
   for i = i0, n do
     local k, v = A[i], B[i]
     local tk = type(k)
@@ -135,13 +137,17 @@ local function fold_run(i0)
       while s > t - size do
         if before == nil or s + size + lateness > before then
           any = true
-          local p = panes[s]
-          if p == nil then
-            p = { keys = {}, accs = {}, nk = 0 }
-            panes[s] = p
-            local np = W.np + 1
-            W.np = np
-            starts[np] = s
+          local p = last_p
+          if s ~= last_s then
+            p = panes[s]
+            if p == nil then
+              p = { keys = {}, accs = {}, nk = 0 }
+              panes[s] = p
+              local np = W.np + 1
+              W.np = np
+              starts[np] = s
+            end
+            last_s, last_p = s, p
           end
           local accs = p.accs
           local acc = accs[k]
