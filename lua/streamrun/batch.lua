@@ -88,6 +88,21 @@ function M.new_times(n)
   return DOUBLES(n + 1)
 end
 
+-- The same, from owner's buffer, reused from batch to batch (the times of
+-- a batch are only read while it runs): no fresh pages for each batch.
+-- owner: a table of the stage that keeps times; its field `times` holds
+-- the buffer.
+function M.reuse_times(owner, n)
+  local buf = owner.times
+  if buf == nil or owner.times_cap < n + 1 then
+    local cap = n + 1
+    if buf ~= nil and cap < 2 * owner.times_cap then cap = 2 * owner.times_cap end
+    buf = DOUBLES(cap)
+    owner.times, owner.times_cap = buf, cap
+  end
+  return buf
+end
+
 -- 1 when any element of the batch is a pair.
 function M.has_pairs(batch)
   return next(batch.b) ~= nil

@@ -8,6 +8,7 @@
 local format = require "streamrun.format"
 local origin = require("streamrun.batch").origin
 local new_times = require("streamrun.batch").new_times
+local reuse_times = require("streamrun.batch").reuse_times
 
 local type, tostring, floor, pcall = type, tostring, math.floor, pcall
 local tonumber, match, pairs, ipairs = tonumber, string.match, pairs, ipairs
@@ -175,8 +176,10 @@ function M.tracker(job, data, dead)
     if node.event_time ~= nil then list[#list + 1] = node end
   end
   if #list == 0 then return nil end
-  return setmetatable({ sources = list, data = data, dead = dead, before = data.wm, fire = data.wm, final = false },
-    Tracker)
+  local buffers = {}
+  for _, node in ipairs(list) do buffers[node] = {} end
+  return setmetatable({ sources = list, data = data, dead = dead, before = data.wm, fire = data.wm, final = false,
+                        buffers = buffers }, Tracker)
 end
 
 -- The loop of stamp(), one function for every batch: a closure made per
@@ -221,7 +224,7 @@ end
 local function stamp(self, node, b)
   local n = b.n
   local A, B = b.a, b.b
-  local T = new_times(n)
+  local T = reuse_times(self.buffers[node], n)
   S.a, S.b, S.t, S.how, S.n, S.top, S.cur = A, B, T, node.event_time, n, nil, 0
   local bad
   -- A record with no time is bad input, as an undecodable line is: its

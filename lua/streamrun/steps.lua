@@ -64,7 +64,7 @@ function Chain:run(results)
   local out = self.fused.run(input)
   local IT = self.timed and input.t
   if IT then
-    local O, OT = out.o, batch.new_times(out.n)
+    local O, OT = out.o, batch.reuse_times(self, out.n)
     for m = 1, out.n do OT[m] = IT[O[m]] end
     out.t = OT
   end

@@ -12,11 +12,19 @@ local sr = require "streamrun"
 local job = sr.job { name = "event_bench", batch = "1s", max_batch_records = sr.param("max_batch", 1000000) }
 
 local event = sr.param("clock", "event") == "event"
-local sub, tonumber = string.sub, tonumber
+local sub, byte = string.sub, string.byte
+
+-- The time after the 9 bytes of "<key> ", digit by digit (no substring
+-- made per record).
+local function time_of(line)
+  local t = 0
+  for i = 10, #line do t = t * 10 + byte(line, i) - 48 end
+  return t
+end
 
 local lines = job:text_file(sr.param("path", "events.txt"), {
   name = "events",
-  event_time = event and function(line) return tonumber(sub(line, 10)) end or nil,
+  event_time = event and time_of or nil,
   watermark = event and "2s" or nil,
 })
 local ones = lines:map(function(line) return sub(line, 1, 8), 1 end)
