@@ -101,6 +101,19 @@ static int sr__touch(lua_State *L)
     return 1;
 }
 
+/* handle:arm(key, expiry_ms) -> true if the key exists: it falls due at
+ * expiry_ms (timers of event time: windows and sessions close when the
+ * watermark reaches them). */
+static int sr__arm(lua_State *L)
+{
+    sr_state_t *st = sr__check(L);
+    sr__pack_key(L, 2);
+    sr_state_entry_t *e = sr_state_get(st, key_buf.data, key_buf.len);
+    if (e) sr_state_arm(st, e, (int64_t)luaL_checknumber(L, 3));
+    lua_pushboolean(L, e != NULL);
+    return 1;
+}
+
 /* handle:remove(key) -> true if it was there */
 static int sr__remove(lua_State *L)
 {
@@ -274,7 +287,9 @@ int luaopen_streamrun_cstate(lua_State *L)
         {"get", sr__get}, {"put", sr__put}, {"touch", sr__touch}, {"remove", sr__remove},
         {"count", sr__count}, {"memory", sr__memory}, {"snapshot", sr__snapshot},
         {"expire", sr__expire}, {"free", sr__free}, {"detach", sr__detach},
-        {"set_timeout", sr__set_timeout}, {"pointer", sr__pointer}, {NULL, NULL},
+        {"set_timeout", sr__set_timeout}, {"pointer", sr__pointer},
+        {"arm", sr__arm},
+        {NULL, NULL},
     };
     static const luaL_Reg functions[] = {
         {"new", sr__new}, {"encode", sr__encode}, {"decode", sr__decode}, {"adopt", sr__adopt},

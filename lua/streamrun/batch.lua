@@ -2,6 +2,9 @@
 -- costs no table: { n = count, a = {...}, b = {...} } where element i is the
 -- single value a[i] when b[i] is nil, else the pair (a[i], b[i]).
 local tnew = require "table.new"
+local ffi = require "ffi"
+
+local DOUBLES = ffi.typeof("double[?]")
 
 local M = {}
 
@@ -75,6 +78,29 @@ function M.origin(b, i)
     if i == nil then return nil end
   end
   return nil
+end
+
+-- An array for the event times of n elements (t[1..n], 0 until set), as
+-- an FFI array of doubles: times are whole ms below 2^53, and the garbage
+-- collector does not walk an FFI array as it walks a table's slots (a
+-- batch of a million records has one per stage that keeps times).
+function M.new_times(n)
+  return DOUBLES(n + 1)
+end
+
+-- The same, from owner's buffer, reused from batch to batch (the times of
+-- a batch are only read while it runs): no fresh pages for each batch.
+-- owner: a table of the stage that keeps times; its field `times` holds
+-- the buffer.
+function M.reuse_times(owner, n)
+  local buf = owner.times
+  if buf == nil or owner.times_cap < n + 1 then
+    local cap = n + 1
+    if buf ~= nil and cap < 2 * owner.times_cap then cap = 2 * owner.times_cap end
+    buf = DOUBLES(cap)
+    owner.times, owner.times_cap = buf, cap
+  end
+  return buf
 end
 
 -- 1 when any element of the batch is a pair.

@@ -39,6 +39,9 @@ function M.meta(job, plan, batch, time_ms, positions, progress, params)
     script_hash = type(job.path) == "string" and core.file_hash(job.path) or nil,
     params = params or {}, batch = batch, time_ms = time_ms, zero_ms = plan.zero_ms,
     batch_ms = job.batch_ms, sources = positions, outputs = progress, stages = stages,
+    -- The watermark (streamrun.eventtime); older checkpoints have none and
+    -- start without one.
+    event = plan.event and plan.event.data or nil,
   }
 end
 

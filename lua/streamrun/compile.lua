@@ -5,6 +5,7 @@
 -- runs them in order; calls into user code go through the plan's guard
 -- (streamrun.guard).
 local batch = require "streamrun.batch"
+local eventtime = require "streamrun.eventtime"
 local guard = require "streamrun.guard"
 local native = require "streamrun.native"
 local steps_of = require "streamrun.steps"
@@ -66,7 +67,8 @@ local function group(job)
   -- (streamrun.native).
   local replaced, raw = {}, {}
   for _, gr in ipairs(groups) do
-    local counter = gr.kind == "chain" and native.is_word_count(gr, only_consumer)
+    -- (A source with event times is read in Lua: its records are stamped.)
+    local counter = gr.kind == "chain" and not gr.input.event_time and native.is_word_count(gr, only_consumer)
     if counter then
       gr.kind, gr.node = "native", counter
       replaced[counter] = true
@@ -102,14 +104,17 @@ end
 -- A plan: run(inputs, time_ms) runs one batch. inputs[source_node] = batch.
 -- handlers: dead_letter, on_error (streamrun.guard), sink (streamrun.outputs;
 -- only read), states and windows: stage name -> state or window to
--- continue from (else new ones).
+-- continue from (else new ones), event: the watermark's data to go on
+-- with (streamrun.eventtime; else an empty one).
 function M.compile(job, handlers)
   local g = guard.new(handlers)
   local groups, consumers_of, raw = group(job)
   -- Output steps whose last write failed, each with its error and whether
   -- it is for good (standard output closed).
   local failing = {}
-  local plan = { job = job, states = {}, windows = {}, raw_sources = raw }
+  local plan = { job = job, states = {}, windows = {}, raw_sources = raw, final = false }
+  -- The job's watermark, when a source has event times.
+  plan.event = eventtime.tracker(job, handlers.event or eventtime.new_data(), handlers.dead_letter)
   local ctx = {
     guard = g, sink = handlers.sink, states_in = handlers.states, windows_in = handlers.windows,
     states = plan.states, windows = plan.windows, failing = failing, plan = plan,
@@ -149,12 +154,13 @@ function M.compile(job, handlers)
   local P, enter = watchdog.P, watchdog.enter
   local batch_ms, timeout_ms = job.batch_ms, job.stage_timeout_ms
 
-  local function run_steps(inputs, time_ms)
+  local function run_steps(inputs, time_ms, final)
     -- Windows are due at multiples of their slide after the time before
     -- the first batch (Spark's zero time).
     if not plan.zero_ms then plan.zero_ms = time_ms - batch_ms end
     local results = {}
     for node, b in pairs(inputs) do results[node] = b end
+    if plan.event then plan.event:batch(results, time_ms, final) end
     local since_zero = time_ms - plan.zero_ms
     local poisoned = watchdog.poison and watchdog.poison[time_ms]
     local t0 = clock_ms()
@@ -188,11 +194,15 @@ function M.compile(job, handlers)
   -- The watchdog sees the batch from start to end, also when it raises.
   -- An output that fails to write does not stop the batch: it is listed in
   -- plan.failing_outputs() until plan.retry_outputs() writes it.
-  function plan.run(inputs, time_ms)
+  -- final: the last batch of bounded input (a final watermark: every
+  -- event-time window, session and timeout fires, and every key of a
+  -- map_with_state with a timeout times out).
+  function plan.run(inputs, time_ms, final)
     for i = #failing, 1, -1 do failing[i] = nil end
     P.step = 0
     P.batch_ms = time_ms
-    local ok, results = xpcall(run_steps, run_traceback, inputs, time_ms)
+    plan.final = final or false
+    local ok, results = xpcall(run_steps, run_traceback, inputs, time_ms, final)
     P.batch_ms = 0
     P.step = 0
     if not ok then error(results, 0) end
@@ -220,7 +230,7 @@ function M.compile(job, handlers)
   -- so over an array: this LuaJIT can cut hot pairs() loops short.)
   local state_list = {}
   for _, step in ipairs(steps) do
-    if step.kind == "stateful" then state_list[#state_list + 1] = step.state end
+    if step.kind == "stateful" or step.kind == "event" then state_list[#state_list + 1] = step.state end
   end
   function plan.state_keys()
     local n = 0

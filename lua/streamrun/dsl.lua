@@ -3,6 +3,7 @@
 -- streamrun.compile turns into the per-batch function. Mistakes raise errors
 -- that name the job script's file:line.
 local core = require "streamrun.core"
+local eventtime = require "streamrun.eventtime"
 local sources = require "streamrun.sources"
 
 local type, pairs, ipairs, tostring, error, setmetatable = type, pairs, ipairs, tostring, error, setmetatable
@@ -151,7 +152,8 @@ function M.job(opts)
 end
 
 -- Adds a stage to the job. kind: "source", "narrow", "wide", "stateful",
--- "windowed", "view" (of its input's state), "output".
+-- "windowed", "event" (event-time windows and sessions), "view" (of its
+-- input's state), "output".
 local function add_node(job, op, kind, inputs, fields, name)
   -- The default name skips names the job script has already taken.
   repeat
@@ -172,7 +174,7 @@ end
 
 -- -- Sources --
 
-local SOURCE_OPTS = { name = true, format = true, max_line = true }
+local SOURCE_OPTS = { name = true, format = true, max_line = true, event_time = true, watermark = true, idle = true }
 
 local function source(job, op, fields, opts, extra)
   local allowed = SOURCE_OPTS
@@ -190,6 +192,7 @@ local function source(job, op, fields, opts, extra)
   if type(fields.max_line) ~= "number" or fields.max_line < 1 then fail("%s: max_line must be a positive number", op) end
   fields.keyed = "no"
   fields.opts = opts
+  eventtime.source_opts(op, fields, opts, fail, duration)
   -- A kind the C registry knows runs on the event loop (sources.kind_traits).
   if sources.kind_traits(op).c then fields.c_kind = op end
   return add_node(job, op, "source", {}, fields, opts.name)
@@ -313,7 +316,7 @@ local function narrow(op, keyed_result, needs_pairs)
     check_fn(op, f)
     opts = check_opts(op, opts, NAME_OPT)
     local keyed = keyed_result or self.keyed
-    return add_node(self.job, op, "narrow", { self }, { fn = f, keyed = keyed }, opts.name)
+    return add_node(self.job, op, "narrow", { self }, { fn = f, keyed = keyed, timed = self.timed }, opts.name)
   end
 end
 
@@ -330,7 +333,8 @@ function Stream:union(other, opts)
   other = other_stream(self, "union", other)
   opts = check_opts("union", opts, NAME_OPT)
   local keyed = self.keyed == other.keyed and self.keyed or "maybe"
-  return add_node(self.job, "union", "wide", { self, other }, { keyed = keyed }, opts.name)
+  return add_node(self.job, "union", "wide", { self, other }, { keyed = keyed, timed = self.timed and other.timed },
+    opts.name)
 end
 
 local function wide(op, keyed_result, needs_pairs, fn_what)
@@ -540,8 +544,16 @@ function M.state_spec(f)
   return setmetatable({ fn = f, timeout_ms = 0 }, StateSpec)
 end
 
-function StateSpec:timeout(d)
+-- opts.clock: "processing" (the batch time, default) or "event" (the
+-- watermark against each record's event time).
+function StateSpec:timeout(d, opts)
   self.timeout_ms = duration("state_spec", "timeout", d)
+  opts = check_opts("state_spec:timeout", opts, { clock = true })
+  local clock = opts.clock or "processing"
+  if clock ~= "processing" and clock ~= "event" then
+    fail("state_spec:timeout: clock must be \"processing\" or \"event\", got %s", tostring(clock))
+  end
+  self.clock = clock
   return self
 end
 
@@ -570,8 +582,13 @@ function Stream:map_with_state(spec, opts)
   needs_keyed(self, "map_with_state")
   if getmetatable(spec) ~= StateSpec then fail("map_with_state: want sr.state_spec(fn), got %s", type(spec)) end
   opts = check_opts("map_with_state", opts, NAME_OPT)
+  if spec.clock == "event" and not self.timed then
+    fail("map_with_state: a timeout with clock = \"event\" needs elements with an event time: %s (%s) has none",
+      self.stage_name, self.op)
+  end
   return add_node(self.job, "map_with_state", "stateful", { self }, {
     fn = spec.fn, keyed = "maybe", initial = spec.initial, timeout_ms = spec.timeout_ms,
+    timeout_clock = spec.clock,
     partitions = spec.nparts or self.job.partitions,
   }, opts.name or spec.stage_name)
 end
@@ -635,6 +652,10 @@ local function node_detail(n)
     return ("window %d ms, slide %d ms%s"):format(n.length_ms, n.window_slide_ms or n.slide_ms or n.job.batch_ms,
       n.finv and ", with inverse" or "")
   end
+  if n.kind == "event" then
+    if n.gap_ms then return ("session gap %d ms, event time"):format(n.gap_ms) end
+    return ("event window %d ms, slide %d ms, lateness %d ms"):format(n.ev_size_ms, n.ev_slide_ms, n.lateness_ms)
+  end
   if n.kind == "stateful" then
     return ("state, %d partitions%s"):format(n.partitions, n.timeout_ms > 0 and (", timeout " .. n.timeout_ms .. " ms") or "")
   end
@@ -658,5 +679,9 @@ function Job:describe()
 end
 
 M.is_job = function(x) return getmetatable(x) == Job end
+
+-- For the operations defined in other files (streamrun.event_dsl).
+M.add_node, M.check_opts, M.needs_keyed = add_node, check_opts, needs_keyed
+require("streamrun.event_dsl").install(M)
 
 return M

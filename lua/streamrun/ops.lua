@@ -67,7 +67,16 @@ function M.union(node, g, left, right)
   for i = 1, left.n do A[i], B[i] = la[i], lb[i] end
   local off = left.n
   for i = 1, right.n do A[off + i], B[off + i] = ra[i], rb[i] end
-  return { n = n, a = A, b = B, cat = { left, right } }
+  local out = { n = n, a = A, b = B, cat = { left, right } }
+  -- Event times go along when both sides have them.
+  local lt, rt = left.t, right.t
+  if (lt or left.n == 0) and (rt or right.n == 0) then
+    local T = batch.new_times(n)
+    for i = 1, left.n do T[i] = lt[i] end
+    for i = 1, right.n do T[off + i] = rt[i] end
+    out.t = T
+  end
+  return out
 end
 
 function M.count(node, g, input)

@@ -10,6 +10,7 @@ local M = {}
 -- What identifies a stateful stage's kind of state: its operation, and for
 -- windows whether an inverse function keeps a running result.
 function M.kind_of(node)
+  if node.kind == "event" then return require("streamrun.evwindows").kind_of(node) end
   if node.kind == "windowed" then
     -- A running result (with an inverse) is only right for the length and
     -- slide it was built with.
@@ -25,7 +26,7 @@ end
 function M.stages_of(job)
   local stages = {}
   for _, n in ipairs(job.nodes) do
-    if n.kind == "stateful" or n.kind == "windowed" then stages[n.stage_name] = M.kind_of(n) end
+    if n.kind == "stateful" or n.kind == "windowed" or n.kind == "event" then stages[n.stage_name] = M.kind_of(n) end
   end
   return stages
 end

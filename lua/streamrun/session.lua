@@ -10,6 +10,7 @@
 local core = require "streamrun.core"
 local checkpoint = require "streamrun.checkpoint"
 local compile = require "streamrun.compile"
+local eventtime = require "streamrun.eventtime"
 local outputs = require "streamrun.outputs"
 local recovery = require "streamrun.recovery"
 local reload = require "streamrun.reload"
@@ -211,6 +212,7 @@ function Session:compile(states, windows)
     sink = sink,
     states = states,
     windows = windows,
+    event = self.event,
   })
 end
 
@@ -395,8 +397,8 @@ end
 -- Runs the stages over inputs as the batch at time_ms, then holds while an
 -- output fails. what names the batch in a fatal error's message. Returns
 -- true, or nil and the exit code.
-function Session:run_inputs(inputs, time_ms, what)
-  local ok, perr = pcall(self.plan.run, inputs, time_ms)
+function Session:run_inputs(inputs, time_ms, what, final)
+  local ok, perr = pcall(self.plan.run, inputs, time_ms, final)
   if self.loop then C.sr_loop_release(self.loop) end
   if not ok then
     if type(perr) == "table" and perr.fatal then
@@ -422,7 +424,10 @@ function Session:run_batch(time_ms)
     recovery.add_pending(self.job, inputs, self.pending, self.dead)
     self.pending = nil
   end
-  local ok, code = self:run_inputs(inputs, time_ms, "batch")
+  -- The batch that ends bounded input runs with the final watermark (the
+  -- test driver's finish() says so itself).
+  local final = self.ending or (self.loop ~= nil and self:input_ended(true))
+  local ok, code = self:run_inputs(inputs, time_ms, "batch", final)
   if not ok then return nil, code end
   self.total_records = self.total_records + records
   return records
@@ -486,6 +491,7 @@ local function new(job, o)
     log = o.log or stderr_log,
     nbatches = 0, batches_base = 0, total_records = 0, dead_before = 0, reload_failures = 0,
     progress = {}, segment_after = {}, kept = {}, started = core.clock_ms(),
+    event = eventtime.new_data(), -- the watermark's data (streamrun.eventtime)
   }, Session)
   S.dead = o.dead or function(source, offset, reason, record)
     C.sr_loop_dead_letter(S.loop, source, offset or -1, reason, record, #record)
@@ -621,6 +627,7 @@ function M.open(job, o)
   end
   if found then S:restore_outputs(found) end
   S:record_output_starts()
+  if found then S.event = eventtime.import(meta.event) end
   S:compile(states, windows)
   if found and meta.initial then
     S.log("resuming from %s: the job's start", found.path)
@@ -699,6 +706,7 @@ function Session:export()
     dead_before = self.dead_before, progress = self.progress, failures = self.writer and self.writer.failures or 0,
     segment_after = self.segment_after, kept = self.kept, reload_failures = self.reload_failures,
     batch_ms = self.job.batch_ms, elapsed_ms = core.clock_ms() - self.started,
+    event = eventtime.export(self.event),
   }
   if self.loop then ffi.gc(self.loop, nil) end -- the loop now belongs to the next session
   self.loop, self.plan = nil, nil
@@ -714,6 +722,7 @@ function Session:take_counters(ctx)
   for name, out in pairs(ctx.progress or {}) do self.progress[name] = out end
   for b, seq in pairs(ctx.segment_after or {}) do self.segment_after[tonumber(b)] = seq end
   for i, b in ipairs(ctx.kept or {}) do self.kept[i] = tonumber(b) end
+  self.event = eventtime.import(ctx.event)
 end
 
 -- The state tables and windows export() put in the handoff store, by

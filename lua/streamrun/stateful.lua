@@ -9,6 +9,7 @@ local core = require "streamrun.core"
 local format = require "streamrun.format"
 local ops = require "streamrun.ops"
 local guard = require "streamrun.guard"
+local eventtime = require "streamrun.eventtime"
 
 local cstate = core.cstate
 local C, ffi = core.C, core.ffi
@@ -170,7 +171,9 @@ local function reset(s, k, v, timing_out)
   s.key, s.value, s.timing_out, s.changed, s.removed = k, v, timing_out, false, false
 end
 
-function M.map_with_state(node, g, state, input, time_ms)
+-- plan: the running plan (its event-time tracker, and whether the batch is
+-- the last of bounded input: then every key times out).
+function M.map_with_state(node, g, state, input, time_ms, plan)
   local s = node.state_object
   if not s then
     s = setmetatable({}, State)
@@ -180,9 +183,13 @@ function M.map_with_state(node, g, state, input, time_ms)
   local now = node.timeout_ms > 0 and time_ms or nil
   local sp = ffi.cast("sr_state_t *", state:pointer())
   local A, B = input.a, input.b
+  -- With clock = "event", a key's idle clock restarts at its records' event
+  -- times and runs against the watermark.
+  local T = now and node.timeout_clock == "event" and input.t
   local OA, OB, m = {}, {}, 0
   each(input.n, function(i)
     local k, v = A[i], B[i]
+    if T then now = T[i] end
     if not ops.pair_check(node, g, k, v) then return end
     local kt, ks, kl, kn = key_args(k)
     local old = get_state(state, sp, k, kt, ks, kl, kn)
@@ -213,8 +220,14 @@ function M.map_with_state(node, g, state, input, time_ms)
     if now then state:touch(k, now) end
     g.report_at(node, ("key %s: %s"):format(format.json(k), tostring(err)), input, i, k, B[i])
   end, "record")
-  if node.timeout_ms > 0 then
-    local tk, tv, tn = state:expire(time_ms)
+  local expire_at = time_ms
+  if plan and plan.final then
+    expire_at = eventtime.FINAL
+  elseif node.timeout_clock == "event" then
+    expire_at = plan and plan.event and plan.event.fire
+  end
+  if node.timeout_ms > 0 and expire_at then
+    local tk, tv, tn = state:expire(expire_at)
     each(tn, function(i)
       local k = tk[i]
       reset(s, k, tv[i], true)

@@ -13,6 +13,7 @@
 -- sink (streamrun.outputs; only read), failing (the outputs whose last
 -- write failed), plan (for its zero_ms) }.
 local batch = require "streamrun.batch"
+local evwindows = require "streamrun.evwindows"
 local fuse = require "streamrun.fuse"
 local native = require "streamrun.native"
 local ops = require "streamrun.ops"
@@ -52,11 +53,22 @@ local Chain = class()
 function M.chain(stages, input, origin, ctx)
   local step = new(Chain, "chain", stages[#stages], input, { stages = stages })
   step.every = stages[1].every_ms
-  step.fused = fuse.chain(stages, ctx.guard, origin)
+  -- Event times follow each element through the chain by its origin
+  -- index: no work per record in the fused loop itself.
+  step.timed = input.timed
+  step.fused = fuse.chain(stages, ctx.guard, origin or step.timed)
   return step
 end
 function Chain:run(results)
-  return self.fused.run(results[self.input])
+  local input = results[self.input]
+  local out = self.fused.run(input)
+  local IT = self.timed and input.t
+  if IT then
+    local O, OT = out.o, batch.reuse_times(self, out.n)
+    for m = 1, out.n do OT[m] = IT[O[m]] end
+    out.t = OT
+  end
+  return out
 end
 
 -- A built-in chain and the stage consuming it, run in C (streamrun.native):
@@ -99,7 +111,7 @@ function M.stateful(node, ctx)
   state:set_timeout(node.timeout_ms)
   ctx.states[name] = state
   return new(Stateful, "stateful", node, node.inputs[1], {
-    state = state, op = stateful[node.op], guard = ctx.guard,
+    state = state, op = stateful[node.op], guard = ctx.guard, plan = ctx.plan,
     seeded = not node.initial or kept ~= nil,
   })
 end
@@ -109,7 +121,7 @@ function Stateful:run(results, time_ms)
     self.seeded = true
     stateful.seed(node, g, self.state, time_ms)
   end
-  return self.op(node, g, self.state, results[self.input], time_ms)
+  return self.op(node, g, self.state, results[self.input], time_ms, self.plan)
 end
 
 -- A window stage (streamrun.windows): its window is plan.windows[name].
@@ -122,6 +134,21 @@ function M.windowed(node, ctx)
 end
 function Windowed:run(results, time_ms)
   return windows.run(self.node, self.guard, self.window, results[self.input], time_ms, self.plan.zero_ms)
+end
+
+-- An event-time window or session stage (streamrun.evwindows): its state
+-- table is plan.states[name]; the watermark is the plan's tracker's.
+local Event = class()
+function M.event(node, ctx)
+  local name = node.stage_name
+  local state = ctx.states_in and ctx.states_in[name] or evwindows.new_state(node)
+  ctx.states[name] = state
+  return new(Event, "event", node, node.inputs[1], {
+    state = state, op = evwindows[node.op], guard = ctx.guard, plan = ctx.plan,
+  })
+end
+function Event:run(results)
+  return self.op(self.node, self.guard, self.state, results[self.input], self.plan.event)
 end
 
 -- A view of its input's state (state_snapshots): every (k, state) after

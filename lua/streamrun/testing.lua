@@ -159,6 +159,29 @@ function Driver:advance(dur)
   return out
 end
 
+-- The job's watermark in event time (epoch ms), or nil while it has none
+-- (no event-time source, or one has shown no time yet).
+function Driver:watermark()
+  return self.session.event.wm
+end
+
+-- Ends the input as a bounded job's does: runs one last batch with what was
+-- pushed, at the final watermark (every event window, session and timeout
+-- fires; every map_with_state key with a timeout times out). Returns its
+-- outputs, by output name.
+function Driver:finish()
+  self.session.ending = true
+  local ok, out = pcall(run_batch, self)
+  self.session.ending = nil
+  if not ok then error(out, 0) end
+  return out
+end
+
+-- Late records an event-time stage counted and dropped (on_late = "drop").
+function Driver:late_dropped(name)
+  return self.session.event.dropped[name] or 0
+end
+
 -- The time of the last batch run, in virtual milliseconds.
 function Driver:time() return self.last_time or 0 end
 

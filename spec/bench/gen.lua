@@ -156,6 +156,23 @@ function M.keys(path, keys, updates, seed)
   return { keys = keys, updates = updates, key_bytes = 10, bytes = w.bytes() }
 end
 
+-- -- Events: "<key> <epoch ms>" lines, 1M records per second of event
+-- time, each up to `jitter` ms behind the time of its place (out of order) --
+
+function M.events(path, records, keys, jitter, seed)
+  local rng = lib.rng(seed)
+  local w = writer(path)
+  local t0 = 1700000000000
+  local late_max = 0
+  for i = 0, records - 1 do
+    local behind = rng:int(jitter + 1) - 1
+    if behind > late_max then late_max = behind end
+    w.add(("key%05d %d\n"):format(rng:int(keys), t0 + floor(i / 1000) - behind))
+  end
+  w.close()
+  return { records = records, keys = keys, jitter = late_max, bytes = w.bytes() }
+end
+
 -- -- Reuse --
 
 local function meta_text(kind, params)
@@ -189,6 +206,8 @@ function M.ensure(kind, path, params)
     info = M.json(tmp, params.records, params.seed)
   elseif kind == "keys" then
     info = M.keys(tmp, params.keys, params.updates, params.seed)
+  elseif kind == "events" then
+    info = M.events(tmp, params.records, params.keys, params.jitter, params.seed)
   else
     error("unknown input kind " .. kind)
   end

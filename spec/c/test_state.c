@@ -124,6 +124,47 @@ static void test_timeouts(void **state)
     sr_state_free(st);
 }
 
+/* Timers armed by hand in event time (windows and sessions): a table with
+ * no timeout, epoch-ms expiries, re-armed earlier and later, an expiry
+ * behind the wheel's time, and the final watermark's jump. */
+static void test_event_timers(void **state)
+{
+    (void)state;
+    sr_state_t *st = sr_state_new("windows", 4, 0, 0);
+    const int64_t t0 = 1700000000000;
+    sr_state_entry_t *e;
+    assert_int_equal(sr_state_put(st, "a", 1, "1", 1, &e), SR_OK);
+    sr_state_arm(st, e, t0 + 10000);
+    assert_int_equal(sr_state_put(st, "b", 1, "1", 1, &e), SR_OK);
+    sr_state_arm(st, e, t0 + 20000);
+    /* Touching does nothing without a timeout: the timer stays. */
+    sr_state_touch(st, e, t0);
+    assert_null(sr_state_expire(st, t0 + 9999));
+    sr_state_entry_t *due = sr_state_expire(st, t0 + 10000);
+    assert_non_null(due);
+    assert_memory_equal(sr_state_entry_key(due), "a", 1);
+    assert_null(due->timer.next);
+    /* Re-armed behind the wheel's time: due at the next advance. */
+    sr_state_arm(st, due, t0 + 5000);
+    due = sr_state_expire(st, t0 + 10000);
+    assert_non_null(due);
+    assert_memory_equal(sr_state_entry_key(due), "a", 1);
+    /* b moved earlier, then later. */
+    e = sr_state_get(st, "b", 1);
+    sr_state_arm(st, e, t0 + 15000);
+    sr_state_arm(st, e, t0 + 40000);
+    assert_null(sr_state_expire(st, t0 + 39999));
+    assert_non_null(sr_state_expire(st, t0 + 40000));
+    /* The final watermark (2^46 ms) takes every timer left. */
+    sr_state_arm(st, sr_state_get(st, "a", 1), t0 + 3600000);
+    sr_state_arm(st, sr_state_get(st, "b", 1), t0 + 7200000);
+    due = sr_state_expire(st, (int64_t)1 << 46);
+    assert_non_null(due);
+    assert_non_null(due->timer.next);
+    assert_int_equal(sr_state_remove(st, "a", 1) + sr_state_remove(st, "b", 1), 2);
+    sr_state_free(st);
+}
+
 static void test_out_of_memory(void **state)
 {
     (void)state;
@@ -152,6 +193,7 @@ int main(void)
         cmocka_unit_test(test_put_get_update_remove),
         cmocka_unit_test(test_many_keys_growth_and_iteration),
         cmocka_unit_test(test_timeouts),
+        cmocka_unit_test(test_event_timers),
         cmocka_unit_test(test_out_of_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
