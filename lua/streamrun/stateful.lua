@@ -13,6 +13,7 @@ local guard = require "streamrun.guard"
 local cstate = core.cstate
 local C, ffi = core.C, core.ffi
 local type, error, tostring = type, error, tostring
+local min = math.min
 local each = guard.each
 
 local M = {}
@@ -170,6 +171,32 @@ local function reset(s, k, v, timing_out)
   s.key, s.value, s.timing_out, s.changed, s.removed = k, v, timing_out, false, false
 end
 
+local FOUND_RUN = 256
+
+-- The batch's keys as the C lookup takes them, in a buffer kept by the
+-- stage (grown, never shrunk): the strings are borrowed from the batch.
+local function batch_keys(node, A, n)
+  local K = node.key_buf
+  if not K or node.key_cap < n then
+    K = ffi.new("sr_state_key_t[?]", n)
+    node.key_buf, node.key_cap = K, n
+  end
+  for i = 1, n do
+    local k, e = A[i], K[i - 1]
+    local t = type(k)
+    if t == "string" then
+      e.type, e.s, e.len = 1, k, #k
+    elseif t == "number" then
+      e.type, e.num = 2, k
+    elseif t == "boolean" then
+      e.type, e.num = 3, k and 1 or 0
+    else
+      e.type = 0
+    end
+  end
+  return K
+end
+
 function M.map_with_state(node, g, state, input, time_ms)
   local s = node.state_object
   if not s then
@@ -179,13 +206,26 @@ function M.map_with_state(node, g, state, input, time_ms)
   local f = node.fn
   local now = node.timeout_ms > 0 and time_ms or nil
   local sp = ffi.cast("sr_state_t *", state:pointer())
-  local A, B = input.a, input.b
+  local A, B, n = input.a, input.b, input.n
   local OA, OB, m = {}, {}, 0
-  each(input.n, function(i)
+  -- The keys are looked up FOUND_RUN at a time by one C call (their
+  -- cache misses overlap, and the entries are still in cache when the
+  -- records use them); each record then reads and writes its entry by its
+  -- index in the run.
+  local K = batch_keys(node, A, n)
+  local base, top = 0, 0
+  each(n, function(i)
+    if i > top or i <= base then
+      base, top = i - 1, min(n, i - 1 + FOUND_RUN)
+      C.sr_state_find_batch(sp, K + base, top - base)
+    end
+    local j = i - 1 - base
     local k, v = A[i], B[i]
     if not ops.pair_check(node, g, k, v) then return end
     local kt, ks, kl, kn = key_args(k)
-    local old = get_state(state, sp, k, kt, ks, kl, kn)
+    local rc = C.sr_state_found_number(sp, j, kt, ks, kl, kn, number_out)
+    local old
+    if rc == 1 then old = number_out[0] elseif rc ~= 0 then old = state:get_found(j, k) end
     reset(s, k, old, false)
     local r1, r2 = f(k, v, s, time_ms)
     if s.removed then
@@ -193,7 +233,7 @@ function M.map_with_state(node, g, state, input, time_ms)
     elseif s.changed then
       local nv = s.value
       if type(nv) == "number" then
-        local rc = C.sr_state_put_number(sp, kt, ks, kl, kn, nv, now or -1)
+        rc = C.sr_state_found_put_number(sp, j, kt, ks, kl, kn, nv, now or -1)
         if rc ~= 0 then
           key_error(node, g, k, v, ffi.string(C.sr_strerror(rc)) .. "; the key keeps its previous state")
         end
@@ -201,7 +241,7 @@ function M.map_with_state(node, g, state, input, time_ms)
         state:touch(k, now)
       end
     elseif old ~= nil and now then
-      C.sr_state_touch_key(sp, kt, ks, kl, kn, now)
+      C.sr_state_found_touch(sp, j, kt, ks, kl, kn, now)
     end
     if r1 ~= nil then
       m = m + 1
@@ -229,6 +269,7 @@ function M.map_with_state(node, g, state, input, time_ms)
       key_error(node, g, tk[i], tv[i], err)
     end, "item")
   end
+  C.sr_state_release(sp)
   return { n = m, a = OA, b = OB }
 end
 

@@ -16,8 +16,8 @@ static const char *get_str(sr_state_t *st, const char *k, char *buf)
 {
     sr_state_entry_t *e = sr_state_get(st, k, strlen(k));
     if (!e) return NULL;
-    memcpy(buf, sr_state_entry_value(e), e->vlen);
-    buf[e->vlen] = '\0';
+    memcpy(buf, sr_state_entry_value(e), sr_state_entry_vlen(e));
+    buf[sr_state_entry_vlen(e)] = '\0';
     return buf;
 }
 
