@@ -214,6 +214,10 @@ function M.map_with_state(node, g, state, input, time_ms)
   -- index in the run.
   local K = batch_keys(node, A, n)
   local base, top = 0, 0
+  -- Values that are not numbers are decoded once per key and batch, and
+  -- held here: read by the key's later records, and (dirty: updated)
+  -- written back once, in the order first updated, after the records.
+  local held, dirty, D, nd = {}, {}, {}, 0
   each(n, function(i)
     if i > top or i <= base then
       base, top = i - 1, min(n, i - 1 + FOUND_RUN)
@@ -223,22 +227,36 @@ function M.map_with_state(node, g, state, input, time_ms)
     local k, v = A[i], B[i]
     if not ops.pair_check(node, g, k, v) then return end
     local kt, ks, kl, kn = key_args(k)
-    local rc = C.sr_state_found_number(sp, j, kt, ks, kl, kn, number_out)
-    local old
-    if rc == 1 then old = number_out[0] elseif rc ~= 0 then old = state:get_found(j, k) end
+    local old = held[k]
+    if old == nil then
+      local rc = C.sr_state_found_number(sp, j, kt, ks, kl, kn, number_out)
+      if rc == 1 then
+        old = number_out[0]
+      elseif rc ~= 0 then
+        old = state:get_found(j, k)
+        held[k] = old
+      end
+    end
     reset(s, k, old, false)
     local r1, r2 = f(k, v, s, time_ms)
     if s.removed then
       state:remove(k)
+      held[k], dirty[k] = nil, nil
     elseif s.changed then
       local nv = s.value
       if type(nv) == "number" then
-        rc = C.sr_state_found_put_number(sp, j, kt, ks, kl, kn, nv, now or -1)
+        held[k], dirty[k] = nil, nil
+        local rc = C.sr_state_found_put_number(sp, j, kt, ks, kl, kn, nv, now or -1)
         if rc ~= 0 then
           key_error(node, g, k, v, ffi.string(C.sr_strerror(rc)) .. "; the key keeps its previous state")
         end
-      elseif not put_or_report(node, g, state, sp, k, nv, now) and old ~= nil and now then
-        state:touch(k, now)
+      else
+        held[k] = nv
+        if not dirty[k] then
+          dirty[k] = true
+          nd = nd + 1
+          D[nd] = k
+        end
       end
     elseif old ~= nil and now then
       C.sr_state_found_touch(sp, j, kt, ks, kl, kn, now)
@@ -253,6 +271,11 @@ function M.map_with_state(node, g, state, input, time_ms)
     if now then state:touch(k, now) end
     g.report_at(node, ("key %s: %s"):format(format.json(k), tostring(err)), input, i, k, B[i])
   end, "record")
+  -- The values that are not numbers, encoded once per key and batch.
+  for i = 1, nd do
+    local k = D[i]
+    if dirty[k] and not put_or_report(node, g, state, sp, k, held[k], now) and now then state:touch(k, now) end
+  end
   if node.timeout_ms > 0 then
     local tk, tv, tn = state:expire(time_ms)
     each(tn, function(i)
