@@ -99,6 +99,7 @@ void sr_state_free(sr_state_t *st)
     sr_slab_close(&st->slab);
     sr_free(st->found);
     sr_free(st->scratch);
+    sr_free(st->keys);
     sr_free(st->parts);
     sr_free(st->name);
     sr_free(st);
@@ -609,6 +610,17 @@ static size_t sr__probe2(const sr_state_part_t *part, uint64_t h, const unsigned
         }
         i = (i + 1) & mask;
     }
+}
+
+sr_state_key_t *sr_state_keys(sr_state_t *st, size_t n)
+{
+    if (n > st->keys_cap) {
+        sr_state_key_t *k = sr_realloc(st->keys, (n ? n : 1) * sizeof(*k));
+        if (!k) return NULL;
+        st->keys = k;
+        st->keys_cap = n;
+    }
+    return st->keys;
 }
 
 int sr_state_find_batch(sr_state_t *st, const sr_state_key_t *keys, size_t n)

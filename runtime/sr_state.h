@@ -72,6 +72,8 @@ typedef struct sr_state {
     int holding;
     size_t inserted; /* private: keys put since sr_state_find_batch */
     uint64_t *scratch; /* private: the lookup pipeline's hashes */
+    struct sr_state_key *keys; /* private: sr_state_keys's buffer */
+    size_t keys_cap;
 } sr_state_t;
 
 typedef struct sr_state_iter {
@@ -147,6 +149,10 @@ typedef struct sr_state_key {
     int type;      /* SR_KEY_*, or 0: not a key (found: NULL) */
 } sr_state_key_t;
 
+/* Room for n keys, owned by the state (kept outside the Lua heap, so a
+ * large batch's keys do not raise its collector's pace), valid until the
+ * next call; NULL when out of memory. */
+sr_state_key_t *sr_state_keys(sr_state_t *st, size_t n);
 /* Finds the entries of keys[0..n) (NULL for a key with no state). Returns
  * 0 or SR_ENOMEM (then nothing is found: each call below looks its key up
  * alone). */

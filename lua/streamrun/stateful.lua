@@ -173,14 +173,11 @@ end
 
 local FOUND_RUN = 256
 
--- The batch's keys as the C lookup takes them, in a buffer kept by the
--- stage (grown, never shrunk): the strings are borrowed from the batch.
-local function batch_keys(node, A, n)
-  local K = node.key_buf
-  if not K or node.key_cap < n then
-    K = ffi.new("sr_state_key_t[?]", n)
-    node.key_buf, node.key_cap = K, n
-  end
+-- The batch's keys as the C lookup takes them, in the state's buffer
+-- (the strings are borrowed from the batch).
+local function batch_keys(sp, A, n)
+  local K = C.sr_state_keys(sp, n)
+  if K == nil then error("map_with_state: out of memory for a batch of " .. n .. " keys", 0) end
   for i = 1, n do
     local k, e = A[i], K[i - 1]
     local t = type(k)
@@ -212,7 +209,7 @@ function M.map_with_state(node, g, state, input, time_ms)
   -- cache misses overlap, and the entries are still in cache when the
   -- records use them); each record then reads and writes its entry by its
   -- index in the run.
-  local K = batch_keys(node, A, n)
+  local K = batch_keys(sp, A, n)
   local base, top = 0, 0
   -- Values that are not numbers are decoded once per key and batch, and
   -- held here: read by the key's later records, and (dirty: updated)
