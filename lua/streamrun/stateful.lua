@@ -4,7 +4,9 @@
 -- calls its function once per record, in arrival order, then once more for
 -- every key whose idle time passed its timeout at this batch's time.
 -- User functions here run in guard.each's loops: state is committed after
--- each call, so a failing call is reported and its key keeps its state.
+-- each call, so a failing call is reported and its key keeps its state
+-- (map_with_state commits a value that is not a number to the batch's
+-- held values, written to C after the batch's records).
 local core = require "streamrun.core"
 local format = require "streamrun.format"
 local ops = require "streamrun.ops"
@@ -31,14 +33,6 @@ local function key_args(k)
   if t == "string" then return 1, k, #k, 0 end
   if t == "number" then return 2, nil, 0, k end
   return 3, nil, 0, k and 1 or 0
-end
-
--- The key's state, with key_args's values.
-local function get_state(state, sp, k, kt, ks, kl, kn)
-  local rc = C.sr_state_get_number(sp, kt, ks, kl, kn, number_out)
-  if rc == 1 then return number_out[0] end
-  if rc == 0 then return nil end
-  return state:get(k)
 end
 
 local function key_error(node, g, k, record, err)
