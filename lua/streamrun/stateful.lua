@@ -232,11 +232,12 @@ function M.map_with_state(node, g, state, input, time_ms)
     local r1, r2 = f(k, v, s, time_ms)
     if s.removed then
       state:remove(k)
-      held[k], dirty[k] = nil, nil
+      -- (a nil stored under an absent key would add the key to the table)
+      if held[k] ~= nil then held[k], dirty[k] = nil, nil end
     elseif s.changed then
       local nv = s.value
       if type(nv) == "number" then
-        held[k], dirty[k] = nil, nil
+        if held[k] ~= nil then held[k], dirty[k] = nil, nil end
         local rc = C.sr_state_found_put_number(sp, j, kt, ks, kl, kn, nv, now or -1)
         if rc ~= 0 then
           key_error(node, g, k, v, ffi.string(C.sr_strerror(rc)) .. "; the key keeps its previous state")
