@@ -10,9 +10,10 @@
 #include "sr_slab.h"
 #include "sr_wheel.h"
 
-/* An entry is one heap block: its header is 28 bytes (data starts right
- * after vlen, not at sizeof), so a key and value of up to 12 bytes together
- * fit glibc's 48-byte chunk. Keys are at most SR_STATE_MAX_KEY bytes; a
+/* An entry is one block of the state's slab (sr_slab: no allocator header,
+ * sizes rounded to 8 bytes): its header is 28 bytes (data starts right
+ * after vlen, not at sizeof), so a key and value of 12 bytes together take
+ * 40. Keys are at most SR_STATE_MAX_KEY bytes; a
  * value of SR_STATE_VLEN_LONG bytes or more has vlen SR_STATE_VLEN_LONG and
  * its length as a uint32 between the key and the value. */
 typedef struct sr_state_entry {
