@@ -614,11 +614,12 @@ static size_t sr__probe2(const sr_state_part_t *part, uint64_t h, const unsigned
 
 sr_state_key_t *sr_state_keys(sr_state_t *st, size_t n)
 {
-    if (n > st->keys_cap) {
-        sr_state_key_t *k = sr_realloc(st->keys, (n ? n : 1) * sizeof(*k));
+    if (!st->keys || n > st->keys_cap) {
+        size_t cap = n > 16 ? n : 16;
+        sr_state_key_t *k = sr_realloc(st->keys, cap * sizeof(*k));
         if (!k) return NULL;
         st->keys = k;
-        st->keys_cap = n;
+        st->keys_cap = cap;
     }
     return st->keys;
 }

@@ -256,6 +256,9 @@ static void test_find_batch(void **state)
     }
     static char names[B][32];
     static sr_state_key_t keys[B];
+    /* The key buffer exists for an empty batch too (NULL means no memory). */
+    assert_non_null(sr_state_keys(st, 0));
+    assert_non_null(sr_state_keys(st, B));
     uint64_t seed = 7;
     for (int round = 0; round < 5; round++) {
         for (int i = 0; i < B; i++) {
