@@ -206,7 +206,8 @@ function M.map_with_state(node, g, state, input, time_ms)
   local K = batch_keys(sp, A, n)
   local base, top = 0, 0
   -- Values that are not numbers are decoded once per key and batch, and
-  -- held here: read by the key's later records, and (dirty: updated)
+  -- held here: read by the key's later records, and (dirty: updated; the
+  -- value is the time of the last update, or true without a timeout)
   -- written back once, in the order first updated, after the records.
   local held, dirty, D, nd = {}, {}, {}, 0
   each(n, function(i)
@@ -245,10 +246,11 @@ function M.map_with_state(node, g, state, input, time_ms)
       else
         held[k] = nv
         if not dirty[k] then
-          dirty[k] = true
           nd = nd + 1
           D[nd] = k
         end
+        -- The time its idle clock restarts at, when written back.
+        dirty[k] = now or true
       end
     elseif old ~= nil and now then
       C.sr_state_found_touch(sp, j, kt, ks, kl, kn, now)
@@ -266,7 +268,11 @@ function M.map_with_state(node, g, state, input, time_ms)
   -- The values that are not numbers, encoded once per key and batch.
   for i = 1, nd do
     local k = D[i]
-    if dirty[k] and not put_or_report(node, g, state, sp, k, held[k], now) and now then state:touch(k, now) end
+    local at = dirty[k]
+    if at then
+      at = at ~= true and at or nil
+      if not put_or_report(node, g, state, sp, k, held[k], at) and at then state:touch(k, at) end
+    end
   end
   if node.timeout_ms > 0 then
     local tk, tv, tn = state:expire(time_ms)
