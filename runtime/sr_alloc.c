@@ -4,8 +4,10 @@
 #include "sr_alloc.h"
 
 #include <malloc.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static size_t used;
 static long fail_countdown = -1;
@@ -59,6 +61,29 @@ void sr_free(void *p)
     if (!p) return;
     used -= malloc_usable_size(p);
     free(p);
+}
+
+void *sr_malloc_huge(size_t n)
+{
+    if (sr__should_fail()) return NULL;
+    /* Map one huge page more than asked, then give back what lies before
+     * the first aligned address and after the block. */
+    size_t span = n + SR_ALLOC_HUGE;
+    char *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    char *p = (char *)(((uintptr_t)raw + SR_ALLOC_HUGE - 1) & ~(uintptr_t)(SR_ALLOC_HUGE - 1));
+    if (p > raw) munmap(raw, (size_t)(p - raw));
+    if (raw + span > p + n) munmap(p + n, (size_t)(raw + span - (p + n)));
+    madvise(p, n, MADV_HUGEPAGE); /* advice: without THP, ordinary pages */
+    used += n;
+    return p;
+}
+
+void sr_free_huge(void *p, size_t n)
+{
+    if (!p) return;
+    munmap(p, n);
+    used -= n;
 }
 
 size_t sr_alloc_used(void) { return used; }

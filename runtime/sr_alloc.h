@@ -11,6 +11,14 @@ void *sr_realloc(void *p, size_t n);
 char *sr_strdup(const char *s);
 void sr_free(void *p);
 
+/* n bytes (a multiple of SR_ALLOC_HUGE) of zeroed memory aligned to
+ * SR_ALLOC_HUGE, which the kernel is asked to back with transparent huge
+ * pages (large tables touched at random then miss the TLB far less), or
+ * NULL. Freed with sr_free_huge and the same n. */
+#define SR_ALLOC_HUGE ((size_t)2 << 20)
+void *sr_malloc_huge(size_t n);
+void sr_free_huge(void *p, size_t n);
+
 /* Bytes currently allocated through this module, as the C allocator
  * reports them (at least what was asked for). */
 size_t sr_alloc_used(void);

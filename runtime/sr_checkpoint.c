@@ -76,7 +76,7 @@ static void sr__pack_state(msgpack_packer *pk, const sr_state_t *st)
         msgpack_pack_array(pk, 3);
         /* Keys and values are msgpack already: written as they are. */
         pk->callback(pk->data, sr_state_entry_key(e), e->klen);
-        pk->callback(pk->data, sr_state_entry_value(e), e->vlen);
+        pk->callback(pk->data, sr_state_entry_value(e), sr_state_entry_vlen(e));
         if (sr_wheel_armed(&e->timer)) msgpack_pack_int64(pk, e->timer.expiry);
         else msgpack_pack_nil(pk);
     }

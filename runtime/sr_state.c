@@ -12,11 +12,16 @@
 
 #define SR_STATE_MIN_CAP 16
 
-uint64_t sr_state_hash(const char *p, size_t n)
+/* FNV-1a over the bytes a[0..na) then b[0..nb), as over one run of bytes. */
+static inline uint64_t sr__hash2(const unsigned char *a, size_t na, const unsigned char *b, size_t nb)
 {
-    uint64_t h = 0xcbf29ce484222325ULL ^ n;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
+    uint64_t h = 0xcbf29ce484222325ULL ^ (na + nb);
+    for (size_t i = 0; i < na; i++) {
+        h ^= a[i];
+        h *= 0x100000001b3ULL;
+    }
+    for (size_t i = 0; i < nb; i++) {
+        h ^= b[i];
         h *= 0x100000001b3ULL;
     }
     /* splitmix64 finalizer: FNV's low bits alone probe badly */
@@ -26,6 +31,11 @@ uint64_t sr_state_hash(const char *p, size_t n)
     h *= 0x94d049bb133111ebULL;
     h ^= h >> 31;
     return h;
+}
+
+uint64_t sr_state_hash(const char *p, size_t n)
+{
+    return sr__hash2((const unsigned char *)p, n, NULL, 0);
 }
 
 /* Slots hold an entry's address (48 bits on x86-64 and arm64) and the top
@@ -44,6 +54,14 @@ static sr_state_entry_t *sr__entry_of(sr_wheel_node_t *n)
     return n ? (sr_state_entry_t *)((char *)n - offsetof(sr_state_entry_t, timer)) : NULL;
 }
 
+/* Bytes of an entry holding klen and vlen bytes. */
+static size_t sr__entry_size(size_t klen, size_t vlen)
+{
+    return SR_STATE_ENTRY_HEAD + klen + vlen + (vlen >= SR_STATE_VLEN_LONG ? sizeof(uint32_t) : 0);
+}
+
+static size_t sr__esize(const sr_state_entry_t *e) { return sr__entry_size(e->klen, sr_state_entry_vlen(e)); }
+
 sr_state_t *sr_state_new(const char *name, int partitions, int64_t timeout_ms, int64_t now_ms)
 {
     if (partitions < 1) partitions = 1;
@@ -56,6 +74,7 @@ sr_state_t *sr_state_new(const char *name, int partitions, int64_t timeout_ms, i
     st->nparts = partitions;
     st->timeout_ms = timeout_ms > 0 ? timeout_ms : 0;
     sr_wheel_init(&st->wheel, now_ms);
+    sr_slab_init(&st->slab);
     return st;
 fail:
     sr_free(st->name);
@@ -67,11 +86,20 @@ fail:
 void sr_state_free(sr_state_t *st)
 {
     if (!st) return;
+    sr_state_release(st);
     for (int p = 0; st->parts && p < st->nparts; p++) {
         sr_state_part_t *part = &st->parts[p];
-        for (size_t i = 0; i < part->cap; i++) sr_free(sr__slot_entry(part->slots[i]));
+        /* Entries too large for the slab were each allocated alone. */
+        for (size_t i = 0; st->slab.large && i < part->cap; i++) {
+            sr_state_entry_t *e = sr__slot_entry(part->slots[i]);
+            if (e && sr__esize(e) > SR_SLAB_MAX) sr_slab_free(&st->slab, e, sr__esize(e));
+        }
         sr_free(part->slots);
     }
+    sr_slab_close(&st->slab);
+    sr_free(st->found);
+    sr_free(st->scratch);
+    sr_free(st->keys);
     sr_free(st->parts);
     sr_free(st->name);
     sr_free(st);
@@ -149,6 +177,88 @@ sr_state_entry_t *sr_state_get(sr_state_t *st, const char *key, size_t klen)
     return sr__slot_entry(part->slots[sr__probe(part, h, key, klen)]);
 }
 
+
+/* Sets e's value length field (the entry has room for it). */
+static void sr__set_value(sr_state_entry_t *e, const char *value, size_t vlen)
+{
+    char *v = e->data + e->klen;
+    if (vlen >= SR_STATE_VLEN_LONG) {
+        uint32_t n = (uint32_t)vlen;
+        e->vlen = SR_STATE_VLEN_LONG;
+        memcpy(v, &n, sizeof(n));
+        v += sizeof(n);
+    } else {
+        e->vlen = (uint16_t)vlen;
+    }
+    memcpy(v, value, vlen);
+}
+
+/* An entry removed or moved: freed now, or at sr_state_release while a
+ * batch's found entries may point at it (marked gone, unarmed). */
+#define SR__GONE INT64_MIN
+static void sr__bury(sr_state_t *st, sr_state_entry_t *e)
+{
+    if (!st->holding) {
+        sr_slab_free(&st->slab, e, sr__esize(e));
+        return;
+    }
+    e->timer.pprev = NULL;
+    e->timer.expiry = SR__GONE;
+    e->timer.next = (sr_wheel_node_t *)st->graveyard;
+    st->graveyard = e;
+}
+
+static inline int sr__gone(const sr_state_entry_t *e)
+{
+    return !e->timer.pprev && e->timer.expiry == SR__GONE;
+}
+
+/* Sets the value of the entry in slot i of part, moving it when its size
+ * changes. Returns the entry, or NULL when out of memory (it keeps its
+ * value). */
+static sr_state_entry_t *sr__replace(sr_state_t *st, sr_state_part_t *part, size_t i, uint64_t h,
+                                     sr_state_entry_t *e, const char *value, size_t vlen)
+{
+    size_t old = sr_state_entry_vlen(e);
+    if (old == vlen) {
+        memcpy((char *)sr_state_entry_value(e), value, vlen);
+        return e;
+    }
+    size_t klen = e->klen, size = sr__entry_size(klen, vlen);
+    int armed = sr_wheel_armed(&e->timer);
+    int64_t expiry = e->timer.expiry;
+    sr_state_entry_t *ne;
+    ne = sr_slab_alloc(&st->slab, size);
+    if (!ne) return NULL;
+    memcpy(ne, e, SR_STATE_ENTRY_HEAD + klen);
+    sr_wheel_cancel(&st->wheel, &e->timer);
+    sr__bury(st, e);
+    sr_wheel_node_init(&ne->timer);
+    st->data_bytes = st->data_bytes - old + vlen;
+    sr__set_value(ne, value, vlen);
+    part->slots[i] = sr__slot(ne, h);
+    if (armed) sr_wheel_add(&st->wheel, &ne->timer, expiry);
+    return ne;
+}
+
+/* Puts a new key in the empty slot i of part. Returns the entry or NULL. */
+static sr_state_entry_t *sr__insert(sr_state_t *st, sr_state_part_t *part, size_t i, uint64_t h,
+                                    const char *key, size_t klen, const char *value, size_t vlen)
+{
+    sr_state_entry_t *e = sr_slab_alloc(&st->slab, sr__entry_size(klen, vlen));
+    if (!e) return NULL;
+    sr_wheel_node_init(&e->timer);
+    e->klen = (uint16_t)klen;
+    memcpy(e->data, key, klen);
+    sr__set_value(e, value, vlen);
+    part->slots[i] = sr__slot(e, h);
+    part->count++;
+    st->count++;
+    st->data_bytes += klen + vlen;
+    st->inserted++;
+    return e;
+}
+
 int sr_state_put(sr_state_t *st, const char *key, size_t klen, const char *value, size_t vlen,
                  sr_state_entry_t **out)
 {
@@ -161,37 +271,8 @@ int sr_state_put(sr_state_t *st, const char *key, size_t klen, const char *value
     if ((part->count + 1) * 4 > part->cap * 3 && sr__grow(part) < 0) return SR_ENOMEM;
     size_t i = sr__probe(part, h, key, klen);
     sr_state_entry_t *e = sr__slot_entry(part->slots[i]);
-    if (e && e->vlen == vlen) {
-        memcpy(e->data + klen, value, vlen);
-    } else if (e) {
-        int armed = sr_wheel_armed(&e->timer);
-        int64_t expiry = e->timer.expiry;
-        sr_wheel_cancel(&st->wheel, &e->timer);
-        sr_state_entry_t *ne = sr_realloc(e, SR_STATE_ENTRY_HEAD + klen + vlen);
-        if (!ne) {
-            if (armed) sr_wheel_add(&st->wheel, &e->timer, expiry);
-            return SR_ENOMEM;
-        }
-        e = ne;
-        sr_wheel_node_init(&e->timer);
-        st->data_bytes = st->data_bytes - e->vlen + vlen;
-        e->vlen = (uint32_t)vlen;
-        memcpy(e->data + klen, value, vlen);
-        part->slots[i] = sr__slot(e, h);
-        if (armed) sr_wheel_add(&st->wheel, &e->timer, expiry);
-    } else {
-        e = sr_malloc(SR_STATE_ENTRY_HEAD + klen + vlen);
-        if (!e) return SR_ENOMEM;
-        sr_wheel_node_init(&e->timer);
-        e->klen = (uint16_t)klen;
-        e->vlen = (uint32_t)vlen;
-        memcpy(e->data, key, klen);
-        memcpy(e->data + klen, value, vlen);
-        part->slots[i] = sr__slot(e, h);
-        part->count++;
-        st->count++;
-        st->data_bytes += klen + vlen;
-    }
+    e = e ? sr__replace(st, part, i, h, e, value, vlen) : sr__insert(st, part, i, h, key, klen, value, vlen);
+    if (!e) return SR_ENOMEM;
     if (out) *out = e;
     return SR_OK;
 }
@@ -207,8 +288,8 @@ int sr_state_remove(sr_state_t *st, const char *key, size_t klen)
     sr_state_entry_t *e = sr__slot_entry(part->slots[i]);
     if (!e) return 0;
     sr_wheel_cancel(&st->wheel, &e->timer);
-    st->data_bytes -= e->klen + e->vlen;
-    sr_free(e);
+    st->data_bytes -= e->klen + sr_state_entry_vlen(e);
+    sr__bury(st, e);
     part->slots[i] = 0;
     part->count--;
     st->count--;
@@ -232,8 +313,10 @@ int sr_state_remove(sr_state_t *st, const char *key, size_t klen)
 void sr_state_touch(sr_state_t *st, sr_state_entry_t *e, int64_t now_ms)
 {
     if (!st->timeout_ms) return;
-    /* Idle for longer than the timeout: due at the first ms past it. */
-    sr_wheel_add(&st->wheel, &e->timer, now_ms + st->timeout_ms + 1);
+    /* Idle for longer than the timeout: due at the first ms past it. A
+     * later deadline leaves the node where it is (no list is touched: the
+     * wheel moves it when its slot comes). */
+    sr_wheel_extend(&st->wheel, &e->timer, now_ms + st->timeout_ms + 1);
 }
 
 void sr_state_arm(sr_state_t *st, sr_state_entry_t *e, int64_t expiry_ms)
@@ -324,23 +407,11 @@ static const char *sr__key(int ktype, const char *s, size_t len, double num, sr_
     return kb->buf;
 }
 
-int sr_state_get_number(sr_state_t *st, int ktype, const char *s, size_t len, double num, double *out)
+/* The entry's value if it is a number: 1 and *out, else -1. Only numbers
+ * are read here: fixints, ints and uints of every width, floats 32 and 64
+ * (the encodings msgpack-c writes for numbers). */
+static int sr__entry_number(const sr_state_entry_t *e, double *out)
 {
-    sr__bytes_t kb;
-    size_t klen;
-    char *heap;
-    const char *key = sr__key(ktype, s, len, num, &kb, &klen, &heap);
-    if (!key) return -1;
-    sr_state_entry_t *e = sr_state_get(st, key, klen);
-    sr_free(heap);
-    st->last = e;
-    st->last_ktype = ktype;
-    st->last_s = s;
-    st->last_len = len;
-    st->last_num = num;
-    if (!e) return 0;
-    /* Only numbers are read here: fixints, ints and uints of every width,
-     * floats 32 and 64 (the encodings msgpack-c writes for numbers). */
     const unsigned char *v = (const unsigned char *)sr_state_entry_value(e);
     size_t n = e->vlen;
     if (n == 1 && v[0] <= 0x7f) { *out = v[0]; return 1; }
@@ -373,6 +444,59 @@ int sr_state_get_number(sr_state_t *st, int ktype, const char *s, size_t len, do
     return -1;
 }
 
+/* Big-endian bytes of u, n of them, at p. */
+static void sr__be(unsigned char *p, uint64_t u, int n)
+{
+    for (int i = n - 1; i >= 0; i--, u >>= 8) p[i] = (unsigned char)u;
+}
+
+/* The msgpack bytes of a number as the Lua binding packs it (whole numbers
+ * as msgpack-c's smallest integer, the others as doubles): their count. */
+static size_t sr__num_bytes(double x, unsigned char *p)
+{
+    if (!(x == floor(x) && x >= -9.2233720368547758e18 && x < 9.2233720368547758e18)) {
+        uint64_t u;
+        memcpy(&u, &x, 8);
+        p[0] = 0xcb;
+        sr__be(p + 1, u, 8);
+        return 9;
+    }
+    int64_t d = (int64_t)x;
+    if (d >= -32 && d < 128) { p[0] = (unsigned char)(int8_t)d; return 1; }
+    if (d < 0) {
+        if (d >= -128) { p[0] = 0xd0; sr__be(p + 1, (uint64_t)d, 1); return 2; }
+        if (d >= -32768) { p[0] = 0xd1; sr__be(p + 1, (uint64_t)d, 2); return 3; }
+        if (d >= -2147483648LL) { p[0] = 0xd2; sr__be(p + 1, (uint64_t)d, 4); return 5; }
+        p[0] = 0xd3;
+        sr__be(p + 1, (uint64_t)d, 8);
+        return 9;
+    }
+    if (d < 256) { p[0] = 0xcc; p[1] = (unsigned char)d; return 2; }
+    if (d < 65536) { p[0] = 0xcd; sr__be(p + 1, (uint64_t)d, 2); return 3; }
+    if (d < 4294967296LL) { p[0] = 0xce; sr__be(p + 1, (uint64_t)d, 4); return 5; }
+    p[0] = 0xcf;
+    sr__be(p + 1, (uint64_t)d, 8);
+    return 9;
+}
+
+int sr_state_get_number(sr_state_t *st, int ktype, const char *s, size_t len, double num, double *out)
+{
+    sr__bytes_t kb;
+    size_t klen;
+    char *heap;
+    const char *key = sr__key(ktype, s, len, num, &kb, &klen, &heap);
+    if (!key) return -1;
+    sr_state_entry_t *e = sr_state_get(st, key, klen);
+    sr_free(heap);
+    st->last = e;
+    st->last_ktype = ktype;
+    st->last_s = s;
+    st->last_len = len;
+    st->last_num = num;
+    if (!e) return 0;
+    return sr__entry_number(e, out);
+}
+
 /* Whether the key is the one sr_state_get_number just found: the same
  * Lua string (interned, so the same pointer) or the same number. */
 static int sr__is_last(const sr_state_t *st, int ktype, const char *s, size_t len, double num)
@@ -391,7 +515,7 @@ int sr_state_put_number(sr_state_t *st, int ktype, const char *s, size_t len, do
         sr__pack_num(&vp, value);
         sr_state_entry_t *e = st->last;
         if (e->vlen == vb.len) {
-            memcpy(e->data + e->klen, vb.buf, vb.len);
+            memcpy((char *)sr_state_entry_value(e), vb.buf, vb.len);
             if (now_ms >= 0) sr_state_touch(st, e, now_ms);
             return SR_OK;
         }
@@ -424,6 +548,228 @@ int sr_state_touch_key(sr_state_t *st, int ktype, const char *s, size_t len, dou
     if (!key) return 0;
     sr_state_entry_t *e = sr_state_get(st, key, klen);
     sr_free(heap);
+    if (e) sr_state_touch(st, e, now_ms);
+    return e != NULL;
+}
+
+/* -- A batch's keys, looked up at once -- */
+
+void sr_state_release(sr_state_t *st)
+{
+    while (st->graveyard) {
+        sr_state_entry_t *e = st->graveyard;
+        st->graveyard = (sr_state_entry_t *)e->timer.next;
+        sr_slab_free(&st->slab, e, sr__esize(e));
+    }
+    st->holding = 0;
+    st->nfound = 0;
+}
+
+/* The msgpack bytes of the key up to a string's body (all of a number or
+ * boolean) in head: their count, 0 for what is no key. */
+static size_t sr__key_head(int type, size_t len, double num, unsigned char *head)
+{
+    switch (type) {
+    case SR_KEY_STRING:
+        if (len < 32) { head[0] = (unsigned char)(0xa0 | len); return 1; }
+        if (len < 256) { head[0] = 0xd9; head[1] = (unsigned char)len; return 2; }
+        if (len < 65536) { head[0] = 0xda; sr__be(head + 1, len, 2); return 3; }
+        head[0] = 0xdb;
+        sr__be(head + 1, len, 4);
+        return 5;
+    case SR_KEY_NUMBER: return num == num ? sr__num_bytes(num, head) : 0;
+    case SR_KEY_BOOLEAN: head[0] = num != 0 ? 0xc3 : 0xc2; return 1;
+    default: return 0;
+    }
+}
+
+/* Whether n bytes at a and b are the same (keys are short: a call to
+ * memcmp costs more than the loop). */
+static inline int sr__same(const char *a, const char *b, size_t n)
+{
+    if (n > 32) return memcmp(a, b, n) == 0;
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i]) return 0;
+    return 1;
+}
+
+/* Slot index of the key head||body in part, or of the empty slot where it
+ * would go. */
+static size_t sr__probe2(const sr_state_part_t *part, uint64_t h, const unsigned char *head, size_t hl,
+                         const char *body, size_t bl)
+{
+    size_t mask = part->cap - 1, i = (size_t)h & mask;
+    uintptr_t tag = (uintptr_t)(h >> 48) << 48;
+    for (;;) {
+        uintptr_t v = part->slots[i];
+        if (!v) return i;
+        if ((v & ~SR__ADDR) == tag) {
+            sr_state_entry_t *e = sr__slot_entry(v);
+            if (e->klen == hl + bl && sr__same(e->data, (const char *)head, hl) && sr__same(e->data + hl, body, bl))
+                return i;
+        }
+        i = (i + 1) & mask;
+    }
+}
+
+sr_state_key_t *sr_state_keys(sr_state_t *st, size_t n)
+{
+    if (!st->keys || n > st->keys_cap) {
+        size_t cap = n > 16 ? n : 16;
+        sr_state_key_t *k = sr_realloc(st->keys, cap * sizeof(*k));
+        if (!k) return NULL;
+        st->keys = k;
+        st->keys_cap = cap;
+    }
+    return st->keys;
+}
+
+int sr_state_find_batch(sr_state_t *st, const sr_state_key_t *keys, size_t n)
+{
+    sr_state_release(st);
+    st->last = NULL;
+    if (n > st->found_cap) {
+        sr_state_entry_t **f = sr_realloc(st->found, n * sizeof(*f));
+        if (f) st->found = f;
+        uint64_t *h = f ? sr_realloc(st->scratch, n * sizeof(*h)) : NULL;
+        if (h) st->scratch = h;
+        if (!f || !h) return SR_ENOMEM;
+        st->found_cap = n;
+    }
+    st->holding = 1;
+    st->inserted = 0;
+    st->nfound = n;
+    sr_state_entry_t **found = st->found;
+    if (!st->parts) {
+        memset(found, 0, n * sizeof(*found));
+        return SR_OK;
+    }
+    /* Three stages D keys apart, so each key's two cache misses (its slot,
+     * then its entry) are in flight while the keys before it are read:
+     * hash and fetch the slot; fetch the entry the slot's tag points at;
+     * compare. */
+    enum { D = 8 };
+    uint64_t *hs = st->scratch;
+    unsigned char head[9];
+    for (size_t j = 0; j < n + 2 * D; j++) {
+        if (j < n) {
+            const sr_state_key_t *k = &keys[j];
+            size_t hl = sr__key_head(k->type, k->len, k->num, head);
+            const char *body = k->type == SR_KEY_STRING ? k->s : NULL;
+            size_t bl = body ? k->len : 0;
+            uint64_t h = hl ? sr__hash2(head, hl, (const unsigned char *)body, bl) : 0;
+            hs[j] = h;
+            const sr_state_part_t *part = sr__part(st, h);
+            if (hl && part->cap) __builtin_prefetch(&part->slots[(size_t)h & (part->cap - 1)]);
+        }
+        if (j >= D && j - D < n) {
+            size_t i = j - D;
+            uint64_t h = hs[i];
+            const sr_state_part_t *part = sr__part(st, h);
+            if (keys[i].type && part->cap) {
+                /* The first entry with the key's tag, among the slots of
+                 * the line fetched (most keys sit in or near their home). */
+                size_t mask = part->cap - 1, at = (size_t)h & mask;
+                uintptr_t tag = (uintptr_t)(h >> 48) << 48;
+                for (size_t k = 0; k < 8; k++, at = (at + 1) & mask) {
+                    uintptr_t v = part->slots[at];
+                    if (!v) break;
+                    if ((v & ~SR__ADDR) == tag) {
+                        const char *e = (const char *)sr__slot_entry(v);
+                        __builtin_prefetch(e);
+                        __builtin_prefetch(e + 47);
+                        break;
+                    }
+                }
+            }
+        }
+        if (j >= 2 * D) {
+            size_t i = j - 2 * D;
+            const sr_state_key_t *k = &keys[i];
+            size_t hl = sr__key_head(k->type, k->len, k->num, head);
+            const sr_state_part_t *part = sr__part(st, hs[i]);
+            if (!hl || !part->cap) {
+                found[i] = NULL;
+                continue;
+            }
+            const char *body = k->type == SR_KEY_STRING ? k->s : NULL;
+            found[i] = sr__slot_entry(part->slots[sr__probe2(part, hs[i], head, hl, body, body ? k->len : 0)]);
+        }
+    }
+    return SR_OK;
+}
+
+/* Key i's entry now: the one found, unless it is gone, or none was and a
+ * key was put since (looked up again then). */
+static sr_state_entry_t *sr__found(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num)
+{
+    sr_state_entry_t *e = NULL;
+    if (i < st->nfound) {
+        e = st->found[i];
+        if (e ? !sr__gone(e) : !st->inserted) return e;
+    }
+    unsigned char head[9];
+    size_t hl = sr__key_head(ktype, len, num, head);
+    if (!hl || !st->parts) return NULL;
+    const char *body = ktype == SR_KEY_STRING ? s : NULL;
+    size_t bl = body ? len : 0;
+    uint64_t h = sr__hash2(head, hl, (const unsigned char *)body, bl);
+    sr_state_part_t *part = sr__part(st, h);
+    if (!part->cap) return NULL;
+    e = sr__slot_entry(part->slots[sr__probe2(part, h, head, hl, body, bl)]);
+    if (i < st->nfound) st->found[i] = e;
+    return e;
+}
+
+sr_state_entry_t *sr_state_found(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num)
+{
+    return sr__found(st, i, ktype, s, len, num);
+}
+
+int sr_state_found_number(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,
+                          double *out)
+{
+    sr_state_entry_t *e = sr__found(st, i, ktype, s, len, num);
+    return e ? sr__entry_number(e, out) : 0;
+}
+
+int sr_state_found_put_number(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,
+                              double value, int64_t now_ms)
+{
+    sr_state_entry_t *e = sr__found(st, i, ktype, s, len, num);
+    unsigned char vb[9];
+    size_t vl = sr__num_bytes(value, vb);
+    if (e && e->vlen == vl) {
+        memcpy((char *)sr_state_entry_value(e), vb, vl);
+    } else {
+        /* A new key, or a value of another size: the full path. */
+        unsigned char key[64];
+        unsigned char head[9];
+        size_t hl = sr__key_head(ktype, len, num, head);
+        if (!hl || hl > sizeof(head)) return SR_EINVAL;
+        size_t bl = ktype == SR_KEY_STRING ? len : 0;
+        char *heap = NULL;
+        unsigned char *kb = key;
+        if (hl + bl > sizeof(key)) {
+            heap = sr_malloc(hl + bl);
+            if (!heap) return SR_ENOMEM;
+            kb = (unsigned char *)heap;
+        }
+        memcpy(kb, head, hl);
+        if (bl) memcpy(kb + hl, s, bl);
+        int rc = sr_state_put(st, (const char *)kb, hl + bl, (const char *)vb, vl, &e);
+        sr_free(heap);
+        if (rc < 0) return rc;
+        if (i < st->nfound) st->found[i] = e;
+    }
+    if (now_ms >= 0) sr_state_touch(st, e, now_ms);
+    return SR_OK;
+}
+
+int sr_state_found_touch(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,
+                         int64_t now_ms)
+{
+    sr_state_entry_t *e = sr__found(st, i, ktype, s, len, num);
     if (e) sr_state_touch(st, e, now_ms);
     return e != NULL;
 }

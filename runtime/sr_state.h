@@ -1,29 +1,44 @@
 /* sr_state: the keyed state of one stateful stage, owned by C so it outlives
  * any Lua VM. Partitioned open-addressing hash tables map key bytes to value
  * bytes (both msgpack); each entry embeds its timing-wheel node, so per-key
- * timeouts cost no allocation. */
+ * timeouts cost no allocation. Entries come from the state's slab. */
 #ifndef SR_STATE_H
 #define SR_STATE_H
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sr_slab.h"
 #include "sr_wheel.h"
 
-/* An entry is one heap block: its header is 30 bytes (data starts right
- * after klen, not at sizeof), so a small key and value fit glibc's 48-byte
- * chunk. Keys are at most SR_STATE_MAX_KEY bytes. */
+/* An entry is one block of the state's slab (sr_slab: no allocator header,
+ * sizes rounded to 8 bytes): its header is 28 bytes (data starts right
+ * after vlen, not at sizeof), so a key and value of 12 bytes together take
+ * 40. Keys are at most SR_STATE_MAX_KEY bytes; a
+ * value of SR_STATE_VLEN_LONG bytes or more has vlen SR_STATE_VLEN_LONG and
+ * its length as a uint32 between the key and the value. */
 typedef struct sr_state_entry {
     sr_wheel_node_t timer; /* armed while the stage has a timeout */
-    uint32_t vlen;         /* value bytes */
     uint16_t klen;         /* key bytes */
+    uint16_t vlen;         /* private: value bytes (sr_state_entry_vlen) */
     char data[];           /* key bytes, then value bytes */
 } sr_state_entry_t;
 
 #define SR_STATE_MAX_KEY 65535
+#define SR_STATE_VLEN_LONG 0xFFFF
 #define SR_STATE_ENTRY_HEAD offsetof(sr_state_entry_t, data)
 
 static inline const char *sr_state_entry_key(const sr_state_entry_t *e) { return e->data; }
-static inline const char *sr_state_entry_value(const sr_state_entry_t *e) { return e->data + e->klen; }
+static inline size_t sr_state_entry_vlen(const sr_state_entry_t *e)
+{
+    if (e->vlen != SR_STATE_VLEN_LONG) return e->vlen;
+    uint32_t n;
+    __builtin_memcpy(&n, e->data + e->klen, sizeof(n));
+    return n;
+}
+static inline const char *sr_state_entry_value(const sr_state_entry_t *e)
+{
+    return e->data + e->klen + (e->vlen == SR_STATE_VLEN_LONG ? sizeof(uint32_t) : 0);
+}
 
 typedef struct sr_state_part {
     uintptr_t *slots;         /* private: linear probing, 0 = empty; an entry's
@@ -40,6 +55,7 @@ typedef struct sr_state {
     size_t data_bytes;      /* read-only: key and value bytes of all keys */
     int64_t timeout_ms;     /* read-only: 0 when keys never time out */
     sr_wheel_t wheel;       /* private */
+    sr_slab_t slab;         /* private: the entries */
     /* private: the entry the last sr_state_get_number found, and how its key
      * was given, so the write that follows needs no second lookup. Any
      * other change to the table forgets it. */
@@ -48,6 +64,17 @@ typedef struct sr_state {
     const char *last_s;
     size_t last_len;
     double last_num;
+    /* private: the entries sr_state_find_batch found (NULL: no such key
+     * then), and the entries removed or moved since, freed at the next
+     * sr_state_find_batch or sr_state_release (found[] may point at them). */
+    sr_state_entry_t **found;
+    size_t nfound, found_cap;
+    sr_state_entry_t *graveyard;
+    int holding;
+    size_t inserted; /* private: keys put since sr_state_find_batch */
+    uint64_t *scratch; /* private: the lookup pipeline's hashes */
+    struct sr_state_key *keys; /* private: sr_state_keys's buffer */
+    size_t keys_cap;
 } sr_state_t;
 
 typedef struct sr_state_iter {
@@ -107,6 +134,44 @@ int sr_state_put_number(sr_state_t *st, int ktype, const char *s, size_t len, do
                         int64_t now_ms);
 /* Restarts the key's idle clock; 1 if it has state, else 0. */
 int sr_state_touch_key(sr_state_t *st, int ktype, const char *s, size_t len, double num, int64_t now_ms);
+
+/* -- A batch's keys, looked up at once --
+ * sr_state_find_batch looks up a batch's keys in one pass whose memory
+ * fetches overlap, and keeps the entries found; the calls below then work
+ * on key i of the batch by its index, each given the key again (as for
+ * the numbers above) for when its entry is not the one found: the key was
+ * new, removed or its value moved since. Until sr_state_release, or the
+ * next sr_state_find_batch, entries removed or moved are not freed, so a
+ * found entry is never a dangling pointer. */
+typedef struct sr_state_key {
+    const char *s; /* borrowed: SR_KEY_STRING's bytes */
+    size_t len;
+    double num;    /* SR_KEY_NUMBER, or SR_KEY_BOOLEAN's 0 or 1 */
+    int type;      /* SR_KEY_*, or 0: not a key (found: NULL) */
+} sr_state_key_t;
+
+/* Room for n keys, owned by the state (kept outside the Lua heap, so a
+ * large batch's keys do not raise its collector's pace), valid until the
+ * next call; NULL when out of memory. */
+sr_state_key_t *sr_state_keys(sr_state_t *st, size_t n);
+/* Finds the entries of keys[0..n) (NULL for a key with no state). Returns
+ * 0 or SR_ENOMEM (then nothing is found: each call below looks its key up
+ * alone). */
+int sr_state_find_batch(sr_state_t *st, const sr_state_key_t *keys, size_t n);
+/* Key i's entry, looked up again when the one found is gone (NULL: the
+ * key has no state). Borrowed until sr_state_release. */
+sr_state_entry_t *sr_state_found(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num);
+/* As sr_state_get_number, for key i of the batch. */
+int sr_state_found_number(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,
+                          double *out);
+/* As sr_state_put_number, for key i of the batch. */
+int sr_state_found_put_number(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,
+                              double value, int64_t now_ms);
+/* Restarts key i's idle clock at now_ms; 1 if it has state, else 0. */
+int sr_state_found_touch(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,
+                         int64_t now_ms);
+/* Ends the batch: frees the entries removed or moved since its lookup. */
+void sr_state_release(sr_state_t *st);
 
 /* 64-bit hash of bytes (also used to pick a key's partition). */
 uint64_t sr_state_hash(const char *p, size_t n);

@@ -57,7 +57,27 @@ static int sr__get(lua_State *L)
     sr__pack_key(L, 2);
     sr_state_entry_t *e = sr_state_get(st, key_buf.data, key_buf.len);
     if (!e) return 0;
-    sr_mplua_push(L, sr_state_entry_value(e), e->vlen);
+    sr_mplua_push(L, sr_state_entry_value(e), sr_state_entry_vlen(e));
+    return 1;
+}
+
+/* handle:get_found(i, key) -> value or nil: key i of the batch
+ * sr_state_find_batch looked up (i from 0), read from the entry found. */
+static int sr__get_found(lua_State *L)
+{
+    sr_state_t *st = sr__check(L);
+    size_t i = (size_t)luaL_checknumber(L, 2);
+    int t = lua_type(L, 3);
+    size_t len = 0;
+    const char *s = NULL;
+    double num = 0;
+    int ktype = 0;
+    if (t == LUA_TSTRING) { ktype = SR_KEY_STRING; s = lua_tolstring(L, 3, &len); }
+    else if (t == LUA_TNUMBER) { ktype = SR_KEY_NUMBER; num = lua_tonumber(L, 3); }
+    else if (t == LUA_TBOOLEAN) { ktype = SR_KEY_BOOLEAN; num = lua_toboolean(L, 3); }
+    sr_state_entry_t *e = ktype ? sr_state_found(st, i, ktype, s, len, num) : NULL;
+    if (!e) return 0;
+    sr_mplua_push(L, sr_state_entry_value(e), sr_state_entry_vlen(e));
     return 1;
 }
 
@@ -146,7 +166,7 @@ static void sr__push_entry(lua_State *L, const sr_state_entry_t *e, int n)
 {
     sr_mplua_push(L, sr_state_entry_key(e), e->klen);
     lua_rawseti(L, -3, n);
-    sr_mplua_push(L, sr_state_entry_value(e), e->vlen);
+    sr_mplua_push(L, sr_state_entry_value(e), sr_state_entry_vlen(e));
     lua_rawseti(L, -2, n);
 }
 
@@ -287,7 +307,7 @@ int luaopen_streamrun_cstate(lua_State *L)
         {"get", sr__get}, {"put", sr__put}, {"touch", sr__touch}, {"remove", sr__remove},
         {"count", sr__count}, {"memory", sr__memory}, {"snapshot", sr__snapshot},
         {"expire", sr__expire}, {"free", sr__free}, {"detach", sr__detach},
-        {"set_timeout", sr__set_timeout}, {"pointer", sr__pointer},
+        {"set_timeout", sr__set_timeout}, {"pointer", sr__pointer}, {"get_found", sr__get_found},
         {"arm", sr__arm},
         {NULL, NULL},
     };

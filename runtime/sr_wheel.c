@@ -60,8 +60,9 @@ void sr_wheel_cancel(sr_wheel_t *w, sr_wheel_node_t *n)
     w->count--;
 }
 
-/* Moves every node of the slots in mask at level into *list. */
-static void sr__take(sr_wheel_t *w, int level, uint64_t mask, sr_wheel_node_t **list)
+/* Detaches the lists of the slots in mask at level, whole, into lists
+ * (each node is then touched once, when it is re-placed). */
+static void sr__take(sr_wheel_t *w, int level, uint64_t mask, sr_wheel_node_t **lists, int *nl)
 {
     uint64_t bits = w->occupied[level] & mask;
     w->occupied[level] &= ~mask;
@@ -69,25 +70,23 @@ static void sr__take(sr_wheel_t *w, int level, uint64_t mask, sr_wheel_node_t **
         int slot = __builtin_ctzll(bits);
         bits &= bits - 1;
         sr_wheel_node_t *n = w->slots[level][slot];
-        while (n) {
-            sr_wheel_node_t *next = n->next;
-            sr__unlink(n);
-            sr__push(list, n);
-            n = next;
-        }
+        if (!n) continue;
+        w->slots[level][slot] = NULL;
+        lists[(*nl)++] = n;
     }
 }
 
 sr_wheel_node_t *sr_wheel_advance(sr_wheel_t *w, int64_t to)
 {
-    sr_wheel_node_t *pending = NULL, *expired = NULL;
+    /* At most every slot of every level, and the due list. */
+    sr_wheel_node_t *lists[SR_WHEEL_LEVELS * SR_WHEEL_SLOTS + 1], *expired = NULL;
+    int nl = 0;
     if (to < w->now) to = w->now;
     uint64_t now = (uint64_t)w->now, target = (uint64_t)to;
     /* Nodes added already due. */
-    while (w->due) {
-        sr_wheel_node_t *n = w->due;
-        sr__unlink(n);
-        sr__push(&pending, n);
+    if (w->due) {
+        lists[nl++] = w->due;
+        w->due = NULL;
     }
     for (int level = 0; level < SR_WHEEL_LEVELS; level++) {
         int shift = level * SR_WHEEL_BITS;
@@ -103,20 +102,24 @@ sr_wheel_node_t *sr_wheel_advance(sr_wheel_t *w, int64_t to)
         if (first <= last && first < SR_WHEEL_SLOTS) {
             uint64_t upto = last == 63 ? ~(uint64_t)0 : (((uint64_t)1 << (last + 1)) - 1);
             uint64_t below = ((uint64_t)1 << first) - 1;
-            sr__take(w, level, upto & ~below, &pending);
+            sr__take(w, level, upto & ~below, lists, &nl);
         }
     }
     w->now = to;
-    while (pending) {
-        sr_wheel_node_t *n = pending;
-        sr__unlink(n);
-        if (n->expiry <= to) {
-            w->count--;
-            n->next = expired;
-            n->pprev = NULL;
-            expired = n;
-        } else {
-            sr__place(w, n);
+    for (int l = 0; l < nl; l++) {
+        sr_wheel_node_t *n = lists[l];
+        while (n) {
+            sr_wheel_node_t *next = n->next;
+            if (next) __builtin_prefetch(next);
+            if (n->expiry <= to) {
+                w->count--;
+                n->next = expired;
+                n->pprev = NULL;
+                expired = n;
+            } else {
+                sr__place(w, n);
+            }
+            n = next;
         }
     }
     return expired;

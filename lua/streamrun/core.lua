@@ -74,6 +74,16 @@ int sr_state_get_number(sr_state_t *st, int ktype, const char *s, size_t len, do
 int sr_state_put_number(sr_state_t *st, int ktype, const char *s, size_t len, double num, double value,
                         int64_t now_ms);
 int sr_state_touch_key(sr_state_t *st, int ktype, const char *s, size_t len, double num, int64_t now_ms);
+typedef struct sr_state_key { const char *s; size_t len; double num; int type; } sr_state_key_t;
+sr_state_key_t *sr_state_keys(sr_state_t *st, size_t n);
+int sr_state_find_batch(sr_state_t *st, const sr_state_key_t *keys, size_t n);
+int sr_state_found_number(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,
+                          double *out);
+int sr_state_found_put_number(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,
+                              double value, int64_t now_ms);
+int sr_state_found_touch(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,
+                         int64_t now_ms);
+void sr_state_release(sr_state_t *st);
 sr_wordcount_t *sr_wordcount_new(void);
 void sr_wordcount_free(sr_wordcount_t *wc);
 int sr_wordcount_batch(sr_wordcount_t *wc, const sr_batch_t *b);

@@ -4,7 +4,9 @@
 -- calls its function once per record, in arrival order, then once more for
 -- every key whose idle time passed its timeout at this batch's time.
 -- User functions here run in guard.each's loops: state is committed after
--- each call, so a failing call is reported and its key keeps its state.
+-- each call, so a failing call is reported and its key keeps its state
+-- (map_with_state commits a value that is not a number to the batch's
+-- held values, written to C after the batch's records).
 local core = require "streamrun.core"
 local format = require "streamrun.format"
 local ops = require "streamrun.ops"
@@ -14,6 +16,7 @@ local eventtime = require "streamrun.eventtime"
 local cstate = core.cstate
 local C, ffi = core.C, core.ffi
 local type, error, tostring = type, error, tostring
+local min = math.min
 local each = guard.each
 
 local M = {}
@@ -31,14 +34,6 @@ local function key_args(k)
   if t == "string" then return 1, k, #k, 0 end
   if t == "number" then return 2, nil, 0, k end
   return 3, nil, 0, k and 1 or 0
-end
-
--- The key's state, with key_args's values.
-local function get_state(state, sp, k, kt, ks, kl, kn)
-  local rc = C.sr_state_get_number(sp, kt, ks, kl, kn, number_out)
-  if rc == 1 then return number_out[0] end
-  if rc == 0 then return nil end
-  return state:get(k)
 end
 
 local function key_error(node, g, k, record, err)
@@ -171,6 +166,29 @@ local function reset(s, k, v, timing_out)
   s.key, s.value, s.timing_out, s.changed, s.removed = k, v, timing_out, false, false
 end
 
+local FOUND_RUN = 256
+
+-- The batch's keys as the C lookup takes them, in the state's buffer
+-- (the strings are borrowed from the batch).
+local function batch_keys(sp, A, n)
+  local K = C.sr_state_keys(sp, n)
+  if K == nil then error("map_with_state: out of memory for a batch of " .. n .. " keys", 0) end
+  for i = 1, n do
+    local k, e = A[i], K[i - 1]
+    local t = type(k)
+    if t == "string" then
+      e.type, e.s, e.len = 1, k, #k
+    elseif t == "number" then
+      e.type, e.num = 2, k
+    elseif t == "boolean" then
+      e.type, e.num = 3, k and 1 or 0
+    else
+      e.type = 0
+    end
+  end
+  return K
+end
+
 -- plan: the running plan (its event-time tracker, and whether the batch is
 -- the last of bounded input: then every key times out).
 function M.map_with_state(node, g, state, input, time_ms, plan)
@@ -182,33 +200,67 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
   local f = node.fn
   local now = node.timeout_ms > 0 and time_ms or nil
   local sp = ffi.cast("sr_state_t *", state:pointer())
-  local A, B = input.a, input.b
+  local A, B, n = input.a, input.b, input.n
   -- With clock = "event", a key's idle clock restarts at its records' event
   -- times and runs against the watermark.
   local T = now and node.timeout_clock == "event" and input.t
   local OA, OB, m = {}, {}, 0
-  each(input.n, function(i)
+  -- The keys are looked up FOUND_RUN at a time by one C call (their
+  -- cache misses overlap, and the entries are still in cache when the
+  -- records use them); each record then reads and writes its entry by its
+  -- index in the run.
+  local K = batch_keys(sp, A, n)
+  local base, top = 0, 0
+  -- Values that are not numbers are decoded once per key and batch, and
+  -- held here: read by the key's later records, and (dirty: updated; the
+  -- value is the time of the last update, or true without a timeout)
+  -- written back once, in the order first updated, after the records.
+  local held, dirty, D, nd = {}, {}, {}, 0
+  each(n, function(i)
+    if i > top or i <= base then
+      base, top = i - 1, min(n, i - 1 + FOUND_RUN)
+      C.sr_state_find_batch(sp, K + base, top - base)
+    end
+    local j = i - 1 - base
     local k, v = A[i], B[i]
     if T then now = T[i] end
     if not ops.pair_check(node, g, k, v) then return end
     local kt, ks, kl, kn = key_args(k)
-    local old = get_state(state, sp, k, kt, ks, kl, kn)
+    local old = held[k]
+    if old == nil then
+      local rc = C.sr_state_found_number(sp, j, kt, ks, kl, kn, number_out)
+      if rc == 1 then
+        old = number_out[0]
+      elseif rc ~= 0 then
+        old = state:get_found(j, k)
+        held[k] = old
+      end
+    end
     reset(s, k, old, false)
     local r1, r2 = f(k, v, s, time_ms)
     if s.removed then
       state:remove(k)
+      -- (a nil stored under an absent key would add the key to the table)
+      if held[k] ~= nil then held[k], dirty[k] = nil, nil end
     elseif s.changed then
       local nv = s.value
       if type(nv) == "number" then
-        local rc = C.sr_state_put_number(sp, kt, ks, kl, kn, nv, now or -1)
+        if held[k] ~= nil then held[k], dirty[k] = nil, nil end
+        local rc = C.sr_state_found_put_number(sp, j, kt, ks, kl, kn, nv, now or -1)
         if rc ~= 0 then
           key_error(node, g, k, v, ffi.string(C.sr_strerror(rc)) .. "; the key keeps its previous state")
         end
-      elseif not put_or_report(node, g, state, sp, k, nv, now) and old ~= nil and now then
-        state:touch(k, now)
+      else
+        held[k] = nv
+        if not dirty[k] then
+          nd = nd + 1
+          D[nd] = k
+        end
+        -- The time its idle clock restarts at, when written back.
+        dirty[k] = now or true
       end
     elseif old ~= nil and now then
-      C.sr_state_touch_key(sp, kt, ks, kl, kn, now)
+      C.sr_state_found_touch(sp, j, kt, ks, kl, kn, now)
     end
     if r1 ~= nil then
       m = m + 1
@@ -220,6 +272,15 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
     if now then state:touch(k, now) end
     g.report_at(node, ("key %s: %s"):format(format.json(k), tostring(err)), input, i, k, B[i])
   end, "record")
+  -- The values that are not numbers, encoded once per key and batch.
+  for i = 1, nd do
+    local k = D[i]
+    local at = dirty[k]
+    if at then
+      at = at ~= true and at or nil
+      if not put_or_report(node, g, state, sp, k, held[k], at) and at then state:touch(k, at) end
+    end
+  end
   local expire_at = time_ms
   if plan and plan.final then
     expire_at = eventtime.FINAL
@@ -242,6 +303,7 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
       key_error(node, g, tk[i], tv[i], err)
     end, "item")
   end
+  C.sr_state_release(sp)
   return { n = m, a = OA, b = OB }
 end
 

@@ -173,6 +173,19 @@ function M.events(path, records, keys, jitter, seed)
   return { records = records, keys = keys, jitter = late_max, bytes = w.bytes() }
 end
 
+-- -- Readings: `records` lines "<sensor> <value>", sensors drawn uniformly
+-- from `keys`, values with one decimal in [0, 100) --
+
+function M.readings(path, keys, records, seed)
+  local rng = lib.rng(seed)
+  local w = writer(path)
+  for _ = 1, records do
+    w.add(("sensor%05d %d.%d\n"):format(rng:int(keys), rng:int(100) - 1, rng:int(10) - 1))
+  end
+  w.close()
+  return { keys = keys, records = records, bytes = w.bytes() }
+end
+
 -- -- Reuse --
 
 local function meta_text(kind, params)
@@ -208,6 +221,8 @@ function M.ensure(kind, path, params)
     info = M.keys(tmp, params.keys, params.updates, params.seed)
   elseif kind == "events" then
     info = M.events(tmp, params.records, params.keys, params.jitter, params.seed)
+  elseif kind == "readings" then
+    info = M.readings(tmp, params.keys, params.records, params.seed)
   else
     error("unknown input kind " .. kind)
   end

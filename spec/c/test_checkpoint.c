@@ -184,7 +184,7 @@ static void check_state_block(sr_ckpt_reader_t *r, sr_state_t *st)
         assert_non_null(want);
         assert_null(sr_state_get(seen, kb.data, kb.size));
         assert_int_equal(sr_state_put(seen, kb.data, kb.size, "", 0, NULL), 0);
-        assert_int_equal(vb.size, want->vlen);
+        assert_int_equal(vb.size, sr_state_entry_vlen(want));
         assert_memory_equal(vb.data, sr_state_entry_value(want), vb.size);
         const msgpack_object *exp = &e.via.array.ptr[2];
         if (sr_wheel_armed(&want->timer)) {
@@ -898,8 +898,8 @@ static void assert_same_state(const sr_state_t *got, sr_state_t *want)
     for (sr_state_entry_t *e; (e = sr_state_next(want, &it));) {
         sr_state_entry_t *g = sr_state_get((sr_state_t *)got, sr_state_entry_key(e), e->klen);
         assert_non_null(g);
-        assert_int_equal(g->vlen, e->vlen);
-        assert_memory_equal(sr_state_entry_value(g), sr_state_entry_value(e), e->vlen);
+        assert_int_equal(sr_state_entry_vlen(g), sr_state_entry_vlen(e));
+        assert_memory_equal(sr_state_entry_value(g), sr_state_entry_value(e), sr_state_entry_vlen(e));
         assert_int_equal(sr_wheel_armed(&g->timer), sr_wheel_armed(&e->timer));
         if (sr_wheel_armed(&e->timer)) assert_int_equal(g->timer.expiry, e->timer.expiry);
     }

@@ -7,6 +7,10 @@
 #include "sr_error.h"
 #include "sr_state.h"
 
+#include <math.h>
+#include <msgpack.h>
+#include <stdlib.h>
+
 static int put_str(sr_state_t *st, const char *k, const char *v)
 {
     return sr_state_put(st, k, strlen(k), v, strlen(v), NULL);
@@ -16,8 +20,8 @@ static const char *get_str(sr_state_t *st, const char *k, char *buf)
 {
     sr_state_entry_t *e = sr_state_get(st, k, strlen(k));
     if (!e) return NULL;
-    memcpy(buf, sr_state_entry_value(e), e->vlen);
-    buf[e->vlen] = '\0';
+    memcpy(buf, sr_state_entry_value(e), sr_state_entry_vlen(e));
+    buf[sr_state_entry_vlen(e)] = '\0';
     return buf;
 }
 
@@ -187,6 +191,172 @@ static void test_out_of_memory(void **state)
     }
 }
 
+
+/* msgpack-c's bytes for a number as the Lua binding packs it. */
+static size_t mp_num(double x, char *out)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    if (x == floor(x) && x >= -9.2233720368547758e18 && x < 9.2233720368547758e18) msgpack_pack_int64(&pk, (int64_t)x);
+    else msgpack_pack_double(&pk, x);
+    size_t n = sb.size;
+    memcpy(out, sb.data, n);
+    msgpack_sbuffer_destroy(&sb);
+    return n;
+}
+
+static sr_state_key_t skey(const char *s) { return (sr_state_key_t){s, strlen(s), 0, SR_KEY_STRING}; }
+
+/* Numbers written by the FFI path are msgpack-c's bytes, read back equal,
+ * under string, number and boolean keys, through both FFI paths. */
+static void test_numbers_as_msgpack(void **state)
+{
+    (void)state;
+    static const double xs[] = {0, 1, -1, 127, 128, -32, -33, 255, 256, -128, -129, 65535, 65536, -32768, -32769,
+                                2147483647.0, 2147483648.0, -2147483648.0, -2147483649.0, 4294967295.0,
+                                4294967296.0, 9007199254740992.0, -9007199254740993.0, 1.5, -0.25, 1e300,
+                                -9.2233720368547758e18, 9.2233720368547758e18, -0.0};
+    sr_state_t *st = sr_state_new("n", 4, 0, 0);
+    for (size_t i = 0; i < sizeof(xs) / sizeof(xs[0]); i++) {
+        char want[16];
+        size_t wl = mp_num(xs[i], want);
+        double got;
+        /* key "k", then key i (a number), then true */
+        assert_int_equal(sr_state_put_number(st, SR_KEY_STRING, "k", 1, 0, xs[i], -1), SR_OK);
+        sr_state_key_t keys[3] = {skey("k"), {NULL, 0, (double)i, SR_KEY_NUMBER}, {NULL, 0, 1, SR_KEY_BOOLEAN}};
+        assert_int_equal(sr_state_find_batch(st, keys, 3), SR_OK);
+        assert_int_equal(sr_state_found_put_number(st, 1, SR_KEY_NUMBER, NULL, 0, (double)i, xs[i], -1), SR_OK);
+        assert_int_equal(sr_state_found_put_number(st, 2, SR_KEY_BOOLEAN, NULL, 0, 1, xs[i], -1), SR_OK);
+        sr_state_release(st);
+        char kb[16];
+        size_t kl = mp_num((double)i, kb);
+        const char *ks[3] = {"\xa1k", kb, "\xc3"};
+        size_t kls[3] = {2, kl, 1};
+        for (int j = 0; j < 3; j++) {
+            sr_state_entry_t *e = sr_state_get(st, ks[j], kls[j]);
+            assert_non_null(e);
+            assert_int_equal(sr_state_entry_vlen(e), wl);
+            assert_memory_equal(sr_state_entry_value(e), want, wl);
+        }
+        assert_int_equal(sr_state_get_number(st, SR_KEY_NUMBER, NULL, 0, (double)i, &got), 1);
+        assert_true(got == xs[i]);
+        assert_int_equal(sr_state_find_batch(st, keys, 3), SR_OK);
+        assert_int_equal(sr_state_found_number(st, 0, SR_KEY_STRING, "k", 1, 0, &got), 1);
+        assert_true(got == xs[i]);
+        sr_state_release(st);
+    }
+    assert_int_equal(st->count, 3 + sizeof(xs) / sizeof(xs[0]) - 1);
+    sr_state_free(st);
+}
+
+/* A value of 64 KiB or more keeps its length beside it. */
+static void test_long_values(void **state)
+{
+    (void)state;
+    size_t before = sr_alloc_used();
+    sr_state_t *st = sr_state_new("long", 2, 0, 0);
+    enum { BIG = 70000 };
+    char *big = malloc(BIG);
+    for (size_t i = 0; i < BIG; i++) big[i] = (char)(i * 7);
+    assert_int_equal(sr_state_put(st, "a", 1, big, BIG, NULL), SR_OK);
+    assert_int_equal(sr_state_put(st, "b", 1, big, 65535, NULL), SR_OK);
+    assert_int_equal(sr_state_put(st, "c", 1, big, 65534, NULL), SR_OK);
+    sr_state_entry_t *e = sr_state_get(st, "a", 1);
+    assert_int_equal(sr_state_entry_vlen(e), BIG);
+    assert_memory_equal(sr_state_entry_value(e), big, BIG);
+    assert_int_equal(sr_state_entry_vlen(sr_state_get(st, "b", 1)), 65535);
+    assert_memory_equal(sr_state_entry_value(sr_state_get(st, "b", 1)), big, 65535);
+    assert_int_equal(sr_state_entry_vlen(sr_state_get(st, "c", 1)), 65534);
+    char buf[64];
+    assert_int_equal(put_str(st, "a", "short"), SR_OK);
+    assert_string_equal(get_str(st, "a", buf), "short");
+    assert_int_equal(sr_state_put(st, "a", 1, big, BIG, NULL), SR_OK);
+    assert_memory_equal(sr_state_entry_value(sr_state_get(st, "a", 1)), big, BIG);
+    assert_int_equal(st->data_bytes, 3 + BIG + 65535 + 65534);
+    assert_int_equal(sr_state_remove(st, "b", 1), 1);
+    sr_state_free(st);
+    free(big);
+    assert_int_equal(sr_alloc_used(), before);
+}
+
+/* A batch's lookup finds what single lookups find; within the batch, a key
+ * put, removed or moved after the lookup is seen as it is now, and the
+ * entries left behind are freed at release. */
+static void test_find_batch(void **state)
+{
+    (void)state;
+    size_t before = sr_alloc_used();
+    sr_state_t *st = sr_state_new("b", 16, 1000, 0);
+    enum { N = 200000, B = 5000 };
+    char key[32];
+    for (int i = 0; i < N; i += 2) {
+        int kl = snprintf(key, sizeof(key), "key%07d", i);
+        assert_int_equal(sr_state_put_number(st, SR_KEY_STRING, key, (size_t)kl, 0, i, 0), SR_OK);
+    }
+    static char names[B][32];
+    static sr_state_key_t keys[B];
+    /* The key buffer exists for an empty batch too (NULL means no memory). */
+    assert_non_null(sr_state_keys(st, 0));
+    assert_non_null(sr_state_keys(st, B));
+    uint64_t seed = 7;
+    for (int round = 0; round < 5; round++) {
+        for (int i = 0; i < B; i++) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            int k = (int)((seed >> 33) % N);
+            snprintf(names[i], sizeof(names[i]), "key%07d", k);
+            keys[i] = skey(names[i]);
+        }
+        assert_int_equal(sr_state_find_batch(st, keys, B), SR_OK);
+        for (int i = 0; i < B; i++) {
+            double got;
+            int k = atoi(names[i] + 3);
+            int rc = sr_state_found_number(st, (size_t)i, SR_KEY_STRING, names[i], strlen(names[i]), 0, &got);
+            assert_int_equal(rc, k % 2 == 0 ? 1 : 0);
+            if (rc == 1) assert_true(got == k);
+        }
+        sr_state_release(st);
+    }
+    /* Within a batch: "key0000001" twice (absent: put by the first),
+     * "key0000002" twice (removed between), "key0000004" twice (its value
+     * grows from 1 to 3 bytes: it moves), a number and a non-key. */
+    sr_state_key_t k6[8] = {skey("key0000001"), skey("key0000002"), skey("key0000004"), skey("key0000001"),
+                            skey("key0000002"), skey("key0000004"), {NULL, 0, 5, SR_KEY_NUMBER}, {NULL, 0, 0, 0}};
+    assert_int_equal(sr_state_find_batch(st, k6, 8), SR_OK);
+    double got;
+    assert_int_equal(sr_state_found_number(st, 0, SR_KEY_STRING, "key0000001", 10, 0, &got), 0);
+    assert_int_equal(sr_state_found_put_number(st, 0, SR_KEY_STRING, "key0000001", 10, 0, 11, 500), SR_OK);
+    assert_int_equal(sr_state_found_number(st, 1, SR_KEY_STRING, "key0000002", 10, 0, &got), 1);
+    assert_int_equal(sr_state_remove(st, "\xaakey0000002", 11), 1);
+    assert_int_equal(sr_state_found_put_number(st, 2, SR_KEY_STRING, "key0000004", 10, 0, 300, 500), SR_OK);
+    assert_int_equal(sr_state_found_number(st, 3, SR_KEY_STRING, "key0000001", 10, 0, &got), 1);
+    assert_true(got == 11);
+    assert_int_equal(sr_state_found_number(st, 4, SR_KEY_STRING, "key0000002", 10, 0, &got), 0);
+    assert_int_equal(sr_state_found_touch(st, 4, SR_KEY_STRING, "key0000002", 10, 0, 600), 0);
+    assert_int_equal(sr_state_found_number(st, 5, SR_KEY_STRING, "key0000004", 10, 0, &got), 1);
+    assert_true(got == 300);
+    assert_int_equal(sr_state_found_touch(st, 5, SR_KEY_STRING, "key0000004", 10, 0, 700), 1);
+    assert_int_equal(sr_state_found_number(st, 6, SR_KEY_NUMBER, NULL, 0, 5, &got), 0);
+    assert_non_null(st->graveyard);
+    sr_state_release(st);
+    assert_null(st->graveyard);
+    /* The moved entry kept its idle clock (touched at 700: due at 1701);
+     * every other key was last touched by 500. */
+    size_t n = 0;
+    for (sr_state_entry_t *e = sr_state_expire(st, 1600); e; n++) {
+        assert_memory_not_equal(sr_state_entry_key(e), "\xaakey0000004", 11);
+        e = e->timer.next ? (sr_state_entry_t *)((char *)e->timer.next - offsetof(sr_state_entry_t, timer)) : NULL;
+    }
+    assert_int_equal(n, N / 2 - 2 + 1);
+    sr_state_entry_t *due = sr_state_expire(st, 1701);
+    assert_non_null(due);
+    assert_memory_equal(sr_state_entry_key(due), "\xaakey0000004", 11);
+    assert_null(due->timer.next);
+    sr_state_free(st);
+    assert_int_equal(sr_alloc_used(), before);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -195,6 +365,9 @@ int main(void)
         cmocka_unit_test(test_timeouts),
         cmocka_unit_test(test_event_timers),
         cmocka_unit_test(test_out_of_memory),
+        cmocka_unit_test(test_numbers_as_msgpack),
+        cmocka_unit_test(test_long_values),
+        cmocka_unit_test(test_find_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -85,7 +85,36 @@ static void test_already_due_and_large_jump(void **state)
     assert_int_equal(w.count, 0);
 }
 
-/* Random adds, cancels, re-arms and advances against a plain array model. */
+/* A node extended again and again stays in its slot and falls due at its
+ * last deadline, across levels. */
+static void test_extend(void **state)
+{
+    (void)state;
+    static sr_wheel_t w;
+    sr_wheel_init(&w, 1000);
+    sr_wheel_node_t n;
+    sr_wheel_node_init(&n);
+    sr_wheel_extend(&w, &n, 61001); /* unarmed: added */
+    assert_true(sr_wheel_armed(&n));
+    for (int64_t t = 1000; t < 200000; t += 20000) {
+        assert_null(sr_wheel_advance(&w, t));
+        sr_wheel_extend(&w, &n, t + 60001);
+        assert_int_equal(n.expiry, t + 60001);
+    }
+    int64_t last = n.expiry;
+    assert_null(sr_wheel_advance(&w, last - 1));
+    assert_true(sr_wheel_advance(&w, last) == &n);
+    assert_false(sr_wheel_armed(&n));
+    assert_int_equal(w.count, 0);
+    /* An earlier deadline re-arms it there. */
+    sr_wheel_add(&w, &n, last + 50000);
+    sr_wheel_extend(&w, &n, last + 10);
+    assert_null(sr_wheel_advance(&w, last + 9));
+    assert_true(sr_wheel_advance(&w, last + 10) == &n);
+}
+
+/* Random adds, extensions, cancels, re-arms and advances against a plain
+ * array model. */
 static void test_random_against_model(void **state)
 {
     (void)state;
@@ -105,7 +134,10 @@ static void test_random_against_model(void **state)
             if (op < 6) {
                 int64_t span = (int64_t)1 << ((seed >> 40) % 30);
                 int64_t exp = now + (int64_t)((seed >> 8) % (uint64_t)span) - 2;
-                sr_wheel_add(&w, &nodes[i], exp);
+                /* Extending moves a deadline without moving the node (an
+                 * earlier one, or an unarmed node, is an add). */
+                if (op == 5) sr_wheel_extend(&w, &nodes[i], exp);
+                else sr_wheel_add(&w, &nodes[i], exp);
                 model[i] = exp;
             } else if (op < 8) {
                 sr_wheel_cancel(&w, &nodes[i]);
@@ -137,6 +169,7 @@ int main(void)
         cmocka_unit_test(test_fires_at_deadline_on_every_level),
         cmocka_unit_test(test_cancel_and_rearm),
         cmocka_unit_test(test_already_due_and_large_jump),
+        cmocka_unit_test(test_extend),
         cmocka_unit_test(test_random_against_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -644,6 +644,42 @@ describe("keyed state", function()
       assert.same({ { "a", 1, false }, { "b", 2, false }, { "a", 3, 1 }, { 1, 4, false }, { "a", 5, 3 } }, seen)
     end)
 
+    it("a key's later records in a batch see its state as the earlier ones left it, of any type", function()
+      local seen = {}
+      local d = driver(function(s)
+        s:map_with_state(sr.state_spec(function(k, v, state)
+          local old = state:exists() and state:get() or false
+          seen[#seen + 1] = { k, v, type(old) == "table" and { old[1], old[2] } or old }
+          if v == "rm" then state:remove() return end
+          if v == "boom" then
+            state:update({ "never", "stored" })
+            error("boom")
+          end
+          if type(v) == "number" then
+            local t = type(old) == "table" and old or { 0, 0 }
+            t[1], t[2] = t[1] + v, t[2] + 1
+            state:update(t)
+          else
+            state:update(v) -- a string, or the number tag below
+          end
+        end):name("mws"):timeout("5s"))
+      end)
+      d:push("input", { { "a", 1 }, { "a", 2 }, { "b", "x" }, { "a", "boom" }, { "a", 3 }, { "b", "rm" },
+                        { "b", 4 }, { "c", 5 }, { "c", "s" } })
+      d:tick()
+      assert.same({ { "a", 1, false }, { "a", 2, { 1, 1 } }, { "b", "x", false }, { "a", "boom", { 3, 2 } },
+                    { "a", 3, { 3, 2 } }, { "b", "rm", "x" }, { "b", 4, false }, { "c", 5, false },
+                    { "c", "s", { 5, 1 } } }, seen)
+      assert.same({ a = { 6, 3 }, b = { 4, 1 }, c = "s" }, d:state("mws"))
+      assert.equal(1, #d.dead_letters)
+      -- The next batch reads what the last one wrote back.
+      seen = {}
+      d:push("input", { { "a", 4 }, { "c", 1 } })
+      d:tick()
+      assert.same({ { "a", 4, { 6, 3 } }, { "c", 1, "s" } }, seen)
+      assert.same({ a = { 10, 4 }, b = { 4, 1 }, c = { 1, 1 } }, d:state("mws"))
+    end)
+
     it("state_snapshots gives every (k, state) after each batch", function()
       local d = counter_job("2s")
       local expected = {

@@ -1,0 +1,39 @@
+-- Running-average benchmark job for `make bench`: lines "<sensor> <value>"
+-- of a text file, and per sensor the average of its readings so far, kept
+-- by the job's own map_with_state function ({sum, count} in state) and
+-- emitted with every reading. Its baseline is spec/bench/avg_baseline.lua,
+-- the same work as a plain LuaJIT script; both end with the number of
+-- averages emitted and their sum, which must be equal.
+--   streamrun run spec/bench/avg_job.lua --quiet --set path=readings.txt [--set out=FILE]
+-- out: the file the count and sum are written to (after every batch).
+local sr = require "streamrun"
+
+local job = sr.job { name = "avg_bench", batch = sr.param("batch", "1s") }
+local out = sr.param("out", "")
+
+local function average(sensor, value, state)
+  local s = state:exists() and state:get() or { 0, 0 }
+  s[1], s[2] = s[1] + value, s[2] + 1
+  state:update(s)
+  return sensor, s[1] / s[2]
+end
+
+local n, total = 0, 0
+job:text_file(sr.param("path", "readings.txt"), { name = "readings" })
+   :map(function(line)
+     local sensor, value = line:match("^(%S+) (%S+)$")
+     return sensor, tonumber(value)
+   end)
+   :map_with_state(sr.state_spec(average):name("averages"))
+   :foreach_batch(function(averages)
+     for i = 1, #averages do
+       n, total = n + 1, total + averages[i][2]
+     end
+     if out ~= "" then
+       local f = assert(io.open(out, "w"))
+       f:write(("%d %.17g\n"):format(n, total))
+       f:close()
+     end
+   end, { name = "sums" })
+
+return job
