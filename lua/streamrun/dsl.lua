@@ -654,4 +654,8 @@ end
 
 M.is_job = function(x) return getmetatable(x) == Job end
 
+-- Kafka's source and sink (streamrun.kafka) are stages made as these are.
+M.add_node, M.check_opts, M.source, M.stream_of = add_node, check_opts, source, stream_of
+require("streamrun.kafka").install(M)
+
 return M

@@ -104,6 +104,7 @@ end
 -- A batch from the records of a sealed C batch (sr_batch_t *).
 -- dead(source_name, offset, reason, record) receives undecodable records.
 function M.read_c_batch(node, cb, dead)
+  if node.c_hooks then return node.c_hooks.read(node, cb, dead) end -- framed records (kafka)
   local n = tonumber(cb.n)
   local data, off = cb.data, cb.off
   local lines = tnew(n, 0)

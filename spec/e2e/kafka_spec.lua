@@ -1,0 +1,130 @@
+-- Kafka (SPEC section 16) against librdkafka's mock cluster, started here
+-- through `streamrun kafka-mock`: the source, offsets in checkpoints and in
+-- the group, kill -9, the sink, a broker down and back.
+local proc = require "helpers.proc"
+local e2e = require "helpers.e2e"
+local kafka = require "helpers.kafka"
+
+-- n messages "k<i % keys>:v<i>" (from first), and the count per key they make.
+local function messages(first, n, keys, counts)
+  local lines = {}
+  for i = first, first + n - 1 do
+    local k = "k" .. (i % keys)
+    lines[#lines + 1] = k .. ":v" .. i
+    if counts then counts[k] = (counts[k] or 0) + 1 end
+  end
+  return lines
+end
+
+local function exact(expected)
+  return function(keys)
+    for k, v in pairs(expected) do if keys[k] ~= v then return false end end
+    for k in pairs(keys) do if expected[k] == nil then return false end end
+    return true
+  end
+end
+
+describe("e2e kafka", function()
+  after_each(function() proc.cleanup() end)
+
+  it("counts per key from an 8-partition topic, checkpoints its offsets and commits them to the group", function()
+    local mock = kafka.mock { topics = { "events:8" } }
+    local dir = proc.tmpdir() .. "/ckpt"
+    local expected = {}
+    kafka.produce(mock.bootstrap, "events", messages(1, 2000, 13, expected))
+    local p = e2e.start("kafka_count", { brokers = mock.bootstrap, dir = dir })
+    kafka.wait_state(dir, "totals", exact(expected), 40, "counts of the first 2000 messages", p)
+    kafka.produce(mock.bootstrap, "events", messages(2001, 1000, 13, expected))
+    kafka.wait_state(dir, "totals", exact(expected), 40, "counts of all 3000 messages", p)
+    assert.equal(3000, kafka.sum(expected))
+    -- The group sees every message consumed: committed offsets add up to it.
+    proc.wait_for(function()
+      local offs = kafka.committed(mock.bootstrap, "counters", "events", 8)
+      local n = 0
+      for i = 1, 8 do n = n + math.max(offs[i] or 0, 0) end
+      return n == 3000
+    end, 30, "committed offsets adding up to 3000")
+    p:kill("TERM")
+    assert.equal(0, p:wait(15))
+    assert.matches("assigned 8 partitions", p.stderr)
+    -- The checkpoint holds the offset of every partition.
+    local code, out = e2e.exec({ "inspect", dir })
+    assert.equal(0, code)
+    local meta = require("cjson").decode(out)
+    local n = 0
+    for tp, off in pairs(meta.sources.events.offsets) do
+      assert.matches("^events:%d$", tp)
+      n = n + off
+    end
+    assert.equal(3000, n)
+  end)
+
+  it("killed with kill -9 and restarted, counts every message once", function()
+    local mock = kafka.mock { topics = { "events:8" } }
+    local dir = proc.tmpdir() .. "/ckpt"
+    local expected = {}
+    kafka.produce(mock.bootstrap, "events", messages(1, 3000, 7, expected))
+    local p = e2e.start("kafka_count", { brokers = mock.bootstrap, dir = dir })
+    kafka.wait_state(dir, "totals", function(keys) return kafka.sum(keys) > 0 end, 40, "a first count", p)
+    kafka.produce(mock.bootstrap, "events", messages(3001, 2000, 7, expected))
+    p:kill("KILL")
+    p:wait(10)
+    local p2 = e2e.start("kafka_count", { brokers = mock.bootstrap, dir = dir })
+    kafka.produce(mock.bootstrap, "events", messages(5001, 1000, 7, expected))
+    kafka.wait_state(dir, "totals", exact(expected), 60, "exact counts of 6000 messages after kill -9", p2)
+    p2:kill("TERM")
+    assert.equal(0, p2:wait(15))
+    assert.matches("resuming from", p2.stderr)
+  end)
+
+  it("reads JSON values; a value that is not JSON goes to dead letters", function()
+    local mock = kafka.mock { topics = { "events:2" } }
+    local dir = proc.tmpdir() .. "/ckpt"
+    kafka.produce(mock.bootstrap, "events", { 'a:{"n":1}', "b:not json", 'a:[1,2]', 'c:"x"' })
+    local p = e2e.start("kafka_count", { brokers = mock.bootstrap, dir = dir, format = "json" })
+    kafka.wait_state(dir, "totals", exact { a = 2, c = 1 }, 40, "counts of the JSON messages", p)
+    proc.wait_for(function() return proc.exists(dir .. "/dead_letters.jsonl")
+      and proc.read_file(dir .. "/dead_letters.jsonl"):find("not json", 1, true) end, 10, "the dead letter")
+    local dl = require("cjson").decode(proc.read_file(dir .. "/dead_letters.jsonl"):match("[^\n]+"))
+    assert.equal("events", dl.source)
+    assert.matches("invalid JSON", dl.reason)
+    p:kill("TERM")
+    assert.equal(0, p:wait(15))
+  end)
+
+  it("to_kafka produces every element, keyed, as JSON", function()
+    local mock = kafka.mock { topics = { "words:4", "upper:4" } }
+    kafka.produce(mock.bootstrap, "words", { "apple", "avocado", "banana", "cherry" }, { keyed = false })
+    local p = e2e.start("kafka_relay", { brokers = mock.bootstrap })
+    local got
+    proc.wait_for(function()
+      p:pump()
+      got = kafka.consume(mock.bootstrap, "upper")
+      return #got >= 4
+    end, 40, function() return "4 messages on topic upper\n" .. p:describe() end)
+    p:kill("TERM")
+    assert.equal(0, p:wait(15))
+    local seen = {}
+    for _, m in ipairs(got) do seen[#seen + 1] = m.key .. " " .. m.value end
+    table.sort(seen)
+    assert.same({ 'A {"length":5,"word":"APPLE"}', 'A {"length":7,"word":"AVOCADO"}',
+                  'B {"length":6,"word":"BANANA"}', 'C {"length":6,"word":"CHERRY"}' }, seen)
+  end)
+
+  it("waits while the broker is down, says so, and goes on when it is back", function()
+    local mock = kafka.mock { topics = { "events:4" } }
+    local dir = proc.tmpdir() .. "/ckpt"
+    local expected = {}
+    kafka.produce(mock.bootstrap, "events", messages(1, 500, 5, expected))
+    local p = e2e.start("kafka_count", { brokers = mock.bootstrap, dir = dir })
+    kafka.wait_state(dir, "totals", exact(expected), 40, "counts before the broker goes down", p)
+    mock:down(1)
+    p:wait_output("stderr", "kafka:", 30, "a kafka error on stderr")
+    e2e.wait_running(p) -- batches go on
+    mock:up(1)
+    kafka.produce(mock.bootstrap, "events", messages(501, 500, 5, expected))
+    kafka.wait_state(dir, "totals", exact(expected), 60, "counts after the broker is back", p)
+    p:kill("TERM")
+    assert.equal(0, p:wait(15))
+  end)
+end)
