@@ -31,6 +31,19 @@ int sr_kafka_source_partition(sr_source_t *s, size_t i, const char **topic, int3
 int sr_kafka_source_commit(sr_source_t *s, const char *const *topics, const int32_t *partitions,
                            const int64_t *offsets, size_t n);
 
+/* With the setting tasks=1, the group's assignments and revocations wait
+ * for the session: the i-th partition of the one waiting. Returns 1 (to
+ * assign), 2 (to revoke) with its topic (borrowed until completed) and
+ * number, 0 when none waits (or i is past the last), SR_EINVAL for another
+ * kind of source. */
+int sr_kafka_source_pending(sr_source_t *s, size_t i, const char **topic, int32_t *partition);
+
+/* Completes the assignment or revocation waiting: an assigned partition i
+ * starts at offsets[i] (< 0: the group's committed offset, else `start`).
+ * Returns 0 (also when none waits), SR_EINVAL for another kind of source,
+ * or SR_EIO when librdkafka refuses it (logged). */
+int sr_kafka_source_complete(sr_source_t *s, const int64_t *offsets, size_t n);
+
 /* -- The sink (to_kafka) -- */
 
 typedef struct sr_kafka_sink sr_kafka_sink_t;

@@ -51,6 +51,10 @@ typedef struct sr__kafka {
     char last_error[512];    /* the last error logged, so it is not repeated */
     int commits;             /* offset commits sent and not answered yet */
     int debug;               /* config has librdkafka's `debug`: log it all */
+    int defer;               /* tasks: assignments and revocations wait for
+                                the session (sr_kafka_source_complete) */
+    rd_kafka_topic_partition_list_t *pending; /* owned: what waits */
+    int pending_assign;      /* 1: pending is an assignment; 0: a revocation */
 } sr__kafka_t;
 
 /* -- Partitions -- */
@@ -84,7 +88,9 @@ static void sr__kafka_error(sr_source_t *s, const char *what, const char *reason
     snprintf(msg, sizeof(msg), "%s: %s", what, reason);
     if (!strcmp(msg, k->last_error)) return;
     snprintf(k->last_error, sizeof(k->last_error), "%s", msg);
-    sr__source_log(s, "kafka: %s (retrying; the job waits for it)", msg);
+    sr__source_log(s, "kafka: %s (%s)", msg,
+                   !strncmp(msg, "offset commit", 13) ? "the next checkpoint commits again"
+                                                      : "retrying; the job waits for it");
 }
 
 /* -- librdkafka callbacks (run on the loop's thread, from the poll) -- */
@@ -154,6 +160,20 @@ static void sr__kafka_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     char list[512];
     sr__kafka_list_parts(list, sizeof(list), parts);
     sr__source_log(s, "kafka: %s %d partitions: %s", assign ? "assigned" : "revoked", parts->cnt, list);
+    if (k->defer) {
+        /* The session restores (or checkpoints) the partitions' tasks at
+         * the batch boundary, then completes this; the group waits. A
+         * revoked partition's records are not delivered meanwhile. */
+        if (k->pending) rd_kafka_topic_partition_list_destroy(k->pending);
+        k->pending = rd_kafka_topic_partition_list_copy(parts);
+        k->pending_assign = assign;
+        if (assign)
+            for (int i = 0; i < parts->cnt; i++) {
+                long t = sr__kafka_tp(k, parts->elems[i].topic, parts->elems[i].partition);
+                if (t >= 0) k->tps[t].assigned = 0;
+            }
+        return;
+    }
     rd_kafka_error_t *e = NULL;
     rd_kafka_resp_err_t r = RD_KAFKA_RESP_ERR_NO_ERROR;
     if (cooperative) e = assign ? rd_kafka_incremental_assign(rk, parts) : rd_kafka_incremental_unassign(rk, parts);
@@ -180,6 +200,7 @@ static void sr__kafka_deliver(sr_source_t *s, rd_kafka_message_t *m)
         return;
     }
     sr__ktp_t *tp = &k->tps[t];
+    if (k->defer && !tp->assigned) return; /* revoked: its next owner reads it */
     /* Read again after a rebalance or a seek: delivered already. */
     if (tp->next >= 0 && m->offset < tp->next) return;
     tp->next = m->offset + 1;
@@ -269,6 +290,7 @@ static int sr__kafka_set(rd_kafka_conf_t *conf, sr_source_t *s, const char *name
 
 static void sr__kafka_free(sr__kafka_t *k)
 {
+    if (k->pending) rd_kafka_topic_partition_list_destroy(k->pending);
     for (size_t i = 0; i < k->ntps; i++) sr_free(k->tps[i].topic);
     sr_free(k->tps);
     sr_free(k->scratch);
@@ -298,6 +320,7 @@ static int sr__kafka_start(sr_source_t *s, const sr_source_opts_t *o)
         if (!strcmp(key, "brokers")) brokers = v;
         else if (!strcmp(key, "group")) group = v;
         else if (!strcmp(key, "start")) start = v;
+        else if (!strcmp(key, "tasks")) k->defer = !strcmp(v, "1");
         else if (!strcmp(key, "topic")) rd_kafka_topic_partition_list_add(topics, v, RD_KAFKA_PARTITION_UA);
         else if (!strncmp(key, "offset:", 7)) {
             const char *colon = strrchr(key + 7, ':');
@@ -393,7 +416,9 @@ static void sr__kafka_stop(sr_source_t *s)
         if (m) rd_kafka_message_destroy(m);
     }
     /* Leaves the group now (the revocation comes through the rebalance
-     * callback), so other members take the partitions over at once. */
+     * callback, answered at once: the session checkpointed its tasks), so
+     * other members take the partitions over at once. */
+    k->defer = 0;
     rd_kafka_consumer_close(k->rk);
     rd_kafka_queue_destroy(k->queue);
     rd_kafka_destroy(k->rk);
@@ -445,5 +470,51 @@ int sr_kafka_source_commit(sr_source_t *s, const char *const *topics, const int3
     rd_kafka_topic_partition_list_destroy(list);
     if (e) sr__kafka_error(s, "offset commit", rd_kafka_err2str(e));
     else k->commits++;
+    return SR_OK;
+}
+
+int sr_kafka_source_pending(sr_source_t *s, size_t i, const char **topic, int32_t *partition)
+{
+    if (!s || s->type != &sr_source_kafka || !s->impl) return SR_EINVAL;
+    sr__kafka_t *k = s->impl;
+    if (!k->pending || i >= (size_t)k->pending->cnt) return 0;
+    *topic = k->pending->elems[i].topic;
+    *partition = k->pending->elems[i].partition;
+    return k->pending_assign ? 1 : 2;
+}
+
+int sr_kafka_source_complete(sr_source_t *s, const int64_t *offsets, size_t n)
+{
+    if (!s || s->type != &sr_source_kafka || !s->impl) return SR_EINVAL;
+    sr__kafka_t *k = s->impl;
+    if (!k->pending) return SR_OK;
+    rd_kafka_topic_partition_list_t *parts = k->pending;
+    int assign = k->pending_assign;
+    k->pending = NULL;
+    for (int i = 0; i < parts->cnt; i++) {
+        long t = sr__kafka_tp(k, parts->elems[i].topic, parts->elems[i].partition);
+        if (t < 0) continue;
+        if (assign && (size_t)i < n && offsets[i] >= 0) k->tps[t].next = offsets[i];
+        if (assign && (size_t)i < n) parts->elems[i].offset = offsets[i] >= 0 ? offsets[i] : RD_KAFKA_OFFSET_INVALID;
+        /* Revoked: where it stood is its next owner's to say. */
+        if (!assign) k->tps[t].next = -1;
+        k->tps[t].assigned = assign;
+    }
+    rd_kafka_error_t *e = NULL;
+    rd_kafka_resp_err_t r = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (!strcmp(rd_kafka_rebalance_protocol(k->rk), "COOPERATIVE"))
+        e = assign ? rd_kafka_incremental_assign(k->rk, parts) : rd_kafka_incremental_unassign(k->rk, parts);
+    else
+        r = rd_kafka_assign(k->rk, assign ? parts : NULL);
+    rd_kafka_topic_partition_list_destroy(parts);
+    if (e) {
+        sr__kafka_error(s, "assignment", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        return SR_EIO;
+    }
+    if (r) {
+        sr__kafka_error(s, "assignment", rd_kafka_err2str(r));
+        return SR_EIO;
+    }
     return SR_OK;
 }

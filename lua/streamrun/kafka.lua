@@ -73,6 +73,16 @@ function M.source_kv(node, pos)
     list[#list + 1] = t
   end
   config_pairs(list, "config:", node.config)
+  if node.tasks then
+    list[#list + 1] = "tasks"
+    list[#list + 1] = "1"
+    -- A rebalance moves only the partitions that change owner, so the
+    -- other tasks go on where they are.
+    if not (node.config or {})["partition.assignment.strategy"] then
+      list[#list + 1] = "config:partition.assignment.strategy"
+      list[#list + 1] = "cooperative-sticky"
+    end
+  end
   if pos and pos.kind == "kafka" and type(pos.offsets) == "table" then
     for tp, off in pairs(pos.offsets) do
       if type(tp) == "string" and type(off) == "number" then
@@ -133,8 +143,9 @@ end
 -- (key, value) pairs. dead(source, offset, reason, record) receives a
 -- value that is not JSON (format "json") and, with with_key, a message
 -- without a key. The decoding loop runs under one pcall per failure, not
--- one per record.
-function M.read_batch(node, cb, dead)
+-- one per record. with_parts: the batch also has part[i] (the source's
+-- partition index of element i) and offs[i] (its offset).
+function M.read_batch(node, cb, dead, with_parts)
   local n = tonumber(cb.n)
   local data, off, pos = cb.data, cb.off, cb.pos
   local with_key, json = node.with_key, node.format == "json"
@@ -142,6 +153,8 @@ function M.read_batch(node, cb, dead)
   local b = with_key and tnew(n, 0) or nil
   local m, skips = 0, nil
   local at = 0
+  local part = with_parts and tnew(n, 0) or nil
+  local offs = with_parts and tnew(n, 0) or nil
   local function run(i0)
     for i = i0, n do
       at = i
@@ -162,6 +175,10 @@ function M.read_batch(node, cb, dead)
       m = m + 1
       a[m] = with_key and k or v
       if with_key then b[m] = v end
+      if part then
+        part[m] = h.partition_index
+        offs[m] = tonumber(pos[i - 1])
+      end
     end
   end
   local i0 = 1
@@ -180,6 +197,7 @@ function M.read_batch(node, cb, dead)
   end
   local out = with_key and { n = m, a = a, b = b } or batch.of_values(a, m)
   out.src, out.pos, out.skips = node.stage_name, pos, skips
+  out.part, out.offs = part, offs
   return out
 end
 

@@ -255,6 +255,7 @@ function Session:commit_positions(b)
   for batch in pairs(self.taken) do
     if batch <= b then self.taken[batch] = nil end
   end
+  if taken and self.feed and self.feed.written then self.feed.written(taken) end -- a Kafka task's
   if not taken or not self.loop then return end
   for _, node in ipairs(self.job.sources) do
     if node.c_hooks and node.c_index and taken[node.stage_name] then

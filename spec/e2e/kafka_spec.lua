@@ -47,15 +47,19 @@ describe("e2e kafka", function()
     p:kill("TERM")
     assert.equal(0, p:wait(15))
     assert.matches("assigned 8 partitions", p.stderr)
-    -- The checkpoint holds the offset of every partition.
+    -- Each partition is a task with its own checkpoints, holding its offset.
     local code, out = e2e.exec({ "inspect", dir })
     assert.equal(0, code)
-    local meta = require("cjson").decode(out)
-    local n = 0
-    for tp, off in pairs(meta.sources.events.offsets) do
-      assert.matches("^events:%d$", tp)
-      n = n + off
+    local tasks = require("cjson").decode(out).tasks
+    local n, ntasks = 0, 0
+    for name, t in pairs(tasks) do
+      ntasks = ntasks + 1
+      for tp, off in pairs(t.sources.events.offsets) do
+        assert.equal(name, tp:gsub(":", "-"))
+        n = n + off
+      end
     end
+    assert.equal(8, ntasks)
     assert.equal(3000, n)
   end)
 
@@ -74,7 +78,38 @@ describe("e2e kafka", function()
     kafka.wait_state(dir, "totals", exact(expected), 60, "exact counts of 6000 messages after kill -9", p2)
     p2:kill("TERM")
     assert.equal(0, p2:wait(15))
-    assert.matches("resuming from", p2.stderr)
+    assert.matches("task events%-%d: restored from", p2.stderr)
+  end)
+
+  it("three processes in one group split the partitions; kill -9 of one, one added: every message counted once",
+    function()
+    local mock = kafka.mock { topics = { "events:8" } }
+    local dir = proc.tmpdir() .. "/ckpt"
+    local expected = {}
+    local params = { brokers = mock.bootstrap, dir = dir }
+    kafka.produce(mock.bootstrap, "events", messages(1, 3000, 13, expected))
+    local p1 = e2e.start("kafka_count", params)
+    local p2 = e2e.start("kafka_count", params)
+    kafka.wait_state(dir, "totals", exact(expected), 60, "two processes counting 3000 messages", p2)
+    kafka.produce(mock.bootstrap, "events", messages(3001, 2000, 13, expected))
+    p1:kill("KILL")
+    p1:wait(10)
+    local p3 = e2e.start("kafka_count", params) -- added mid-run
+    local p1b = e2e.start("kafka_count", params) -- the killed one, restarted
+    kafka.produce(mock.bootstrap, "events", messages(5001, 1000, 13, expected))
+    kafka.wait_state(dir, "totals", exact(expected), 90, "three processes counting 6000 messages", p3)
+    -- The group split the partitions: some process held fewer than all 8.
+    local split = false
+    for _, p in ipairs { p2, p3, p1b } do
+      p:pump()
+      for n in p.stderr:gmatch("assigned (%d+) partitions") do
+        if tonumber(n) < 8 then split = true end
+      end
+    end
+    assert.is_true(split, "no process was assigned a part of the partitions")
+    for _, p in ipairs { p2, p3, p1b } do p:kill("TERM") end
+    for _, p in ipairs { p2, p3, p1b } do assert.equal(0, p:wait(30)) end
+    assert.same(expected, kafka.wait_state(dir, "totals", exact(expected), 10, "the final counts"))
   end)
 
   it("reads JSON values; a value that is not JSON goes to dead letters", function()
