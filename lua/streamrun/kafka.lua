@@ -149,8 +149,12 @@ function M.read_batch(node, cb, dead, with_parts)
   local n = tonumber(cb.n)
   local data, off, pos = cb.data, cb.off, cb.pos
   local with_key, json = node.with_key, node.format == "json"
+  -- A repartition topic's values are [key, value] as exact JSON.
+  local pairs_fmt = node.format == "pairs"
+  local keyed = with_key or pairs_fmt
+  json = json or pairs_fmt
   local a = tnew(n, 0)
-  local b = with_key and tnew(n, 0) or nil
+  local b = keyed and tnew(n, 0) or nil
   local m, skips = 0, nil
   local at = 0
   local part = with_parts and tnew(n, 0) or nil
@@ -171,10 +175,14 @@ function M.read_batch(node, cb, dead, with_parts)
       if json then
         v = decode(v)
         if v == null then error({ reason = "JSON null is not an element" }) end
+        if pairs_fmt then
+          if type(v) ~= "table" or v[1] == nil or v[2] == nil then error({ reason = "not a [key, value] pair" }) end
+          k, v = v[1], v[2]
+        end
       end
       m = m + 1
-      a[m] = with_key and k or v
-      if with_key then b[m] = v end
+      a[m] = keyed and k or v
+      if keyed then b[m] = v end
       if part then
         part[m] = h.partition_index
         offs[m] = tonumber(pos[i - 1])
@@ -195,7 +203,7 @@ function M.read_batch(node, cb, dead, with_parts)
     skips[#skips + 1] = i
     i0 = i + 1
   end
-  local out = with_key and { n = m, a = a, b = b } or batch.of_values(a, m)
+  local out = keyed and { n = m, a = a, b = b } or batch.of_values(a, m)
   out.src, out.pos, out.skips = node.stage_name, pos, skips
   out.part, out.offs = part, offs
   return out
@@ -212,6 +220,7 @@ local function messages(node, g, input)
   local A, B = input.a, input.b
   local keys, vals, m = {}, {}, 0
   local json, key_fn = node.format == "json", node.key_fn
+  local pairs_fmt = node.format == "pairs"
   guard.each(input.n, function(i)
     local x, y = A[i], B[i]
     local k, v
@@ -221,7 +230,10 @@ local function messages(node, g, input)
       v = x
       if key_fn then k = key_fn(x) end
     end
-    if json then
+    if pairs_fmt then
+      if y == nil then error("repartition: the element is not a (key, value) pair", 0) end
+      v = format.exact_json({ x, y })
+    elseif json then
       local s, err = format.json_line(v)
       if not s then error(err, 0) end
       v = s
@@ -368,6 +380,42 @@ function M.install(dsl)
                                       tostring(fields.with_key), table.concat(config_pairs({}, "", fields.config), "=") }, "|")
     local h = dsl.source(self, "kafka", fields, opts, SOURCE_EXTRA)
     if fields.with_key then dsl.node_of(h).keyed = "yes" end
+    return h
+  end
+
+  -- Kafka Streams' repartition topic: pairs go to topic keyed by their
+  -- key and come back, from the next batch on, as a stream read through
+  -- the group (in tasks: split by the key's partition).
+  function dsl.Stream:repartition(topic, opts)
+    local node = dsl.node_of(self)
+    dsl.stream_of(node, "repartition")
+    if node.keyed == "no" then
+      fail("repartition needs a keyed stream of (k, v) pairs, but %s gives single elements", node.stage_name)
+    end
+    if type(topic) ~= "string" or not topic:match("^[%w%._%-]+$") then fail("repartition: topic must be a topic name") end
+    opts = dsl.check_opts("repartition", opts, { brokers = true, name = true, config = true, group = true })
+    local job = node.job
+    local first
+    for _, n in ipairs(job.sources) do
+      if n.op == "kafka" then first = first or n end
+    end
+    local brokers = opts.brokers or (first and first.brokers)
+    check_brokers(dsl, "repartition", brokers)
+    local config = check_config(dsl, "repartition", opts.config)
+    local name = opts.name or ("repartition." .. topic)
+    dsl.add_node(job, "to_kafka", "output", { node }, {
+      brokers = brokers, topic = topic, format = "pairs", config = config,
+      flush_timeout_ms = 10000,
+    }, name .. ".out")
+    local group = opts.group or (first and first.group) or ("streamrun-" .. job.name)
+    local fields = {
+      brokers = brokers, topics = { topic }, group = group, start = "earliest", with_key = false, config = config,
+      framed = true, c_hooks = HOOKS,
+    }
+    fields.signature = table.concat({ brokers, topic, group, "pairs" }, "|")
+    local h = dsl.source(job, "kafka", fields, { name = name }, SOURCE_EXTRA)
+    local src = dsl.node_of(h)
+    src.format, src.keyed = "pairs", "yes"
     return h
   end
 

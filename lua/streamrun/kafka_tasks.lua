@@ -42,16 +42,14 @@ local M = {}
 local SR_EBUSY = -10
 local LOCK_WAIT_MS = 60000
 
--- Whether job runs as tasks: it checkpoints and reads one kafka source and
--- nothing else.
+-- Whether job runs as tasks: it checkpoints and reads kafka sources (its
+-- topics, and the repartition topics it reads back) and nothing else.
 function M.applies(job, settings)
-  if not settings then return false end
-  local n = 0
+  if not settings or #job.sources == 0 then return false end
   for _, node in ipairs(job.sources) do
     if node.op ~= "kafka" then return false end
-    n = n + 1
   end
-  return n == 1
+  return true
 end
 
 -- The task directories of checkpoint directory dir, sorted (none: empty).
@@ -73,10 +71,11 @@ Tasks.reloadable = false
 local holder, errbuf = ffi.new("long[1]"), ffi.new("char[512]")
 local tp_topic, tp_part = ffi.new("const char *[1]"), ffi.new("int32_t[1]")
 
--- Opens the task of topic/partition: locked, restored from its newest
--- checkpoint. Returns it and the offset to resume at (-1: the group's
--- committed one), or nil and the exit code.
-function Tasks:open_task(topic, partition)
+-- Opens the task of topic/partition, read by source in: locked, restored
+-- from its newest checkpoint. Returns it and the offset to resume at (-1:
+-- the group's committed one), or nil and the exit code. Its session runs
+-- every stage of the job; sources other than its own give it nothing.
+function Tasks:open_task(input, topic, partition)
   local name = topic .. "-" .. partition
   local dir = self.settings.dir .. "/tasks/" .. name
   local ok, err = core.mkdir_p(dir)
@@ -109,12 +108,18 @@ function Tasks:open_task(topic, partition)
     self.log("task %s: no valid checkpoint in %s: not starting it from empty state", name, dir)
     return nil, 1
   end
-  local task = { name = name, topic = topic, partition = partition, dir = dir, lock = fd, next = -1 }
+  local task = { name = name, topic = topic, partition = partition, dir = dir, lock = fd, next = -1, input_of = input }
   local key = topic .. ":" .. partition
+  local own = input.node
   task.feed = {
-    take = function() local b = task.input or batch.empty(); task.input = nil; return b end,
-    position = function(_, p) p.offsets = { [key] = task.next >= 0 and task.next or nil } end,
-    written = function(taken) self:commit(taken) end,
+    take = function(node)
+      if node ~= own then return batch.empty() end
+      local b = task.input or batch.empty()
+      task.input = nil
+      return b
+    end,
+    position = function(node, p) if node == own then p.offsets = { [key] = task.next >= 0 and task.next or nil } end end,
+    written = function(taken) self:commit(input, taken) end,
   }
   local S, code = session.open(self.job, {
     settings = { dir = dir, every_ms = self.settings.every_ms, keep = self.settings.keep },
@@ -127,7 +132,7 @@ function Tasks:open_task(topic, partition)
   end
   S.loop = self.loop
   task.S = S
-  local pos = found and found.meta.sources and found.meta.sources[self.node.stage_name]
+  local pos = found and found.meta.sources and found.meta.sources[own.stage_name]
   local off = pos and type(pos.offsets) == "table" and pos.offsets[key] or -1
   task.next = off
   self.tasks[name] = task
@@ -149,16 +154,16 @@ function Tasks:close_task(task)
 end
 
 -- Commits a task checkpoint's offsets to the group.
-function Tasks:commit(taken)
-  kafka.commit(self.node, self.src, taken and taken[self.node.stage_name])
+function Tasks:commit(input, taken)
+  kafka.commit(input.node, input.src, taken and taken[input.node.stage_name])
 end
 
--- Completes the assignment or revocation the group waits for, if any.
--- Returns true, or nil and the exit code.
-function Tasks:rebalance()
+-- Completes the assignment or revocation the group waits for on source
+-- input, if any. Returns true, or nil and the exit code.
+function Tasks:rebalance(input)
   local list, what = {}, 0
   while true do
-    local w = C.sr_kafka_source_pending(self.src, #list, tp_topic, tp_part)
+    local w = C.sr_kafka_source_pending(input.src, #list, tp_topic, tp_part)
     if w <= 0 then break end
     what = w
     list[#list + 1] = { ffi_string(tp_topic[0]), tp_part[0] }
@@ -168,7 +173,7 @@ function Tasks:rebalance()
       local task = self.tasks[tp[1] .. "-" .. tp[2]]
       if task then self:close_task(task) end
     end
-    C.sr_kafka_source_complete(self.src, nil, 0)
+    C.sr_kafka_source_complete(input.src, nil, 0)
   elseif what == 1 then
     local offs = ffi.new("int64_t[?]", #list)
     for i, tp in ipairs(list) do
@@ -176,12 +181,12 @@ function Tasks:rebalance()
       if task then
         off = task.next
       else
-        task, off = self:open_task(tp[1], tp[2])
+        task, off = self:open_task(input, tp[1], tp[2])
         if not task then return nil, off end
       end
       offs[i - 1] = off
     end
-    C.sr_kafka_source_complete(self.src, offs, #list)
+    C.sr_kafka_source_complete(input.src, offs, #list)
   end
   return true
 end
@@ -201,8 +206,11 @@ end
 
 -- Before a batch: rebalances wait here, as do the tasks' own holds.
 function Tasks:wait_while_held()
-  local ok, code = self:rebalance()
-  if not ok then return nil, code end
+  local ok, code
+  for _, input in ipairs(self.inputs) do
+    ok, code = self:rebalance(input)
+    if not ok then return nil, code end
+  end
   for task in self:each() do
     ok, code = task.S:wait_while_held()
     if not ok then return nil, code end
@@ -218,18 +226,35 @@ function Tasks:input_ended() return false end
 -- task's stages over its own. Returns the number of records, or nil and
 -- the exit code.
 function Tasks:run_batch(time_ms)
-  local cb = C.sr_loop_batch(self.loop, self.index)
+  local records = 0
+  for _, input in ipairs(self.inputs) do records = records + self:split(input) end
+  C.sr_loop_release(self.loop)
+  for task in self:each() do
+    local n, code = task.S:run_batch(time_ms)
+    if not n then return nil, code end
+  end
+  self.nbatches = self.nbatches + 1
+  self.last_time = time_ms
+  self.total_records = self.total_records + records
+  return records
+end
+
+-- Hands the records source input received for the batch to the tasks of
+-- their partitions. Returns how many there were.
+function Tasks:split(input)
+  local node = input.node
+  local cb = C.sr_loop_batch(self.loop, input.index)
   local records = tonumber(cb.n)
-  local all = kafka.read_batch(self.node, cb, self.dead, true)
-  local parts = kafka.partitions(self.src)
+  local all = kafka.read_batch(node, cb, self.dead, true)
+  local parts = kafka.partitions(input.src)
   local by_index = {}
   local A, B, P, O = all.a, all.b, all.part, all.offs
-  local keyed = self.node.with_key
+  local keyed = all.b ~= batch.empty().b
   for i = 1, all.n do
     local pi = P[i]
     local sub = by_index[pi]
     if not sub then
-      sub = { n = 0, a = {}, b = keyed and {} or batch.empty().b, src = self.node.stage_name, pos = {} }
+      sub = { n = 0, a = {}, b = keyed and {} or all.b, src = node.stage_name, pos = {} }
       by_index[pi] = sub
     end
     local m = sub.n + 1
@@ -238,7 +263,6 @@ function Tasks:run_batch(time_ms)
     if keyed then sub.b[m] = B[i] end
     sub.pos[m - 1] = O[i]
   end
-  C.sr_loop_release(self.loop)
   for pi, sub in pairs(by_index) do
     local tp = parts[pi + 1]
     local task = tp and self.tasks[tp.topic .. "-" .. tp.partition]
@@ -248,13 +272,6 @@ function Tasks:run_batch(time_ms)
     local task = self.tasks[tp.topic .. "-" .. tp.partition]
     if task and tp.next >= 0 then task.next = tp.next end
   end
-  for task in self:each() do
-    local n, code = task.S:run_batch(time_ms)
-    if not n then return nil, code end
-  end
-  self.nbatches = self.nbatches + 1
-  self.last_time = time_ms
-  self.total_records = self.total_records + records
   return records
 end
 
@@ -305,7 +322,7 @@ function M.open(job, o)
     return nil, 1
   end
   local T = setmetatable({
-    job = job, o = o, settings = settings, log = o.log, tasks = {}, node = job.sources[1],
+    job = job, o = o, settings = settings, log = o.log, tasks = {},
     nbatches = 0, batches_base = 0, total_records = 0, dead_before = 0, started = core.clock_ms(),
   }, Tasks)
   T.loop = o.make_loop()
@@ -315,18 +332,25 @@ function M.open(job, o)
   end
   local wok, werr = watchdog.start(job, settings.dir)
   if not wok then T.log("%s", werr) end
-  T.node.tasks = true
-  local sok, serr = session.add_c_source(T.loop, T.node, {})
-  if not sok then
-    T.log("%s", serr)
-    return nil, 1
+  -- One consumer per kafka source, all in the job's group. The job's
+  -- nodes stay free of the loop's index: the tasks' sessions are fed here.
+  T.inputs = {}
+  local topics = {}
+  for _, node in ipairs(job.sources) do
+    node.tasks = true
+    local sok, serr = session.add_c_source(T.loop, node, {})
+    if not sok then
+      T.log("%s", serr)
+      return nil, 1
+    end
+    local input = { node = node, index = node.c_index }
+    node.c_index = nil
+    input.src = C.sr_loop_source(T.loop, input.index)
+    T.inputs[#T.inputs + 1] = input
+    topics[#topics + 1] = table.concat(node.topics, ",")
   end
-  -- The job's node stays free of the loop's index: the tasks' sessions are
-  -- fed by this one.
-  T.index, T.node.c_index = T.node.c_index, nil
-  T.src = C.sr_loop_source(T.loop, T.index)
   T.log("job %s runs as tasks, one per partition of %s, under %s/tasks (group %s)", job.name,
-    table.concat(T.node.topics, ","), settings.dir, T.node.group)
+    table.concat(topics, ","), settings.dir, job.sources[1].group)
   return T
 end
 

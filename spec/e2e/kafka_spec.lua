@@ -112,6 +112,29 @@ describe("e2e kafka", function()
     assert.same(expected, kafka.wait_state(dir, "totals", exact(expected), 10, "the final counts"))
   end)
 
+  it("repartition: state keyed by something else than the message key, split over two processes", function()
+    local mock = kafka.mock { topics = { "clicks:4", "clicks-by-page:4" } }
+    local dir = proc.tmpdir() .. "/ckpt"
+    local expected, lines = {}, {}
+    for i = 1, 1200 do
+      local page = "/p" .. (i * 7 % 11)
+      lines[i] = "u" .. (i % 17) .. ":u" .. (i % 17) .. "," .. page
+      expected[page] = (expected[page] or 0) + 1
+    end
+    kafka.produce(mock.bootstrap, "clicks", lines)
+    local p1 = e2e.start("kafka_repartition", { brokers = mock.bootstrap, dir = dir })
+    local p2 = e2e.start("kafka_repartition", { brokers = mock.bootstrap, dir = dir })
+    kafka.wait_state(dir, "pages", exact(expected), 90, "page counts", p1)
+    -- Each page is counted in one task, of the repartition topic.
+    for _, d in ipairs(require("streamrun.kafka_tasks").task_dirs(dir)) do
+      local code, out = e2e.exec({ "inspect", d, "--keys", "pages" })
+      assert.equal(0, code)
+      if not d:find("clicks%-by%-page%-%d$") then assert.equal("", out) end
+    end
+    for _, p in ipairs { p1, p2 } do p:kill("TERM") end
+    for _, p in ipairs { p1, p2 } do assert.equal(0, p:wait(30)) end
+  end)
+
   it("reads JSON values; a value that is not JSON goes to dead letters", function()
     local mock = kafka.mock { topics = { "events:2" } }
     local dir = proc.tmpdir() .. "/ckpt"
