@@ -209,6 +209,35 @@ function M.read_batch(node, cb, dead, with_parts)
   return out
 end
 
+-- The test driver's pushes on a keyed kafka source (with_key, or a
+-- repartition topic's): each a { key, value } message, its value a record
+-- as Kafka would deliver it (decoded if JSON) or an element already.
+function M.read_values(node, values, first_offset, dead)
+  local n = #values
+  local a, b, m, skips = tnew(n, 0), tnew(n, 0), 0, nil
+  local json = node.format == "json"
+  for i = 1, n do
+    local msg, offset = values[i], first_offset + i - 1
+    local k, v = type(msg) == "table" and msg[1], type(msg) == "table" and msg[2]
+    local reason
+    if k == nil or k == false or v == nil then
+      reason = "a pushed message must be { key, value }"
+    elseif json and type(v) == "string" then
+      local ok, d = pcall(decode, v)
+      if not ok then reason = json_reason(d) elseif d == null then reason = "JSON null is not an element" else v = d end
+    end
+    if reason then
+      dead(node.stage_name, offset, reason, tostring(type(msg) == "table" and msg[2] or msg))
+      skips = skips or {}
+      skips[#skips + 1] = i
+    else
+      m = m + 1
+      a[m], b[m] = k, v
+    end
+  end
+  return { n = m, a = a, b = b, src = node.stage_name, first = first_offset, skips = skips }
+end
+
 -- -- The sink --
 
 local errbuf = ffi.new("char[512]")
@@ -324,7 +353,8 @@ end
 
 -- What the session asks of a source kind with framed records and its own
 -- positions (streamrun.session): settings, position, commit, batch reader.
-local HOOKS = { kv = M.source_kv, position = M.position, commit = M.commit, read = M.read_batch }
+local HOOKS = { kv = M.source_kv, position = M.position, commit = M.commit, read = M.read_batch,
+                read_values = M.read_values }
 
 local SOURCE_EXTRA = { brokers = true, topic = true, group = true, start = true, with_key = true, config = true }
 local SINK_OPTS = { brokers = true, topic = true, key = true, format = true, config = true, name = true,

@@ -130,6 +130,7 @@ end
 -- strings are records as a C source would deliver them (decoded if JSON),
 -- other values are elements already. first_offset numbers the records.
 function M.read_values(node, values, first_offset, dead)
+  if node.c_hooks and node.keyed == "yes" then return node.c_hooks.read_values(node, values, first_offset, dead) end
   local n = #values
   local out, m = tnew(n, 0), 0
   local json = node.format == "json"
