@@ -201,8 +201,11 @@ static void sr__kafka_deliver(sr_source_t *s, rd_kafka_message_t *m)
     }
     sr__ktp_t *tp = &k->tps[t];
     if (k->defer && !tp->assigned) return; /* revoked: its next owner reads it */
-    /* Read again after a rebalance or a seek: delivered already. */
-    if (tp->next >= 0 && m->offset < tp->next) return;
+    /* Behind where it stood: the offset it resumed at was out of range
+     * (the log was truncated or the topic made anew) and `start` applied. */
+    if (tp->next >= 0 && m->offset < tp->next)
+        sr__source_log(s, "kafka: %s[%d] resumes at offset %lld, not %lld (out of range: `start` applies)", topic,
+                       (int)m->partition, (long long)m->offset, (long long)tp->next);
     tp->next = m->offset + 1;
     if (k->last_error[0]) {
         sr__source_log(s, "kafka: reading again");
