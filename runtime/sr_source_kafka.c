@@ -84,6 +84,7 @@ static long sr__kafka_tp(sr__kafka_t *k, const char *topic, int32_t partition)
 static void sr__kafka_error(sr_source_t *s, const char *what, const char *reason)
 {
     sr__kafka_t *k = s->impl;
+    if (strstr(reason, "identical error(s) suppressed")) return; /* a repeat, said already */
     char msg[sizeof(k->last_error)];
     snprintf(msg, sizeof(msg), "%s: %s", what, reason);
     if (!strcmp(msg, k->last_error)) return;
