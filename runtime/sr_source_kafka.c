@@ -458,7 +458,10 @@ int sr_kafka_source_commit(sr_source_t *s, const char *const *topics, const int3
 {
     if (!s || s->type != &sr_source_kafka || !s->impl) return SR_EINVAL;
     sr__kafka_t *k = s->impl;
-    if (n == 0) return SR_OK;
+    /* Not in the middle of a rebalance: a commit with the old generation
+     * would make librdkafka drop the whole assignment. The next checkpoint
+     * commits again. */
+    if (n == 0 || k->pending) return SR_OK;
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)n);
     if (!list) return SR_ENOMEM;
     /* Only the group's member that owns a partition may commit for it. */

@@ -71,34 +71,61 @@ Tasks.reloadable = false
 local holder, errbuf = ffi.new("long[1]"), ffi.new("char[512]")
 local tp_topic, tp_part = ffi.new("const char *[1]"), ffi.new("int32_t[1]")
 
--- Opens the task of topic/partition, read by source in: locked, restored
--- from its newest checkpoint. Returns it and the offset to resume at (-1:
--- the group's committed one), or nil and the exit code. Its session runs
--- every stage of the job; sources other than its own give it nothing.
-function Tasks:open_task(input, topic, partition)
-  local name = topic .. "-" .. partition
-  local dir = self.settings.dir .. "/tasks/" .. name
+-- The directory of the task of topic/partition (made if need be).
+function Tasks:task_dir(topic, partition)
+  local dir = self.settings.dir .. "/tasks/" .. topic .. "-" .. partition
   local ok, err = core.mkdir_p(dir)
-  if not ok then
-    self.log("task %s: %s", name, err)
-    return nil, 1
-  end
-  local fd
+  if not ok then return nil, err end
+  return dir
+end
+
+-- Locks the directories of every task in list ({ topic, partition }) at
+-- once, waiting while another process holds one: all or none are held at a
+-- time, so two processes each waiting for the other's never deadlock (the
+-- holder of an old assignment releases it at its next batch boundary).
+-- Returns the descriptors by index, or nil and the exit code.
+function Tasks:lock_all(list)
   local deadline = core.clock_ms() + LOCK_WAIT_MS
-  local told = false
+  local told = {}
   while true do
-    fd = C.sr_lock_task_acquire(dir, holder, errbuf, 512)
-    if fd >= 0 then break end
-    if fd ~= SR_EBUSY or core.clock_ms() > deadline then
-      self.log("task %s: %s", name, ffi_string(errbuf))
+    local fds, busy = {}, nil
+    for i, tp in ipairs(list) do
+      local dir, err = self:task_dir(tp[1], tp[2])
+      if not dir then
+        self.log("task %s-%d: %s", tp[1], tp[2], err)
+        for _, fd in pairs(fds) do C.sr_lock_task_release(fd) end
+        return nil, 1
+      end
+      local fd = C.sr_lock_task_acquire(dir, holder, errbuf, 512)
+      if fd < 0 then
+        busy = { tp = tp, fd = fd, pid = tonumber(holder[0]), why = ffi_string(errbuf) }
+        break
+      end
+      fds[i] = fd
+    end
+    if not busy then return fds end
+    for _, fd in pairs(fds) do C.sr_lock_task_release(fd) end
+    local name = busy.tp[1] .. "-" .. busy.tp[2]
+    if busy.fd ~= SR_EBUSY or core.clock_ms() > deadline then
+      self.log("task %s: %s", name, busy.why)
       return nil, 1
     end
-    if not told then
-      self.log("task %s: waiting for pid %d to release it", name, tonumber(holder[0]))
-      told = true
+    if not told[name] then
+      self.log("task %s: waiting for pid %d to release it", name, busy.pid)
+      told[name] = true
     end
-    if C.sr_loop_wait(self.loop, 50) ~= 0 then return nil, 0 end
+    if C.sr_loop_wait(self.loop, 20 + math.random(0, 80)) ~= 0 then return nil, 0 end
   end
+end
+
+-- Opens the task of topic/partition, read by source input, its directory
+-- locked (fd): restored from its newest checkpoint. Returns it and the
+-- offset to resume at (-1: the group's committed one), or nil and the exit
+-- code. Its session runs every stage of the job; sources other than its own
+-- give it nothing.
+function Tasks:open_task(input, topic, partition, fd)
+  local name = topic .. "-" .. partition
+  local dir = self.settings.dir .. "/tasks/" .. name
   local found, faults = checkpoint.latest(dir)
   for _, f in ipairs(faults) do
     self.log("task %s: checkpoint %s is not valid: %s%s", name, f.path, f.reason, found and "; using an older one" or "")
@@ -176,15 +203,22 @@ function Tasks:rebalance(input)
     C.sr_kafka_source_complete(input.src, nil, 0)
   elseif what == 1 then
     local offs = ffi.new("int64_t[?]", #list)
-    for i, tp in ipairs(list) do
-      local task, off = self.tasks[tp[1] .. "-" .. tp[2]], nil
-      if task then
-        off = task.next
-      else
-        task, off = self:open_task(input, tp[1], tp[2])
-        if not task then return nil, off end
+    local new = {}
+    for _, tp in ipairs(list) do
+      if not self.tasks[tp[1] .. "-" .. tp[2]] then new[#new + 1] = tp end
+    end
+    local fds, code = self:lock_all(new)
+    if not fds then return nil, code end
+    for i, tp in ipairs(new) do
+      local task, off = self:open_task(input, tp[1], tp[2], fds[i])
+      if not task then
+        for j = i + 1, #new do C.sr_lock_task_release(fds[j]) end
+        return nil, off
       end
-      offs[i - 1] = off
+    end
+    for i, tp in ipairs(list) do
+      local task = self.tasks[tp[1] .. "-" .. tp[2]]
+      offs[i - 1] = task.next
     end
     C.sr_kafka_source_complete(input.src, offs, #list)
   end

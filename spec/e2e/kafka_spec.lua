@@ -97,7 +97,15 @@ describe("e2e kafka", function()
     local p3 = e2e.start("kafka_count", params) -- added mid-run
     local p1b = e2e.start("kafka_count", params) -- the killed one, restarted
     kafka.produce(mock.bootstrap, "events", messages(5001, 1000, 13, expected))
-    kafka.wait_state(dir, "totals", exact(expected), 90, "three processes counting 6000 messages", p3)
+    local ok, err = pcall(kafka.wait_state, dir, "totals", exact(expected), 90, "three processes counting 6000 messages",
+      p3)
+    if not ok then
+      for name, p in pairs { p1 = p1, p2 = p2, p1b = p1b } do err = err .. "\n=== " .. name .. " (pid " .. p.pid .. ")\n" .. p:describe() end
+      local _, out = e2e.exec({ "inspect", dir })
+      err = err .. "\n=== inspect\n" .. out:gsub('"stages":{[^}]*}', ""):gsub('"params":{[^}]*}', "")
+      err = err .. "\n=== committed " .. table.concat(kafka.committed(mock.bootstrap, "counters", "events", 8), " ")
+      error(err, 0)
+    end
     -- The group split the partitions: some process held fewer than all 8.
     local split = false
     for _, p in ipairs { p2, p3, p1b } do
