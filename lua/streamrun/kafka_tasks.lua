@@ -350,6 +350,15 @@ end
 -- make_loop (streamrun.runner). Returns it, or nil and the exit code.
 function M.open(job, o)
   local settings = o.settings
+  -- Every task runs every output: files would be written (and cut back on
+  -- restore) by several tasks at once.
+  for _, node in ipairs(job.outputs) do
+    if (node.op == "to_json_lines" and node.path ~= "-") or node.op == "save_as_text_files" then
+      o.log("%s: output %s writes files, which the tasks of a Kafka job would share: write to Kafka (to_kafka), "
+        .. "standard output or foreach_batch", node.where, node.stage_name)
+      return nil, 2
+    end
+  end
   local ok, err = core.mkdir_p(settings.dir .. "/tasks")
   if not ok then
     o.log("checkpoint directory %s: %s", settings.dir, err)

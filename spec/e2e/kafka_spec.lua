@@ -143,6 +143,13 @@ describe("e2e kafka", function()
     for _, p in ipairs { p1, p2 } do assert.equal(0, p:wait(30)) end
   end)
 
+  it("refuses an output to a file in a job run as tasks, before connecting", function()
+    local dir = proc.tmpdir()
+    local code, _, err = e2e.run("kafka_file_out", { dir = dir .. "/ckpt", out = dir .. "/out.jsonl" })
+    assert.equal(2, code)
+    assert.matches("kafka_file_out.lua:6: output to_json_lines.1 writes files", err, 1, true)
+  end)
+
   it("reads JSON values; a value that is not JSON goes to dead letters", function()
     local mock = kafka.mock { topics = { "events:2" } }
     local dir = proc.tmpdir() .. "/ckpt"
