@@ -12,7 +12,7 @@ LUAJIT_LIBS   := $(shell pkg-config --libs luajit 2>/dev/null)
 NEED_LUAJIT = $(if $(LUAJIT_LIBS),,$(error pkg-config finds no LuaJIT: run `make deps`, as make run and make test do))
 CFLAGS  ?= -O2 -g
 ALL_CFLAGS = $(CSTD) $(WARN) $(CFLAGS) -fPIC $(LUAJIT_CFLAGS)
-LIBS     = -lev -lmsgpackc -lm -lmicrohttpd -lpthread
+LIBS     = -lev -lmsgpackc -lrdkafka -lm -lmicrohttpd -lpthread
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 # The runtime library: everything but the CLI and the Lua VM host.

@@ -25,6 +25,8 @@ const char *sr_cli_usage(void)
            "                              directory) as JSON; --keys dumps a stage's state\n"
            "                              as JSON lines; --verify checks it (exit 0 or 1)\n"
            "  streamrun test [PATH...]    run Busted specs with the runtime loaded\n"
+           "  streamrun kafka-mock [--brokers N] [--topic NAME:PARTITIONS]...\n"
+           "                              librdkafka's mock cluster; prints its bootstrap\n"
            "  streamrun --version | --help       (COMMAND --help: the same)\n"
            "a flag given twice is an error; --set KEY twice too\n"
            "durations: 250ms, 1s, 1.5s, 2m, 1h, or a number of seconds\n";

@@ -15,4 +15,11 @@ int sr_lock_acquire(const char *dir, long *holder, char *err, size_t errlen);
 /* Releases the lock this process holds, if any (the file stays). */
 void sr_lock_release(void);
 
+/* The lock of one task's directory (Kafka jobs: processes of one group
+ * share the checkpoint directory, each task has one owner). Returns the
+ * lock's descriptor (>= 0; release it with sr_lock_task_release), SR_EBUSY
+ * with the holder's pid in *holder, or SR_EIO with the reason in err. */
+int sr_lock_task_acquire(const char *dir, long *holder, char *err, size_t errlen);
+void sr_lock_task_release(int fd);
+
 #endif

@@ -2,6 +2,7 @@
  * embedded LuaJIT and hands the command to the Lua runner (streamrun.runner)
  * or to Busted. */
 #include "sr_cli.h"
+#include "sr_kafka_mock.h"
 #include "sr_lua.h"
 #include "sr_version.h"
 #include "sr_watchdog.h"
@@ -98,6 +99,7 @@ int main(int argc, char **argv)
 {
     sr_cli_t cli;
     char err[512];
+    if (argc > 1 && !strcmp(argv[1], "kafka-mock")) return sr_kafka_mock_main(argc - 1, argv + 1);
     if (sr_cli_parse(argc, argv, &cli, err, sizeof(err)) != 0) {
         fprintf(stderr, "streamrun: %s\n%s", err, sr_cli_usage());
         sr_cli_free(&cli);

@@ -10,6 +10,7 @@
 static const sr_source_type_t *const sr__source_types[] = {
     &sr_source_text_file, &sr_source_stdin, &sr_source_socket_text,
     &sr_source_listen_text, &sr_source_tail, &sr_source_text_dir,
+    &sr_source_kafka,
 };
 
 const sr_source_type_t *sr_source_type_find(const char *kind)

@@ -30,6 +30,8 @@ typedef struct sr_source_opts {
     const char *start_file;        /* text_dir: the file to resume (at start_offset) */
     const char *const *done_files; /* text_dir: names of the files it is done with */
     size_t ndone;
+    const char *const *kv;         /* kind-specific settings: nkv pairs kv[2i] = kv[2i+1] (kafka) */
+    size_t nkv;
 } sr_source_opts_t;
 
 /* Where a source stands between batches, for checkpoints. */
@@ -157,5 +159,6 @@ extern const sr_source_type_t sr_source_socket_text;
 extern const sr_source_type_t sr_source_listen_text;
 extern const sr_source_type_t sr_source_tail;
 extern const sr_source_type_t sr_source_text_dir;
+extern const sr_source_type_t sr_source_kafka;
 
 #endif

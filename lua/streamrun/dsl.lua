@@ -680,8 +680,11 @@ end
 
 M.is_job = function(x) return getmetatable(x) == Job end
 
--- For the operations defined in other files (streamrun.event_dsl).
+-- For the operations defined in other files (streamrun.event_dsl, and
+-- Kafka's source and sink in streamrun.kafka).
 M.add_node, M.check_opts, M.needs_keyed = add_node, check_opts, needs_keyed
+M.source, M.stream_of = source, stream_of
 require("streamrun.event_dsl").install(M)
+require("streamrun.kafka").install(M)
 
 return M

@@ -71,7 +71,36 @@ local function summary(c)
   }
 end
 
+-- A Kafka job's directory (DIR/tasks/<topic>-<partition>/): every task's
+-- keys, or its tasks' summaries.
+local function main_tasks(cli, dirs)
+  local found = {}
+  for _, dir in ipairs(dirs) do
+    local c = open_checkpoint(dir)
+    if c then found[#found + 1] = c end
+  end
+  if cli.verify then
+    for _, c in ipairs(found) do io.stdout:write(("ok %s: batch %d at %d ms\n"):format(c.path, c.meta.batch, c.meta.time_ms)) end
+    return #found == #dirs and 0 or 1
+  end
+  if cli.keys then
+    for _, c in ipairs(found) do
+      local code = dump_keys(c, cli.keys)
+      if code ~= 0 then return code end
+    end
+    return 0
+  end
+  local tasks = {}
+  for _, c in ipairs(found) do tasks[c.path:match("([^/]+)/[^/]+$")] = summary(c) end
+  io.stdout:write(format.json({ tasks = tasks }), "\n")
+  return 0
+end
+
 function M.main(cli)
+  if is_dir(cli.job) and not checkpoint.latest(cli.job) then
+    local dirs = require("streamrun.kafka_tasks").task_dirs(cli.job)
+    if #dirs > 0 then return main_tasks(cli, dirs) end
+  end
   local c, err = open_checkpoint(cli.job)
   if cli.verify then
     if not c then return fail("%s", err) end

@@ -18,7 +18,7 @@ function M.is_word_count(chain, consumer_of)
   local s = chain.stages
   if #s ~= 1 or s[1].op ~= "flat_map" or s[1].fn ~= builtins.words then return false end
   local input = chain.input
-  if input.kind ~= "source" or input.format ~= "text" then return false end
+  if input.kind ~= "source" or input.format ~= "text" or input.framed then return false end
   local c = consumer_of(s[1])
   return c and c.op == "count_by_value" and c or false
 end

@@ -233,6 +233,11 @@ function makers.to_json_lines(node, sink, g)
   end, retry
 end
 
+-- Kafka's producer (streamrun.kafka), loaded when a job has one.
+function makers.to_kafka(node, sink, g)
+  return require("streamrun.kafka").make_sink(node, sink, g)
+end
+
 -- The per-batch function of an output stage, write(input_batch, time_ms),
 -- and retry() to write again what a failing write kept. Both return true,
 -- or nil, the message and true when the failure is for good (standard

@@ -17,6 +17,7 @@ local loader = require "streamrun.loader"
 local outputs = require "streamrun.outputs"
 local reload = require "streamrun.reload"
 local session = require "streamrun.session"
+local kafka_tasks = require "streamrun.kafka_tasks"
 
 local C, ffi = core.C, core.ffi
 local handoff = core.handoff
@@ -104,6 +105,13 @@ local function start(cli)
   if cli.stats then os.remove(cli.stats) end
   local o, oerr = session_options(cli, settings)
   if not o then log("%s", oerr) return nil, 1 end
+  if kafka_tasks.applies(job, settings) then -- one task per partition, the lock per task
+    o.make_loop = function() return new_loop(job, settings) end
+    local S, code = kafka_tasks.open(job, o)
+    if not S then return nil, code end
+    watch_files(cli, S)
+    return S
+  end
   if settings then
     o.restored = session.find_checkpoint(settings, log)
     if o.restored == nil then return nil, 1 end
@@ -146,7 +154,9 @@ local function drive(cli, S)
       return 0
     end
     if duration_ms and core.clock_ms() - S.started >= duration_ms then C.sr_loop_stop(loop) end
-    if tick.reload ~= 0 then
+    if tick.reload ~= 0 and S.reloadable == false then
+      log("reload: a job run as Kafka tasks is not reloaded in place; restart it (its tasks resume)")
+    elseif tick.reload ~= 0 then
       handoff.put("running", core.cstate.encode(S:describe()))
       return M.RELOAD
     end

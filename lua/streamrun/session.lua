@@ -35,7 +35,7 @@ end
 function M.source_signature(node)
   return table.concat({ node.c_kind or node.op, node.host or "", tostring(node.port or ""), node.path or "",
                         node.format, tostring(node.max_line), tostring(node.from_start or false),
-                        tostring(node.max_connections or "") }, "|")
+                        tostring(node.max_connections or ""), node.signature or "" }, "|")
 end
 
 -- Starts node's C source on loop at position pos; sets node.c_index.
@@ -56,7 +56,10 @@ function M.add_c_source(loop, node, pos)
   local done_files = ffi.new("const char *[?]", #done + 1) -- `done` keeps the strings
   for i, name in ipairs(done) do done_files[i - 1] = name end
   o.start_file, o.done_files, o.ndone = pos.file, done_files, #done
+  local kv_keep -- the kind's own settings (kafka), alive until the source has started
+  if node.c_hooks then o.kv, o.nkv, kv_keep = node.c_hooks.kv(node, pos) end
   local idx = C.sr_loop_add_source(loop, o, err, 512)
+  kv_keep = nil
   if idx < 0 then
     return nil, ("%s: source %s: %s"):format(node.where, node.stage_name, ffi.string(err))
   end
@@ -139,7 +142,9 @@ function Session:positions()
     local p
     if node.c_index and self.loop then
       local src = C.sr_loop_source(self.loop, node.c_index)
-      if C.sr_source_position(src, pos) == 0 then
+      if node.c_hooks then
+        p = node.c_hooks.position(node, src)
+      elseif C.sr_source_position(src, pos) == 0 then
         p = { kind = node.op, offset = tonumber(pos.offset), inode = tonumber(pos.inode) }
         if sources.traits(node).file_list then p.path, p.file, p.done = node.path, dir_files(src, pos) end
       end
@@ -230,6 +235,7 @@ function Session:new_writer()
   -- every batch after it. Until this process has written `keep` of them,
   -- the oldest kept may be an earlier run's: nothing goes.
   w.on_written = function(b)
+    self:commit_positions(b)
     local kept, keep = self.kept, self.settings.keep
     kept[#kept + 1] = b
     while #kept > keep do table.remove(kept, 1) end
@@ -244,8 +250,25 @@ function Session:new_writer()
   return true
 end
 
+-- A checkpoint after batch b is written: sources that keep their place
+-- elsewhere too (Kafka's group offsets) are told the positions it holds.
+function Session:commit_positions(b)
+  local taken = self.taken[b]
+  for batch in pairs(self.taken) do
+    if batch <= b then self.taken[batch] = nil end
+  end
+  if taken and self.feed and self.feed.written then self.feed.written(taken) end -- a Kafka task's
+  if not taken or not self.loop then return end
+  for _, node in ipairs(self.job.sources) do
+    if node.c_hooks and node.c_index and taken[node.stage_name] then
+      node.c_hooks.commit(node, C.sr_loop_source(self.loop, node.c_index), taken[node.stage_name])
+    end
+  end
+end
+
 function Session:checkpoint_now(time_ms, sync, input_ended)
   local m = checkpoint.meta(self.job, self.plan, self.nbatches, time_ms, self:positions(), self.progress, self.params)
+  self.taken[self.nbatches] = m.sources
   m.finished = input_ended or nil
   if self.wal_dir then self.segment_after[self.nbatches] = tonumber(C.sr_loop_wal_rotate(self.loop)) end
   self.writer:write(self.nbatches, m, self.plan, sync)
@@ -490,7 +513,7 @@ local function new(job, o)
     generators = o.generators ~= false, watch = o.watch, raises = o.raises, quiet = o.quiet, stats_fh = o.stats_fh,
     log = o.log or stderr_log,
     nbatches = 0, batches_base = 0, total_records = 0, dead_before = 0, reload_failures = 0,
-    progress = {}, segment_after = {}, kept = {}, started = core.clock_ms(),
+    progress = {}, segment_after = {}, kept = {}, taken = {}, started = core.clock_ms(),
     event = eventtime.new_data(), -- the watermark's data (streamrun.eventtime)
   }, Session)
   S.dead = o.dead or function(source, offset, reason, record)

@@ -104,6 +104,7 @@ end
 -- A batch from the records of a sealed C batch (sr_batch_t *).
 -- dead(source_name, offset, reason, record) receives undecodable records.
 function M.read_c_batch(node, cb, dead)
+  if node.c_hooks then return node.c_hooks.read(node, cb, dead) end -- framed records (kafka)
   local n = tonumber(cb.n)
   local data, off = cb.data, cb.off
   local lines = tnew(n, 0)
@@ -129,6 +130,7 @@ end
 -- strings are records as a C source would deliver them (decoded if JSON),
 -- other values are elements already. first_offset numbers the records.
 function M.read_values(node, values, first_offset, dead)
+  if node.c_hooks and node.keyed == "yes" then return node.c_hooks.read_values(node, values, first_offset, dead) end
   local n = #values
   local out, m = tnew(n, 0), 0
   local json = node.format == "json"

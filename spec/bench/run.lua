@@ -708,6 +708,10 @@ local BENCHMARKS = {
   { name = "latency", run = bench_latency },
   { name = "checkpoint", run = bench_checkpoint },
   { name = "event", run = bench_event },
+  { name = "kafka", run = function()
+      return require("kafka_bench").run({ streamrun = STREAMRUN, tmp = TMP, records = opts.quick and 2e5 or 1e6 },
+        line, rate)
+    end },
 }
 
 -- -- Main --

@@ -1,0 +1,527 @@
+/* sr_source_kafka: kafka, a consumer in a group reading topics through
+ * librdkafka, polled from the event loop without blocking it; unbounded. */
+
+/* librdkafka signals its consumer queue's empty -> non-empty transitions
+ * on a pipe the loop watches; an idle watcher then drains the queue while
+ * the batch has room (a timer serves callbacks in any case). Offsets are
+ * streamrun's: auto-commit and offset storing are off, each partition's
+ * next offset is kept here and checkpointed by the session, which commits
+ * it to the group once the checkpoint is written. A partition the group
+ * assigns starts at the offset known here (a checkpoint's, or where reading
+ * got to), else at the group's committed offset, else at `start`. Client
+ * errors (broker down, unknown topic, authentication) are logged once per
+ * change and retried by librdkafka; the job waits. */
+#include "sr_alloc.h"
+#include "sr_error.h"
+#include "sr_kafka.h"
+#include "sr_source.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <fcntl.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SR_KAFKA_TICK 0.2      /* seconds between polls when no event comes */
+#define SR_KAFKA_PER_PASS 4096 /* messages per idle pass, so signals get a turn */
+
+typedef struct sr__ktp {
+    char *topic;       /* owned */
+    int32_t partition;
+    int64_t next;      /* offset after the last record delivered; -1 none */
+    int assigned;
+} sr__ktp_t;
+
+typedef struct sr__kafka {
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *queue; /* the consumer queue (everything is forwarded to it) */
+    int pipe[2];             /* librdkafka writes to [1] when the queue fills */
+    ev_io io;
+    ev_idle reader;
+    ev_timer tick;
+    sr__ktp_t *tps;          /* owned: every partition seen or resumed */
+    size_t ntps, cap;
+    size_t last;             /* index of the partition of the last message */
+    size_t max_line;
+    char *scratch;           /* owned: header + key + value of one record */
+    size_t scratch_cap;
+    char last_error[512];    /* the last error logged, so it is not repeated */
+    int commits;             /* offset commits sent and not answered yet */
+    int debug;               /* config has librdkafka's `debug`: log it all */
+    int defer;               /* tasks: assignments and revocations wait for
+                                the session (sr_kafka_source_complete) */
+    rd_kafka_topic_partition_list_t *pending; /* owned: what waits */
+    int pending_assign;      /* 1: pending is an assignment; 0: a revocation */
+} sr__kafka_t;
+
+/* -- Partitions -- */
+
+/* The index of topic/partition in the table, added (next = -1) if new;
+ * -1 when out of memory. */
+static long sr__kafka_tp(sr__kafka_t *k, const char *topic, int32_t partition)
+{
+    if (k->last < k->ntps && k->tps[k->last].partition == partition && !strcmp(k->tps[k->last].topic, topic))
+        return (long)k->last;
+    for (size_t i = 0; i < k->ntps; i++)
+        if (k->tps[i].partition == partition && !strcmp(k->tps[i].topic, topic)) return (long)(k->last = i);
+    if (k->ntps == k->cap) {
+        size_t cap = k->cap ? k->cap * 2 : 16;
+        sr__ktp_t *t = sr_realloc(k->tps, cap * sizeof(*t));
+        if (!t) return -1;
+        k->tps = t;
+        k->cap = cap;
+    }
+    char *name = sr_strdup(topic);
+    if (!name) return -1;
+    k->tps[k->ntps] = (sr__ktp_t){.topic = name, .partition = partition, .next = -1};
+    return (long)(k->last = k->ntps++);
+}
+
+/* Logs a client error unless it is the one logged last. */
+static void sr__kafka_error(sr_source_t *s, const char *what, const char *reason)
+{
+    sr__kafka_t *k = s->impl;
+    if (strstr(reason, "identical error(s) suppressed")) return; /* a repeat, said already */
+    char msg[sizeof(k->last_error)];
+    snprintf(msg, sizeof(msg), "%s: %s", what, reason);
+    if (!strcmp(msg, k->last_error)) return;
+    snprintf(k->last_error, sizeof(k->last_error), "%s", msg);
+    sr__source_log(s, "kafka: %s (%s)", msg,
+                   !strncmp(msg, "offset commit", 13) ? "the next checkpoint commits again"
+                                                      : "retrying; the job waits for it");
+}
+
+/* -- librdkafka callbacks (run on the loop's thread, from the poll) -- */
+
+static void sr__kafka_on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)rk;
+    sr_source_t *s = opaque;
+    sr__kafka_error(s, rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+static void sr__kafka_on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    /* From librdkafka's threads; only what is critical (errors come
+     * through the error callback), or everything when config asks for
+     * librdkafka's debug contexts. */
+    sr_source_t *s = rd_kafka_opaque(rk);
+    sr__kafka_t *k = s ? s->impl : NULL;
+    if (level <= (k && k->debug ? 7 : 2)) fprintf(stderr, "streamrun: kafka %s: %s: %s\n", rd_kafka_name(rk), fac, buf);
+}
+
+static void sr__kafka_on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *offsets,
+                                void *opaque)
+{
+    (void)rk;
+    sr_source_t *s = opaque;
+    sr__kafka_t *k = s->impl;
+    if (k->commits > 0) k->commits--;
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        sr__kafka_error(s, "offset commit", rd_kafka_err2str(err));
+        return;
+    }
+    for (int i = 0; offsets && i < offsets->cnt; i++)
+        if (offsets->elems[i].err) {
+            sr__kafka_error(s, "offset commit", rd_kafka_err2str(offsets->elems[i].err));
+            return;
+        }
+}
+
+static void sr__kafka_list_parts(char *buf, size_t len, const rd_kafka_topic_partition_list_t *parts)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < parts->cnt && used + 1 < len; i++) {
+        int n = snprintf(buf + used, len - used, "%s%s[%d]", i ? " " : "", parts->elems[i].topic,
+                         (int)parts->elems[i].partition);
+        if (n < 0) break;
+        used += (size_t)n;
+    }
+}
+
+/* The group assigns or revokes partitions: assigned ones start at the
+ * offset known here (else the committed one, else `start`). */
+static void sr__kafka_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                   rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    sr_source_t *s = opaque;
+    sr__kafka_t *k = s->impl;
+    int cooperative = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
+    int assign = err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+    for (int i = 0; i < parts->cnt; i++) {
+        long t = sr__kafka_tp(k, parts->elems[i].topic, parts->elems[i].partition);
+        if (t < 0) continue;
+        k->tps[t].assigned = assign;
+        if (assign && k->tps[t].next >= 0) parts->elems[i].offset = k->tps[t].next;
+    }
+    char list[512];
+    sr__kafka_list_parts(list, sizeof(list), parts);
+    sr__source_log(s, "kafka: %s %d partitions: %s", assign ? "assigned" : "revoked", parts->cnt, list);
+    if (k->defer) {
+        /* The session restores (or checkpoints) the partitions' tasks at
+         * the batch boundary, then completes this; the group waits. A
+         * revoked partition's records are not delivered meanwhile. */
+        if (k->pending) rd_kafka_topic_partition_list_destroy(k->pending);
+        k->pending = rd_kafka_topic_partition_list_copy(parts);
+        k->pending_assign = assign;
+        if (assign)
+            for (int i = 0; i < parts->cnt; i++) {
+                long t = sr__kafka_tp(k, parts->elems[i].topic, parts->elems[i].partition);
+                if (t >= 0) k->tps[t].assigned = 0;
+            }
+        return;
+    }
+    rd_kafka_error_t *e = NULL;
+    rd_kafka_resp_err_t r = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (cooperative) e = assign ? rd_kafka_incremental_assign(rk, parts) : rd_kafka_incremental_unassign(rk, parts);
+    else r = rd_kafka_assign(rk, assign ? parts : NULL);
+    if (e) {
+        sr__kafka_error(s, "assignment", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    } else if (r) {
+        sr__kafka_error(s, "assignment", rd_kafka_err2str(r));
+    }
+    k->last_error[0] = '\0';
+}
+
+/* -- Reading -- */
+
+/* Appends one message to the batch (a dead letter when too long). */
+static void sr__kafka_deliver(sr_source_t *s, rd_kafka_message_t *m)
+{
+    sr__kafka_t *k = s->impl;
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    long t = sr__kafka_tp(k, topic, m->partition);
+    if (t < 0) {
+        sr__source_dead(s, m->offset, sr_strerror(SR_ENOMEM), m->payload, m->len);
+        return;
+    }
+    sr__ktp_t *tp = &k->tps[t];
+    if (k->defer && !tp->assigned) return; /* revoked: its next owner reads it */
+    /* Behind where it stood: the offset it resumed at was out of range
+     * (the log was truncated or the topic made anew) and `start` applied. */
+    if (tp->next >= 0 && m->offset < tp->next)
+        sr__source_log(s, "kafka: %s[%d] resumes at offset %lld, not %lld (out of range: `start` applies)", topic,
+                       (int)m->partition, (long long)m->offset, (long long)tp->next);
+    tp->next = m->offset + 1;
+    if (k->last_error[0]) {
+        sr__source_log(s, "kafka: reading again");
+        k->last_error[0] = '\0';
+    }
+    if (m->len > k->max_line) {
+        sr__source_dead(s, m->offset, sr_strerror(SR_ETOOLONG), m->payload, m->len);
+        return;
+    }
+    size_t klen = m->key ? m->key_len : 0;
+    size_t need = sizeof(sr_kafka_record_t) + klen + m->len;
+    if (need > k->scratch_cap) {
+        char *p = sr_realloc(k->scratch, need);
+        if (!p) {
+            sr__source_dead(s, m->offset, sr_strerror(SR_ENOMEM), m->payload, m->len);
+            return;
+        }
+        k->scratch = p;
+        k->scratch_cap = need;
+    }
+    sr_kafka_record_t h = {.partition_index = (int32_t)t, .keylen = m->key ? (int32_t)m->key_len : -1};
+    memcpy(k->scratch, &h, sizeof(h));
+    if (klen) memcpy(k->scratch + sizeof(h), m->key, klen);
+    if (m->len) memcpy(k->scratch + sizeof(h) + klen, m->payload, m->len);
+    sr__source_line(s, k->scratch, need, m->offset, 0);
+}
+
+static void sr__kafka_drain_pipe(sr__kafka_t *k)
+{
+    char buf[256];
+    while (read(k->pipe[0], buf, sizeof(buf)) > 0) {}
+}
+
+static void sr__kafka_on_idle(struct ev_loop *ev, ev_idle *w, int revents)
+{
+    (void)revents;
+    sr_source_t *s = w->data;
+    sr__kafka_t *k = s->impl;
+    for (int i = 0; i < SR_KAFKA_PER_PASS; i++) {
+        if (sr__source_waits(s)) return; /* until the batch is released, or the hold ends */
+        if (i == 0) sr__kafka_drain_pipe(k);
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, 0);
+        if (!m) {
+            ev_idle_stop(ev, w);
+            return;
+        }
+        if (!m->err) {
+            sr__kafka_deliver(s, m);
+        } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            char what[300];
+            snprintf(what, sizeof(what), "%s%s", m->rkt ? "topic " : "consumer",
+                     m->rkt ? rd_kafka_topic_name(m->rkt) : "");
+            sr__kafka_error(s, what, rd_kafka_message_errstr(m));
+        }
+        rd_kafka_message_destroy(m);
+    }
+}
+
+static void sr__kafka_on_io(struct ev_loop *ev, ev_io *w, int revents)
+{
+    (void)revents;
+    sr_source_t *s = w->data;
+    sr__kafka_t *k = s->impl;
+    sr__kafka_drain_pipe(k);
+    ev_idle_start(ev, &k->reader);
+}
+
+static void sr__kafka_on_tick(struct ev_loop *ev, ev_timer *w, int revents)
+{
+    (void)revents;
+    sr_source_t *s = w->data;
+    sr__kafka_t *k = s->impl;
+    ev_idle_start(ev, &k->reader);
+}
+
+/* -- Registration -- */
+
+static int sr__kafka_set(rd_kafka_conf_t *conf, sr_source_t *s, const char *name, const char *value)
+{
+    char errstr[256];
+    if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) == RD_KAFKA_CONF_OK) return 0;
+    snprintf(s->err, sizeof(s->err), "kafka config %.60s=%.60s: %.110s", name, value, errstr);
+    return -1;
+}
+
+static void sr__kafka_free(sr__kafka_t *k)
+{
+    if (k->pending) rd_kafka_topic_partition_list_destroy(k->pending);
+    for (size_t i = 0; i < k->ntps; i++) sr_free(k->tps[i].topic);
+    sr_free(k->tps);
+    sr_free(k->scratch);
+    if (k->pipe[0] >= 0) close(k->pipe[0]);
+    if (k->pipe[1] >= 0) close(k->pipe[1]);
+    sr_free(k);
+}
+
+/* Settings (kv): brokers, topic (one pair per topic), group, start
+ * ("earliest" | "latest"), config:<property> (passed through),
+ * offset:<topic>:<partition> (a checkpoint's offset to resume at). */
+static int sr__kafka_start(sr_source_t *s, const sr_source_opts_t *o)
+{
+    char errstr[512];
+    const char *brokers = NULL, *group = NULL, *start = "earliest";
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(4);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    int rc = SR_EINVAL;
+    sr__kafka_t *k = sr_calloc(1, sizeof(*k));
+    if (!k) { rc = SR_ENOMEM; goto fail; }
+    k->pipe[0] = k->pipe[1] = -1;
+    k->max_line = o->max_line ? o->max_line : 1024 * 1024;
+    k->last = (size_t)-1;
+    s->impl = k;
+    for (size_t i = 0; i + 1 < 2 * o->nkv; i += 2) {
+        const char *key = o->kv[i], *v = o->kv[i + 1];
+        if (!strcmp(key, "brokers")) brokers = v;
+        else if (!strcmp(key, "group")) group = v;
+        else if (!strcmp(key, "start")) start = v;
+        else if (!strcmp(key, "tasks")) k->defer = !strcmp(v, "1");
+        else if (!strcmp(key, "topic")) rd_kafka_topic_partition_list_add(topics, v, RD_KAFKA_PARTITION_UA);
+        else if (!strncmp(key, "offset:", 7)) {
+            const char *colon = strrchr(key + 7, ':');
+            if (!colon || colon == key + 7) continue;
+            char topic[256];
+            size_t len = (size_t)(colon - (key + 7));
+            if (len >= sizeof(topic)) continue;
+            memcpy(topic, key + 7, len);
+            topic[len] = '\0';
+            long t = sr__kafka_tp(k, topic, (int32_t)strtol(colon + 1, NULL, 10));
+            if (t < 0) { rc = SR_ENOMEM; goto fail; }
+            k->tps[t].next = strtoll(v, NULL, 10);
+        }
+    }
+    if (!brokers || !*brokers || topics->cnt == 0 || !group || !*group) {
+        snprintf(s->err, sizeof(s->err), "kafka needs brokers, a topic and a group");
+        goto fail;
+    }
+    if (strcmp(start, "earliest") && strcmp(start, "latest")) {
+        snprintf(s->err, sizeof(s->err), "kafka: start must be \"earliest\" or \"latest\", got %s", start);
+        goto fail;
+    }
+    if (sr__kafka_set(conf, s, "bootstrap.servers", brokers) || sr__kafka_set(conf, s, "group.id", group) ||
+        sr__kafka_set(conf, s, "auto.offset.reset", start) ||
+        sr__kafka_set(conf, s, "enable.auto.commit", "false") ||
+        sr__kafka_set(conf, s, "enable.auto.offset.store", "false") ||
+        sr__kafka_set(conf, s, "client.id", "streamrun"))
+        goto fail;
+    for (size_t i = 0; i + 1 < 2 * o->nkv; i += 2)
+        if (!strncmp(o->kv[i], "config:", 7)) {
+            if (sr__kafka_set(conf, s, o->kv[i] + 7, o->kv[i + 1])) goto fail;
+            if (!strcmp(o->kv[i] + 7, "debug")) k->debug = 1;
+        }
+    rd_kafka_conf_set_opaque(conf, s);
+    rd_kafka_conf_set_error_cb(conf, sr__kafka_on_error);
+    rd_kafka_conf_set_log_cb(conf, sr__kafka_on_log);
+    rd_kafka_conf_set_rebalance_cb(conf, sr__kafka_on_rebalance);
+    rd_kafka_conf_set_offset_commit_cb(conf, sr__kafka_on_commit);
+    if (pipe2(k->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+        snprintf(s->err, sizeof(s->err), "kafka: pipe: %s", strerror(errno));
+        rc = SR_EIO;
+        goto fail;
+    }
+    k->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!k->rk) {
+        snprintf(s->err, sizeof(s->err), "kafka: %.240s", errstr);
+        goto fail;
+    }
+    conf = NULL; /* the handle owns it */
+    rd_kafka_poll_set_consumer(k->rk);
+    k->queue = rd_kafka_queue_get_consumer(k->rk);
+    rd_kafka_queue_io_event_enable(k->queue, k->pipe[1], "1", 1);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(k->rk, topics);
+    if (e) {
+        snprintf(s->err, sizeof(s->err), "kafka: subscribe: %s", rd_kafka_err2str(e));
+        goto fail;
+    }
+    rd_kafka_topic_partition_list_destroy(topics);
+    ev_io_init(&k->io, sr__kafka_on_io, k->pipe[0], EV_READ);
+    k->io.data = s;
+    ev_idle_init(&k->reader, sr__kafka_on_idle);
+    k->reader.data = s;
+    ev_timer_init(&k->tick, sr__kafka_on_tick, SR_KAFKA_TICK, SR_KAFKA_TICK);
+    k->tick.data = s;
+    ev_io_start(s->ev, &k->io);
+    ev_timer_start(s->ev, &k->tick);
+    ev_idle_start(s->ev, &k->reader);
+    return SR_OK;
+fail:
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (conf) rd_kafka_conf_destroy(conf);
+    if (k) {
+        if (k->queue) rd_kafka_queue_destroy(k->queue);
+        if (k->rk) rd_kafka_destroy(k->rk);
+        sr__kafka_free(k);
+    }
+    s->impl = NULL;
+    return rc;
+}
+
+static void sr__kafka_stop(sr_source_t *s)
+{
+    sr__kafka_t *k = s->impl;
+    if (!k) return;
+    ev_idle_stop(s->ev, &k->reader);
+    ev_timer_stop(s->ev, &k->tick);
+    ev_io_stop(s->ev, &k->io);
+    rd_kafka_queue_io_event_enable(k->queue, -1, NULL, 0);
+    /* The last checkpoint's commit reaches the group before we leave it
+     * (what is read meanwhile is in no checkpoint: dropped). */
+    for (int i = 0; k->commits > 0 && i < 30; i++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, 100);
+        if (m) rd_kafka_message_destroy(m);
+    }
+    /* Leaves the group now (the revocation comes through the rebalance
+     * callback, answered at once: the session checkpointed its tasks), so
+     * other members take the partitions over at once. */
+    k->defer = 0;
+    rd_kafka_consumer_close(k->rk);
+    rd_kafka_queue_destroy(k->queue);
+    rd_kafka_destroy(k->rk);
+    sr__kafka_free(k);
+    s->impl = NULL;
+}
+
+const sr_source_type_t sr_source_kafka = {
+    .kind = "kafka",
+    /* Kafka keeps the records: a restart reads them again from the
+     * checkpointed offsets, nothing goes to the write-ahead log. */
+    .traits = {.bounded = 0, .stored = 0, .logged = 0, .rereads = 0, .resumes = 1, .file_list = 0},
+    .start = sr__kafka_start, .stop = sr__kafka_stop,
+};
+
+/* -- Partitions and offsets, for the session -- */
+
+int sr_kafka_source_partition(sr_source_t *s, size_t i, const char **topic, int32_t *partition,
+                              int64_t *next, int *assigned)
+{
+    if (!s || s->type != &sr_source_kafka || !s->impl) return SR_EINVAL;
+    sr__kafka_t *k = s->impl;
+    if (i >= k->ntps) return SR_ENOENT;
+    *topic = k->tps[i].topic;
+    *partition = k->tps[i].partition;
+    *next = k->tps[i].next;
+    *assigned = k->tps[i].assigned;
+    return SR_OK;
+}
+
+int sr_kafka_source_commit(sr_source_t *s, const char *const *topics, const int32_t *partitions,
+                           const int64_t *offsets, size_t n)
+{
+    if (!s || s->type != &sr_source_kafka || !s->impl) return SR_EINVAL;
+    sr__kafka_t *k = s->impl;
+    /* Not in the middle of a rebalance: a commit with the old generation
+     * would make librdkafka drop the whole assignment. The next checkpoint
+     * commits again. */
+    if (n == 0 || k->pending) return SR_OK;
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)n);
+    if (!list) return SR_ENOMEM;
+    /* Only the group's member that owns a partition may commit for it. */
+    for (size_t i = 0; i < n; i++)
+        for (size_t t = 0; t < k->ntps; t++)
+            if (k->tps[t].assigned && k->tps[t].partition == partitions[i] && !strcmp(k->tps[t].topic, topics[i]))
+                rd_kafka_topic_partition_list_add(list, topics[i], partitions[i])->offset = offsets[i];
+    if (list->cnt == 0) {
+        rd_kafka_topic_partition_list_destroy(list);
+        return SR_OK;
+    }
+    rd_kafka_resp_err_t e = rd_kafka_commit(k->rk, list, 1);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (e) sr__kafka_error(s, "offset commit", rd_kafka_err2str(e));
+    else k->commits++;
+    return SR_OK;
+}
+
+int sr_kafka_source_pending(sr_source_t *s, size_t i, const char **topic, int32_t *partition)
+{
+    if (!s || s->type != &sr_source_kafka || !s->impl) return SR_EINVAL;
+    sr__kafka_t *k = s->impl;
+    if (!k->pending || i >= (size_t)k->pending->cnt) return 0;
+    *topic = k->pending->elems[i].topic;
+    *partition = k->pending->elems[i].partition;
+    return k->pending_assign ? 1 : 2;
+}
+
+int sr_kafka_source_complete(sr_source_t *s, const int64_t *offsets, size_t n)
+{
+    if (!s || s->type != &sr_source_kafka || !s->impl) return SR_EINVAL;
+    sr__kafka_t *k = s->impl;
+    if (!k->pending) return SR_OK;
+    rd_kafka_topic_partition_list_t *parts = k->pending;
+    int assign = k->pending_assign;
+    k->pending = NULL;
+    for (int i = 0; i < parts->cnt; i++) {
+        long t = sr__kafka_tp(k, parts->elems[i].topic, parts->elems[i].partition);
+        if (t < 0) continue;
+        if (assign && (size_t)i < n && offsets[i] >= 0) k->tps[t].next = offsets[i];
+        if (assign && (size_t)i < n) parts->elems[i].offset = offsets[i] >= 0 ? offsets[i] : RD_KAFKA_OFFSET_INVALID;
+        /* Revoked: where it stood is its next owner's to say. */
+        if (!assign) k->tps[t].next = -1;
+        k->tps[t].assigned = assign;
+    }
+    rd_kafka_error_t *e = NULL;
+    rd_kafka_resp_err_t r = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (!strcmp(rd_kafka_rebalance_protocol(k->rk), "COOPERATIVE"))
+        e = assign ? rd_kafka_incremental_assign(k->rk, parts) : rd_kafka_incremental_unassign(k->rk, parts);
+    else
+        r = rd_kafka_assign(k->rk, assign ? parts : NULL);
+    rd_kafka_topic_partition_list_destroy(parts);
+    if (e) {
+        sr__kafka_error(s, "assignment", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        return SR_EIO;
+    }
+    if (r) {
+        sr__kafka_error(s, "assignment", rd_kafka_err2str(r));
+        return SR_EIO;
+    }
+    return SR_OK;
+}

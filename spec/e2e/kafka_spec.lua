@@ -1,0 +1,203 @@
+-- Kafka (SPEC section 16) against librdkafka's mock cluster, started here
+-- through `streamrun kafka-mock`: the source, offsets in checkpoints and in
+-- the group, kill -9, the sink, a broker down and back.
+local proc = require "helpers.proc"
+local e2e = require "helpers.e2e"
+local kafka = require "helpers.kafka"
+
+-- n messages "k<i % keys>:v<i>" (from first), and the count per key they make.
+local function messages(first, n, keys, counts)
+  local lines = {}
+  for i = first, first + n - 1 do
+    local k = "k" .. (i % keys)
+    lines[#lines + 1] = k .. ":v" .. i
+    if counts then counts[k] = (counts[k] or 0) + 1 end
+  end
+  return lines
+end
+
+local function exact(expected)
+  return function(keys)
+    for k, v in pairs(expected) do if keys[k] ~= v then return false end end
+    for k in pairs(keys) do if expected[k] == nil then return false end end
+    return true
+  end
+end
+
+describe("e2e kafka", function()
+  after_each(function() proc.cleanup() end)
+
+  it("counts per key from an 8-partition topic, checkpoints its offsets and commits them to the group", function()
+    local mock = kafka.mock { topics = { "events:8" } }
+    local dir = proc.tmpdir() .. "/ckpt"
+    local expected = {}
+    kafka.produce(mock.bootstrap, "events", messages(1, 2000, 13, expected))
+    local p = e2e.start("kafka_count", { brokers = mock.bootstrap, dir = dir })
+    kafka.wait_state(dir, "totals", exact(expected), 40, "counts of the first 2000 messages", p)
+    kafka.produce(mock.bootstrap, "events", messages(2001, 1000, 13, expected))
+    kafka.wait_state(dir, "totals", exact(expected), 40, "counts of all 3000 messages", p)
+    assert.equal(3000, kafka.sum(expected))
+    -- The group sees every message consumed: committed offsets add up to it.
+    proc.wait_for(function()
+      local offs = kafka.committed(mock.bootstrap, "counters", "events", 8)
+      local n = 0
+      for i = 1, 8 do n = n + math.max(offs[i] or 0, 0) end
+      return n == 3000
+    end, 30, "committed offsets adding up to 3000")
+    p:kill("TERM")
+    assert.equal(0, p:wait(15))
+    assert.matches("assigned 8 partitions", p.stderr)
+    -- Each partition is a task with its own checkpoints, holding its offset.
+    local code, out = e2e.exec({ "inspect", dir })
+    assert.equal(0, code)
+    local tasks = require("cjson").decode(out).tasks
+    local n, ntasks = 0, 0
+    for name, t in pairs(tasks) do
+      ntasks = ntasks + 1
+      for tp, off in pairs(t.sources.events.offsets) do
+        assert.equal(name, tp:gsub(":", "-"))
+        n = n + off
+      end
+    end
+    assert.equal(8, ntasks)
+    assert.equal(3000, n)
+  end)
+
+  it("killed with kill -9 and restarted, counts every message once", function()
+    local mock = kafka.mock { topics = { "events:8" } }
+    local dir = proc.tmpdir() .. "/ckpt"
+    local expected = {}
+    kafka.produce(mock.bootstrap, "events", messages(1, 3000, 7, expected))
+    local p = e2e.start("kafka_count", { brokers = mock.bootstrap, dir = dir })
+    kafka.wait_state(dir, "totals", function(keys) return kafka.sum(keys) > 0 end, 40, "a first count", p)
+    kafka.produce(mock.bootstrap, "events", messages(3001, 2000, 7, expected))
+    p:kill("KILL")
+    p:wait(10)
+    local p2 = e2e.start("kafka_count", { brokers = mock.bootstrap, dir = dir })
+    kafka.produce(mock.bootstrap, "events", messages(5001, 1000, 7, expected))
+    kafka.wait_state(dir, "totals", exact(expected), 60, "exact counts of 6000 messages after kill -9", p2)
+    p2:kill("TERM")
+    assert.equal(0, p2:wait(15))
+    assert.matches("task events%-%d: restored from", p2.stderr)
+  end)
+
+  it("three processes in one group split the partitions; kill -9 of one, one added: every message counted once",
+    function()
+    local mock = kafka.mock { topics = { "events:8" } }
+    local dir = proc.tmpdir() .. "/ckpt"
+    local expected = {}
+    local params = { brokers = mock.bootstrap, dir = dir }
+    kafka.produce(mock.bootstrap, "events", messages(1, 3000, 13, expected))
+    local p1 = e2e.start("kafka_count", params)
+    local p2 = e2e.start("kafka_count", params)
+    kafka.wait_state(dir, "totals", exact(expected), 60, "two processes counting 3000 messages", p2)
+    kafka.produce(mock.bootstrap, "events", messages(3001, 2000, 13, expected))
+    p1:kill("KILL")
+    p1:wait(10)
+    local p3 = e2e.start("kafka_count", params) -- added mid-run
+    local p1b = e2e.start("kafka_count", params) -- the killed one, restarted
+    kafka.produce(mock.bootstrap, "events", messages(5001, 1000, 13, expected))
+    local ok, err = pcall(kafka.wait_state, dir, "totals", exact(expected), 90, "three processes counting 6000 messages",
+      p3)
+    if not ok then
+      for name, p in pairs { p1 = p1, p2 = p2, p1b = p1b } do err = err .. "\n=== " .. name .. " (pid " .. p.pid .. ")\n" .. p:describe() end
+      local _, out = e2e.exec({ "inspect", dir })
+      err = err .. "\n=== inspect\n" .. out:gsub('"stages":{[^}]*}', ""):gsub('"params":{[^}]*}', "")
+      err = err .. "\n=== committed " .. table.concat(kafka.committed(mock.bootstrap, "counters", "events", 8), " ")
+      error(err, 0)
+    end
+    -- The group split the partitions: some process held fewer than all 8.
+    local split = false
+    for _, p in ipairs { p2, p3, p1b } do
+      p:pump()
+      for n in p.stderr:gmatch("assigned (%d+) partitions") do
+        if tonumber(n) < 8 then split = true end
+      end
+    end
+    assert.is_true(split, "no process was assigned a part of the partitions")
+    for _, p in ipairs { p2, p3, p1b } do p:kill("TERM") end
+    for _, p in ipairs { p2, p3, p1b } do assert.equal(0, p:wait(30)) end
+    assert.same(expected, kafka.wait_state(dir, "totals", exact(expected), 10, "the final counts"))
+  end)
+
+  it("repartition: state keyed by something else than the message key, split over two processes", function()
+    local mock = kafka.mock { topics = { "clicks:4", "clicks-by-page:4" } }
+    local dir = proc.tmpdir() .. "/ckpt"
+    local expected, lines = {}, {}
+    for i = 1, 1200 do
+      local page = "/p" .. (i * 7 % 11)
+      lines[i] = "u" .. (i % 17) .. ":u" .. (i % 17) .. "," .. page
+      expected[page] = (expected[page] or 0) + 1
+    end
+    kafka.produce(mock.bootstrap, "clicks", lines)
+    local p1 = e2e.start("kafka_repartition", { brokers = mock.bootstrap, dir = dir })
+    local p2 = e2e.start("kafka_repartition", { brokers = mock.bootstrap, dir = dir })
+    kafka.wait_state(dir, "pages", exact(expected), 90, "page counts", p1)
+    -- Each page is counted in one task, of the repartition topic.
+    for _, d in ipairs(require("streamrun.kafka_tasks").task_dirs(dir)) do
+      local code, out = e2e.exec({ "inspect", d, "--keys", "pages" })
+      assert.equal(0, code)
+      if not d:find("clicks%-by%-page%-%d$") then assert.equal("", out) end
+    end
+    for _, p in ipairs { p1, p2 } do p:kill("TERM") end
+    for _, p in ipairs { p1, p2 } do assert.equal(0, p:wait(30)) end
+  end)
+
+  it("refuses an output to a file in a job run as tasks, before connecting", function()
+    local dir = proc.tmpdir()
+    local code, _, err = e2e.run("kafka_file_out", { dir = dir .. "/ckpt", out = dir .. "/out.jsonl" })
+    assert.equal(2, code)
+    assert.matches("kafka_file_out.lua:6: output to_json_lines.1 writes files", err, 1, true)
+  end)
+
+  it("reads JSON values; a value that is not JSON goes to dead letters", function()
+    local mock = kafka.mock { topics = { "events:2" } }
+    local dir = proc.tmpdir() .. "/ckpt"
+    kafka.produce(mock.bootstrap, "events", { 'a:{"n":1}', "b:not json", 'a:[1,2]', 'c:"x"' })
+    local p = e2e.start("kafka_count", { brokers = mock.bootstrap, dir = dir, format = "json" })
+    kafka.wait_state(dir, "totals", exact { a = 2, c = 1 }, 40, "counts of the JSON messages", p)
+    proc.wait_for(function() return proc.exists(dir .. "/dead_letters.jsonl")
+      and proc.read_file(dir .. "/dead_letters.jsonl"):find("not json", 1, true) end, 10, "the dead letter")
+    local dl = require("cjson").decode(proc.read_file(dir .. "/dead_letters.jsonl"):match("[^\n]+"))
+    assert.equal("events", dl.source)
+    assert.matches("invalid JSON", dl.reason)
+    p:kill("TERM")
+    assert.equal(0, p:wait(15))
+  end)
+
+  it("to_kafka produces every element, keyed, as JSON", function()
+    local mock = kafka.mock { topics = { "words:4", "upper:4" } }
+    kafka.produce(mock.bootstrap, "words", { "apple", "avocado", "banana", "cherry" }, { keyed = false })
+    local p = e2e.start("kafka_relay", { brokers = mock.bootstrap })
+    local got
+    proc.wait_for(function()
+      p:pump()
+      got = kafka.consume(mock.bootstrap, "upper")
+      return #got >= 4
+    end, 40, function() return "4 messages on topic upper\n" .. p:describe() end)
+    p:kill("TERM")
+    assert.equal(0, p:wait(15))
+    local seen = {}
+    for _, m in ipairs(got) do seen[#seen + 1] = m.key .. " " .. m.value end
+    table.sort(seen)
+    assert.same({ 'A {"length":5,"word":"APPLE"}', 'A {"length":7,"word":"AVOCADO"}',
+                  'B {"length":6,"word":"BANANA"}', 'C {"length":6,"word":"CHERRY"}' }, seen)
+  end)
+
+  it("waits while the broker is down, says so, and goes on when it is back", function()
+    local mock = kafka.mock { topics = { "events:4" } }
+    local dir = proc.tmpdir() .. "/ckpt"
+    local expected = {}
+    kafka.produce(mock.bootstrap, "events", messages(1, 500, 5, expected))
+    local p = e2e.start("kafka_count", { brokers = mock.bootstrap, dir = dir })
+    kafka.wait_state(dir, "totals", exact(expected), 40, "counts before the broker goes down", p)
+    mock:down(1)
+    p:wait_output("stderr", "kafka:", 30, "a kafka error on stderr")
+    e2e.wait_running(p) -- batches go on
+    mock:up(1)
+    kafka.produce(mock.bootstrap, "events", messages(501, 500, 5, expected))
+    kafka.wait_state(dir, "totals", exact(expected), 60, "counts after the broker is back", p)
+    p:kill("TERM")
+    assert.equal(0, p:wait(15))
+  end)
+end)
