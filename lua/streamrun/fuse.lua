@@ -12,12 +12,13 @@
 -- user call runs under xpcall (streamrun.guard). Then the fast loop resumes
 -- at the next element. So each user function is called once per element.
 local batch = require "streamrun.batch"
+local builtins = require "streamrun.builtins"
 local guard = require "streamrun.guard"
 local resume = require "streamrun.resume"
 local watchdog = require "streamrun.watchdog"
 
 local tnew = batch.new_table
-local type, error, concat = type, error, table.concat
+local type, error, concat, byte, sub = type, error, table.concat, string.byte, string.sub
 local try = guard.try
 
 local M = {}
@@ -63,6 +64,7 @@ local function generate(stages, k0, guarded, origin)
     if guarded then return ("G(%d, %s[%d], %s)"):format(k, which, k, concat(args, ", ")) end
     return ("%s[%d](%s)"):format(which, k, concat(args, ", "))
   end
+  local gen_flat
   local function gen(k, a, b, loops)
     if k > #stages then
       emit(("m = m + 1; OA[m] = %s; OB[m] = %s"):format(a, b) .. (origin and "; OI[m] = i" or ""))
@@ -97,7 +99,43 @@ local function generate(stages, k0, guarded, origin)
       gen(k + 1, a, nb, loops)
       emit("end")
       emit("end")
+    elseif op == "flat_map" and stages[k].fn == builtins.words then
+      -- The built-in sr.words, asked for by name: its words are cut from
+      -- the line in the loop itself, with no array made per line (each
+      -- word is a string, as the next stage needs one). What is not a
+      -- string goes through the function as any flat_map's would.
+      local p, len, c, q, x = fresh("p"), fresh("l"), fresh("c"), fresh("q"), fresh("w")
+      emit(("if type(%s) == \"string\" then"):format(a))
+      emit(("local %s, %s = 1, #%s"):format(p, len, a))
+      emit(("while %s <= %s do"):format(p, len))
+      emit(("local %s = BYTE(%s, %s)"):format(c, a, p))
+      emit(("if %s == 32 or (%s >= 9 and %s <= 13) then"):format(c, c, c))
+      emit(("%s = %s + 1"):format(p, p))
+      emit("else")
+      emit(("local %s = %s + 1"):format(q, p))
+      emit(("while %s <= %s do"):format(q, len))
+      emit(("%s = BYTE(%s, %s)"):format(c, a, q))
+      emit(("if %s == 32 or (%s >= 9 and %s <= 13) then break end"):format(c, c, c))
+      emit(("%s = %s + 1"):format(q, q))
+      emit("end")
+      emit(("local %s = SUB(%s, %s, %s - 1)"):format(x, a, p, q))
+      emit(("%s = %s + 1"):format(p, q))
+      gen(k + 1, x, "nil", with(loops, { kind = "words", k = k, s = a, p = p }))
+      emit("end")
+      emit("end")
+      emit("else")
+      gen_flat(k, a, b, loops)
+      emit("end")
     elseif op == "flat_map" or op == "flat_map_values" then
+      gen_flat(k, a, b, loops)
+    else
+      error("fuse: not a narrow stage: " .. tostring(op))
+    end
+  end
+  function gen_flat(k, a, b, loops)
+    local op = stages[k].op
+    local function site(args) return { k = k, args = args, loops = loops } end
+    do
       local fv = op == "flat_map_values"
       local args = fv and { b } or { a, b }
       if fv then
@@ -132,15 +170,13 @@ local function generate(stages, k0, guarded, origin)
       emit("end")
       emit("end")
       if fv then emit("end") end
-    else
-      error("fuse: not a narrow stage: " .. tostring(op))
     end
   end
   gen(k0, "a0", "b0", {})
   return lines, sites
 end
 
-local HEADER = "local F, E, I, G, type, PACK, GI = ...\n"
+local HEADER = "local F, E, I, G, type, PACK, GI, BYTE, SUB = ...\n"
 
 local function load(src, name, ...)
   local chunk, err = loadstring(src, "=" .. name)
@@ -191,7 +227,7 @@ function M.chain(stages, g, origin)
     if st.op == "flat_map" or st.op == "flat_map_values" then several = true end
   end
   -- W.rec: the same index, for the watchdog (sr_watchdog.c).
-  local fast_src = "local P, W = select(8, ...)\n" .. HEADER .. [[
+  local fast_src = "local P, W = select(10, ...)\n" .. HEADER .. [[
 return function(IA, IB, n, i0, OA, OB, m, OI)
   for i = i0, n do
     P.i = i; W.rec = i]] .. (several and "; P.m = m" or "") .. [[
@@ -202,7 +238,7 @@ return function(IA, IB, n, i0, OA, OB, m, OI)
   end
   return m
 end]]
-  local fast = load(fast_src, name, F, E, I, G, type, pack, GI, P, watchdog.P)
+  local fast = load(fast_src, name, F, E, I, G, type, pack, GI, byte, sub, P, watchdog.P)
   local first_line = 7 -- the line of lines[1] in fast_src
 
   -- tails[k]: the guarded chain from stage k on, for one element.
@@ -212,7 +248,7 @@ end]]
       local body = k > #stages and { "m = m + 1; OA[m] = a0; OB[m] = b0" .. (origin and "; OI[m] = i" or "") }
         or generate(stages, k, true, origin)
       tails[k] = load(HEADER .. "return function(a0, b0, OA, OB, m, OI, i)\n" .. concat(body, "\n") .. "\nreturn m\nend",
-        name .. " (from " .. k .. ", guarded)", F, E, I, G, type, pack, GI)
+        name .. " (from " .. k .. ", guarded)", F, E, I, G, type, pack, GI, byte, sub)
     end
     return tails[k]
   end
@@ -234,7 +270,10 @@ end]]
     for L = #site.loops, 1, -1 do
       local lp = site.loops[L]
       local r, key, go = cap[lp.r], lp.key and cap[lp.key], tail(lp.k + 1)
-      if lp.kind == "table" then
+      if lp.kind == "words" then
+        local rest = builtins.words(sub(cap[lp.s], cap[lp.p]))
+        for j = 1, #rest do m = go(rest[j], nil, OA, OB, m, OI, i) end
+      elseif lp.kind == "table" then
         for j = cap[lp.j] + 1, #r do
           local x = r[j]
           if x ~= nil then
