@@ -15,6 +15,9 @@ local concat = table.concat
 
 local M = {}
 
+-- The stages a chain can fold its elements into (streamrun.fuse).
+local SINKS = { reduce_by_key = true, count_by_value = true }
+
 -- Whether a stage's output must say where each element came from: a
 -- consumer reports failures per element (a chain, map_with_state), or
 -- passes the elements on to one (union).
@@ -72,6 +75,16 @@ local function group(job)
       if only_consumer(gr.input) then raw[gr.input] = true end
     end
   end
+  -- A chain whose elements only a reduce_by_key or count_by_value reads
+  -- folds them into that stage as they come (streamrun.fuse's sink).
+  for _, gr in ipairs(groups) do
+    local last = gr.kind == "chain" and gr.stages[#gr.stages]
+    local c = last and only_consumer(last)
+    if c and SINKS[c.op] and #c.inputs == 1 and not replaced[c] then
+      gr.sink = c
+      replaced[c] = true
+    end
+  end
   for i = #groups, 1, -1 do
     if groups[i].kind == nil and replaced[groups[i].node] then table.remove(groups, i) end
   end
@@ -85,6 +98,7 @@ local function label_of(step)
   if step.kind == "chain" then
     local names = {}
     for i, s in ipairs(step.stages) do names[i] = s.stage_name end
+    if step.sink then names[#names + 1] = step.sink.stage_name end
     return concat(names, " > ")
   end
   if step.node.fn or step.node.finv then return step.node.stage_name end
@@ -117,7 +131,7 @@ function M.compile(job, handlers)
   for i, gr in ipairs(groups) do
     local step
     if gr.kind == "chain" then
-      step = steps_of.chain(gr.stages, gr.input, needs_origin(gr.stages[#gr.stages], consumers_of), ctx)
+      step = steps_of.chain(gr.stages, gr.input, needs_origin(gr.stages[#gr.stages], consumers_of), ctx, gr.sink)
     elseif gr.kind == "native" then
       step = steps_of.native(gr.node, gr.stages, gr.input, ctx)
     else

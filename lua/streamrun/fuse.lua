@@ -14,12 +14,14 @@
 local batch = require "streamrun.batch"
 local builtins = require "streamrun.builtins"
 local guard = require "streamrun.guard"
+local ops = require "streamrun.ops"
 local resume = require "streamrun.resume"
 local watchdog = require "streamrun.watchdog"
 
 local tnew = batch.new_table
-local type, error, concat, byte, sub = type, error, table.concat, string.byte, string.sub
+local type, error, next, concat, byte, sub = type, error, next, table.concat, string.byte, string.sub
 local try = guard.try
+local FOLDS = ops.FOLDS
 
 local M = {}
 
@@ -53,7 +55,7 @@ end
 -- loops = the enclosing flat_map loops, outermost first: { kind = "table"
 -- | "iter", k, r = name of what the flat_map returned, j = index name |
 -- ctl = control name, key = name of the key (flat_map_values), args } }.
-local function generate(stages, k0, guarded, origin)
+local function generate(stages, k0, guarded, origin, sink)
   local lines, sites, nvar = {}, {}, 0
   local function fresh(p) nvar = nvar + 1 return p .. nvar end
   local function emit(s, site)
@@ -67,7 +69,31 @@ local function generate(stages, k0, guarded, origin)
   local gen_flat
   local function gen(k, a, b, loops)
     if k > #stages then
-      emit(("m = m + 1; OA[m] = %s; OB[m] = %s"):format(a, b) .. (origin and "; OI[m] = i" or ""))
+      if sink == "reduce_by_key" then
+        -- Folded into the keyed stage at once: OA its keys in order of
+        -- first appearance, OB the accumulator by key, m how many keys.
+        local acc = fresh("acc")
+        emit(("if %s == nil then BAD(%s) else"):format(b, a))
+        emit(("local %s = OB[%s]"):format(acc, a))
+        emit(("if %s == nil then"):format(acc))
+        emit(("if KEYTYPE[type(%s)] and %s == %s then m = m + 1; OA[m] = %s; OB[%s] = %s else BAD(%s, %s) end")
+          :format(a, a, a, a, a, b, a, b))
+        emit("else")
+        emit(("OB[%s] = %s"):format(a, call(k, "F", { acc, b })), { k = k, args = { acc, b }, loops = loops })
+        emit("end")
+        emit("end")
+      elseif sink == "count_by_value" then
+        -- OA: the keys in order of first appearance, OB the count by key.
+        local key, c = fresh("k"), fresh("c")
+        emit(("local %s = %s"):format(key, a))
+        emit(("if %s ~= nil or type(%s) ~= \"string\" or BYTE(%s, 1) == 0 then %s = EKEY(%s, %s) end")
+          :format(b, a, a, key, a, b))
+        emit(("local %s = OB[%s]"):format(c, key))
+        emit(("if %s == nil then m = m + 1; OA[m] = %s; OB[%s] = 1 else OB[%s] = %s + 1 end")
+          :format(c, key, key, key, c))
+      else
+        emit(("m = m + 1; OA[m] = %s; OB[m] = %s"):format(a, b) .. (origin and "; OI[m] = i" or ""))
+      end
       return
     end
     local op = stages[k].op
@@ -176,7 +202,7 @@ local function generate(stages, k0, guarded, origin)
   return lines, sites
 end
 
-local HEADER = "local F, E, I, G, type, PACK, GI, BYTE, SUB = ...\n"
+local HEADER = "local F, E, I, G, type, PACK, GI, BYTE, SUB, BAD, KEYTYPE, EKEY = ...\n"
 
 local function load(src, name, ...)
   local chunk, err = loadstring(src, "=" .. name)
@@ -189,7 +215,7 @@ end
 -- of the input batch goes to g.report_at (which may raise to stop the
 -- job). origin: the output batch notes where each element came from
 -- (batch.origin).
-function M.chain(stages, g, origin)
+function M.chain(stages, g, origin, sink)
   local report = g.report_at
   local names = {}
   local F, E, I = {}, {}, {}
@@ -197,10 +223,41 @@ function M.chain(stages, g, origin)
     names[k] = s.stage_name
     F[k], E[k], I[k] = s.fn, not_pair(s.op), bad_iter(s.op)
   end
+  -- The sink: a reduce_by_key or count_by_value the chain folds its
+  -- elements into as they come, so no batch of them is made. Its failures
+  -- are reported as the stage's own (ops.reduce_by_key).
+  local nk = #stages
+  local sink_op = sink and sink.op
+  local BAD, EKEY, REPS
+  if sink then
+    origin = false
+    names[nk + 1] = sink.stage_name
+    if sink_op == "reduce_by_key" then
+      local f = sink.fn
+      F[nk + 1] = FOLDS[builtins.reducers[f] or false] or f
+      BAD = function(a, b) ops.pair_check(sink, g, a, b) end
+    else
+      REPS = {}
+      EKEY = function(a, b)
+        if b == nil and (type(a) == "number" and a == a or type(a) == "boolean") then return a end
+        local k = ops.element_key(a, b)
+        if REPS[k] == nil then
+          if b == nil then REPS[k] = a else REPS[k] = { a, b } end
+        end
+        return k
+      end
+    end
+  end
   local name = "stages " .. concat(names, " > ")
   -- The element being finished after a failure: its batch and index.
   local cur = { input = nil, i = 0 }
   local function G(k, f, ...)
+    if k > nk then
+      -- The reducer: a failing call leaves the key's accumulator as it was.
+      local ok, r1 = g.call(sink, f, ...)
+      if ok then return r1 end
+      return (...)
+    end
     local ok, r1, r2 = g.call_at(stages[k], cur.input, cur.i, f, ...)
     if ok then return r1, r2 end
     return nil
@@ -216,7 +273,7 @@ function M.chain(stages, g, origin)
     end
   end
 
-  local lines, sites = generate(stages, 1, false, origin)
+  local lines, sites = generate(stages, 1, false, origin, sink_op)
   -- P.i: the element in hand, for when the error handler cannot run (a
   -- stack overflow): then the element is run again guarded from stage 1,
   -- after its outputs so far are dropped (P.m: the outputs before it, kept
@@ -227,7 +284,7 @@ function M.chain(stages, g, origin)
     if st.op == "flat_map" or st.op == "flat_map_values" then several = true end
   end
   -- W.rec: the same index, for the watchdog (sr_watchdog.c).
-  local fast_src = "local P, W = select(10, ...)\n" .. HEADER .. [[
+  local fast_src = "local P, W = select(13, ...)\n" .. HEADER .. [[
 return function(IA, IB, n, i0, OA, OB, m, OI)
   for i = i0, n do
     P.i = i; W.rec = i]] .. (several and "; P.m = m" or "") .. [[
@@ -238,17 +295,16 @@ return function(IA, IB, n, i0, OA, OB, m, OI)
   end
   return m
 end]]
-  local fast = load(fast_src, name, F, E, I, G, type, pack, GI, byte, sub, P, watchdog.P)
+  local fast = load(fast_src, name, F, E, I, G, type, pack, GI, byte, sub, BAD, ops.KEY_TYPES, EKEY, P, watchdog.P)
   local first_line = 7 -- the line of lines[1] in fast_src
 
   -- tails[k]: the guarded chain from stage k on, for one element.
   local tails = {}
   local function tail(k)
     if not tails[k] then
-      local body = k > #stages and { "m = m + 1; OA[m] = a0; OB[m] = b0" .. (origin and "; OI[m] = i" or "") }
-        or generate(stages, k, true, origin)
+      local body = generate(stages, k, true, origin, sink_op)
       tails[k] = load(HEADER .. "return function(a0, b0, OA, OB, m, OI, i)\n" .. concat(body, "\n") .. "\nreturn m\nend",
-        name .. " (from " .. k .. ", guarded)", F, E, I, G, type, pack, GI, byte, sub)
+        name .. " (from " .. k .. ", guarded)", F, E, I, G, type, pack, GI, byte, sub, BAD, ops.KEY_TYPES, EKEY)
     end
     return tails[k]
   end
@@ -266,7 +322,13 @@ end]]
     end
     local args = site.args
     local v1, v2 = cap[args[1]], args[2] and cap[args[2]]
-    if args[2] then report(stages[site.k], err, input, i, v1, v2) else report(stages[site.k], err, input, i, v1) end
+    if site.k > nk then
+      g.report(sink, err, v1, v2)
+    elseif args[2] then
+      report(stages[site.k], err, input, i, v1, v2)
+    else
+      report(stages[site.k], err, input, i, v1)
+    end
     for L = #site.loops, 1, -1 do
       local lp = site.loops[L]
       local r, key, go = cap[lp.r], lp.key and cap[lp.key], tail(lp.k + 1)
@@ -297,9 +359,17 @@ end]]
   local chain = { stages = stages, name = name }
 
   -- Runs the chain over an input batch; returns the output batch.
+  -- Keys the sink saw last batch: its tables are sized for as many.
+  local last_keys = 0
+
   function chain.run(input)
     local IA, IB, n = input.a, input.b, input.n
-    local OA, OB = tnew(n, 0), tnew(n, 0)
+    local OA, OB
+    if sink then
+      OA, OB = tnew(last_keys, 0), tnew(0, last_keys)
+    else
+      OA, OB = tnew(n, 0), tnew(n, 0)
+    end
     local OI = origin and tnew(n, 0) or nil
     local m, i0 = 0, 1
     while true do
@@ -311,7 +381,12 @@ end]]
         -- The handler could not run (a stack overflow): the element runs
         -- again from stage 1, guarded, after the outputs of those before.
         local m0 = 0
-        if several then
+        if sink and several then
+          -- What the element folded in before the failure cannot be taken
+          -- out again: it stays, and the rest of the element is dropped.
+          m0 = #OA
+          report(stages[1], res, input, i, IA[i], IB[i])
+        elseif several then
           m0 = P.m
           local j = m0 + 1
           while OA[j] ~= nil do OA[j], OB[j] = nil, nil; j = j + 1 end
@@ -319,7 +394,7 @@ end]]
           while OA[m0 + 1] ~= nil do m0 = m0 + 1 end
         end
         cur.input, cur.i = input, i
-        m = tail(1)(IA[i], IB[i], OA, OB, m0, OI, i)
+        if sink and several then m = m0 else m = tail(1)(IA[i], IB[i], OA, OB, m0, OI, i) end
       end
       -- The traceback's frames from the generated loop on are the runtime's.
       if type(res) == "string" then
@@ -328,6 +403,19 @@ end]]
       end
       if cap then m = finish(input, i, sites[cap.line - first_line + 1], cap, res, OA, OB, cap.m, OI) end
       i0 = i + 1
+    end
+    if sink then
+      last_keys = m
+      local V = tnew(m, 0)
+      for j = 1, m do V[j] = OB[OA[j]] end
+      if REPS then
+        for j = 1, m do
+          local rep = REPS[OA[j]]
+          if rep ~= nil then OA[j] = rep end
+        end
+        if next(REPS) ~= nil then REPS = {} end
+      end
+      return { n = m, a = OA, b = V }
     end
     if origin then return { n = m, a = OA, b = OB, o = OI, from = input } end
     return { n = m, a = OA, b = OB }

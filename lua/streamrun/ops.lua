@@ -302,6 +302,8 @@ function M.transform(node, g, input, time_ms)
 end
 
 M.bad_key = bad_key
+M.KEY_TYPES = KEY_TYPES
+M.FOLDS = FOLDS
 M.pair_check = pair_check
 M.group = group
 

@@ -47,12 +47,13 @@ end
 
 -- A chain of narrow stages fused into one loop (streamrun.fuse). origin:
 -- its output must say where each element came from (a consumer reports
--- failures per element).
+-- failures per element). sink: the reduce_by_key or count_by_value stage
+-- the chain folds into (then the step's output is that stage's).
 local Chain = class()
-function M.chain(stages, input, origin, ctx)
-  local step = new(Chain, "chain", stages[#stages], input, { stages = stages })
+function M.chain(stages, input, origin, ctx, sink)
+  local step = new(Chain, "chain", sink or stages[#stages], input, { stages = stages, sink = sink })
   step.every = stages[1].every_ms
-  step.fused = fuse.chain(stages, ctx.guard, origin)
+  step.fused = fuse.chain(stages, ctx.guard, origin, sink)
   return step
 end
 function Chain:run(results)
