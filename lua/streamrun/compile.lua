@@ -5,6 +5,7 @@
 -- runs them in order; calls into user code go through the plan's guard
 -- (streamrun.guard).
 local batch = require "streamrun.batch"
+local builtins = require "streamrun.builtins"
 local guard = require "streamrun.guard"
 local native = require "streamrun.native"
 local steps_of = require "streamrun.steps"
@@ -73,6 +74,15 @@ local function group(job)
       gr.kind, gr.node = "native", counter
       replaced[counter] = true
       if only_consumer(gr.input) then raw[gr.input] = true end
+    end
+  end
+  -- A chain starting with flat_map(sr.words) reads the words of a text
+  -- source's records where they are, in the C batch (streamrun.fuse).
+  for _, gr in ipairs(groups) do
+    local first, input = gr.kind == "chain" and gr.stages[1], gr.input
+    if first and first.op == "flat_map" and first.fn == builtins.words and input.kind == "source"
+       and input.format == "text" and only_consumer(input) then
+      raw[input] = true
     end
   end
   -- A chain whose elements only a reduce_by_key or count_by_value reads

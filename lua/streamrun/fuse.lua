@@ -11,6 +11,7 @@
 -- depth) goes on in guarded variants of the chain's tails, where every
 -- user call runs under xpcall (streamrun.guard). Then the fast loop resumes
 -- at the next element. So each user function is called once per element.
+local core = require "streamrun.core"
 local batch = require "streamrun.batch"
 local builtins = require "streamrun.builtins"
 local guard = require "streamrun.guard"
@@ -22,6 +23,7 @@ local tnew = batch.new_table
 local type, error, next, concat, byte, sub = type, error, next, table.concat, string.byte, string.sub
 local try = guard.try
 local FOLDS = ops.FOLDS
+local ffi = core.ffi
 
 local M = {}
 
@@ -55,7 +57,7 @@ end
 -- loops = the enclosing flat_map loops, outermost first: { kind = "table"
 -- | "iter", k, r = name of what the flat_map returned, j = index name |
 -- ctl = control name, key = name of the key (flat_map_values), args } }.
-local function generate(stages, k0, guarded, origin, sink)
+local function generate(stages, k0, guarded, origin, sink, raw)
   local lines, sites, nvar = {}, {}, 0
   local function fresh(p) nvar = nvar + 1 return p .. nvar end
   local function emit(s, site)
@@ -123,6 +125,27 @@ local function generate(stages, k0, guarded, origin, sink)
       emit(("local %s = %s"):format(nb, call(k, "F", { b })), site({ b }))
       emit(("if %s ~= nil then"):format(nb))
       gen(k + 1, a, nb, loops)
+      emit("end")
+      emit("end")
+    elseif raw and k == 1 then
+      -- Words of record i of a C batch (DATA, OFF), cut where they lie:
+      -- no string is made of the line, one of each word.
+      local p, e, c, q, x = fresh("p"), fresh("e"), fresh("c"), fresh("q"), fresh("w")
+      emit(("local %s, %s = OFF[i - 1], OFF[i]"):format(p, e))
+      emit(("while %s < %s do"):format(p, e))
+      emit(("local %s = DATA[%s]"):format(c, p))
+      emit(("if %s == 32 or (%s >= 9 and %s <= 13) then"):format(c, c, c))
+      emit(("%s = %s + 1"):format(p, p))
+      emit("else")
+      emit(("local %s = %s + 1"):format(q, p))
+      emit(("while %s < %s do"):format(q, e))
+      emit(("%s = DATA[%s]"):format(c, q))
+      emit(("if %s == 32 or (%s >= 9 and %s <= 13) then break end"):format(c, c, c))
+      emit(("%s = %s + 1"):format(q, q))
+      emit("end")
+      emit(("local %s = FSTRING(DATA + %s, %s - %s)"):format(x, p, q, p))
+      emit(("%s = %s + 1"):format(p, q))
+      gen(k + 1, x, "nil", with(loops, { kind = "cwords", k = k, p = p, e = e }))
       emit("end")
       emit("end")
     elseif op == "flat_map" and stages[k].fn == builtins.words then
@@ -298,6 +321,27 @@ end]]
   local fast = load(fast_src, name, F, E, I, G, type, pack, GI, byte, sub, BAD, ops.KEY_TYPES, EKEY, P, watchdog.P)
   local first_line = 7 -- the line of lines[1] in fast_src
 
+  -- The same loop over the records of a C batch (a text source's, handed
+  -- as it is: sources.raw_c_batch), when the chain starts with
+  -- flat_map(sr.words).
+  local raw_fast, raw_sites
+  if stages[1].op == "flat_map" and stages[1].fn == builtins.words then
+    local raw_lines
+    raw_lines, raw_sites = generate(stages, 1, false, origin, sink_op, true)
+    local raw_src = "local P, W, FSTRING = select(13, ...)\n" .. HEADER .. [[
+return function(DATA, OFF, n, i0, OA, OB, m, OI)
+  for i = i0, n do
+    P.i = i; W.rec = i; P.m = m
+    -- (the lines below are numbered as the other loop's)
+]] .. concat(raw_lines, "\n") .. [[
+
+  end
+  return m
+end]]
+    raw_fast = load(raw_src, name, F, E, I, G, type, pack, GI, byte, sub, BAD, ops.KEY_TYPES, EKEY, P, watchdog.P,
+      ffi.string)
+  end
+
   -- tails[k]: the guarded chain from stage k on, for one element.
   local tails = {}
   local function tail(k)
@@ -332,7 +376,11 @@ end]]
     for L = #site.loops, 1, -1 do
       local lp = site.loops[L]
       local r, key, go = cap[lp.r], lp.key and cap[lp.key], tail(lp.k + 1)
-      if lp.kind == "words" then
+      if lp.kind == "cwords" then
+        local data, p = input.cbatch.data, cap[lp.p]
+        local rest = builtins.words(ffi.string(data + p, cap[lp.e] - p))
+        for j = 1, #rest do m = go(rest[j], nil, OA, OB, m, OI, i) end
+      elseif lp.kind == "words" then
         local rest = builtins.words(sub(cap[lp.s], cap[lp.p]))
         for j = 1, #rest do m = go(rest[j], nil, OA, OB, m, OI, i) end
       elseif lp.kind == "table" then
@@ -363,7 +411,13 @@ end]]
   local last_keys = 0
 
   function chain.run(input)
-    local IA, IB, n = input.a, input.b, input.n
+    local n, cb = input.n, raw_fast and input.cbatch
+    local IA, IB, loop, at_line = nil, nil, fast, sites
+    if cb then
+      loop, at_line = raw_fast, raw_sites
+    else
+      IA, IB = input.a, input.b
+    end
     local OA, OB
     if sink then
       OA, OB = tnew(last_keys, 0), tnew(0, last_keys)
@@ -373,7 +427,12 @@ end]]
     local OI = origin and tnew(n, 0) or nil
     local m, i0 = 0, 1
     while true do
-      local ok, res, cap = resume.call(fast, IA, IB, n, i0, OA, OB, m, OI)
+      local ok, res, cap
+      if cb then
+        ok, res, cap = resume.call(loop, cb.data, cb.off, n, i0, OA, OB, m, OI)
+      else
+        ok, res, cap = resume.call(loop, IA, IB, n, i0, OA, OB, m, OI)
+      end
       if ok then m = res break end
       if type(res) == "table" and res.fatal then error(res, 0) end
       local i = cap and cap.i or P.i
@@ -381,6 +440,11 @@ end]]
         -- The handler could not run (a stack overflow): the element runs
         -- again from stage 1, guarded, after the outputs of those before.
         local m0 = 0
+        if cb then
+          local s0 = cb.off[i - 1]
+          IA, IB = {}, {}
+          IA[i] = ffi.string(cb.data + s0, cb.off[i] - s0)
+        end
         if sink and several then
           -- What the element folded in before the failure cannot be taken
           -- out again: it stays, and the rest of the element is dropped.
@@ -401,7 +465,7 @@ end]]
         local at = res:find("\n%s*" .. name:gsub("%p", "%%%0") .. ":")
         if at then res = res:sub(1, at - 1) end
       end
-      if cap then m = finish(input, i, sites[cap.line - first_line + 1], cap, res, OA, OB, cap.m, OI) end
+      if cap then m = finish(input, i, at_line[cap.line - first_line + 1], cap, res, OA, OB, cap.m, OI) end
       i0 = i + 1
     end
     if sink then
