@@ -59,8 +59,57 @@ static int sr__rehash(sr_wordcount_t *wc, size_t cap)
     return SR_OK;
 }
 
-/* Words are mostly short: their first 16 bytes are compared as two numbers
- * held in the entry, and only the rest (if any) in the batch's bytes. */
+/* A word cut from the batch, waiting to be counted. */
+typedef struct sr__pending {
+    uint64_t h, head[2];
+    uint32_t start, len;
+} sr__pending_t;
+
+/* Counts one word: finds it (words are mostly short: their first 16 bytes
+ * are compared as two numbers held in the entry, only the rest, if any, in
+ * the batch's bytes) or adds it. Returns 0 or SR_ENOMEM. */
+static int sr__count(sr_wordcount_t *wc, const unsigned char *data, const sr__pending_t *p)
+{
+    uint64_t tag = p->h & SR__TAG, s;
+    size_t mask = wc->cap - 1, j = (size_t)p->h & mask;
+    uint32_t len = p->len;
+    for (;;) {
+        s = wc->slots[j];
+        if (!s) break;
+        if ((s & SR__TAG) == tag) {
+            const sr_wordcount_word_t *w = &wc->word[(uint32_t)s - 1];
+            if (w->head[0] == p->head[0] && w->head[1] == p->head[1] && w->len == len
+                && (len <= 16 || memcmp(data + w->off + 16, data + p->start + 16, len - 16) == 0))
+                break;
+        }
+        j = (j + 1) & mask;
+    }
+    if (s) {
+        wc->word[(uint32_t)s - 1].count += 1;
+        return SR_OK;
+    }
+    int rc;
+    if (wc->n == wc->ncap && (rc = sr__grow_words(wc)) < 0) return rc;
+    size_t k = wc->n++;
+    sr_wordcount_word_t *w = &wc->word[k];
+    w->head[0] = p->head[0];
+    w->head[1] = p->head[1];
+    w->off = p->start;
+    w->len = len;
+    w->count = 1;
+    wc->slots[j] = sr__slot(k, p->h);
+    if (wc->n * 2 > wc->cap) return sr__rehash(wc, wc->cap * 2);
+    return SR_OK;
+}
+
+/* Words are counted SR__LAG behind the scan: a word's slot is prefetched
+ * when it is cut, its entry SR__LAG / 2 words later, so the lookups of
+ * several words wait on memory at once instead of one after another (the
+ * tables outgrow the caches with the vocabulary). Prefetches are only
+ * hints: each count probes the table as it is then. */
+#define SR__LAG 8
+#define SR__RING 16 /* a power of two > SR__LAG */
+
 int sr_wordcount_batch(sr_wordcount_t *wc, const sr_batch_t *b)
 {
     wc->data = b->data;
@@ -69,7 +118,8 @@ int sr_wordcount_batch(sr_wordcount_t *wc, const sr_batch_t *b)
     if (!wc->cap && sr__rehash(wc, 4096) < 0) return SR_ENOMEM;
     memset(wc->slots, 0, wc->cap * sizeof(*wc->slots));
     const unsigned char *data = (const unsigned char *)b->data;
-    size_t words = 0;
+    sr__pending_t ring[SR__RING];
+    size_t cut = 0, counted = 0;
     int rc = SR_OK;
     for (size_t r = 0; r < b->n; r++) {
         size_t i = b->off[r], end = b->off[r + 1];
@@ -77,46 +127,39 @@ int sr_wordcount_batch(sr_wordcount_t *wc, const sr_batch_t *b)
             while (i < end && sr__is_space(data[i])) i++;
             if (i >= end) break;
             size_t start = i;
-            uint64_t h = 0xcbf29ce484222325ULL, head[2] = {0, 0};
+            uint64_t h = 0xcbf29ce484222325ULL, head0 = 0, head1 = 0;
             while (i < end && !sr__is_space(data[i])) {
                 size_t at = i - start;
-                if (at < 16) head[at >> 3] |= (uint64_t)data[i] << (8 * (at & 7));
+                if (at < 8) head0 |= (uint64_t)data[i] << (8 * at);
+                else if (at < 16) head1 |= (uint64_t)data[i] << (8 * (at - 8));
                 h = (h ^ data[i]) * 0x100000001b3ULL;
                 i++;
             }
             h ^= h >> 29;
-            uint32_t len = (uint32_t)(i - start);
-            uint64_t tag = h & SR__TAG, s;
-            size_t mask = wc->cap - 1, j = (size_t)h & mask;
-            words++;
-            for (;;) {
-                s = wc->slots[j];
-                if (!s) break;
-                if ((s & SR__TAG) == tag) {
-                    const sr_wordcount_word_t *w = &wc->word[(uint32_t)s - 1];
-                    if (w->head[0] == head[0] && w->head[1] == head[1] && w->len == len
-                        && (len <= 16 || memcmp(data + w->off + 16, data + start + 16, len - 16) == 0))
-                        break;
-                }
-                j = (j + 1) & mask;
+            sr__pending_t *p = &ring[cut % SR__RING];
+            p->h = h;
+            p->head[0] = head0;
+            p->head[1] = head1;
+            p->start = (uint32_t)start;
+            p->len = (uint32_t)(i - start);
+            __builtin_prefetch(&wc->slots[(size_t)h & (wc->cap - 1)]);
+            cut++;
+            if (cut > SR__LAG / 2) {
+                const sr__pending_t *q = &ring[(cut - 1 - SR__LAG / 2) % SR__RING];
+                uint64_t s = wc->slots[(size_t)q->h & (wc->cap - 1)];
+                if (s && (uint32_t)s - 1 < wc->n) __builtin_prefetch(&wc->word[(uint32_t)s - 1]);
             }
-            if (s) {
-                wc->word[(uint32_t)s - 1].count += 1;
-                continue;
+            if (cut - counted > SR__LAG) {
+                if ((rc = sr__count(wc, data, &ring[counted % SR__RING])) < 0) goto fail;
+                counted++;
             }
-            if (wc->n == wc->ncap && (rc = sr__grow_words(wc)) < 0) goto fail;
-            size_t k = wc->n++;
-            sr_wordcount_word_t *w = &wc->word[k];
-            w->head[0] = head[0];
-            w->head[1] = head[1];
-            w->off = (uint32_t)start;
-            w->len = len;
-            w->count = 1;
-            wc->slots[j] = sr__slot(k, h);
-            if (wc->n * 2 > wc->cap && (rc = sr__rehash(wc, wc->cap * 2)) < 0) goto fail;
         }
     }
+    while (counted < cut) {
+        if ((rc = sr__count(wc, data, &ring[counted % SR__RING])) < 0) goto fail;
+        counted++;
+    }
 fail:
-    wc->words = words;
+    wc->words = counted;
     return rc;
 }
