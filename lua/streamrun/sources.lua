@@ -12,7 +12,7 @@ local C, ffi = core.C, core.ffi
 local ffi_string = ffi.string
 local tnew = batch.new_table
 local decode, null = cjson.decode, cjson.null
-local pcall, floor, tostring = pcall, math.floor, tostring
+local pcall, floor, tostring, type = pcall, math.floor, tostring, type
 local setmetatable, rawget, rawset = setmetatable, rawget, rawset
 
 local M = {}
@@ -65,6 +65,9 @@ end
 -- Decodes lines[1..n] as JSON into out; a line that is not valid JSON (or is
 -- a bare null) goes to dead(i, reason). Resumes after a failing line instead
 -- of paying a pcall per record. The batch's skips list those lines.
+-- lines: a table, or (a C batch's) a function of i making line i's string,
+-- which is garbage once decoded: no batch of lines stays alive for the
+-- collector to go through again and again.
 local function decode_json(lines, n, dead)
   local out, m = tnew(n, 0), 0
   local skips = {}
@@ -74,11 +77,13 @@ local function decode_json(lines, n, dead)
     inner(i, reason)
   end
   local st = { i = 0 }
+  local line_of = lines
+  if type(lines) == "table" then line_of = function(i) return lines[i] end end
   local function run(i0, m0)
     local mm = m0
     for i = i0, n do
       st.i = i
-      local v = decode(lines[i])
+      local v = decode(line_of(i))
       if v == null then
         dead(i, "JSON null is not an element")
       else
@@ -107,17 +112,21 @@ end
 function M.read_c_batch(node, cb, dead)
   local n = tonumber(cb.n)
   local data, off = cb.data, cb.off
-  local lines = tnew(n, 0)
-  for i = 0, n - 1 do
-    local s = off[i]
-    lines[i + 1] = ffi_string(data + s, off[i + 1] - s)
-  end
   local b
   if node.format ~= "json" then
+    local lines = tnew(n, 0)
+    for i = 0, n - 1 do
+      local s = off[i]
+      lines[i + 1] = ffi_string(data + s, off[i + 1] - s)
+    end
     b = batch.of_values(lines, n)
   else
-    b = decode_json(lines, n, function(i, reason)
-      dead(node.stage_name, tonumber(cb.pos[i - 1]), reason, lines[i])
+    local function line(i)
+      local s = off[i - 1]
+      return ffi_string(data + s, off[i] - s)
+    end
+    b = decode_json(line, n, function(i, reason)
+      dead(node.stage_name, tonumber(cb.pos[i - 1]), reason, line(i))
     end)
   end
   -- Offsets for dead letters of later stages; valid while the C batch is
