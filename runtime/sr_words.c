@@ -107,8 +107,8 @@ static int sr__count(sr_wordcount_t *wc, const unsigned char *data, const sr__pe
  * several words wait on memory at once instead of one after another (the
  * tables outgrow the caches with the vocabulary). Prefetches are only
  * hints: each count probes the table as it is then. */
-#define SR__LAG 8
-#define SR__RING 16 /* a power of two > SR__LAG */
+#define SR__LAG 16
+#define SR__RING 32 /* a power of two > SR__LAG */
 
 int sr_wordcount_batch(sr_wordcount_t *wc, const sr_batch_t *b)
 {
