@@ -1,9 +1,8 @@
-/* sr_words: word counting in C for the compiler's fused path of
- * flat_map(sr.words) -> map(w -> (w, 1)) -> reduce_by_key(sr.add): one pass
- * over a batch of lines, whitespace-separated words counted in an
- * open-addressing table, distinct words listed in order of first
- * appearance (as reduce_by_key lists keys). Lua reads the result through
- * the FFI and makes strings only for distinct words. */
+/* sr_words: the built-in word count of flat_map(sr.words) -> count_by_value()
+ * in C, asked for by name: one pass over a batch of lines, whitespace-
+ * separated words counted in an open-addressing table, distinct words listed
+ * in order of first appearance (as count_by_value lists them). Lua reads the
+ * result through the FFI and makes strings only for distinct words. */
 #ifndef SR_WORDS_H
 #define SR_WORDS_H
 #include <stddef.h>
@@ -11,16 +10,23 @@
 
 #include "sr_batch.h"
 
+/* One distinct word: 32 bytes, so a probe that finds it touches one half
+ * cache line (the count it adds to included). */
+typedef struct sr_wordcount_word {
+    uint64_t head[2]; /* private: the word's first 16 bytes, zero-padded */
+    uint32_t off;     /* read-only: the word is data[off .. off + len) */
+    uint32_t len;     /* read-only */
+    double count;     /* read-only: occurrences */
+} sr_wordcount_word_t;
+
 typedef struct sr_wordcount {
-    const char *data;   /* read-only: the batch's bytes the words point into */
-    uint32_t *off;      /* read-only: word i is data[off[i] .. off[i] + len[i]) */
-    uint32_t *len;      /* read-only */
-    double *count;      /* read-only: occurrences of word i */
-    size_t n;           /* read-only: distinct words */
-    size_t words;       /* read-only: all words */
-    uint32_t *slots;    /* private: index + 1 of a word, 0 = empty */
-    uint64_t *hashes;   /* private */
-    size_t cap, ncap;   /* private */
+    const char *data;          /* read-only: the batch's bytes the words point into */
+    sr_wordcount_word_t *word; /* read-only: the distinct words, in order of first appearance */
+    size_t n;                  /* read-only: distinct words */
+    size_t words;              /* read-only: all words */
+    uint64_t *slots;           /* private: index + 1 of a word (low 32 bits; 0 =
+                                  empty) and the top of its hash (high 32 bits) */
+    size_t cap, ncap;          /* private */
 } sr_wordcount_t;
 
 sr_wordcount_t *sr_wordcount_new(void);

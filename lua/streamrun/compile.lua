@@ -5,6 +5,7 @@
 -- runs them in order; calls into user code go through the plan's guard
 -- (streamrun.guard).
 local batch = require "streamrun.batch"
+local builtins = require "streamrun.builtins"
 local eventtime = require "streamrun.eventtime"
 local guard = require "streamrun.guard"
 local native = require "streamrun.native"
@@ -16,6 +17,9 @@ local xpcall, traceback, pairs, ipairs, type = xpcall, debug.traceback, pairs, i
 local concat = table.concat
 
 local M = {}
+
+-- The stages a chain can fold its elements into (streamrun.fuse).
+local SINKS = { reduce_by_key = true, count_by_value = true }
 
 -- Whether a stage's output must say where each element came from: a
 -- consumer reports failures per element (a chain, map_with_state), or
@@ -75,6 +79,25 @@ local function group(job)
       if only_consumer(gr.input) then raw[gr.input] = true end
     end
   end
+  -- A chain starting with flat_map(sr.words) reads the words of a text
+  -- source's records where they are, in the C batch (streamrun.fuse).
+  for _, gr in ipairs(groups) do
+    local first, input = gr.kind == "chain" and gr.stages[1], gr.input
+    if first and first.op == "flat_map" and first.fn == builtins.words and input.kind == "source"
+       and input.format == "text" and not input.framed and not input.event_time and only_consumer(input) then
+      raw[input] = true
+    end
+  end
+  -- A chain whose elements only a reduce_by_key or count_by_value reads
+  -- folds them into that stage as they come (streamrun.fuse's sink).
+  for _, gr in ipairs(groups) do
+    local last = gr.kind == "chain" and gr.stages[#gr.stages]
+    local c = last and only_consumer(last)
+    if c and SINKS[c.op] and #c.inputs == 1 and not replaced[c] then
+      gr.sink = c
+      replaced[c] = true
+    end
+  end
   for i = #groups, 1, -1 do
     if groups[i].kind == nil and replaced[groups[i].node] then table.remove(groups, i) end
   end
@@ -88,6 +111,7 @@ local function label_of(step)
   if step.kind == "chain" then
     local names = {}
     for i, s in ipairs(step.stages) do names[i] = s.stage_name end
+    if step.sink then names[#names + 1] = step.sink.stage_name end
     return concat(names, " > ")
   end
   if step.node.fn or step.node.finv then return step.node.stage_name end
@@ -123,7 +147,7 @@ function M.compile(job, handlers)
   for i, gr in ipairs(groups) do
     local step
     if gr.kind == "chain" then
-      step = steps_of.chain(gr.stages, gr.input, needs_origin(gr.stages[#gr.stages], consumers_of), ctx)
+      step = steps_of.chain(gr.stages, gr.input, needs_origin(gr.stages[#gr.stages], consumers_of), ctx, gr.sink)
     elseif gr.kind == "native" then
       step = steps_of.native(gr.node, gr.stages, gr.input, ctx)
     else
@@ -141,6 +165,7 @@ function M.compile(job, handlers)
     local names = {}
     for _, n in ipairs(gr.stages or {}) do names[#names + 1] = n.stage_name end
     if gr.node and names[#names] ~= gr.node.stage_name then names[#names + 1] = gr.node.stage_name end
+    if gr.sink then names[#names + 1] = gr.sink.stage_name end
     step_stages[i] = names
   end
   plan.step_ms, plan.step_stages = step_ms, step_stages

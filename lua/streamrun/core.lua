@@ -66,9 +66,10 @@ int sr_source_traits(const char *kind, sr_source_traits_t *out);
 uint32_t sr_crc32c(uint32_t crc, const void *p, size_t n);
 int sr_lock_acquire(const char *dir, long *holder, char *err, size_t errlen);
 void sr_lock_release(void);
+typedef struct sr_wordcount_word { uint64_t head[2]; uint32_t off; uint32_t len; double count; } sr_wordcount_word_t;
 typedef struct sr_wordcount {
-    const char *data; uint32_t *off; uint32_t *len; double *count; size_t n; size_t words;
-    uint32_t *slots; uint64_t *hashes; size_t cap, ncap;
+    const char *data; sr_wordcount_word_t *word; size_t n; size_t words;
+    uint64_t *slots; size_t cap, ncap;
 } sr_wordcount_t;
 typedef struct sr_state sr_state_t;
 int sr_state_get_number(sr_state_t *st, int ktype, const char *s, size_t len, double num, double *out);

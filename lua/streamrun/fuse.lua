@@ -11,14 +11,19 @@
 -- depth) goes on in guarded variants of the chain's tails, where every
 -- user call runs under xpcall (streamrun.guard). Then the fast loop resumes
 -- at the next element. So each user function is called once per element.
+local core = require "streamrun.core"
 local batch = require "streamrun.batch"
+local builtins = require "streamrun.builtins"
 local guard = require "streamrun.guard"
+local ops = require "streamrun.ops"
 local resume = require "streamrun.resume"
 local watchdog = require "streamrun.watchdog"
 
 local tnew = batch.new_table
-local type, error, concat = type, error, table.concat
+local type, error, next, concat, byte, sub = type, error, next, table.concat, string.byte, string.sub
 local try = guard.try
+local FOLDS = ops.FOLDS
+local ffi = core.ffi
 
 local M = {}
 
@@ -52,7 +57,7 @@ end
 -- loops = the enclosing flat_map loops, outermost first: { kind = "table"
 -- | "iter", k, r = name of what the flat_map returned, j = index name |
 -- ctl = control name, key = name of the key (flat_map_values), args } }.
-local function generate(stages, k0, guarded, origin)
+local function generate(stages, k0, guarded, origin, sink, raw)
   local lines, sites, nvar = {}, {}, 0
   local function fresh(p) nvar = nvar + 1 return p .. nvar end
   local function emit(s, site)
@@ -63,9 +68,34 @@ local function generate(stages, k0, guarded, origin)
     if guarded then return ("G(%d, %s[%d], %s)"):format(k, which, k, concat(args, ", ")) end
     return ("%s[%d](%s)"):format(which, k, concat(args, ", "))
   end
+  local gen_flat
   local function gen(k, a, b, loops)
     if k > #stages then
-      emit(("m = m + 1; OA[m] = %s; OB[m] = %s"):format(a, b) .. (origin and "; OI[m] = i" or ""))
+      if sink == "reduce_by_key" then
+        -- Folded into the keyed stage at once: OA its keys in order of
+        -- first appearance, OB the accumulator by key, m how many keys.
+        local acc = fresh("acc")
+        emit(("if %s == nil then BAD(%s) else"):format(b, a))
+        emit(("local %s = OB[%s]"):format(acc, a))
+        emit(("if %s == nil then"):format(acc))
+        emit(("if KEYTYPE[type(%s)] and %s == %s then m = m + 1; OA[m] = %s; OB[%s] = %s else BAD(%s, %s) end")
+          :format(a, a, a, a, a, b, a, b))
+        emit("else")
+        emit(("OB[%s] = %s"):format(a, call(k, "F", { acc, b })), { k = k, args = { acc, b }, loops = loops })
+        emit("end")
+        emit("end")
+      elseif sink == "count_by_value" then
+        -- OA: the keys in order of first appearance, OB the count by key.
+        local key, c = fresh("k"), fresh("c")
+        emit(("local %s = %s"):format(key, a))
+        emit(("if %s ~= nil or type(%s) ~= \"string\" or BYTE(%s, 1) == 0 then %s = EKEY(%s, %s) end")
+          :format(b, a, a, key, a, b))
+        emit(("local %s = OB[%s]"):format(c, key))
+        emit(("if %s == nil then m = m + 1; OA[m] = %s; OB[%s] = 1 else OB[%s] = %s + 1 end")
+          :format(c, key, key, key, c))
+      else
+        emit(("m = m + 1; OA[m] = %s; OB[m] = %s"):format(a, b) .. (origin and "; OI[m] = i" or ""))
+      end
       return
     end
     local op = stages[k].op
@@ -97,7 +127,64 @@ local function generate(stages, k0, guarded, origin)
       gen(k + 1, a, nb, loops)
       emit("end")
       emit("end")
+    elseif raw and k == 1 then
+      -- Words of record i of a C batch (DATA, OFF), cut where they lie:
+      -- no string is made of the line, one of each word.
+      local p, e, c, q, x = fresh("p"), fresh("e"), fresh("c"), fresh("q"), fresh("w")
+      emit(("local %s, %s = OFF[i - 1], OFF[i]"):format(p, e))
+      emit(("while %s < %s do"):format(p, e))
+      emit(("local %s = DATA[%s]"):format(c, p))
+      emit(("if %s == 32 or (%s >= 9 and %s <= 13) then"):format(c, c, c))
+      emit(("%s = %s + 1"):format(p, p))
+      emit("else")
+      emit(("local %s = %s + 1"):format(q, p))
+      emit(("while %s < %s do"):format(q, e))
+      emit(("%s = DATA[%s]"):format(c, q))
+      emit(("if %s == 32 or (%s >= 9 and %s <= 13) then break end"):format(c, c, c))
+      emit(("%s = %s + 1"):format(q, q))
+      emit("end")
+      emit(("local %s = FSTRING(DATA + %s, %s - %s)"):format(x, p, q, p))
+      emit(("%s = %s + 1"):format(p, q))
+      gen(k + 1, x, "nil", with(loops, { kind = "cwords", k = k, p = p, e = e }))
+      emit("end")
+      emit("end")
+    elseif op == "flat_map" and stages[k].fn == builtins.words then
+      -- The built-in sr.words, asked for by name: its words are cut from
+      -- the line in the loop itself, with no array made per line (each
+      -- word is a string, as the next stage needs one). What is not a
+      -- string goes through the function as any flat_map's would.
+      local p, len, c, q, x = fresh("p"), fresh("l"), fresh("c"), fresh("q"), fresh("w")
+      emit(("if type(%s) == \"string\" then"):format(a))
+      emit(("local %s, %s = 1, #%s"):format(p, len, a))
+      emit(("while %s <= %s do"):format(p, len))
+      emit(("local %s = BYTE(%s, %s)"):format(c, a, p))
+      emit(("if %s == 32 or (%s >= 9 and %s <= 13) then"):format(c, c, c))
+      emit(("%s = %s + 1"):format(p, p))
+      emit("else")
+      emit(("local %s = %s + 1"):format(q, p))
+      emit(("while %s <= %s do"):format(q, len))
+      emit(("%s = BYTE(%s, %s)"):format(c, a, q))
+      emit(("if %s == 32 or (%s >= 9 and %s <= 13) then break end"):format(c, c, c))
+      emit(("%s = %s + 1"):format(q, q))
+      emit("end")
+      emit(("local %s = SUB(%s, %s, %s - 1)"):format(x, a, p, q))
+      emit(("%s = %s + 1"):format(p, q))
+      gen(k + 1, x, "nil", with(loops, { kind = "words", k = k, s = a, p = p }))
+      emit("end")
+      emit("end")
+      emit("else")
+      gen_flat(k, a, b, loops)
+      emit("end")
     elseif op == "flat_map" or op == "flat_map_values" then
+      gen_flat(k, a, b, loops)
+    else
+      error("fuse: not a narrow stage: " .. tostring(op))
+    end
+  end
+  function gen_flat(k, a, b, loops)
+    local op = stages[k].op
+    local function site(args) return { k = k, args = args, loops = loops } end
+    do
       local fv = op == "flat_map_values"
       local args = fv and { b } or { a, b }
       if fv then
@@ -132,15 +219,13 @@ local function generate(stages, k0, guarded, origin)
       emit("end")
       emit("end")
       if fv then emit("end") end
-    else
-      error("fuse: not a narrow stage: " .. tostring(op))
     end
   end
   gen(k0, "a0", "b0", {})
   return lines, sites
 end
 
-local HEADER = "local F, E, I, G, type, PACK, GI = ...\n"
+local HEADER = "local F, E, I, G, type, PACK, GI, BYTE, SUB, BAD, KEYTYPE, EKEY = ...\n"
 
 local function load(src, name, ...)
   local chunk, err = loadstring(src, "=" .. name)
@@ -153,7 +238,7 @@ end
 -- of the input batch goes to g.report_at (which may raise to stop the
 -- job). origin: the output batch notes where each element came from
 -- (batch.origin).
-function M.chain(stages, g, origin)
+function M.chain(stages, g, origin, sink)
   local report = g.report_at
   local names = {}
   local F, E, I = {}, {}, {}
@@ -161,10 +246,41 @@ function M.chain(stages, g, origin)
     names[k] = s.stage_name
     F[k], E[k], I[k] = s.fn, not_pair(s.op), bad_iter(s.op)
   end
+  -- The sink: a reduce_by_key or count_by_value the chain folds its
+  -- elements into as they come, so no batch of them is made. Its failures
+  -- are reported as the stage's own (ops.reduce_by_key).
+  local nk = #stages
+  local sink_op = sink and sink.op
+  local BAD, EKEY, REPS
+  if sink then
+    origin = false
+    names[nk + 1] = sink.stage_name
+    if sink_op == "reduce_by_key" then
+      local f = sink.fn
+      F[nk + 1] = FOLDS[builtins.reducers[f] or false] or f
+      BAD = function(a, b) ops.pair_check(sink, g, a, b) end
+    else
+      REPS = {}
+      EKEY = function(a, b)
+        if b == nil and (type(a) == "number" and a == a or type(a) == "boolean") then return a end
+        local k = ops.element_key(a, b)
+        if REPS[k] == nil then
+          if b == nil then REPS[k] = a else REPS[k] = { a, b } end
+        end
+        return k
+      end
+    end
+  end
   local name = "stages " .. concat(names, " > ")
   -- The element being finished after a failure: its batch and index.
   local cur = { input = nil, i = 0 }
   local function G(k, f, ...)
+    if k > nk then
+      -- The reducer: a failing call leaves the key's accumulator as it was.
+      local ok, r1 = g.call(sink, f, ...)
+      if ok then return r1 end
+      return (...)
+    end
     local ok, r1, r2 = g.call_at(stages[k], cur.input, cur.i, f, ...)
     if ok then return r1, r2 end
     return nil
@@ -180,7 +296,7 @@ function M.chain(stages, g, origin)
     end
   end
 
-  local lines, sites = generate(stages, 1, false, origin)
+  local lines, sites = generate(stages, 1, false, origin, sink_op)
   -- P.i: the element in hand, for when the error handler cannot run (a
   -- stack overflow): then the element is run again guarded from stage 1,
   -- after its outputs so far are dropped (P.m: the outputs before it, kept
@@ -191,7 +307,7 @@ function M.chain(stages, g, origin)
     if st.op == "flat_map" or st.op == "flat_map_values" then several = true end
   end
   -- W.rec: the same index, for the watchdog (sr_watchdog.c).
-  local fast_src = "local P, W = select(8, ...)\n" .. HEADER .. [[
+  local fast_src = "local P, W = select(13, ...)\n" .. HEADER .. [[
 return function(IA, IB, n, i0, OA, OB, m, OI)
   for i = i0, n do
     P.i = i; W.rec = i]] .. (several and "; P.m = m" or "") .. [[
@@ -202,17 +318,37 @@ return function(IA, IB, n, i0, OA, OB, m, OI)
   end
   return m
 end]]
-  local fast = load(fast_src, name, F, E, I, G, type, pack, GI, P, watchdog.P)
+  local fast = load(fast_src, name, F, E, I, G, type, pack, GI, byte, sub, BAD, ops.KEY_TYPES, EKEY, P, watchdog.P)
   local first_line = 7 -- the line of lines[1] in fast_src
+
+  -- The same loop over the records of a C batch (a text source's, handed
+  -- as it is: sources.raw_c_batch), when the chain starts with
+  -- flat_map(sr.words).
+  local raw_fast, raw_sites
+  if stages[1].op == "flat_map" and stages[1].fn == builtins.words then
+    local raw_lines
+    raw_lines, raw_sites = generate(stages, 1, false, origin, sink_op, true)
+    local raw_src = "local P, W, FSTRING = select(13, ...)\n" .. HEADER .. [[
+return function(DATA, OFF, n, i0, OA, OB, m, OI)
+  for i = i0, n do
+    P.i = i; W.rec = i; P.m = m
+    -- (the lines below are numbered as the other loop's)
+]] .. concat(raw_lines, "\n") .. [[
+
+  end
+  return m
+end]]
+    raw_fast = load(raw_src, name, F, E, I, G, type, pack, GI, byte, sub, BAD, ops.KEY_TYPES, EKEY, P, watchdog.P,
+      ffi.string)
+  end
 
   -- tails[k]: the guarded chain from stage k on, for one element.
   local tails = {}
   local function tail(k)
     if not tails[k] then
-      local body = k > #stages and { "m = m + 1; OA[m] = a0; OB[m] = b0" .. (origin and "; OI[m] = i" or "") }
-        or generate(stages, k, true, origin)
+      local body = generate(stages, k, true, origin, sink_op)
       tails[k] = load(HEADER .. "return function(a0, b0, OA, OB, m, OI, i)\n" .. concat(body, "\n") .. "\nreturn m\nend",
-        name .. " (from " .. k .. ", guarded)", F, E, I, G, type, pack, GI)
+        name .. " (from " .. k .. ", guarded)", F, E, I, G, type, pack, GI, byte, sub, BAD, ops.KEY_TYPES, EKEY)
     end
     return tails[k]
   end
@@ -230,11 +366,24 @@ end]]
     end
     local args = site.args
     local v1, v2 = cap[args[1]], args[2] and cap[args[2]]
-    if args[2] then report(stages[site.k], err, input, i, v1, v2) else report(stages[site.k], err, input, i, v1) end
+    if site.k > nk then
+      g.report(sink, err, v1, v2)
+    elseif args[2] then
+      report(stages[site.k], err, input, i, v1, v2)
+    else
+      report(stages[site.k], err, input, i, v1)
+    end
     for L = #site.loops, 1, -1 do
       local lp = site.loops[L]
       local r, key, go = cap[lp.r], lp.key and cap[lp.key], tail(lp.k + 1)
-      if lp.kind == "table" then
+      if lp.kind == "cwords" then
+        local data, p = input.cbatch.data, cap[lp.p]
+        local rest = builtins.words(ffi.string(data + p, cap[lp.e] - p))
+        for j = 1, #rest do m = go(rest[j], nil, OA, OB, m, OI, i) end
+      elseif lp.kind == "words" then
+        local rest = builtins.words(sub(cap[lp.s], cap[lp.p]))
+        for j = 1, #rest do m = go(rest[j], nil, OA, OB, m, OI, i) end
+      elseif lp.kind == "table" then
         for j = cap[lp.j] + 1, #r do
           local x = r[j]
           if x ~= nil then
@@ -258,13 +407,32 @@ end]]
   local chain = { stages = stages, name = name }
 
   -- Runs the chain over an input batch; returns the output batch.
+  -- Keys the sink saw last batch: its tables are sized for as many.
+  local last_keys = 0
+
   function chain.run(input)
-    local IA, IB, n = input.a, input.b, input.n
-    local OA, OB = tnew(n, 0), tnew(n, 0)
+    local n, cb = input.n, raw_fast and input.cbatch
+    local IA, IB, loop, at_line = nil, nil, fast, sites
+    if cb then
+      loop, at_line = raw_fast, raw_sites
+    else
+      IA, IB = input.a, input.b
+    end
+    local OA, OB
+    if sink then
+      OA, OB = tnew(last_keys, 0), tnew(0, last_keys)
+    else
+      OA, OB = tnew(n, 0), tnew(n, 0)
+    end
     local OI = origin and tnew(n, 0) or nil
     local m, i0 = 0, 1
     while true do
-      local ok, res, cap = resume.call(fast, IA, IB, n, i0, OA, OB, m, OI)
+      local ok, res, cap
+      if cb then
+        ok, res, cap = resume.call(loop, cb.data, cb.off, n, i0, OA, OB, m, OI)
+      else
+        ok, res, cap = resume.call(loop, IA, IB, n, i0, OA, OB, m, OI)
+      end
       if ok then m = res break end
       if type(res) == "table" and res.fatal then error(res, 0) end
       local i = cap and cap.i or P.i
@@ -272,7 +440,17 @@ end]]
         -- The handler could not run (a stack overflow): the element runs
         -- again from stage 1, guarded, after the outputs of those before.
         local m0 = 0
-        if several then
+        if cb then
+          local s0 = cb.off[i - 1]
+          IA, IB = {}, {}
+          IA[i] = ffi.string(cb.data + s0, cb.off[i] - s0)
+        end
+        if sink and several then
+          -- What the element folded in before the failure cannot be taken
+          -- out again: it stays, and the rest of the element is dropped.
+          m0 = #OA
+          report(stages[1], res, input, i, IA[i], IB[i])
+        elseif several then
           m0 = P.m
           local j = m0 + 1
           while OA[j] ~= nil do OA[j], OB[j] = nil, nil; j = j + 1 end
@@ -280,15 +458,28 @@ end]]
           while OA[m0 + 1] ~= nil do m0 = m0 + 1 end
         end
         cur.input, cur.i = input, i
-        m = tail(1)(IA[i], IB[i], OA, OB, m0, OI, i)
+        if sink and several then m = m0 else m = tail(1)(IA[i], IB[i], OA, OB, m0, OI, i) end
       end
       -- The traceback's frames from the generated loop on are the runtime's.
       if type(res) == "string" then
         local at = res:find("\n%s*" .. name:gsub("%p", "%%%0") .. ":")
         if at then res = res:sub(1, at - 1) end
       end
-      if cap then m = finish(input, i, sites[cap.line - first_line + 1], cap, res, OA, OB, cap.m, OI) end
+      if cap then m = finish(input, i, at_line[cap.line - first_line + 1], cap, res, OA, OB, cap.m, OI) end
       i0 = i + 1
+    end
+    if sink then
+      last_keys = m
+      local V = tnew(m, 0)
+      for j = 1, m do V[j] = OB[OA[j]] end
+      if REPS then
+        for j = 1, m do
+          local rep = REPS[OA[j]]
+          if rep ~= nil then OA[j] = rep end
+        end
+        if next(REPS) ~= nil then REPS = {} end
+      end
+      return { n = m, a = OA, b = V }
     end
     if origin then return { n = m, a = OA, b = OB, o = OI, from = input } end
     return { n = m, a = OA, b = OB }

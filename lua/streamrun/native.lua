@@ -48,10 +48,11 @@ function M.word_counter()
     if C.sr_wordcount_batch(wc, cb) ~= 0 then error("word count: out of memory", 0) end
     local n = tonumber(wc.n)
     local keys, counts = {}, {}
-    local data, off, len, count = wc.data, wc.off, wc.len, wc.count
+    local data, word = wc.data, wc.word
     for i = 0, n - 1 do
-      keys[i + 1] = ffi_string(data + off[i], len[i])
-      counts[i + 1] = count[i]
+      local w = word[i]
+      keys[i + 1] = ffi_string(data + w.off, w.len)
+      counts[i + 1] = w.count
     end
     return { n = n, a = keys, b = counts }
   end

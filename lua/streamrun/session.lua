@@ -177,7 +177,7 @@ function Session:inputs(time_ms)
       local cb = C.sr_loop_batch(loop, node.c_index)
       records = records + tonumber(cb.n)
       if self.plan.raw_sources[node] then
-        b = { n = tonumber(cb.n), cbatch = cb } -- read in C by a native stage
+        b = sources.raw_c_batch(node, cb) -- its records read where they are
       else
         b = sources.read_c_batch(node, cb, self.dead)
       end

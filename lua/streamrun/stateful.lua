@@ -15,8 +15,8 @@ local eventtime = require "streamrun.eventtime"
 
 local cstate = core.cstate
 local C, ffi = core.C, core.ffi
-local type, error, tostring = type, error, tostring
-local min = math.min
+local type, error, tostring, min, max = type, error, tostring, math.min, math.max
+local tnew = require "table.new"
 local each = guard.each
 
 local M = {}
@@ -86,13 +86,15 @@ end
 -- -- update_state_by_key --
 
 function M.update_state_by_key(node, g, state, input, time_ms)
-  local keys, lists, nk = ops.group(node, g, input)
+  -- The keys a batch brings are about those in the state (running totals)
+  -- and at most its records.
+  local keys, lists, nk = ops.group(node, g, input, min(input.n, max(state:count(), 16)))
   local f = node.fn
   local sp = ffi.cast("sr_state_t *", state:pointer())
   local skeys, svalues, ns = state:snapshot()
   -- Every key with state (ordered by key), then the new ones in arrival
   -- order, each with its values.
-  local K, V, O, total = {}, {}, {}, 0
+  local K, V, O, total = tnew(ns + nk, 0), tnew(ns + nk, 0), tnew(ns, 0), 0
   for i = 1, ns do
     local k = skeys[i]
     total = total + 1
@@ -106,7 +108,7 @@ function M.update_state_by_key(node, g, state, input, time_ms)
       K[total], V[total] = k, lists[k]
     end
   end
-  local OA, OB, m = {}, {}, 0
+  local OA, OB, m = tnew(total, 0), tnew(total, 0), 0
   local function emit(k, v)
     if v ~= nil then
       m = m + 1

@@ -48,15 +48,17 @@ end
 
 -- A chain of narrow stages fused into one loop (streamrun.fuse). origin:
 -- its output must say where each element came from (a consumer reports
--- failures per element).
+-- failures per element). sink: the reduce_by_key or count_by_value stage
+-- the chain folds into (then the step's output is that stage's).
 local Chain = class()
-function M.chain(stages, input, origin, ctx)
-  local step = new(Chain, "chain", stages[#stages], input, { stages = stages })
+function M.chain(stages, input, origin, ctx, sink)
+  local step = new(Chain, "chain", sink or stages[#stages], input, { stages = stages, sink = sink })
   step.every = stages[1].every_ms
   -- Event times follow each element through the chain by its origin
-  -- index: no work per record in the fused loop itself.
-  step.timed = input.timed
-  step.fused = fuse.chain(stages, ctx.guard, origin or step.timed)
+  -- index: no work per record in the fused loop itself. (A chain folding
+  -- into its sink makes no elements: the sink's results carry no times.)
+  step.timed = input.timed and not sink
+  step.fused = fuse.chain(stages, ctx.guard, origin or step.timed, sink)
   return step
 end
 function Chain:run(results)

@@ -24,16 +24,16 @@ static void test_counts_in_first_appearance_order(void **state)
     assert_int_equal(wc->n, 4);
     assert_int_equal(wc->words, 7);
     for (size_t i = 0; i < 4; i++) {
-        assert_int_equal(wc->len[i], strlen(want[i]));
-        assert_memory_equal(wc->data + wc->off[i], want[i], wc->len[i]);
-        assert_true(wc->count[i] == counts[i]);
+        assert_int_equal(wc->word[i].len, strlen(want[i]));
+        assert_memory_equal(wc->data + wc->word[i].off, want[i], wc->word[i].len);
+        assert_true(wc->word[i].count == counts[i]);
     }
     /* Reused for the next batch: starts empty. */
     sr_batch_clear(&b);
     add(&b, "x x");
     assert_int_equal(sr_wordcount_batch(wc, &b), 0);
     assert_int_equal(wc->n, 1);
-    assert_true(wc->count[0] == 2);
+    assert_true(wc->word[0].count == 2);
     sr_wordcount_free(wc);
     sr_batch_close(&b);
     assert_int_equal(sr_alloc_used(), before);
@@ -55,10 +55,36 @@ static void test_many_distinct_words(void **state)
     assert_int_equal(wc->words, 2 * N);
     assert_int_equal(wc->n, N); /* w0..w6 come back as the second words */
     double total = 0;
-    for (size_t i = 0; i < wc->n; i++) total += wc->count[i];
+    for (size_t i = 0; i < wc->n; i++) total += wc->word[i].count;
     assert_true(total == 2 * N);
-    assert_memory_equal(wc->data + wc->off[0], "w0", 2);
-    assert_true(wc->count[0] == 1 + (N + 6) / 7);
+    assert_memory_equal(wc->data + wc->word[0].off, "w0", 2);
+    assert_true(wc->word[0].count == 1 + (N + 6) / 7);
+    sr_wordcount_free(wc);
+    sr_batch_close(&b);
+}
+
+/* Words that share their first 16 bytes, differ only in length, or hold
+ * NUL bytes are told apart. */
+static void test_words_alike_at_the_start(void **state)
+{
+    (void)state;
+    sr_batch_t b;
+    sr_batch_init(&b, 0, 0);
+    add(&b, "abcdefghijklmnopX abcdefghijklmnopY abcdefghijklmnop abcdefgh abcdefghijklmnopX");
+    sr_batch_append(&b, "a\0 a a\0", 7, 0);
+    sr_wordcount_t *wc = sr_wordcount_new();
+    assert_int_equal(sr_wordcount_batch(wc, &b), 0);
+    const char *want[] = {"abcdefghijklmnopX", "abcdefghijklmnopY", "abcdefghijklmnop", "abcdefgh"};
+    assert_int_equal(wc->n, 6);
+    assert_int_equal(wc->words, 8);
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(wc->word[i].len, strlen(want[i]));
+        assert_memory_equal(wc->data + wc->word[i].off, want[i], wc->word[i].len);
+        assert_true(wc->word[i].count == (i == 0 ? 2 : 1));
+    }
+    assert_int_equal(wc->word[4].len, 2); /* "a\0" twice */
+    assert_true(wc->word[4].count == 2);
+    assert_int_equal(wc->word[5].len, 1);
     sr_wordcount_free(wc);
     sr_batch_close(&b);
 }
@@ -68,6 +94,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counts_in_first_appearance_order),
         cmocka_unit_test(test_many_distinct_words),
+        cmocka_unit_test(test_words_alike_at_the_start),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

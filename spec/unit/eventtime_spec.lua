@@ -101,6 +101,23 @@ describe("event time", function()
       assert.same({ { "x", 0, 10000, 3 } }, rows(out.out))
       assert.same({ { "x", 10000, 20000, 2 }, { "y", 20000, 30000, 1 } }, rows(d:finish().out))
     end)
+
+    it("a timed chain folding into a processing-time reduce_by_key counts per batch", function()
+      local d = testing.driver(function()
+        local job = sr.job { name = "folded", batch = "1s" }
+        job:queue({}, { name = "in", event_time = function(e) return e.t end })
+           :flat_map(function(e) return { e.k, e.k } end)
+           :map(function(k) return k, 1 end)
+           :reduce_by_key(add, { name = "counts" })
+           :foreach_batch(function() end, { name = "out" })
+        return job
+      end)
+      d:push("in", { { k = "x", t = 1000 }, { k = "y", t = 2000 }, { k = "x", t = 500 } })
+      local got = {}
+      for _, e in ipairs(d:tick().out) do got[e[1]] = e[2] end
+      assert.same({ x = 4, y = 2 }, got)
+      assert.equal(2000, d:watermark())
+    end)
   end)
 
   local function window_job(opts)

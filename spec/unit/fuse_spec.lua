@@ -122,6 +122,40 @@ describe("fusion", function()
   end)
 end)
 
+describe("flat_map(sr.words) in the loop", function()
+  it("cuts the words as sr.words does, with no array per line", function()
+    local lines = { "a  b\tc\r\n", "", "   ", "\0x y\0", "\v\fend" }
+    local want = {}
+    for _, l in ipairs(lines) do for _, w in ipairs(sr.words(l)) do want[#want + 1] = w end end
+    local d = drive({ lines }, function(s) s:flat_map(sr.words):foreach_batch(id, { name = "out" }) end)
+    assert.same({ want }, d:outputs("out"))
+    assert.same({ "a", "b", "c", "\0x", "y\0", "end" }, want)
+  end)
+
+  it("goes on with the rest of a line's words after a failing call, each word once", function()
+    local seen = {}
+    local d = drive({ { "a b boom c d", "e" } }, function(s)
+      s:flat_map(sr.words)
+        :map(function(w) seen[#seen + 1] = w if w == "boom" then error("no boom") end return w end)
+        :foreach_batch(id, { name = "out" })
+    end)
+    assert.same({ { "a", "b", "c", "d", "e" } }, d:outputs("out"))
+    assert.same({ "a", "b", "boom", "c", "d", "e" }, seen)
+    assert.equal(1, #d.dead_letters)
+    assert.matches("no boom", d.dead_letters[1].reason, 1, true)
+    assert.equal('"boom"', d.dead_letters[1].record)
+  end)
+
+  it("hands what is not a string to sr.words, which fails on it as it would", function()
+    local d = drive({ { "x y", 5, "z" } }, function(s)
+      s:flat_map(sr.words):foreach_batch(id, { name = "out" })
+    end)
+    assert.same({ { "x", "y", "z" } }, d:outputs("out"))
+    assert.equal(1, #d.dead_letters)
+    assert.equal("5", d.dead_letters[1].record)
+  end)
+end)
+
 describe("narrow element rules", function()
   it("flat_map takes an array", function()
     local d = drive({ { 1, 2, 0 } }, function(s)
