@@ -25,6 +25,21 @@ typedef struct sr_kafka_record {
 int sr_kafka_source_partition(sr_source_t *s, size_t i, const char **topic, int32_t *partition,
                               int64_t *next, int *assigned);
 
+/* Where a partition stands against its log, for the lag metrics. Offsets
+ * are -1 when not known (yet). */
+typedef struct sr_kafka_lag {
+    int64_t position;  /* the next offset the job reads (after its last record delivered) */
+    int64_t committed; /* the last offset committed to the group by this process */
+    int64_t low, high; /* the partition's watermarks as librdkafka last saw them */
+    int64_t lag;       /* high - position (0 for an empty partition) */
+} sr_kafka_lag_t;
+
+/* Fills out for the i-th partition of a kafka source (as
+ * sr_kafka_source_partition numbers them) from what librdkafka caches: it
+ * never waits on a broker. Returns 0, SR_ENOENT past the last, SR_EINVAL
+ * for another kind of source. */
+int sr_kafka_source_lag(sr_source_t *s, size_t i, sr_kafka_lag_t *out);
+
 /* Commits offsets (the next record to read) of n partitions to the
  * source's consumer group, asynchronously; a failure is logged. Returns 0,
  * SR_EINVAL for another kind of source, or SR_ENOMEM. */

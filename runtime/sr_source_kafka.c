@@ -32,6 +32,7 @@ typedef struct sr__ktp {
     char *topic;       /* owned */
     int32_t partition;
     int64_t next;      /* offset after the last record delivered; -1 none */
+    int64_t committed; /* the last offset the group acknowledged a commit of; -1 none */
     int assigned;
 } sr__ktp_t;
 
@@ -76,7 +77,7 @@ static long sr__kafka_tp(sr__kafka_t *k, const char *topic, int32_t partition)
     }
     char *name = sr_strdup(topic);
     if (!name) return -1;
-    k->tps[k->ntps] = (sr__ktp_t){.topic = name, .partition = partition, .next = -1};
+    k->tps[k->ntps] = (sr__ktp_t){.topic = name, .partition = partition, .next = -1, .committed = -1};
     return (long)(k->last = k->ntps++);
 }
 
@@ -129,6 +130,11 @@ static void sr__kafka_on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafk
             sr__kafka_error(s, "offset commit", rd_kafka_err2str(offsets->elems[i].err));
             return;
         }
+    /* Acknowledged: the lag metrics show it. */
+    for (int i = 0; offsets && i < offsets->cnt; i++) {
+        long t = sr__kafka_tp(k, offsets->elems[i].topic, offsets->elems[i].partition);
+        if (t >= 0 && offsets->elems[i].offset >= 0) k->tps[t].committed = offsets->elems[i].offset;
+    }
 }
 
 static void sr__kafka_list_parts(char *buf, size_t len, const rd_kafka_topic_partition_list_t *parts)
@@ -450,6 +456,29 @@ int sr_kafka_source_partition(sr_source_t *s, size_t i, const char **topic, int3
     *partition = k->tps[i].partition;
     *next = k->tps[i].next;
     *assigned = k->tps[i].assigned;
+    return SR_OK;
+}
+
+int sr_kafka_source_lag(sr_source_t *s, size_t i, sr_kafka_lag_t *out)
+{
+    if (!s || s->type != &sr_source_kafka || !s->impl) return SR_EINVAL;
+    sr__kafka_t *k = s->impl;
+    if (i >= k->ntps) return SR_ENOENT;
+    const sr__ktp_t *tp = &k->tps[i];
+    int64_t low = -1, high = -1;
+    /* librdkafka's cached watermarks (the high one comes with every fetch
+     * response): no request to a broker, nothing waits. */
+    if (rd_kafka_get_watermark_offsets(k->rk, tp->topic, tp->partition, &low, &high) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        low = high = -1;
+    if (low < 0) low = -1;
+    if (high < 0) high = -1;
+    out->position = tp->next;
+    out->committed = tp->committed;
+    out->low = low;
+    out->high = high;
+    if (high >= 0 && tp->next >= 0) out->lag = high > tp->next ? high - tp->next : 0;
+    else if (high >= 0 && low == high) out->lag = 0; /* nothing in the partition to read */
+    else out->lag = -1;
     return SR_OK;
 }
 
