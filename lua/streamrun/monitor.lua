@@ -154,10 +154,13 @@ end
 -- batch, so mostly by LuaJIT's interpreter).
 local function build(self, S, force)
   local now = clock_ms()
-  self.steps = self:step_times(S.plan)
+  -- (A Kafka job run as tasks has a plan per task: no stage times, its
+  -- keys summed over the tasks.)
+  local plan = S.plan
+  if plan then self.steps = self:step_times(plan) end
   if not force and self.published_ms and now - self.published_ms < M.PUBLISH_EVERY_MS then return end
   self.published_ms = now
-  self.states = M.state_sizes(S.plan)
+  self.states = plan and M.state_sizes(plan) or S:state_sizes()
   self.dead = M.dead_letters(S.loop)
   if not self.positions or now - self.positions_ms >= M.POSITIONS_EVERY_MS then
     self.positions, self.positions_ms = S:positions(), now

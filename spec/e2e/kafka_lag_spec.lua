@@ -31,7 +31,9 @@ local function by_partition(text, name)
     for k, v in labels:gmatch('([%a_][%w_]*)="([^"]*)"') do l[k] = v end
     assert.equal("events", l.source)
     assert.equal("events", l.topic)
-    out[tonumber(l.partition)] = assert(tonumber(value), value)
+    local q = tonumber(l.partition)
+    assert.is_nil(out[q], "partition " .. l.partition .. " listed twice in " .. name)
+    out[q] = assert(tonumber(value), value)
   end
   return out, text:find("\n# TYPE " .. name .. " gauge\n", 1, true) ~= nil
 end
@@ -45,7 +47,9 @@ end
 describe("e2e kafka lag", function()
   after_each(function() proc.cleanup() end)
 
-  it("shows the lag of every partition, high watermark - position, down to 0 once all is read", function()
+  -- The whole scenario; dir: a checkpoint directory (the job runs as
+  -- tasks, one per partition). Returns the last /metrics text.
+  local function scenario(dir)
     local mock = kafka.mock { topics = { "events:" .. PARTS } }
     -- Partition p gets 5 messages, then 30 + 5 p more: figures that differ
     -- per partition.
@@ -60,7 +64,7 @@ describe("e2e kafka lag", function()
       end
     end
     produce(1)
-    local p = e2e.start("kafka_lag", { brokers = mock.bootstrap, max = 5 },
+    local p = e2e.start("kafka_lag", { brokers = mock.bootstrap, max = 5, dir = dir },
       { "--http", "127.0.0.1:0", "--quiet" })
     local port
     p:wait_stderr(function(text)
@@ -116,7 +120,7 @@ describe("e2e kafka lag", function()
     caught_up("the second round")
 
     -- Three more to partition 2: its watermark and position follow them.
-    kafka.produce(mock.bootstrap, "events", { "k:late1", "k:late2", "k:late3" }, { partition = 2 })
+    kafka.produce(mock.bootstrap, "events", { "k:r3-1", "k:r3-2", "k:r3-3" }, { partition = 2 })
     proc.wait_for(function()
       local t = fetch(base .. "/metrics")
       return by_partition(t, "streamrun_kafka_high_watermark")[2] == produced[2] + 3
@@ -140,7 +144,38 @@ describe("e2e kafka lag", function()
       assert.equal(0, part.lag)
     end
 
+    return p, base, produced
+  end
+
+  local function stop(p)
     p:kill("TERM")
     assert.equal(0, p:wait(15))
+  end
+
+  it("shows the lag of every partition, high watermark - position, down to 0 once all is read", function()
+    local p, base = scenario(nil)
+    local text = fetch(base .. "/metrics")
+    -- Nothing committed without checkpoints; keys r1, r2, r3 in the state.
+    assert.same({}, by_partition(text, "streamrun_kafka_committed_offset"))
+    assert.matches('\nstreamrun_state_keys{stage="totals"} 3\n', text)
+    stop(p)
+  end)
+
+  it("as tasks (one per partition), lists each partition once and the offsets committed after checkpoints",
+    function()
+    local p, base, produced = scenario(proc.tmpdir() .. "/ckpt")
+    -- The tasks' checkpoints commit every offset read to the group.
+    local text
+    proc.wait_for(function()
+      text = fetch(base .. "/metrics")
+      local committed = by_partition(text, "streamrun_kafka_committed_offset")
+      for q = 0, PARTS - 1 do
+        if committed[q] ~= produced[q] + (q == 2 and 3 or 0) then return false end
+      end
+      return true
+    end, 30, function() return "every offset committed\n" .. p:describe() end)
+    -- Keys summed over the 8 tasks: r1 and r2 in each, r3 in partition 2's.
+    assert.matches('\nstreamrun_state_keys{stage="totals"} 17\n', text)
+    stop(p)
   end)
 end)
