@@ -294,8 +294,14 @@ static void sr__kafka_on_io(struct ev_loop *ev, ev_io *w, int revents)
 
 static void sr__kafka_ask_committed(sr__kafka_t *k)
 {
-    rd_kafka_ListConsumerGroupOffsets_t *req = rd_kafka_ListConsumerGroupOffsets_new(k->group, NULL);
-    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(k->rk, RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS);
+    /* The partitions by name (the mock cluster answers none to "all"). */
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new((int)k->ntps);
+    for (size_t t = 0; t < k->ntps; t++)
+        if (k->tps[t].assigned) rd_kafka_topic_partition_list_add(parts, k->tps[t].topic, k->tps[t].partition);
+    if (parts->cnt == 0) k->ask = 0; /* none assigned: nothing to ask */
+    rd_kafka_ListConsumerGroupOffsets_t *req = k->ask ? rd_kafka_ListConsumerGroupOffsets_new(k->group, parts) : NULL;
+    rd_kafka_AdminOptions_t *opts = req ? rd_kafka_AdminOptions_new(k->rk, RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS) : NULL;
+    rd_kafka_topic_partition_list_destroy(parts);
     if (!req || !opts) goto fail;
     char errstr[256];
     rd_kafka_AdminOptions_set_request_timeout(opts, 10000, errstr, sizeof(errstr));

@@ -47,6 +47,18 @@ end
 describe("e2e kafka lag", function()
   after_each(function() proc.cleanup() end)
 
+  -- Starts the job on mock's topic; returns the process and the base URL.
+  local function start(mock, dir)
+    local p = e2e.start("kafka_lag", { brokers = mock.bootstrap, max = 5, dir = dir },
+      { "--http", "127.0.0.1:0", "--quiet" })
+    local port
+    p:wait_stderr(function(text)
+      port = text:match("http: status page on http://127%.0%.0%.1:(%d+)/")
+      return port
+    end, 10)
+    return p, "http://127.0.0.1:" .. port
+  end
+
   -- The whole scenario; dir: a checkpoint directory (the job runs as
   -- tasks, one per partition). Returns the last /metrics text.
   local function scenario(dir)
@@ -64,14 +76,7 @@ describe("e2e kafka lag", function()
       end
     end
     produce(1)
-    local p = e2e.start("kafka_lag", { brokers = mock.bootstrap, max = 5, dir = dir },
-      { "--http", "127.0.0.1:0", "--quiet" })
-    local port
-    p:wait_stderr(function(text)
-      port = text:match("http: status page on http://127%.0%.0%.1:(%d+)/")
-      return port
-    end, 10)
-    local base = "http://127.0.0.1:" .. port
+    local p, base = start(mock, dir)
 
     local function caught_up(what)
       local text
@@ -148,7 +153,7 @@ describe("e2e kafka lag", function()
       assert.equal(0, part.lag)
     end
 
-    return p, base, produced
+    return p, base, produced, mock
   end
 
   local function stop(p)
@@ -167,7 +172,7 @@ describe("e2e kafka lag", function()
 
   it("as tasks (one per partition), lists each partition once and the offsets committed after checkpoints",
     function()
-    local p, base, produced = scenario(proc.tmpdir() .. "/ckpt")
+    local p, base, produced, mock = scenario(proc.tmpdir() .. "/ckpt")
     -- The tasks' checkpoints commit every offset read to the group.
     local text
     proc.wait_for(function()
@@ -181,5 +186,17 @@ describe("e2e kafka lag", function()
     -- Keys summed over the 8 tasks: r1 and r2 in each, r3 in partition 2's.
     assert.matches('\nstreamrun_state_keys{stage="totals"} 17\n', text)
     stop(p)
+
+    -- The same group read without checkpoints (nothing committed by this
+    -- process): the committed offsets shown are the group's, asked of it.
+    local p2, base2 = start(mock, nil)
+    proc.wait_for(function()
+      local committed = by_partition(poll(base2 .. "/metrics"), "streamrun_kafka_committed_offset")
+      for q = 0, PARTS - 1 do
+        if committed[q] ~= produced[q] + (q == 2 and 3 or 0) then return false end
+      end
+      return true
+    end, 30, function() return "the group's committed offsets\n" .. p2:describe() end)
+    stop(p2)
   end)
 end)
