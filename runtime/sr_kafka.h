@@ -1,6 +1,6 @@
 /* sr_kafka: what the Kafka source and sink offer beyond the source
  * interface: the partitions a kafka source reads and where each stands
- * (streamrun's checkpoints hold them), committing offsets to the group, and
+ * (streamrun's checkpoints hold them) and its lag, committing offsets to the group, and
  * the idempotent producer of to_kafka. Both are built on librdkafka. */
 #ifndef SR_KAFKA_H
 #define SR_KAFKA_H

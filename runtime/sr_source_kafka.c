@@ -10,7 +10,10 @@
  * assigns starts at the offset known here (a checkpoint's, or where reading
  * got to), else at the group's committed offset, else at `start`. Client
  * errors (broker down, unknown topic, authentication) are logged once per
- * change and retried by librdkafka; the job waits. */
+ * change and retried by librdkafka; the job waits. For the lag metrics,
+ * each partition's watermarks are librdkafka's cached ones, and the group's
+ * committed offsets are asked after each assignment through the admin API
+ * (answered on a queue the timer polls, so nothing waits). */
 #include "sr_alloc.h"
 #include "sr_error.h"
 #include "sr_kafka.h"
