@@ -1,6 +1,6 @@
 /* sr_kafka: what the Kafka source and sink offer beyond the source
  * interface: the partitions a kafka source reads and where each stands
- * (streamrun's checkpoints hold them), committing offsets to the group, and
+ * (streamrun's checkpoints hold them) and its lag, committing offsets to the group, and
  * the idempotent producer of to_kafka. Both are built on librdkafka. */
 #ifndef SR_KAFKA_H
 #define SR_KAFKA_H
@@ -24,6 +24,21 @@ typedef struct sr_kafka_record {
  * another kind of source. */
 int sr_kafka_source_partition(sr_source_t *s, size_t i, const char **topic, int32_t *partition,
                               int64_t *next, int *assigned);
+
+/* Where a partition stands against its log, for the lag metrics. Offsets
+ * are -1 when not known (yet). */
+typedef struct sr_kafka_lag {
+    int64_t position;  /* the next offset the job reads (after its last record delivered) */
+    int64_t committed; /* the last offset committed to the group by this process */
+    int64_t low, high; /* the partition's watermarks as librdkafka last saw them */
+    int64_t lag;       /* high - position (0 for an empty partition) */
+} sr_kafka_lag_t;
+
+/* Fills out for the i-th partition of a kafka source (as
+ * sr_kafka_source_partition numbers them) from what librdkafka caches: it
+ * never waits on a broker. Returns 0, SR_ENOENT past the last, SR_EINVAL
+ * for another kind of source. */
+int sr_kafka_source_lag(sr_source_t *s, size_t i, sr_kafka_lag_t *out);
 
 /* Commits offsets (the next record to read) of n partitions to the
  * source's consumer group, asynchronously; a failure is logged. Returns 0,

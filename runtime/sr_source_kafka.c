@@ -10,7 +10,10 @@
  * assigns starts at the offset known here (a checkpoint's, or where reading
  * got to), else at the group's committed offset, else at `start`. Client
  * errors (broker down, unknown topic, authentication) are logged once per
- * change and retried by librdkafka; the job waits. */
+ * change and retried by librdkafka; the job waits. For the lag metrics,
+ * each partition's watermarks are librdkafka's cached ones, and the group's
+ * committed offsets are asked after each assignment through the admin API
+ * (answered on a queue the timer polls, so nothing waits). */
 #include "sr_alloc.h"
 #include "sr_error.h"
 #include "sr_kafka.h"
@@ -32,6 +35,7 @@ typedef struct sr__ktp {
     char *topic;       /* owned */
     int32_t partition;
     int64_t next;      /* offset after the last record delivered; -1 none */
+    int64_t committed; /* the group's committed offset (asked, or acknowledged); -1 none */
     int assigned;
 } sr__ktp_t;
 
@@ -55,6 +59,13 @@ typedef struct sr__kafka {
                                 the session (sr_kafka_source_complete) */
     rd_kafka_topic_partition_list_t *pending; /* owned: what waits */
     int pending_assign;      /* 1: pending is an assignment; 0: a revocation */
+    char *group;             /* owned */
+    int earliest;            /* start = "earliest" */
+    rd_kafka_queue_t *asked; /* answers to the group's committed offsets query */
+    int ask;                 /* an assignment came: ask the group's committed offsets */
+    int asking;              /* a query is under way */
+    int answered;            /* the last query was answered: a partition without
+                                a committed offset starts at `start` */
 } sr__kafka_t;
 
 /* -- Partitions -- */
@@ -76,7 +87,7 @@ static long sr__kafka_tp(sr__kafka_t *k, const char *topic, int32_t partition)
     }
     char *name = sr_strdup(topic);
     if (!name) return -1;
-    k->tps[k->ntps] = (sr__ktp_t){.topic = name, .partition = partition, .next = -1};
+    k->tps[k->ntps] = (sr__ktp_t){.topic = name, .partition = partition, .next = -1, .committed = -1};
     return (long)(k->last = k->ntps++);
 }
 
@@ -129,6 +140,11 @@ static void sr__kafka_on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafk
             sr__kafka_error(s, "offset commit", rd_kafka_err2str(offsets->elems[i].err));
             return;
         }
+    /* Acknowledged: the lag metrics show it. */
+    for (int i = 0; offsets && i < offsets->cnt; i++) {
+        long t = sr__kafka_tp(k, offsets->elems[i].topic, offsets->elems[i].partition);
+        if (t >= 0 && offsets->elems[i].offset >= 0) k->tps[t].committed = offsets->elems[i].offset;
+    }
 }
 
 static void sr__kafka_list_parts(char *buf, size_t len, const rd_kafka_topic_partition_list_t *parts)
@@ -158,6 +174,7 @@ static void sr__kafka_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         k->tps[t].assigned = assign;
         if (assign && k->tps[t].next >= 0) parts->elems[i].offset = k->tps[t].next;
     }
+    if (assign) k->ask = 1, k->answered = 0;
     char list[512];
     sr__kafka_list_parts(list, sizeof(list), parts);
     sr__source_log(s, "kafka: %s %d partitions: %s", assign ? "assigned" : "revoked", parts->cnt, list);
@@ -274,11 +291,66 @@ static void sr__kafka_on_io(struct ev_loop *ev, ev_io *w, int revents)
     ev_idle_start(ev, &k->reader);
 }
 
+/* -- The group's committed offsets, for the lag of a partition not read
+ * from yet: asked of the group coordinator after each assignment through
+ * the admin API, whose answer comes on a queue polled without waiting. -- */
+
+static void sr__kafka_ask_committed(sr__kafka_t *k)
+{
+    /* The partitions by name (the mock cluster answers none to "all"). */
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new((int)k->ntps);
+    for (size_t t = 0; t < k->ntps; t++)
+        if (k->tps[t].assigned) rd_kafka_topic_partition_list_add(parts, k->tps[t].topic, k->tps[t].partition);
+    if (parts->cnt == 0) k->ask = 0; /* none assigned: nothing to ask */
+    rd_kafka_ListConsumerGroupOffsets_t *req = k->ask ? rd_kafka_ListConsumerGroupOffsets_new(k->group, parts) : NULL;
+    rd_kafka_AdminOptions_t *opts = req ? rd_kafka_AdminOptions_new(k->rk, RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS) : NULL;
+    rd_kafka_topic_partition_list_destroy(parts);
+    if (!req || !opts) goto fail;
+    char errstr[256];
+    rd_kafka_AdminOptions_set_request_timeout(opts, 10000, errstr, sizeof(errstr));
+    rd_kafka_ListConsumerGroupOffsets(k->rk, &req, 1, opts, k->asked);
+    k->asking = 1;
+    k->ask = 0;
+fail:
+    if (req) rd_kafka_ListConsumerGroupOffsets_destroy(req);
+    if (opts) rd_kafka_AdminOptions_destroy(opts);
+}
+
+/* Takes the answer, if it came: the committed offset of each partition
+ * known here that has none yet (a failure: asked again at the next tick). */
+static void sr__kafka_take_committed(sr__kafka_t *k)
+{
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(k->asked, 0);
+    if (!ev) return;
+    k->asking = 0;
+    const rd_kafka_ListConsumerGroupOffsets_result_t *res = rd_kafka_event_ListConsumerGroupOffsets_result(ev);
+    size_t n = 0;
+    const rd_kafka_group_result_t **groups = res ? rd_kafka_ListConsumerGroupOffsets_result_groups(res, &n) : NULL;
+    if (rd_kafka_event_error(ev) || n != 1 || rd_kafka_group_result_error(groups[0])) {
+        if (!k->answered) k->ask = 1;
+        goto done;
+    }
+    const rd_kafka_topic_partition_list_t *parts = rd_kafka_group_result_partitions(groups[0]);
+    for (int i = 0; parts && i < parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *p = &parts->elems[i];
+        if (p->err || p->offset < 0) continue;
+        for (size_t t = 0; t < k->ntps; t++) /* (partitions of other topics of the group: not ours) */
+            if (k->tps[t].partition == p->partition && !strcmp(k->tps[t].topic, p->topic) &&
+                k->tps[t].committed < p->offset)
+                k->tps[t].committed = p->offset;
+    }
+    k->answered = 1;
+done:
+    rd_kafka_event_destroy(ev);
+}
+
 static void sr__kafka_on_tick(struct ev_loop *ev, ev_timer *w, int revents)
 {
     (void)revents;
     sr_source_t *s = w->data;
     sr__kafka_t *k = s->impl;
+    if (k->asking) sr__kafka_take_committed(k);
+    if (k->ask && !k->asking) sr__kafka_ask_committed(k);
     ev_idle_start(ev, &k->reader);
 }
 
@@ -295,6 +367,7 @@ static int sr__kafka_set(rd_kafka_conf_t *conf, sr_source_t *s, const char *name
 static void sr__kafka_free(sr__kafka_t *k)
 {
     if (k->pending) rd_kafka_topic_partition_list_destroy(k->pending);
+    sr_free(k->group);
     for (size_t i = 0; i < k->ntps; i++) sr_free(k->tps[i].topic);
     sr_free(k->tps);
     sr_free(k->scratch);
@@ -347,6 +420,9 @@ static int sr__kafka_start(sr_source_t *s, const sr_source_opts_t *o)
         snprintf(s->err, sizeof(s->err), "kafka: start must be \"earliest\" or \"latest\", got %s", start);
         goto fail;
     }
+    k->earliest = !strcmp(start, "earliest");
+    k->group = sr_strdup(group);
+    if (!k->group) { rc = SR_ENOMEM; goto fail; }
     if (sr__kafka_set(conf, s, "bootstrap.servers", brokers) || sr__kafka_set(conf, s, "group.id", group) ||
         sr__kafka_set(conf, s, "auto.offset.reset", start) ||
         sr__kafka_set(conf, s, "enable.auto.commit", "false") ||
@@ -376,6 +452,7 @@ static int sr__kafka_start(sr_source_t *s, const sr_source_opts_t *o)
     conf = NULL; /* the handle owns it */
     rd_kafka_poll_set_consumer(k->rk);
     k->queue = rd_kafka_queue_get_consumer(k->rk);
+    k->asked = rd_kafka_queue_new(k->rk);
     rd_kafka_queue_io_event_enable(k->queue, k->pipe[1], "1", 1);
     rd_kafka_resp_err_t e = rd_kafka_subscribe(k->rk, topics);
     if (e) {
@@ -397,6 +474,7 @@ fail:
     rd_kafka_topic_partition_list_destroy(topics);
     if (conf) rd_kafka_conf_destroy(conf);
     if (k) {
+        if (k->asked) rd_kafka_queue_destroy(k->asked);
         if (k->queue) rd_kafka_queue_destroy(k->queue);
         if (k->rk) rd_kafka_destroy(k->rk);
         sr__kafka_free(k);
@@ -424,6 +502,7 @@ static void sr__kafka_stop(sr_source_t *s)
      * other members take the partitions over at once. */
     k->defer = 0;
     rd_kafka_consumer_close(k->rk);
+    rd_kafka_queue_destroy(k->asked);
     rd_kafka_queue_destroy(k->queue);
     rd_kafka_destroy(k->rk);
     sr__kafka_free(k);
@@ -450,6 +529,34 @@ int sr_kafka_source_partition(sr_source_t *s, size_t i, const char **topic, int3
     *partition = k->tps[i].partition;
     *next = k->tps[i].next;
     *assigned = k->tps[i].assigned;
+    return SR_OK;
+}
+
+int sr_kafka_source_lag(sr_source_t *s, size_t i, sr_kafka_lag_t *out)
+{
+    if (!s || s->type != &sr_source_kafka || !s->impl) return SR_EINVAL;
+    sr__kafka_t *k = s->impl;
+    if (i >= k->ntps) return SR_ENOENT;
+    const sr__ktp_t *tp = &k->tps[i];
+    int64_t low = -1, high = -1;
+    /* librdkafka's cached watermarks (the high one comes with every fetch
+     * response): no request to a broker, nothing waits. */
+    if (rd_kafka_get_watermark_offsets(k->rk, tp->topic, tp->partition, &low, &high) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        low = high = -1;
+    if (low < 0) low = -1;
+    if (high < 0) high = -1;
+    /* Nothing read from it yet: reading starts at the group's committed
+     * offset, else (the group answered it has none) at `start`. */
+    int64_t at = tp->next;
+    if (at < 0 && tp->committed >= 0) at = tp->committed;
+    else if (at < 0 && k->answered && k->earliest) at = low;
+    out->position = at;
+    out->committed = tp->committed;
+    out->low = low;
+    out->high = high;
+    if (high >= 0 && at >= 0) out->lag = high > at ? high - at : 0;
+    else if (high >= 0 && low == high) out->lag = 0; /* nothing in the partition to read */
+    else out->lag = -1;
     return SR_OK;
 }
 
@@ -502,6 +609,7 @@ int sr_kafka_source_complete(sr_source_t *s, const int64_t *offsets, size_t n)
         long t = sr__kafka_tp(k, parts->elems[i].topic, parts->elems[i].partition);
         if (t < 0) continue;
         if (assign && (size_t)i < n && offsets[i] >= 0) k->tps[t].next = offsets[i];
+        if (assign) k->ask = 1, k->answered = 0;
         if (assign && (size_t)i < n) parts->elems[i].offset = offsets[i] >= 0 ? offsets[i] : RD_KAFKA_OFFSET_INVALID;
         /* Revoked: where it stood is its next owner's to say. */
         if (!assign) k->tps[t].next = -1;

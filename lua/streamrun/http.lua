@@ -5,6 +5,7 @@
 -- /api/status after every batch. The server outlives a reload: its handle
 -- and the monitor's figures go to the next VM.
 local core = require "streamrun.core"
+local kafka_lag = require "streamrun.kafka_lag"
 local monitor = require "streamrun.monitor"
 
 local C, ffi = core.C, core.ffi
@@ -83,6 +84,7 @@ function M.start(address, log)
   log("http: status page on http://%s:%d/, metrics on /metrics, JSON on /api/status", shown, C.sr_http_port(h))
   local mon = monitor.new(publish, nil, log)
   mon.server = h
+  kafka_lag.attach(mon)
   return mon
 end
 
@@ -101,6 +103,7 @@ function M.import(ctx, log)
   local h = ffi.gc(ffi.cast("sr_http_t *", ctx.server), C.sr_http_stop)
   local mon = monitor.new(publisher(h), ctx.figures, log)
   mon.server = h
+  kafka_lag.attach(mon)
   mon.reloads = mon.reloads + 1
   return mon
 end

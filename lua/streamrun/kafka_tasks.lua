@@ -21,6 +21,7 @@ local core = require "streamrun.core"
 local batch = require "streamrun.batch"
 local checkpoint = require "streamrun.checkpoint"
 local kafka = require "streamrun.kafka"
+local monitor = require "streamrun.monitor"
 local session = require "streamrun.session"
 local watchdog = require "streamrun.watchdog"
 
@@ -279,6 +280,8 @@ function Tasks:split(input)
   local node = input.node
   local cb = C.sr_loop_batch(self.loop, input.index)
   local records = tonumber(cb.n)
+  local mon = self.monitor
+  if mon then mon.records_in[node.stage_name] = (mon.records_in[node.stage_name] or 0) + records end
   local all = kafka.read_batch(node, cb, self.dead, true)
   local parts = kafka.partitions(input.src)
   local by_index = {}
@@ -316,6 +319,11 @@ function Tasks:report_batch(records, processing_ms, delay_ms)
     ntasks = ntasks + 1
   end
   local dead = tonumber(C.sr_loop_dead_letters(self.loop))
+  if self.monitor then
+    self.monitor:batch(self, { batch = self.nbatches, time_ms = self.last_time, records = records,
+      processing_ms = processing_ms, scheduling_delay_ms = delay_ms, state_keys = keys,
+      dead_letters = dead - self.dead_before })
+  end
   if not self.o.quiet then
     self.log("batch %d ms: %d records, %.1f ms processing, %d ms delay, %d keys, %d dead letters, %d tasks",
       self.last_time, records, processing_ms, delay_ms, keys, dead - self.dead_before, ntasks)
@@ -327,6 +335,25 @@ function Tasks:report_batch(records, processing_ms, delay_ms)
     self.o.stats_fh:flush()
   end
   self.dead_before = dead
+end
+
+-- For the HTTP monitor (streamrun.monitor): keys per stateful stage and
+-- window, summed over the tasks, and where each source stands.
+function Tasks:state_sizes()
+  local sum = {}
+  for task in self:each() do
+    for _, st in ipairs(monitor.state_sizes(task.S.plan)) do sum[st.stage] = (sum[st.stage] or 0) + st.keys end
+  end
+  local out = {}
+  for stage, keys in pairs(sum) do out[#out + 1] = { stage = stage, keys = keys } end
+  table.sort(out, function(a, b) return a.stage < b.stage end)
+  return out
+end
+
+function Tasks:positions()
+  local out = {}
+  for _, input in ipairs(self.inputs) do out[input.node.stage_name] = kafka.position(input.node, input.src) end
+  return out
 end
 
 function Tasks:checkpoint_after(time_ms, finished)

@@ -40,6 +40,7 @@ function M.new(publish, from, log)
     stage_ms = {}, -- stage label -> milliseconds, all batches
     reloads = 0, started_unix = os.time(), started_ms = clock_ms(),
     collectors = {}, -- more metric families: fn(monitor, session, out)
+    source_details = {}, -- more of each source in the status: fn(monitor, session, name)
     bounds = M.BUCKETS,
   }, Monitor)
   for i = 1, #M.BUCKETS + 1 do m.buckets[i] = 0 end
@@ -66,6 +67,12 @@ end
 -- (metrics.family helps). For later subsystems (workers, Kafka lag).
 function Monitor:add_collector(fn)
   self.collectors[#self.collectors + 1] = fn
+end
+
+-- Adds to each source of /api/status: fn(monitor, session, name) returns
+-- a table of fields for the source named name, or nil (Kafka partitions).
+function Monitor:add_source_details(fn)
+  self.source_details[#self.source_details + 1] = fn
 end
 
 -- The records each source brought to the batch (inputs: node -> batch),
@@ -147,10 +154,13 @@ end
 -- batch, so mostly by LuaJIT's interpreter).
 local function build(self, S, force)
   local now = clock_ms()
-  self.steps = self:step_times(S.plan)
+  -- (A Kafka job run as tasks has a plan per task: no stage times, its
+  -- keys summed over the tasks.)
+  local plan = S.plan
+  if plan then self.steps = self:step_times(plan) end
   if not force and self.published_ms and now - self.published_ms < M.PUBLISH_EVERY_MS then return end
   self.published_ms = now
-  self.states = M.state_sizes(S.plan)
+  self.states = plan and M.state_sizes(plan) or S:state_sizes()
   self.dead = M.dead_letters(S.loop)
   if not self.positions or now - self.positions_ms >= M.POSITIONS_EVERY_MS then
     self.positions, self.positions_ms = S:positions(), now

@@ -109,6 +109,10 @@ local function start(cli)
     o.make_loop = function() return new_loop(job, settings) end
     local S, code = kafka_tasks.open(job, o)
     if not S then return nil, code end
+    if mon then
+      S.monitor = mon
+      mon:refresh(S, true)
+    end
     watch_files(cli, S)
     return S
   end

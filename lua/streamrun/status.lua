@@ -66,6 +66,9 @@ function M.render(mon, S)
       name = node.stage_name, op = node.op, records_total = mon.records_in[node.stage_name] or 0,
       position = position(mon.positions and mon.positions[node.stage_name]),
     }
+    for _, details in ipairs(mon.source_details or {}) do
+      for k, v in pairs(details(mon, S, node.stage_name) or {}) do sources[i][k] = v end
+    end
   end
   local w = S.writer
   local ckpt

@@ -47,10 +47,15 @@ function Mock:topic(name, partitions) return self:command(("topic %s %d"):format
 
 -- -- kcat --
 
--- Produces lines "key:value" (a key each) or plain values with kcat.
+-- Produces lines "key:value" (a key each) or plain values with kcat;
+-- opts.partition: all to that partition (else by key).
 function M.produce(bootstrap, topic, lines, opts)
   opts = opts or {}
   local argv = { "kcat", "-b", bootstrap, "-t", topic, "-P" }
+  if opts.partition then
+    argv[#argv + 1] = "-p"
+    argv[#argv + 1] = tostring(opts.partition)
+  end
   if opts.keyed ~= false then argv[#argv + 1] = "-K:" end
   local code, _, err = proc.run(argv, { input = table.concat(lines, "\n") .. "\n", timeout = opts.timeout or 30 })
   assert(code == 0, "kcat -P: exit " .. tostring(code) .. "\n" .. err)

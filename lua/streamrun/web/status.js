@@ -137,7 +137,7 @@
     });
     rows("source-table", list(st.sources), function (s) {
       return [{ v: s.name }, { v: s.op }, { v: s.records_total, cls: "num" },
-              { v: s.position ? JSON.stringify(s.position) : "" }];
+              { v: s.position ? JSON.stringify(s.position) : "" }, { v: lag(s.partitions), cls: "lag" }];
     });
     rows("dead-table", list(st.dead_letters && st.dead_letters.recent), function (d) {
       return [{ v: d.seq, cls: "num" }, { v: d.source }, { v: d.offset, cls: "num" }, { v: d.reason },
@@ -145,6 +145,18 @@
     });
     document.body.setAttribute("data-batches", String(totals.batches));
     document.body.setAttribute("data-rendered", String((+document.body.getAttribute("data-rendered") || 0) + 1));
+  }
+
+  // A Kafka source's lag: the total, then each partition's ("?": not known yet).
+  function lag(parts) {
+    parts = list(parts);
+    if (!parts.length) return "";
+    var total = 0;
+    var each = parts.map(function (p) {
+      if (p.lag !== undefined) total += p.lag;
+      return p.topic + "[" + p.partition + "]: " + (p.lag === undefined ? "?" : p.lag);
+    });
+    return total + " (" + each.join(", ") + ")";
   }
 
   function poll() {
