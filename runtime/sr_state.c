@@ -422,62 +422,63 @@ static void sr__qsort_due(sr_state_due_t *a, size_t n, int depth)
     }
 }
 
-/* Every key is due (the end of bounded input): the table is emptied at
- * once, its slots freed before the due list is allocated, and the due list
- * owns the entries until sr_state_remove_due buries them. */
-static void sr__drain(sr_state_t *st)
+/* Every key is armed and due (the end of bounded input): the table is
+ * emptied at once. Its slots are read in order (the entries prefetched
+ * ahead) instead of the wheel's lists (a cache miss per entry, one after
+ * the other), each partition's slots freed as the due list grows, and the
+ * due list owns the entries until sr_state_remove_due buries them. */
+static int sr__drain(sr_state_t *st, int64_t now_ms, size_t *n)
 {
-    for (int p = 0; p < st->nparts; p++) sr_free(st->parts[p].slots);
+    size_t k = 0;
+    for (int p = 0; p < st->nparts; p++) {
+        sr_state_part_t *part = &st->parts[p];
+        if (k + part->count > st->due_cap) {
+            sr_state_due_t *d = sr_realloc(st->due, (k + part->count) * sizeof(*d));
+            if (!d) {
+                /* The keys taken so far are the due ones, off the wheel. */
+                for (size_t i = 0; i < k; i++) sr_wheel_cancel(&st->wheel, &st->due[i].e->timer);
+                goto out;
+            }
+            st->due = d;
+            st->due_cap = k + part->count;
+        }
+        for (size_t i = 0; i < part->cap; i++) {
+            if (i + 16 < part->cap && part->slots[i + 16]) __builtin_prefetch(sr__slot_entry(part->slots[i + 16]));
+            sr_state_entry_t *e = sr__slot_entry(part->slots[i]);
+            if (!e) continue;
+            st->data_bytes -= e->klen + sr_state_entry_vlen(e);
+            st->due[k++].e = e;
+        }
+        st->count -= part->count;
+        sr_free(part->slots);
+        part->slots = NULL;
+        part->cap = part->count = 0;
+    }
     sr_free(st->parts);
     st->parts = NULL;
-    st->count = 0;
-    st->data_bytes = 0;
+    sr_wheel_clear(&st->wheel, now_ms);
+    for (size_t i = 0; i < k; i++) st->due[i].e->timer.pprev = NULL;
+out:
     st->last = NULL;
+    st->due_owned = 1;
+    *n = k;
+    return 0;
 }
 
-int sr_state_expire_sorted(sr_state_t *st, int64_t now_ms, size_t *n)
+/* Orders the due list's k entries by key. */
+static void sr__sort_due(sr_state_t *st, size_t k)
 {
-    *n = st->ndue = 0;
-    st->due_owned = 0;
-    size_t armed = st->wheel.count;
-    sr_state_entry_t *list = sr_state_expire(st, now_ms);
-    size_t k = armed - st->wheel.count;
-    if (!k) return 0;
-    if (k == st->count && st->parts) {
-        sr__drain(st);
-        st->due_owned = 1;
-    }
-    if (k > st->due_cap) {
-        sr_free(st->due);
-        st->due = sr_malloc(k * sizeof(*st->due));
-        st->due_cap = st->due ? k : 0;
-        if (!st->due) {
-            /* Back on the wheel, due at the next expiry; a drained table's
-             * entries are lost with it. */
-            for (sr_state_entry_t *e = list, *next; e; e = next) {
-                next = sr__entry_of(e->timer.next);
-                if (st->due_owned) {
-                    sr__bury(st, e);
-                    continue;
-                }
-                e->timer.pprev = NULL;
-                sr_wheel_add(&st->wheel, &e->timer, e->timer.expiry);
-            }
-            st->due_owned = 0;
-            return SR_ENOMEM;
-        }
-    }
-    /* One walk of the list (a cache miss per entry) finds the keys' common
-     * leading bytes; the prefixes after them are then read with the
-     * entries prefetched ahead. */
-    const sr_state_entry_t *first = list;
+    if (!k) return;
+    /* The keys' common leading bytes, then 8 bytes after them as the
+     * prefix, the entries prefetched ahead. */
+    const sr_state_entry_t *first = st->due[0].e;
     size_t skip = first->klen;
-    k = 0;
-    for (sr_state_entry_t *e = list; e; e = sr__entry_of(e->timer.next)) {
+    for (size_t d = 0; d < k; d++) {
+        if (d + 16 < k) __builtin_prefetch(st->due[d + 16].e->data);
+        const sr_state_entry_t *e = st->due[d].e;
         size_t m = e->klen < skip ? e->klen : skip, j = 0;
         while (j < m && e->data[j] == first->data[j]) j++;
         skip = j;
-        st->due[k++].e = e;
     }
     for (size_t d = 0; d < k; d++) {
         if (d + 16 < k) __builtin_prefetch(st->due[d + 16].e->data);
@@ -488,6 +489,40 @@ int sr_state_expire_sorted(sr_state_t *st, int64_t now_ms, size_t *n)
     }
     due_skip = skip;
     sr__qsort_due(st->due, k, 2 * (int)(64 - __builtin_clzll((unsigned long long)k)));
+}
+
+int sr_state_expire_sorted(sr_state_t *st, int64_t now_ms, size_t *n)
+{
+    *n = st->ndue = 0;
+    st->due_owned = 0;
+    size_t k;
+    if (st->parts && st->count && st->wheel.count == st->count && now_ms >= st->wheel.latest) {
+        sr__drain(st, now_ms, &k);
+        sr__sort_due(st, k);
+        *n = st->ndue = k;
+        return 0;
+    }
+    size_t armed = st->wheel.count;
+    sr_state_entry_t *list = sr_state_expire(st, now_ms);
+    k = armed - st->wheel.count;
+    if (!k) return 0;
+    if (k > st->due_cap) {
+        sr_free(st->due);
+        st->due = sr_malloc(k * sizeof(*st->due));
+        st->due_cap = st->due ? k : 0;
+        if (!st->due) {
+            /* Back on the wheel, due at the next expiry. */
+            for (sr_state_entry_t *e = list, *next; e; e = next) {
+                next = sr__entry_of(e->timer.next);
+                e->timer.pprev = NULL;
+                sr_wheel_add(&st->wheel, &e->timer, e->timer.expiry);
+            }
+            return SR_ENOMEM;
+        }
+    }
+    k = 0;
+    for (sr_state_entry_t *e = list; e; e = sr__entry_of(e->timer.next)) st->due[k++].e = e;
+    sr__sort_due(st, k);
     *n = st->ndue = k;
     return 0;
 }

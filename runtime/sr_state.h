@@ -120,8 +120,9 @@ sr_state_entry_t *sr_state_expire(sr_state_t *st, int64_t now_ms);
 /* As sr_state_expire, but the entries that fell due are kept in the
  * state's due list, ordered by key bytes (the same order in every run and
  * after every restore), for the caller to take in chunks: *n is their
- * count. When every key fell due, the table is emptied at once and the
- * list holds the entries until sr_state_remove_due frees them. Returns 0,
+ * count. When every key is armed and falls due, the table is emptied at
+ * once and the list holds the entries until sr_state_remove_due frees
+ * them. Returns 0,
  * or SR_ENOMEM (the keys stay due, at the next call). The list is valid
  * until the next call or until one of its entries is removed outside
  * sr_state_remove_due. */
