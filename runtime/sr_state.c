@@ -12,6 +12,15 @@
 
 #define SR_STATE_MIN_CAP 16
 
+/* An entry with 8 bytes of its key as a big-endian number (zeros past the
+ * end), from the first byte where the due keys differ: most comparisons of
+ * the sort never touch the entries. */
+typedef struct sr_state_due {
+    uint64_t prefix;
+    sr_state_entry_t *e;
+} sr_state_due_t;
+
+
 /* FNV-1a over the bytes a[0..na) then b[0..nb), as over one run of bytes. */
 static inline uint64_t sr__hash2(const unsigned char *a, size_t na, const unsigned char *b, size_t nb)
 {
@@ -87,6 +96,10 @@ void sr_state_free(sr_state_t *st)
 {
     if (!st) return;
     sr_state_release(st);
+    for (size_t i = 0; st->due_owned && i < st->ndue; i++) {
+        sr_state_entry_t *e = st->due[i].e;
+        if (e && sr__esize(e) > SR_SLAB_MAX) sr_slab_free(&st->slab, e, sr__esize(e));
+    }
     for (int p = 0; st->parts && p < st->nparts; p++) {
         sr_state_part_t *part = &st->parts[p];
         /* Entries too large for the slab were each allocated alone. */
@@ -100,6 +113,7 @@ void sr_state_free(sr_state_t *st)
     sr_free(st->found);
     sr_free(st->scratch);
     sr_free(st->keys);
+    sr_free(st->due);
     sr_free(st->parts);
     sr_free(st->name);
     sr_free(st);
@@ -328,6 +342,206 @@ sr_state_entry_t *sr_state_expire(sr_state_t *st, int64_t now_ms)
 {
     sr_wheel_node_t *n = sr_wheel_advance(&st->wheel, now_ms);
     return sr__entry_of(n);
+}
+
+/* -- Due lists in key order -- */
+
+static size_t due_skip; /* the due keys' common leading bytes, while sorting */
+
+static int sr__cmp_due(const sr_state_due_t *x, const sr_state_due_t *y)
+{
+    if (x->prefix != y->prefix) return x->prefix < y->prefix ? -1 : 1;
+    size_t n = x->e->klen < y->e->klen ? x->e->klen : y->e->klen;
+    int c = memcmp(x->e->data + due_skip, y->e->data + due_skip, n - due_skip);
+    return c ? c : (x->e->klen > y->e->klen) - (x->e->klen < y->e->klen);
+}
+
+/* Heapsort of a[0..n), the fallback of sr__qsort_due. */
+static void sr__sift(sr_state_due_t *a, size_t i, size_t n)
+{
+    sr_state_due_t x = a[i];
+    for (size_t c; (c = 2 * i + 1) < n; i = c) {
+        if (c + 1 < n && sr__cmp_due(&a[c], &a[c + 1]) < 0) c++;
+        if (sr__cmp_due(&x, &a[c]) >= 0) break;
+        a[i] = a[c];
+    }
+    a[i] = x;
+}
+
+static void sr__heapsort_due(sr_state_due_t *a, size_t n)
+{
+    for (size_t i = n / 2; i-- > 0;) sr__sift(a, i, n);
+    for (size_t end = n; end > 1;) {
+        sr_state_due_t t = a[0];
+        a[0] = a[--end];
+        a[end] = t;
+        sr__sift(a, 0, end);
+    }
+}
+
+/* Introsort, in place: qsort would allocate a copy of the array (as large
+ * again as the due list, every key's at the end of bounded input). */
+static void sr__qsort_due(sr_state_due_t *a, size_t n, int depth)
+{
+    while (n > 16) {
+        if (depth-- == 0) {
+            sr__heapsort_due(a, n);
+            return;
+        }
+        sr_state_due_t t, *m = &a[n / 2], *z = &a[n - 1];
+        /* Median of three at a[0], the pivot then in the middle. */
+        if (sr__cmp_due(m, a) < 0) { t = *m; *m = *a; *a = t; }
+        if (sr__cmp_due(z, m) < 0) { t = *z; *z = *m; *m = t; }
+        if (sr__cmp_due(m, a) < 0) { t = *m; *m = *a; *a = t; }
+        sr_state_due_t pivot = *m;
+        size_t i = 0, j = n - 1;
+        for (;;) {
+            while (sr__cmp_due(&a[i], &pivot) < 0) i++;
+            while (sr__cmp_due(&pivot, &a[j]) < 0) j--;
+            if (i >= j) break;
+            t = a[i]; a[i] = a[j]; a[j] = t;
+            i++;
+            j--;
+        }
+        /* a[0..j] <= pivot <= a[j+1..n): the smaller side recursively. */
+        size_t left = j + 1;
+        if (left < n - left) {
+            sr__qsort_due(a, left, depth);
+            a += left;
+            n -= left;
+        } else {
+            sr__qsort_due(a + left, n - left, depth);
+            n = left;
+        }
+    }
+    for (size_t i = 1; i < n; i++) {
+        sr_state_due_t x = a[i];
+        size_t j = i;
+        for (; j > 0 && sr__cmp_due(&x, &a[j - 1]) < 0; j--) a[j] = a[j - 1];
+        a[j] = x;
+    }
+}
+
+/* Every key is armed and due (the end of bounded input): the table is
+ * emptied at once. Its slots are read in order (the entries prefetched
+ * ahead) instead of the wheel's lists (a cache miss per entry, one after
+ * the other), each partition's slots freed as the due list grows, and the
+ * due list owns the entries until sr_state_remove_due buries them. */
+static int sr__drain(sr_state_t *st, int64_t now_ms, size_t *n)
+{
+    size_t k = 0;
+    for (int p = 0; p < st->nparts; p++) {
+        sr_state_part_t *part = &st->parts[p];
+        if (k + part->count > st->due_cap) {
+            sr_state_due_t *d = sr_realloc(st->due, (k + part->count) * sizeof(*d));
+            if (!d) {
+                /* The keys taken so far are the due ones, off the wheel. */
+                for (size_t i = 0; i < k; i++) sr_wheel_cancel(&st->wheel, &st->due[i].e->timer);
+                goto out;
+            }
+            st->due = d;
+            st->due_cap = k + part->count;
+        }
+        for (size_t i = 0; i < part->cap; i++) {
+            if (i + 16 < part->cap && part->slots[i + 16]) __builtin_prefetch(sr__slot_entry(part->slots[i + 16]));
+            sr_state_entry_t *e = sr__slot_entry(part->slots[i]);
+            if (!e) continue;
+            st->data_bytes -= e->klen + sr_state_entry_vlen(e);
+            st->due[k++].e = e;
+        }
+        st->count -= part->count;
+        sr_free(part->slots);
+        part->slots = NULL;
+        part->cap = part->count = 0;
+    }
+    sr_free(st->parts);
+    st->parts = NULL;
+    sr_wheel_clear(&st->wheel, now_ms);
+    for (size_t i = 0; i < k; i++) st->due[i].e->timer.pprev = NULL;
+out:
+    st->last = NULL;
+    st->due_owned = 1;
+    *n = k;
+    return 0;
+}
+
+/* Orders the due list's k entries by key. */
+static void sr__sort_due(sr_state_t *st, size_t k)
+{
+    if (!k) return;
+    /* The keys' common leading bytes, then 8 bytes after them as the
+     * prefix, the entries prefetched ahead. */
+    const sr_state_entry_t *first = st->due[0].e;
+    size_t skip = first->klen;
+    for (size_t d = 0; d < k; d++) {
+        if (d + 16 < k) __builtin_prefetch(st->due[d + 16].e->data);
+        const sr_state_entry_t *e = st->due[d].e;
+        size_t m = e->klen < skip ? e->klen : skip, j = 0;
+        while (j < m && e->data[j] == first->data[j]) j++;
+        skip = j;
+    }
+    for (size_t d = 0; d < k; d++) {
+        if (d + 16 < k) __builtin_prefetch(st->due[d + 16].e->data);
+        const sr_state_entry_t *e = st->due[d].e;
+        uint64_t x = 0;
+        for (size_t i = skip; i < skip + 8; i++) x = x << 8 | (i < e->klen ? (unsigned char)e->data[i] : 0);
+        st->due[d].prefix = x;
+    }
+    due_skip = skip;
+    sr__qsort_due(st->due, k, 2 * (int)(64 - __builtin_clzll((unsigned long long)k)));
+}
+
+int sr_state_expire_sorted(sr_state_t *st, int64_t now_ms, size_t *n)
+{
+    *n = st->ndue = 0;
+    st->due_owned = 0;
+    size_t k;
+    if (st->parts && st->count && st->wheel.count == st->count && now_ms >= st->wheel.latest) {
+        sr__drain(st, now_ms, &k);
+        sr__sort_due(st, k);
+        *n = st->ndue = k;
+        return 0;
+    }
+    size_t armed = st->wheel.count;
+    sr_state_entry_t *list = sr_state_expire(st, now_ms);
+    k = armed - st->wheel.count;
+    if (!k) return 0;
+    if (k > st->due_cap) {
+        sr_free(st->due);
+        st->due = sr_malloc(k * sizeof(*st->due));
+        st->due_cap = st->due ? k : 0;
+        if (!st->due) {
+            /* Back on the wheel, due at the next expiry. */
+            for (sr_state_entry_t *e = list, *next; e; e = next) {
+                next = sr__entry_of(e->timer.next);
+                e->timer.pprev = NULL;
+                sr_wheel_add(&st->wheel, &e->timer, e->timer.expiry);
+            }
+            return SR_ENOMEM;
+        }
+    }
+    k = 0;
+    for (sr_state_entry_t *e = list; e; e = sr__entry_of(e->timer.next)) st->due[k++].e = e;
+    sr__sort_due(st, k);
+    *n = st->ndue = k;
+    return 0;
+}
+
+sr_state_entry_t *sr_state_due(const sr_state_t *st, size_t i)
+{
+    return i < st->ndue ? st->due[i].e : NULL;
+}
+
+void sr_state_remove_due(sr_state_t *st, size_t from, size_t n)
+{
+    for (size_t i = from; i < from + n && i < st->ndue; i++) {
+        if (i + 16 < st->ndue && st->due[i + 16].e) __builtin_prefetch(st->due[i + 16].e);
+        sr_state_entry_t *e = st->due[i].e;
+        if (!e) continue;
+        st->due[i].e = NULL;
+        if (st->due_owned) sr__bury(st, e);
+        else sr_state_remove(st, e->data, e->klen); /* (the key is read before the entry is buried) */
+    }
 }
 
 sr_state_entry_t *sr_state_next(sr_state_t *st, sr_state_iter_t *it)

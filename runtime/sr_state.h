@@ -75,6 +75,11 @@ typedef struct sr_state {
     uint64_t *scratch; /* private: the lookup pipeline's hashes */
     struct sr_state_key *keys; /* private: sr_state_keys's buffer */
     size_t keys_cap;
+    /* private: the entries sr_state_expire_sorted took from the wheel, by
+     * key bytes (sr_state_due reads them). */
+    struct sr_state_due *due;
+    size_t ndue, due_cap;
+    int due_owned; /* private: the table was emptied, the due list holds its entries */
 } sr_state_t;
 
 typedef struct sr_state_iter {
@@ -112,6 +117,20 @@ void sr_state_arm(sr_state_t *st, sr_state_entry_t *e, int64_t expiry_ms);
  * due, chained through e->timer.next (disarmed, still in the table: the
  * caller makes the timing-out call and removes them). */
 sr_state_entry_t *sr_state_expire(sr_state_t *st, int64_t now_ms);
+/* As sr_state_expire, but the entries that fell due are kept in the
+ * state's due list, ordered by key bytes (the same order in every run and
+ * after every restore), for the caller to take in chunks: *n is their
+ * count. When every key is armed and falls due, the table is emptied at
+ * once and the list holds the entries until sr_state_remove_due frees
+ * them. Returns 0,
+ * or SR_ENOMEM (the keys stay due, at the next call). The list is valid
+ * until the next call or until one of its entries is removed outside
+ * sr_state_remove_due. */
+int sr_state_expire_sorted(sr_state_t *st, int64_t now_ms, size_t *n);
+/* The i-th (from 0) entry of the due list. */
+sr_state_entry_t *sr_state_due(const sr_state_t *st, size_t i);
+/* Removes the due list's entries [from, from + n) from the table. */
+void sr_state_remove_due(sr_state_t *st, size_t from, size_t n);
 /* The next entry from an iterator started as {0, 0}, or NULL at the end.
  * Changing the state invalidates the iterator. */
 sr_state_entry_t *sr_state_next(sr_state_t *st, sr_state_iter_t *it);

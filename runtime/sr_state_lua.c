@@ -230,6 +230,51 @@ static int sr__expire(lua_State *L)
     return sr__push_sorted(L, list, n);
 }
 
+/* handle:expire_sorted(now_ms) -> n: as expire, but the keys that fell due
+ * stay in the state's due list for due() and remove_due() to take in
+ * chunks (no arrays of every due key and value at once). */
+static int sr__expire_sorted(lua_State *L)
+{
+    sr_state_t *st = sr__check(L);
+    size_t n;
+    int rc = sr_state_expire_sorted(st, (int64_t)luaL_checknumber(L, 2), &n);
+    if (rc < 0) return luaL_error(L, "state: %s", sr_strerror(rc));
+    lua_pushinteger(L, (lua_Integer)n);
+    return 1;
+}
+
+/* handle:due(from, n, keys, values) -> count: the due list's keys and
+ * values from the from-th (1-based), at most n, written to keys[1..count]
+ * and values[1..count] (tables the caller reuses). */
+static int sr__due(lua_State *L)
+{
+    sr_state_t *st = sr__check(L);
+    lua_Integer from = luaL_checkinteger(L, 2), n = luaL_checkinteger(L, 3);
+    luaL_checktype(L, 4, LUA_TTABLE);
+    luaL_checktype(L, 5, LUA_TTABLE);
+    lua_settop(L, 5);
+    lua_pushvalue(L, 4);
+    lua_pushvalue(L, 5);
+    int c = 0;
+    for (sr_state_entry_t *e; c < n && from >= 1 && (e = sr_state_due(st, (size_t)(from - 1 + c)));) {
+        sr_state_entry_t *ahead = sr_state_due(st, (size_t)(from - 1 + c + 8));
+        if (ahead) __builtin_prefetch(ahead->data);
+        sr__push_entry(L, e, ++c);
+    }
+    lua_pushinteger(L, c);
+    return 1;
+}
+
+/* handle:remove_due(from, n): removes the due list's keys from the
+ * from-th (1-based), at most n. */
+static int sr__remove_due(lua_State *L)
+{
+    sr_state_t *st = sr__check(L);
+    lua_Integer from = luaL_checkinteger(L, 2), n = luaL_checkinteger(L, 3);
+    if (from >= 1 && n > 0) sr_state_remove_due(st, (size_t)(from - 1), (size_t)n);
+    return 0;
+}
+
 static int sr__free(lua_State *L)
 {
     sr_state_free(sr_handle_take(L, 1, SR_STATE_MT));
@@ -306,7 +351,8 @@ int luaopen_streamrun_cstate(lua_State *L)
     static const luaL_Reg methods[] = {
         {"get", sr__get}, {"put", sr__put}, {"touch", sr__touch}, {"remove", sr__remove},
         {"count", sr__count}, {"memory", sr__memory}, {"snapshot", sr__snapshot},
-        {"expire", sr__expire}, {"free", sr__free}, {"detach", sr__detach},
+        {"expire", sr__expire}, {"expire_sorted", sr__expire_sorted}, {"due", sr__due},
+        {"remove_due", sr__remove_due}, {"free", sr__free}, {"detach", sr__detach},
         {"set_timeout", sr__set_timeout}, {"pointer", sr__pointer}, {"get_found", sr__get_found},
         {"arm", sr__arm},
         {NULL, NULL},

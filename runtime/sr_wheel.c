@@ -48,8 +48,14 @@ void sr_wheel_add(sr_wheel_t *w, sr_wheel_node_t *n, int64_t expiry)
 {
     sr_wheel_cancel(w, n);
     n->expiry = expiry;
+    if (expiry > w->latest) w->latest = expiry;
     sr__place(w, n);
     w->count++;
+}
+
+void sr_wheel_clear(sr_wheel_t *w, int64_t to)
+{
+    sr_wheel_init(w, to > w->now ? to : w->now);
 }
 
 void sr_wheel_cancel(sr_wheel_t *w, sr_wheel_node_t *n)

@@ -23,6 +23,7 @@ typedef struct sr_wheel {
     sr_wheel_node_t *slots[SR_WHEEL_LEVELS][SR_WHEEL_SLOTS]; /* private */
     sr_wheel_node_t *due;                          /* private: added already due */
     size_t count;                                  /* read-only: armed nodes */
+    int64_t latest; /* read-only: no armed node falls due after it */
 } sr_wheel_t;
 
 /* Starts an empty wheel at time now (ms, >= 0). */
@@ -36,8 +37,12 @@ void sr_wheel_add(sr_wheel_t *w, sr_wheel_node_t *n, int64_t expiry);
  * cache misses). Not armed, or an earlier expiry: the same as add. */
 static inline void sr_wheel_extend(sr_wheel_t *w, sr_wheel_node_t *n, int64_t expiry)
 {
-    if (n->pprev && expiry >= n->expiry) n->expiry = expiry;
-    else sr_wheel_add(w, n, expiry);
+    if (n->pprev && expiry >= n->expiry) {
+        n->expiry = expiry;
+        if (expiry > w->latest) w->latest = expiry;
+    } else {
+        sr_wheel_add(w, n, expiry);
+    }
 }
 /* Disarms n; nothing happens if it is not armed. */
 void sr_wheel_cancel(sr_wheel_t *w, sr_wheel_node_t *n);
@@ -48,5 +53,9 @@ static inline void sr_wheel_node_init(sr_wheel_node_t *n) { n->next = NULL; n->p
  * disarmed and chained, through next, into the returned list (NULL if none),
  * in no particular order. */
 sr_wheel_node_t *sr_wheel_advance(sr_wheel_t *w, int64_t to);
+/* Moves the wheel to time `to` (>= latest: every node is due) and forgets
+ * every node at once, touching none: the caller owns them all and marks
+ * them unarmed. */
+void sr_wheel_clear(sr_wheel_t *w, int64_t to);
 
 #endif

@@ -169,6 +169,8 @@ local function reset(s, k, v, timing_out)
 end
 
 local FOUND_RUN = 256
+-- Timed-out keys handed from C at a time.
+local DUE_CHUNK = 4096
 
 -- The batch's keys as the C lookup takes them, in the state's buffer
 -- (the strings are borrowed from the batch).
@@ -290,20 +292,29 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
     expire_at = plan and plan.event and plan.event.fire
   end
   if node.timeout_ms > 0 and expire_at then
-    local tk, tv, tn = state:expire(expire_at)
-    each(tn, function(i)
-      local k = tk[i]
-      reset(s, k, tv[i], true)
-      local r1, r2 = f(k, nil, s, time_ms)
-      state:remove(k)
-      if r1 ~= nil then
-        m = m + 1
-        OA[m], OB[m] = r1, r2
-      end
-    end, function(i, err)
-      state:remove(tk[i])
-      key_error(node, g, tk[i], tv[i], err)
-    end, "item")
+    -- The keys that timed out (at the end of bounded input, every key),
+    -- taken from C a chunk at a time: never a table of them all.
+    local due = state:expire_sorted(expire_at)
+    local tk, tv = node.due_keys, node.due_values
+    if due > 0 and not tk then
+      tk, tv = tnew(DUE_CHUNK, 0), tnew(DUE_CHUNK, 0)
+      node.due_keys, node.due_values = tk, tv
+    end
+    for from = 1, due, DUE_CHUNK do
+      local tn = state:due(from, DUE_CHUNK, tk, tv)
+      each(tn, function(i)
+        reset(s, tk[i], tv[i], true)
+        local r1, r2 = f(tk[i], nil, s, time_ms)
+        if r1 ~= nil then
+          m = m + 1
+          OA[m], OB[m] = r1, r2
+        end
+      end, function(i, err)
+        key_error(node, g, tk[i], tv[i], err)
+      end, "item")
+      state:remove_due(from, tn)
+      for i = 1, tn do tk[i], tv[i] = nil, nil end
+    end
   end
   C.sr_state_release(sp)
   return { n = m, a = OA, b = OB }

@@ -357,6 +357,64 @@ static void test_find_batch(void **state)
     assert_int_equal(sr_alloc_used(), before);
 }
 
+/* The due list in key order: keys sharing a long common start (the sort's
+ * prefixes begin after it), some due and some not (the table stays), then
+ * every key due (the table is emptied at once and the list holds the
+ * entries, a long one among them), and the table used again after. */
+static void assert_due_sorted(sr_state_t *st, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        const sr_state_entry_t *a = sr_state_due(st, i - 1), *b = sr_state_due(st, i);
+        size_t m = a->klen < b->klen ? a->klen : b->klen;
+        int c = memcmp(a->data, b->data, m);
+        assert_true(c < 0 || (c == 0 && a->klen < b->klen));
+    }
+    assert_null(sr_state_due(st, n));
+}
+
+static void test_expire_sorted(void **state)
+{
+    (void)state;
+    enum { N = 3000 };
+    sr_state_t *st = sr_state_new("due", 4, 1000, 0);
+    static char keys[N][24];
+    sr_state_entry_t *e;
+    size_t n;
+    for (int i = 0; i < N; i++) {
+        /* Scrambled order of insertion; every key starts "session-00". */
+        snprintf(keys[i], sizeof(keys[i]), "session-00%05d%s", (i * 7919) % N, i % 3 ? "" : "x");
+        assert_int_equal(sr_state_put(st, keys[i], strlen(keys[i]), "1", 1, &e), SR_OK);
+        sr_state_touch(st, e, i % 2 ? 0 : 5000);
+    }
+    /* The odd ones (idle since 0) are due at 1001. */
+    assert_int_equal(sr_state_expire_sorted(st, 1001, &n), SR_OK);
+    assert_int_equal(n, N / 2);
+    assert_due_sorted(st, n);
+    sr_state_remove_due(st, 0, 10);
+    sr_state_remove_due(st, 10, n);
+    assert_int_equal(st->count, N - N / 2);
+    for (int i = 0; i < N; i++)
+        assert_true((sr_state_get(st, keys[i], strlen(keys[i])) != NULL) == (i % 2 == 0));
+    /* One long value among them, then every key due. */
+    char big[600];
+    memset(big, 'v', sizeof(big));
+    assert_int_equal(sr_state_put(st, keys[0], strlen(keys[0]), big, sizeof(big), &e), SR_OK);
+    assert_int_equal(sr_state_expire_sorted(st, 1 << 20, &n), SR_OK);
+    assert_int_equal(n, N - N / 2);
+    assert_int_equal(st->count, 0);
+    assert_null(sr_state_get(st, keys[0], strlen(keys[0])));
+    assert_due_sorted(st, n);
+    sr_state_remove_due(st, 0, n / 2);
+    /* The table takes keys again; the rest of the list (the long value
+     * among it) is freed with it. */
+    assert_int_equal(sr_state_put(st, "again", 5, "2", 1, &e), SR_OK);
+    assert_int_equal(st->count, 1);
+    assert_non_null(sr_state_get(st, "again", 5));
+    assert_int_equal(sr_state_expire_sorted(st, 1 << 20, &n), SR_OK);
+    assert_int_equal(n, 0);
+    sr_state_free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -368,6 +426,7 @@ int main(void)
         cmocka_unit_test(test_numbers_as_msgpack),
         cmocka_unit_test(test_long_values),
         cmocka_unit_test(test_find_batch),
+        cmocka_unit_test(test_expire_sorted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

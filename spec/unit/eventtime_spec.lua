@@ -248,6 +248,36 @@ describe("event time", function()
       assert.same({}, d:state("w"))
       assert.same({}, d:state("proc"))
     end)
+
+    it("gives every key its timing-out call, in key order, beyond one chunk of keys", function()
+      local d = testing.driver(function()
+        local job = sr.job { name = "many", batch = "1s" }
+        job:queue({}, { name = "in" })
+           :map(function(k) return k, 1 end)
+           :map_with_state(sr.state_spec(function(k, v, st)
+             if st:is_timing_out() then
+               if k == "k05000" then error("no farewell for " .. k) end
+               return k, st:get()
+             end
+             st:update((st:exists() and st:get() or 0) + v)
+           end):timeout("1h"):name("m"))
+           :foreach_batch(function() end, { name = "out" })
+        return job
+      end)
+      local keys = {}
+      for i = 10000, 1, -1 do keys[#keys + 1] = ("k%05d"):format(i) end
+      keys[#keys + 1] = "k00007"
+      d:push("in", keys)
+      assert.same({}, d:tick().out)
+      local out = d:finish().out
+      assert.equal(9999, #out)
+      assert.same({ "k00001", 1 }, out[1])
+      assert.same({ "k00007", 2 }, out[7])
+      assert.same({ "k05001", 1 }, out[5000])
+      assert.same({ "k10000", 1 }, out[9999])
+      for i = 2, #out do assert.is_true(out[i - 1][1] < out[i][1]) end
+      assert.same({}, d:state("m"))
+    end)
   end)
 
   describe("map_with_state in event time", function()
