@@ -50,6 +50,10 @@ local M = {}
 
 M.MAX = 256
 
+-- The workers of each job, shared by its sessions (a Kafka job runs one
+-- session per input partition, one after the other on the loop thread).
+local of_job = setmetatable({}, { __mode = "k" })
+
 -- Checks a requested count: a positive integer up to M.MAX or "auto".
 -- Returns the value (numbers from strings, as --workers gives them), or
 -- nil and why.
@@ -93,6 +97,7 @@ end
 -- busy (milliseconds per worker at the last report) }. log says once what
 -- does not run on several workers yet.
 function M.open(job, log)
+  if of_job[job] then return of_job[job] end
   local n = M.count(job)
   local w = { n = n, busy = {}, said = false, log = log }
   for i = 1, n do w.busy[i] = 0 end
@@ -105,6 +110,7 @@ function M.open(job, log)
       w.pool = ffi.gc(pool, C.sr_workers_free)
     end
   end
+  of_job[job] = w
   return w
 end
 
@@ -129,6 +135,7 @@ function M.batch_busy(w, processing_ms)
   local out = {}
   if not w.pool then
     out[1] = processing_ms
+    w.busy[1] = w.busy[1] + processing_ms
     return out
   end
   local pool = w.pool

@@ -98,6 +98,9 @@ describe("workers", function()
     local busy = workers.batch_busy(d.session.workers, 1)
     assert.is_true(busy[2] > 0) -- worker 1 counted its share
     assert.equal("5.0/0.0", workers.describe(first))
+    local one = workers.open({ partitions = 16, workers = 1 }, function() end)
+    assert.same({ 7 }, workers.batch_busy(one, 7))
+    assert.same({ 7 }, workers.totals(one))
     assert.equal("[5.000, 0.000]", workers.json(first))
     local out = {}
     workers.collector(require "streamrun.metrics")(nil, d.session, out)
