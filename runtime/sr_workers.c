@@ -8,6 +8,7 @@
 #include "sr_error.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <time.h>
 #include <unistd.h>
@@ -88,13 +89,21 @@ sr_workers_t *sr_workers_new(int n)
         w->w[i].pool = w;
         w->w[i].index = i;
     }
-    for (int i = 1; i < n; i++) {
-        if (pthread_create(&w->w[i].thread, NULL, sr__thread, &w->w[i]) != 0) {
-            w->n = i; /* the ones started are joined by sr_workers_free */
-            sr_workers_free(w);
-            return NULL;
-        }
-        w->started = i;
+    /* Threads start with every signal blocked: SIGINT, SIGTERM, SIGHUP and
+     * the watchdog's signals stay with the loop thread, whose handlers
+     * expect to run there. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int ok = 1;
+    for (int i = 1; i < n && ok; i++) {
+        if (pthread_create(&w->w[i].thread, NULL, sr__thread, &w->w[i]) != 0) ok = 0;
+        else w->started = i;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!ok) {
+        sr_workers_free(w); /* joins the ones started */
+        return NULL;
     }
     return w;
 fail:

@@ -1,5 +1,5 @@
 /* test_workers: the worker pool runs every share once per run on distinct
- * threads and counts busy time; shares cover a batch's records in order
+ * threads (signals blocked but on the caller's) and counts busy time; shares cover a batch's records in order
  * with no gap; the word count split over 1, 2, 3 and 8 workers equals the
  * one-pass count, words in order of first appearance. */
 #include "sr_test.h"
@@ -10,6 +10,7 @@
 #include "sr_workers.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -17,6 +18,7 @@
 typedef struct runs {
     int calls[8];
     pthread_t who[8];
+    int sigint_blocked[8];
 } runs_t;
 
 static void note(void *arg, int k, int nw)
@@ -25,6 +27,9 @@ static void note(void *arg, int k, int nw)
     assert_int_equal(nw, 4);
     r->calls[k]++;
     r->who[k] = pthread_self();
+    sigset_t cur;
+    pthread_sigmask(SIG_SETMASK, NULL, &cur);
+    r->sigint_blocked[k] = sigismember(&cur, SIGINT);
     struct timespec ts = { 0, 2000000 };
     nanosleep(&ts, NULL);
 }
@@ -44,6 +49,8 @@ static void test_pool_runs_every_share(void **state)
         assert_int_equal(r.calls[k], 50);
         assert_true(sr_workers_busy_ms(w, k) >= 50 * 2.0);
         for (int j = 0; j < k; j++) assert_false(pthread_equal(r.who[j], r.who[k]));
+        /* signals stay with the loop thread (worker 0) */
+        assert_int_equal(r.sigint_blocked[k], k > 0);
     }
     assert_true(pthread_equal(r.who[0], pthread_self()));
     assert_true(sr_workers_busy_ms(w, 4) == 0);
