@@ -36,16 +36,6 @@ local core = require "streamrun.core"
 
 local C, ffi = core.C, core.ffi
 
-ffi.cdef [[
-typedef struct sr_workers sr_workers_t;
-int sr_workers_online_cpus(void);
-sr_workers_t *sr_workers_new(int n);
-void sr_workers_free(sr_workers_t *w);
-int sr_workers_count(const sr_workers_t *w);
-double sr_workers_busy_ms(const sr_workers_t *w, int i);
-int sr_workers_wordcount(sr_workers_t *w, sr_wordcount_t **wcs, const sr_batch_t *b);
-]]
-
 local M = {}
 
 M.MAX = 256
