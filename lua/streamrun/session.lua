@@ -222,7 +222,7 @@ function Session:compile(states, windows)
     windows = windows,
     event = self.event,
   })
-  workers.note_plan(self.workers, self.plan)
+  workers.note_plan(self.workers, self.plan, self.job)
 end
 
 -- -- Checkpoints and the write-ahead log --

@@ -104,18 +104,20 @@ function M.open(job, log)
   return w
 end
 
--- After a compile: says once (per session) which part of the plan runs on
--- one worker only.
-function M.note_plan(w, plan)
+-- After a compile: says once (per job) which part of the plan runs on one
+-- worker only. A plan with nothing to split gives its threads back and
+-- runs on one worker, which the status line and /metrics then show.
+function M.note_plan(w, plan, job)
   if w.n == 1 or w.said then return end
   w.said = true
-  local par = parallel_steps(plan)
-  if par == 0 then
-    w.log("workers: %d workers asked; this job's stages are not parallel yet (only the built-in word count is), "
-      .. "so it runs on 1 worker", w.n)
+  local asked = (job.workers or "auto") == "auto" and ("auto (%d CPUs)"):format(w.n) or tostring(w.n)
+  if parallel_steps(plan) == 0 then
+    w.log("workers: %s; this job's stages are not parallel yet (only the built-in word count is), "
+      .. "so it runs on 1 worker", asked)
+    w.pool, w.n, w.busy = nil, 1, { 0 }
   else
-    w.log("workers: the built-in word count runs on %d workers; the other stages run on 1 worker "
-      .. "(not parallel yet)", w.n)
+    w.log("workers: %s; the built-in word count runs on %d workers, the other stages on 1 (not parallel yet)",
+      asked, w.n)
   end
 end
 

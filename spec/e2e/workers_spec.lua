@@ -15,6 +15,17 @@ describe("e2e workers", function()
     end
   end)
 
+  it("runs a job with nothing to split on one worker, and says so once", function()
+    local code, stdout, stderr = e2e.run("stdin_print", {}, { "--workers", "2" }, { input = "a\nb\n" })
+    assert.equal(0, code, stderr)
+    assert.same({ "a", "b" }, e2e.elements(stdout))
+    local _, said = stderr:gsub("workers: 2; this job's stages are not parallel yet %(only the built%-in word count is%), so it runs on 1 worker", "")
+    assert.equal(1, said, stderr)
+    local status = e2e.status_lines(stderr)
+    assert.is_true(#status >= 1, stderr)
+    for _, s in ipairs(status) do assert.equal(1, #s.workers_busy_ms) end
+  end)
+
   it("counts words the same with 1 and 2 workers", function()
     local lines = {}
     for i = 1, 20000 do lines[i] = ("w%d x%d common"):format(i % 97, i % 13) end
@@ -36,7 +47,7 @@ describe("e2e workers", function()
       assert.truthy(busy, stderr)
       local _, slashes = busy:gsub("/", "")
       assert.equal(tonumber(n) - 1, slashes, stderr)
-      local said = select(2, stderr:gsub("the built%-in word count runs on 2 workers", ""))
+      local said = select(2, stderr:gsub("workers: 2; the built%-in word count runs on 2 workers", ""))
       assert.equal(n == "2" and 1 or 0, said, stderr)
     end
     assert.equal(20000, outs["1"].common)
