@@ -15,7 +15,7 @@ const char *sr_cli_usage(void)
     return "usage:\n"
            "  streamrun run JOB.lua [--batch DUR] [--checkpoint DIR] [--duration DUR | --batches N]\n"
            "                        [--set KEY=VALUE]... [--no-reload] [--quiet] [--stats FILE]\n"
-           "                        [--http [ADDR:]PORT]\n"
+           "                        [--http [ADDR:]PORT] [--workers N|auto]\n"
            "  streamrun check JOB.lua [--against CHECKPOINT] [--batch DUR] [--checkpoint DIR]\n"
            "                        [--set KEY=VALUE]...\n"
            "                              validate a job, print its stage graph; with a\n"
@@ -106,6 +106,7 @@ int sr_cli_parse(int argc, char **argv, sr_cli_t *cli, char *err, size_t errlen)
         else if (!strcmp(a, "--duration")) slot = &cli->duration;
         else if (!strcmp(a, "--stats")) slot = &cli->stats;
         else if (!strcmp(a, "--http")) slot = &cli->http;
+        else if (!strcmp(a, "--workers")) slot = &cli->workers;
         else if (!strcmp(a, "--batches")) run_only = 1;
         else if (!strcmp(a, "--against") && !is_run) { slot = &cli->against; run_only = 0; }
         else return sr__fail(err, errlen, "unknown option '%s'", a);

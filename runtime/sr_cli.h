@@ -15,6 +15,7 @@ typedef struct sr_cli {
     int no_reload, quiet;
     const char *stats;      /* --stats FILE */
     const char *http;       /* --http [ADDR:]PORT */
+    const char *workers;    /* --workers N|auto (checked by streamrun.workers) */
     const char *keys;       /* inspect --keys STAGE */
     const char *against;    /* check --against CHECKPOINT */
     int verify;             /* inspect --verify */

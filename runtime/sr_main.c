@@ -22,6 +22,7 @@ static void sr__push_cli(lua_State *L, const sr_cli_t *cli)
     SR_FIELD_STR(duration);
     SR_FIELD_STR(stats);
     SR_FIELD_STR(http);
+    SR_FIELD_STR(workers);
     SR_FIELD_STR(keys);
     SR_FIELD_STR(against);
 #undef SR_FIELD_STR

@@ -68,7 +68,7 @@ typedef struct sr__pending {
 /* Counts one word: finds it (words are mostly short: their first 16 bytes
  * are compared as two numbers held in the entry, only the rest, if any, in
  * the batch's bytes) or adds it. Returns 0 or SR_ENOMEM. */
-static int sr__count(sr_wordcount_t *wc, const unsigned char *data, const sr__pending_t *p)
+static int sr__count(sr_wordcount_t *wc, const unsigned char *data, const sr__pending_t *p, double add)
 {
     uint64_t tag = p->h & SR__TAG, s;
     size_t mask = wc->cap - 1, j = (size_t)p->h & mask;
@@ -85,7 +85,7 @@ static int sr__count(sr_wordcount_t *wc, const unsigned char *data, const sr__pe
         j = (j + 1) & mask;
     }
     if (s) {
-        wc->word[(uint32_t)s - 1].count += 1;
+        wc->word[(uint32_t)s - 1].count += add;
         return SR_OK;
     }
     int rc;
@@ -96,7 +96,7 @@ static int sr__count(sr_wordcount_t *wc, const unsigned char *data, const sr__pe
     w->head[1] = p->head[1];
     w->off = p->start;
     w->len = len;
-    w->count = 1;
+    w->count = add;
     wc->slots[j] = sr__slot(k, p->h);
     if (wc->n * 2 > wc->cap) return sr__rehash(wc, wc->cap * 2);
     return SR_OK;
@@ -110,7 +110,9 @@ static int sr__count(sr_wordcount_t *wc, const unsigned char *data, const sr__pe
 #define SR__LAG 16
 #define SR__RING 32 /* a power of two > SR__LAG */
 
-int sr_wordcount_batch(sr_wordcount_t *wc, const sr_batch_t *b)
+int sr_wordcount_batch(sr_wordcount_t *wc, const sr_batch_t *b) { return sr_wordcount_range(wc, b, 0, b->n); }
+
+int sr_wordcount_range(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_t hi)
 {
     wc->data = b->data;
     wc->n = 0;
@@ -121,7 +123,7 @@ int sr_wordcount_batch(sr_wordcount_t *wc, const sr_batch_t *b)
     sr__pending_t ring[SR__RING];
     size_t cut = 0, counted = 0;
     int rc = SR_OK;
-    for (size_t r = 0; r < b->n; r++) {
+    for (size_t r = lo; r < hi; r++) {
         size_t i = b->off[r], end = b->off[r + 1];
         while (i < end) {
             while (i < end && sr__is_space(data[i])) i++;
@@ -150,16 +152,32 @@ int sr_wordcount_batch(sr_wordcount_t *wc, const sr_batch_t *b)
                 if (s && (uint32_t)s - 1 < wc->n) __builtin_prefetch(&wc->word[(uint32_t)s - 1]);
             }
             if (cut - counted > SR__LAG) {
-                if ((rc = sr__count(wc, data, &ring[counted % SR__RING])) < 0) goto fail;
+                if ((rc = sr__count(wc, data, &ring[counted % SR__RING], 1)) < 0) goto fail;
                 counted++;
             }
         }
     }
     while (counted < cut) {
-        if ((rc = sr__count(wc, data, &ring[counted % SR__RING])) < 0) goto fail;
+        if ((rc = sr__count(wc, data, &ring[counted % SR__RING], 1)) < 0) goto fail;
         counted++;
     }
 fail:
     wc->words = counted;
     return rc;
+}
+
+int sr_wordcount_merge(sr_wordcount_t *dst, const sr_wordcount_t *src)
+{
+    const unsigned char *data = (const unsigned char *)dst->data;
+    if (!dst->cap && sr__rehash(dst, 4096) < 0) return SR_ENOMEM;
+    for (size_t i = 0; i < src->n; i++) {
+        const sr_wordcount_word_t *w = &src->word[i];
+        sr__pending_t p = { .h = sr__hash(data + w->off, w->len), .start = w->off, .len = w->len };
+        p.head[0] = w->head[0];
+        p.head[1] = w->head[1];
+        int rc = sr__count(dst, data, &p, w->count);
+        if (rc < 0) return rc;
+    }
+    dst->words += src->words;
+    return SR_OK;
 }

@@ -34,5 +34,11 @@ void sr_wordcount_free(sr_wordcount_t *wc);
 /* Counts the words of every record of b (words point into b's data, valid
  * while b is). Returns 0 or SR_ENOMEM. */
 int sr_wordcount_batch(sr_wordcount_t *wc, const sr_batch_t *b);
+/* The same over records [lo, hi) of b only. */
+int sr_wordcount_range(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_t hi);
+/* Adds src's counts to dst, src's words new to dst appended in src's order
+ * (both counted over the same batch: dst's words first appear before
+ * src's). Returns 0 or SR_ENOMEM. */
+int sr_wordcount_merge(sr_wordcount_t *dst, const sr_wordcount_t *src);
 
 #endif

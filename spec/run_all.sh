@@ -29,19 +29,31 @@ if [ "$mode" = all ] || [ "$mode" = c-only ]; then
 fi
 
 if [ "$mode" = all ] || [ "$mode" = lua-only ]; then
-    out="$log/busted.tap"
-    busted --output=TAP >"$out" 2>"$log/busted.err"
-    rc=$?
-    # Pending specs (known bugs, each with its comment) are not passes.
-    s=$(grep -c '^ok .*# SKIP' "$out")
-    p=$(($(grep -c '^ok ' "$out") - s))
-    f=$(grep -c '^not ok ' "$out")
-    grep -A 30 '^not ok ' "$out" | grep -v '^ok '
-    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
-        cat "$out" "$log/busted.err"; f=1   # busted itself failed (syntax error in a spec, ...)
-    fi
-    echo "busted: $p passed, $f failed, $s pending"
-    passed=$((passed + p)); failed=$((failed + f))
+    # Every spec with the test driver on one worker, then the differential
+    # and Spark-suite specs again on two (SPEC section 15: the same results
+    # whatever the number of workers).
+    for workers in 1 2; do
+        out="$log/busted-$workers.tap"
+        if [ "$workers" = 1 ]; then
+            STREAMRUN_WORKERS=1 busted --output=TAP >"$out" 2>"$log/busted.err"
+        else
+            STREAMRUN_WORKERS=2 busted --output=TAP spec/jobs spec/unit/native_spec.lua \
+                spec/unit/state_spark_spec.lua spec/unit/window_spark_spec.lua spec/unit/event_spark_spec.lua \
+                spec/unit/state_property_spec.lua spec/unit/window_property_spec.lua \
+                spec/unit/event_property_spec.lua >"$out" 2>"$log/busted.err"
+        fi
+        rc=$?
+        # Pending specs (known bugs, each with its comment) are not passes.
+        s=$(grep -c '^ok .*# SKIP' "$out")
+        p=$(($(grep -c '^ok ' "$out") - s))
+        f=$(grep -c '^not ok ' "$out")
+        grep -A 30 '^not ok ' "$out" | grep -v '^ok '
+        if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+            cat "$out" "$log/busted.err"; f=1   # busted itself failed (syntax error in a spec, ...)
+        fi
+        echo "busted (test driver on $workers worker(s)): $p passed, $f failed, $s pending"
+        passed=$((passed + p)); failed=$((failed + f))
+    done
 fi
 
 # Each fuzz target runs from its seeds (build/fuzz/seeds/<name less fuzz_>)

@@ -142,6 +142,7 @@ function M.compile(job, handlers)
   local ctx = {
     guard = g, sink = handlers.sink, states_in = handlers.states, windows_in = handlers.windows,
     states = plan.states, windows = plan.windows, failing = failing, plan = plan,
+    workers = handlers.workers, -- streamrun.workers: the session's pool
   }
   local steps = {}
   for i, gr in ipairs(groups) do

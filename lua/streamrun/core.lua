@@ -89,6 +89,13 @@ void sr_state_release(sr_state_t *st);
 sr_wordcount_t *sr_wordcount_new(void);
 void sr_wordcount_free(sr_wordcount_t *wc);
 int sr_wordcount_batch(sr_wordcount_t *wc, const sr_batch_t *b);
+typedef struct sr_workers sr_workers_t;
+int sr_workers_online_cpus(void);
+sr_workers_t *sr_workers_new(int n);
+void sr_workers_free(sr_workers_t *w);
+int sr_workers_count(const sr_workers_t *w);
+double sr_workers_busy_ms(const sr_workers_t *w, int i);
+int sr_workers_wordcount(sr_workers_t *w, sr_wordcount_t **wcs, const sr_batch_t *b);
 void sr_loop_dead_letter(sr_loop_t *l, const char *source, int64_t offset,
                          const char *reason, const char *record, size_t len);
 uint64_t sr_loop_dead_letters(const sr_loop_t *l);

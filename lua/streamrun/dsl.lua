@@ -82,7 +82,7 @@ M.node_of = node_of
 local JOB_OPTS = {
   name = true, batch = true, checkpoint = true, max_batch_records = true,
   max_batch_bytes = true, on_error = true, partitions = true, drop_state = true, dead_letters = true,
-  stage_timeout = true, http = true,
+  stage_timeout = true, http = true, workers = true,
 }
 
 function M.job(opts)
@@ -118,6 +118,11 @@ function M.job(opts)
     if type(v) ~= "number" or v < 1 or v % 1 ~= 0 then fail("sr.job: %s must be a positive integer", k) end
   end
   if job.partitions > MAX_PARTITIONS then fail("sr.job: partitions must be at most %d", MAX_PARTITIONS) end
+  if opts.workers ~= nil then -- SPEC section 15; streamrun.workers
+    local w, why = require("streamrun.workers").check(opts.workers, "sr.job")
+    if not w then fail("%s", why) end
+    job.workers = w
+  end
   if opts.http ~= nil then
     local host, why = require("streamrun.http").parse_address(opts.http)
     if not host then fail("sr.job: %s", why) end

@@ -27,9 +27,21 @@ end
 -- or nil when the batch holds an element that is not a line (a value the
 -- test driver pushed): sr.words fails on it, and only the Lua stages report
 -- that as they should. input is a batch from the source, with .cbatch (the
--- sealed C batch) when the session hands it over unconverted.
-function M.word_counter()
+-- sealed C batch) when the session hands it over unconverted. workers
+-- (streamrun.workers, optional): with a pool, each worker counts its share
+-- of the batch and the counts are merged, with the same result.
+function M.word_counter(workers)
   local wc = ffi.gc(C.sr_wordcount_new(), C.sr_wordcount_free)
+  local pool, wcs, own = workers and workers.pool, nil, nil
+  if pool then
+    own = { wc }
+    wcs = ffi.new("sr_wordcount_t *[?]", workers.n)
+    wcs[0] = wc
+    for k = 1, workers.n - 1 do
+      own[k + 1] = ffi.gc(C.sr_wordcount_new(), C.sr_wordcount_free)
+      wcs[k] = own[k + 1]
+    end
+  end
   local scratch = ffi.gc(C.sr_batch_new(0, 0), C.sr_batch_free)
   local ffi_string = ffi.string
   return function(input)
@@ -45,7 +57,9 @@ function M.word_counter()
       end
       cb = scratch
     end
-    if C.sr_wordcount_batch(wc, cb) ~= 0 then error("word count: out of memory", 0) end
+    local rc
+    if pool and own then rc = C.sr_workers_wordcount(pool, wcs, cb) else rc = C.sr_wordcount_batch(wc, cb) end
+    if rc ~= 0 then error("word count: out of memory", 0) end
     local n = tonumber(wc.n)
     local keys, counts = {}, {}
     local data, word = wc.data, wc.word

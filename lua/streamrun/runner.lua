@@ -18,6 +18,8 @@ local outputs = require "streamrun.outputs"
 local reload = require "streamrun.reload"
 local session = require "streamrun.session"
 local kafka_tasks = require "streamrun.kafka_tasks"
+local metrics = require "streamrun.metrics"
+local workers = require "streamrun.workers"
 
 local C, ffi = core.C, core.ffi
 local handoff = core.handoff
@@ -77,7 +79,8 @@ end
 
 local function start(cli)
   local job, err = loader.load(cli.job, { params = cli.params, batch = cli.batch })
-  if not job then
+  err = err or workers.override(job, cli.workers)
+  if err then
     log("%s", err)
     return nil, 2
   end
@@ -125,6 +128,7 @@ local function start(cli)
   if not S then return nil, code end
   if mon then
     S.monitor = mon
+    mon:add_collector(workers.collector(metrics))
     mon:refresh(S, true)
   end
   watch_files(cli, S)
@@ -188,7 +192,8 @@ function M.prepare_reload(cli)
   local running = core.cstate.decode(handoff.take("running"))
   handoff.put("running", core.cstate.encode(running))
   local job, err = loader.load(cli.job, { params = cli.params, batch = cli.batch })
-  if not job then return false, err end
+  err = err or workers.override(job, cli.workers)
+  if err then return false, err end
   local settings = checkpoint.settings(job, cli.checkpoint)
   local r, rerr = session.check_reload(running, job, settings)
   if not r then return false, rerr end
@@ -241,6 +246,7 @@ function M.resume(cli)
   local served = handoff.take("http")
   if served and S then
     S.monitor = http.import(core.cstate.decode(served), log)
+    S.monitor:add_collector(workers.collector(metrics))
     S.monitor:refresh(S, true)
   end
   if not S then return code end

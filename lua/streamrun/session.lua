@@ -16,6 +16,7 @@ local recovery = require "streamrun.recovery"
 local reload = require "streamrun.reload"
 local sources = require "streamrun.sources"
 local watchdog = require "streamrun.watchdog"
+local workers = require "streamrun.workers"
 
 local C, ffi = core.C, core.ffi
 local handoff = core.handoff
@@ -211,7 +212,9 @@ function Session:compile(states, windows)
   local sink = { progress = self.settings and self.progress or nil }
   for k, v in pairs(self.sink) do sink[k] = v end
   sink.stdout = sink.stdout or outputs.stdout
+  self.workers = self.workers or workers.open(self.job, self.log)
   self.plan = compile.compile(self.job, {
+    workers = self.workers,
     on_error = self.job.on_error,
     dead_letter = function(source, offset, reason, record) self.dead(source, offset, reason, record) end,
     sink = sink,
@@ -219,6 +222,7 @@ function Session:compile(states, windows)
     windows = windows,
     event = self.event,
   })
+  workers.note_plan(self.workers, self.plan, self.job)
 end
 
 -- -- Checkpoints and the write-ahead log --
@@ -457,8 +461,9 @@ function Session:run_batch(time_ms)
 end
 
 local function stats_line(s)
-  return ('{"batch": %d, "time_ms": %d, "records": %d, "processing_ms": %.3f, "scheduling_delay_ms": %d, "state_keys": %d, "dead_letters": %d}\n')
-    :format(s.batch, s.time_ms, s.records, s.processing_ms, s.scheduling_delay_ms, s.state_keys, s.dead_letters)
+  return ('{"batch": %d, "time_ms": %d, "records": %d, "processing_ms": %.3f, "scheduling_delay_ms": %d, "state_keys": %d, "dead_letters": %d, "workers_busy_ms": %s}\n')
+    :format(s.batch, s.time_ms, s.records, s.processing_ms, s.scheduling_delay_ms, s.state_keys, s.dead_letters,
+      workers.json(s.workers_busy_ms))
 end
 
 -- The status line and --stats line of the batch just run.
@@ -467,11 +472,13 @@ function Session:report_batch(records, processing_ms, delay_ms)
     batch = self.nbatches, time_ms = self.last_time, records = records,
     processing_ms = processing_ms, scheduling_delay_ms = delay_ms,
     state_keys = self.plan.state_keys(), dead_letters = tonumber(C.sr_loop_dead_letters(self.loop)) - self.dead_before,
+    workers_busy_ms = workers.batch_busy(self.workers, processing_ms),
   }
   self.dead_before = self.dead_before + s.dead_letters
   if not self.quiet then
-    self.log("batch %d ms: %d records, %.1f ms processing, %d ms delay, %d keys, %d dead letters",
-      s.time_ms, s.records, s.processing_ms, s.scheduling_delay_ms, s.state_keys, s.dead_letters)
+    self.log("batch %d ms: %d records, %.1f ms processing, %d ms delay, %d keys, %d dead letters, workers busy %s ms",
+      s.time_ms, s.records, s.processing_ms, s.scheduling_delay_ms, s.state_keys, s.dead_letters,
+      workers.describe(s.workers_busy_ms))
   end
   if self.stats_fh then
     self.stats_fh:write(stats_line(s))

@@ -80,7 +80,7 @@ end
 local Native = class()
 function M.native(node, stages, input, ctx)
   return new(Native, "native", node, input, {
-    count = native.word_counter(), fused = fuse.chain(stages, ctx.guard, false),
+    count = native.word_counter(ctx.workers), fused = fuse.chain(stages, ctx.guard, false),
     op = ops[node.op], guard = ctx.guard,
   })
 end

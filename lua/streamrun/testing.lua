@@ -70,12 +70,17 @@ end
 -- Loads the job at path, or builds it by calling a function that returns
 -- the job (handy for small jobs inside a spec). opts: params (--set
 -- values), generators (true to let generator sources produce as they would
--- when running), echo (true to let print write to stdout too), history
+-- when running), echo (true to let print write to stdout too), workers
+-- (N or "auto", over the job's own option), history
 -- (false to keep only the last batch's outputs, for long runs).
 function M.driver(path, opts)
   opts = opts or {}
   local job, err = loader.load(path, { params = opts.params })
   if not job then error(err, 2) end
+  -- workers (SPEC section 15): N or "auto"; default $STREAMRUN_WORKERS,
+  -- then the job's own (so whole suites run with any N).
+  local werr = require("streamrun.workers").override(job, opts.workers or os.getenv("STREAMRUN_WORKERS"))
+  if werr then error(werr, 2) end
   local d = setmetatable({
     clock_ms = 0,         -- the virtual clock
     batches = 0,          -- batches run so far

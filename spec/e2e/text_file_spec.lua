@@ -3,7 +3,8 @@
 local proc = require "helpers.proc"
 local e2e = require "helpers.e2e"
 
-local STATS_FIELDS = { "batch", "time_ms", "records", "processing_ms", "scheduling_delay_ms", "state_keys", "dead_letters" }
+local STATS_FIELDS = { "batch", "time_ms", "records", "processing_ms", "scheduling_delay_ms", "state_keys", "dead_letters",
+                       "workers_busy_ms" }
 
 describe("e2e text_file", function()
   after_each(function() proc.cleanup() end)
@@ -46,7 +47,13 @@ describe("e2e text_file", function()
       local keys = {}
       for k, v in pairs(s) do
         keys[#keys + 1] = k
-        assert.equal("number", type(v), k)
+        if k == "workers_busy_ms" then -- one figure per worker (SPEC section 15)
+          assert.equal("table", type(v))
+          assert.equal(#status[i].workers_busy_ms, #v)
+          for _, ms in ipairs(v) do assert.equal("number", type(ms)) end
+        else
+          assert.equal("number", type(v), k)
+        end
       end
       table.sort(keys)
       local want = { unpack(STATS_FIELDS) }

@@ -111,12 +111,14 @@ end
 function M.status_lines(text)
   local out = {}
   for line in text:gmatch("[^\n]+") do
-    local t, r, p, d, k, dl = line:match(
-      "^streamrun: batch (%d+) ms: (%d+) records, ([%d.]+) ms processing, (%d+) ms delay, (%d+) keys, (%d+) dead letters$")
+    local t, r, p, d, k, dl, busy = line:match(
+      "^streamrun: batch (%d+) ms: (%d+) records, ([%d.]+) ms processing, (%d+) ms delay, (%d+) keys, (%d+) dead letters, workers busy ([%d./]+) ms$")
     if t then
+      local workers_busy_ms = {}
+      for ms in busy:gmatch("[%d.]+") do workers_busy_ms[#workers_busy_ms + 1] = tonumber(ms) end
       out[#out + 1] = {
         time_ms = tonumber(t), records = tonumber(r), processing_ms = tonumber(p),
-        delay_ms = tonumber(d), keys = tonumber(k), dead_letters = tonumber(dl),
+        delay_ms = tonumber(d), keys = tonumber(k), dead_letters = tonumber(dl), workers_busy_ms = workers_busy_ms,
       }
     end
   end

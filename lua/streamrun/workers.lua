@@ -1,0 +1,183 @@
+-- streamrun.workers: a job on several cores (SPEC section 15, issue 14).
+--
+-- Design. A job runs on N workers: the loop thread is worker 0, N - 1
+-- pthreads the others (runtime/sr_workers.c: a fixed pool woken once per
+-- batch under one mutex, never once per record). Sources, the write-ahead
+-- log, outputs and checkpoint scheduling stay on the loop thread. A sealed C
+-- batch is split into contiguous record ranges of about equal bytes, one
+-- per worker, in record order (sr_workers_share), so what each worker
+-- produces, concatenated in worker order, is in arrival order. The target
+-- for keyed stages is: every worker runs the stateless chain before the
+-- stage on its range in its own LuaJIT VM, writes each pair with msgpack
+-- into a buffer per (from worker, to worker) picked by the key's partition
+-- (partition p belongs to worker p mod N), the buffers are swapped once per
+-- batch, and the owner of p runs the stage over its partitions with that
+-- partition's state, timeouts and window slices; a batch's output is the
+-- partitions' outputs in partition order, each in arrival order, so it is
+-- the same for any N. Checkpoints keep state by partition (as now), so one
+-- written with N workers restores with M.
+--
+-- What runs on several workers today: the built-in word count
+-- (flat_map(sr.words) -> count_by_value over a text source): each worker
+-- counts its range of the batch in C into its own table, and the tables
+-- are merged in worker order, which gives exactly the one-worker result
+-- (the words in order of first appearance, with their counts): outputs,
+-- state and checkpoints do not depend on N. Every other stage (user
+-- functions, keyed state, windows, joins) runs on worker 0, as with
+-- `workers = 1`; a job with N > 1 says so once in its log. So "auto" is
+-- correct for every job: N changes where the word count runs, never what
+-- a batch produces.
+--
+-- Module-level Lua state: there is one Lua VM today, so a job's module
+-- variables are shared by its stages as before; with the per-worker VMs of
+-- the design they would be per worker, and a job must not rely on them
+-- across records of different keys (the README says so).
+local core = require "streamrun.core"
+
+local C, ffi = core.C, core.ffi
+
+local M = {}
+
+M.MAX = 256
+
+-- The workers of each job, shared by its sessions (a Kafka job runs one
+-- session per input partition, one after the other on the loop thread).
+local of_job = setmetatable({}, { __mode = "k" })
+
+-- Checks a requested count: a positive integer up to M.MAX or "auto".
+-- Returns the value (numbers from strings, as --workers gives them), or
+-- nil and why.
+function M.check(v, what)
+  if v == nil or v == "auto" then return "auto" end
+  local n = tonumber(v)
+  if not n or n < 1 or n % 1 ~= 0 or n > M.MAX then
+    return nil, ("%s: workers must be \"auto\" or an integer from 1 to %d, got %s"):format(what, M.MAX, tostring(v))
+  end
+  return n
+end
+
+-- A --workers value (or the test driver's option) over the job's own:
+-- returns nil, or why the value is refused.
+function M.override(job, v)
+  if v == nil then return nil end
+  local n, why = M.check(v, "--workers")
+  if not n then return why end
+  job.workers = n
+  return nil
+end
+
+-- The number of workers job runs on: job.workers ("auto": the online
+-- CPUs, at most the job's partitions).
+function M.count(job)
+  local want = job.workers or "auto"
+  if want == "auto" then return math.max(1, math.min(C.sr_workers_online_cpus(), job.partitions)) end
+  return want
+end
+
+-- Whether a compiled plan has a step that runs on several workers.
+local function parallel_steps(plan)
+  local n = 0
+  for _, step in ipairs(plan.steps or {}) do
+    if step.kind == "native" then n = n + 1 end
+  end
+  return n
+end
+
+-- The workers of a session: { pool (a C pool, nil with one worker), n,
+-- busy (milliseconds per worker at the last report) }. log says once what
+-- does not run on several workers yet.
+function M.open(job, log)
+  if of_job[job] then return of_job[job] end
+  local n = M.count(job)
+  local w = { n = n, busy = {}, said = false, log = log }
+  for i = 1, n do w.busy[i] = 0 end
+  if n > 1 then
+    local pool = C.sr_workers_new(n)
+    if pool == nil then
+      log("workers: cannot start %d threads; running on 1 worker", n)
+      w.n, w.busy = 1, { 0 }
+    else
+      w.pool = ffi.gc(pool, C.sr_workers_free)
+    end
+  end
+  of_job[job] = w
+  return w
+end
+
+-- After a compile: says once (per job) which part of the plan runs on one
+-- worker only. A plan with nothing to split gives its threads back and
+-- runs on one worker, which the status line and /metrics then show.
+function M.note_plan(w, plan, job)
+  if w.n == 1 or w.said then return end
+  w.said = true
+  local asked = (job.workers or "auto") == "auto" and ("auto (%d CPUs)"):format(w.n) or tostring(w.n)
+  if parallel_steps(plan) == 0 then
+    w.log("workers: %s; this job's stages are not parallel yet (only the built-in word count is), "
+      .. "so it runs on 1 worker", asked)
+    w.pool, w.n, w.busy = nil, 1, { 0 }
+  else
+    w.log("workers: %s; the built-in word count runs on %d workers, the other stages on 1 (not parallel yet)",
+      asked, w.n)
+  end
+end
+
+-- Each worker's busy milliseconds since the last call (worker 0 is the
+-- loop thread: with no pool, the batch's processing time).
+function M.batch_busy(w, processing_ms)
+  local out = {}
+  if not w.pool then
+    out[1] = processing_ms
+    w.busy[1] = w.busy[1] + processing_ms
+    return out
+  end
+  local pool = w.pool
+  for i = 1, w.n do
+    local total = C.sr_workers_busy_ms(pool, i - 1)
+    -- Worker 0 also runs every stage that is not parallel: its busy time
+    -- is the whole batch's.
+    if i == 1 then
+      w.busy0 = (w.busy0 or 0) + processing_ms
+      total = w.busy0
+    end
+    out[i] = total - w.busy[i]
+    w.busy[i] = total
+  end
+  return out
+end
+
+-- Cumulative busy milliseconds per worker (for /metrics).
+function M.totals(w)
+  local out = {}
+  for i = 1, w.n do out[i] = w.busy[i] end
+  return out
+end
+
+-- The status line's part: "busy 12.0/3.1 ms" (one figure per worker).
+function M.describe(busy)
+  local parts = {}
+  for i, ms in ipairs(busy) do parts[i] = ("%.1f"):format(ms) end
+  return table.concat(parts, "/")
+end
+
+-- The --stats field: "[12.000, 3.100]".
+function M.json(busy)
+  local parts = {}
+  for i, ms in ipairs(busy) do parts[i] = ("%.3f"):format(ms) end
+  return "[" .. table.concat(parts, ", ") .. "]"
+end
+
+-- A /metrics collector (monitor.add_collector): workers and each
+-- worker's busy seconds, from which utilisation is the rate.
+function M.collector(metrics)
+  return function(_, S, out)
+    local w = S.workers
+    if not w then return end
+    metrics.family(out, "streamrun_workers", "gauge", "Worker threads the job runs on.", { { w.n } })
+    local samples = {}
+    for i, ms in ipairs(M.totals(w)) do samples[i] = { ms / 1000, labels = { { "worker", tostring(i - 1) } } } end
+    metrics.family(out, "streamrun_worker_busy_seconds_total", "counter",
+      "Time each worker spent running batches (rate = utilisation).", samples)
+  end
+end
+
+return M

@@ -1,0 +1,204 @@
+/* sr_workers: a fixed pool of threads woken once per run. A run bumps a
+ * generation number under the pool's mutex and broadcasts; each thread runs
+ * its share and counts itself done; the caller (worker 0) runs its own share
+ * and waits for the count. Busy time is measured on each worker with the
+ * monotonic clock. */
+#include "sr_workers.h"
+#include "sr_alloc.h"
+#include "sr_error.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SR__MAX_WORKERS 256
+
+typedef struct sr__worker {
+    sr_workers_t *pool;
+    int index;
+    double busy_ms;
+    pthread_t thread;
+} sr__worker_t;
+
+struct sr_workers {
+    int n, started, stopping;
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    uint64_t generation;
+    int pending;
+    sr_workers_fn fn;
+    void *arg;
+    sr__worker_t *w;
+};
+
+int sr_workers_online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > SR__MAX_WORKERS ? SR__MAX_WORKERS : (int)n;
+}
+
+static double sr__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void sr__run_share(sr__worker_t *me, sr_workers_fn fn, void *arg)
+{
+    double t0 = sr__now_ms();
+    fn(arg, me->index, me->pool->n);
+    me->busy_ms += sr__now_ms() - t0;
+}
+
+static void *sr__thread(void *p)
+{
+    sr__worker_t *me = p;
+    sr_workers_t *w = me->pool;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->stopping && w->generation == seen) pthread_cond_wait(&w->go, &w->mu);
+        if (w->stopping) break;
+        seen = w->generation;
+        sr_workers_fn fn = w->fn;
+        void *arg = w->arg;
+        pthread_mutex_unlock(&w->mu);
+        sr__run_share(me, fn, arg);
+        pthread_mutex_lock(&w->mu);
+        if (--w->pending == 0) pthread_cond_signal(&w->done);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+sr_workers_t *sr_workers_new(int n)
+{
+    if (n < 1 || n > SR__MAX_WORKERS) return NULL;
+    sr_workers_t *w = sr_calloc(1, sizeof(*w));
+    if (!w) return NULL;
+    w->n = n;
+    w->w = sr_calloc((size_t)n, sizeof(*w->w));
+    if (!w->w) goto fail;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->go, NULL);
+    pthread_cond_init(&w->done, NULL);
+    for (int i = 0; i < n; i++) {
+        w->w[i].pool = w;
+        w->w[i].index = i;
+    }
+    /* Threads start with every signal blocked: SIGINT, SIGTERM, SIGHUP and
+     * the watchdog's signals stay with the loop thread, whose handlers
+     * expect to run there. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int ok = 1;
+    for (int i = 1; i < n && ok; i++) {
+        if (pthread_create(&w->w[i].thread, NULL, sr__thread, &w->w[i]) != 0) ok = 0;
+        else w->started = i;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!ok) {
+        sr_workers_free(w); /* joins the ones started */
+        return NULL;
+    }
+    return w;
+fail:
+    sr_free(w);
+    return NULL;
+}
+
+void sr_workers_free(sr_workers_t *w)
+{
+    if (!w) return;
+    if (w->w) {
+        pthread_mutex_lock(&w->mu);
+        w->stopping = 1;
+        pthread_cond_broadcast(&w->go);
+        pthread_mutex_unlock(&w->mu);
+        for (int i = 1; i <= w->started; i++) pthread_join(w->w[i].thread, NULL);
+        pthread_cond_destroy(&w->go);
+        pthread_cond_destroy(&w->done);
+        pthread_mutex_destroy(&w->mu);
+        sr_free(w->w);
+    }
+    sr_free(w);
+}
+
+int sr_workers_count(const sr_workers_t *w) { return w ? w->n : 0; }
+
+void sr_workers_run(sr_workers_t *w, sr_workers_fn fn, void *arg)
+{
+    if (w->n > 1) {
+        pthread_mutex_lock(&w->mu);
+        w->fn = fn;
+        w->arg = arg;
+        w->pending = w->n - 1;
+        w->generation++;
+        pthread_cond_broadcast(&w->go);
+        pthread_mutex_unlock(&w->mu);
+    }
+    sr__run_share(&w->w[0], fn, arg);
+    if (w->n > 1) {
+        pthread_mutex_lock(&w->mu);
+        while (w->pending > 0) pthread_cond_wait(&w->done, &w->mu);
+        pthread_mutex_unlock(&w->mu);
+    }
+}
+
+double sr_workers_busy_ms(const sr_workers_t *w, int i)
+{
+    if (!w || i < 0 || i >= w->n) return 0;
+    return w->w[i].busy_ms;
+}
+
+/* The first record whose bytes start at or after target. */
+static size_t sr__record_at(const sr_batch_t *b, size_t target)
+{
+    size_t lo = 0, hi = b->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (b->off[mid] < target) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+void sr_workers_share(const sr_batch_t *b, int k, int nw, size_t *lo, size_t *hi)
+{
+    if (b->n == 0) {
+        *lo = *hi = 0;
+        return;
+    }
+    size_t bytes = b->off[b->n] - b->off[0];
+    *lo = k == 0 ? 0 : sr__record_at(b, b->off[0] + bytes * (size_t)k / (size_t)nw);
+    *hi = k == nw - 1 ? b->n : sr__record_at(b, b->off[0] + bytes * (size_t)(k + 1) / (size_t)nw);
+}
+
+typedef struct sr__wc_run {
+    sr_wordcount_t **wcs;
+    const sr_batch_t *b;
+    int rc[SR__MAX_WORKERS];
+} sr__wc_run_t;
+
+static void sr__wc_share(void *arg, int k, int nw)
+{
+    sr__wc_run_t *r = arg;
+    size_t lo, hi;
+    sr_workers_share(r->b, k, nw, &lo, &hi);
+    r->rc[k] = sr_wordcount_range(r->wcs[k], r->b, lo, hi);
+}
+
+int sr_workers_wordcount(sr_workers_t *w, sr_wordcount_t **wcs, const sr_batch_t *b)
+{
+    sr__wc_run_t r = { .wcs = wcs, .b = b };
+    sr_workers_run(w, sr__wc_share, &r);
+    int rc = SR_OK;
+    for (int k = 0; k < w->n; k++)
+        if (r.rc[k] < 0) rc = r.rc[k];
+    for (int k = 1; rc == SR_OK && k < w->n; k++) rc = sr_wordcount_merge(wcs[0], wcs[k]);
+    return rc;
+}

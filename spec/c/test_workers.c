@@ -1,0 +1,140 @@
+/* test_workers: the worker pool runs every share once per run on distinct
+ * threads (signals blocked but on the caller's) and counts busy time; shares cover a batch's records in order
+ * with no gap; the word count split over 1, 2, 3 and 8 workers equals the
+ * one-pass count, words in order of first appearance. */
+#include "sr_test.h"
+
+#include "sr_alloc.h"
+#include "sr_batch.h"
+#include "sr_words.h"
+#include "sr_workers.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct runs {
+    int calls[8];
+    pthread_t who[8];
+    int sigint_blocked[8];
+} runs_t;
+
+static void note(void *arg, int k, int nw)
+{
+    runs_t *r = arg;
+    assert_int_equal(nw, 4);
+    r->calls[k]++;
+    r->who[k] = pthread_self();
+    sigset_t cur;
+    pthread_sigmask(SIG_SETMASK, NULL, &cur);
+    r->sigint_blocked[k] = sigismember(&cur, SIGINT);
+    struct timespec ts = { 0, 2000000 };
+    nanosleep(&ts, NULL);
+}
+
+static void test_pool_runs_every_share(void **state)
+{
+    (void)state;
+    size_t before = sr_alloc_used();
+    assert_true(sr_workers_online_cpus() >= 1);
+    sr_workers_t *w = sr_workers_new(4);
+    assert_non_null(w);
+    assert_int_equal(sr_workers_count(w), 4);
+    runs_t r;
+    memset(&r, 0, sizeof(r));
+    for (int i = 0; i < 50; i++) sr_workers_run(w, note, &r);
+    for (int k = 0; k < 4; k++) {
+        assert_int_equal(r.calls[k], 50);
+        assert_true(sr_workers_busy_ms(w, k) >= 50 * 2.0);
+        for (int j = 0; j < k; j++) assert_false(pthread_equal(r.who[j], r.who[k]));
+        /* signals stay with the loop thread (worker 0) */
+        assert_int_equal(r.sigint_blocked[k], k > 0);
+    }
+    assert_true(pthread_equal(r.who[0], pthread_self()));
+    assert_true(sr_workers_busy_ms(w, 4) == 0);
+    sr_workers_free(w);
+    assert_null(sr_workers_new(0));
+    assert_int_equal(sr_alloc_used(), before);
+}
+
+static sr_batch_t *lines(int n, unsigned seed)
+{
+    sr_batch_t *b = sr_batch_new(0, 0);
+    char line[1024];
+    for (int i = 0; i < n; i++) {
+        size_t len = 0;
+        int words = (int)(seed % 9);
+        for (int j = 0; j < words; j++) {
+            seed = seed * 1103515245u + 12345u;
+            len += (size_t)snprintf(line + len, sizeof(line) - len, "%sw%u%s", j ? " \t" : "", (seed >> 16) % 300,
+                                    (seed & 64) ? "-a-long-tail-past-sixteen-bytes" : "");
+        }
+        seed = seed * 1103515245u + 12345u;
+        assert_int_equal(sr_batch_append(b, line, len, i), 0);
+    }
+    return b;
+}
+
+static void test_shares_cover_in_order(void **state)
+{
+    (void)state;
+    sr_batch_t *b = lines(1000, 7);
+    for (int nw = 1; nw <= 8; nw++) {
+        size_t next = 0;
+        for (int k = 0; k < nw; k++) {
+            size_t lo, hi;
+            sr_workers_share(b, k, nw, &lo, &hi);
+            assert_int_equal(lo, next);
+            assert_true(hi >= lo);
+            next = hi;
+        }
+        assert_int_equal(next, b->n);
+    }
+    sr_batch_free(b);
+}
+
+static void test_split_word_count_equals_one_pass(void **state)
+{
+    (void)state;
+    size_t before = sr_alloc_used();
+    int sizes[] = { 0, 1, 3, 5000 };
+    for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+        sr_batch_t *b = lines(sizes[s], 11 + (unsigned)s);
+        sr_wordcount_t *one = sr_wordcount_new();
+        assert_int_equal(sr_wordcount_batch(one, b), 0);
+        int counts[] = { 1, 2, 3, 8 };
+        for (size_t c = 0; c < 4; c++) {
+            int nw = counts[c];
+            sr_workers_t *w = sr_workers_new(nw);
+            sr_wordcount_t *wcs[8];
+            for (int k = 0; k < nw; k++) wcs[k] = sr_wordcount_new();
+            for (int round = 0; round < 2; round++) { /* tables reused batch after batch */
+                assert_int_equal(sr_workers_wordcount(w, wcs, b), 0);
+                assert_int_equal(wcs[0]->n, one->n);
+                assert_int_equal(wcs[0]->words, one->words);
+                for (size_t i = 0; i < one->n; i++) {
+                    assert_int_equal(wcs[0]->word[i].len, one->word[i].len);
+                    assert_memory_equal(b->data + wcs[0]->word[i].off, b->data + one->word[i].off, one->word[i].len);
+                    assert_true(wcs[0]->word[i].count == one->word[i].count);
+                }
+            }
+            for (int k = 0; k < nw; k++) sr_wordcount_free(wcs[k]);
+            sr_workers_free(w);
+        }
+        sr_wordcount_free(one);
+        sr_batch_free(b);
+    }
+    assert_int_equal(sr_alloc_used(), before);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pool_runs_every_share),
+        cmocka_unit_test(test_shares_cover_in_order),
+        cmocka_unit_test(test_split_word_count_equals_one_pass),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,56 @@
+-- --workers: checked as the job option is; the built-in word count gives
+-- the same output with 1 and 2 workers, the status line shows one busy
+-- figure per worker, and the job says once what runs on one worker.
+local proc = require "helpers.proc"
+local e2e = require "helpers.e2e"
+
+describe("e2e workers", function()
+  after_each(function() proc.cleanup() end)
+
+  it("refuses a bad --workers with exit 2", function()
+    for _, bad in ipairs { "0", "-2", "many", "1.5" } do
+      local code, _, stderr = e2e.run("stdin_print", {}, { "--workers", bad }, { input = "" })
+      assert.equal(2, code, bad)
+      assert.truthy(stderr:find("workers must be \"auto\" or an integer from 1 to 256", 1, true), stderr)
+    end
+  end)
+
+  it("runs a job with nothing to split on one worker, and says so once", function()
+    local code, stdout, stderr = e2e.run("stdin_print", {}, { "--workers", "2" }, { input = "a\nb\n" })
+    assert.equal(0, code, stderr)
+    assert.same({ "a", "b" }, e2e.elements(stdout))
+    local _, said = stderr:gsub("workers: 2; this job's stages are not parallel yet %(only the built%-in word count is%), so it runs on 1 worker", "")
+    assert.equal(1, said, stderr)
+    local status = e2e.status_lines(stderr)
+    assert.is_true(#status >= 1, stderr)
+    for _, s in ipairs(status) do assert.equal(1, #s.workers_busy_ms) end
+  end)
+
+  it("counts words the same with 1 and 2 workers", function()
+    local lines = {}
+    for i = 1, 20000 do lines[i] = ("w%d x%d common"):format(i % 97, i % 13) end
+    local input = table.concat(lines, "\n") .. "\n"
+    local outs = {}
+    for _, n in ipairs { "1", "2" } do
+      local code, stdout, stderr = e2e.run("workers_wc", {}, { "--workers", n }, { input = input })
+      assert.equal(0, code, stderr)
+      -- Batches follow the wall clock: the totals over all of them compared.
+      local totals = {}
+      for _, b in ipairs(e2e.batches(stdout)) do
+        for _, e in ipairs(b.elements) do
+          local w, c = e:match("^%((.-),(%d+)%)$")
+          totals[w] = (totals[w] or 0) + tonumber(c)
+        end
+      end
+      outs[n] = totals
+      local busy = stderr:match("workers busy ([%d./]+) ms")
+      assert.truthy(busy, stderr)
+      local _, slashes = busy:gsub("/", "")
+      assert.equal(tonumber(n) - 1, slashes, stderr)
+      local said = select(2, stderr:gsub("workers: 2; the built%-in word count runs on 2 workers", ""))
+      assert.equal(n == "2" and 1 or 0, said, stderr)
+    end
+    assert.equal(20000, outs["1"].common)
+    assert.same(outs["1"], outs["2"])
+  end)
+end)
