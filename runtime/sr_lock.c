@@ -27,6 +27,43 @@ static long sr__holder(int fd)
     return pid > 0 ? pid : 0;
 }
 
+/* Opens DIR/lock, takes its flock without waiting and writes this pid in
+ * it. Returns the descriptor (close-on-exec: a forked checkpoint writer
+ * closes its copy, so the lock goes with this process alone), or
+ * SR_EBUSY with *holder the pid written by the process holding it (0 if
+ * unknown), or SR_EIO; err says which file and why. */
+static int sr__lock_file(const char *dir, long *holder, char *err, size_t errlen)
+{
+    *holder = 0;
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return SR_EIO;
+    }
+    int rc;
+    while ((rc = flock(fd, LOCK_EX | LOCK_NB)) < 0 && errno == EINTR) {}
+    if (rc < 0) {
+        int e = errno;
+        if (e == EWOULDBLOCK) {
+            *holder = sr__holder(fd);
+            snprintf(err, errlen, "%s is held by another process", path);
+        } else {
+            snprintf(err, errlen, "cannot lock %s: %s", path, strerror(e));
+        }
+        close(fd);
+        return e == EWOULDBLOCK ? SR_EBUSY : SR_EIO;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+        /* The pid only names the holder in another process's message: the
+         * lock is held all the same. */
+    }
+    return fd;
+}
+
 int sr_lock_acquire(const char *dir, long *holder, char *err, size_t errlen)
 {
     *holder = 0;
@@ -43,39 +80,12 @@ int sr_lock_acquire(const char *dir, long *holder, char *err, size_t errlen)
         lock_fd = -1;
         lock_dir = NULL;
     }
-    char path[4200];
-    snprintf(path, sizeof(path), "%s/lock", dir);
-    /* Close-on-exec; a forked checkpoint writer closes its copy, so the
-     * lock goes with this process alone. */
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-        return SR_EIO;
-    }
-    int rc;
-    while ((rc = flock(fd, LOCK_EX | LOCK_NB)) < 0 && errno == EINTR) {}
-    if (rc < 0) {
-        int e = errno;
-        if (e == EWOULDBLOCK) {
-            *holder = sr__holder(fd);
-            snprintf(err, errlen, "%s is held by another process", path);
-            close(fd);
-            return SR_EBUSY;
-        }
-        snprintf(err, errlen, "cannot lock %s: %s", path, strerror(e));
-        close(fd);
-        return SR_EIO;
-    }
-    char pid[32];
-    int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
-        /* The pid only names the holder in another process's message: the
-         * lock is held all the same. */
-    }
+    int fd = sr__lock_file(dir, holder, err, errlen);
+    if (fd < 0) return fd;
     lock_dir = sr_strdup(dir);
     if (!lock_dir) {
         close(fd);
-        snprintf(err, errlen, "lock %s: %s", path, sr_strerror(SR_ENOMEM));
+        snprintf(err, errlen, "lock %s/lock: %s", dir, sr_strerror(SR_ENOMEM));
         return SR_ENOMEM;
     }
     lock_fd = fd;
@@ -96,29 +106,7 @@ void sr_lock_release(void)
 
 int sr_lock_task_acquire(const char *dir, long *holder, char *err, size_t errlen)
 {
-    *holder = 0;
-    char path[4200];
-    snprintf(path, sizeof(path), "%s/lock", dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-        return SR_EIO;
-    }
-    int rc;
-    while ((rc = flock(fd, LOCK_EX | LOCK_NB)) < 0 && errno == EINTR) {}
-    if (rc < 0) {
-        int e = errno;
-        if (e == EWOULDBLOCK) *holder = sr__holder(fd);
-        snprintf(err, errlen, e == EWOULDBLOCK ? "%s is held by another process" : "cannot lock %s", path);
-        close(fd);
-        return e == EWOULDBLOCK ? SR_EBUSY : SR_EIO;
-    }
-    char pid[32];
-    int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
-        /* only names the holder in another process's message */
-    }
-    return fd;
+    return sr__lock_file(dir, holder, err, errlen);
 }
 
 void sr_lock_task_release(int fd)
