@@ -48,9 +48,11 @@ int sr_kafka_source_commit(sr_source_t *s, const char *const *topics, const int3
 
 /* With the setting tasks=1, the group's assignments and revocations wait
  * for the session: the i-th partition of the one waiting. Returns 1 (to
- * assign), 2 (to revoke) with its topic (borrowed until completed) and
- * number, 0 when none waits (or i is past the last), SR_EINVAL for another
- * kind of source. */
+ * assign) or 2 (to revoke) whenever one waits, with the i-th partition's
+ * topic (borrowed until completed) and number, or *topic NULL when i is
+ * past the last (a cooperative rebalance may assign none, and still waits
+ * for its completion); 0 when none waits, SR_EINVAL for another kind of
+ * source. */
 int sr_kafka_source_pending(sr_source_t *s, size_t i, const char **topic, int32_t *partition);
 
 /* Completes the assignment or revocation waiting: an assigned partition i

@@ -497,6 +497,11 @@ static void sr__kafka_stop(sr_source_t *s)
         rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, 100);
         if (m) rd_kafka_message_destroy(m);
     }
+    /* A rebalance still waiting (the job stopped before its batch
+     * boundary) is completed first: librdkafka's close waits for the
+     * assign or unassign it asked for. Nothing is read any more, and no
+     * task was opened for what it assigns. */
+    if (k->pending) sr_kafka_source_complete(s, NULL, 0);
     /* Leaves the group now (the revocation comes through the rebalance
      * callback, answered at once: the session checkpointed its tasks), so
      * other members take the partitions over at once. */
@@ -591,9 +596,16 @@ int sr_kafka_source_pending(sr_source_t *s, size_t i, const char **topic, int32_
 {
     if (!s || s->type != &sr_source_kafka || !s->impl) return SR_EINVAL;
     sr__kafka_t *k = s->impl;
-    if (!k->pending || i >= (size_t)k->pending->cnt) return 0;
-    *topic = k->pending->elems[i].topic;
-    *partition = k->pending->elems[i].partition;
+    if (!k->pending) return 0;
+    /* An empty list waits too: until it is completed, the group's
+     * rebalance is not over and nothing is fetched or committed. */
+    if (i >= (size_t)k->pending->cnt) {
+        *topic = NULL;
+        *partition = -1;
+    } else {
+        *topic = k->pending->elems[i].topic;
+        *partition = k->pending->elems[i].partition;
+    }
     return k->pending_assign ? 1 : 2;
 }
 

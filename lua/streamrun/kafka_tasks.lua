@@ -194,6 +194,9 @@ function Tasks:rebalance(input)
     local w = C.sr_kafka_source_pending(input.src, #list, tp_topic, tp_part)
     if w <= 0 then break end
     what = w
+    -- Past the last partition (an assignment of none, a cooperative
+    -- rebalance's usual second half): still completed below.
+    if tp_topic[0] == nil then break end
     list[#list + 1] = { ffi_string(tp_topic[0]), tp_part[0] }
   end
   if what == 2 then

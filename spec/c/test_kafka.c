@@ -3,7 +3,8 @@
  * source on the real event loop (batches run until they arrive, a bounded
  * number of them), framed with their partition and key; offsets per
  * partition; bad settings refused with a message; a producer whose broker
- * is down reports messages in flight. No allocation is left behind. */
+ * is down reports messages in flight; with tasks=1, every rebalance waits
+ * for its completion, an assignment of no partition too. No allocation is left behind. */
 #include "sr_test.h"
 
 #include "sr_alloc.h"
@@ -227,6 +228,74 @@ static void test_sink_broker_down(void **state)
     sr_kafka_sink_free(k);
 }
 
+/* Completes the rebalance src waits for, if any, every assigned partition
+ * at the group's offset. Returns how many partitions it listed, -1 when
+ * none waited. */
+static int serve(fixture_t *f, int src)
+{
+    sr_source_t *s = sr_loop_source(f->l, src);
+    const char *topic;
+    int32_t part;
+    int64_t offs[8];
+    int n = 0, w = 0;
+    for (;; n++) {
+        w = sr_kafka_source_pending(s, (size_t)n, &topic, &part);
+        if (w <= 0 || !topic) break;
+        assert_true(n < 8);
+        offs[n] = -1;
+    }
+    if (n == 0 && w <= 0) return -1;
+    assert_int_equal(sr_kafka_source_complete(s, offs, (size_t)n), 0);
+    return n;
+}
+
+static int assigned_count(fixture_t *f, int src)
+{
+    const char *topic;
+    int32_t part;
+    int64_t next;
+    int assigned, n = 0;
+    for (size_t i = 0; sr_kafka_source_partition(sr_loop_source(f->l, src), i, &topic, &part, &next, &assigned) == 0;
+         i++)
+        n += assigned;
+    return n;
+}
+
+static void test_tasks_rebalance(void **state)
+{
+    fixture_t *f = *state;
+    new_loop(f);
+    char err[256] = "";
+    /* As a job run as tasks sets it (streamrun.kafka). */
+    const char *kv[] = {"brokers", f->bootstrap, "topic", "t", "group", "gt", "tasks", "1",
+                        "config:log_level", "0", "config:partition.assignment.strategy", "cooperative-sticky",
+                        "config:session.timeout.ms", "6000", "config:heartbeat.interval.ms", "500", NULL};
+    sr_source_opts_t o = {.kind = "kafka", .name = "a", .kv = kv, .nkv = 8};
+    int a = sr_loop_add_source(f->l, &o, err, sizeof(err));
+    if (a < 0) fail_msg("kafka source: %s", err);
+    sr_tick_t t;
+    int b = -1, empty = 0;
+    for (int i = 0; i < 2 * MAX_BATCHES; i++) {
+        assert_int_equal(sr_loop_next(f->l, &t), SR_OK);
+        sr_loop_release(f->l);
+        if (serve(f, a) == 0) empty++;
+        if (b >= 0 && serve(f, b) == 0) empty++;
+        if (b < 0 && assigned_count(f, a) == 4) {
+            /* A second member: the cooperative rebalance moves two
+             * partitions in two rounds, in which members are assigned
+             * none. */
+            o.name = "b";
+            b = sr_loop_add_source(f->l, &o, err, sizeof(err));
+            if (b < 0) fail_msg("kafka source: %s", err);
+        }
+        if (b >= 0 && assigned_count(f, a) == 2 && assigned_count(f, b) == 2) break;
+    }
+    assert_true(b >= 0);
+    assert_int_equal(assigned_count(f, a), 2);
+    assert_int_equal(assigned_count(f, b), 2);
+    assert_true(empty > 0);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -235,6 +304,7 @@ int main(void)
         T(test_resumes_at_offsets),
         T(test_bad_settings),
         T(test_sink_broker_down),
+        T(test_tasks_rebalance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

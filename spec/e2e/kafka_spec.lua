@@ -132,7 +132,20 @@ describe("e2e kafka", function()
     kafka.produce(mock.bootstrap, "clicks", lines)
     local p1 = e2e.start("kafka_repartition", { brokers = mock.bootstrap, dir = dir })
     local p2 = e2e.start("kafka_repartition", { brokers = mock.bootstrap, dir = dir })
-    kafka.wait_state(dir, "pages", exact(expected), 90, "page counts", p1)
+    local ok, err = pcall(kafka.wait_state, dir, "pages", exact(expected), 90, "page counts", p1)
+    if not ok then
+      err = err .. "\n=== p2 (pid " .. p2.pid .. ")\n" .. p2:describe()
+      for name, p in pairs { p1 = p1, p2 = p2 } do
+        p:pump()
+        err = err .. "\n=== " .. name .. " stderr, batches left out\n" .. p.stderr:gsub("streamrun: batch [^\n]*\n", "")
+      end
+      local _, out = e2e.exec({ "inspect", dir })
+      err = err .. "\n=== inspect\n" .. out:gsub('"stages":{[^}]*}', ""):gsub('"params":{[^}]*}', "")
+      for _, topic in ipairs { "clicks", "clicks-by-page" } do
+        err = err .. "\n=== committed " .. topic .. " " .. table.concat(kafka.committed(mock.bootstrap, "pages", topic, 4), " ")
+      end
+      error(err, 0)
+    end
     -- Each page is counted in one task, of the repartition topic.
     for _, d in ipairs(require("streamrun.kafka_tasks").task_dirs(dir)) do
       local code, out = e2e.exec({ "inspect", d, "--keys", "pages" })
@@ -140,7 +153,14 @@ describe("e2e kafka", function()
       if not d:find("clicks%-by%-page%-%d$") then assert.equal("", out) end
     end
     for _, p in ipairs { p1, p2 } do p:kill("TERM") end
-    for _, p in ipairs { p1, p2 } do assert.equal(0, p:wait(30)) end
+    for name, p in pairs { p1 = p1, p2 = p2 } do
+      local ok, code = pcall(p.wait, p, 30)
+      if not ok or code ~= 0 then
+        p:pump()
+        error(("%s (pid %d) did not exit with 0: %s\n%s"):format(name, p.pid, ok and tostring(code) or code,
+          p.stderr:gsub("streamrun: batch [^\n]*\n", "")), 0)
+      end
+    end
   end)
 
   it("refuses an output to a file in a job run as tasks, before connecting", function()
