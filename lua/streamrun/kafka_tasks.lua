@@ -206,6 +206,12 @@ function Tasks:rebalance(input)
       if task and what == 2 then self:close_task(task) elseif task then self:drop_task(task) end
       self.later[name], self.told[name] = nil, nil
     end
+    -- Lost is the whole assignment: nothing put off is this member's now.
+    if what == 3 then
+      for name, w in pairs(self.later) do
+        if w.input == input then self.later[name], self.told[name] = nil, nil end
+      end
+    end
     C.sr_kafka_source_complete(input.src, nil, 0)
   elseif what == 1 then
     -- A task still locked by its previous owner is put off (retried at
