@@ -48,7 +48,9 @@ int sr_kafka_source_commit(sr_source_t *s, const char *const *topics, const int3
 
 /* With the setting tasks=1, the group's assignments and revocations wait
  * for the session: the i-th partition of the one waiting. Returns 1 (to
- * assign) or 2 (to revoke) whenever one waits, with the i-th partition's
+ * assign), 2 (to revoke) or 3 (lost: the group dropped this member, the
+ * partitions have other owners already and nothing of theirs may be
+ * committed) whenever one waits, with the i-th partition's
  * topic (borrowed until completed) and number, or *topic NULL when i is
  * past the last (a cooperative rebalance may assign none, and still waits
  * for its completion); 0 when none waits, SR_EINVAL for another kind of
@@ -56,10 +58,19 @@ int sr_kafka_source_commit(sr_source_t *s, const char *const *topics, const int3
 int sr_kafka_source_pending(sr_source_t *s, size_t i, const char **topic, int32_t *partition);
 
 /* Completes the assignment or revocation waiting: an assigned partition i
- * starts at offsets[i] (< 0: the group's committed offset, else `start`).
+ * starts at offsets[i] (< 0: the group's committed offset, else `start`;
+ * SR_KAFKA_LATER: not read until sr_kafka_source_assign_late).
  * Returns 0 (also when none waits), SR_EINVAL for another kind of source,
  * or SR_EIO when librdkafka refuses it (logged). */
 int sr_kafka_source_complete(sr_source_t *s, const int64_t *offsets, size_t n);
+
+#define SR_KAFKA_LATER (-2) /* an offset for sr_kafka_source_complete */
+
+/* Starts reading a partition the group assigned and the session put off
+ * (its task was locked by its previous owner), at offset (< 0: the
+ * group's committed one). Returns 0, SR_EBUSY while a rebalance waits
+ * (try again after it), SR_EINVAL, SR_ENOMEM or SR_EIO (logged). */
+int sr_kafka_source_assign_late(sr_source_t *s, const char *topic, int32_t partition, int64_t offset);
 
 /* -- The sink (to_kafka) -- */
 

@@ -36,7 +36,8 @@ typedef struct sr__ktp {
     int32_t partition;
     int64_t next;      /* offset after the last record delivered; -1 none */
     int64_t committed; /* the group's committed offset (asked, or acknowledged); -1 none */
-    int assigned;
+    int assigned;      /* its records are delivered */
+    int held;          /* in librdkafka's assignment (assigned by us) */
 } sr__ktp_t;
 
 typedef struct sr__kafka {
@@ -66,6 +67,7 @@ typedef struct sr__kafka {
     int asking;              /* a query is under way */
     int answered;            /* the last query was answered: a partition without
                                 a committed offset starts at `start` */
+    int pending_lost;        /* the revocation is of a lost assignment */
 } sr__kafka_t;
 
 /* -- Partitions -- */
@@ -185,6 +187,14 @@ static void sr__kafka_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (k->pending) rd_kafka_topic_partition_list_destroy(k->pending);
         k->pending = rd_kafka_topic_partition_list_copy(parts);
         k->pending_assign = assign;
+        /* Lost (the group dropped this member: session timeout, fenced
+         * generation): the partitions are someone else's already. */
+        k->pending_lost = !assign && rd_kafka_assignment_lost(rk);
+        if (k->pending_lost)
+            for (int i = 0; i < parts->cnt; i++) {
+                long t = sr__kafka_tp(k, parts->elems[i].topic, parts->elems[i].partition);
+                if (t >= 0) k->tps[t].assigned = 0;
+            }
         if (assign)
             for (int i = 0; i < parts->cnt; i++) {
                 long t = sr__kafka_tp(k, parts->elems[i].topic, parts->elems[i].partition);
@@ -506,6 +516,14 @@ static void sr__kafka_stop(sr_source_t *s)
      * callback, answered at once: the session checkpointed its tasks), so
      * other members take the partitions over at once. */
     k->defer = 0;
+    /* A committed-offsets query still under way answers on `asked`: its
+     * answer is waited for (a few seconds at most) so that librdkafka does
+     * not answer to a queue already destroyed. */
+    if (k->asking) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(k->asked, 3000);
+        if (ev) rd_kafka_event_destroy(ev);
+        k->asking = 0;
+    }
     rd_kafka_consumer_close(k->rk);
     rd_kafka_queue_destroy(k->asked);
     rd_kafka_queue_destroy(k->queue);
@@ -606,34 +624,29 @@ int sr_kafka_source_pending(sr_source_t *s, size_t i, const char **topic, int32_
         *topic = k->pending->elems[i].topic;
         *partition = k->pending->elems[i].partition;
     }
-    return k->pending_assign ? 1 : 2;
+    return k->pending_assign ? 1 : k->pending_lost ? 3 : 2;
 }
 
-int sr_kafka_source_complete(sr_source_t *s, const int64_t *offsets, size_t n)
+/* Tells librdkafka to add (assign) or remove the partitions in told:
+ * incrementally under the cooperative protocol, else the whole held
+ * assignment anew. Returns 0 or SR_EIO (logged). */
+static int sr__kafka_apply(sr_source_t *s, rd_kafka_topic_partition_list_t *told, int assign)
 {
-    if (!s || s->type != &sr_source_kafka || !s->impl) return SR_EINVAL;
     sr__kafka_t *k = s->impl;
-    if (!k->pending) return SR_OK;
-    rd_kafka_topic_partition_list_t *parts = k->pending;
-    int assign = k->pending_assign;
-    k->pending = NULL;
-    for (int i = 0; i < parts->cnt; i++) {
-        long t = sr__kafka_tp(k, parts->elems[i].topic, parts->elems[i].partition);
-        if (t < 0) continue;
-        if (assign && (size_t)i < n && offsets[i] >= 0) k->tps[t].next = offsets[i];
-        if (assign) k->ask = 1, k->answered = 0;
-        if (assign && (size_t)i < n) parts->elems[i].offset = offsets[i] >= 0 ? offsets[i] : RD_KAFKA_OFFSET_INVALID;
-        /* Revoked: where it stood is its next owner's to say. */
-        if (!assign) k->tps[t].next = -1;
-        k->tps[t].assigned = assign;
-    }
     rd_kafka_error_t *e = NULL;
     rd_kafka_resp_err_t r = RD_KAFKA_RESP_ERR_NO_ERROR;
-    if (!strcmp(rd_kafka_rebalance_protocol(k->rk), "COOPERATIVE"))
-        e = assign ? rd_kafka_incremental_assign(k->rk, parts) : rd_kafka_incremental_unassign(k->rk, parts);
-    else
-        r = rd_kafka_assign(k->rk, assign ? parts : NULL);
-    rd_kafka_topic_partition_list_destroy(parts);
+    if (!strcmp(rd_kafka_rebalance_protocol(k->rk), "COOPERATIVE")) {
+        e = assign ? rd_kafka_incremental_assign(k->rk, told) : rd_kafka_incremental_unassign(k->rk, told);
+    } else {
+        rd_kafka_topic_partition_list_t *all = rd_kafka_topic_partition_list_new((int)k->ntps + 1);
+        if (!all) return SR_ENOMEM;
+        for (size_t t = 0; t < k->ntps; t++)
+            if (k->tps[t].held)
+                rd_kafka_topic_partition_list_add(all, k->tps[t].topic, k->tps[t].partition)->offset =
+                    k->tps[t].next >= 0 ? k->tps[t].next : RD_KAFKA_OFFSET_INVALID;
+        r = rd_kafka_assign(k->rk, all->cnt ? all : NULL);
+        rd_kafka_topic_partition_list_destroy(all);
+    }
     if (e) {
         sr__kafka_error(s, "assignment", rd_kafka_error_string(e));
         rd_kafka_error_destroy(e);
@@ -644,4 +657,66 @@ int sr_kafka_source_complete(sr_source_t *s, const int64_t *offsets, size_t n)
         return SR_EIO;
     }
     return SR_OK;
+}
+
+int sr_kafka_source_complete(sr_source_t *s, const int64_t *offsets, size_t n)
+{
+    if (!s || s->type != &sr_source_kafka || !s->impl) return SR_EINVAL;
+    sr__kafka_t *k = s->impl;
+    if (!k->pending) return SR_OK;
+    rd_kafka_topic_partition_list_t *parts = k->pending;
+    int assign = k->pending_assign;
+    k->pending = NULL;
+    k->pending_lost = 0;
+    /* What librdkafka is told: an assigned partition the session put off
+     * (SR_KAFKA_LATER) is assigned later by sr_kafka_source_assign_late,
+     * and only what it holds is unassigned. */
+    rd_kafka_topic_partition_list_t *told = rd_kafka_topic_partition_list_new(parts->cnt > 0 ? parts->cnt : 1);
+    if (!told) {
+        rd_kafka_topic_partition_list_destroy(parts);
+        return SR_ENOMEM;
+    }
+    for (int i = 0; i < parts->cnt; i++) {
+        long t = sr__kafka_tp(k, parts->elems[i].topic, parts->elems[i].partition);
+        if (t < 0) continue;
+        if (assign) {
+            int64_t off = (size_t)i < n ? offsets[i] : -1;
+            k->ask = 1, k->answered = 0; /* the group's committed offsets, for the lag */
+            if (off == SR_KAFKA_LATER) continue;
+            if (off >= 0) k->tps[t].next = off;
+            rd_kafka_topic_partition_list_add(told, parts->elems[i].topic, parts->elems[i].partition)->offset =
+                off >= 0 ? off : RD_KAFKA_OFFSET_INVALID;
+            k->tps[t].assigned = 1;
+        } else {
+            /* Revoked: where it stood is its next owner's to say. */
+            if (k->tps[t].held)
+                rd_kafka_topic_partition_list_add(told, parts->elems[i].topic, parts->elems[i].partition);
+            k->tps[t].next = -1;
+            k->tps[t].assigned = 0;
+        }
+        k->tps[t].held = assign;
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    int rc = sr__kafka_apply(s, told, assign);
+    rd_kafka_topic_partition_list_destroy(told);
+    return rc;
+}
+
+int sr_kafka_source_assign_late(sr_source_t *s, const char *topic, int32_t partition, int64_t offset)
+{
+    if (!s || s->type != &sr_source_kafka || !s->impl || !topic) return SR_EINVAL;
+    sr__kafka_t *k = s->impl;
+    if (k->pending) return SR_EBUSY;
+    long t = sr__kafka_tp(k, topic, partition);
+    if (t < 0) return SR_ENOMEM;
+    rd_kafka_topic_partition_list_t *told = rd_kafka_topic_partition_list_new(1);
+    if (!told) return SR_ENOMEM;
+    rd_kafka_topic_partition_list_add(told, topic, partition)->offset = offset >= 0 ? offset : RD_KAFKA_OFFSET_INVALID;
+    if (offset >= 0) k->tps[t].next = offset;
+    k->tps[t].assigned = 1;
+    k->tps[t].held = 1;
+    k->ask = 1, k->answered = 0;
+    int rc = sr__kafka_apply(s, told, 1);
+    rd_kafka_topic_partition_list_destroy(told);
+    return rc;
 }

@@ -9,9 +9,13 @@
 -- (runtime/sr_source_kafka.c, tasks=1): a revoked partition's task, whose
 -- records up to the boundary have run, is checkpointed (its offset
 -- committed to the group) and its lock released before the partition is
--- let go; an assigned one is locked (waiting for its previous owner to
--- release it), restored from its newest checkpoint and resumes at the
--- offset that checkpoint holds. kill -9 loses the batches after a task's
+-- let go; an assigned one is locked, restored from its newest checkpoint
+-- and resumes at the offset that checkpoint holds. One still locked by its
+-- previous owner is put off, not read, and tried again at each batch
+-- boundary while the process's other tasks run. A lost assignment (the
+-- group dropped this member: session timeout, fenced generation) drops its
+-- tasks at once, with no checkpoint or commit: their next owners resume
+-- from the last checkpoint. kill -9 loses the batches after a task's
 -- last checkpoint, which its next owner reads again: state counts every
 -- record once.
 --
@@ -31,6 +35,7 @@ local ffi_string = ffi.string
 ffi.cdef [[
 int sr_kafka_source_pending(sr_source_t *s, size_t i, const char **topic, int32_t *partition);
 int sr_kafka_source_complete(sr_source_t *s, const int64_t *offsets, size_t n);
+int sr_kafka_source_assign_late(sr_source_t *s, const char *topic, int32_t partition, int64_t offset);
 int sr_lock_task_acquire(const char *dir, long *holder, char *err, size_t errlen);
 void sr_lock_task_release(int fd);
 typedef struct sr_glob { size_t gl_pathc; char **gl_pathv; size_t gl_offs; int gl_flags; void *fns[5]; } sr_glob_t;
@@ -41,7 +46,7 @@ void globfree(sr_glob_t *pglob);
 local M = {}
 
 local SR_EBUSY = -10
-local LOCK_WAIT_MS = 60000
+local SR_KAFKA_LATER = -2
 
 -- Whether job runs as tasks: it checkpoints and reads kafka sources (its
 -- topics, and the repartition topics it reads back) and nothing else.
@@ -80,43 +85,27 @@ function Tasks:task_dir(topic, partition)
   return dir
 end
 
--- Locks the directories of every task in list ({ topic, partition }) at
--- once, waiting while another process holds one: all or none are held at a
--- time, so two processes each waiting for the other's never deadlock (the
--- holder of an old assignment releases it at its next batch boundary).
--- Returns the descriptors by index, or nil and the exit code.
-function Tasks:lock_all(list)
-  local deadline = core.clock_ms() + LOCK_WAIT_MS
-  local told = {}
-  while true do
-    local fds, busy = {}, nil
-    for i, tp in ipairs(list) do
-      local dir, err = self:task_dir(tp[1], tp[2])
-      if not dir then
-        self.log("task %s-%d: %s", tp[1], tp[2], err)
-        for _, fd in pairs(fds) do C.sr_lock_task_release(fd) end
-        return nil, 1
-      end
-      local fd = C.sr_lock_task_acquire(dir, holder, errbuf, 512)
-      if fd < 0 then
-        busy = { tp = tp, fd = fd, pid = tonumber(holder[0]), why = ffi_string(errbuf) }
-        break
-      end
-      fds[i] = fd
-    end
-    if not busy then return fds end
-    for _, fd in pairs(fds) do C.sr_lock_task_release(fd) end
-    local name = busy.tp[1] .. "-" .. busy.tp[2]
-    if busy.fd ~= SR_EBUSY or core.clock_ms() > deadline then
-      self.log("task %s: %s", name, busy.why)
-      return nil, 1
-    end
-    if not told[name] then
-      self.log("task %s: waiting for pid %d to release it", name, busy.pid)
-      told[name] = true
-    end
-    if C.sr_loop_wait(self.loop, 20 + math.random(0, 80)) ~= 0 then return nil, 0 end
+-- Locks the directory of the task of tp ({ topic, partition }) without
+-- waiting. Returns the descriptor; false when another process holds it
+-- (logged once per wait); or nil and the exit code.
+function Tasks:try_lock(tp)
+  local name = tp[1] .. "-" .. tp[2]
+  local dir, err = self:task_dir(tp[1], tp[2])
+  if not dir then
+    self.log("task %s: %s", name, err)
+    return nil, 1
   end
+  local fd = C.sr_lock_task_acquire(dir, holder, errbuf, 512)
+  if fd >= 0 then return fd end
+  if fd ~= SR_EBUSY then
+    self.log("task %s: %s", name, ffi_string(errbuf))
+    return nil, 1
+  end
+  if not self.told[name] then
+    self.log("task %s: waiting for pid %d to release it (the other tasks run meanwhile)", name, tonumber(holder[0]))
+    self.told[name] = true
+  end
+  return false
 end
 
 -- Opens the task of topic/partition, read by source input, its directory
@@ -181,6 +170,18 @@ function Tasks:close_task(task)
     task.next >= 0 and tostring(task.next) or "none")
 end
 
+-- Drops a task whose partition was lost (the group gave it to another
+-- member without a revocation): nothing checkpointed or committed, its
+-- state since its last checkpoint discarded; its next owner resumes from
+-- that checkpoint and its offset, so nothing is counted twice.
+function Tasks:drop_task(task)
+  local S = task.S
+  if S.writer then S.writer:wait() end
+  C.sr_lock_task_release(task.lock)
+  self.tasks[task.name] = nil
+  self.log("task %s: partition lost; released without a checkpoint", task.name)
+end
+
 -- Commits a task checkpoint's offsets to the group.
 function Tasks:commit(input, taken)
   kafka.commit(input.node, input.src, taken and taken[input.node.stage_name])
@@ -199,32 +200,59 @@ function Tasks:rebalance(input)
     if tp_topic[0] == nil then break end
     list[#list + 1] = { ffi_string(tp_topic[0]), tp_part[0] }
   end
-  if what == 2 then
+  if what == 2 or what == 3 then
     for _, tp in ipairs(list) do
-      local task = self.tasks[tp[1] .. "-" .. tp[2]]
-      if task then self:close_task(task) end
+      local name = tp[1] .. "-" .. tp[2]
+      local task = self.tasks[name]
+      if task and what == 2 then self:close_task(task) elseif task then self:drop_task(task) end
+      self.later[name], self.told[name] = nil, nil
+    end
+    -- Lost is the whole assignment: nothing put off is this member's now.
+    if what == 3 then
+      for name, w in pairs(self.later) do
+        if w.input == input then self.later[name], self.told[name] = nil, nil end
+      end
     end
     C.sr_kafka_source_complete(input.src, nil, 0)
   elseif what == 1 then
+    -- A task still locked by its previous owner is put off (retried at
+    -- later batch boundaries): the others run meanwhile.
     local offs = ffi.new("int64_t[?]", #list)
-    local new = {}
-    for _, tp in ipairs(list) do
-      if not self.tasks[tp[1] .. "-" .. tp[2]] then new[#new + 1] = tp end
-    end
-    local fds, code = self:lock_all(new)
-    if not fds then return nil, code end
-    for i, tp in ipairs(new) do
-      local task, off = self:open_task(input, tp[1], tp[2], fds[i])
-      if not task then
-        for j = i + 1, #new do C.sr_lock_task_release(fds[j]) end
-        return nil, off
-      end
-    end
     for i, tp in ipairs(list) do
-      local task = self.tasks[tp[1] .. "-" .. tp[2]]
-      offs[i - 1] = task.next
+      local name = tp[1] .. "-" .. tp[2]
+      local task = self.tasks[name]
+      if not task then
+        local fd, code = self:try_lock(tp)
+        if fd == nil then return nil, code end
+        if fd then
+          local off
+          task, off = self:open_task(input, tp[1], tp[2], fd)
+          if not task then return nil, off end
+        else
+          self.later[name] = { input = input, tp = tp }
+        end
+      end
+      offs[i - 1] = task and task.next or SR_KAFKA_LATER
     end
     C.sr_kafka_source_complete(input.src, offs, #list)
+  end
+  return true
+end
+
+-- Starts the tasks put off whose locks came free. Returns true, or nil and
+-- the exit code.
+function Tasks:start_later()
+  for name, w in pairs(self.later) do
+    if C.sr_kafka_source_pending(w.input.src, 0, tp_topic, tp_part) == 0 then
+      local fd, code = self:try_lock(w.tp)
+      if fd == nil then return nil, code end
+      if fd then
+        local task, off = self:open_task(w.input, w.tp[1], w.tp[2], fd)
+        if not task then return nil, off end
+        self.later[name], self.told[name] = nil, nil
+        if C.sr_kafka_source_assign_late(w.input.src, w.tp[1], w.tp[2], off) ~= 0 then return nil, 1 end
+      end
+    end
   end
   return true
 end
@@ -247,6 +275,10 @@ function Tasks:wait_while_held()
   local ok, code
   for _, input in ipairs(self.inputs) do
     ok, code = self:rebalance(input)
+    if not ok then return nil, code end
+  end
+  if next(self.later) then
+    ok, code = self:start_later()
     if not ok then return nil, code end
   end
   for task in self:each() do
@@ -395,7 +427,7 @@ function M.open(job, o)
     return nil, 1
   end
   local T = setmetatable({
-    job = job, o = o, settings = settings, log = o.log, tasks = {},
+    job = job, o = o, settings = settings, log = o.log, tasks = {}, later = {}, told = {},
     nbatches = 0, batches_base = 0, total_records = 0, dead_before = 0, started = core.clock_ms(),
   }, Tasks)
   T.loop = o.make_loop()

@@ -231,7 +231,13 @@ static void test_sink_broker_down(void **state)
 /* Completes the rebalance src waits for, if any, every assigned partition
  * at the group's offset. Returns how many partitions it listed, -1 when
  * none waited. */
-static int serve(fixture_t *f, int src)
+static int serve_later(fixture_t *f, int src, int32_t later);
+
+static int serve(fixture_t *f, int src) { return serve_later(f, src, -1); }
+
+/* Completes what waits on src, putting off partition later (its task
+ * locked elsewhere). Returns how many partitions, or -1 when none waits. */
+static int serve_later(fixture_t *f, int src, int32_t later)
 {
     sr_source_t *s = sr_loop_source(f->l, src);
     const char *topic;
@@ -242,7 +248,7 @@ static int serve(fixture_t *f, int src)
         w = sr_kafka_source_pending(s, (size_t)n, &topic, &part);
         if (w <= 0 || !topic) break;
         assert_true(n < 8);
-        offs[n] = -1;
+        offs[n] = w == 1 && part == later ? SR_KAFKA_LATER : -1;
     }
     if (n == 0 && w <= 0) return -1;
     assert_int_equal(sr_kafka_source_complete(s, offs, (size_t)n), 0);
@@ -296,6 +302,44 @@ static void test_tasks_rebalance(void **state)
     assert_true(empty > 0);
 }
 
+/* A partition put off (its task locked by its previous owner) is not
+ * read until assigned late; a revocation after it completes. */
+static void test_tasks_assign_late(void **state)
+{
+    fixture_t *f = *state;
+    new_loop(f);
+    char err[256] = "";
+    const char *kv[] = {"brokers", f->bootstrap, "topic", "t", "group", "gl", "tasks", "1",
+                        "config:log_level", "0", "config:partition.assignment.strategy", "cooperative-sticky",
+                        "config:session.timeout.ms", "6000", "config:heartbeat.interval.ms", "500", NULL};
+    sr_source_opts_t o = {.kind = "kafka", .name = "a", .kv = kv, .nkv = 8};
+    int a = sr_loop_add_source(f->l, &o, err, sizeof(err));
+    if (a < 0) fail_msg("kafka source: %s", err);
+    sr_source_t *sa = sr_loop_source(f->l, a);
+    sr_tick_t t;
+    int i = 0;
+    for (; i < 2 * MAX_BATCHES && assigned_count(f, a) < 3; i++) {
+        assert_int_equal(sr_loop_next(f->l, &t), SR_OK);
+        sr_loop_release(f->l);
+        serve_later(f, a, 3);
+    }
+    assert_int_equal(assigned_count(f, a), 3);
+    assert_int_equal(sr_kafka_source_assign_late(sa, "t", 3, -1), 0);
+    assert_int_equal(assigned_count(f, a), 4);
+    o.name = "b";
+    int b = sr_loop_add_source(f->l, &o, err, sizeof(err));
+    if (b < 0) fail_msg("kafka source: %s", err);
+    for (i = 0; i < 2 * MAX_BATCHES; i++) {
+        assert_int_equal(sr_loop_next(f->l, &t), SR_OK);
+        sr_loop_release(f->l);
+        serve(f, a);
+        serve(f, b);
+        if (assigned_count(f, a) == 2 && assigned_count(f, b) == 2) break;
+    }
+    assert_int_equal(assigned_count(f, a), 2);
+    assert_int_equal(assigned_count(f, b), 2);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -305,6 +349,7 @@ int main(void)
         T(test_bad_settings),
         T(test_sink_broker_down),
         T(test_tasks_rebalance),
+        T(test_tasks_assign_late),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -120,6 +120,49 @@ describe("e2e kafka", function()
     assert.same(expected, kafka.wait_state(dir, "totals", exact(expected), 10, "the final counts"))
   end)
 
+  it("lost assignment: a stopped member's partitions go to the other, which reads its own meanwhile; "
+    .. "the stopped one, continued, drops them without a checkpoint: every message counted once", function()
+    local mock = kafka.mock { topics = { "events:4" } }
+    local dir = proc.tmpdir() .. "/ckpt"
+    local expected = {}
+    local params = { brokers = mock.bootstrap, dir = dir }
+    kafka.produce(mock.bootstrap, "events", messages(1, 1000, 13, expected))
+    local p1 = e2e.start("kafka_count", params)
+    local p2 = e2e.start("kafka_count", params)
+    kafka.wait_state(dir, "totals", exact(expected), 60, "two processes counting 1000 messages", p2)
+    -- Both hold partitions: p1 stopped past its session timeout (6 s) is
+    -- dropped from the group, which gives p2 all four while p1 still holds
+    -- its tasks' locks.
+    local held = function(p)
+      p:pump()
+      local last
+      for n in p.stderr:gmatch("assigned (%d+) partitions") do last = tonumber(n) end
+      return last and last > 0 and last < 4
+    end
+    proc.wait_for(function() return held(p1) and held(p2) end, 60, "the two processes splitting the partitions")
+    p1:kill("STOP")
+    p2:wait_stderr("waiting for pid " .. p1.pid, 60)
+    -- p2 counts its own partitions while it waits.
+    kafka.produce(mock.bootstrap, "events", messages(1001, 1000, 13, expected))
+    p2:wait_stderr("batch", 10)
+    local before = #p2.stderr
+    p2:wait_output("stderr", function(text) return text:find(" [1-9]%d* records", before) end, 30,
+      "p2 reading records while it waits for p1's tasks")
+    p1:kill("CONT")
+    p1:wait_stderr("partition lost; released without a checkpoint", 60)
+    local ok, err = pcall(kafka.wait_state, dir, "totals", exact(expected), 90, "2000 messages counted once", p2)
+    if not ok then
+      for name, p in pairs { p1 = p1, p2 = p2 } do
+        p:pump()
+        err = err .. "\n=== " .. name .. " stderr, batches left out\n" .. p.stderr:gsub("streamrun: batch [^\n]*\n", "")
+      end
+      error(err, 0)
+    end
+    for _, p in ipairs { p1, p2 } do p:kill("TERM") end
+    for _, p in ipairs { p1, p2 } do assert.equal(0, p:wait(30)) end
+    assert.same(expected, kafka.wait_state(dir, "totals", exact(expected), 10, "the final counts"))
+  end)
+
   it("repartition: state keyed by something else than the message key, split over two processes", function()
     local mock = kafka.mock { topics = { "clicks:4", "clicks-by-page:4" } }
     local dir = proc.tmpdir() .. "/ckpt"
