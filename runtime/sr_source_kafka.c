@@ -11,9 +11,8 @@
  * got to), else at the group's committed offset, else at `start`. Client
  * errors (broker down, unknown topic, authentication) are logged once per
  * change and retried by librdkafka; the job waits. For the lag metrics,
- * each partition's watermarks are librdkafka's cached ones, and the group's
- * committed offsets are asked after each assignment through the admin API
- * (answered on a queue the timer polls, so nothing waits). */
+ * each partition's watermarks are librdkafka's cached ones; a partition not
+ * read yet stands at its resume offset, else at `start`. */
 #include "sr_alloc.h"
 #include "sr_error.h"
 #include "sr_kafka.h"
@@ -176,7 +175,7 @@ static void sr__kafka_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         k->tps[t].assigned = assign;
         if (assign && k->tps[t].next >= 0) parts->elems[i].offset = k->tps[t].next;
     }
-    if (assign) k->ask = 1, k->answered = 0;
+    if (assign) k->answered = 1;
     char list[512];
     sr__kafka_list_parts(list, sizeof(list), parts);
     sr__source_log(s, "kafka: %s %d partitions: %s", assign ? "assigned" : "revoked", parts->cnt, list);
@@ -301,66 +300,11 @@ static void sr__kafka_on_io(struct ev_loop *ev, ev_io *w, int revents)
     ev_idle_start(ev, &k->reader);
 }
 
-/* -- The group's committed offsets, for the lag of a partition not read
- * from yet: asked of the group coordinator after each assignment through
- * the admin API, whose answer comes on a queue polled without waiting. -- */
-
-static void sr__kafka_ask_committed(sr__kafka_t *k)
-{
-    /* The partitions by name (the mock cluster answers none to "all"). */
-    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new((int)k->ntps);
-    for (size_t t = 0; t < k->ntps; t++)
-        if (k->tps[t].assigned) rd_kafka_topic_partition_list_add(parts, k->tps[t].topic, k->tps[t].partition);
-    if (parts->cnt == 0) k->ask = 0; /* none assigned: nothing to ask */
-    rd_kafka_ListConsumerGroupOffsets_t *req = k->ask ? rd_kafka_ListConsumerGroupOffsets_new(k->group, parts) : NULL;
-    rd_kafka_AdminOptions_t *opts = req ? rd_kafka_AdminOptions_new(k->rk, RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS) : NULL;
-    rd_kafka_topic_partition_list_destroy(parts);
-    if (!req || !opts) goto fail;
-    char errstr[256];
-    rd_kafka_AdminOptions_set_request_timeout(opts, 10000, errstr, sizeof(errstr));
-    rd_kafka_ListConsumerGroupOffsets(k->rk, &req, 1, opts, k->asked);
-    k->asking = 1;
-    k->ask = 0;
-fail:
-    if (req) rd_kafka_ListConsumerGroupOffsets_destroy(req);
-    if (opts) rd_kafka_AdminOptions_destroy(opts);
-}
-
-/* Takes the answer, if it came: the committed offset of each partition
- * known here that has none yet (a failure: asked again at the next tick). */
-static void sr__kafka_take_committed(sr__kafka_t *k)
-{
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(k->asked, 0);
-    if (!ev) return;
-    k->asking = 0;
-    const rd_kafka_ListConsumerGroupOffsets_result_t *res = rd_kafka_event_ListConsumerGroupOffsets_result(ev);
-    size_t n = 0;
-    const rd_kafka_group_result_t **groups = res ? rd_kafka_ListConsumerGroupOffsets_result_groups(res, &n) : NULL;
-    if (rd_kafka_event_error(ev) || n != 1 || rd_kafka_group_result_error(groups[0])) {
-        if (!k->answered) k->ask = 1;
-        goto done;
-    }
-    const rd_kafka_topic_partition_list_t *parts = rd_kafka_group_result_partitions(groups[0]);
-    for (int i = 0; parts && i < parts->cnt; i++) {
-        const rd_kafka_topic_partition_t *p = &parts->elems[i];
-        if (p->err || p->offset < 0) continue;
-        for (size_t t = 0; t < k->ntps; t++) /* (partitions of other topics of the group: not ours) */
-            if (k->tps[t].partition == p->partition && !strcmp(k->tps[t].topic, p->topic) &&
-                k->tps[t].committed < p->offset)
-                k->tps[t].committed = p->offset;
-    }
-    k->answered = 1;
-done:
-    rd_kafka_event_destroy(ev);
-}
-
 static void sr__kafka_on_tick(struct ev_loop *ev, ev_timer *w, int revents)
 {
     (void)revents;
     sr_source_t *s = w->data;
     sr__kafka_t *k = s->impl;
-    if (k->asking) sr__kafka_take_committed(k);
-    if (k->ask && !k->asking) sr__kafka_ask_committed(k);
     ev_idle_start(ev, &k->reader);
 }
 
@@ -516,14 +460,6 @@ static void sr__kafka_stop(sr_source_t *s)
      * callback, answered at once: the session checkpointed its tasks), so
      * other members take the partitions over at once. */
     k->defer = 0;
-    /* A committed-offsets query still under way answers on `asked`: its
-     * answer is waited for (a few seconds at most) so that librdkafka does
-     * not answer to a queue already destroyed. */
-    if (k->asking) {
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(k->asked, 3000);
-        if (ev) rd_kafka_event_destroy(ev);
-        k->asking = 0;
-    }
     rd_kafka_consumer_close(k->rk);
     rd_kafka_queue_destroy(k->asked);
     rd_kafka_queue_destroy(k->queue);
@@ -568,8 +504,8 @@ int sr_kafka_source_lag(sr_source_t *s, size_t i, sr_kafka_lag_t *out)
         low = high = -1;
     if (low < 0) low = -1;
     if (high < 0) high = -1;
-    /* Nothing read from it yet: reading starts at the group's committed
-     * offset, else (the group answered it has none) at `start`. */
+    /* Nothing read from it yet: reading starts at the offset committed or
+     * resumed at, else at `start`. */
     int64_t at = tp->next;
     if (at < 0 && tp->committed >= 0) at = tp->committed;
     else if (at < 0 && k->answered && k->earliest) at = low;
@@ -681,7 +617,7 @@ int sr_kafka_source_complete(sr_source_t *s, const int64_t *offsets, size_t n)
         if (t < 0) continue;
         if (assign) {
             int64_t off = (size_t)i < n ? offsets[i] : -1;
-            k->ask = 1, k->answered = 0; /* the group's committed offsets, for the lag */
+            k->answered = 1; /* unread partitions: lag from `start` */
             if (off == SR_KAFKA_LATER) continue;
             if (off >= 0) k->tps[t].next = off;
             rd_kafka_topic_partition_list_add(told, parts->elems[i].topic, parts->elems[i].partition)->offset =
@@ -715,7 +651,7 @@ int sr_kafka_source_assign_late(sr_source_t *s, const char *topic, int32_t parti
     if (offset >= 0) k->tps[t].next = offset;
     k->tps[t].assigned = 1;
     k->tps[t].held = 1;
-    k->ask = 1, k->answered = 0;
+    k->answered = 1;
     int rc = sr__kafka_apply(s, told, 1);
     rd_kafka_topic_partition_list_destroy(told);
     return rc;
