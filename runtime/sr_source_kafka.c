@@ -34,7 +34,7 @@ typedef struct sr__ktp {
     char *topic;       /* owned */
     int32_t partition;
     int64_t next;      /* offset after the last record delivered; -1 none */
-    int64_t committed; /* the group's committed offset (asked, or acknowledged); -1 none */
+    int64_t committed; /* the offset committed to the group (acknowledged); -1 none */
     int assigned;      /* its records are delivered */
     int held;          /* in librdkafka's assignment (assigned by us) */
 } sr__ktp_t;
@@ -59,13 +59,7 @@ typedef struct sr__kafka {
                                 the session (sr_kafka_source_complete) */
     rd_kafka_topic_partition_list_t *pending; /* owned: what waits */
     int pending_assign;      /* 1: pending is an assignment; 0: a revocation */
-    char *group;             /* owned */
     int earliest;            /* start = "earliest" */
-    rd_kafka_queue_t *asked; /* answers to the group's committed offsets query */
-    int ask;                 /* an assignment came: ask the group's committed offsets */
-    int asking;              /* a query is under way */
-    int answered;            /* the last query was answered: a partition without
-                                a committed offset starts at `start` */
     int pending_lost;        /* the revocation is of a lost assignment */
 } sr__kafka_t;
 
@@ -175,7 +169,6 @@ static void sr__kafka_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         k->tps[t].assigned = assign;
         if (assign && k->tps[t].next >= 0) parts->elems[i].offset = k->tps[t].next;
     }
-    if (assign) k->answered = 1;
     char list[512];
     sr__kafka_list_parts(list, sizeof(list), parts);
     sr__source_log(s, "kafka: %s %d partitions: %s", assign ? "assigned" : "revoked", parts->cnt, list);
@@ -321,7 +314,6 @@ static int sr__kafka_set(rd_kafka_conf_t *conf, sr_source_t *s, const char *name
 static void sr__kafka_free(sr__kafka_t *k)
 {
     if (k->pending) rd_kafka_topic_partition_list_destroy(k->pending);
-    sr_free(k->group);
     for (size_t i = 0; i < k->ntps; i++) sr_free(k->tps[i].topic);
     sr_free(k->tps);
     sr_free(k->scratch);
@@ -375,8 +367,6 @@ static int sr__kafka_start(sr_source_t *s, const sr_source_opts_t *o)
         goto fail;
     }
     k->earliest = !strcmp(start, "earliest");
-    k->group = sr_strdup(group);
-    if (!k->group) { rc = SR_ENOMEM; goto fail; }
     if (sr__kafka_set(conf, s, "bootstrap.servers", brokers) || sr__kafka_set(conf, s, "group.id", group) ||
         sr__kafka_set(conf, s, "auto.offset.reset", start) ||
         sr__kafka_set(conf, s, "enable.auto.commit", "false") ||
@@ -406,7 +396,6 @@ static int sr__kafka_start(sr_source_t *s, const sr_source_opts_t *o)
     conf = NULL; /* the handle owns it */
     rd_kafka_poll_set_consumer(k->rk);
     k->queue = rd_kafka_queue_get_consumer(k->rk);
-    k->asked = rd_kafka_queue_new(k->rk);
     rd_kafka_queue_io_event_enable(k->queue, k->pipe[1], "1", 1);
     rd_kafka_resp_err_t e = rd_kafka_subscribe(k->rk, topics);
     if (e) {
@@ -428,7 +417,6 @@ fail:
     rd_kafka_topic_partition_list_destroy(topics);
     if (conf) rd_kafka_conf_destroy(conf);
     if (k) {
-        if (k->asked) rd_kafka_queue_destroy(k->asked);
         if (k->queue) rd_kafka_queue_destroy(k->queue);
         if (k->rk) rd_kafka_destroy(k->rk);
         sr__kafka_free(k);
@@ -461,7 +449,6 @@ static void sr__kafka_stop(sr_source_t *s)
      * other members take the partitions over at once. */
     k->defer = 0;
     rd_kafka_consumer_close(k->rk);
-    rd_kafka_queue_destroy(k->asked);
     rd_kafka_queue_destroy(k->queue);
     rd_kafka_destroy(k->rk);
     sr__kafka_free(k);
@@ -508,7 +495,7 @@ int sr_kafka_source_lag(sr_source_t *s, size_t i, sr_kafka_lag_t *out)
      * resumed at, else at `start`. */
     int64_t at = tp->next;
     if (at < 0 && tp->committed >= 0) at = tp->committed;
-    else if (at < 0 && k->answered && k->earliest) at = low;
+    else if (at < 0 && k->earliest) at = low;
     out->position = at;
     out->committed = tp->committed;
     out->low = low;
@@ -617,7 +604,6 @@ int sr_kafka_source_complete(sr_source_t *s, const int64_t *offsets, size_t n)
         if (t < 0) continue;
         if (assign) {
             int64_t off = (size_t)i < n ? offsets[i] : -1;
-            k->answered = 1; /* unread partitions: lag from `start` */
             if (off == SR_KAFKA_LATER) continue;
             if (off >= 0) k->tps[t].next = off;
             rd_kafka_topic_partition_list_add(told, parts->elems[i].topic, parts->elems[i].partition)->offset =
@@ -651,7 +637,6 @@ int sr_kafka_source_assign_late(sr_source_t *s, const char *topic, int32_t parti
     if (offset >= 0) k->tps[t].next = offset;
     k->tps[t].assigned = 1;
     k->tps[t].held = 1;
-    k->answered = 1;
     int rc = sr__kafka_apply(s, told, 1);
     rd_kafka_topic_partition_list_destroy(told);
     return rc;
