@@ -11,6 +11,7 @@
  * back). */
 #include "sr_json_lua.h"
 #include "sr_alloc.h"
+#include "sr_json_decode.h"
 #include "sr_utf8.h"
 
 #include <lauxlib.h>
@@ -244,5 +245,7 @@ int luaopen_streamrun_json(lua_State *L)
     lua_newtable(L);
     lua_pushcfunction(L, sr__encode);
     lua_setfield(L, -2, "encode");
+    lua_pushcfunction(L, sr_json_decode_batch_lua);
+    lua_setfield(L, -2, "decode_batch");
     return 1;
 }
