@@ -14,9 +14,9 @@
  *
  * What makes it cheaper than a lua-cjson call per record: no Lua string per
  * record, tables created at the size the previous record's tables at the
- * same depth had (instead of growing 1, 2, 4, 8 members), numbers of up to
- * 19 digits and a small exponent computed exactly without strtod, strings
- * without escapes pushed straight from the record. */
+ * same depth had (instead of growing 1, 2, 4, 8 members), member names from
+ * a cache, numbers of up to 19 digits and a small exponent computed exactly
+ * without strtod, strings without escapes pushed straight from the record. */
 #include "sr_json_decode.h"
 #include "sr_alloc.h"
 
@@ -30,8 +30,30 @@
 #define SR_JSON_MAX_HINT 64     /* a remembered size is capped at this */
 #define SR_LUA_TCDATA 10        /* LuaJIT's type tag of FFI cdata */
 
+/* Member names: the same few recur in every record, and are pushed from a
+ * cache (a table read) instead of being looked up in LuaJIT's string table
+ * each time (a hash of the whole name and a walk of a chain in a table of
+ * every string); they also stay alive, where a name no constant holds would
+ * be collected and made again every cycle. Direct mapped by a hash of the
+ * name's bytes; a slot's count says how often it was hit lately, and a name
+ * seen once (a map keyed by ids) takes a slot only once the count has worn
+ * down to 0. Values are not cached: most are seen once (ids, times), and a
+ * cache that misses costs more than it saves. One cache per VM, kept in its
+ * registry (the strings in a table beside it). */
+#define SR_JSON_CACHE_SLOTS 1024
+#define SR_JSON_CACHE_LEN 24
+#define SR_JSON_CACHE_HOT 15
+#define SR_JSON_SLACK 32        /* zero bytes kept after a scratch buffer's text */
+
+typedef struct sr__cached {
+    uint64_t w[3]; /* the bytes, zero after len */
+    uint8_t len, count;
+} sr__cached_t;
+
 typedef struct sr__dec {
     lua_State *L;
+    sr__cached_t *cache; /* SR_JSON_CACHE_SLOTS entries */
+    int strings;         /* stack index of the cache's strings (slot + 1 -> string) */
     const char *p;  /* the next byte; the record ends with a NUL sentinel */
     const char *end; /* the sentinel's place: a NUL before it is a byte of the record */
     int depth;
@@ -139,6 +161,50 @@ static int sr__number(sr__dec_t *d)
 
 /* -- Strings -- */
 
+/* k (0..8) bytes at p as a little-endian word, the others zero. Reads 8
+ * bytes: the scratch buffers keep SR_JSON_SLACK bytes after their text. */
+static inline uint64_t sr__word(const char *p, size_t k)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    x = __builtin_bswap64(x);
+#endif
+    return k >= 8 ? x : k == 0 ? 0 : x & (((uint64_t)1 << (8 * k)) - 1);
+}
+
+/* Pushes a member name, from the cache when it is there. */
+static void sr__push_name(sr__dec_t *d, const char *s, size_t len)
+{
+    if (len > SR_JSON_CACHE_LEN) {
+        lua_pushlstring(d->L, s, len);
+        return;
+    }
+    uint64_t w0 = sr__word(s, len), w1 = len > 8 ? sr__word(s + 8, len - 8) : 0,
+             w2 = len > 16 ? sr__word(s + 16, len - 16) : 0;
+    uint64_t h = (w0 * 0x9E3779B97F4A7C15u) ^ (w1 * 0xC2B2AE3D27D4EB4Fu) ^ (w2 * 0x165667B19E3779F9u) ^ len;
+    h ^= h >> 29;
+    int slot = (int)((h * 0xFF51AFD7ED558CCDu) >> 54); /* 10 bits: SR_JSON_CACHE_SLOTS */
+    sr__cached_t *c = &d->cache[slot];
+    if (c->w[0] == w0 && c->w[1] == w1 && c->w[2] == w2 && c->len == len && c->count) {
+        if (c->count < SR_JSON_CACHE_HOT) c->count++;
+        lua_rawgeti(d->L, d->strings, slot + 1);
+        return;
+    }
+    lua_pushlstring(d->L, s, len);
+    if (c->count > 0) {
+        c->count--;
+        return;
+    }
+    c->w[0] = w0;
+    c->w[1] = w1;
+    c->w[2] = w2;
+    c->len = (uint8_t)len;
+    c->count = 1;
+    lua_pushvalue(d->L, -1);
+    lua_rawseti(d->L, d->strings, slot + 1);
+}
+
 static int sr__hex4(const char *p)
 {
     int v = 0;
@@ -190,21 +256,22 @@ static int sr__unicode(const char *p, char *out, const char **next)
     return 4;
 }
 
-/* The string at d->p (its opening quote) pushed. Bytes other than '"',
- * '\\' and NUL are taken as they are (lua-cjson takes control characters
- * and bytes that are not UTF-8 too). */
-static int sr__string(sr__dec_t *d)
+/* The string at d->p (its opening quote) pushed (a member name when key).
+ * Bytes other than '"', '\\' and NUL are taken as they are (lua-cjson takes
+ * control characters and bytes that are not UTF-8 too). */
+static int sr__string(sr__dec_t *d, int key)
 {
     const char *s = d->p + 1, *p = s;
     while (!str_stop[(unsigned char)*p]) p++;
     if (*p == '"') {
-        lua_pushlstring(d->L, s, (size_t)(p - s));
+        if (key) sr__push_name(d, s, (size_t)(p - s));
+        else lua_pushlstring(d->L, s, (size_t)(p - s));
         d->p = p + 1;
         return 0;
     }
     if (*p != '\\') return -1;
     /* Escapes: the decoded string is never longer than its text. */
-    if (sr__grow(&str_buf, &str_cap, (size_t)(d->end - s)) < 0) return -1;
+    if (sr__grow(&str_buf, &str_cap, (size_t)(d->end - s) + SR_JSON_SLACK) < 0) return -1;
     size_t n = (size_t)(p - s);
     memcpy(str_buf, s, n);
     for (;;) {
@@ -237,7 +304,8 @@ static int sr__string(sr__dec_t *d)
         str_buf[n++] = x;
         p += 2;
     }
-    lua_pushlstring(d->L, str_buf, n);
+    if (key) sr__push_name(d, str_buf, n);
+    else lua_pushlstring(d->L, str_buf, n);
     d->p = p + 1;
     return 0;
 }
@@ -258,7 +326,7 @@ static int sr__object(sr__dec_t *d)
         d->p++;
     } else {
         for (;;) {
-            if (*d->p != '"' || sr__string(d) < 0) return -1;
+            if (*d->p != '"' || sr__string(d, 1) < 0) return -1;
             sr__ws(d);
             if (*d->p != ':') return -1;
             d->p++;
@@ -321,7 +389,7 @@ static int sr__value(sr__dec_t *d)
     switch (*p) {
     case '{': return sr__object(d);
     case '[': return sr__array(d);
-    case '"': return sr__string(d);
+    case '"': return sr__string(d, 0);
     case 't':
         if (memcmp(p, "true", 4) != 0) return -1;
         lua_pushboolean(d->L, 1);
@@ -345,14 +413,38 @@ static int sr__value(sr__dec_t *d)
 
 /* -- The batch -- */
 
+static char cache_key, strings_key; /* their addresses key the registry */
+
+/* Pushes the VM's cache (made on first use) and its strings table. */
+static void sr__cache(lua_State *L, sr__dec_t *d)
+{
+    lua_pushlightuserdata(L, &cache_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        void *u = lua_newuserdata(L, SR_JSON_CACHE_SLOTS * sizeof(sr__cached_t));
+        memset(u, 0, SR_JSON_CACHE_SLOTS * sizeof(sr__cached_t));
+        lua_pushlightuserdata(L, &cache_key);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, LUA_REGISTRYINDEX);
+        lua_pushlightuserdata(L, &strings_key);
+        lua_createtable(L, SR_JSON_CACHE_SLOTS, 0);
+        lua_rawset(L, LUA_REGISTRYINDEX);
+    }
+    d->cache = lua_touserdata(L, -1);
+    lua_pushlightuserdata(L, &strings_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    d->strings = lua_gettop(L);
+}
+
 /* decode_batch(cbatch, out, m, i): decodes records i, i+1, ... (0-based) of
  * the sealed batch cbatch (an sr_batch_t * cdata, borrowed) into out[m+1],
  * out[m+2], ...; stops at the first record it leaves to lua-cjson (see the
  * top of the file). Returns the new m and the index of that record (the
  * batch's n when every record was decoded). Raises only for misuse or when
- * Lua is out of memory. (memcmp of "true"/"false"/"null" may read past a
- * shorter record's end into its sentinel and the scratch buffer's slack:
- * the buffer always holds 8 bytes more than the record.) */
+ * Lua is out of memory. (memcmp of "true"/"false"/"null" and the cache's
+ * word loads may read past a record's end into the scratch buffer's
+ * slack.) */
 int sr_json_decode_batch_lua(lua_State *L)
 {
     if (lua_type(L, 1) != SR_LUA_TCDATA) return luaL_argerror(L, 1, "sr_batch_t * expected");
@@ -364,11 +456,12 @@ int sr_json_decode_batch_lua(lua_State *L)
     luaL_checkstack(L, 3 * SR_JSON_FAST_DEPTH + 8, "json");
     int base = lua_gettop(L);
     sr__dec_t d = { .L = L };
+    sr__cache(L, &d);
     for (; i < b->n; i++) {
         size_t len = b->off[i + 1] - b->off[i];
-        if (sr__grow(&rec_buf, &rec_cap, len + 8) < 0) break;
+        if (sr__grow(&rec_buf, &rec_cap, len + SR_JSON_SLACK) < 0) break;
         memcpy(rec_buf, b->data + b->off[i], len);
-        memset(rec_buf + len, 0, 8);
+        memset(rec_buf + len, 0, SR_JSON_SLACK);
         d.p = rec_buf;
         d.end = rec_buf + len;
         d.depth = 0;

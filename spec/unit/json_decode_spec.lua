@@ -151,6 +151,63 @@ describe("JSON sources' batch decoding", function()
     })
   end)
 
+  it("gives each member its own name: many names, names alike but for a byte, long names", function()
+    math.randomseed(5)
+    local names = { "a", "b", "ab", "ba", "aaaaaaa", "aaaaaaaa", "aaaaaaaaa", "aaaaaaab", "aaaaaaaaaaaaaaaa",
+      "aaaaaaaaaaaaaaab", "aaaaaaaaaaaaaaaaa", ("x"):rep(24), ("x"):rep(23) .. "y", ("x"):rep(25), ("x"):rep(40),
+      "", "a\\u0000", "a\\u0000b", "\\u00e9", "\\u00e9t\\u00e9", "user", "User", "us\\u0065r" }
+    for i = 1, 3000 do names[#names + 1] = ("id%d"):format(math.random(1, 5000)) end
+    local records = {}
+    for i = 1, 3000 do
+      local parts = {}
+      for j = 1, math.random(1, 9) do
+        local k = names[math.random(#names)]
+        parts[j] = ('"%s":%d'):format(k, i * 10 + j)
+      end
+      records[i] = "{" .. table.concat(parts, ",") .. "}"
+    end
+    check(records)
+  end)
+
+  -- The cache slot sr_json_decode.c gives a name (its hash, redone here),
+  -- to make names that share a slot.
+  local function slot(name)
+    local len = #name
+    local function word(off)
+      local x = 0ULL
+      for i = math.min(len, off + 8), off + 1, -1 do x = x * 256 + name:byte(i) end
+      return x
+    end
+    local h = bit.bxor(word(0) * 0x9E3779B97F4A7C15ULL, word(8) * 0xC2B2AE3D27D4EB4FULL,
+      word(16) * 0x165667B19E3779F9ULL, len)
+    h = bit.bxor(h, bit.rshift(h, 29))
+    return tonumber(bit.rshift(h * 0xFF51AFD7ED558CCDULL, 54))
+  end
+
+  it("tells apart names that share a cache slot, whichever of their words differs", function()
+    local pairs_of = {}
+    for _, form in ipairs({ "%06d", ("q"):rep(8) .. "%06d", ("p"):rep(16) .. "%06d", ("r"):rep(16) .. "%08d" }) do
+      local seen = {}
+      for i = 1, 100000 do
+        local n = form:format(i)
+        local other = seen[slot(n)]
+        if other then pairs_of[#pairs_of + 1] = { other, n } break end
+        seen[slot(n)] = n
+      end
+    end
+    assert.equal(4, #pairs_of)
+    local records = {}
+    for i = 1, 400 do
+      local a, b = unpack(pairs_of[i % 4 + 1])
+      if i % 3 == 0 then a, b = b, a end
+      records[#records + 1] = ('{"%s":%d,"%s":%d}'):format(a, i, b, -i)
+      records[#records + 1] = ('{"%s":%d}'):format(b, i)
+    end
+    local got = check(records)
+    local a, b = unpack(pairs_of[2])
+    assert.same({ [a] = 1, [b] = -1 }, got[1])
+  end)
+
   it("goes as deep as lua-cjson, and gives its error beyond its limit", function()
     local records = {}
     for _, depth in ipairs({ 1, 8, 9, 63, 64, 65, 200, 1000, 1001, 1500 }) do
