@@ -38,8 +38,8 @@
  * name's bytes; a slot's count says how often it was hit lately, and a name
  * seen once (a map keyed by ids) takes a slot only once the count has worn
  * down to 0. Values are not cached: most are seen once (ids, times), and a
- * cache that misses costs more than it saves. One cache per VM, kept in its
- * registry (the strings in a table beside it). */
+ * cache that misses costs more than it saves. One cache per VM (in sr__vm_t;
+ * its strings in a table beside it in the registry). */
 #define SR_JSON_CACHE_SLOTS 1024
 #define SR_JSON_CACHE_LEN 24
 #define SR_JSON_CACHE_HOT 15
@@ -50,20 +50,26 @@ typedef struct sr__cached {
     uint8_t len, count;
 } sr__cached_t;
 
+/* What a VM's decoder keeps from call to call (a userdata in its registry,
+ * so VMs on other threads have their own): the name cache, scratch memory
+ * (the record with its sentinel, the bytes of a string whose escapes are
+ * being resolved; freed with the userdata) and the table sizes seen. */
+typedef struct sr__vm {
+    sr__cached_t cache[SR_JSON_CACHE_SLOTS];
+    char *rec, *str;
+    size_t rec_cap, str_cap;
+    int obj_hint[SR_JSON_HINTS], arr_hint[SR_JSON_HINTS];
+} sr__vm_t;
+
 typedef struct sr__dec {
     lua_State *L;
-    sr__cached_t *cache; /* SR_JSON_CACHE_SLOTS entries */
+    sr__vm_t *vm;
+    sr__cached_t *cache; /* vm->cache */
     int strings;         /* stack index of the cache's strings (slot + 1 -> string) */
     const char *p;  /* the next byte; the record ends with a NUL sentinel */
     const char *end; /* the sentinel's place: a NUL before it is a byte of the record */
     int depth;
 } sr__dec_t;
-
-/* Scratch memory, reused from call to call: the record with its sentinel,
- * and the bytes of a string whose escapes are being resolved. */
-static char *rec_buf, *str_buf;
-static size_t rec_cap, str_cap;
-static int obj_hint[SR_JSON_HINTS], arr_hint[SR_JSON_HINTS];
 
 /* 1 for the bytes that end the fast scan of a string: '"', '\\', NUL. */
 static const unsigned char str_stop[256] = { [0] = 1, ['"'] = 1, ['\\'] = 1 };
@@ -271,7 +277,8 @@ static int sr__string(sr__dec_t *d, int key)
     }
     if (*p != '\\') return -1;
     /* Escapes: the decoded string is never longer than its text. */
-    if (sr__grow(&str_buf, &str_cap, (size_t)(d->end - s) + SR_JSON_SLACK) < 0) return -1;
+    if (sr__grow(&d->vm->str, &d->vm->str_cap, (size_t)(d->end - s) + SR_JSON_SLACK) < 0) return -1;
+    char *str_buf = d->vm->str;
     size_t n = (size_t)(p - s);
     memcpy(str_buf, s, n);
     for (;;) {
@@ -317,7 +324,7 @@ static int sr__object(sr__dec_t *d)
     lua_State *L = d->L;
     int depth = d->depth++;
     if (depth >= SR_JSON_FAST_DEPTH) return -1;
-    int *hint = depth < SR_JSON_HINTS ? &obj_hint[depth] : NULL;
+    int *hint = depth < SR_JSON_HINTS ? &d->vm->obj_hint[depth] : NULL;
     lua_createtable(L, 0, hint ? *hint : 0);
     d->p++;
     sr__ws(d);
@@ -354,7 +361,7 @@ static int sr__array(sr__dec_t *d)
     lua_State *L = d->L;
     int depth = d->depth++;
     if (depth >= SR_JSON_FAST_DEPTH) return -1;
-    int *hint = depth < SR_JSON_HINTS ? &arr_hint[depth] : NULL;
+    int *hint = depth < SR_JSON_HINTS ? &d->vm->arr_hint[depth] : NULL;
     lua_createtable(L, hint ? *hint : 0, 0);
     d->p++;
     sr__ws(d);
@@ -413,25 +420,40 @@ static int sr__value(sr__dec_t *d)
 
 /* -- The batch -- */
 
-static char cache_key, strings_key; /* their addresses key the registry */
+static char vm_key, strings_key; /* their addresses key the registry */
 
-/* Pushes the VM's cache (made on first use) and its strings table. */
-static void sr__cache(lua_State *L, sr__dec_t *d)
+static int sr__vm_gc(lua_State *L)
 {
-    lua_pushlightuserdata(L, &cache_key);
+    sr__vm_t *vm = lua_touserdata(L, 1);
+    sr_free(vm->rec);
+    sr_free(vm->str);
+    vm->rec = vm->str = NULL;
+    return 0;
+}
+
+/* Pushes the VM's decoder state (made on first use) and its cache's
+ * strings table. */
+static void sr__vm(lua_State *L, sr__dec_t *d)
+{
+    lua_pushlightuserdata(L, &vm_key);
     lua_rawget(L, LUA_REGISTRYINDEX);
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
-        void *u = lua_newuserdata(L, SR_JSON_CACHE_SLOTS * sizeof(sr__cached_t));
-        memset(u, 0, SR_JSON_CACHE_SLOTS * sizeof(sr__cached_t));
-        lua_pushlightuserdata(L, &cache_key);
+        sr__vm_t *vm = lua_newuserdata(L, sizeof(sr__vm_t));
+        memset(vm, 0, sizeof(*vm));
+        lua_createtable(L, 0, 1);
+        lua_pushcfunction(L, sr__vm_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_setmetatable(L, -2);
+        lua_pushlightuserdata(L, &vm_key);
         lua_pushvalue(L, -2);
         lua_rawset(L, LUA_REGISTRYINDEX);
         lua_pushlightuserdata(L, &strings_key);
         lua_createtable(L, SR_JSON_CACHE_SLOTS, 0);
         lua_rawset(L, LUA_REGISTRYINDEX);
     }
-    d->cache = lua_touserdata(L, -1);
+    d->vm = lua_touserdata(L, -1);
+    d->cache = d->vm->cache;
     lua_pushlightuserdata(L, &strings_key);
     lua_rawget(L, LUA_REGISTRYINDEX);
     d->strings = lua_gettop(L);
@@ -456,14 +478,15 @@ int sr_json_decode_batch_lua(lua_State *L)
     luaL_checkstack(L, 3 * SR_JSON_FAST_DEPTH + 8, "json");
     int base = lua_gettop(L);
     sr__dec_t d = { .L = L };
-    sr__cache(L, &d);
+    sr__vm(L, &d);
     for (; i < b->n; i++) {
         size_t len = b->off[i + 1] - b->off[i];
-        if (sr__grow(&rec_buf, &rec_cap, len + SR_JSON_SLACK) < 0) break;
-        memcpy(rec_buf, b->data + b->off[i], len);
-        memset(rec_buf + len, 0, SR_JSON_SLACK);
-        d.p = rec_buf;
-        d.end = rec_buf + len;
+        if (sr__grow(&d.vm->rec, &d.vm->rec_cap, len + SR_JSON_SLACK) < 0) break;
+        char *rec = d.vm->rec;
+        memcpy(rec, b->data + b->off[i], len);
+        memset(rec + len, 0, SR_JSON_SLACK);
+        d.p = rec;
+        d.end = rec + len;
         d.depth = 0;
         if (sr__value(&d) < 0) break;
         sr__ws(&d);
