@@ -87,7 +87,7 @@ FUZZ_SECONDS      ?= 20
 TEST_FUZZ_SECONDS ?= 10
 FUZZ_CFLAGS  = $(CSTD) $(WARN) -O1 -g $(LUAJIT_CFLAGS) -fno-omit-frame-pointer
 FUZZ_OBJ     = $(LIB_SRC:runtime/%.c=build/fuzz/obj/%.o)
-FUZZ_BIN     = build/fuzz/fuzz_checkpoint build/fuzz/fuzz_wal
+FUZZ_BIN     = build/fuzz/fuzz_checkpoint build/fuzz/fuzz_wal build/fuzz/fuzz_json
 .SECONDARY: $(FUZZ_OBJ)
 
 # UBSan checks stay recoverable here so spec/fuzz/ubsan.supp can name known
@@ -103,10 +103,11 @@ build/fuzz/gen_seeds: spec/fuzz/gen_seeds.c $(LIB_OBJ)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Iruntime -o $@ $< $(LIB_OBJ) $(LUAJIT_LIBS) $(LIBS)
 
-build/fuzz/seeds/.done: build/fuzz/gen_seeds
+build/fuzz/seeds/.done: build/fuzz/gen_seeds $(wildcard spec/fuzz/json_seeds/*)
 	rm -rf build/fuzz/seeds
-	mkdir -p build/fuzz/seeds/checkpoint build/fuzz/seeds/wal
+	mkdir -p build/fuzz/seeds/checkpoint build/fuzz/seeds/wal build/fuzz/seeds/json
 	build/fuzz/gen_seeds build/fuzz/seeds/checkpoint build/fuzz/seeds/wal
+	cp spec/fuzz/json_seeds/* build/fuzz/seeds/json/
 	touch $@
 
 fuzz-build: $(FUZZ_BIN) build/fuzz/seeds/.done

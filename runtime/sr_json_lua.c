@@ -11,10 +11,12 @@
  * back). */
 #include "sr_json_lua.h"
 #include "sr_alloc.h"
+#include "sr_json_decode.h"
 #include "sr_utf8.h"
 
 #include <lauxlib.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,13 +95,22 @@ static int sr__string(const char *s, size_t n)
 static int sr__number(lua_Number x)
 {
     char buf[64];
-    int n;
     if (isnan(x) || isinf(x)) {
         if (!exact) return sr__put("null", 4);
         return isnan(x) ? sr__put("nan", 3) : x > 0 ? sr__put("inf", 3) : sr__put("-inf", 4);
     }
-    if (x == floor(x) && fabs(x) < 9007199254740992.0) n = snprintf(buf, sizeof(buf), "%.0f", x);
-    else n = snprintf(buf, sizeof(buf), exact ? "%.17g" : "%.14g", x);
+    if (x == floor(x) && fabs(x) < 9007199254740992.0) {
+        /* What "%.0f" writes, without printf's float formatting. */
+        char *e = buf + sizeof(buf), *p = e;
+        uint64_t u = (uint64_t)fabs(x);
+        do {
+            *--p = (char)('0' + u % 10);
+            u /= 10;
+        } while (u);
+        if (signbit(x)) *--p = '-';
+        return sr__put(p, (size_t)(e - p));
+    }
+    int n = snprintf(buf, sizeof(buf), exact ? "%.17g" : "%.14g", x);
     return sr__put(buf, (size_t)n);
 }
 
@@ -223,6 +234,46 @@ static const char *sr__value(lua_State *L, int idx, int depth)
     }
 }
 
+/* encode_lines(A, B, n, i) -> text, next[, err]: elements i..n of a
+ * batch's columns (element j is A[j], or the pair A[j], B[j] written as
+ * {"key":..,"value":..} when B[j] is not nil) as JSON lines, each ending
+ * with a newline, in one string. It stops before the first element that
+ * cannot be JSON: next is that element's index and err says why (as
+ * encode's); otherwise next is n + 1. */
+static int sr__encode_lines(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int n = luaL_checkint(L, 3), i = luaL_checkint(L, 4);
+    exact = 0;
+    lua_settop(L, 4);
+    out.len = 0;
+    const char *err = NULL;
+    for (; i <= n; i++) {
+        size_t mark = out.len;
+        lua_rawgeti(L, 1, i);
+        lua_rawgeti(L, 2, i);
+        if (lua_isnil(L, 6)) {
+            err = sr__value(L, 5, 0);
+        } else {
+            err = sr__put("{\"key\":", 7) < 0 ? "out of memory" : sr__value(L, 5, 0);
+            if (!err) err = sr__put(",\"value\":", 9) < 0 ? "out of memory" : sr__value(L, 6, 0);
+            if (!err && sr__put("}", 1) < 0) err = "out of memory";
+        }
+        if (!err && sr__put("\n", 1) < 0) err = "out of memory";
+        lua_settop(L, 4);
+        if (err) {
+            out.len = mark;
+            break;
+        }
+    }
+    lua_pushlstring(L, out.p ? out.p : "", out.len);
+    lua_pushinteger(L, i);
+    if (!err) return 2;
+    lua_pushfstring(L, "cannot write %s as JSON", err);
+    return 3;
+}
+
 static int sr__encode(lua_State *L)
 {
     luaL_checkany(L, 1);
@@ -244,5 +295,9 @@ int luaopen_streamrun_json(lua_State *L)
     lua_newtable(L);
     lua_pushcfunction(L, sr__encode);
     lua_setfield(L, -2, "encode");
+    lua_pushcfunction(L, sr__encode_lines);
+    lua_setfield(L, -2, "encode_lines");
+    lua_pushcfunction(L, sr_json_decode_batch_lua);
+    lua_setfield(L, -2, "decode_batch");
     return 1;
 }

@@ -12,7 +12,7 @@ local format = require "streamrun.format"
 
 local C, ffi = core.C, core.ffi
 local concat, open, rename, remove = table.concat, io.open, os.rename, os.remove
-local json_line = format.json_line
+local encode_lines = core.json.encode_lines
 
 local M = {}
 
@@ -45,22 +45,21 @@ local function text_lines(input, line_of)
   return out
 end
 
--- The JSON lines of a batch; an element that cannot be JSON is reported
--- (a dead letter) and left out.
+-- The JSON lines of a batch, written by the runtime in one call (one
+-- string for the batch, none per line); an element that cannot be JSON is
+-- reported (a dead letter) and left out.
 local function json_text(node, g, input)
-  local out, n = {}, 0
-  local A, B = input.a, input.b
-  for i = 1, input.n do
-    local line, err = json_line(A[i], B[i])
-    if line then
-      n = n + 1
-      out[n] = line
-    else
-      g.report(node, err, A[i], B[i])
-    end
+  local A, B, n = input.a, input.b, input.n
+  local text, i, err = encode_lines(A, B, n, 1)
+  if not err then return text end
+  local parts = {}
+  while true do
+    parts[#parts + 1] = text
+    if not err then break end
+    g.report(node, err, A[i], B[i])
+    text, i, err = encode_lines(A, B, n, i + 1)
   end
-  if n == 0 then return "" end
-  return concat(out, "\n", 1, n) .. "\n"
+  return concat(parts)
 end
 
 -- The runner's standard output: written straight to descriptor 1, so that

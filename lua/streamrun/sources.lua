@@ -12,6 +12,7 @@ local C, ffi = core.C, core.ffi
 local ffi_string = ffi.string
 local tnew = batch.new_table
 local decode, null = cjson.decode, cjson.null
+local decode_batch = core.json.decode_batch
 local pcall, floor, tostring, type = pcall, math.floor, tostring, type
 local setmetatable, rawget, rawset = setmetatable, rawget, rawset
 
@@ -62,48 +63,31 @@ local function json_reason(err)
   return "invalid JSON: " .. tostring(err):gsub("^[^:]*:%d+: ", "")
 end
 
--- Decodes lines[1..n] as JSON into out; a line that is not valid JSON (or is
--- a bare null) goes to dead(i, reason). Resumes after a failing line instead
--- of paying a pcall per record. The batch's skips list those lines.
--- lines: a table, or (a C batch's) a function of i making line i's string,
--- which is garbage once decoded: no batch of lines stays alive for the
--- collector to go through again and again.
-local function decode_json(lines, n, dead)
-  local out, m = tnew(n, 0), 0
-  local skips = {}
-  local inner = dead
-  dead = function(i, reason)
-    skips[#skips + 1] = i
-    inner(i, reason)
-  end
-  local st = { i = 0 }
-  local line_of = lines
-  if type(lines) == "table" then line_of = function(i) return lines[i] end end
-  local function run(i0, m0)
-    local mm = m0
-    for i = i0, n do
-      st.i = i
-      local v = decode(line_of(i))
-      if v == null then
-        dead(i, "JSON null is not an element")
-      else
-        mm = mm + 1
-        out[mm] = v
-      end
-    end
-    return mm
-  end
-  local i0 = 1
+-- Decodes the records of a sealed C batch as JSON: the runtime's decoder
+-- takes the whole batch in one call and stops at a record it leaves to
+-- lua-cjson (anything but strict JSON, a bare null), which is decoded here,
+-- one pcall each: its value, or its dead letter with lua-cjson's reason.
+-- line(i) makes record i's string (only for those records); dead(i, reason).
+-- The batch's skips list the records that made no element.
+local function decode_json(cb, n, line, dead)
+  local out, m, i = tnew(n, 0), 0, 0
+  local skips
   while true do
-    local ok, res = pcall(run, i0, m)
-    if ok then m = res break end
-    dead(st.i, json_reason(res))
-    m = 0
-    while out[m + 1] ~= nil do m = m + 1 end
-    i0 = st.i + 1
+    m, i = decode_batch(cb, out, m, i)
+    if i >= n then break end
+    i = i + 1
+    local ok, v = pcall(decode, line(i))
+    if ok and v ~= null then
+      m = m + 1
+      out[m] = v
+    else
+      skips = skips or {}
+      skips[#skips + 1] = i
+      dead(i, ok and "JSON null is not an element" or json_reason(v))
+    end
   end
   local b = batch.of_values(out, m)
-  if skips[1] then b.skips = skips end
+  b.skips = skips
   return b
 end
 
@@ -126,7 +110,7 @@ function M.read_c_batch(node, cb, dead)
       local s = off[i - 1]
       return ffi_string(data + s, off[i] - s)
     end
-    b = decode_json(line, n, function(i, reason)
+    b = decode_json(cb, n, line, function(i, reason)
       dead(node.stage_name, tonumber(cb.pos[i - 1]), reason, line(i))
     end)
   end
