@@ -1,9 +1,13 @@
-/* sr_words: one pass over a batch, FNV-1a hashes, linear probing. */
+/* sr_words: one pass over a batch, 16 bytes at a time (SSE2 where there is
+ * one), word-at-a-time hashes, linear probing. */
 #include "sr_words.h"
 #include "sr_alloc.h"
 #include "sr_error.h"
 
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define SR__TAG 0xffffffff00000000ULL
 
@@ -27,13 +31,63 @@ static int sr__grow_words(sr_wordcount_t *wc)
     return SR_OK;
 }
 
-static int sr__is_space(unsigned char c) { return c == ' ' || (c >= 9 && c <= 13); }
+/* Bit k set when byte k of the 16 at p is whitespace (p may be unaligned). */
+static inline unsigned sr__space16(const unsigned char *p)
+{
+#if defined(__SSE2__)
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    __m128i sp = _mm_cmpeq_epi8(v, _mm_set1_epi8(' '));
+    __m128i t = _mm_sub_epi8(v, _mm_set1_epi8(9)); /* 9..13 -> 0..4 */
+    __m128i ctl = _mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(4)), t);
+    return (unsigned)_mm_movemask_epi8(_mm_or_si128(sp, ctl));
+#else
+#define sr__is_space(c) ((c) == ' ' || ((c) >= 9 && (c) <= 13))
+    unsigned m = 0;
+    for (int k = 0; k < 16; k++) m |= (unsigned)sr__is_space(p[k]) << k;
+    return m;
+#endif
+}
+
+static inline uint64_t sr__load64(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof(v));
+    return v; /* little-endian hosts: byte 0 in the low bits */
+}
+
+/* The low n (0..8) bytes of v. */
+static inline uint64_t sr__low_bytes(uint64_t v, size_t n) { return n >= 8 ? v : v & ((1ULL << (8 * n)) - 1); }
+
+/* Up to 8 bytes at p (n of them), zero-padded, read without passing p + n. */
+static uint64_t sr__load_upto8(const unsigned char *p, size_t n)
+{
+    uint64_t v = 0;
+    memcpy(&v, p, n < 8 ? n : 8);
+    return v;
+}
+
+/* A word's hash from its first 16 bytes (zero-padded, as held in its
+ * entry), its length and, past 16 bytes, the rest read from p: whole
+ * 8-byte words at a time, not a multiply per byte. The same function hashes
+ * a word cut from a batch and one merged from another counter. */
+static inline __attribute__((always_inline)) uint64_t sr__hash_word(uint64_t head0, uint64_t head1, const unsigned char *p, size_t len)
+{
+    uint64_t h = head0 * 0x9e3779b97f4a7c15ULL ^ (head1 + len) * 0xc2b2ae3d27d4eb4fULL;
+    for (size_t at = 16; at < len; at += 8) {
+        h ^= sr__load_upto8(p + at, len - at);
+        h = (h ^ (h >> 29)) * 0xbf58476d1ce4e5b9ULL;
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    return h ^ (h >> 33);
+}
 
 static uint64_t sr__hash(const unsigned char *p, size_t len)
 {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < len; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
-    return h ^ (h >> 29);
+    uint64_t head0 = sr__load_upto8(p, len), head1 = len > 8 ? sr__load_upto8(p + 8, len - 8) : 0;
+    return sr__hash_word(head0, head1, p, len);
 }
 
 /* A slot: the word's index + 1, and the top of its hash, so a probe
@@ -123,33 +177,76 @@ int sr_wordcount_range(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_
     sr__pending_t ring[SR__RING];
     size_t cut = 0, counted = 0;
     int rc = SR_OK;
+    const size_t total = b->len;
     for (size_t r = lo; r < hi; r++) {
         size_t i = b->off[r], end = b->off[r + 1];
         while (i < end) {
-            while (i < end && sr__is_space(data[i])) i++;
-            if (i >= end) break;
-            size_t start = i;
-            uint64_t h = 0xcbf29ce484222325ULL, head0 = 0, head1 = 0;
-            while (i < end && !sr__is_space(data[i])) {
-                size_t at = i - start;
-                if (at < 8) head0 |= (uint64_t)data[i] << (8 * at);
-                else if (at < 16) head1 |= (uint64_t)data[i] << (8 * (at - 8));
-                h = (h ^ data[i]) * 0x100000001b3ULL;
-                i++;
+            /* The 32 bytes at i, from the batch or, within 32 bytes of its
+             * end, a copy padded with spaces (never read past the data). */
+            unsigned char pad[32];
+            const unsigned char *p = data + i;
+            if (i + 32 > total) {
+                memset(pad, ' ', sizeof(pad));
+                memcpy(pad, p, total - i);
+                p = pad;
             }
-            h ^= h >> 29;
-            sr__pending_t *p = &ring[cut % SR__RING];
-            p->h = h;
-            p->head[0] = head0;
-            p->head[1] = head1;
-            p->start = (uint32_t)start;
-            p->len = (uint32_t)(i - start);
+            /* Whitespace bits of the 16 bytes at i; bits 16.. and the bytes
+             * past the record count as whitespace. */
+            unsigned m = sr__space16(p) | 0xffff0000u;
+            if (end - i < 16) m |= ~0u << (end - i);
+            if (m == ~0u) {
+                i += 16;
+                continue;
+            }
+            unsigned s0 = (unsigned)__builtin_ctz(~m);
+            unsigned e0 = s0 + (unsigned)__builtin_ctz(m >> s0);
+            size_t start = i + s0, len;
+            if (e0 < 16) {
+                len = e0 - s0;
+                i += e0;
+            } else {
+                /* A word that reaches past these 16 bytes. */
+                size_t j = i + 16;
+                while (j < end) {
+                    unsigned char pj[16];
+                    const unsigned char *q = data + j;
+                    if (j + 16 > total) {
+                        memset(pj, ' ', sizeof(pj));
+                        memcpy(pj, q, total - j);
+                        q = pj;
+                    }
+                    unsigned mj = sr__space16(q) | 0xffff0000u;
+                    if (end - j < 16) mj |= ~0u << (end - j);
+                    unsigned z = (unsigned)__builtin_ctz(mj);
+                    j += z;
+                    if (z < 16) break;
+                }
+                len = j - start;
+                i = j;
+            }
+            /* Its first 16 bytes, zero-padded: from the 32 at p when the
+             * word starts in the first 16 (always, unless it is long). */
+            uint64_t head0, head1;
+            if (len <= 16) {
+                head0 = sr__low_bytes(sr__load64(p + s0), len);
+                head1 = len > 8 ? sr__low_bytes(sr__load64(p + s0 + 8), len - 8) : 0;
+            } else {
+                head0 = sr__load64(p + s0);
+                head1 = sr__load64(p + s0 + 8);
+            }
+            uint64_t h = sr__hash_word(head0, head1, data + start, len);
+            sr__pending_t *pw = &ring[cut % SR__RING];
+            pw->h = h;
+            pw->head[0] = head0;
+            pw->head[1] = head1;
+            pw->start = (uint32_t)start;
+            pw->len = (uint32_t)len;
             __builtin_prefetch(&wc->slots[(size_t)h & (wc->cap - 1)]);
             cut++;
             if (cut > SR__LAG / 2) {
                 const sr__pending_t *q = &ring[(cut - 1 - SR__LAG / 2) % SR__RING];
-                uint64_t s = wc->slots[(size_t)q->h & (wc->cap - 1)];
-                if (s && (uint32_t)s - 1 < wc->n) __builtin_prefetch(&wc->word[(uint32_t)s - 1]);
+                uint64_t sl = wc->slots[(size_t)q->h & (wc->cap - 1)];
+                if (sl && (uint32_t)sl - 1 < wc->n) __builtin_prefetch(&wc->word[(uint32_t)sl - 1]);
             }
             if (cut - counted > SR__LAG) {
                 if ((rc = sr__count(wc, data, &ring[counted % SR__RING], 1)) < 0) goto fail;
