@@ -126,8 +126,11 @@ local tclear = require "table.clear"
 
 -- Groups a keyed batch into the stage's reused tables (the keys of the
 -- batch before are the same words, again and again): keys in order of
--- first appearance and, per key, the array of its values.
-local function group(node, g, input)
+-- first appearance and, per key, the array of its values. With the kept
+-- order's rank (key -> its index in the order), the values of keys with
+-- state go straight to V[rank] (V holds EMPTY for each); only new keys are
+-- grouped in the tables.
+local function group(node, g, input, rank, V)
   local keys, lists = node.usk_keys, node.usk_lists
   if keys then
     tclear(keys)
@@ -142,13 +145,19 @@ local function group(node, g, input)
   for i = 1, input.n do
     local k, v = A[i], B[i]
     if pair_check(node, g, k, v) then
-      local l = lists[k]
-      if l == nil then
-        nk = nk + 1
-        keys[nk] = k
-        lists[k] = { v }
+      local r = rank and rank[k]
+      if r then
+        local l = V[r]
+        if l == EMPTY then V[r] = { v } else l[#l + 1] = v end
       else
-        l[#l + 1] = v
+        local l = lists[k]
+        if l == nil then
+          nk = nk + 1
+          keys[nk] = k
+          lists[k] = { v }
+        else
+          l[#l + 1] = v
+        end
       end
     end
   end
@@ -156,34 +165,43 @@ local function group(node, g, input)
 end
 
 function M.update_state_by_key(node, g, state, input, time_ms)
-  local keys, lists, nk = group(node, g, input)
   local f = node.fn
   local sp = ffi.cast("sr_state_t *", state:pointer())
   local kept = ordered[state]
   local count = state:count()
-  local skeys, svalues, ns
+  local skeys, svalues, ns, V, keys, lists, nk
   if kept and kept.n == count then
     skeys, ns = kept.keys, count
+    local rank = kept.rank
+    if not rank then
+      rank = tnew(0, ns)
+      for i = 1, ns do rank[skeys[i]] = i end
+      kept.rank = rank
+    end
+    V = tnew(ns, 0)
+    for i = 1, ns do V[i] = EMPTY end
+    keys, lists, nk = group(node, g, input, rank, V)
   else
     ordered[state] = nil
+    keys, lists, nk = group(node, g, input)
     skeys, svalues, ns = state:snapshot()
+    -- The keys with state take their lists out of the table; what is left
+    -- belongs to new keys.
+    V = tnew(ns, 0)
+    for i = 1, ns do
+      local k = skeys[i]
+      local l = lists[k]
+      if l then
+        V[i] = l
+        lists[k] = nil
+      else
+        V[i] = EMPTY
+      end
+    end
   end
   -- Every key with state (ordered by key), then the new ones in arrival
   -- order, each with its values.
   local K, total = skeys, ns
-  -- The keys with state take their lists out of the table; what is left
-  -- belongs to new keys.
-  local V = tnew(ns, 0)
-  for i = 1, ns do
-    local k = skeys[i]
-    local l = lists[k]
-    if l then
-      V[i] = l
-      lists[k] = nil
-    else
-      V[i] = EMPTY
-    end
-  end
   for i = 1, nk do
     local k = keys[i]
     local l = lists[k]
@@ -271,7 +289,7 @@ function M.update_state_by_key(node, g, state, input, time_ms)
     C.sr_state_release(sp)
   end
   if not changed and ns <= ORDER_MAX then
-    ordered[state] = { keys = skeys, n = ns }
+    if not (kept and kept.keys == skeys) then ordered[state] = { keys = skeys, n = ns } end
   else
     ordered[state] = nil
   end
