@@ -9,7 +9,6 @@
 #include <emmintrin.h>
 #endif
 
-#define SR__TAG 0xffffffff00000000ULL
 
 sr_wordcount_t *sr_wordcount_new(void) { return sr_calloc(1, sizeof(sr_wordcount_t)); }
 
@@ -90,25 +89,56 @@ static uint64_t sr__hash(const unsigned char *p, size_t len)
     return sr__hash_word(head0, head1, p, len);
 }
 
-/* A slot: the word's index + 1, and the top of its hash, so a probe
- * touches the word's entry only when that matches. */
-static uint64_t sr__slot(size_t k, uint64_t h) { return (h & SR__TAG) | (uint64_t)(k + 1); }
+/* A slot holds a word's first 16 bytes (zero-padded) and its count in the
+ * batch, beside its index + 1 (low 32 bits; 0 = empty slot), its length
+ * (8 bits, 255 for 255 or more) and the top 24 bits of its hash: a word of
+ * up to 16 bytes is found and counted touching its slot alone (32 bytes,
+ * never across a cache line), one cache miss at most. The counts go to the
+ * words' entries at the end of a pass (sr__flush). */
+typedef struct sr__slot {
+    uint64_t head0, head1;
+    double count;
+    uint64_t key;
+} sr__slot_t;
+
+#define SR__KEY_HI 0xffffffff00000000ULL
+
+static uint64_t sr__key_hi(uint64_t h, size_t len)
+{
+    return (h & 0xffffff0000000000ULL) | ((uint64_t)(len < 255 ? len : 255) << 32);
+}
+
+static sr__slot_t *sr__slots(const sr_wordcount_t *wc) { return (sr__slot_t *)(void *)wc->slots; }
+
+/* Each word's count from its slot to its entry. */
+static void sr__flush(sr_wordcount_t *wc)
+{
+    sr__slot_t *slots = sr__slots(wc);
+    for (size_t j = 0; j < wc->cap; j++)
+        if (slots[j].key) wc->word[(uint32_t)slots[j].key - 1].count = slots[j].count;
+}
 
 /* Rebuilds the slot table at cap (a power of two) for the words so far
- * (their hashes computed again from the batch's bytes). */
+ * (their hashes computed again from their entries and the batch's bytes,
+ * their counts kept). */
 static int sr__rehash(sr_wordcount_t *wc, size_t cap)
 {
-    uint64_t *slots = sr_calloc(cap, sizeof(*slots));
+    sr__slot_t *slots = sr_calloc(cap, sizeof(*slots));
     if (!slots) return SR_ENOMEM;
+    if (wc->slots) sr__flush(wc);
     const unsigned char *data = (const unsigned char *)wc->data;
     for (size_t i = 0; i < wc->n; i++) {
-        uint64_t h = sr__hash(data + wc->word[i].off, wc->word[i].len);
+        const sr_wordcount_word_t *w = &wc->word[i];
+        uint64_t h = sr__hash_word(w->head[0], w->head[1], data + w->off, w->len);
         size_t j = (size_t)h & (cap - 1);
-        while (slots[j]) j = (j + 1) & (cap - 1);
-        slots[j] = sr__slot(i, h);
+        while (slots[j].key) j = (j + 1) & (cap - 1);
+        slots[j].head0 = w->head[0];
+        slots[j].head1 = w->head[1];
+        slots[j].count = w->count;
+        slots[j].key = sr__key_hi(h, w->len) | (uint64_t)(i + 1);
     }
     sr_free(wc->slots);
-    wc->slots = slots;
+    wc->slots = (uint64_t *)(void *)slots;
     wc->cap = cap;
     return SR_OK;
 }
@@ -119,28 +149,30 @@ typedef struct sr__pending {
     uint32_t start, len;
 } sr__pending_t;
 
-/* Counts one word: finds it (words are mostly short: their first 16 bytes
- * are compared as two numbers held in the entry, only the rest, if any, in
- * the batch's bytes) or adds it. Returns 0 or SR_ENOMEM. */
+/* Counts one word: finds it (its slot's 16 bytes compared as two numbers,
+ * only the rest of a longer word in the batch's bytes) or adds it.
+ * Returns 0 or SR_ENOMEM. */
 static int sr__count(sr_wordcount_t *wc, const unsigned char *data, const sr__pending_t *p, double add)
 {
-    uint64_t tag = p->h & SR__TAG, s;
+    sr__slot_t *slots = sr__slots(wc);
+    uint64_t hi = sr__key_hi(p->h, p->len);
     size_t mask = wc->cap - 1, j = (size_t)p->h & mask;
     uint32_t len = p->len;
     for (;;) {
-        s = wc->slots[j];
-        if (!s) break;
-        if ((s & SR__TAG) == tag) {
-            const sr_wordcount_word_t *w = &wc->word[(uint32_t)s - 1];
-            if (w->head[0] == p->head[0] && w->head[1] == p->head[1] && w->len == len
-                && (len <= 16 || memcmp(data + w->off + 16, data + p->start + 16, len - 16) == 0))
-                break;
+        sr__slot_t *s = &slots[j];
+        if (!s->key) break;
+        if ((s->key & SR__KEY_HI) == hi && s->head0 == p->head[0] && s->head1 == p->head[1]) {
+            if (len <= 16) {
+                s->count += add;
+                return SR_OK;
+            }
+            const sr_wordcount_word_t *w = &wc->word[(uint32_t)s->key - 1];
+            if (w->len == len && memcmp(data + w->off + 16, data + p->start + 16, len - 16) == 0) {
+                s->count += add;
+                return SR_OK;
+            }
         }
         j = (j + 1) & mask;
-    }
-    if (s) {
-        wc->word[(uint32_t)s - 1].count += add;
-        return SR_OK;
     }
     int rc;
     if (wc->n == wc->ncap && (rc = sr__grow_words(wc)) < 0) return rc;
@@ -151,16 +183,20 @@ static int sr__count(sr_wordcount_t *wc, const unsigned char *data, const sr__pe
     w->off = p->start;
     w->len = len;
     w->count = add;
-    wc->slots[j] = sr__slot(k, p->h);
+    sr__slot_t *s = &slots[j];
+    s->head0 = p->head[0];
+    s->head1 = p->head[1];
+    s->count = add;
+    s->key = hi | (uint64_t)(k + 1);
     if (wc->n * 2 > wc->cap) return sr__rehash(wc, wc->cap * 2);
     return SR_OK;
 }
 
 /* Words are counted SR__LAG behind the scan: a word's slot is prefetched
- * when it is cut, its entry SR__LAG / 2 words later, so the lookups of
- * several words wait on memory at once instead of one after another (the
- * tables outgrow the caches with the vocabulary). Prefetches are only
- * hints: each count probes the table as it is then. */
+ * when it is cut, so the lookups of several words wait on memory at once
+ * instead of one after another (the table outgrows the caches with the
+ * vocabulary). Prefetches are only hints: each count probes the table as it
+ * is then. */
 #define SR__LAG 16
 #define SR__RING 32 /* a power of two > SR__LAG */
 
@@ -172,7 +208,7 @@ int sr_wordcount_range(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_
     wc->n = 0;
     wc->words = 0;
     if (!wc->cap && sr__rehash(wc, 4096) < 0) return SR_ENOMEM;
-    memset(wc->slots, 0, wc->cap * sizeof(*wc->slots));
+    memset(wc->slots, 0, wc->cap * sizeof(sr__slot_t));
     const unsigned char *data = (const unsigned char *)b->data;
     sr__pending_t ring[SR__RING];
     size_t cut = 0, counted = 0;
@@ -241,13 +277,8 @@ int sr_wordcount_range(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_
             pw->head[1] = head1;
             pw->start = (uint32_t)start;
             pw->len = (uint32_t)len;
-            __builtin_prefetch(&wc->slots[(size_t)h & (wc->cap - 1)]);
+            __builtin_prefetch(&sr__slots(wc)[(size_t)h & (wc->cap - 1)], 1);
             cut++;
-            if (cut > SR__LAG / 2) {
-                const sr__pending_t *q = &ring[(cut - 1 - SR__LAG / 2) % SR__RING];
-                uint64_t sl = wc->slots[(size_t)q->h & (wc->cap - 1)];
-                if (sl && (uint32_t)sl - 1 < wc->n) __builtin_prefetch(&wc->word[(uint32_t)sl - 1]);
-            }
             if (cut - counted > SR__LAG) {
                 if ((rc = sr__count(wc, data, &ring[counted % SR__RING], 1)) < 0) goto fail;
                 counted++;
@@ -259,6 +290,7 @@ int sr_wordcount_range(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_
         counted++;
     }
 fail:
+    sr__flush(wc);
     wc->words = counted;
     return rc;
 }
@@ -273,8 +305,12 @@ int sr_wordcount_merge(sr_wordcount_t *dst, const sr_wordcount_t *src)
         p.head[0] = w->head[0];
         p.head[1] = w->head[1];
         int rc = sr__count(dst, data, &p, w->count);
-        if (rc < 0) return rc;
+        if (rc < 0) {
+            sr__flush(dst);
+            return rc;
+        }
     }
+    sr__flush(dst);
     dst->words += src->words;
     return SR_OK;
 }
