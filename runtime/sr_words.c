@@ -1,11 +1,14 @@
-/* sr_words: one pass over a batch, FNV-1a hashes, linear probing. */
+/* sr_words: one pass over a batch, 16 bytes at a time (SSE2 where there is
+ * one), word-at-a-time hashes, linear probing. */
 #include "sr_words.h"
 #include "sr_alloc.h"
 #include "sr_error.h"
 
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
-#define SR__TAG 0xffffffff00000000ULL
 
 sr_wordcount_t *sr_wordcount_new(void) { return sr_calloc(1, sizeof(sr_wordcount_t)); }
 
@@ -27,34 +30,115 @@ static int sr__grow_words(sr_wordcount_t *wc)
     return SR_OK;
 }
 
-static int sr__is_space(unsigned char c) { return c == ' ' || (c >= 9 && c <= 13); }
+/* Bit k set when byte k of the 16 at p is whitespace (p may be unaligned). */
+static inline unsigned sr__space16(const unsigned char *p)
+{
+#if defined(__SSE2__)
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    __m128i sp = _mm_cmpeq_epi8(v, _mm_set1_epi8(' '));
+    __m128i t = _mm_sub_epi8(v, _mm_set1_epi8(9)); /* 9..13 -> 0..4 */
+    __m128i ctl = _mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(4)), t);
+    return (unsigned)_mm_movemask_epi8(_mm_or_si128(sp, ctl));
+#else
+#define sr__is_space(c) ((c) == ' ' || ((c) >= 9 && (c) <= 13))
+    unsigned m = 0;
+    for (int k = 0; k < 16; k++) m |= (unsigned)sr__is_space(p[k]) << k;
+    return m;
+#endif
+}
+
+static inline uint64_t sr__load64(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof(v));
+    return v; /* little-endian hosts: byte 0 in the low bits */
+}
+
+/* The low n (0..8) bytes of v. */
+static inline uint64_t sr__low_bytes(uint64_t v, size_t n) { return n >= 8 ? v : v & ((1ULL << (8 * n)) - 1); }
+
+/* Up to 8 bytes at p (n of them), zero-padded, read without passing p + n. */
+static uint64_t sr__load_upto8(const unsigned char *p, size_t n)
+{
+    uint64_t v = 0;
+    memcpy(&v, p, n < 8 ? n : 8);
+    return v;
+}
+
+/* A word's hash from its first 16 bytes (zero-padded, as held in its
+ * entry), its length and, past 16 bytes, the rest read from p: whole
+ * 8-byte words at a time, not a multiply per byte. The same function hashes
+ * a word cut from a batch and one merged from another counter. */
+static inline __attribute__((always_inline)) uint64_t sr__hash_word(uint64_t head0, uint64_t head1, const unsigned char *p, size_t len)
+{
+    uint64_t h = head0 * 0x9e3779b97f4a7c15ULL ^ (head1 + len) * 0xc2b2ae3d27d4eb4fULL;
+    for (size_t at = 16; at < len; at += 8) {
+        h ^= sr__load_upto8(p + at, len - at);
+        h = (h ^ (h >> 29)) * 0xbf58476d1ce4e5b9ULL;
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    return h ^ (h >> 33);
+}
 
 static uint64_t sr__hash(const unsigned char *p, size_t len)
 {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < len; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
-    return h ^ (h >> 29);
+    uint64_t head0 = sr__load_upto8(p, len), head1 = len > 8 ? sr__load_upto8(p + 8, len - 8) : 0;
+    return sr__hash_word(head0, head1, p, len);
 }
 
-/* A slot: the word's index + 1, and the top of its hash, so a probe
- * touches the word's entry only when that matches. */
-static uint64_t sr__slot(size_t k, uint64_t h) { return (h & SR__TAG) | (uint64_t)(k + 1); }
+/* A slot holds a word's first 16 bytes (zero-padded) and its count in the
+ * batch, beside its index + 1 (low 32 bits; 0 = empty slot), its length
+ * (8 bits, 255 for 255 or more) and the top 24 bits of its hash: a word of
+ * up to 16 bytes is found and counted touching its slot alone (32 bytes,
+ * never across a cache line), one cache miss at most. The counts go to the
+ * words' entries at the end of a pass (sr__flush). */
+typedef struct sr__slot {
+    uint64_t head0, head1;
+    double count;
+    uint64_t key;
+} sr__slot_t;
+
+#define SR__KEY_HI 0xffffffff00000000ULL
+
+static uint64_t sr__key_hi(uint64_t h, size_t len)
+{
+    return (h & 0xffffff0000000000ULL) | ((uint64_t)(len < 255 ? len : 255) << 32);
+}
+
+static sr__slot_t *sr__slots(const sr_wordcount_t *wc) { return (sr__slot_t *)(void *)wc->slots; }
+
+/* Each word's count from its slot to its entry. */
+static void sr__flush(sr_wordcount_t *wc)
+{
+    sr__slot_t *slots = sr__slots(wc);
+    for (size_t j = 0; j < wc->cap; j++)
+        if (slots[j].key) wc->word[(uint32_t)slots[j].key - 1].count = slots[j].count;
+}
 
 /* Rebuilds the slot table at cap (a power of two) for the words so far
- * (their hashes computed again from the batch's bytes). */
+ * (their hashes computed again from their entries and the batch's bytes,
+ * their counts kept). */
 static int sr__rehash(sr_wordcount_t *wc, size_t cap)
 {
-    uint64_t *slots = sr_calloc(cap, sizeof(*slots));
+    sr__slot_t *slots = sr_calloc(cap, sizeof(*slots));
     if (!slots) return SR_ENOMEM;
+    if (wc->slots) sr__flush(wc);
     const unsigned char *data = (const unsigned char *)wc->data;
     for (size_t i = 0; i < wc->n; i++) {
-        uint64_t h = sr__hash(data + wc->word[i].off, wc->word[i].len);
+        const sr_wordcount_word_t *w = &wc->word[i];
+        uint64_t h = sr__hash_word(w->head[0], w->head[1], data + w->off, w->len);
         size_t j = (size_t)h & (cap - 1);
-        while (slots[j]) j = (j + 1) & (cap - 1);
-        slots[j] = sr__slot(i, h);
+        while (slots[j].key) j = (j + 1) & (cap - 1);
+        slots[j].head0 = w->head[0];
+        slots[j].head1 = w->head[1];
+        slots[j].count = w->count;
+        slots[j].key = sr__key_hi(h, w->len) | (uint64_t)(i + 1);
     }
     sr_free(wc->slots);
-    wc->slots = slots;
+    wc->slots = (uint64_t *)(void *)slots;
     wc->cap = cap;
     return SR_OK;
 }
@@ -65,28 +149,30 @@ typedef struct sr__pending {
     uint32_t start, len;
 } sr__pending_t;
 
-/* Counts one word: finds it (words are mostly short: their first 16 bytes
- * are compared as two numbers held in the entry, only the rest, if any, in
- * the batch's bytes) or adds it. Returns 0 or SR_ENOMEM. */
+/* Counts one word: finds it (its slot's 16 bytes compared as two numbers,
+ * only the rest of a longer word in the batch's bytes) or adds it.
+ * Returns 0 or SR_ENOMEM. */
 static int sr__count(sr_wordcount_t *wc, const unsigned char *data, const sr__pending_t *p, double add)
 {
-    uint64_t tag = p->h & SR__TAG, s;
+    sr__slot_t *slots = sr__slots(wc);
+    uint64_t hi = sr__key_hi(p->h, p->len);
     size_t mask = wc->cap - 1, j = (size_t)p->h & mask;
     uint32_t len = p->len;
     for (;;) {
-        s = wc->slots[j];
-        if (!s) break;
-        if ((s & SR__TAG) == tag) {
-            const sr_wordcount_word_t *w = &wc->word[(uint32_t)s - 1];
-            if (w->head[0] == p->head[0] && w->head[1] == p->head[1] && w->len == len
-                && (len <= 16 || memcmp(data + w->off + 16, data + p->start + 16, len - 16) == 0))
-                break;
+        sr__slot_t *s = &slots[j];
+        if (!s->key) break;
+        if ((s->key & SR__KEY_HI) == hi && s->head0 == p->head[0] && s->head1 == p->head[1]) {
+            if (len <= 16) {
+                s->count += add;
+                return SR_OK;
+            }
+            const sr_wordcount_word_t *w = &wc->word[(uint32_t)s->key - 1];
+            if (w->len == len && memcmp(data + w->off + 16, data + p->start + 16, len - 16) == 0) {
+                s->count += add;
+                return SR_OK;
+            }
         }
         j = (j + 1) & mask;
-    }
-    if (s) {
-        wc->word[(uint32_t)s - 1].count += add;
-        return SR_OK;
     }
     int rc;
     if (wc->n == wc->ncap && (rc = sr__grow_words(wc)) < 0) return rc;
@@ -97,16 +183,20 @@ static int sr__count(sr_wordcount_t *wc, const unsigned char *data, const sr__pe
     w->off = p->start;
     w->len = len;
     w->count = add;
-    wc->slots[j] = sr__slot(k, p->h);
+    sr__slot_t *s = &slots[j];
+    s->head0 = p->head[0];
+    s->head1 = p->head[1];
+    s->count = add;
+    s->key = hi | (uint64_t)(k + 1);
     if (wc->n * 2 > wc->cap) return sr__rehash(wc, wc->cap * 2);
     return SR_OK;
 }
 
 /* Words are counted SR__LAG behind the scan: a word's slot is prefetched
- * when it is cut, its entry SR__LAG / 2 words later, so the lookups of
- * several words wait on memory at once instead of one after another (the
- * tables outgrow the caches with the vocabulary). Prefetches are only
- * hints: each count probes the table as it is then. */
+ * when it is cut, so the lookups of several words wait on memory at once
+ * instead of one after another (the table outgrows the caches with the
+ * vocabulary). Prefetches are only hints: each count probes the table as it
+ * is then. */
 #define SR__LAG 16
 #define SR__RING 32 /* a power of two > SR__LAG */
 
@@ -118,39 +208,77 @@ int sr_wordcount_range(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_
     wc->n = 0;
     wc->words = 0;
     if (!wc->cap && sr__rehash(wc, 4096) < 0) return SR_ENOMEM;
-    memset(wc->slots, 0, wc->cap * sizeof(*wc->slots));
+    memset(wc->slots, 0, wc->cap * sizeof(sr__slot_t));
     const unsigned char *data = (const unsigned char *)b->data;
     sr__pending_t ring[SR__RING];
     size_t cut = 0, counted = 0;
     int rc = SR_OK;
+    const size_t total = b->len;
     for (size_t r = lo; r < hi; r++) {
         size_t i = b->off[r], end = b->off[r + 1];
         while (i < end) {
-            while (i < end && sr__is_space(data[i])) i++;
-            if (i >= end) break;
-            size_t start = i;
-            uint64_t h = 0xcbf29ce484222325ULL, head0 = 0, head1 = 0;
-            while (i < end && !sr__is_space(data[i])) {
-                size_t at = i - start;
-                if (at < 8) head0 |= (uint64_t)data[i] << (8 * at);
-                else if (at < 16) head1 |= (uint64_t)data[i] << (8 * (at - 8));
-                h = (h ^ data[i]) * 0x100000001b3ULL;
-                i++;
+            /* The 32 bytes at i, from the batch or, within 32 bytes of its
+             * end, a copy padded with spaces (never read past the data). */
+            unsigned char pad[32];
+            const unsigned char *p = data + i;
+            if (i + 32 > total) {
+                memset(pad, ' ', sizeof(pad));
+                memcpy(pad, p, total - i);
+                p = pad;
             }
-            h ^= h >> 29;
-            sr__pending_t *p = &ring[cut % SR__RING];
-            p->h = h;
-            p->head[0] = head0;
-            p->head[1] = head1;
-            p->start = (uint32_t)start;
-            p->len = (uint32_t)(i - start);
-            __builtin_prefetch(&wc->slots[(size_t)h & (wc->cap - 1)]);
+            /* Whitespace bits of the 16 bytes at i; bits 16.. and the bytes
+             * past the record count as whitespace. */
+            unsigned m = sr__space16(p) | 0xffff0000u;
+            if (end - i < 16) m |= ~0u << (end - i);
+            if (m == ~0u) {
+                i += 16;
+                continue;
+            }
+            unsigned s0 = (unsigned)__builtin_ctz(~m);
+            unsigned e0 = s0 + (unsigned)__builtin_ctz(m >> s0);
+            size_t start = i + s0, len;
+            if (e0 < 16) {
+                len = e0 - s0;
+                i += e0;
+            } else {
+                /* A word that reaches past these 16 bytes. */
+                size_t j = i + 16;
+                while (j < end) {
+                    unsigned char pj[16];
+                    const unsigned char *q = data + j;
+                    if (j + 16 > total) {
+                        memset(pj, ' ', sizeof(pj));
+                        memcpy(pj, q, total - j);
+                        q = pj;
+                    }
+                    unsigned mj = sr__space16(q) | 0xffff0000u;
+                    if (end - j < 16) mj |= ~0u << (end - j);
+                    unsigned z = (unsigned)__builtin_ctz(mj);
+                    j += z;
+                    if (z < 16) break;
+                }
+                len = j - start;
+                i = j;
+            }
+            /* Its first 16 bytes, zero-padded: from the 32 at p when the
+             * word starts in the first 16 (always, unless it is long). */
+            uint64_t head0, head1;
+            if (len <= 16) {
+                head0 = sr__low_bytes(sr__load64(p + s0), len);
+                head1 = len > 8 ? sr__low_bytes(sr__load64(p + s0 + 8), len - 8) : 0;
+            } else {
+                head0 = sr__load64(p + s0);
+                head1 = sr__load64(p + s0 + 8);
+            }
+            uint64_t h = sr__hash_word(head0, head1, data + start, len);
+            sr__pending_t *pw = &ring[cut % SR__RING];
+            pw->h = h;
+            pw->head[0] = head0;
+            pw->head[1] = head1;
+            pw->start = (uint32_t)start;
+            pw->len = (uint32_t)len;
+            __builtin_prefetch(&sr__slots(wc)[(size_t)h & (wc->cap - 1)], 1);
             cut++;
-            if (cut > SR__LAG / 2) {
-                const sr__pending_t *q = &ring[(cut - 1 - SR__LAG / 2) % SR__RING];
-                uint64_t s = wc->slots[(size_t)q->h & (wc->cap - 1)];
-                if (s && (uint32_t)s - 1 < wc->n) __builtin_prefetch(&wc->word[(uint32_t)s - 1]);
-            }
             if (cut - counted > SR__LAG) {
                 if ((rc = sr__count(wc, data, &ring[counted % SR__RING], 1)) < 0) goto fail;
                 counted++;
@@ -162,6 +290,7 @@ int sr_wordcount_range(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_
         counted++;
     }
 fail:
+    sr__flush(wc);
     wc->words = counted;
     return rc;
 }
@@ -176,8 +305,12 @@ int sr_wordcount_merge(sr_wordcount_t *dst, const sr_wordcount_t *src)
         p.head[0] = w->head[0];
         p.head[1] = w->head[1];
         int rc = sr__count(dst, data, &p, w->count);
-        if (rc < 0) return rc;
+        if (rc < 0) {
+            sr__flush(dst);
+            return rc;
+        }
     }
+    sr__flush(dst);
     dst->words += src->words;
     return SR_OK;
 }

@@ -24,8 +24,7 @@ typedef struct sr_wordcount {
     sr_wordcount_word_t *word; /* read-only: the distinct words, in order of first appearance */
     size_t n;                  /* read-only: distinct words */
     size_t words;              /* read-only: all words */
-    uint64_t *slots;           /* private: index + 1 of a word (low 32 bits; 0 =
-                                  empty) and the top of its hash (high 32 bits) */
+    uint64_t *slots;           /* private: the slot table (sr_words.c) */
     size_t cap, ncap;          /* private */
 } sr_wordcount_t;
 

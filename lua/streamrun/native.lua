@@ -8,6 +8,7 @@ local core = require "streamrun.core"
 local builtins = require "streamrun.builtins"
 
 local C, ffi = core.C, core.ffi
+local tnew = require "table.new"
 
 local M = {}
 
@@ -61,7 +62,7 @@ function M.word_counter(workers)
     if pool and own then rc = C.sr_workers_wordcount(pool, wcs, cb) else rc = C.sr_wordcount_batch(wc, cb) end
     if rc ~= 0 then error("word count: out of memory", 0) end
     local n = tonumber(wc.n)
-    local keys, counts = {}, {}
+    local keys, counts = tnew(n, 0), tnew(n, 0)
     local data, word = wc.data, wc.word
     for i = 0, n - 1 do
       local w = word[i]

@@ -83,51 +83,216 @@ local function put_or_report(node, g, state, sp, k, v, now)
   return false
 end
 
+-- Keys looked up at a time by one C call (sr_state_find_batch).
+local FOUND_RUN = 256
+
+-- The batch's keys as the C lookup takes them, in the state's buffer
+-- (the strings are borrowed from the batch).
+local function batch_keys(sp, A, n, what)
+  local K = C.sr_state_keys(sp, n)
+  if K == nil then error((what or "map_with_state") .. ": out of memory for a batch of " .. n .. " keys", 0) end
+  for i = 1, n do
+    local k, e = A[i], K[i - 1]
+    local t = type(k)
+    if t == "string" then
+      e.type, e.s, e.len = 1, k, #k
+    elseif t == "number" then
+      e.type, e.num = 2, k
+    elseif t == "boolean" then
+      e.type, e.num = 3, k and 1 or 0
+    else
+      e.type = 0
+    end
+  end
+  return K
+end
+
 -- -- update_state_by_key --
+-- Every key with state is called each batch, in the order of its key's
+-- bytes. That order is the C snapshot's, sorted each time; while the set of
+-- keys stays the same from one batch to the next (running totals over a
+-- steady vocabulary), the order of the batch before is kept (its key
+-- strings, not a copy of the state) and the values are read through the FFI
+-- by a lookup of every key in one C pass, instead of a sort and a table of
+-- every value. Any batch that adds or removes a key, or fails a call, drops
+-- the kept order.
+
+-- state handle -> { keys = the state's keys in order, n = how many }
+local ordered = setmetatable({}, { __mode = "k" })
+-- Past this many keys the order is not kept: a Lua table of every key
+-- would weigh on the collector more than the sort it saves.
+local ORDER_MAX = 2 ^ 20
+local tclear = require "table.clear"
+
+-- Groups a keyed batch into the stage's reused tables (the keys of the
+-- batch before are the same words, again and again): keys in order of
+-- first appearance and, per key, the array of its values. With the kept
+-- order's rank (key -> its index in the order), the values of keys with
+-- state go straight to V[rank] (V holds EMPTY for each); only new keys are
+-- grouped in the tables.
+local function group(node, g, input, rank, V)
+  local keys, lists = node.usk_keys, node.usk_lists
+  if keys then
+    tclear(keys)
+    tclear(lists)
+  else
+    keys, lists = tnew(input.n, 0), tnew(0, input.n)
+    node.usk_keys, node.usk_lists = keys, lists
+  end
+  local nk = 0
+  local A, B = input.a, input.b
+  local pair_check = ops.pair_check
+  for i = 1, input.n do
+    local k, v = A[i], B[i]
+    if pair_check(node, g, k, v) then
+      local r = rank and rank[k]
+      if r then
+        local l = V[r]
+        if l == EMPTY then V[r] = { v } else l[#l + 1] = v end
+      else
+        local l = lists[k]
+        if l == nil then
+          nk = nk + 1
+          keys[nk] = k
+          lists[k] = { v }
+        else
+          l[#l + 1] = v
+        end
+      end
+    end
+  end
+  return keys, lists, nk
+end
 
 function M.update_state_by_key(node, g, state, input, time_ms)
-  -- The keys a batch brings are about those in the state (running totals)
-  -- and at most its records.
-  local keys, lists, nk = ops.group(node, g, input, min(input.n, max(state:count(), 16)))
   local f = node.fn
   local sp = ffi.cast("sr_state_t *", state:pointer())
-  local skeys, svalues, ns = state:snapshot()
+  local kept = ordered[state]
+  local count = state:count()
+  local skeys, svalues, ns, V, keys, lists, nk
+  if kept and kept.n == count then
+    skeys, ns = kept.keys, count
+    local rank = kept.rank
+    if not rank then
+      rank = tnew(0, ns)
+      for i = 1, ns do rank[skeys[i]] = i end
+      kept.rank = rank
+    end
+    V = tnew(ns, 0)
+    for i = 1, ns do V[i] = EMPTY end
+    keys, lists, nk = group(node, g, input, rank, V)
+  else
+    ordered[state] = nil
+    keys, lists, nk = group(node, g, input)
+    skeys, svalues, ns = state:snapshot()
+    -- The keys with state take their lists out of the table; what is left
+    -- belongs to new keys.
+    V = tnew(ns, 0)
+    for i = 1, ns do
+      local k = skeys[i]
+      local l = lists[k]
+      if l then
+        V[i] = l
+        lists[k] = nil
+      else
+        V[i] = EMPTY
+      end
+    end
+  end
   -- Every key with state (ordered by key), then the new ones in arrival
   -- order, each with its values.
-  local K, V, O, total = tnew(ns + nk, 0), tnew(ns + nk, 0), tnew(ns, 0), 0
-  for i = 1, ns do
-    local k = skeys[i]
-    total = total + 1
-    K[total], V[total], O[total] = k, lists[k] or EMPTY, svalues[i]
-    lists[k] = nil
-  end
+  local K, total = skeys, ns
   for i = 1, nk do
     local k = keys[i]
-    if lists[k] then
+    local l = lists[k]
+    if l then
+      if K == skeys then
+        -- (skeys may be the kept order: the new keys go on a copy)
+        K = tnew(ns + nk, 0)
+        for j = 1, ns do K[j] = skeys[j] end
+      end
       total = total + 1
-      K[total], V[total] = k, lists[k]
+      K[total], V[total] = k, l
     end
   end
   local OA, OB, m = tnew(total, 0), tnew(total, 0), 0
+  local changed = total > ns
   local function emit(k, v)
     if v ~= nil then
       m = m + 1
       OA[m], OB[m] = k, v
     end
   end
-  each(total, function(i)
-    local k, old = K[i], O[i]
-    local new = f(V[i], old, k, time_ms)
-    if new == nil then
-      state:remove(k)
-    elseif not put_or_report(node, g, state, sp, k, new) then
-      new = old
-    end
-    emit(k, new)
-  end, function(i, err)
-    key_error(node, g, K[i], V[i], err)
-    emit(K[i], O[i])
-  end, "item")
+  if svalues then
+    each(total, function(i)
+      local k, old = K[i], nil
+      if i <= ns then old = svalues[i] end
+      local new = f(V[i], old, k, time_ms)
+      if new == nil then
+        if old ~= nil then changed = true end
+        state:remove(k)
+      elseif not put_or_report(node, g, state, sp, k, new) then
+        new = old
+      end
+      emit(k, new)
+    end, function(i, err)
+      changed = true
+      key_error(node, g, K[i], V[i], err)
+      local old = nil
+      if i <= ns then old = svalues[i] end
+      emit(K[i], old)
+    end, "item")
+  else
+    -- The kept order: the keys with state are looked up FOUND_RUN at a
+    -- time (see map_with_state), their values read by index in the run.
+    local SK = ns > 0 and batch_keys(sp, skeys, ns, "update_state_by_key") or nil
+    local base, top = 0, 0
+    local old
+    each(total, function(i)
+      local k = K[i]
+      old = nil
+      local kt, ks, kl, kn = key_args(k)
+      local j = -1
+      if i <= ns then
+        if i > top or i <= base then
+          base, top = i - 1, min(ns, i - 1 + FOUND_RUN)
+          C.sr_state_find_batch(sp, SK + base, top - base)
+        end
+        j = i - 1 - base
+        local rc = C.sr_state_found_number(sp, j, kt, ks, kl, kn, number_out)
+        if rc == 1 then
+          old = number_out[0]
+        elseif rc ~= 0 then
+          old = state:get_found(j, k)
+        end
+      end
+      local new = f(V[i], old, k, time_ms)
+      if new == nil then
+        if old ~= nil then changed = true end
+        state:remove(k)
+      elseif j >= 0 and type(new) == "number" then
+        local rc = C.sr_state_found_put_number(sp, j, kt, ks, kl, kn, new, -1)
+        if rc ~= 0 then
+          g.report(node, ("key %s: %s; the key keeps its previous state"):format(format.json(k),
+            ffi.string(C.sr_strerror(rc))), k)
+          new = old
+        end
+      elseif not put_or_report(node, g, state, sp, k, new) then
+        new = old
+      end
+      emit(k, new)
+    end, function(i, err)
+      changed = true
+      key_error(node, g, K[i], V[i], err)
+      emit(K[i], old)
+    end, "item")
+    C.sr_state_release(sp)
+  end
+  if not changed and ns <= ORDER_MAX then
+    if not (kept and kept.keys == skeys) then ordered[state] = { keys = skeys, n = ns } end
+  else
+    ordered[state] = nil
+  end
   return { n = m, a = OA, b = OB }
 end
 
@@ -168,30 +333,8 @@ local function reset(s, k, v, timing_out)
   s.key, s.value, s.timing_out, s.changed, s.removed = k, v, timing_out, false, false
 end
 
-local FOUND_RUN = 256
 -- Timed-out keys handed from C at a time.
 local DUE_CHUNK = 4096
-
--- The batch's keys as the C lookup takes them, in the state's buffer
--- (the strings are borrowed from the batch).
-local function batch_keys(sp, A, n)
-  local K = C.sr_state_keys(sp, n)
-  if K == nil then error("map_with_state: out of memory for a batch of " .. n .. " keys", 0) end
-  for i = 1, n do
-    local k, e = A[i], K[i - 1]
-    local t = type(k)
-    if t == "string" then
-      e.type, e.s, e.len = 1, k, #k
-    elseif t == "number" then
-      e.type, e.num = 2, k
-    elseif t == "boolean" then
-      e.type, e.num = 3, k and 1 or 0
-    else
-      e.type = 0
-    end
-  end
-  return K
-end
 
 -- plan: the running plan (its event-time tracker, and whether the batch is
 -- the last of bounded input: then every key times out).

@@ -1,5 +1,6 @@
 /* test_words: the C word counter: splitting on every whitespace byte, counts,
- * order of first appearance, growth past the initial table, and reuse. */
+ * order of first appearance, growth past the initial table, reuse, and its
+ * 16-bytes-at-a-time scan against a byte-at-a-time reference. */
 #include "sr_test.h"
 
 #include "sr_alloc.h"
@@ -89,12 +90,103 @@ static void test_words_alike_at_the_start(void **state)
     sr_batch_close(&b);
 }
 
+/* The 16-bytes-at-a-time scan against a byte-at-a-time reference, over
+ * random records: words of 1 to 82 bytes (across 16- and 32-byte steps),
+ * every whitespace byte, NUL and high bytes, records that end mid-word
+ * next to one that starts with a word (not one word), and words that end
+ * the batch's data. */
+typedef struct ref_word { const char *p; size_t len; double count; } ref_word_t;
+
+static int ref_space(unsigned char c) { return c == ' ' || (c >= 9 && c <= 13); }
+
+static void ref_count(const sr_batch_t *b, ref_word_t *words, size_t *n, size_t *total)
+{
+    *n = 0;
+    *total = 0;
+    for (size_t r = 0; r < b->n; r++) {
+        size_t i = b->off[r], end = b->off[r + 1];
+        while (i < end) {
+            while (i < end && ref_space((unsigned char)b->data[i])) i++;
+            if (i >= end) break;
+            size_t start = i;
+            while (i < end && !ref_space((unsigned char)b->data[i])) i++;
+            size_t k = 0;
+            while (k < *n && !(words[k].len == i - start && memcmp(words[k].p, b->data + start, i - start) == 0)) k++;
+            if (k == *n) {
+                words[k].p = b->data + start;
+                words[k].len = i - start;
+                words[k].count = 0;
+                (*n)++;
+            }
+            words[k].count++;
+            (*total)++;
+        }
+    }
+}
+
+static void test_scan_matches_reference(void **state)
+{
+    (void)state;
+    static const char spaces[] = " \t\n\v\f\r";
+    static const char vocab[][96] = {
+        "a", "to", "be", "the", "abcdefg", "abcdefgh", "abcdefghi", "abcdefghijklmno", "abcdefghijklmnop",
+        "abcdefghijklmnopq", "abcdefghijklmnopqrstuvwxyz012345", "abcdefghijklmnopqrstuvwxyz0123456",
+        "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-long-word-of-82-bytes",
+        "\x80\xff\xfe", "x\x01y",
+    };
+    enum { NV = sizeof(vocab) / sizeof(vocab[0]) };
+    unsigned seed = 12345;
+    sr_wordcount_t *wc = sr_wordcount_new();
+    ref_word_t *ref = malloc(4096 * sizeof(*ref));
+    for (int round = 0; round < 200; round++) {
+        sr_batch_t b;
+        sr_batch_init(&b, 0, 0);
+        int records = 1 + round % 37;
+        for (int r = 0; r < records; r++) {
+            char line[600];
+            size_t len = 0;
+            int parts = (int)((seed = seed * 1103515245u + 12345u) >> 16) % 12;
+            for (int k = 0; k < parts; k++) {
+                seed = seed * 1103515245u + 12345u;
+                unsigned x = seed >> 8;
+                if (x % 3 == 0) {
+                    int ns = 1 + (int)(x / 3 % 20); /* runs of whitespace, some past 16 bytes */
+                    for (int q = 0; q < ns; q++) line[len++] = spaces[(x + (unsigned)q) % 6];
+                } else {
+                    const char *w = vocab[x / 3 % NV];
+                    size_t wl = strlen(w);
+                    if (x % 7 == 0) wl = 1 + x / 21 % wl; /* a prefix: words alike at the start */
+                    memcpy(line + len, w, wl);
+                    len += wl;
+                    if (x % 11 == 0) line[len++] = '\0';
+                    if (x % 2) line[len++] = ' ';
+                }
+            }
+            sr_batch_append(&b, line, len, r);
+        }
+        size_t rn, rtotal;
+        ref_count(&b, ref, &rn, &rtotal);
+        assert_int_equal(sr_wordcount_batch(wc, &b), 0);
+        assert_int_equal(wc->n, rn);
+        assert_int_equal(wc->words, rtotal);
+        for (size_t k = 0; k < rn; k++) {
+            assert_int_equal(wc->word[k].len, ref[k].len);
+            assert_memory_equal(wc->data + wc->word[k].off, ref[k].p, ref[k].len);
+            assert_true(wc->word[k].count == ref[k].count);
+        }
+        sr_batch_close(&b);
+    }
+    free(ref);
+    sr_wordcount_free(wc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counts_in_first_appearance_order),
         cmocka_unit_test(test_many_distinct_words),
         cmocka_unit_test(test_words_alike_at_the_start),
+        cmocka_unit_test(test_scan_matches_reference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -562,6 +562,72 @@ describe("keyed state", function()
       assert.same({ { "a", {}, 2, 4000 } }, calls)
     end)
 
+    -- From one batch to the next with the same keys the order of the batch
+    -- before is kept (no sort, values read by key); any batch that adds,
+    -- removes or swaps keys, or fails a call, sorts again. Against a model:
+    -- every call in key-bytes order, with the state the model holds.
+    it("calls every key with state in key order with its state, batch after batch, as keys come and go", function()
+      local calls, model = {}, {}
+      local d = driver(function(s)
+        capture(s:update_state_by_key(function(values, state, key)
+          calls[#calls + 1] = { key, state }
+          local last = values[#values]
+          if last == "drop" then return nil end
+          if last == "boom" then error("boom") end
+          if #values == 0 then
+            if type(state) == "number" then return state + 1 end
+            return state
+          end
+          return last
+        end, { name = "kept" }), "output")
+      end)
+      local pool = { "a", "bb", "c", "ab", "zz", "abcdefghijklmnopqrstuvwxyz", 1, 2, 2.5, -3, true, false, "1" }
+      local kinds = { 7, "seven", false, { 1, 2 }, { x = "y" } }
+      local seed = 7
+      local function rand(n)
+        seed = (seed * 1103515245 + 12345) % 2147483648
+        return seed % n + 1
+      end
+      for batch = 1, 40 do
+        -- Quiet batches (no values: the kept order) between busy ones.
+        local push = {}
+        if batch % 3 == 1 then
+          for _ = 1, rand(5) do
+            local k, v = pool[rand(#pool)], kinds[rand(#kinds)]
+            if rand(6) == 1 then v = "drop" elseif rand(15) == 1 then v = "boom" end
+            push[#push + 1] = { k, v }
+          end
+        end
+        if #push > 0 then d:push("input", push) end
+        calls = {}
+        d:tick()
+        -- The model after the batch, and the calls it expects.
+        local got_values = {}
+        for _, e in ipairs(push) do got_values[e[1]] = e[2] end
+        local order = {}
+        for k in pairs(model) do order[#order + 1] = k end
+        table.sort(order, function(x, y) return cstate.encode(x) < cstate.encode(y) end)
+        local want = {}
+        for _, k in ipairs(order) do want[#want + 1] = { k, model[k] } end
+        local new = {}
+        for _, e in ipairs(push) do
+          if model[e[1]] == nil and not new[e[1]] then
+            new[e[1]] = true
+            want[#want + 1] = { e[1], nil }
+          end
+        end
+        assert.same(want, calls, "batch " .. batch)
+        for _, w in ipairs(want) do
+          local k, v = w[1], got_values[w[1]]
+          if v == "drop" then model[k] = nil
+          elseif v == "boom" then -- (keeps its state)
+          elseif v ~= nil then model[k] = v
+          elseif type(model[k]) == "number" then model[k] = model[k] + 1 end
+        end
+        assert.same(model, d:state("kept"), "batch " .. batch)
+      end
+    end)
+
     it("opts.initial as a table seeds the state at the first batch", function()
       local d = driver(function(s)
         capture(s:update_state_by_key(function(values, state)
