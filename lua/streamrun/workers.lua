@@ -74,13 +74,15 @@ function M.count(job)
   return want
 end
 
--- Whether a compiled plan has a step that runs on several workers.
+-- The steps of a compiled plan that run on several workers: the built-in
+-- word counts, and the keyed segment (streamrun.exchange).
 local function parallel_steps(plan)
-  local n = 0
+  local native, keyed = 0, 0
   for _, step in ipairs(plan.steps or {}) do
-    if step.kind == "native" then n = n + 1 end
+    if step.kind == "native" then native = native + 1 end
+    if step.kind == "parallel" then keyed = keyed + 1 end
   end
-  return n
+  return native, keyed
 end
 
 -- The workers of a session: { pool (a C pool, nil with one worker), n,
@@ -111,13 +113,20 @@ function M.note_plan(w, plan, job)
   if w.n == 1 or w.said then return end
   w.said = true
   local asked = (job.workers or "auto") == "auto" and ("auto (%d CPUs)"):format(w.n) or tostring(w.n)
-  if parallel_steps(plan) == 0 then
-    w.log("workers: %s; this job's stages are not parallel yet (only the built-in word count is), "
-      .. "so it runs on 1 worker", asked)
+  local native, keyed = parallel_steps(plan)
+  if native + keyed == 0 then
+    w.log("workers: %s; nothing in this job runs on several workers (%s), so it runs on 1 worker", asked,
+      plan.parallel_why or "no keyed segment")
     w.pool, w.n, w.busy = nil, 1, { 0 }
+  elseif keyed > 0 then
+    local seg = plan.parallel_seg
+    local names = {}
+    for _, s in ipairs(seg.stages) do names[#names + 1] = s.stage_name end
+    if seg.sink then names[#names + 1] = seg.sink.stage_name end
+    if seg.keyed then names[#names + 1] = seg.keyed.stage_name end
+    w.log("workers: %s; %s run on %d workers, the other stages on worker 0", asked, table.concat(names, " > "), w.n)
   else
-    w.log("workers: %s; the built-in word count runs on %d workers, the other stages on 1 (not parallel yet)",
-      asked, w.n)
+    w.log("workers: %s; the built-in word count runs on %d workers, the other stages on worker 0", asked, w.n)
   end
 end
 

@@ -26,32 +26,62 @@ local function random_lines(rnd, n)
   return lines
 end
 
--- A random job over lines: the built-in word count, or user functions
--- before reduce_by_key, or a map_with_state, or a windowed count.
-local function random_job(shape)
-  return function()
-    local job = sr.job { name = "w", batch = "1s", partitions = 4 }
-    local lines = job:queue({}, { name = "lines" })
-    local words = lines:flat_map(sr.words)
-    local out
-    if shape == 1 then
-      out = words:count_by_value()
-    elseif shape == 2 then
-      out = words:filter(function(w) return #w > 1 end):map(function(w) return { w:sub(1, 2), #w } end)
-        :reduce_by_key(function(a, b) return a + b end)
-    elseif shape == 3 then
-      out = words:map(function(w) return { w, 1 } end):map_with_state(sr.state_spec(function(k, v, state)
-        local n = (state:get() or 0) + (v or 0)
-        if v == nil then return { k, "gone" } end
+-- Random jobs over lines, as scripts (each worker's VM loads the job from
+-- its script): the built-in word count; user functions before a
+-- reduce_by_key; a map_with_state with a timeout; a windowed count (not
+-- split: worker 0); reduce_by_key into map_with_state; a map into
+-- count_by_value into update_state_by_key; a reducer that is not commutative (concatenation:
+-- the arrival order shows) into update_state_by_key. SPLIT: the shapes
+-- whose keyed stages run on every worker.
+local SHAPES = {
+  "out = words:count_by_value()",
+  [[out = words:filter(function(w) return #w > 1 end):map(function(w) return { w:sub(1, 2), #w } end)
+      :reduce_by_key(function(a, b) return a + b end)]],
+  [[out = words:map(function(w) return { w, 1 } end):map_with_state(sr.state_spec(function(k, v, state)
+      local n = (state:get() or 0) + (v or 0)
+      if v == nil then return { k, "gone" } end
+      state:update(n)
+      return { k, n }
+    end):timeout("3s"):name("running"))]],
+  [[out = words:count_by_value_and_window("3s", "1s")]],
+  [[out = words:map(function(w) return w:lower(), 1 end):reduce_by_key(sr.add)
+      :map_with_state(sr.state_spec(function(k, v, state)
+        if v == nil then return k, -1 end
+        local n = (state:exists() and state:get() or 0) + v
         state:update(n)
-        return { k, n }
-      end):timeout("3s"):name("running"))
-    else
-      out = words:count_by_value_and_window("3s", "1s")
-    end
-    out:foreach_batch(function() end, { name = "out" })
-    return job
+        return k, n
+      end):timeout("2s"):name("running"))]],
+  [[out = words:map(function(w) return w:upper() end):count_by_value():update_state_by_key(function(values, total)
+      local t = total or 0
+      for i = 1, #values do t = t + values[i] end
+      if t > 40 then return nil end
+      return t
+    end, { name = "running" })]],
+  [[out = words:map(function(w) return w:sub(1, 1), w end):reduce_by_key(function(a, b) return a .. "+" .. b end)
+      :update_state_by_key(function(values, last) return values[1] or last end, { name = "running" })]],
+}
+local SPLIT = { [2] = true, [3] = true, [5] = true, [6] = true, [7] = true }
+local STATEFUL = { [3] = true, [5] = true, [6] = true, [7] = true }
+
+local script_dir
+local function random_job(shape)
+  if not script_dir then
+    script_dir = os.tmpname()
+    os.remove(script_dir)
+    assert(os.execute("mkdir -p " .. script_dir))
   end
+  local path = ("%s/job%d.lua"):format(script_dir, shape)
+  local f = assert(io.open(path, "w"))
+  f:write(([[local sr = require "streamrun"
+local job = sr.job { name = "w", batch = "1s", partitions = 4 }
+local words = job:queue({}, { name = "lines" }):flat_map(sr.words)
+local out
+%s
+out:foreach_batch(function() end, { name = "out" })
+return job
+]]):format(SHAPES[shape]))
+  f:close()
+  return path
 end
 
 describe("workers", function()
@@ -110,10 +140,16 @@ describe("workers", function()
   end)
 
   it("gives the same outputs, state and checkpoints with 1, 2, 3 and 8 workers", function()
-    for shape = 1, 4 do
+    for shape = 1, #SHAPES do
       for seed = 1, 6 do
         local drivers = {}
         for i, n in ipairs { 1, 2, 3, 8 } do drivers[i] = testing.driver(random_job(shape), { workers = n }) end
+        -- The keyed segment really runs on every worker, in their own VMs.
+        for i = 2, 4 do
+          local par = drivers[i].plan.parallel
+          assert.equal(SPLIT[shape] or false, par ~= nil, ("shape %d"):format(shape))
+          if par then assert.equal(drivers[i].session.workers.n, par.n) end
+        end
         local rnd = rng(seed * 31 + shape)
         for b = 1, 8 do
           local lines = random_lines(rnd, rnd(4) == 0 and 0 or rnd(200))
@@ -124,17 +160,28 @@ describe("workers", function()
           end
           for i = 2, #drivers do assert.same(outs[1], outs[i], ("shape %d seed %d batch %d"):format(shape, seed, b)) end
         end
-        local stage = shape == 3 and "running" or nil
+        local stage = STATEFUL[shape] and "running" or nil
         if stage then
           for i = 2, #drivers do assert.same(drivers[1]:state(stage), drivers[i]:state(stage)) end
         end
-        -- A checkpoint written with N workers restores with M.
-        local path = drivers[4]:checkpoint()
-        local again = testing.restore(path, { job = random_job(shape), workers = 2 })
+        -- Checkpoints are the same bytes whatever N, and one written with
+        -- N workers restores with M.
+        local paths = {}
+        for i, d in ipairs(drivers) do
+          paths[i] = d:checkpoint()
+          local f = assert(io.open(paths[i], "rb"))
+          paths[i] = { path = paths[i], bytes = f:read("*a") }
+          f:close()
+        end
+        for i = 2, #drivers do
+          assert.equal(paths[1].bytes, paths[i].bytes, ("shape %d: checkpoint of %d workers"):format(shape, i))
+        end
+        local again = testing.restore(paths[4].path, { job = random_job(shape), workers = 2 })
         local lines = random_lines(rnd, 50)
         again:push("lines", lines)
         drivers[1]:push("lines", lines)
         assert.same(drivers[1]:tick().out, again:tick().out)
+        if stage then assert.same(drivers[1]:state(stage), again:state(stage)) end
       end
     end
   end)
