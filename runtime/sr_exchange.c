@@ -299,6 +299,28 @@ static int sr__adopt_state(lua_State *L)
     return 1;
 }
 
+/* cexchange.key_orders(o, n): each order o[i] that is {key} becomes the
+ * string put() sends for it (the key's bytes), in one call per batch. */
+static int sr__key_orders(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    msgpack_packer kp;
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, 1, (int)i);
+        if (lua_type(L, -1) == LUA_TTABLE) {
+            lua_rawgeti(L, -1, 1);
+            sr_mpbuf_packer(&key_scratch, &kp);
+            sr_mplua_pack_key(L, -1, &kp);
+            lua_pushlstring(L, key_scratch.data, key_scratch.len);
+            lua_rawseti(L, 1, (int)i);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
 /* cexchange.partition(key, nparts) -> the partition (0-based) of a key. */
 static int sr__partition(lua_State *L)
 {
@@ -316,6 +338,7 @@ int luaopen_streamrun_cexchange(lua_State *L)
                                     { "put", sr__put }, { "take", sr__take },
                                     { "shard", sr__shard }, { "gather", sr__gather },
                                     { "adopt_state", sr__adopt_state }, { "partition", sr__partition },
+                                    { "key_orders", sr__key_orders },
                                     { NULL, NULL } };
     if (luaL_newmetatable(L, SR_EXCHANGE_MT)) {
         lua_pushcfunction(L, sr__gc);

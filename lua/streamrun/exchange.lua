@@ -316,6 +316,12 @@ function M.phase2(e, arg)
       end
     end
   end
+  if e.k == 0 then
+    -- Worker 0's own outputs stay as they are (their orders as sent).
+    cx.key_orders(orders, out.n)
+    e.kept = { out.a, out.b, orders, out.n }
+    return
+  end
   cx.clear(e.ex.out, e.k)
   local bad, why = cx.put(e.ex.out, e.k, 0, out.a, out.b, orders, out.n)
   if bad then error(("stage %s: output %d: %s"):format((keyed or e.seg.sink).stage_name, bad, why), 0) end
@@ -333,9 +339,10 @@ local function before(x, y, strings_first)
 end
 
 -- Outputs of owners 0 .. n-1, each in order: one batch, merged by order.
-function M.gather(ex, n, strings_first)
-  local lists, at, total = {}, {}, 0
-  for w = 0, n - 1 do
+-- own: worker 0's (as phase 2 kept them).
+function M.gather(ex, n, strings_first, own)
+  local lists, at, total = { own }, { 1 }, own[4]
+  for w = 1, n - 1 do
     local A, B, O, c = cx.take(ex, w, 0)
     lists[w + 1] = { A, B, O, c }
     at[w + 1] = 1
@@ -475,7 +482,8 @@ function Par:run(results, time_ms)
   waited = waited + both(self, 2, M.phase2, arg, sarg)
   for k = 1, n - 1 do M.deliver(ex.out, k, g) end
   self.workers.waited_ms = (self.workers.waited_ms or 0) + waited
-  local out = M.gather(ex.out, n, seg.keyed ~= nil and seg.keyed.op == "update_state_by_key")
+  local out = M.gather(ex.out, n, seg.keyed ~= nil and seg.keyed.op == "update_state_by_key", self.e0.kept)
+  self.e0.kept = nil
   if seg.keyed then
     self.out = out
     return batch.empty()

@@ -143,9 +143,11 @@ function M.batch_busy(w, processing_ms)
   for i = 1, w.n do
     local total = C.sr_workers_busy_ms(pool, i - 1)
     -- Worker 0 also runs every stage that is not parallel: its busy time
-    -- is the whole batch's.
+    -- is the whole batch's but what it spent waiting for the others
+    -- (streamrun.exchange counts that).
     if i == 1 then
-      w.busy0 = (w.busy0 or 0) + processing_ms
+      w.busy0 = (w.busy0 or 0) + math.max(0, processing_ms - (w.waited_ms or 0))
+      w.waited_ms = 0
       total = w.busy0
     end
     out[i] = total - w.busy[i]
