@@ -127,10 +127,11 @@ static void sr__pack_order(lua_State *L, int idx, msgpack_packer *pk, const char
     }
 }
 
-/* cexchange.scatter(ex, from, nparts, a, b, o, n) -> nil, or i and why:
- * elements 1..n (key a[i], value b[i], order o[i]) each to the worker that
- * owns the partition of its key. Stops at an element whose value cannot be
- * packed (the exchange is then incomplete; the caller fails the batch). */
+/* cexchange.scatter(ex, from, nparts, a, b, o, n [, p]) -> nil, or i and
+ * why: elements 1..n (key a[i], value b[i], order o[i], and with p the
+ * record offset p[i]: take with width 4) each to the worker that owns the
+ * partition of its key. Stops at an element whose value cannot be packed
+ * (the exchange is then incomplete; the caller fails the batch). */
 static int sr__scatter(lua_State *L)
 {
     sr_exchange_t *ex = sr__check(L, 1);
@@ -140,6 +141,7 @@ static int sr__scatter(lua_State *L)
     luaL_checktype(L, 5, LUA_TTABLE);
     luaL_checktype(L, 6, LUA_TTABLE);
     lua_Integer n = luaL_checkinteger(L, 7);
+    int with_pos = lua_istable(L, 8);
     luaL_argcheck(L, nparts >= 1, 3, "partitions");
     sr__slot(L, ex, from, -1);
     msgpack_packer kp, pk[256];
@@ -162,6 +164,11 @@ static int sr__scatter(lua_State *L)
             return 2;
         }
         sr__pack_order(L, -1, &pk[to], key_scratch.data, key_scratch.len);
+        if (with_pos) {
+            lua_rawgeti(L, 8, (int)i);
+            msgpack_pack_double(&pk[to], lua_isnumber(L, -1) ? lua_tonumber(L, -1) : -1);
+            lua_pop(L, 1);
+        }
         ex->count[from * ex->n + to]++;
         lua_pop(L, 3);
     }
@@ -220,7 +227,8 @@ static int sr__put(lua_State *L)
 
 typedef struct sr__take {
     lua_State *L;
-    int at; /* 0, 1, 2: a, b, order */
+    int at;    /* 0, 1, 2, 3: a, b, order, offset */
+    int width; /* fields per element: 3, or 4 with offsets */
     int i;
 } sr__take_t;
 
@@ -231,26 +239,27 @@ static void sr__take_one(void *ud, const msgpack_object *o)
     if (t->at == 0) t->i++;
     if (o->type != MSGPACK_OBJECT_NIL) {
         sr_mplua_push_object(L, o);
-        lua_rawseti(L, -4 + t->at, t->i);
+        lua_rawseti(L, -1 - t->width + t->at, t->i);
     }
-    t->at = (t->at + 1) % 3;
+    t->at = (t->at + 1) % t->width;
 }
 
-/* cexchange.take(ex, from, to) -> a, b, o, n: what worker from put for
- * worker to (to -1: from's side buffer), in the order put. */
+/* cexchange.take(ex, from, to [, width]) -> a, b, o, [p,] n: what worker
+ * from put for worker to (to -1: from's side buffer), in the order put;
+ * width 4: what scatter put with offsets. */
 static int sr__take(lua_State *L)
 {
     sr_exchange_t *ex = sr__check(L, 1);
     int s = sr__slot(L, ex, (int)luaL_checkinteger(L, 2), (int)luaL_checkinteger(L, 3));
     int n = (int)ex->count[s];
-    lua_createtable(L, n, 0);
-    lua_createtable(L, n, 0);
-    lua_createtable(L, n, 0);
-    sr__take_t t = { L, 0, 0 };
+    int width = (int)luaL_optinteger(L, 4, 3);
+    luaL_argcheck(L, width == 3 || width == 4, 4, "3 or 4");
+    for (int f = 0; f < width; f++) lua_createtable(L, n, 0);
+    sr__take_t t = { L, 0, width, 0 };
     if (sr_mplua_each(ex->buf[s].data, ex->buf[s].len, sr__take_one, &t) < 0)
         return luaL_error(L, "exchange: malformed buffer");
     lua_pushinteger(L, t.i);
-    return 4;
+    return width + 1;
 }
 
 /* cexchange.shard(state, n, k) -> a new state handle: worker k's shard of

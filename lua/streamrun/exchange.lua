@@ -43,7 +43,9 @@ local KEYED = { map_with_state = true, update_state_by_key = true }
 -- Orders of phase 1: worker * SPAN + position of the key among the
 -- worker's partials (exact in a double).
 local SPAN = 2 ^ 32
-local FATAL = "\0streamrun-fatal\0"
+-- (Marks a job's fatal error in a worker's error string: C strings stop
+-- at a zero byte, so none.)
+local FATAL = "\1streamrun-fatal\1"
 
 local function consumers_of(job)
   local c = {}
@@ -174,7 +176,9 @@ function M.executor(seg, k, n, g, shard, ex)
   if seg.keyed then seg.keyed.keep_order = true end
   local e = {
     seg = seg, k = k, n = n, g = g, shard = shard, ex = ex,
-    chain = fuse.chain(seg.stages, g, false, seg.sink),
+    -- (Straight to the keyed stage, elements keep their record's offset
+    -- for its dead letters.)
+    chain = fuse.chain(seg.stages, g, not seg.sink, seg.sink),
     -- (the keyed stage's partitions: its shards hold them)
     nparts = (seg.keyed or seg.sink).partitions or seg.source.job.partitions,
     lo = ffi.new("size_t[1]"), hi = ffi.new("size_t[1]"), view = ffi.new("sr_batch_t"),
@@ -211,15 +215,18 @@ function M.phase1(e, arg)
     -- Records straight to the keyed stage: what is no pair with a key is
     -- its dead letter here, as with one worker.
     local keyed, g, j = e.seg.keyed, e.g, 0
-    local KA, KB = tnew(m, 0), tnew(m, 0)
+    local KA, KB, KP = tnew(m, 0), tnew(m, 0), tnew(m, 0)
     for i = 1, m do
       local a, b = A[i], B[i]
       if ops.pair_check(keyed, g, a, b) then
         j = j + 1
         KA[j], KB[j], O[j] = a, b, base + i
+        local _, off = batch.origin(part, i)
+        KP[j] = off or -1
       end
     end
     A, B, m = KA, KB, j
+    e.P = KP
   else
     for j = 1, m do O[j] = base + j end
   end
@@ -237,7 +244,7 @@ function M.phase1(e, arg)
     A, B = K, V
   end
   cx.clear(e.ex.keyed, e.k)
-  local bad, why = cx.scatter(e.ex.keyed, e.k, e.nparts, A, B, O, m)
+  local bad, why = cx.scatter(e.ex.keyed, e.k, e.nparts, A, B, O, m, not sink and e.P or nil)
   if bad then error(("stage %s: key %s: %s"):format((sink or e.seg.keyed).stage_name, tostring(A[bad]), why), 0) end
 end
 
@@ -247,17 +254,19 @@ local function merge(e)
   local sink, g = e.seg.sink, e.g
   if not sink then
     -- The records in arrival order: worker 0's share first.
-    local RA, RB, RO, first, m = {}, {}, {}, {}, 0
+    local RA, RB, RO, RP, first, m = {}, {}, {}, {}, {}, 0
     for from = 0, e.n - 1 do
-      local A, B, O, c = cx.take(e.ex.keyed, from, e.k)
+      local A, B, O, P, c = cx.take(e.ex.keyed, from, e.k, 4)
       for j = 1, c do
         m = m + 1
         local key = A[j]
-        RA[m], RB[m], RO[m] = key, B[j], O[j]
+        RA[m], RB[m], RO[m], RP[m - 1] = key, B[j], O[j], P[j]
         if first[key] == nil then first[key] = O[j] end
       end
     end
-    return { n = m, a = RA, b = RB }, RO, first
+    -- (Each record says where it came from, for the keyed stage's dead
+    -- letters.)
+    return { n = m, a = RA, b = RB, src = e.seg.source.stage_name, pos = RP }, RO, first
   end
   local f = sink.op == "reduce_by_key" and (ops.FOLDS[builtins.reducers[sink.fn] or false] or sink.fn) or nil
   local keys, accs, reps, first, nk = {}, {}, {}, {}, 0
@@ -399,7 +408,7 @@ function M.pack_error(err)
 end
 
 function M.unpack_error(msg)
-  local fatal = type(msg) == "string" and msg:match(FATAL .. "(.-)" .. FATAL)
+  local fatal = type(msg) == "string" and msg:match("\1streamrun%-fatal\1(.-)\1streamrun%-fatal\1")
   if fatal then return { fatal = fatal } end
   return msg
 end

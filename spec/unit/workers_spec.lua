@@ -64,6 +64,19 @@ local SPLIT = { [2] = true, [3] = true, [5] = true, [6] = true, [7] = true }
 local STATEFUL = { [3] = true, [5] = true, [6] = true, [7] = true }
 
 local script_dir
+local function script(name, text)
+  if not script_dir then
+    script_dir = os.tmpname()
+    os.remove(script_dir)
+    assert(os.execute("mkdir -p " .. script_dir))
+  end
+  local path = ("%s/%s.lua"):format(script_dir, name)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
 local function random_job(shape)
   if not script_dir then
     script_dir = os.tmpname()
@@ -185,4 +198,89 @@ describe("workers", function()
       end
     end
   end)
+
+  -- Failing user functions in the other workers' VMs: the same dead letters
+  -- (stage, reason with the error, record offset or key) as with one
+  -- worker, and on_error = "fail" stops the job with the same message.
+  local FAILING = [[local sr = require "streamrun"
+local job = sr.job { name = "f", batch = "1s", partitions = 8, on_error = sr.param("on_error", "dead_letter") }
+local words = job:queue({}, { name = "lines" }):flat_map(sr.words)
+words:map(function(w)
+  if w == "bad" then error("no bad words") end
+  return w, 1
+end):map_with_state(sr.state_spec(function(k, v, state)
+  if k == "x1" and v then error("x1 fails here") end
+  local n = (state:exists() and state:get() or 0) + (v or 0)
+  state:update(n)
+  return k, n
+end):name("running")):foreach_batch(function() end, { name = "out" })
+return job
+]]
+  local REDUCING = [[local sr = require "streamrun"
+local job = sr.job { name = "r", batch = "1s", partitions = 8 }
+job:queue({}, { name = "lines" }):flat_map(sr.words):map(function(w) return w:sub(1, 1), #w end)
+  :reduce_by_key(function(a, b) return a + b end)
+  :update_state_by_key(function(values, total)
+    if values[1] % 7 == 0 then error("seven") end
+    return (total or 0) + (values[1] or 0)
+  end, { name = "running" })
+  :foreach_batch(function() end, { name = "out" })
+return job
+]]
+
+  local function sorted_letters(d)
+    local list = {}
+    for i, l in ipairs(d.dead_letters) do
+      list[i] = ("%s|%s|%s|%s"):format(l.source, l.offset, (l.reason:gsub("\n.*", "")), l.record)
+    end
+    table.sort(list)
+    return list
+  end
+
+  it("dead-letters what fails in any worker's VM as one worker does", function()
+    for _, text in ipairs { FAILING, REDUCING } do
+      local path = script("failing", text)
+      local drivers = { testing.driver(path, { workers = 1 }), testing.driver(path, { workers = 2 }),
+                        testing.driver(path, { workers = 3 }) }
+      local rnd = rng(7)
+      for _ = 1, 4 do
+        local lines = random_lines(rnd, 300)
+        lines[#lines + 1] = "bad x1 ok bad"
+        for _, d in ipairs(drivers) do d:push("lines", lines) end
+        local outs = {}
+        for i, d in ipairs(drivers) do outs[i] = d:tick().out end
+        for i = 2, #drivers do assert.same(outs[1], outs[i]) end
+      end
+      assert.is_not_nil(drivers[2].plan.parallel)
+      local one = sorted_letters(drivers[1])
+      assert.is_true(#one > 0)
+      for i = 2, #drivers do assert.same(one, sorted_letters(drivers[i])) end
+      for i = 2, #drivers do assert.same(drivers[1]:state("running"), drivers[i]:state("running")) end
+    end
+    -- The reasons name the stage and keep the error's message.
+    local d = testing.driver(script("failing", FAILING), { workers = 2 })
+    d:push("lines", { "a bad", "x1 b" })
+    d:tick()
+    local reasons = {}
+    for _, l in ipairs(d.dead_letters) do reasons[#reasons + 1] = l.reason end
+    local all = table.concat(reasons, "\n")
+    assert.matches("stage map%.1 %(map at .-%): .-no bad words", all)
+    assert.matches("stage running %(map_with_state at .-%): key \"x1\": .-x1 fails here", all)
+    assert.same({ "lines", "lines" }, { d.dead_letters[1].source, d.dead_letters[2].source })
+  end)
+
+  it("stops on a failing record with on_error = \"fail\" as one worker does", function()
+    local path = script("failing", FAILING)
+    local msgs = {}
+    for i, n in ipairs { 1, 2 } do
+      local d = testing.driver(path, { workers = n, params = { on_error = "fail" } })
+      d:push("lines", { "a b c", "d e x1" })
+      local ok, err = pcall(d.tick, d)
+      assert.is_false(ok)
+      msgs[i] = tostring(type(err) == "table" and err.fatal or err):gsub("\n.*", "")
+    end
+    assert.matches("x1 fails here", msgs[1])
+    assert.equal(msgs[1], msgs[2])
+  end)
 end)
+
