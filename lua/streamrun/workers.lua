@@ -1,37 +1,25 @@
 -- streamrun.workers: a job on several cores (SPEC section 15, issue 14).
 --
--- Design. A job runs on N workers: the loop thread is worker 0, N - 1
--- pthreads the others (runtime/sr_workers.c: a fixed pool woken once per
+-- A job runs on N workers: the loop thread is worker 0, N - 1 pthreads the
+-- others (runtime/sr_workers.c: a fixed pool woken once per phase of a
 -- batch under one mutex, never once per record). Sources, the write-ahead
--- log, outputs and checkpoint scheduling stay on the loop thread. A sealed C
--- batch is split into contiguous record ranges of about equal bytes, one
--- per worker, in record order (sr_workers_share), so what each worker
--- produces, concatenated in worker order, is in arrival order. The target
--- for keyed stages is: every worker runs the stateless chain before the
--- stage on its range in its own LuaJIT VM, writes each pair with msgpack
--- into a buffer per (from worker, to worker) picked by the key's partition
--- (partition p belongs to worker p mod N), the buffers are swapped once per
--- batch, and the owner of p runs the stage over its partitions with that
--- partition's state, timeouts and window slices; a batch's output is the
--- partitions' outputs in partition order, each in arrival order, so it is
--- the same for any N. Checkpoints keep state by partition (as now), so one
--- written with N workers restores with M.
+-- log, outputs and checkpoint scheduling stay on the loop thread. This
+-- module opens the pool, says in the log what runs where, and counts each
+-- worker's busy time.
 --
--- What runs on several workers today: the built-in word count
--- (flat_map(sr.words) -> count_by_value over a text source): each worker
--- counts its range of the batch in C into its own table, and the tables
--- are merged in worker order, which gives exactly the one-worker result
--- (the words in order of first appearance, with their counts): outputs,
--- state and checkpoints do not depend on N. Every other stage (user
--- functions, keyed state, windows, joins) runs on worker 0, as with
--- `workers = 1`; a job with N > 1 says so once in its log. So "auto" is
--- correct for every job: N changes where the word count runs, never what
--- a batch produces.
+-- What runs on several workers: the built-in word count (each worker
+-- counts its range of the batch in C; the counts are merged in worker
+-- order: streamrun.native), and the job's first keyed segment
+-- (streamrun.exchange): each worker runs it in its own LuaJIT VM
+-- (runtime/sr_worker_vm.c, streamrun.worker) over its range, exchanges
+-- partials or pairs by key partition through per-(from, to) buffers
+-- (runtime/sr_exchange.c), and runs the keyed stage for the partitions it
+-- owns with its own state shard (runtime/sr_shard.c). Outputs, state, dead
+-- letters and checkpoints are those of one worker for any N. Every other
+-- stage runs on worker 0.
 --
--- Module-level Lua state: there is one Lua VM today, so a job's module
--- variables are shared by its stages as before; with the per-worker VMs of
--- the design they would be per worker, and a job must not rely on them
--- across records of different keys (the README says so).
+-- Module-level Lua state of a job script is per worker: each VM loads the
+-- script (the README says so).
 local core = require "streamrun.core"
 
 local C, ffi = core.C, core.ffi
