@@ -60,15 +60,21 @@ local function consumers_of(job)
 end
 
 -- The job's first keyed segment that can run on several workers:
--- { source, stages (the chain), sink (reduce_by_key or count_by_value, or
--- nil: the chain's pairs go to the keyed stage as they are), keyed
--- (map_with_state or update_state_by_key, or nil) }, or nil and why none.
+-- { source (the chain's input: a source or an earlier stage), stages (the
+-- chain), sink (reduce_by_key or count_by_value, or nil: the chain's pairs
+-- go to the keyed stage as they are), keyed (map_with_state or
+-- update_state_by_key, or nil), raw (the source is a text source only the
+-- chain reads) }, or nil and why none.
 function M.find(job)
   if type(job.path) ~= "string" or not job.load_opts then
     return nil, "the job is built by a function (each worker loads the job from its script)"
   end
+  for _, s in ipairs(job.sources) do
+    -- (A Kafka job runs a session per input partition, one at a time.)
+    if s.c_hooks then return nil, "a Kafka job splits its work by input partition" end
+  end
   local cons = consumers_of(job)
-  local why = "no chain from a source into a reduce_by_key, count_by_value, map_with_state or update_state_by_key"
+  local why = "no chain into a reduce_by_key, count_by_value, map_with_state or update_state_by_key"
   for _, node in ipairs(job.nodes) do
     local x = node.inputs[1]
     -- A keyed stage the chain feeds directly (no aggregate before it).
@@ -79,13 +85,14 @@ function M.find(job)
       while x.kind == "narrow" do
         table.insert(stages, 1, x)
         x = x.inputs[1]
-        if x.kind == "narrow" and #cons[x] ~= 1 then x = nil break end
+        if x.kind == "narrow" and #cons[x] ~= 1 then break end -- (a stage others read too)
       end
       local source = x
       local word_count = #stages == 1 and stages[1].op == "flat_map" and stages[1].fn == builtins.words
-        and node.op == "count_by_value"
-      if source and source.kind == "source" and #cons[source] == 1 and not source.event_time
-         and not source.c_hooks and source.op ~= "generator" and not word_count then
+        and node.op == "count_by_value" and x.kind == "source" and x.format == "text" and not x.framed
+      -- The chain's input: a source, or any stage before it (its batch is
+      -- dealt to the workers), without event times.
+      if source and not source.event_time and not source.timed and source.op ~= "generator" and not word_count then
         local keyed = direct and node or (#cons[node] == 1 and cons[node][1]) or nil
         if not (keyed and KEYED[keyed.op] and #keyed.inputs == 1 and keyed.initial == nil
                 and keyed.timeout_clock ~= "event") then
@@ -96,7 +103,15 @@ function M.find(job)
             if c.kind == "view" then keyed = nil break end
           end
         end
-        return { source = source, stages = stages, sink = sink, keyed = keyed }
+        -- A text source only the chain reads: each worker reads its range
+        -- of the C batch itself.
+        local raw = source.kind == "source" and source.format == "text" and not source.framed and #cons[source] == 1
+        -- The one source upstream, which dead letters name (none past a
+        -- union or join).
+        local origin = source
+        while origin and origin.kind ~= "source" do origin = #origin.inputs == 1 and origin.inputs[1] or nil end
+        return { source = source, stages = stages, sink = sink, keyed = keyed, raw = raw,
+                 origin = origin and origin.stage_name }
       elseif word_count then
         why = "the built-in word count runs on every worker in C"
       end
@@ -199,9 +214,11 @@ local function share(e, arg)
     return sources.raw_c_batch(node, v)
   end
   local A, B, O, n = cx.take(e.ex.input, 0, e.k)
+  local origin = e.seg.origin
+  if not origin then return { n = n, a = A, b = B } end
   local pos = {}
   for i = 1, n do pos[i - 1] = O[i] end
-  return { n = n, a = A, b = B, src = node.stage_name, pos = pos }
+  return { n = n, a = A, b = B, src = origin, pos = pos }
 end
 
 -- Phase 1: the chain over worker k's share, its partials scattered.
@@ -266,7 +283,7 @@ local function merge(e)
     end
     -- (Each record says where it came from, for the keyed stage's dead
     -- letters.)
-    return { n = m, a = RA, b = RB, src = e.seg.source.stage_name, pos = RP }, RO, first
+    return { n = m, a = RA, b = RB, src = e.seg.origin, pos = e.seg.origin and RP or nil }, RO, first
   end
   local f = sink.op == "reduce_by_key" and (ops.FOLDS[builtins.reducers[sink.fn] or false] or sink.fn) or nil
   local keys, accs, reps, first, nk = {}, {}, {}, {}, 0
@@ -557,8 +574,7 @@ function M.attach(job, steps, ctx)
     steps[ki] = setmetatable({ kind = "stateful", node = seg.keyed, every = steps[ki].every,
       label = steps[ki].label, state = shards, par = par, input = seg.sink or last }, Handed)
   end
-  local src = seg.source
-  if src.format == "text" and not src.framed then ctx.plan.raw_sources[src] = true end
+  if seg.raw then ctx.plan.raw_sources[seg.source] = true end
   ctx.plan.parallel = par
   return seg
 end

@@ -31,7 +31,9 @@ end
 -- reduce_by_key; a map_with_state with a timeout; a windowed count (not
 -- split: worker 0); reduce_by_key into map_with_state; a map into
 -- count_by_value into update_state_by_key; a reducer that is not commutative (concatenation:
--- the arrival order shows) into update_state_by_key. SPLIT: the shapes
+-- the arrival order shows) into update_state_by_key; a chain from a stage
+-- another output reads too (its batch dealt to the workers) into a
+-- map_with_state. SPLIT: the shapes
 -- whose keyed stages run on every worker.
 local SHAPES = {
   "out = words:count_by_value()",
@@ -59,9 +61,17 @@ local SHAPES = {
     end, { name = "running" })]],
   [[out = words:map(function(w) return w:sub(1, 1), w end):reduce_by_key(function(a, b) return a .. "+" .. b end)
       :update_state_by_key(function(values, last) return values[1] or last end, { name = "running" })]],
+  [[local upper = words:map(function(w) return w:upper() end)
+    upper:count_by_value():foreach_batch(function() end, { name = "side" })
+    out = upper:map(function(w) return w, #w end):map_with_state(sr.state_spec(function(k, v, state)
+      if v == nil then return k, "gone" end
+      local n = (state:exists() and state:get() or 0) + v
+      state:update(n)
+      return k, n
+    end):timeout("2s"):name("running"))]],
 }
-local SPLIT = { [2] = true, [3] = true, [5] = true, [6] = true, [7] = true }
-local STATEFUL = { [3] = true, [5] = true, [6] = true, [7] = true }
+local SPLIT = { [2] = true, [3] = true, [5] = true, [6] = true, [7] = true, [8] = true }
+local STATEFUL = { [3] = true, [5] = true, [6] = true, [7] = true, [8] = true }
 
 local script_dir
 local function script(name, text)
