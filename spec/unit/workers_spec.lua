@@ -292,5 +292,25 @@ return job
     assert.matches("x1 fails here", msgs[1])
     assert.equal(msgs[1], msgs[2])
   end)
+
+  it("reloads every worker's logic at one batch boundary, keeping the state", function()
+    local v1 = script("reload1", (FAILING:gsub("error%(\"x1 fails here\"%)", "return k, -1")))
+    local v2 = script("reload2", (FAILING:gsub("error%(\"x1 fails here\"%)", "return k, -2")))
+    local outs = {}
+    for i, n in ipairs { 1, 2 } do
+      local d = testing.driver(v1, { workers = n })
+      d:push("lines", { "a b x1", "x1 c" })
+      d:tick()
+      d:reload(v2)
+      assert.equal(n > 1, d.plan.parallel ~= nil)
+      d:push("lines", { "x1 a", "b x1" })
+      outs[i] = { d:tick().out, d:state("running") }
+    end
+    assert.same(outs[1], outs[2])
+    -- The new logic ran on every worker: x1's outputs are the new ones.
+    local seen = {}
+    for _, e in ipairs(outs[2][1]) do if e[1] == "x1" then seen[#seen + 1] = e[2] end end
+    assert.same({ -2, -2 }, seen)
+  end)
 end)
 
