@@ -30,6 +30,7 @@ local fuse = require "streamrun.fuse"
 local ops = require "streamrun.ops"
 local sources = require "streamrun.sources"
 local stateful = require "streamrun.stateful"
+local watchdog = require "streamrun.watchdog"
 
 local cx = core.cexchange
 local cstate = core.cstate
@@ -482,6 +483,10 @@ local function both(self, p, fn, arg, sarg)
   local vms = self.vms
   vms:run(self.pool_addr, p, sarg)
   local ok, err = xpcall(fn, keep_table, self.e0, arg)
+  -- Stuck now, the step is stuck in another worker, on a record the
+  -- watchdog cannot name: a restart skips the step's whole input (to dead
+  -- letters) rather than a wrong record.
+  watchdog.P.rec = -1
   local t0 = core.clock_ms()
   local werr = vms:wait()
   local waited = core.clock_ms() - t0
