@@ -12,6 +12,7 @@
 #include "sr_alloc.h"
 #include "sr_mpbuf.h"
 #include "sr_msgpack_lua.h"
+#include "sr_handle.h"
 #include "sr_shard.h"
 #include "sr_state.h"
 #include "sr_state_lua.h"
@@ -276,25 +277,29 @@ static int sr__shard(lua_State *L)
     return 1;
 }
 
-/* cexchange.gather(state, shards): copies into state (empty, the same
- * stage's) the entries of the shards (an array of handles, one per
- * worker), each from its own partitions. */
+/* cexchange.gather(shards) -> a new state handle holding copies of the
+ * entries of the shards (an array of handles, one per worker), each from
+ * its own partitions, with their timeouts: the stage's state as one. */
 static int sr__gather(lua_State *L)
 {
-    sr_state_t *dst = sr_state_lua_get(L, 1);
-    luaL_argcheck(L, dst != NULL, 1, "a state handle");
-    luaL_checktype(L, 2, LUA_TTABLE);
-    int n = (int)lua_objlen(L, 2);
-    luaL_argcheck(L, n >= 1 && n <= 256, 2, "1 to 256 shards");
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int n = (int)lua_objlen(L, 1);
+    luaL_argcheck(L, n >= 1 && n <= 256, 1, "1 to 256 shards");
     sr_state_t *shards[256];
+    int64_t now = 0;
     for (int k = 0; k < n; k++) {
-        lua_rawgeti(L, 2, k + 1);
+        lua_rawgeti(L, 1, k + 1);
         shards[k] = sr_state_lua_get(L, -1);
         lua_pop(L, 1);
         if (!shards[k]) return luaL_error(L, "gather: shard %d is not a state handle", k + 1);
+        if (shards[k]->wheel.now > now) now = shards[k]->wheel.now;
     }
+    sr_state_lua_push(L, NULL); /* frees the state if the gathering raises */
+    sr_state_t *dst = sr_state_new(shards[0]->name, shards[0]->nparts, shards[0]->timeout_ms, now);
+    if (!dst) return luaL_error(L, "state: out of memory");
+    ((sr_handle_t *)lua_touserdata(L, -1))->obj = dst;
     if (sr_shard_gather(dst, shards, n) < 0) return luaL_error(L, "state: out of memory");
-    return 0;
+    return 1;
 }
 
 /* cexchange.adopt_state(address) -> a handle owning the state at address

@@ -130,10 +130,7 @@ local function shards_of(node, kept, n)
   local list = {}
   if getmetatable(kept) == Shards and #kept.shards == n then return kept end
   local whole = kept
-  if getmetatable(kept) == Shards then
-    whole = stateful.new_state(node)
-    cx.gather(whole, kept.shards)
-  end
+  if getmetatable(kept) == Shards then whole = cx.gather(kept.shards) end
   for k = 1, n do
     list[k] = whole and cx.shard(whole, n, k - 1) or stateful.new_state(node)
     list[k]:set_timeout(node.timeout_ms)
@@ -165,9 +162,7 @@ end
 
 -- One state holding every shard's keys (a copy).
 function Shards:gathered()
-  local whole = cstate.new(self.name, self.nparts, 0, 0)
-  cx.gather(whole, self.shards)
-  return whole
+  return cx.gather(self.shards)
 end
 
 -- For a reload's handoff: the keys as one state (which the next plan
@@ -510,6 +505,9 @@ function Par:run(results, time_ms)
   local g = self.g
   local waited = both(self, 1, M.phase1, arg, sarg)
   for k = 1, n - 1 do M.deliver(ex.keyed, k, g) end
+  -- The watchdog names the keyed stage for a stall from here on (it runs
+  -- in phase 2, on every worker).
+  if seg.keyed then watchdog.enter(watchdog.P.step, seg.keyed.stage_name) end
   waited = waited + both(self, 2, M.phase2, arg, sarg)
   for k = 1, n - 1 do M.deliver(ex.out, k, g) end
   self.workers.waited_ms = (self.workers.waited_ms or 0) + waited
