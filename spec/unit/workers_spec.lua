@@ -1,7 +1,9 @@
 -- Workers (SPEC section 15): the option and its checks, "auto", and the
 -- promise that a batch's outputs, state and checkpoints do not depend on
 -- the number of workers: random jobs and random input run with 1, 2, 3 and
--- 8 workers give the same results.
+-- 8 workers give the same results, the keyed segments in every worker's
+-- own VM; failing user functions there give the same dead letters and
+-- on_error stop; a reload swaps every worker's logic.
 local sr = require "streamrun"
 local testing = require "streamrun.testing"
 local workers = require "streamrun.workers"
