@@ -15,15 +15,16 @@ ALL_CFLAGS = $(CSTD) $(WARN) $(CFLAGS) -fPIC $(LUAJIT_CFLAGS)
 LIBS     = -lev -lmsgpackc -lrdkafka -lm -lmicrohttpd -lpthread
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-# The runtime library: everything but the CLI and the Lua VM host.
-HOST_SRC = runtime/sr_main.c runtime/sr_cli.c runtime/sr_lua.c
+# The runtime library: everything but the CLI and main (sr_lua is in it:
+# each worker's VM is made there).
+HOST_SRC = runtime/sr_main.c runtime/sr_cli.c
 LIB_SRC  = $(filter-out $(HOST_SRC),$(wildcard runtime/*.c))
 HEADERS  = $(wildcard runtime/*.h)
 LIB_OBJ  = $(LIB_SRC:runtime/%.c=build/obj/%.o)
 HOST_OBJ = $(HOST_SRC:runtime/%.c=build/obj/%.o)
 ASAN_OBJ = $(LIB_SRC:runtime/%.c=build/asan/%.o)
 # Tests link the library and the host's parts but main.
-TEST_OBJ = $(ASAN_OBJ) build/asan/sr_cli.o build/asan/sr_lua.o
+TEST_OBJ = $(ASAN_OBJ) build/asan/sr_cli.o
 CTESTS   = $(patsubst spec/c/%.c,build/test/%,$(wildcard spec/c/test_*.c))
 
 .PHONY: all deps run test test-c test-lua bench clean help

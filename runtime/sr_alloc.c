@@ -24,7 +24,7 @@ void *sr_malloc(size_t n)
 {
     if (sr__should_fail()) return NULL;
     void *p = malloc(n ? n : 1);
-    if (p) used += malloc_usable_size(p);
+    if (p) __atomic_add_fetch(&used, malloc_usable_size(p), __ATOMIC_RELAXED);
     return p;
 }
 
@@ -33,7 +33,7 @@ void *sr_calloc(size_t count, size_t size)
     if (size && count > (size_t)-1 / size) return NULL;
     if (sr__should_fail()) return NULL;
     void *p = calloc(count ? count : 1, size ? size : 1);
-    if (p) used += malloc_usable_size(p);
+    if (p) __atomic_add_fetch(&used, malloc_usable_size(p), __ATOMIC_RELAXED);
     return p;
 }
 
@@ -44,7 +44,7 @@ void *sr_realloc(void *p, size_t n)
     size_t old = malloc_usable_size(p);
     void *np = realloc(p, n ? n : 1);
     if (!np) return NULL;
-    used = used - old + malloc_usable_size(np);
+    __atomic_add_fetch(&used, malloc_usable_size(np) - old, __ATOMIC_RELAXED);
     return np;
 }
 
@@ -59,7 +59,7 @@ char *sr_strdup(const char *s)
 void sr_free(void *p)
 {
     if (!p) return;
-    used -= malloc_usable_size(p);
+    __atomic_sub_fetch(&used, malloc_usable_size(p), __ATOMIC_RELAXED);
     free(p);
 }
 
@@ -75,7 +75,7 @@ void *sr_malloc_huge(size_t n)
     if (p > raw) munmap(raw, (size_t)(p - raw));
     if (raw + span > p + n) munmap(p + n, (size_t)(raw + span - (p + n)));
     madvise(p, n, MADV_HUGEPAGE); /* advice: without THP, ordinary pages */
-    used += n;
+    __atomic_add_fetch(&used, n, __ATOMIC_RELAXED);
     return p;
 }
 
@@ -83,9 +83,9 @@ void sr_free_huge(void *p, size_t n)
 {
     if (!p) return;
     munmap(p, n);
-    used -= n;
+    __atomic_sub_fetch(&used, n, __ATOMIC_RELAXED);
 }
 
-size_t sr_alloc_used(void) { return used; }
+size_t sr_alloc_used(void) { return __atomic_load_n(&used, __ATOMIC_RELAXED); }
 
 void sr_alloc_fail_after(long n) { fail_countdown = n; }

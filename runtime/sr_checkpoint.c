@@ -58,27 +58,45 @@ static void sr__pack_cstr(msgpack_packer *pk, const char *s)
     msgpack_pack_str_body(pk, s, n);
 }
 
-static void sr__pack_state(msgpack_packer *pk, const sr_state_t *st)
+static void sr__pack_entry(msgpack_packer *pk, const sr_state_entry_t *e)
 {
+    msgpack_pack_array(pk, 3);
+    /* Keys and values are msgpack already: written as they are. */
+    pk->callback(pk->data, sr_state_entry_key(e), e->klen);
+    pk->callback(pk->data, sr_state_entry_value(e), sr_state_entry_vlen(e));
+    if (sr_wheel_armed(&e->timer)) msgpack_pack_int64(pk, e->timer.expiry);
+    else msgpack_pack_nil(pk);
+}
+
+/* shards: NULL, or the nsh shards of the state (st the first): the same
+ * bytes as the one state they split, partition by partition. */
+static void sr__pack_state(msgpack_packer *pk, const sr_state_t *st, sr_state_t *const *shards, int nsh)
+{
+    size_t count = st->count;
+    int64_t now = st->wheel.now;
+    for (int k = 1; shards && k < nsh; k++) {
+        count += shards[k]->count;
+        if (shards[k]->wheel.now > now) now = shards[k]->wheel.now;
+    }
     msgpack_pack_map(pk, 5);
     sr__pack_cstr(pk, "state");
     sr__pack_cstr(pk, st->name);
     sr__pack_cstr(pk, "count");
-    msgpack_pack_uint64(pk, st->count);
+    msgpack_pack_uint64(pk, count);
     sr__pack_cstr(pk, "timeout_ms");
     msgpack_pack_int64(pk, st->timeout_ms);
     sr__pack_cstr(pk, "now_ms");
-    msgpack_pack_int64(pk, st->wheel.now);
+    msgpack_pack_int64(pk, now);
     sr__pack_cstr(pk, "partitions");
     msgpack_pack_int(pk, st->nparts);
-    sr_state_iter_t it = {0, 0};
-    for (sr_state_entry_t *e; (e = sr_state_next((sr_state_t *)st, &it));) {
-        msgpack_pack_array(pk, 3);
-        /* Keys and values are msgpack already: written as they are. */
-        pk->callback(pk->data, sr_state_entry_key(e), e->klen);
-        pk->callback(pk->data, sr_state_entry_value(e), sr_state_entry_vlen(e));
-        if (sr_wheel_armed(&e->timer)) msgpack_pack_int64(pk, e->timer.expiry);
-        else msgpack_pack_nil(pk);
+    if (!shards) {
+        sr_state_iter_t it = {0, 0};
+        for (sr_state_entry_t *e; (e = sr_state_next((sr_state_t *)st, &it));) sr__pack_entry(pk, e);
+        return;
+    }
+    for (int p = 0; p < st->nparts; p++) {
+        sr_state_iter_t it = {p, 0};
+        for (sr_state_entry_t *e; (e = sr_state_next(shards[p % nsh], &it)) && it.part == p;) sr__pack_entry(pk, e);
     }
 }
 
@@ -99,7 +117,7 @@ static void sr__pack_window(msgpack_packer *pk, const sr_window_t *w, const sr_s
         msgpack_pack_bin(pk, s->len);
         msgpack_pack_bin_body(pk, s->data, s->len);
     }
-    if (result) sr__pack_state(pk, result);
+    if (result) sr__pack_state(pk, result, NULL, 0);
 }
 
 static void sr__fail(char *err, size_t errlen, const char *op, const char *path, int e)
@@ -139,7 +157,8 @@ int sr_checkpoint_write(const char *dir, const char *name, const sr_ckpt_content
     msgpack_pack_uint64(&pk, c->nstates);
     sr__pack_cstr(&pk, "nwindows");
     msgpack_pack_uint64(&pk, c->nwindows);
-    for (size_t i = 0; i < c->nstates; i++) sr__pack_state(&pk, c->states[i]);
+    for (size_t i = 0; i < c->nstates; i++)
+        sr__pack_state(&pk, c->states[i], c->shards ? c->shards[i] : NULL, c->shards ? c->nshards[i] : 0);
     for (size_t i = 0; i < c->nwindows; i++) sr__pack_window(&pk, c->windows[i], c->results ? c->results[i] : NULL);
     unsigned char trailer[8] = {'S', 'R', 'E', 'N'};
     uint32_t crc = o->crc;

@@ -33,6 +33,11 @@ typedef struct sr_ckpt_content {
     sr_window_t **windows;   /* borrowed */
     sr_state_t **results;    /* per window: its with-inverse result or NULL */
     size_t nwindows;
+    /* per state, NULL or its shards (one per worker: SPEC section 15), of
+     * which nshards[i]: written as one state, each partition from the
+     * shard owning it (states[i] is the first); NULL: no state has any */
+    sr_state_t *const *const *shards;
+    const int *nshards;
 } sr_ckpt_content_t;
 
 /* Writes dir/name atomically: dir/name.tmp, fsync, rename, fsync of dir.

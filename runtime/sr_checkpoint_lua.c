@@ -19,10 +19,15 @@ typedef struct sr__refs {
     sr_state_t *states[256];
     sr_window_t *windows[256];
     sr_state_t *results[256];
+    /* a state split among workers: its shards, from a pool */
+    sr_state_t *const *shards[256];
+    int nshards[256];
+    sr_state_t *shard_pool[4096];
 } sr__refs_t;
 
-/* Reads the content arguments: meta (2), states array (3), windows array
- * of {slices = handle, result = handle|nil} (4). */
+/* Reads the content arguments: meta (2), states array (3: each a handle,
+ * or an array of the handles of a state's shards, one per worker), windows
+ * array of {slices = handle, result = handle|nil} (4). */
 static void sr__content(lua_State *L, int base, sr__refs_t *refs)
 {
     memset(&refs->c, 0, sizeof(refs->c));
@@ -36,8 +41,30 @@ static void sr__content(lua_State *L, int base, sr__refs_t *refs)
     luaL_checktype(L, base + 2, LUA_TTABLE);
     size_t ns = lua_objlen(L, base + 1), nw = lua_objlen(L, base + 2);
     if (ns > 256 || nw > 256) luaL_error(L, "checkpoint: more than 256 stateful stages or windows");
+    size_t pooled = 0;
+    int any_shards = 0;
     for (size_t i = 0; i < ns; i++) {
         lua_rawgeti(L, base + 1, (int)i + 1);
+        refs->shards[i] = NULL;
+        refs->nshards[i] = 0;
+        if (lua_istable(L, -1)) {
+            size_t k = lua_objlen(L, -1);
+            if (k < 1 || pooled + k > sizeof(refs->shard_pool) / sizeof(refs->shard_pool[0]))
+                luaL_error(L, "checkpoint: states[%d] has %d shards", (int)i + 1, (int)k);
+            for (size_t j = 0; j < k; j++) {
+                lua_rawgeti(L, -1, (int)j + 1);
+                refs->shard_pool[pooled + j] = sr_state_lua_get(L, -1);
+                if (!refs->shard_pool[pooled + j]) luaL_error(L, "checkpoint: states[%d][%d] is not a state handle", (int)i + 1, (int)j + 1);
+                lua_pop(L, 1);
+            }
+            refs->shards[i] = &refs->shard_pool[pooled];
+            refs->nshards[i] = (int)k;
+            refs->states[i] = refs->shard_pool[pooled];
+            pooled += k;
+            any_shards = 1;
+            lua_pop(L, 1);
+            continue;
+        }
         refs->states[i] = sr_state_lua_get(L, -1);
         if (!refs->states[i]) luaL_error(L, "checkpoint: states[%d] is not a state handle", (int)i + 1);
         lua_pop(L, 1);
@@ -53,6 +80,8 @@ static void sr__content(lua_State *L, int base, sr__refs_t *refs)
     }
     refs->c.states = refs->states;
     refs->c.nstates = ns;
+    refs->c.shards = any_shards ? refs->shards : NULL;
+    refs->c.nshards = refs->nshards;
     refs->c.windows = refs->windows;
     refs->c.results = refs->results;
     refs->c.nwindows = nw;

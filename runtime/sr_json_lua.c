@@ -28,7 +28,7 @@ typedef struct sr__out {
     size_t len, cap;
 } sr__out_t;
 
-static sr__out_t out;
+static __thread sr__out_t out; /* per thread: each worker runs its own VM */
 static int exact; /* the exact form (see above) */
 
 static int sr__put(const char *s, size_t n)

@@ -1,6 +1,8 @@
 /* sr_lua: LuaJIT VM creation, library path, protected calls with traceback. */
 #include "sr_lua.h"
 #include "sr_checkpoint_lua.h"
+#include "sr_exchange.h"
+#include "sr_worker_vm.h"
 #include "sr_handoff.h"
 #include "sr_json_lua.h"
 #include "sr_state_lua.h"
@@ -72,6 +74,7 @@ lua_State *sr_lua_new(const char *lua_dir)
         {"streamrun.ckpt", luaopen_streamrun_ckpt},     {"streamrun.cwal", luaopen_streamrun_cwal},
         {"streamrun.handoff", luaopen_streamrun_handoff}, {"streamrun.json", luaopen_streamrun_json},
         {"streamrun.cwatchdog", luaopen_streamrun_cwatchdog},
+        {"streamrun.cexchange", luaopen_streamrun_cexchange}, {"streamrun.cworkervm", luaopen_streamrun_cworkervm},
     };
     lua_getfield(L, -1, "preload");
     for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]); i++) {

@@ -14,8 +14,9 @@ _Static_assert(MSGPACK_EMBED_STACK_SIZE >= SR_MP_MAX_DEPTH + 1, "msgpack-c unpac
 #define SR__STR(x) #x
 #define SR__XSTR(x) SR__STR(x)
 
-static msgpack_zone unpack_zone;
-static int unpack_zone_ready;
+/* Per thread: each worker thread runs its own VM (SPEC section 15). */
+static __thread msgpack_zone unpack_zone;
+static __thread int unpack_zone_ready;
 
 static void sr__pack_number(msgpack_packer *pk, lua_Number n)
 {

@@ -124,6 +124,11 @@ static sr_state_part_t *sr__part(sr_state_t *st, uint64_t h)
     return &st->parts[(h >> 40) % (uint64_t)st->nparts];
 }
 
+int sr_state_partition(const char *key, size_t klen, int nparts)
+{
+    return (int)((sr_state_hash(key, klen) >> 40) % (uint64_t)nparts); /* as sr__part */
+}
+
 /* Slot index of the key in part, or of the empty slot where it would go. */
 static size_t sr__probe(const sr_state_part_t *part, uint64_t h, const char *key, size_t klen)
 {
@@ -346,7 +351,7 @@ sr_state_entry_t *sr_state_expire(sr_state_t *st, int64_t now_ms)
 
 /* -- Due lists in key order -- */
 
-static size_t due_skip; /* the due keys' common leading bytes, while sorting */
+static __thread size_t due_skip; /* the due keys' common leading bytes, while sorting */
 
 static int sr__cmp_due(const sr_state_due_t *x, const sr_state_due_t *y)
 {

@@ -194,5 +194,8 @@ void sr_state_release(sr_state_t *st);
 
 /* 64-bit hash of bytes (also used to pick a key's partition). */
 uint64_t sr_state_hash(const char *p, size_t n);
+/* The partition (0 .. nparts - 1) of a state with nparts partitions that
+ * holds the key bytes: workers own keys by it (SPEC section 15). */
+int sr_state_partition(const char *key, size_t klen, int nparts);
 
 #endif

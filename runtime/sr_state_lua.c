@@ -19,7 +19,8 @@
 #define SR_STATE_MT "streamrun.state"
 
 /* One scratch buffer per kind: the runtime is single-threaded. */
-static sr_mpbuf_t key_buf, value_buf;
+/* Per thread: each worker thread runs its own VM (SPEC section 15). */
+static __thread sr_mpbuf_t key_buf, value_buf;
 
 /* Packs the key at idx into key_buf; raises for a key that cannot be one. */
 static void sr__pack_key(lua_State *L, int idx)
@@ -180,8 +181,8 @@ static int sr__cmp_entries(const void *a, const void *b)
     return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
 }
 
-static sr_state_entry_t **sorted_buf;
-static size_t sorted_cap;
+static __thread sr_state_entry_t **sorted_buf;
+static __thread size_t sorted_cap;
 
 /* Pushes keys and values arrays of the n entries of list, sorted by key. */
 static int sr__push_sorted(lua_State *L, sr_state_entry_t **list, size_t n)

@@ -11,7 +11,7 @@
 
 #define SR_WINDOW_MT "streamrun.window"
 
-static sr_mpbuf_t slice_buf;
+static __thread sr_mpbuf_t slice_buf; /* per thread: each worker runs its own VM */
 
 static sr_window_t *sr__check(lua_State *L) { return sr_handle_check(L, 1, SR_WINDOW_MT, "window"); }
 

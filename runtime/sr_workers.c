@@ -149,6 +149,31 @@ void sr_workers_run(sr_workers_t *w, sr_workers_fn fn, void *arg)
     }
 }
 
+void sr_workers_start(sr_workers_t *w, sr_workers_fn fn, void *arg)
+{
+    if (w->n < 2) return;
+    pthread_mutex_lock(&w->mu);
+    w->fn = fn;
+    w->arg = arg;
+    w->pending = w->n - 1;
+    w->generation++;
+    pthread_cond_broadcast(&w->go);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void sr_workers_wait(sr_workers_t *w)
+{
+    if (w->n < 2) return;
+    pthread_mutex_lock(&w->mu);
+    while (w->pending > 0) pthread_cond_wait(&w->done, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void sr_workers_add_busy(sr_workers_t *w, int i, double ms)
+{
+    if (w && i >= 0 && i < w->n) w->w[i].busy_ms += ms;
+}
+
 double sr_workers_busy_ms(const sr_workers_t *w, int i)
 {
     if (!w || i < 0 || i >= w->n) return 0;

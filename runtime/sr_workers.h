@@ -32,6 +32,15 @@ int sr_workers_count(const sr_workers_t *w);
  * all have returned. Not reentrant: one run at a time, from one thread. */
 void sr_workers_run(sr_workers_t *w, sr_workers_fn fn, void *arg);
 
+/* Starts fn on workers 1 .. n - 1 and returns at once: worker 0 (the
+ * caller) does its own share meanwhile (in its Lua VM) and then calls
+ * sr_workers_wait, which returns when the others are done. A pair of these
+ * is one run: not reentrant, one at a time, from one thread. */
+void sr_workers_start(sr_workers_t *w, sr_workers_fn fn, void *arg);
+void sr_workers_wait(sr_workers_t *w);
+/* Adds ms to worker i's busy time (worker 0's share timed by its caller). */
+void sr_workers_add_busy(sr_workers_t *w, int i, double ms);
+
 /* Milliseconds worker i has spent in runs since the pool started (0 for
  * an i out of range). */
 double sr_workers_busy_ms(const sr_workers_t *w, int i);

@@ -51,7 +51,8 @@ function M.content(plan)
   local names = {}
   for name in pairs(plan.states) do names[#names + 1] = name end
   table.sort(names)
-  for _, name in ipairs(names) do states[#states + 1] = plan.states[name] end
+  -- (A state split among workers is its shards: written as one.)
+  for _, name in ipairs(names) do states[#states + 1] = plan.states[name].shards or plan.states[name] end
   names = {}
   for name in pairs(plan.windows) do names[#names + 1] = name end
   table.sort(names)

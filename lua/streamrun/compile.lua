@@ -157,6 +157,9 @@ function M.compile(job, handlers)
     step.label = label_of(step)
     steps[i] = step
   end
+  -- A keyed segment runs on every worker (streamrun.exchange); else why
+  -- not, for the log.
+  plan.parallel_seg, plan.parallel_why = require("streamrun.exchange").attach(job, steps, ctx)
   plan.steps = steps
   -- Milliseconds each step has run, all batches together (one clock read
   -- per step and batch), and the stages each step runs: the status page's.

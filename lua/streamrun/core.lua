@@ -96,6 +96,8 @@ void sr_workers_free(sr_workers_t *w);
 int sr_workers_count(const sr_workers_t *w);
 double sr_workers_busy_ms(const sr_workers_t *w, int i);
 int sr_workers_wordcount(sr_workers_t *w, sr_wordcount_t **wcs, const sr_batch_t *b);
+void sr_workers_share(const sr_batch_t *b, int k, int nw, size_t *lo, size_t *hi);
+void sr_workers_add_busy(sr_workers_t *w, int i, double ms);
 void sr_loop_dead_letter(sr_loop_t *l, const char *source, int64_t offset,
                          const char *reason, const char *record, size_t len);
 uint64_t sr_loop_dead_letters(const sr_loop_t *l);
@@ -168,6 +170,10 @@ local M = {
   handoff = load_module("streamrun.handoff"),
   json = load_module("streamrun.json"),
   cwatchdog = load_module("streamrun.cwatchdog"),
+  cexchange = load_module("streamrun.cexchange"),
+  cworkervm = load_module("streamrun.cworkervm"),
+  -- The directory of the streamrun library (each worker's VM loads it).
+  lua_dir = here() .. "/..",
 }
 
 local duration_out = ffi.new("int64_t[1]")

@@ -71,7 +71,8 @@ end
 function M.load(path, opts)
   opts = opts or {}
   local chunk = path
-  if type(path) ~= "function" then
+  local from_file = type(path) ~= "function"
+  if from_file then
     local err
     chunk, err = loadfile(path)
     if not chunk then
@@ -108,6 +109,9 @@ function M.load(path, opts)
   local ok, verr = dsl.validate(job)
   if not ok then return nil, verr end
   job.path = path
+  -- How it was loaded: each worker's VM loads the script the same way
+  -- (streamrun.exchange).
+  job.load_opts = from_file and { params = opts.params, batch = opts.batch } or nil
   return job
 end
 

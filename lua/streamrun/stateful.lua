@@ -217,10 +217,13 @@ function M.update_state_by_key(node, g, state, input, time_ms)
   end
   local OA, OB, m = tnew(total, 0), tnew(total, 0), 0
   local changed = total > ns
-  local function emit(k, v)
+  -- (streamrun.exchange: which key each output is of, 1..ns the kept ones)
+  local OI = node.keep_order and tnew(total, 0) or nil
+  local function emit(k, v, i)
     if v ~= nil then
       m = m + 1
       OA[m], OB[m] = k, v
+      if OI then OI[m] = i end
     end
   end
   if svalues then
@@ -234,13 +237,13 @@ function M.update_state_by_key(node, g, state, input, time_ms)
       elseif not put_or_report(node, g, state, sp, k, new) then
         new = old
       end
-      emit(k, new)
+      emit(k, new, i)
     end, function(i, err)
       changed = true
       key_error(node, g, K[i], V[i], err)
       local old = nil
       if i <= ns then old = svalues[i] end
-      emit(K[i], old)
+      emit(K[i], old, i)
     end, "item")
   else
     -- The kept order: the keys with state are looked up FOUND_RUN at a
@@ -280,11 +283,11 @@ function M.update_state_by_key(node, g, state, input, time_ms)
       elseif not put_or_report(node, g, state, sp, k, new) then
         new = old
       end
-      emit(k, new)
+      emit(k, new, i)
     end, function(i, err)
       changed = true
       key_error(node, g, K[i], V[i], err)
-      emit(K[i], old)
+      emit(K[i], old, i)
     end, "item")
     C.sr_state_release(sp)
   end
@@ -293,7 +296,7 @@ function M.update_state_by_key(node, g, state, input, time_ms)
   else
     ordered[state] = nil
   end
-  return { n = m, a = OA, b = OB }
+  return { n = m, a = OA, b = OB, order = OI, kept = ns }
 end
 
 -- -- map_with_state --
@@ -352,6 +355,10 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
   -- times and runs against the watermark.
   local T = now and node.timeout_clock == "event" and input.t
   local OA, OB, m = {}, {}, 0
+  -- (streamrun.exchange: the record each output is of, or false and the
+  -- key that timed out)
+  local OI, OK = node.keep_order and {} or nil, nil
+  if OI then OK = {} end
   -- The keys are looked up FOUND_RUN at a time by one C call (their
   -- cache misses overlap, and the entries are still in cache when the
   -- records use them); each record then reads and writes its entry by its
@@ -412,6 +419,7 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
     if r1 ~= nil then
       m = m + 1
       OA[m], OB[m] = r1, r2
+      if OI then OI[m] = i end
     end
   end, function(i, err)
     -- A failing call changes nothing: the key keeps its state.
@@ -451,6 +459,7 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
         if r1 ~= nil then
           m = m + 1
           OA[m], OB[m] = r1, r2
+          if OI then OI[m], OK[m] = false, tk[i] end
         end
       end, function(i, err)
         key_error(node, g, tk[i], tv[i], err)
@@ -460,7 +469,7 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
     end
   end
   C.sr_state_release(sp)
-  return { n = m, a = OA, b = OB }
+  return { n = m, a = OA, b = OB, order = OI, due_keys = OK }
 end
 
 -- Every (k, state) of the stage, after its batch.

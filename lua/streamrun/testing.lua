@@ -81,6 +81,7 @@ function M.driver(path, opts)
   -- then the job's own (so whole suites run with any N).
   local werr = require("streamrun.workers").override(job, opts.workers or os.getenv("STREAMRUN_WORKERS"))
   if werr then error(werr, 2) end
+  local workers_opt = opts.workers or os.getenv("STREAMRUN_WORKERS")
   local d = setmetatable({
     clock_ms = 0,         -- the virtual clock
     batches = 0,          -- batches run so far
@@ -90,6 +91,7 @@ function M.driver(path, opts)
     keep_history = opts.history ~= false,
     params = opts.params,
     echo = opts.echo,
+    workers_opt = workers_opt, -- (a reload keeps it)
     pending = {}, offsets = {}, kinds = {}, -- pushes by source name
   }, Driver)
   function d.dead(source, offset, reason, record)
@@ -260,6 +262,8 @@ function Driver:reload(path, opts)
   opts = opts or {}
   local job, err = loader.load(path, { params = opts.params or self.params })
   if not job then error(err, 2) end
+  err = require("streamrun.workers").override(job, self.workers_opt)
+  if err then error(err, 2) end
   local r, why = session.check_reload(self.session:describe(), job, nil)
   if not r then error("reload: " .. why, 2) end
   local S = session.import(job, options(self, opts.echo or self.echo), self.session:export(), r, nil)

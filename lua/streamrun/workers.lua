@@ -1,37 +1,25 @@
 -- streamrun.workers: a job on several cores (SPEC section 15, issue 14).
 --
--- Design. A job runs on N workers: the loop thread is worker 0, N - 1
--- pthreads the others (runtime/sr_workers.c: a fixed pool woken once per
+-- A job runs on N workers: the loop thread is worker 0, N - 1 pthreads the
+-- others (runtime/sr_workers.c: a fixed pool woken once per phase of a
 -- batch under one mutex, never once per record). Sources, the write-ahead
--- log, outputs and checkpoint scheduling stay on the loop thread. A sealed C
--- batch is split into contiguous record ranges of about equal bytes, one
--- per worker, in record order (sr_workers_share), so what each worker
--- produces, concatenated in worker order, is in arrival order. The target
--- for keyed stages is: every worker runs the stateless chain before the
--- stage on its range in its own LuaJIT VM, writes each pair with msgpack
--- into a buffer per (from worker, to worker) picked by the key's partition
--- (partition p belongs to worker p mod N), the buffers are swapped once per
--- batch, and the owner of p runs the stage over its partitions with that
--- partition's state, timeouts and window slices; a batch's output is the
--- partitions' outputs in partition order, each in arrival order, so it is
--- the same for any N. Checkpoints keep state by partition (as now), so one
--- written with N workers restores with M.
+-- log, outputs and checkpoint scheduling stay on the loop thread. This
+-- module opens the pool, says in the log what runs where, and counts each
+-- worker's busy time.
 --
--- What runs on several workers today: the built-in word count
--- (flat_map(sr.words) -> count_by_value over a text source): each worker
--- counts its range of the batch in C into its own table, and the tables
--- are merged in worker order, which gives exactly the one-worker result
--- (the words in order of first appearance, with their counts): outputs,
--- state and checkpoints do not depend on N. Every other stage (user
--- functions, keyed state, windows, joins) runs on worker 0, as with
--- `workers = 1`; a job with N > 1 says so once in its log. So "auto" is
--- correct for every job: N changes where the word count runs, never what
--- a batch produces.
+-- What runs on several workers: the built-in word count (each worker
+-- counts its range of the batch in C; the counts are merged in worker
+-- order: streamrun.native), and the job's first keyed segment
+-- (streamrun.exchange): each worker runs it in its own LuaJIT VM
+-- (runtime/sr_worker_vm.c, streamrun.worker) over its range, exchanges
+-- partials or pairs by key partition through per-(from, to) buffers
+-- (runtime/sr_exchange.c), and runs the keyed stage for the partitions it
+-- owns with its own state shard (runtime/sr_shard.c). Outputs, state, dead
+-- letters and checkpoints are those of one worker for any N. Every other
+-- stage runs on worker 0.
 --
--- Module-level Lua state: there is one Lua VM today, so a job's module
--- variables are shared by its stages as before; with the per-worker VMs of
--- the design they would be per worker, and a job must not rely on them
--- across records of different keys (the README says so).
+-- Module-level Lua state of a job script is per worker: each VM loads the
+-- script (the README says so).
 local core = require "streamrun.core"
 
 local C, ffi = core.C, core.ffi
@@ -74,13 +62,15 @@ function M.count(job)
   return want
 end
 
--- Whether a compiled plan has a step that runs on several workers.
+-- The steps of a compiled plan that run on several workers: the built-in
+-- word counts, and the keyed segment (streamrun.exchange).
 local function parallel_steps(plan)
-  local n = 0
+  local native, keyed = 0, 0
   for _, step in ipairs(plan.steps or {}) do
-    if step.kind == "native" then n = n + 1 end
+    if step.kind == "native" then native = native + 1 end
+    if step.kind == "parallel" then keyed = keyed + 1 end
   end
-  return n
+  return native, keyed
 end
 
 -- The workers of a session: { pool (a C pool, nil with one worker), n,
@@ -111,13 +101,20 @@ function M.note_plan(w, plan, job)
   if w.n == 1 or w.said then return end
   w.said = true
   local asked = (job.workers or "auto") == "auto" and ("auto (%d CPUs)"):format(w.n) or tostring(w.n)
-  if parallel_steps(plan) == 0 then
-    w.log("workers: %s; this job's stages are not parallel yet (only the built-in word count is), "
-      .. "so it runs on 1 worker", asked)
+  local native, keyed = parallel_steps(plan)
+  if native + keyed == 0 then
+    w.log("workers: %s; nothing in this job runs on several workers (%s), so it runs on 1 worker", asked,
+      plan.parallel_why or "no keyed segment")
     w.pool, w.n, w.busy = nil, 1, { 0 }
+  elseif keyed > 0 then
+    local seg = plan.parallel_seg
+    local names = {}
+    for _, s in ipairs(seg.stages) do names[#names + 1] = s.stage_name end
+    if seg.sink then names[#names + 1] = seg.sink.stage_name end
+    if seg.keyed then names[#names + 1] = seg.keyed.stage_name end
+    w.log("workers: %s; %s run on %d workers, the other stages on worker 0", asked, table.concat(names, " > "), w.n)
   else
-    w.log("workers: %s; the built-in word count runs on %d workers, the other stages on 1 (not parallel yet)",
-      asked, w.n)
+    w.log("workers: %s; the built-in word count runs on %d workers, the other stages on worker 0", asked, w.n)
   end
 end
 
@@ -134,9 +131,11 @@ function M.batch_busy(w, processing_ms)
   for i = 1, w.n do
     local total = C.sr_workers_busy_ms(pool, i - 1)
     -- Worker 0 also runs every stage that is not parallel: its busy time
-    -- is the whole batch's.
+    -- is the whole batch's but what it spent waiting for the others
+    -- (streamrun.exchange counts that).
     if i == 1 then
-      w.busy0 = (w.busy0 or 0) + processing_ms
+      w.busy0 = (w.busy0 or 0) + math.max(0, processing_ms - (w.waited_ms or 0))
+      w.waited_ms = 0
       total = w.busy0
     end
     out[i] = total - w.busy[i]

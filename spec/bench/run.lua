@@ -409,12 +409,17 @@ end
 -- -- workers --
 
 -- SPEC section 15: the same jobs with --workers 2 beside --workers 1, in
--- the same run: the built-in word count (split across workers) and the
--- README's word count (user functions before reduce_by_key: on one worker
--- until keyed stages are parallel, so its figure shows the cost of N > 1).
+-- the same run: the built-in word count (counted in C on each worker), the
+-- README's word count (user functions before reduce_by_key and
+-- update_state_by_key) and an ordinary keyed job (user functions before
+-- reduce_by_key and map_with_state, spec/bench/workers_job.lua), whose
+-- keyed segments run in each worker's VM. Beside wall-clock speed: the CPU
+-- seconds of each run (what the extra workers cost on a busy machine).
 local WORKER_FORMS = {
   { form = "builtin", what = "built-in word count", target = 1.6 },
-  { form = "pairs", what = "map -> reduce_by_key (user functions)", target = 1.7 },
+  { form = "pairs", what = "map -> reduce_by_key -> update_state_by_key (user functions)", target = 1.7 },
+  { form = "keyed", what = "map -> reduce_by_key -> map_with_state (user functions)", target = 1.7,
+    job = "spec/bench/workers_job.lua" },
 }
 
 local function bench_workers()
@@ -424,21 +429,29 @@ local function bench_workers()
   for _, f in ipairs(WORKER_FORMS) do
     for _, n in ipairs { 1, 2 } do
       cmds[#cmds + 1] = stats_check({ name = fmt("workers_%s_%d", f.form, n),
-        cmd = fmt("%s run spec/bench/wc_forms_job.lua --quiet --set form=%s --set path=%s --set max_batch=1000000 "
-          .. "--workers %d > /dev/null", STREAMRUN, f.form, q(path), n) }, info.lines)
+        cmd = fmt("%s run %s --quiet --set form=%s --set path=%s --set max_batch=1000000 "
+          .. "--workers %d > /dev/null", STREAMRUN, f.job or "spec/bench/wc_forms_job.lua", f.form, q(path), n) },
+        info.lines)
     end
   end
   local res, failed = measure("workers", cmds, CFG.runs)
   local mb = info.bytes / 1e6
   local function speed(n) local r = res[n] return r and #r > 0 and mb / med(r, "wall") or nil end
+  local function cpu(n)
+    local r = res[n]
+    if not r or #r == 0 then return "" end
+    local xs = {}
+    for k, x in ipairs(r) do xs[k] = x.user + x.sys end
+    return fmt(" (%.2f s CPU)", median(xs))
+  end
   local lines, data = {}, { forms = {} }
   for _, f in ipairs(WORKER_FORMS) do
     local one, two = fmt("workers_%s_1", f.form), fmt("workers_%s_2", f.form)
     local s1, s2 = speed(one), speed(two)
     local r = ratio(s2, s1)
     lines[#lines + 1] = line(fmt("%s (%d MB)", f.what, math.floor(mb + 0.5)),
-      s2 and ("--workers 2 " .. mbs(s2)) or ("--workers 2 " .. (failed[two] or "-")),
-      s1 and ("--workers 1 " .. mbs(s1)) or ("--workers 1 " .. (failed[one] or "-")), xfmt(r),
+      s2 and ("--workers 2 " .. mbs(s2) .. cpu(two)) or ("--workers 2 " .. (failed[two] or "-")),
+      s1 and ("--workers 1 " .. mbs(s1) .. cpu(one)) or ("--workers 1 " .. (failed[one] or "-")), xfmt(r),
       fmt(">= %.1fx", f.target), yesno(r and r >= f.target))
     data.forms[#data.forms + 1] = { form = f.form, mb_s_1 = s1, mb_s_2 = s2, ratio = r, target = f.target }
   end

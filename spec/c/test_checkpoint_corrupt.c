@@ -76,7 +76,8 @@ static int setup(void **unused)
     sr_state_t *states[] = {idle, totals};
     sr_window_t *windows[] = {win};
     sr_state_t *results[] = {result};
-    sr_ckpt_content_t c = {meta, sizeof(meta) - 1, states, 2, windows, results, 1};
+    sr_ckpt_content_t c = {.meta = meta, .meta_len = sizeof(meta) - 1, .states = states, .nstates = 2,
+                           .windows = windows, .results = results, .nwindows = 1};
     char err[1024];
     assert_int_equal(sr_checkpoint_write(dir, "good.srck", &c, err, sizeof(err)), 0);
     sr_state_free(idle);

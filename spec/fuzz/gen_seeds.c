@@ -106,7 +106,8 @@ static void write_checkpoint(const char *dir, const char *name, int batch, sr_st
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     meta(&sb, batch, batch * 1000);
-    sr_ckpt_content_t c = {sb.data, sb.size, states, nstates, windows, results, nwindows};
+    sr_ckpt_content_t c = {.meta = sb.data, .meta_len = sb.size, .states = states, .nstates = nstates,
+                           .windows = windows, .results = results, .nwindows = nwindows};
     char err[1024];
     if (sr_checkpoint_write(dir, name, &c, err, sizeof(err)) < 0) die(name, err);
     msgpack_sbuffer_destroy(&sb);

@@ -1,7 +1,9 @@
 -- Workers (SPEC section 15): the option and its checks, "auto", and the
 -- promise that a batch's outputs, state and checkpoints do not depend on
 -- the number of workers: random jobs and random input run with 1, 2, 3 and
--- 8 workers give the same results.
+-- 8 workers give the same results, the keyed segments in every worker's
+-- own VM; failing user functions there give the same dead letters and
+-- on_error stop; a reload swaps every worker's logic.
 local sr = require "streamrun"
 local testing = require "streamrun.testing"
 local workers = require "streamrun.workers"
@@ -26,32 +28,85 @@ local function random_lines(rnd, n)
   return lines
 end
 
--- A random job over lines: the built-in word count, or user functions
--- before reduce_by_key, or a map_with_state, or a windowed count.
-local function random_job(shape)
-  return function()
-    local job = sr.job { name = "w", batch = "1s", partitions = 4 }
-    local lines = job:queue({}, { name = "lines" })
-    local words = lines:flat_map(sr.words)
-    local out
-    if shape == 1 then
-      out = words:count_by_value()
-    elseif shape == 2 then
-      out = words:filter(function(w) return #w > 1 end):map(function(w) return { w:sub(1, 2), #w } end)
-        :reduce_by_key(function(a, b) return a + b end)
-    elseif shape == 3 then
-      out = words:map(function(w) return { w, 1 } end):map_with_state(sr.state_spec(function(k, v, state)
-        local n = (state:get() or 0) + (v or 0)
-        if v == nil then return { k, "gone" } end
+-- Random jobs over lines, as scripts (each worker's VM loads the job from
+-- its script): the built-in word count; user functions before a
+-- reduce_by_key; a map_with_state with a timeout; a windowed count (not
+-- split: worker 0); reduce_by_key into map_with_state; a map into
+-- count_by_value into update_state_by_key; a reducer that is not commutative (concatenation:
+-- the arrival order shows) into update_state_by_key; a chain from a stage
+-- another output reads too (its batch dealt to the workers) into a
+-- map_with_state. SPLIT: the shapes
+-- whose keyed stages run on every worker.
+local SHAPES = {
+  "out = words:count_by_value()",
+  [[out = words:filter(function(w) return #w > 1 end):map(function(w) return { w:sub(1, 2), #w } end)
+      :reduce_by_key(function(a, b) return a + b end)]],
+  [[out = words:map(function(w) return { w, 1 } end):map_with_state(sr.state_spec(function(k, v, state)
+      local n = (state:get() or 0) + (v or 0)
+      if v == nil then return { k, "gone" } end
+      state:update(n)
+      return { k, n }
+    end):timeout("3s"):name("running"))]],
+  [[out = words:count_by_value_and_window("3s", "1s")]],
+  [[out = words:map(function(w) return w:lower(), 1 end):reduce_by_key(sr.add)
+      :map_with_state(sr.state_spec(function(k, v, state)
+        if v == nil then return k, -1 end
+        local n = (state:exists() and state:get() or 0) + v
         state:update(n)
-        return { k, n }
-      end):timeout("3s"):name("running"))
-    else
-      out = words:count_by_value_and_window("3s", "1s")
-    end
-    out:foreach_batch(function() end, { name = "out" })
-    return job
+        return k, n
+      end):timeout("2s"):name("running"))]],
+  [[out = words:map(function(w) return w:upper() end):count_by_value():update_state_by_key(function(values, total)
+      local t = total or 0
+      for i = 1, #values do t = t + values[i] end
+      if t > 40 then return nil end
+      return t
+    end, { name = "running" })]],
+  [[out = words:map(function(w) return w:sub(1, 1), w end):reduce_by_key(function(a, b) return a .. "+" .. b end)
+      :update_state_by_key(function(values, last) return values[1] or last end, { name = "running" })]],
+  [[local upper = words:map(function(w) return w:upper() end)
+    upper:count_by_value():foreach_batch(function() end, { name = "side" })
+    out = upper:map(function(w) return w, #w end):map_with_state(sr.state_spec(function(k, v, state)
+      if v == nil then return k, "gone" end
+      local n = (state:exists() and state:get() or 0) + v
+      state:update(n)
+      return k, n
+    end):timeout("2s"):name("running"))]],
+}
+local SPLIT = { [2] = true, [3] = true, [5] = true, [6] = true, [7] = true, [8] = true }
+local STATEFUL = { [3] = true, [5] = true, [6] = true, [7] = true, [8] = true }
+
+local script_dir
+local function script(name, text)
+  if not script_dir then
+    script_dir = os.tmpname()
+    os.remove(script_dir)
+    assert(os.execute("mkdir -p " .. script_dir))
   end
+  local path = ("%s/%s.lua"):format(script_dir, name)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+local function random_job(shape)
+  if not script_dir then
+    script_dir = os.tmpname()
+    os.remove(script_dir)
+    assert(os.execute("mkdir -p " .. script_dir))
+  end
+  local path = ("%s/job%d.lua"):format(script_dir, shape)
+  local f = assert(io.open(path, "w"))
+  f:write(([[local sr = require "streamrun"
+local job = sr.job { name = "w", batch = "1s", partitions = 4 }
+local words = job:queue({}, { name = "lines" }):flat_map(sr.words)
+local out
+%s
+out:foreach_batch(function() end, { name = "out" })
+return job
+]]):format(SHAPES[shape]))
+  f:close()
+  return path
 end
 
 describe("workers", function()
@@ -110,10 +165,16 @@ describe("workers", function()
   end)
 
   it("gives the same outputs, state and checkpoints with 1, 2, 3 and 8 workers", function()
-    for shape = 1, 4 do
+    for shape = 1, #SHAPES do
       for seed = 1, 6 do
         local drivers = {}
         for i, n in ipairs { 1, 2, 3, 8 } do drivers[i] = testing.driver(random_job(shape), { workers = n }) end
+        -- The keyed segment really runs on every worker, in their own VMs.
+        for i = 2, 4 do
+          local par = drivers[i].plan.parallel
+          assert.equal(SPLIT[shape] or false, par ~= nil, ("shape %d"):format(shape))
+          if par then assert.equal(drivers[i].session.workers.n, par.n) end
+        end
         local rnd = rng(seed * 31 + shape)
         for b = 1, 8 do
           local lines = random_lines(rnd, rnd(4) == 0 and 0 or rnd(200))
@@ -124,18 +185,134 @@ describe("workers", function()
           end
           for i = 2, #drivers do assert.same(outs[1], outs[i], ("shape %d seed %d batch %d"):format(shape, seed, b)) end
         end
-        local stage = shape == 3 and "running" or nil
+        local stage = STATEFUL[shape] and "running" or nil
         if stage then
           for i = 2, #drivers do assert.same(drivers[1]:state(stage), drivers[i]:state(stage)) end
         end
-        -- A checkpoint written with N workers restores with M.
-        local path = drivers[4]:checkpoint()
-        local again = testing.restore(path, { job = random_job(shape), workers = 2 })
+        -- Checkpoints are the same bytes whatever N, and one written with
+        -- N workers restores with M.
+        local paths = {}
+        for i, d in ipairs(drivers) do
+          paths[i] = d:checkpoint()
+          local f = assert(io.open(paths[i], "rb"))
+          paths[i] = { path = paths[i], bytes = f:read("*a") }
+          f:close()
+        end
+        for i = 2, #drivers do
+          assert.equal(paths[1].bytes, paths[i].bytes, ("shape %d: checkpoint of %d workers"):format(shape, i))
+        end
+        local again = testing.restore(paths[4].path, { job = random_job(shape), workers = 2 })
         local lines = random_lines(rnd, 50)
         again:push("lines", lines)
         drivers[1]:push("lines", lines)
         assert.same(drivers[1]:tick().out, again:tick().out)
+        if stage then assert.same(drivers[1]:state(stage), again:state(stage)) end
       end
     end
   end)
+
+  -- Failing user functions in the other workers' VMs: the same dead letters
+  -- (stage, reason with the error, record offset or key) as with one
+  -- worker, and on_error = "fail" stops the job with the same message.
+  local FAILING = [[local sr = require "streamrun"
+local job = sr.job { name = "f", batch = "1s", partitions = 8, on_error = sr.param("on_error", "dead_letter") }
+local words = job:queue({}, { name = "lines" }):flat_map(sr.words)
+words:map(function(w)
+  if w == "bad" then error("no bad words") end
+  return w, 1
+end):map_with_state(sr.state_spec(function(k, v, state)
+  if k == "x1" and v then error("x1 fails here") end
+  local n = (state:exists() and state:get() or 0) + (v or 0)
+  state:update(n)
+  return k, n
+end):name("running")):foreach_batch(function() end, { name = "out" })
+return job
+]]
+  local REDUCING = [[local sr = require "streamrun"
+local job = sr.job { name = "r", batch = "1s", partitions = 8 }
+job:queue({}, { name = "lines" }):flat_map(sr.words):map(function(w) return w:sub(1, 1), #w end)
+  :reduce_by_key(function(a, b) return a + b end)
+  :update_state_by_key(function(values, total)
+    if values[1] % 7 == 0 then error("seven") end
+    return (total or 0) + (values[1] or 0)
+  end, { name = "running" })
+  :foreach_batch(function() end, { name = "out" })
+return job
+]]
+
+  local function sorted_letters(d)
+    local list = {}
+    for i, l in ipairs(d.dead_letters) do
+      list[i] = ("%s|%s|%s|%s"):format(l.source, l.offset, (l.reason:gsub("\n.*", "")), l.record)
+    end
+    table.sort(list)
+    return list
+  end
+
+  it("dead-letters what fails in any worker's VM as one worker does", function()
+    for _, text in ipairs { FAILING, REDUCING } do
+      local path = script("failing", text)
+      local drivers = { testing.driver(path, { workers = 1 }), testing.driver(path, { workers = 2 }),
+                        testing.driver(path, { workers = 3 }) }
+      local rnd = rng(7)
+      for _ = 1, 4 do
+        local lines = random_lines(rnd, 300)
+        lines[#lines + 1] = "bad x1 ok bad"
+        for _, d in ipairs(drivers) do d:push("lines", lines) end
+        local outs = {}
+        for i, d in ipairs(drivers) do outs[i] = d:tick().out end
+        for i = 2, #drivers do assert.same(outs[1], outs[i]) end
+      end
+      assert.is_not_nil(drivers[2].plan.parallel)
+      local one = sorted_letters(drivers[1])
+      assert.is_true(#one > 0)
+      for i = 2, #drivers do assert.same(one, sorted_letters(drivers[i])) end
+      for i = 2, #drivers do assert.same(drivers[1]:state("running"), drivers[i]:state("running")) end
+    end
+    -- The reasons name the stage and keep the error's message.
+    local d = testing.driver(script("failing", FAILING), { workers = 2 })
+    d:push("lines", { "a bad", "x1 b" })
+    d:tick()
+    local reasons = {}
+    for _, l in ipairs(d.dead_letters) do reasons[#reasons + 1] = l.reason end
+    local all = table.concat(reasons, "\n")
+    assert.matches("stage map%.1 %(map at .-%): .-no bad words", all)
+    assert.matches("stage running %(map_with_state at .-%): key \"x1\": .-x1 fails here", all)
+    assert.same({ "lines", "lines" }, { d.dead_letters[1].source, d.dead_letters[2].source })
+  end)
+
+  it("stops on a failing record with on_error = \"fail\" as one worker does", function()
+    local path = script("failing", FAILING)
+    local msgs = {}
+    for i, n in ipairs { 1, 2 } do
+      local d = testing.driver(path, { workers = n, params = { on_error = "fail" } })
+      d:push("lines", { "a b c", "d e x1" })
+      local ok, err = pcall(d.tick, d)
+      assert.is_false(ok)
+      msgs[i] = tostring(type(err) == "table" and err.fatal or err):gsub("\n.*", "")
+    end
+    assert.matches("x1 fails here", msgs[1])
+    assert.equal(msgs[1], msgs[2])
+  end)
+
+  it("reloads every worker's logic at one batch boundary, keeping the state", function()
+    local v1 = script("reload1", (FAILING:gsub("error%(\"x1 fails here\"%)", "return k, -1")))
+    local v2 = script("reload2", (FAILING:gsub("error%(\"x1 fails here\"%)", "return k, -2")))
+    local outs = {}
+    for i, n in ipairs { 1, 2 } do
+      local d = testing.driver(v1, { workers = n })
+      d:push("lines", { "a b x1", "x1 c" })
+      d:tick()
+      d:reload(v2)
+      assert.equal(n > 1, d.plan.parallel ~= nil)
+      d:push("lines", { "x1 a", "b x1" })
+      outs[i] = { d:tick().out, d:state("running") }
+    end
+    assert.same(outs[1], outs[2])
+    -- The new logic ran on every worker: x1's outputs are the new ones.
+    local seen = {}
+    for _, e in ipairs(outs[2][1]) do if e[1] == "x1" then seen[#seen + 1] = e[2] end end
+    assert.same({ -2, -2 }, seen)
+  end)
 end)
+

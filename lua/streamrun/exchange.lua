@@ -1,0 +1,585 @@
+-- streamrun.exchange: a keyed segment of a plan run on every worker (SPEC
+-- section 15). The segment is a chain of narrow stages straight from a
+-- source, folded into a reduce_by_key or count_by_value, optionally
+-- followed by a map_with_state or update_state_by_key. Per batch:
+--
+--  phase 1: worker k runs the chain over its share of the batch (a
+--    contiguous range of records, read where they are in the C batch for a
+--    text source) in its own VM, folding into partial aggregates in order
+--    of first appearance, and scatters them in one call into the buffer of
+--    the worker owning each key's partition (p mod N);
+--  phase 2: the owner merges the partials from workers 0, 1, ... in that
+--    order (a reducer sees the elements' arrival order), runs the stateful
+--    stage over its partitions with its own shard of the state (its own
+--    table, slab and timing wheel: timeouts fire there), and puts its
+--    outputs, each with its order, to worker 0;
+--  worker 0 merges the outputs by order: a keyed stage's outputs come in
+--    order of the first arrival of their key (what one worker gives), its
+--    timed-out keys after them by key bytes (update_state_by_key: the kept
+--    keys by key bytes, then the new ones by first arrival), so a batch's
+--    output is the same whatever N.
+--
+-- Dead letters of the other workers are sent to worker 0 and written after
+-- worker 0's own of the same phase, in worker order. A checkpoint writes
+-- the shards as one state, each partition from its owner's shard
+-- (streamrun.ckpt), so it restores with any N.
+local core = require "streamrun.core"
+local batch = require "streamrun.batch"
+local builtins = require "streamrun.builtins"
+local fuse = require "streamrun.fuse"
+local ops = require "streamrun.ops"
+local sources = require "streamrun.sources"
+local stateful = require "streamrun.stateful"
+local watchdog = require "streamrun.watchdog"
+
+local cx = core.cexchange
+local cstate = core.cstate
+local C, ffi = core.C, core.ffi
+local type, floor, tnew = type, math.floor, require "table.new"
+
+local M = {}
+
+local SINKS = { reduce_by_key = true, count_by_value = true }
+local KEYED = { map_with_state = true, update_state_by_key = true }
+-- Orders of phase 1: worker * SPAN + position of the key among the
+-- worker's partials (exact in a double).
+local SPAN = 2 ^ 32
+-- (Marks a job's fatal error in a worker's error string: C strings stop
+-- at a zero byte, so none.)
+local FATAL = "\1streamrun-fatal\1"
+
+local function consumers_of(job)
+  local c = {}
+  for _, node in ipairs(job.nodes) do
+    c[node] = c[node] or {}
+    for _, input in ipairs(node.inputs) do
+      c[input] = c[input] or {}
+      table.insert(c[input], node)
+    end
+  end
+  return c
+end
+
+-- The job's first keyed segment that can run on several workers:
+-- { source (the chain's input: a source or an earlier stage), stages (the
+-- chain), sink (reduce_by_key or count_by_value, or nil: the chain's pairs
+-- go to the keyed stage as they are), keyed (map_with_state or
+-- update_state_by_key, or nil), raw (the source is a text source only the
+-- chain reads) }, or nil and why none.
+function M.find(job)
+  if type(job.path) ~= "string" or not job.load_opts then
+    return nil, "the job is built by a function (each worker loads the job from its script)"
+  end
+  for _, s in ipairs(job.sources) do
+    -- (A Kafka job runs a session per input partition, one at a time.)
+    if s.c_hooks then return nil, "a Kafka job splits its work by input partition" end
+  end
+  local cons = consumers_of(job)
+  local why = "no chain into a reduce_by_key, count_by_value, map_with_state or update_state_by_key"
+  for _, node in ipairs(job.nodes) do
+    local x = node.inputs[1]
+    -- A keyed stage the chain feeds directly (no aggregate before it).
+    local direct = KEYED[node.op] and node.initial == nil and node.timeout_clock ~= "event"
+    if (SINKS[node.op] or direct) and #node.inputs == 1 and x.kind == "narrow" and #cons[x] == 1 then
+      local sink = not direct and node or nil
+      local stages = {}
+      while x.kind == "narrow" do
+        table.insert(stages, 1, x)
+        x = x.inputs[1]
+        if x.kind == "narrow" and #cons[x] ~= 1 then break end -- (a stage others read too)
+      end
+      local source = x
+      local word_count = #stages == 1 and stages[1].op == "flat_map" and stages[1].fn == builtins.words
+        and node.op == "count_by_value" and x.kind == "source" and x.format == "text" and not x.framed
+      -- The chain's input: a source, or any stage before it (its batch is
+      -- dealt to the workers), without event times.
+      if source and not source.event_time and not source.timed and source.op ~= "generator" and not word_count then
+        local keyed = direct and node or (#cons[node] == 1 and cons[node][1]) or nil
+        if not (keyed and KEYED[keyed.op] and #keyed.inputs == 1 and keyed.initial == nil
+                and keyed.timeout_clock ~= "event") then
+          keyed = nil
+        end
+        if keyed then
+          for _, c in ipairs(cons[keyed]) do
+            if c.kind == "view" then keyed = nil break end
+          end
+        end
+        -- A text source only the chain reads: each worker reads its range
+        -- of the C batch itself.
+        local raw = source.kind == "source" and source.format == "text" and not source.framed and #cons[source] == 1
+        -- The one source upstream, which dead letters name (none past a
+        -- union or join).
+        local origin = source
+        while origin and origin.kind ~= "source" do origin = #origin.inputs == 1 and origin.inputs[1] or nil end
+        return { source = source, stages = stages, sink = sink, keyed = keyed, raw = raw,
+                 origin = origin and origin.stage_name }
+      elseif word_count then
+        why = "the built-in word count runs on every worker in C"
+      end
+    end
+  end
+  return nil, why
+end
+
+-- -- The state of a segment's keyed stage: one shard per worker --
+
+local Shards = {}
+Shards.__index = Shards
+
+local function shards_of(node, kept, n)
+  local list = {}
+  if getmetatable(kept) == Shards and #kept.shards == n then return kept end
+  local whole = kept
+  if getmetatable(kept) == Shards then whole = cx.gather(kept.shards) end
+  for k = 1, n do
+    list[k] = whole and cx.shard(whole, n, k - 1) or stateful.new_state(node)
+    list[k]:set_timeout(node.timeout_ms)
+  end
+  return setmetatable({ shards = list, nparts = node.partitions, name = node.stage_name }, Shards)
+end
+
+function Shards:count()
+  local n = 0
+  for _, s in ipairs(self.shards) do n = n + s:count() end
+  return n
+end
+
+function Shards:memory()
+  local n = 0
+  for _, s in ipairs(self.shards) do n = n + s:memory() end
+  return n
+end
+
+function Shards:get(k)
+  return self.shards[cx.partition(k, self.nparts) % #self.shards + 1]:get(k)
+end
+
+-- Every (k, state), ordered by key bytes as one state's snapshot is.
+function Shards:snapshot()
+  local whole = self:gathered()
+  return whole:snapshot()
+end
+
+-- One state holding every shard's keys (a copy).
+function Shards:gathered()
+  return cx.gather(self.shards)
+end
+
+-- For a reload's handoff: the keys as one state (which the next plan
+-- splits again).
+function Shards:detach()
+  return self:gathered():detach()
+end
+
+function Shards:set_timeout(ms)
+  for _, s in ipairs(self.shards) do s:set_timeout(ms) end
+end
+
+M.Shards = Shards
+
+-- -- One worker's part of a segment --
+
+-- An executor: worker k of n running seg in this VM. g: the guard (its
+-- dead letters are this VM's to deliver); shard: the worker's state
+-- handle (with a keyed stage); ex: the exchanges' addresses { input,
+-- keyed, out }.
+function M.executor(seg, k, n, g, shard, ex)
+  if seg.keyed then seg.keyed.keep_order = true end
+  local e = {
+    seg = seg, k = k, n = n, g = g, shard = shard, ex = ex,
+    -- (Straight to the keyed stage, elements keep their record's offset
+    -- for its dead letters.)
+    chain = fuse.chain(seg.stages, g, not seg.sink, seg.sink),
+    -- (the keyed stage's partitions: its shards hold them)
+    nparts = (seg.keyed or seg.sink).partitions or seg.source.job.partitions,
+    lo = ffi.new("size_t[1]"), hi = ffi.new("size_t[1]"), view = ffi.new("sr_batch_t"),
+    O = {},
+  }
+  return e
+end
+
+-- Worker k's share of the batch: a view of the C batch's records (a text
+-- source's), or the elements worker 0 put for it.
+local function share(e, arg)
+  local node = e.seg.source
+  if arg.cbatch then
+    local cb = ffi.cast("sr_batch_t *", arg.cbatch)
+    C.sr_workers_share(cb, e.k, e.n, e.lo, e.hi)
+    local lo, hi, v = e.lo[0], e.hi[0], e.view
+    v.data, v.off, v.pos, v.n = cb.data, cb.off + lo, cb.pos + lo, hi - lo
+    return sources.raw_c_batch(node, v)
+  end
+  local A, B, O, n = cx.take(e.ex.input, 0, e.k)
+  local origin = e.seg.origin
+  if not origin then return { n = n, a = A, b = B } end
+  local pos = {}
+  for i = 1, n do pos[i - 1] = O[i] end
+  return { n = n, a = A, b = B, src = origin, pos = pos }
+end
+
+-- Phase 1: the chain over worker k's share, its partials scattered.
+function M.phase1(e, arg)
+  local input = share(e, arg)
+  local part = e.chain.run(input)
+  local A, B, m, O = part.a, part.b, part.n, e.O
+  local base = e.k * SPAN
+  local sink = e.seg.sink
+  if not sink then
+    -- Records straight to the keyed stage: what is no pair with a key is
+    -- its dead letter here, as with one worker.
+    local keyed, g, j = e.seg.keyed, e.g, 0
+    local KA, KB, KP = tnew(m, 0), tnew(m, 0), tnew(m, 0)
+    for i = 1, m do
+      local a, b = A[i], B[i]
+      if ops.pair_check(keyed, g, a, b) then
+        j = j + 1
+        KA[j], KB[j], O[j] = a, b, base + i
+        local _, off = batch.origin(part, i)
+        KP[j] = off or -1
+      end
+    end
+    A, B, m = KA, KB, j
+    e.P = KP
+  else
+    for j = 1, m do O[j] = base + j end
+  end
+  for j = m + 1, #O do O[j] = nil end
+  if sink and sink.op == "count_by_value" then
+    -- By the element's key; an element that is no key travels with its
+    -- count.
+    local K, V = tnew(m, 0), tnew(m, 0)
+    for j = 1, m do
+      local rep = A[j]
+      local key = ops.element_key(rep)
+      K[j] = key
+      if key == rep then V[j] = B[j] else V[j] = { B[j], rep } end
+    end
+    A, B = K, V
+  end
+  cx.clear(e.ex.keyed, e.k)
+  local bad, why = cx.scatter(e.ex.keyed, e.k, e.nparts, A, B, O, m, not sink and e.P or nil)
+  if bad then error(("stage %s: key %s: %s"):format((sink or e.seg.keyed).stage_name, tostring(A[bad]), why), 0) end
+end
+
+-- The partials for worker w, merged in worker order: R = {n, a, b}, the
+-- orders of its keys (RO) and key -> order.
+local function merge(e)
+  local sink, g = e.seg.sink, e.g
+  if not sink then
+    -- The records in arrival order: worker 0's share first.
+    local RA, RB, RO, RP, first, m = {}, {}, {}, {}, {}, 0
+    for from = 0, e.n - 1 do
+      local A, B, O, P, c = cx.take(e.ex.keyed, from, e.k, 4)
+      for j = 1, c do
+        m = m + 1
+        local key = A[j]
+        RA[m], RB[m], RO[m], RP[m - 1] = key, B[j], O[j], P[j]
+        if first[key] == nil then first[key] = O[j] end
+      end
+    end
+    -- (Each record says where it came from, for the keyed stage's dead
+    -- letters.)
+    return { n = m, a = RA, b = RB, src = e.seg.origin, pos = e.seg.origin and RP or nil }, RO, first
+  end
+  local f = sink.op == "reduce_by_key" and (ops.FOLDS[builtins.reducers[sink.fn] or false] or sink.fn) or nil
+  local keys, accs, reps, first, nk = {}, {}, {}, {}, 0
+  local RO = {}
+  for from = 0, e.n - 1 do
+    local A, B, O, c = cx.take(e.ex.keyed, from, e.k)
+    for j = 1, c do
+      local key, v = A[j], B[j]
+      local acc = accs[key]
+      if sink.op == "count_by_value" then
+        local rep = key
+        if type(v) == "table" then v, rep = v[1], v[2] end
+        if acc == nil then
+          nk = nk + 1
+          keys[nk], reps[nk], first[key], RO[nk] = key, rep, O[j], O[j]
+          accs[key] = v
+        else
+          accs[key] = acc + v
+        end
+      elseif acc == nil then
+        nk = nk + 1
+        keys[nk], first[key], RO[nk] = key, O[j], O[j]
+        accs[key] = v
+      else
+        local ok, r = g.call(sink, f, acc, v)
+        if ok then accs[key] = r end
+      end
+    end
+  end
+  local V = tnew(nk, 0)
+  for i = 1, nk do V[i] = accs[keys[i]] end
+  if sink.op == "count_by_value" then return { n = nk, a = reps, b = V }, RO, first end
+  return { n = nk, a = keys, b = V }, RO, first
+end
+
+-- Phase 2: worker k's partitions: merged, through the keyed stage with its
+-- shard, and its outputs with their orders put to worker 0.
+function M.phase2(e, arg)
+  local R, RO, first = merge(e)
+  local out, orders = R, RO
+  local keyed = e.seg.keyed
+  if keyed then
+    out = stateful[keyed.op](keyed, e.g, e.shard, R, arg.time_ms, { final = arg.final, event = nil })
+    local OI, m = out.order, out.n
+    orders = tnew(m, 0)
+    if keyed.op == "map_with_state" then
+      local due = out.due_keys
+      for j = 1, m do
+        local i = OI[j]
+        if i then orders[j] = RO[i] else orders[j] = { due[j] } end
+      end
+    else
+      local kept, A = out.kept, out.a
+      for j = 1, m do
+        if OI[j] <= kept then orders[j] = { A[j] } else orders[j] = first[A[j]] end
+      end
+    end
+  end
+  if e.k == 0 then
+    -- Worker 0's own outputs stay as they are (their orders as sent).
+    cx.key_orders(orders, out.n)
+    e.kept = { out.a, out.b, orders, out.n }
+    return
+  end
+  cx.clear(e.ex.out, e.k)
+  local bad, why = cx.put(e.ex.out, e.k, 0, out.a, out.b, orders, out.n)
+  if bad then error(("stage %s: output %d: %s"):format((keyed or e.seg.sink).stage_name, bad, why), 0) end
+end
+
+-- -- Merging the owners' outputs on worker 0 --
+
+-- Whether order x comes before y: numbers (first arrival) and strings
+-- (key bytes) each ascending; a keyed stage's timed-out keys (strings)
+-- after its records, update_state_by_key's kept keys before the new ones.
+local function before(x, y, strings_first)
+  local tx, ty = type(x), type(y)
+  if tx ~= ty then return (tx == "string") == strings_first end
+  return x < y
+end
+
+-- Outputs of owners 0 .. n-1, each in order: one batch, merged by order.
+-- own: worker 0's (as phase 2 kept them).
+function M.gather(ex, n, strings_first, own)
+  local lists, at, total = { own }, { 1 }, own[4]
+  for w = 1, n - 1 do
+    local A, B, O, c = cx.take(ex, w, 0)
+    lists[w + 1] = { A, B, O, c }
+    at[w + 1] = 1
+    total = total + c
+  end
+  local OA, OB = tnew(total, 0), tnew(total, 0)
+  for m = 1, total do
+    local best, bo
+    for w = 1, n do
+      local l, i = lists[w], at[w]
+      if i <= l[4] then
+        local o = l[3][i]
+        if not best or before(o, bo, strings_first) then best, bo = w, o end
+      end
+    end
+    local l, i = lists[best], at[best]
+    OA[m], OB[m] = l[1][i], l[2][i]
+    at[best] = i + 1
+  end
+  return { n = total, a = OA, b = OB }
+end
+
+-- Dead letters another worker sent (its side buffer of ex), to g.letter.
+function M.deliver(ex, k, g)
+  local A, B, O, c = cx.take(ex, k, -1)
+  for i = 1, c do g.letter(A[i], O[i], B[i][1], B[i][2]) end
+end
+
+-- A guard's handlers for a worker's VM: dead letters into the side buffer
+-- of its exchange for the phase (e.side), sent at the phase's end.
+function M.collector(job)
+  local list = { n = 0, a = {}, b = {}, o = {} }
+  local function dead_letter(source, offset, reason, record)
+    local n = list.n + 1
+    list.n = n
+    list.a[n], list.b[n], list.o[n] = source, { reason, record or "" }, offset or -1
+  end
+  return { dead_letter = dead_letter, on_error = job.on_error }, list
+end
+
+-- Sends the collected dead letters through ex's side buffer of worker k.
+function M.send_letters(ex, k, list)
+  if list.n == 0 then return end
+  local bad, why = cx.put(ex, k, -1, list.a, list.b, list.o, list.n)
+  if bad then error("dead letter " .. bad .. ": " .. why, 0) end
+  for i = 1, list.n do list.a[i], list.b[i], list.o[i] = nil, nil, nil end
+  list.n = 0
+end
+
+-- A failure of the job itself (on_error = "fail") crosses VMs as a string.
+function M.pack_error(err)
+  if type(err) == "table" and err.fatal then return FATAL .. tostring(err.fatal) .. FATAL end
+  return err
+end
+
+function M.unpack_error(msg)
+  local fatal = type(msg) == "string" and msg:match("\1streamrun%-fatal\1(.-)\1streamrun%-fatal\1")
+  if fatal then return { fatal = fatal } end
+  return msg
+end
+
+-- The arguments of a batch's phases, as a string for every VM.
+function M.encode_arg(arg)
+  return cstate.encode(arg)
+end
+
+function M.decode_arg(s)
+  return cstate.decode(s)
+end
+
+-- Splits a Lua batch into worker shares, put into the input exchange:
+-- elements with their record offsets (their origin).
+function M.deal(ex, input, n)
+  local total = input.n
+  local A, B = input.a, input.b
+  -- (Each share goes to its worker's buffer of row 0.)
+  cx.clear(ex, 0)
+  for k = 0, n - 1 do
+    local lo, hi = floor(total * k / n) + 1, floor(total * (k + 1) / n)
+    local SA, SB, SO, m = tnew(hi - lo + 1, 0), tnew(hi - lo + 1, 0), tnew(hi - lo + 1, 0), 0
+    for i = lo, hi do
+      m = m + 1
+      SA[m], SB[m] = A[i], B[i]
+      local _, off = batch.origin(input, i)
+      SO[m] = off or -1
+    end
+    local bad, why = cx.put(ex, 0, k, SA, SB, SO, m)
+    if bad then return nil, lo + bad - 1, why end
+  end
+  return true
+end
+
+-- -- Worker 0: the segment's steps --
+
+local function keep_table(e)
+  if type(e) == "table" then return e end
+  return debug.traceback(e, 2)
+end
+
+-- The segment's step: both phases on every worker, the owners' outputs
+-- merged. Its output is the segment's last stage's (with a keyed stage,
+-- the sink's output stays spread over the workers: the keyed stage's
+-- step hands on what this step gathered).
+local Par = {}
+Par.__index = Par
+
+-- Runs fn(e0, arg) here while the other workers run phase p; raises the
+-- first failure (worker 0's, then the others' in worker order) once all
+-- are done. Returns the milliseconds worker 0 waited.
+local function both(self, p, fn, arg, sarg)
+  local vms = self.vms
+  vms:run(self.pool_addr, p, sarg)
+  local ok, err = xpcall(fn, keep_table, self.e0, arg)
+  -- Stuck now, the step is stuck in another worker, on a record the
+  -- watchdog cannot name: a restart skips the step's whole input (to dead
+  -- letters) rather than a wrong record.
+  watchdog.P.rec = -1
+  local t0 = core.clock_ms()
+  local werr = vms:wait()
+  local waited = core.clock_ms() - t0
+  if not ok then error(err, 0) end
+  if werr then error(M.unpack_error(werr), 0) end
+  return waited
+end
+
+function Par:run(results, time_ms)
+  local seg, n, ex = self.seg, self.n, self.ex
+  local input = results[seg.source] or batch.empty()
+  local arg = { time_ms = time_ms, final = self.plan.final or false }
+  local cb = rawget(input, "cbatch")
+  if cb ~= nil then
+    arg.cbatch = tonumber(ffi.cast("uintptr_t", cb))
+  else
+    local ok, bad, why = M.deal(ex.input, input, n)
+    if not ok then error(("stage %s: element %d: %s"):format(seg.stages[1].stage_name, bad, why), 0) end
+  end
+  local sarg = M.encode_arg(arg)
+  local g = self.g
+  local waited = both(self, 1, M.phase1, arg, sarg)
+  for k = 1, n - 1 do M.deliver(ex.keyed, k, g) end
+  -- The watchdog names the keyed stage for a stall from here on (it runs
+  -- in phase 2, on every worker).
+  if seg.keyed then watchdog.enter(watchdog.P.step, seg.keyed.stage_name) end
+  waited = waited + both(self, 2, M.phase2, arg, sarg)
+  for k = 1, n - 1 do M.deliver(ex.out, k, g) end
+  self.workers.waited_ms = (self.workers.waited_ms or 0) + waited
+  local out = M.gather(ex.out, n, seg.keyed ~= nil and seg.keyed.op == "update_state_by_key", self.e0.kept)
+  self.e0.kept = nil
+  if seg.keyed then
+    self.out = out
+    return batch.empty()
+  end
+  return out
+end
+
+-- The keyed stage's step: what the segment's step gathered.
+local Handed = {}
+Handed.__index = Handed
+function Handed:run()
+  local out = self.par.out or batch.empty()
+  self.par.out = nil
+  return out
+end
+
+-- Sets the plan up to run its keyed segment (M.find) on the workers of
+-- ctx.workers: the segment's steps in steps are replaced, the keyed
+-- stage's state is split into shards (ctx.states), and the other workers'
+-- VMs are started, each loading the job. Returns the segment, or nil and
+-- why the plan runs on worker 0 alone. Raises when a worker's VM fails to
+-- load the job (a reload then keeps the running plan).
+function M.attach(job, steps, ctx)
+  local w = ctx.workers
+  if not w or not w.pool or w.n < 2 then return nil, "one worker" end
+  local seg, why = M.find(job)
+  if not seg then return nil, why end
+  local ci, ki
+  local last = seg.stages[#seg.stages]
+  for i, s in ipairs(steps) do
+    if s.kind == "chain" and (seg.sink and s.sink == seg.sink or not seg.sink and s.node == last and not s.sink) then
+      ci = i
+    end
+    if seg.keyed and s.node == seg.keyed then ki = i end
+  end
+  if not ci or (seg.keyed and not ki) then return nil, "the plan does not fold the chain into its stage" end
+  local n = w.n
+  local exs = { input = cx.new(n), keyed = cx.new(n), out = cx.new(n) }
+  local addr = { input = exs.input:address(), keyed = exs.keyed:address(), out = exs.out:address() }
+  local shards, shard_addr
+  if seg.keyed then
+    local name = seg.keyed.stage_name
+    shards = shards_of(seg.keyed, ctx.states_in and ctx.states_in[name], n)
+    ctx.states[name] = shards
+    shard_addr = {}
+    for k = 1, n do shard_addr[k] = tonumber(ffi.cast("uintptr_t", shards.shards[k]:pointer())) end
+  end
+  local init = cstate.encode {
+    path = job.path, params = job.load_opts.params or {}, batch = job.load_opts.batch or false,
+    ex = addr, shards = shard_addr or false,
+  }
+  local vms, verr = core.cworkervm.new(n, init, core.lua_dir)
+  if not vms then error("workers: " .. tostring(verr), 0) end
+  local par = setmetatable({
+    kind = "parallel", node = seg.sink or last, input = seg.source, every = steps[ci].every, label = steps[ci].label,
+    seg = seg, n = n, ex = addr, exs = exs, vms = vms, g = ctx.guard, plan = ctx.plan, workers = w,
+    pool_addr = tonumber(ffi.cast("uintptr_t", w.pool)),
+    e0 = M.executor(seg, 0, n, ctx.guard, shards and shards.shards[1], addr),
+  }, Par)
+  steps[ci] = par
+  if ki then
+    steps[ki] = setmetatable({ kind = "stateful", node = seg.keyed, every = steps[ki].every,
+      label = steps[ki].label, state = shards, par = par, input = seg.sink or last }, Handed)
+  end
+  if seg.raw then ctx.plan.raw_sources[seg.source] = true end
+  ctx.plan.parallel = par
+  return seg
+end
+
+return M

@@ -1,0 +1,58 @@
+-- streamrun.worker: what runs in the VM of each worker but worker 0
+-- (runtime/sr_worker_vm.c, SPEC section 15). The VM loads the job's script
+-- as worker 0 did, finds the same keyed segment (streamrun.exchange) and
+-- runs its worker's part of each phase. Module-level state of the job's
+-- script is this VM's own.
+local ffi = require "ffi"
+local watchdog = require "streamrun.watchdog"
+-- The watchdog watches worker 0's progress; this VM's loops note theirs
+-- here (before the modules that cache it load).
+watchdog.P = ffi.new("sr_progress_t")
+
+local core = require "streamrun.core"
+local exchange = require "streamrun.exchange"
+local guard = require "streamrun.guard"
+local loader = require "streamrun.loader"
+
+local M = {}
+
+-- This worker's: { e (its executor), letters (dead letters to send),
+-- shard (the state handle adopted, detached at shutdown) }.
+local S
+
+-- init(k, n, init): init is worker 0's description (msgpack): the script,
+-- its params and batch, the exchanges' and shards' addresses.
+function M.init(k, n, init)
+  local a = core.cstate.decode(init)
+  local job, err = loader.load(a.path, { params = a.params, batch = a.batch or nil })
+  if not job then error(err, 0) end
+  job.workers = n
+  local seg, why = exchange.find(job)
+  if not seg then error("the job's script gives this worker no keyed segment: " .. why, 0) end
+  local handlers, letters = exchange.collector(job)
+  local shard = a.shards and core.cexchange.adopt_state(a.shards[k + 1]) or nil
+  S = { e = exchange.executor(seg, k, n, guard.new(handlers), shard, a.ex), letters = letters, shard = shard }
+end
+
+local function keep_table(e)
+  if type(e) == "table" then return e end
+  return debug.traceback(e, 2)
+end
+
+-- phase(p, arg): this worker's part of phase p of a batch (arg: its
+-- encoded arguments); its dead letters are sent whatever happens.
+function M.phase(p, arg)
+  local e = S.e
+  local ok, err = xpcall(p == 1 and exchange.phase1 or exchange.phase2, keep_table, e, exchange.decode_arg(arg))
+  exchange.send_letters(p == 1 and e.ex.keyed or e.ex.out, e.k, S.letters)
+  if not ok then error(exchange.pack_error(err), 0) end
+end
+
+-- Before the VM closes: the shard goes back to its owner (worker 0's
+-- handle), unfreed.
+function M.shutdown()
+  if S and S.shard then S.shard:detach() end
+  S = nil
+end
+
+return M

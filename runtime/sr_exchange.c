@@ -1,0 +1,368 @@
+/* sr_exchange: the buffers workers swap a batch's keyed elements through
+ * (SPEC section 15). One msgpack buffer per (from worker, to worker), plus
+ * one side buffer per worker (its dead letters). A worker packs a whole
+ * batch's elements in one call, each into the buffer of the worker owning
+ * its key's partition (partition p belongs to worker p mod N); the owner
+ * unpacks its column once every worker is done. No lock and no queue per
+ * element: the pool's one wake-up per phase orders the writes and reads.
+ * Elements are triples (a, b, order): a pair or a single value (b nil),
+ * and the position that orders the outputs whatever N. Lua module
+ * streamrun.cexchange. */
+#include "sr_exchange.h"
+#include "sr_alloc.h"
+#include "sr_mpbuf.h"
+#include "sr_msgpack_lua.h"
+#include "sr_handle.h"
+#include "sr_shard.h"
+#include "sr_state.h"
+#include "sr_state_lua.h"
+
+#include <lauxlib.h>
+#include <stdint.h>
+#include <string.h>
+
+#define SR_EXCHANGE_MT "streamrun.exchange"
+
+typedef struct sr_exchange {
+    int n;
+    sr_mpbuf_t *buf;  /* n * n, then n side buffers */
+    uint32_t *count;  /* elements in each */
+} sr_exchange_t;
+
+typedef struct sr__exchange_ud {
+    sr_exchange_t *ex; /* owned */
+} sr__exchange_ud_t;
+
+static void sr__exchange_free(sr_exchange_t *ex)
+{
+    if (!ex) return;
+    for (int i = 0; ex->buf && i < ex->n * ex->n + ex->n; i++) sr_free(ex->buf[i].data);
+    sr_free(ex->buf);
+    sr_free(ex->count);
+    sr_free(ex);
+}
+
+/* The exchange at idx: the owning handle or its address (a number: other
+ * VMs see it so). */
+static sr_exchange_t *sr__check(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) == LUA_TNUMBER) {
+        sr_exchange_t *ex = (sr_exchange_t *)(uintptr_t)lua_tonumber(L, idx);
+        if (!ex) luaL_error(L, "exchange: no such exchange");
+        return ex;
+    }
+    sr__exchange_ud_t *u = luaL_checkudata(L, idx, SR_EXCHANGE_MT);
+    if (!u->ex) luaL_error(L, "exchange: freed");
+    return u->ex;
+}
+
+static int sr__slot(lua_State *L, sr_exchange_t *ex, int from, int to)
+{
+    if (from < 0 || from >= ex->n || to < -1 || to >= ex->n) luaL_error(L, "exchange: no worker %d or %d", from, to);
+    return to < 0 ? ex->n * ex->n + from : from * ex->n + to;
+}
+
+/* cexchange.new(n) -> handle owning an exchange between n workers. */
+static int sr__new(lua_State *L)
+{
+    int n = (int)luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 1 && n <= 256, 1, "1 to 256 workers");
+    sr__exchange_ud_t *u = lua_newuserdata(L, sizeof(*u));
+    u->ex = NULL;
+    luaL_getmetatable(L, SR_EXCHANGE_MT);
+    lua_setmetatable(L, -2);
+    sr_exchange_t *ex = sr_calloc(1, sizeof(*ex));
+    if (!ex) goto fail;
+    ex->n = n;
+    ex->buf = sr_calloc((size_t)(n * n + n), sizeof(*ex->buf));
+    ex->count = sr_calloc((size_t)(n * n + n), sizeof(*ex->count));
+    if (!ex->buf || !ex->count) goto fail;
+    u->ex = ex;
+    return 1;
+fail:
+    sr__exchange_free(ex);
+    return luaL_error(L, "exchange: out of memory");
+}
+
+static int sr__gc(lua_State *L)
+{
+    sr__exchange_ud_t *u = luaL_checkudata(L, 1, SR_EXCHANGE_MT);
+    sr__exchange_free(u->ex);
+    u->ex = NULL;
+    return 0;
+}
+
+/* handle:address() -> the exchange's address as a number, for the other
+ * workers' VMs (the handle keeps owning it). */
+static int sr__address(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)(uintptr_t)sr__check(L, 1));
+    return 1;
+}
+
+/* cexchange.clear(ex, from): empties worker from's row and side buffer
+ * (only worker from writes them). */
+static int sr__clear(lua_State *L)
+{
+    sr_exchange_t *ex = sr__check(L, 1);
+    int from = (int)luaL_checkinteger(L, 2);
+    for (int to = -1; to < ex->n; to++) {
+        int s = sr__slot(L, ex, from, to);
+        ex->buf[s].len = 0;
+        ex->count[s] = 0;
+    }
+    return 0;
+}
+
+static __thread sr_mpbuf_t key_scratch;
+
+/* Packs the order at idx: a number, or (given the key bytes of the key an
+ * order {key} names) a string that sorts as the state orders its keys. */
+static void sr__pack_order(lua_State *L, int idx, msgpack_packer *pk, const char *key, size_t klen)
+{
+    if (lua_type(L, idx) == LUA_TNUMBER) {
+        msgpack_pack_double(pk, lua_tonumber(L, idx));
+    } else {
+        msgpack_pack_str(pk, klen);
+        msgpack_pack_str_body(pk, key, klen);
+    }
+}
+
+/* cexchange.scatter(ex, from, nparts, a, b, o, n [, p]) -> nil, or i and
+ * why: elements 1..n (key a[i], value b[i], order o[i], and with p the
+ * record offset p[i]: take with width 4) each to the worker that owns the
+ * partition of its key. Stops at an element whose value cannot be packed
+ * (the exchange is then incomplete; the caller fails the batch). */
+static int sr__scatter(lua_State *L)
+{
+    sr_exchange_t *ex = sr__check(L, 1);
+    int from = (int)luaL_checkinteger(L, 2);
+    int nparts = (int)luaL_checkinteger(L, 3);
+    luaL_checktype(L, 4, LUA_TTABLE);
+    luaL_checktype(L, 5, LUA_TTABLE);
+    luaL_checktype(L, 6, LUA_TTABLE);
+    lua_Integer n = luaL_checkinteger(L, 7);
+    int with_pos = lua_istable(L, 8);
+    luaL_argcheck(L, nparts >= 1, 3, "partitions");
+    sr__slot(L, ex, from, -1);
+    msgpack_packer kp, pk[256];
+    for (int to = 0; to < ex->n; to++) msgpack_packer_init(&pk[to], &ex->buf[from * ex->n + to], sr_mpbuf_write);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, 4, (int)i);
+        lua_rawgeti(L, 5, (int)i);
+        lua_rawgeti(L, 6, (int)i);
+        sr_mpbuf_packer(&key_scratch, &kp);
+        sr_mplua_pack_key(L, -3, &kp);
+        int to = sr_state_partition(key_scratch.data, key_scratch.len, nparts) % ex->n;
+        sr_mpbuf_t *b = &ex->buf[from * ex->n + to];
+        size_t mark = b->len;
+        if (sr_mpbuf_write(b, key_scratch.data, key_scratch.len) != 0) return luaL_error(L, "exchange: out of memory");
+        const char *why = sr_mplua_pack(L, -2, &pk[to], 1);
+        if (why) {
+            b->len = mark;
+            lua_pushinteger(L, i);
+            lua_pushfstring(L, "cannot pass the value between workers: it holds %s", why);
+            return 2;
+        }
+        sr__pack_order(L, -1, &pk[to], key_scratch.data, key_scratch.len);
+        if (with_pos) {
+            lua_rawgeti(L, 8, (int)i);
+            msgpack_pack_double(&pk[to], lua_isnumber(L, -1) ? lua_tonumber(L, -1) : -1);
+            lua_pop(L, 1);
+        }
+        ex->count[from * ex->n + to]++;
+        lua_pop(L, 3);
+    }
+    return 0;
+}
+
+/* cexchange.put(ex, from, to, a, b, o, n) -> nil, or i and why: elements
+ * 1..n (b[i] nil: a single value; o[i] a number, or {key}: the key's
+ * bytes, to order by as the state orders keys) to worker to (-1: from's
+ * side buffer). */
+static int sr__put(lua_State *L)
+{
+    sr_exchange_t *ex = sr__check(L, 1);
+    int s = sr__slot(L, ex, (int)luaL_checkinteger(L, 2), (int)luaL_checkinteger(L, 3));
+    luaL_checktype(L, 4, LUA_TTABLE);
+    luaL_checktype(L, 5, LUA_TTABLE);
+    luaL_checktype(L, 6, LUA_TTABLE);
+    lua_Integer n = luaL_checkinteger(L, 7);
+    sr_mpbuf_t *b = &ex->buf[s];
+    msgpack_packer pk, kp;
+    msgpack_packer_init(&pk, b, sr_mpbuf_write);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, 4, (int)i);
+        lua_rawgeti(L, 5, (int)i);
+        lua_rawgeti(L, 6, (int)i);
+        size_t mark = b->len;
+        const char *why = sr_mplua_pack(L, -3, &pk, 1);
+        if (!why) {
+            if (lua_isnil(L, -2)) msgpack_pack_nil(&pk);
+            else why = sr_mplua_pack(L, -2, &pk, 1);
+        }
+        if (why) {
+            b->len = mark;
+            lua_pushinteger(L, i);
+            lua_pushfstring(L, "cannot pass the element between workers: it holds %s", why);
+            return 2;
+        }
+        const char *key = NULL;
+        size_t klen = 0;
+        if (lua_type(L, -1) == LUA_TTABLE) {
+            lua_rawgeti(L, -1, 1);
+            sr_mpbuf_packer(&key_scratch, &kp);
+            sr_mplua_pack_key(L, -1, &kp);
+            lua_pop(L, 1);
+            key = key_scratch.data;
+            klen = key_scratch.len;
+        } else if (lua_type(L, -1) != LUA_TNUMBER) {
+            return luaL_error(L, "exchange: order %d is neither a number nor {key}", (int)i);
+        }
+        sr__pack_order(L, -1, &pk, key, klen);
+        ex->count[s]++;
+        lua_pop(L, 3);
+    }
+    return 0;
+}
+
+typedef struct sr__take {
+    lua_State *L;
+    int at;    /* 0, 1, 2, 3: a, b, order, offset */
+    int width; /* fields per element: 3, or 4 with offsets */
+    int i;
+} sr__take_t;
+
+static void sr__take_one(void *ud, const msgpack_object *o)
+{
+    sr__take_t *t = ud;
+    lua_State *L = t->L;
+    if (t->at == 0) t->i++;
+    if (o->type != MSGPACK_OBJECT_NIL) {
+        sr_mplua_push_object(L, o);
+        lua_rawseti(L, -1 - t->width + t->at, t->i);
+    }
+    t->at = (t->at + 1) % t->width;
+}
+
+/* cexchange.take(ex, from, to [, width]) -> a, b, o, [p,] n: what worker
+ * from put for worker to (to -1: from's side buffer), in the order put;
+ * width 4: what scatter put with offsets. */
+static int sr__take(lua_State *L)
+{
+    sr_exchange_t *ex = sr__check(L, 1);
+    int s = sr__slot(L, ex, (int)luaL_checkinteger(L, 2), (int)luaL_checkinteger(L, 3));
+    int n = (int)ex->count[s];
+    int width = (int)luaL_optinteger(L, 4, 3);
+    luaL_argcheck(L, width == 3 || width == 4, 4, "3 or 4");
+    for (int f = 0; f < width; f++) lua_createtable(L, n, 0);
+    sr__take_t t = { L, 0, width, 0 };
+    if (sr_mplua_each(ex->buf[s].data, ex->buf[s].len, sr__take_one, &t) < 0)
+        return luaL_error(L, "exchange: malformed buffer");
+    lua_pushinteger(L, t.i);
+    return width + 1;
+}
+
+/* cexchange.shard(state, n, k) -> a new state handle: worker k's shard of
+ * state among n workers (its partitions p with p mod n == k). */
+static int sr__shard(lua_State *L)
+{
+    sr_state_t *src = sr_state_lua_get(L, 1);
+    int n = (int)luaL_checkinteger(L, 2), k = (int)luaL_checkinteger(L, 3);
+    luaL_argcheck(L, src != NULL, 1, "a state handle");
+    luaL_argcheck(L, n >= 1 && k >= 0 && k < n, 3, "a worker of n");
+    sr_state_t *st = sr_shard_of(src, n, k);
+    if (!st) return luaL_error(L, "state: out of memory");
+    sr_state_lua_push(L, st);
+    return 1;
+}
+
+/* cexchange.gather(shards) -> a new state handle holding copies of the
+ * entries of the shards (an array of handles, one per worker), each from
+ * its own partitions, with their timeouts: the stage's state as one. */
+static int sr__gather(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int n = (int)lua_objlen(L, 1);
+    luaL_argcheck(L, n >= 1 && n <= 256, 1, "1 to 256 shards");
+    sr_state_t *shards[256];
+    int64_t now = 0;
+    for (int k = 0; k < n; k++) {
+        lua_rawgeti(L, 1, k + 1);
+        shards[k] = sr_state_lua_get(L, -1);
+        lua_pop(L, 1);
+        if (!shards[k]) return luaL_error(L, "gather: shard %d is not a state handle", k + 1);
+        if (shards[k]->wheel.now > now) now = shards[k]->wheel.now;
+    }
+    sr_state_lua_push(L, NULL); /* frees the state if the gathering raises */
+    sr_state_t *dst = sr_state_new(shards[0]->name, shards[0]->nparts, shards[0]->timeout_ms, now);
+    if (!dst) return luaL_error(L, "state: out of memory");
+    ((sr_handle_t *)lua_touserdata(L, -1))->obj = dst;
+    if (sr_shard_gather(dst, shards, n) < 0) return luaL_error(L, "state: out of memory");
+    return 1;
+}
+
+/* cexchange.adopt_state(address) -> a handle owning the state at address
+ * (a number: how a worker's VM is told of its shard). The VM detaches it
+ * before it closes: the shard's owner is worker 0's handle. */
+static int sr__adopt_state(lua_State *L)
+{
+    sr_state_t *st = (sr_state_t *)(uintptr_t)luaL_checknumber(L, 1);
+    luaL_argcheck(L, st != NULL, 1, "a state's address");
+    sr_state_lua_push(L, st);
+    return 1;
+}
+
+/* cexchange.key_orders(o, n): each order o[i] that is {key} becomes the
+ * string put() sends for it (the key's bytes), in one call per batch. */
+static int sr__key_orders(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    msgpack_packer kp;
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, 1, (int)i);
+        if (lua_type(L, -1) == LUA_TTABLE) {
+            lua_rawgeti(L, -1, 1);
+            sr_mpbuf_packer(&key_scratch, &kp);
+            sr_mplua_pack_key(L, -1, &kp);
+            lua_pushlstring(L, key_scratch.data, key_scratch.len);
+            lua_rawseti(L, 1, (int)i);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+/* cexchange.partition(key, nparts) -> the partition (0-based) of a key. */
+static int sr__partition(lua_State *L)
+{
+    msgpack_packer kp;
+    sr_mpbuf_packer(&key_scratch, &kp);
+    sr_mplua_pack_key(L, 1, &kp);
+    lua_pushinteger(L, sr_state_partition(key_scratch.data, key_scratch.len, (int)luaL_checkinteger(L, 2)));
+    return 1;
+}
+
+int luaopen_streamrun_cexchange(lua_State *L)
+{
+    static const luaL_Reg methods[] = { { "address", sr__address }, { NULL, NULL } };
+    static const luaL_Reg fns[] = { { "new", sr__new }, { "clear", sr__clear }, { "scatter", sr__scatter },
+                                    { "put", sr__put }, { "take", sr__take },
+                                    { "shard", sr__shard }, { "gather", sr__gather },
+                                    { "adopt_state", sr__adopt_state }, { "partition", sr__partition },
+                                    { "key_orders", sr__key_orders },
+                                    { NULL, NULL } };
+    if (luaL_newmetatable(L, SR_EXCHANGE_MT)) {
+        lua_pushcfunction(L, sr__gc);
+        lua_setfield(L, -2, "__gc");
+        lua_newtable(L);
+        luaL_register(L, NULL, methods);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+    lua_newtable(L);
+    luaL_register(L, NULL, fns);
+    return 1;
+}
