@@ -264,6 +264,16 @@ function Proc:drain()
   return self
 end
 
+-- The stacks of every thread of the process if it still runs (gdb, when
+-- installed), for the message of a test that waited for it in vain.
+function Proc:stacks()
+  if self:exited() or os.execute("command -v gdb >/dev/null 2>&1") ~= 0 then return "" end
+  local pipe = io.popen(("timeout 30 gdb -p %d -batch -nx -ex 'thread apply all bt' 2>&1"):format(self.pid))
+  local out = pipe:read("*a")
+  pipe:close()
+  return "\n--- stacks of pid " .. self.pid .. " ---\n" .. out:gsub("\n[^\n]*[Rr]eading symbols[^\n]*", "")
+end
+
 -- Waits for the process to exit, reading its output meanwhile. Returns the
 -- exit code (nil and the signal if a signal killed it). After timeout_s
 -- seconds the test fails with the process's output in the message.
@@ -271,7 +281,7 @@ function Proc:wait(timeout_s)
   M.wait_for(function()
     self:pump()
     return self:exited()
-  end, timeout_s or 5, function() return "the process to exit\n" .. self:describe() end)
+  end, timeout_s or 5, function() return "the process to exit\n" .. self:describe() .. self:stacks() end)
   self:drain()
   self.elapsed = M.now() - self.started
   return self.code, self.signal
