@@ -15,14 +15,15 @@
  * read yet stands at its resume offset, else at `start`.
  *
  * A stop is bounded (SR_KAFKA_STOP_MS): the last commits are waited for
- * briefly, the consumer unsubscribes (the group revokes its partitions
- * while it is not closing yet: librdkafka before 2.4 waits forever in its
- * close for an assignment that arrives meanwhile, librdkafka#4527), then
+ * briefly; the consumer unsubscribes and answers the revocation while it
+ * is not closing yet, if that comes soon (librdkafka before 2.4 waits
+ * forever in its close for an assignment that arrives meanwhile,
+ * librdkafka#4527; a rebalance in progress puts the revocation off), then
  * closes through a queue polled until a deadline, and the handle is torn
  * down by a thread waited for until another. What is not done in time is
- * logged and left to the process's exit: offsets are the checkpoints', so
- * nothing is lost, and the group moves the partitions after
- * session.timeout.ms. */
+ * logged and left to finish on its own (or to the process's exit):
+ * offsets are the checkpoints', so nothing is lost, and the group moves
+ * the partitions after session.timeout.ms at the latest. */
 #include "sr_alloc.h"
 #include "sr_error.h"
 #include "sr_kafka.h"
@@ -41,12 +42,15 @@
 
 #define SR_KAFKA_TICK 0.2      /* seconds between polls when no event comes */
 #define SR_KAFKA_PER_PASS 4096 /* messages per idle pass, so signals get a turn */
-/* A stop takes at most SR_KAFKA_STOP_MS: the last commits answered within
- * the first part, the group left by SR_KAFKA_LEAVE_MS, the handle torn
- * down in what remains. */
+/* A stop takes at most SR_KAFKA_STOP_MS from its start: the last commits
+ * answered by SR_KAFKA_COMMIT_MS, the revocation asked by unsubscribing
+ * answered by SR_KAFKA_REVOKE_MS (a rebalance in progress puts it off),
+ * the close over by SR_KAFKA_LEAVE_MS, the handle torn down in what
+ * remains. */
 #define SR_KAFKA_STOP_MS 5000
-#define SR_KAFKA_COMMIT_MS 2000
-#define SR_KAFKA_LEAVE_MS 4000
+#define SR_KAFKA_COMMIT_MS 1500
+#define SR_KAFKA_REVOKE_MS 2500
+#define SR_KAFKA_LEAVE_MS 4500
 
 typedef struct sr__ktp {
     char *topic;       /* owned */
@@ -482,16 +486,17 @@ static int sr__kafka_held(rd_kafka_t *rk)
     return n;
 }
 
-/* Leaves the group by deadline: unsubscribes and answers the revocation
+/* Leaves the group: unsubscribes and answers the revocation until revoked
  * (the consumer queue served with callbacks, k->defer 0), then closes
- * through a queue of its own served until the close is over. Returns 1
- * when the consumer is closed; 0 with what it still waited for in why. */
-static int sr__kafka_leave(sr__kafka_t *k, int64_t deadline, char *why, size_t len)
+ * through a queue of its own served until the close is over or deadline.
+ * Returns 1 when the consumer is closed; 0 with what it still waited for
+ * in why. */
+static int sr__kafka_leave(sr__kafka_t *k, int64_t revoked, int64_t deadline, char *why, size_t len)
 {
     rd_kafka_resp_err_t e = rd_kafka_unsubscribe(k->rk);
     if (e) snprintf(why, len, "unsubscribe: %s", rd_kafka_err2str(e));
     int held = sr__kafka_held(k->rk);
-    for (int ms; held > 0 && (ms = sr__kafka_left(deadline, 50)) > 0; held = sr__kafka_held(k->rk)) {
+    for (int ms; held > 0 && (ms = sr__kafka_left(revoked, 50)) > 0; held = sr__kafka_held(k->rk)) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, ms);
         if (m) rd_kafka_message_destroy(m);
     }
@@ -605,7 +610,7 @@ static void sr__kafka_stop(sr_source_t *s)
      * at once. */
     k->defer = 0;
     char why[200] = "";
-    int closed = sr__kafka_leave(k, t0 + SR_KAFKA_LEAVE_MS, why, sizeof(why));
+    int closed = sr__kafka_leave(k, t0 + SR_KAFKA_REVOKE_MS, t0 + SR_KAFKA_LEAVE_MS, why, sizeof(why));
     if (!closed)
         sr__source_log(s, "kafka: not waiting longer than %d ms to leave the group: %s; the partitions move to other "
                           "members after session.timeout.ms, and their offsets are in the checkpoints",
