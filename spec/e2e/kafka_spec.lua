@@ -36,6 +36,23 @@ local function stop_all(procs, sources)
   end
 end
 
+-- Every checkpoint of every task of dir: its batch, offsets and keys of
+-- stage (for a failure's message: which task counted what, and when).
+local function task_history(dir, stage)
+  local out = {}
+  for _, d in ipairs(require("streamrun.kafka_tasks").task_dirs(dir)) do
+    for _, name in ipairs(proc.list_dir(d)) do
+      if name:match("^checkpoint%-%d+%.srck$") then
+        local _, meta = e2e.exec({ "inspect", d .. "/" .. name })
+        local _, keys = e2e.exec({ "inspect", d .. "/" .. name, "--keys", stage })
+        out[#out + 1] = ("%s/%s %s %s"):format(d:match("[^/]+$"), name,
+          (meta or ""):match('"sources":(%b{})') or "?", (keys or ""):gsub("\n", " "))
+      end
+    end
+  end
+  return table.concat(out, "\n")
+end
+
 local function exact(expected)
   return function(keys)
     for k, v in pairs(expected) do if keys[k] ~= v then return false end end
@@ -124,6 +141,7 @@ describe("e2e kafka", function()
       local _, out = e2e.exec({ "inspect", dir })
       err = err .. "\n=== inspect\n" .. out:gsub('"stages":{[^}]*}', ""):gsub('"params":{[^}]*}', "")
       err = err .. "\n=== committed " .. table.concat(kafka.committed(mock.bootstrap, "counters", "events", 8), " ")
+      err = err .. "\n=== checkpoints\n" .. task_history(dir, "totals")
       error(err, 0)
     end
     -- The group splits the partitions: some process is assigned a part of

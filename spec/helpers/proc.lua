@@ -32,10 +32,13 @@ local POLL_MS = 5
 -- Polls cond() every few ms until it returns a true value, and returns that
 -- value. After timeout_s seconds raises "timed out after Ns waiting for
 -- <what>"; what is a string or a function giving one (called on timeout, so
--- it can describe the state, e.g. a process's output so far).
+-- it can describe the state, e.g. a process's output so far). Meanwhile the
+-- output of every process spawned here is read: one whose pipe filled up
+-- would block in its next write, whatever the wait is for.
 function M.wait_for(cond, timeout_s, what)
   local deadline = M.now() + (timeout_s or 5)
   while true do
+    for p in pairs(live) do p:pump() end
     local v = cond()
     if v then return v end
     if M.now() >= deadline then
