@@ -84,6 +84,8 @@ typedef struct sr__kafka {
     int pending_assign;      /* 1: pending is an assignment; 0: a revocation */
     int earliest;            /* start = "earliest" */
     int pending_lost;        /* the revocation is of a lost assignment */
+    int sticky;              /* a sticky assignor (cooperative-sticky, sticky) */
+    int ever_assigned;       /* an assignment came (even of no partition) */
     pthread_mutex_t mu;      /* the teardown thread's: destroyed, cv */
     pthread_cond_t cv;
     int destroyed;           /* the teardown thread is done with rk */
@@ -189,6 +191,7 @@ static void sr__kafka_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     sr_source_t *s = k->src;
     int cooperative = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
     int assign = err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+    if (assign) k->ever_assigned = 1;
     for (int i = 0; i < parts->cnt; i++) {
         long t = sr__kafka_tp(k, parts->elems[i].topic, parts->elems[i].partition);
         if (t < 0) continue;
@@ -412,6 +415,10 @@ static int sr__kafka_start(sr_source_t *s, const sr_source_opts_t *o)
             if (sr__kafka_set(conf, s, o->kv[i] + 7, o->kv[i + 1])) goto fail;
             if (!strcmp(o->kv[i] + 7, "debug")) k->debug = 1;
         }
+    char strategy[128];
+    size_t slen = sizeof(strategy);
+    k->sticky = rd_kafka_conf_get(conf, "partition.assignment.strategy", strategy, &slen) == RD_KAFKA_CONF_OK &&
+                strstr(strategy, "sticky");
     rd_kafka_conf_set_opaque(conf, k);
     rd_kafka_conf_set_error_cb(conf, sr__kafka_on_error);
     rd_kafka_conf_set_log_cb(conf, sr__kafka_on_log);
@@ -620,6 +627,13 @@ static void sr__kafka_stop(sr_source_t *s)
     k->src = NULL; /* the teardown may outlive the source */
     sr__kafka_release(k); /* no callback comes any more but the log's */
     s->impl = NULL;
+    if (k->sticky && !k->ever_assigned) {
+        /* librdkafka 2.0's sticky assignor aborts the process when the
+         * handle of a member that joined but was never assigned anything
+         * is destroyed (its state is NULL, librdkafka#4312): that handle,
+         * closed, is left to the process's exit, with k. */
+        return;
+    }
     if (!sr__kafka_destroy(k, t0 + SR_KAFKA_STOP_MS)) {
         sr__source_log(s, "kafka: the client did not shut down within %d ms of the stop: left to finish on its own",
                        SR_KAFKA_STOP_MS);
