@@ -12,7 +12,18 @@
  * errors (broker down, unknown topic, authentication) are logged once per
  * change and retried by librdkafka; the job waits. For the lag metrics,
  * each partition's watermarks are librdkafka's cached ones; a partition not
- * read yet stands at its resume offset, else at `start`. */
+ * read yet stands at its resume offset, else at `start`.
+ *
+ * A stop is bounded (SR_KAFKA_STOP_MS): the last commits are waited for
+ * briefly; the consumer unsubscribes and answers the revocation while it
+ * is not closing yet, if that comes soon (librdkafka before 2.4 waits
+ * forever in its close for an assignment that arrives meanwhile,
+ * librdkafka#4527; a rebalance in progress puts the revocation off), then
+ * closes through a queue polled until a deadline, and the handle is torn
+ * down by a thread waited for until another. What is not done in time is
+ * logged and left to finish on its own (or to the process's exit):
+ * offsets are the checkpoints', so nothing is lost, and the group moves
+ * the partitions after session.timeout.ms at the latest. */
 #include "sr_alloc.h"
 #include "sr_error.h"
 #include "sr_kafka.h"
@@ -22,13 +33,24 @@
 #include <ev.h>
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SR_KAFKA_TICK 0.2      /* seconds between polls when no event comes */
 #define SR_KAFKA_PER_PASS 4096 /* messages per idle pass, so signals get a turn */
+/* A stop takes at most SR_KAFKA_STOP_MS from its start: the last commits
+ * answered by SR_KAFKA_COMMIT_MS, the revocation asked by unsubscribing
+ * answered by SR_KAFKA_REVOKE_MS (a rebalance in progress puts it off),
+ * the close over by SR_KAFKA_LEAVE_MS, the handle torn down in what
+ * remains. */
+#define SR_KAFKA_STOP_MS 5000
+#define SR_KAFKA_COMMIT_MS 1500
+#define SR_KAFKA_REVOKE_MS 2500
+#define SR_KAFKA_LEAVE_MS 4500
 
 typedef struct sr__ktp {
     char *topic;       /* owned */
@@ -40,6 +62,7 @@ typedef struct sr__ktp {
 } sr__ktp_t;
 
 typedef struct sr__kafka {
+    sr_source_t *src;        /* the source (librdkafka's opaque is this struct) */
     rd_kafka_t *rk;
     rd_kafka_queue_t *queue; /* the consumer queue (everything is forwarded to it) */
     int pipe[2];             /* librdkafka writes to [1] when the queue fills */
@@ -61,6 +84,12 @@ typedef struct sr__kafka {
     int pending_assign;      /* 1: pending is an assignment; 0: a revocation */
     int earliest;            /* start = "earliest" */
     int pending_lost;        /* the revocation is of a lost assignment */
+    int sticky;              /* a sticky assignor (cooperative-sticky, sticky) */
+    int ever_assigned;       /* an assignment came (even of no partition) */
+    pthread_mutex_t mu;      /* the teardown thread's: destroyed, cv */
+    pthread_cond_t cv;
+    int destroyed;           /* the teardown thread is done with rk */
+    int orphan;              /* the stop gave up waiting: the thread frees k */
 } sr__kafka_t;
 
 /* -- Partitions -- */
@@ -105,7 +134,7 @@ static void sr__kafka_error(sr_source_t *s, const char *what, const char *reason
 static void sr__kafka_on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     (void)rk;
-    sr_source_t *s = opaque;
+    sr_source_t *s = ((sr__kafka_t *)opaque)->src;
     sr__kafka_error(s, rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
@@ -114,8 +143,7 @@ static void sr__kafka_on_log(const rd_kafka_t *rk, int level, const char *fac, c
     /* From librdkafka's threads; only what is critical (errors come
      * through the error callback), or everything when config asks for
      * librdkafka's debug contexts. */
-    sr_source_t *s = rd_kafka_opaque(rk);
-    sr__kafka_t *k = s ? s->impl : NULL;
+    const sr__kafka_t *k = rd_kafka_opaque(rk);
     if (level <= (k && k->debug ? 7 : 2)) fprintf(stderr, "streamrun: kafka %s: %s: %s\n", rd_kafka_name(rk), fac, buf);
 }
 
@@ -123,8 +151,8 @@ static void sr__kafka_on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafk
                                 void *opaque)
 {
     (void)rk;
-    sr_source_t *s = opaque;
-    sr__kafka_t *k = s->impl;
+    sr__kafka_t *k = opaque;
+    sr_source_t *s = k->src;
     if (k->commits > 0) k->commits--;
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
         sr__kafka_error(s, "offset commit", rd_kafka_err2str(err));
@@ -159,10 +187,11 @@ static void sr__kafka_list_parts(char *buf, size_t len, const rd_kafka_topic_par
 static void sr__kafka_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                    rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
-    sr_source_t *s = opaque;
-    sr__kafka_t *k = s->impl;
+    sr__kafka_t *k = opaque;
+    sr_source_t *s = k->src;
     int cooperative = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
     int assign = err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+    if (assign) k->ever_assigned = 1;
     for (int i = 0; i < parts->cnt; i++) {
         long t = sr__kafka_tp(k, parts->elems[i].topic, parts->elems[i].partition);
         if (t < 0) continue;
@@ -311,15 +340,20 @@ static int sr__kafka_set(rd_kafka_conf_t *conf, sr_source_t *s, const char *name
     return -1;
 }
 
-static void sr__kafka_free(sr__kafka_t *k)
+/* Frees what k owns, not k itself (see sr__kafka_start). */
+static void sr__kafka_release(sr__kafka_t *k)
 {
     if (k->pending) rd_kafka_topic_partition_list_destroy(k->pending);
+    k->pending = NULL;
     for (size_t i = 0; i < k->ntps; i++) sr_free(k->tps[i].topic);
     sr_free(k->tps);
+    k->tps = NULL;
+    k->ntps = k->cap = 0;
     sr_free(k->scratch);
+    k->scratch = NULL;
     if (k->pipe[0] >= 0) close(k->pipe[0]);
     if (k->pipe[1] >= 0) close(k->pipe[1]);
-    sr_free(k);
+    k->pipe[0] = k->pipe[1] = -1;
 }
 
 /* Settings (kv): brokers, topic (one pair per topic), group, start
@@ -332,9 +366,12 @@ static int sr__kafka_start(sr_source_t *s, const sr_source_opts_t *o)
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(4);
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     int rc = SR_EINVAL;
-    sr__kafka_t *k = sr_calloc(1, sizeof(*k));
+    /* libc's: a teardown given up on (sr__kafka_stop) frees it from its
+     * own thread, and sr_alloc's accounts are the loop thread's. */
+    sr__kafka_t *k = calloc(1, sizeof(*k));
     if (!k) { rc = SR_ENOMEM; goto fail; }
     k->pipe[0] = k->pipe[1] = -1;
+    k->src = s;
     k->max_line = o->max_line ? o->max_line : 1024 * 1024;
     k->last = (size_t)-1;
     s->impl = k;
@@ -378,7 +415,11 @@ static int sr__kafka_start(sr_source_t *s, const sr_source_opts_t *o)
             if (sr__kafka_set(conf, s, o->kv[i] + 7, o->kv[i + 1])) goto fail;
             if (!strcmp(o->kv[i] + 7, "debug")) k->debug = 1;
         }
-    rd_kafka_conf_set_opaque(conf, s);
+    char strategy[128];
+    size_t slen = sizeof(strategy);
+    k->sticky = rd_kafka_conf_get(conf, "partition.assignment.strategy", strategy, &slen) == RD_KAFKA_CONF_OK &&
+                strstr(strategy, "sticky");
+    rd_kafka_conf_set_opaque(conf, k);
     rd_kafka_conf_set_error_cb(conf, sr__kafka_on_error);
     rd_kafka_conf_set_log_cb(conf, sr__kafka_on_log);
     rd_kafka_conf_set_rebalance_cb(conf, sr__kafka_on_rebalance);
@@ -419,24 +460,151 @@ fail:
     if (k) {
         if (k->queue) rd_kafka_queue_destroy(k->queue);
         if (k->rk) rd_kafka_destroy(k->rk);
-        sr__kafka_free(k);
+        sr__kafka_release(k);
+        free(k);
     }
     s->impl = NULL;
     return rc;
+}
+
+/* -- Stopping, bounded -- */
+
+static int64_t sr__kafka_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Milliseconds left until deadline (0 when past it), at most cap. */
+static int sr__kafka_left(int64_t deadline, int cap)
+{
+    int64_t left = deadline - sr__kafka_now_ms();
+    return left <= 0 ? 0 : left > cap ? cap : (int)left;
+}
+
+/* The number of partitions librdkafka's assignment holds; -1 unknown. */
+static int sr__kafka_held(rd_kafka_t *rk)
+{
+    rd_kafka_topic_partition_list_t *held = NULL;
+    if (rd_kafka_assignment(rk, &held) || !held) return -1;
+    int n = held->cnt;
+    rd_kafka_topic_partition_list_destroy(held);
+    return n;
+}
+
+/* Leaves the group: unsubscribes and answers the revocation until revoked
+ * (the consumer queue served with callbacks, k->defer 0), then closes
+ * through a queue of its own served until the close is over or deadline.
+ * Returns 1 when the consumer is closed; 0 with what it still waited for
+ * in why. */
+static int sr__kafka_leave(sr__kafka_t *k, int64_t revoked, int64_t deadline, char *why, size_t len)
+{
+    rd_kafka_resp_err_t e = rd_kafka_unsubscribe(k->rk);
+    if (e) snprintf(why, len, "unsubscribe: %s", rd_kafka_err2str(e));
+    int held = sr__kafka_held(k->rk);
+    for (int ms; held > 0 && (ms = sr__kafka_left(revoked, 50)) > 0; held = sr__kafka_held(k->rk)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, ms);
+        if (m) rd_kafka_message_destroy(m);
+    }
+    rd_kafka_queue_t *cq = rd_kafka_queue_new(k->rk);
+    rd_kafka_error_t *err = rd_kafka_consumer_close_queue(k->rk, cq);
+    if (err) {
+        snprintf(why, len, "close: %s", rd_kafka_error_string(err));
+        rd_kafka_error_destroy(err);
+        rd_kafka_queue_destroy(cq);
+        return 0;
+    }
+    int closed;
+    for (int ms; !(closed = rd_kafka_consumer_closed(k->rk)) && (ms = sr__kafka_left(deadline, 50)) > 0;) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(cq, ms);
+        if (!ev) continue;
+        /* What the group still revokes (or, closing, assigns: answered
+         * as librdkafka asks, it unassigns). */
+        if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+            sr__kafka_on_rebalance(k->rk, rd_kafka_event_error(ev), rd_kafka_event_topic_partition_list(ev), k);
+        rd_kafka_event_destroy(ev);
+    }
+    rd_kafka_queue_destroy(cq);
+    if (!closed) {
+        held = sr__kafka_held(k->rk);
+        snprintf(why, len, "its close did not finish (%d partitions held%s%s)", held < 0 ? 0 : held,
+                 rd_kafka_assignment_lost(k->rk) ? ", the assignment lost" : "",
+                 k->commits ? ", commits unanswered" : "");
+    }
+    return closed;
+}
+
+static void *sr__kafka_teardown(void *arg)
+{
+    sr__kafka_t *k = arg;
+    rd_kafka_destroy_flags(k->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    pthread_mutex_lock(&k->mu);
+    k->destroyed = 1;
+    int orphan = k->orphan;
+    pthread_cond_signal(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    if (orphan) { /* the source stopped without it: k is this thread's */
+        pthread_mutex_destroy(&k->mu);
+        pthread_cond_destroy(&k->cv);
+        free(k);
+    }
+    return NULL;
+}
+
+/* Destroys the handle (its consumer closed or given up on) on a thread
+ * waited for until deadline. Returns 1 when done, 0 when the thread still
+ * runs: k is then the thread's, which frees it if it ever finishes (the
+ * process's exit ends it otherwise). */
+static int sr__kafka_destroy(sr__kafka_t *k, int64_t deadline)
+{
+    pthread_condattr_t ca;
+    pthread_t th;
+    if (pthread_condattr_init(&ca)) return 0;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int ok = !pthread_cond_init(&k->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (!ok) return 0;
+    if (pthread_mutex_init(&k->mu, NULL)) {
+        pthread_cond_destroy(&k->cv);
+        return 0;
+    }
+    if (pthread_create(&th, NULL, sr__kafka_teardown, k)) {
+        /* No thread: the handle is destroyed here, unbounded (out of
+         * threads, the process has worse problems). */
+        rd_kafka_destroy_flags(k->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+        k->destroyed = 1;
+    } else {
+        struct timespec until = {.tv_sec = (time_t)(deadline / 1000), .tv_nsec = (long)(deadline % 1000) * 1000000};
+        pthread_mutex_lock(&k->mu);
+        while (!k->destroyed && pthread_cond_timedwait(&k->cv, &k->mu, &until) == 0) {}
+        int done = k->destroyed;
+        if (!done) k->orphan = 1;
+        pthread_mutex_unlock(&k->mu);
+        if (!done) {
+            pthread_detach(th);
+            return 0;
+        }
+        pthread_join(th, NULL);
+    }
+    pthread_mutex_destroy(&k->mu);
+    pthread_cond_destroy(&k->cv);
+    return 1;
 }
 
 static void sr__kafka_stop(sr_source_t *s)
 {
     sr__kafka_t *k = s->impl;
     if (!k) return;
+    int64_t t0 = sr__kafka_now_ms();
     ev_idle_stop(s->ev, &k->reader);
     ev_timer_stop(s->ev, &k->tick);
     ev_io_stop(s->ev, &k->io);
     rd_kafka_queue_io_event_enable(k->queue, -1, NULL, 0);
     /* The last checkpoint's commit reaches the group before we leave it
      * (what is read meanwhile is in no checkpoint: dropped). */
-    for (int i = 0; k->commits > 0 && i < 30; i++) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, 100);
+    for (int ms; k->commits > 0 && (ms = sr__kafka_left(t0 + SR_KAFKA_COMMIT_MS, 100)) > 0;) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, ms);
         if (m) rd_kafka_message_destroy(m);
     }
     /* A rebalance still waiting (the job stopped before its batch
@@ -444,15 +612,34 @@ static void sr__kafka_stop(sr_source_t *s)
      * assign or unassign it asked for. Nothing is read any more, and no
      * task was opened for what it assigns. */
     if (k->pending) sr_kafka_source_complete(s, NULL, 0);
-    /* Leaves the group now (the revocation comes through the rebalance
-     * callback, answered at once: the session checkpointed its tasks), so
-     * other members take the partitions over at once. */
+    /* Leaves the group now (revocations answered at once: the session
+     * checkpointed its tasks), so other members take the partitions over
+     * at once. */
     k->defer = 0;
-    rd_kafka_consumer_close(k->rk);
+    char why[200] = "";
+    int closed = sr__kafka_leave(k, t0 + SR_KAFKA_REVOKE_MS, t0 + SR_KAFKA_LEAVE_MS, why, sizeof(why));
+    if (!closed)
+        sr__source_log(s, "kafka: not waiting longer than %d ms to leave the group: %s; the partitions move to other "
+                          "members after session.timeout.ms, and their offsets are in the checkpoints",
+                       SR_KAFKA_LEAVE_MS, why);
     rd_kafka_queue_destroy(k->queue);
-    rd_kafka_destroy(k->rk);
-    sr__kafka_free(k);
+    k->queue = NULL;
+    k->src = NULL; /* the teardown may outlive the source */
+    sr__kafka_release(k); /* no callback comes any more but the log's */
     s->impl = NULL;
+    if (k->sticky && !k->ever_assigned) {
+        /* librdkafka 2.0's sticky assignor aborts the process when the
+         * handle of a member that joined but was never assigned anything
+         * is destroyed (its state is NULL, librdkafka#4312): that handle,
+         * closed, is left to the process's exit, with k. */
+        return;
+    }
+    if (!sr__kafka_destroy(k, t0 + SR_KAFKA_STOP_MS)) {
+        sr__source_log(s, "kafka: the client did not shut down within %d ms of the stop: left to finish on its own",
+                       SR_KAFKA_STOP_MS);
+        return;
+    }
+    free(k);
 }
 
 const sr_source_type_t sr_source_kafka = {

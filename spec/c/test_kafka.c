@@ -4,7 +4,9 @@
  * number of them), framed with their partition and key; offsets per
  * partition; bad settings refused with a message; a producer whose broker
  * is down reports messages in flight; with tasks=1, every rebalance waits
- * for its completion, an assignment of no partition too. No allocation is left behind. */
+ * for its completion, an assignment of no partition too; a stop is bounded
+ * with the broker gone and in the middle of a rebalance. No allocation is
+ * left behind. */
 #include "sr_test.h"
 
 #include "sr_alloc.h"
@@ -15,6 +17,7 @@
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <time.h>
 
 #define BATCH_MS 50
 #define MAX_BATCHES 400 /* 20 s: the mock's group join takes about 3 s */
@@ -340,6 +343,104 @@ static void test_tasks_assign_late(void **state)
     assert_int_equal(assigned_count(f, b), 2);
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Stops every source (sr_loop_free) and returns how long it took. */
+static double stop_all(fixture_t *f)
+{
+    double t0 = now_s();
+    sr_loop_free(f->l);
+    f->l = NULL;
+    return now_s() - t0;
+}
+
+/* The stop's bound (SR_KAFKA_STOP_MS per source) and room for a loaded
+ * machine's scheduling. */
+#define STOP_BOUND_S 5.0
+#define SLACK_S 1.5
+
+/* The broker gone (after a commit it has not answered), the consumer does
+ * not wait for it longer than the bound. */
+static void test_stop_broker_down(void **state)
+{
+    fixture_t *f = *state;
+    produce(f, 0, N);
+    new_loop(f);
+    char err[256] = "";
+    const char *kv[] = {"brokers", f->bootstrap, "topic", "t", "group", "gd", "tasks", "1",
+                        "config:log_level", "0", "config:partition.assignment.strategy", "cooperative-sticky",
+                        "config:session.timeout.ms", "6000", "config:heartbeat.interval.ms", "500", NULL};
+    sr_source_opts_t o = {.kind = "kafka", .name = "a", .kv = kv, .nkv = 8};
+    int a = sr_loop_add_source(f->l, &o, err, sizeof(err));
+    if (a < 0) fail_msg("kafka source: %s", err);
+    sr_tick_t t;
+    for (int i = 0; i < 2 * MAX_BATCHES && assigned_count(f, a) < 4; i++) {
+        assert_int_equal(sr_loop_next(f->l, &t), SR_OK);
+        sr_loop_release(f->l);
+        serve(f, a);
+    }
+    assert_int_equal(assigned_count(f, a), 4);
+    const char *topics[] = {"t", "t", "t", "t"};
+    int32_t parts[] = {0, 1, 2, 3};
+    int64_t offs[] = {1, 1, 1, 1};
+    assert_int_equal(rd_kafka_mock_broker_set_down(f->mc, 1), 0);
+    assert_int_equal(sr_kafka_source_commit(sr_loop_source(f->l, a), topics, parts, offs, 4), 0);
+    double took = stop_all(f);
+    if (took > STOP_BOUND_S + SLACK_S) fail_msg("the stop took %.1f s", took);
+}
+
+/* A member stopped while the group moves partitions to a new one (the
+ * revocation waiting for its batch boundary): within the bound, and the
+ * other member ends up with every partition. */
+static void test_stop_mid_rebalance(void **state)
+{
+    fixture_t *f = *state;
+    new_loop(f);
+    char err[256] = "";
+    const char *kv[] = {"brokers", f->bootstrap, "topic", "t", "group", "gm", "tasks", "1",
+                        "config:log_level", "0", "config:partition.assignment.strategy", "cooperative-sticky",
+                        "config:session.timeout.ms", "6000", "config:heartbeat.interval.ms", "500", NULL};
+    sr_source_opts_t o = {.kind = "kafka", .name = "a", .kv = kv, .nkv = 8};
+    int a = sr_loop_add_source(f->l, &o, err, sizeof(err));
+    if (a < 0) fail_msg("kafka source: %s", err);
+    sr_tick_t t;
+    for (int i = 0; i < 2 * MAX_BATCHES && assigned_count(f, a) < 4; i++) {
+        assert_int_equal(sr_loop_next(f->l, &t), SR_OK);
+        sr_loop_release(f->l);
+        serve(f, a);
+    }
+    assert_int_equal(assigned_count(f, a), 4);
+    o.name = "b";
+    int b = sr_loop_add_source(f->l, &o, err, sizeof(err));
+    if (b < 0) fail_msg("kafka source: %s", err);
+    /* Until a's revocation waits (b is served, a not). */
+    int waits = 0;
+    for (int i = 0; i < 2 * MAX_BATCHES && !waits; i++) {
+        assert_int_equal(sr_loop_next(f->l, &t), SR_OK);
+        sr_loop_release(f->l);
+        serve(f, b);
+        const char *topic;
+        int32_t part;
+        waits = sr_kafka_source_pending(sr_loop_source(f->l, a), 0, &topic, &part) == 2;
+    }
+    assert_true(waits);
+    double t0 = now_s();
+    sr_loop_remove_source(f->l, a);
+    double took = now_s() - t0;
+    if (took > STOP_BOUND_S + SLACK_S) fail_msg("the stop took %.1f s", took);
+    for (int i = 0; i < 2 * MAX_BATCHES && assigned_count(f, b) < 4; i++) {
+        assert_int_equal(sr_loop_next(f->l, &t), SR_OK);
+        sr_loop_release(f->l);
+        serve(f, b);
+    }
+    assert_int_equal(assigned_count(f, b), 4);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -350,6 +451,8 @@ int main(void)
         T(test_sink_broker_down),
         T(test_tasks_rebalance),
         T(test_tasks_assign_late),
+        T(test_stop_broker_down),
+        T(test_stop_mid_rebalance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -32,10 +32,13 @@ local POLL_MS = 5
 -- Polls cond() every few ms until it returns a true value, and returns that
 -- value. After timeout_s seconds raises "timed out after Ns waiting for
 -- <what>"; what is a string or a function giving one (called on timeout, so
--- it can describe the state, e.g. a process's output so far).
+-- it can describe the state, e.g. a process's output so far). Meanwhile the
+-- output of every process spawned here is read: one whose pipe filled up
+-- would block in its next write, whatever the wait is for.
 function M.wait_for(cond, timeout_s, what)
   local deadline = M.now() + (timeout_s or 5)
   while true do
+    for p in pairs(live) do p:pump() end
     local v = cond()
     if v then return v end
     if M.now() >= deadline then
@@ -264,6 +267,16 @@ function Proc:drain()
   return self
 end
 
+-- The stacks of every thread of the process if it still runs (gdb, when
+-- installed), for the message of a test that waited for it in vain.
+function Proc:stacks()
+  if self:exited() or os.execute("command -v gdb >/dev/null 2>&1") ~= 0 then return "" end
+  local pipe = io.popen(("timeout 30 gdb -p %d -batch -nx -ex 'thread apply all bt' 2>&1"):format(self.pid))
+  local out = pipe:read("*a")
+  pipe:close()
+  return "\n--- stacks of pid " .. self.pid .. " ---\n" .. out:gsub("\n[^\n]*[Rr]eading symbols[^\n]*", "")
+end
+
 -- Waits for the process to exit, reading its output meanwhile. Returns the
 -- exit code (nil and the signal if a signal killed it). After timeout_s
 -- seconds the test fails with the process's output in the message.
@@ -271,7 +284,7 @@ function Proc:wait(timeout_s)
   M.wait_for(function()
     self:pump()
     return self:exited()
-  end, timeout_s or 5, function() return "the process to exit\n" .. self:describe() end)
+  end, timeout_s or 5, function() return "the process to exit\n" .. self:describe() .. self:stacks() end)
   self:drain()
   self.elapsed = M.now() - self.started
   return self.code, self.signal
