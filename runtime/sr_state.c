@@ -145,7 +145,10 @@ static int sr__grow(sr_state_part_t *part)
     size_t cap = part->cap ? part->cap * 2 : SR_STATE_MIN_CAP;
     uintptr_t *slots = sr_calloc(cap, sizeof(*slots));
     if (!slots) return SR_ENOMEM;
+    /* Each entry is read for its key's hash: fetched some slots ahead,
+     * so the cache misses of many entries overlap. */
     for (size_t i = 0; i < part->cap; i++) {
+        if (i + 12 < part->cap && part->slots[i + 12]) __builtin_prefetch(sr__slot_entry(part->slots[i + 12]));
         uintptr_t v = part->slots[i];
         if (!v) continue;
         sr_state_entry_t *e = sr__slot_entry(v);
