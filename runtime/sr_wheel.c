@@ -40,7 +40,7 @@ static void sr__place(sr_wheel_t *w, sr_wheel_node_t *n)
     int level = (63 - __builtin_clzll(diff)) / SR_WHEEL_BITS;
     if (level >= SR_WHEEL_LEVELS) level = SR_WHEEL_LEVELS - 1;
     unsigned slot = (unsigned)(exp >> (level * SR_WHEEL_BITS)) & (SR_WHEEL_SLOTS - 1);
-    sr__push(&w->slots[level][slot][w->lane++ & (SR_WHEEL_LANES - 1)], n);
+    sr__push(&w->slots[level][slot], n);
     w->occupied[level] |= (uint64_t)1 << slot;
 }
 
@@ -75,18 +75,17 @@ static void sr__take(sr_wheel_t *w, int level, uint64_t mask, sr_wheel_node_t **
     while (bits) {
         int slot = __builtin_ctzll(bits);
         bits &= bits - 1;
-        for (int l = 0; l < SR_WHEEL_LANES; l++) {
-            sr_wheel_node_t *n = w->slots[level][slot][l];
-            if (!n) continue;
-            w->slots[level][slot][l] = NULL;
-            lists[(*nl)++] = n;
-        }
+        sr_wheel_node_t *n = w->slots[level][slot];
+        if (!n) continue;
+        w->slots[level][slot] = NULL;
+        lists[(*nl)++] = n;
     }
 }
 
 sr_wheel_node_t *sr_wheel_advance(sr_wheel_t *w, int64_t to)
 {
-    sr_wheel_node_t **lists = w->taken, *expired = NULL;
+    /* At most every slot of every level, and the due list. */
+    sr_wheel_node_t *lists[SR_WHEEL_LEVELS * SR_WHEEL_SLOTS + 1], *expired = NULL;
     int nl = 0;
     if (to < w->now) to = w->now;
     uint64_t now = (uint64_t)w->now, target = (uint64_t)to;
@@ -113,10 +112,10 @@ sr_wheel_node_t *sr_wheel_advance(sr_wheel_t *w, int64_t to)
         }
     }
     w->now = to;
-    /* A node from each list in turn, the next of each fetched meanwhile. */
-    while (nl > 0) {
-        for (int l = 0; l < nl;) {
-            sr_wheel_node_t *n = lists[l], *next = n->next;
+    for (int l = 0; l < nl; l++) {
+        sr_wheel_node_t *n = lists[l];
+        while (n) {
+            sr_wheel_node_t *next = n->next;
             if (next) __builtin_prefetch(next);
             if (n->expiry <= to) {
                 w->count--;
@@ -126,8 +125,7 @@ sr_wheel_node_t *sr_wheel_advance(sr_wheel_t *w, int64_t to)
             } else {
                 sr__place(w, n);
             }
-            if (next) lists[l++] = next;
-            else lists[l] = lists[--nl];
+            n = next;
         }
     }
     return expired;

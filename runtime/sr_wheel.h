@@ -17,22 +17,13 @@ typedef struct sr_wheel_node {
     int64_t expiry;               /* read-only: when the node falls due */
 } sr_wheel_node_t;
 
-/* Each slot holds its nodes in SR_WHEEL_LANES lists, filled in turn:
- * advancing walks the lists it takes side by side, so the cache misses of
- * nodes in different lists overlap (one list is a chain of misses). */
-#define SR_WHEEL_LANES 8
-
 typedef struct sr_wheel {
     int64_t now;                                   /* read-only */
     uint64_t occupied[SR_WHEEL_LEVELS];            /* private: non-empty slots */
-    sr_wheel_node_t *slots[SR_WHEEL_LEVELS][SR_WHEEL_SLOTS][SR_WHEEL_LANES]; /* private */
+    sr_wheel_node_t *slots[SR_WHEEL_LEVELS][SR_WHEEL_SLOTS]; /* private */
     sr_wheel_node_t *due;                          /* private: added already due */
     size_t count;                                  /* read-only: armed nodes */
     int64_t latest; /* read-only: no armed node falls due after it */
-    unsigned lane;  /* private: the lane the next node placed goes to */
-    /* private: the lists an advance takes (every lane of every slot, and
-     * the due list), kept here rather than on the stack */
-    sr_wheel_node_t *taken[SR_WHEEL_LEVELS * SR_WHEEL_SLOTS * SR_WHEEL_LANES + 1];
 } sr_wheel_t;
 
 /* Starts an empty wheel at time now (ms, >= 0). */
