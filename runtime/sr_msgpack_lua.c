@@ -148,8 +148,99 @@ static void sr__zone_ready(void)
     }
 }
 
+/* Big-endian unsigned integer of n bytes at p. */
+static uint64_t sr__be_read(const unsigned char *p, int n)
+{
+    uint64_t u = 0;
+    for (int i = 0; i < n; i++) u = u << 8 | p[i];
+    return u;
+}
+
+/* Scalars and arrays of them (counters, sums, small records), decoded
+ * straight onto the stack as sr_mplua_push_object would push them, with
+ * no object tree. Returns the bytes used, or 0 for what it leaves to
+ * msgpack-c (maps, extensions, bytes cut short, deep nesting): then what
+ * it pushed is for the caller to drop. */
+static size_t sr__fast_push(lua_State *L, const unsigned char *p, size_t n, int depth)
+{
+    if (n == 0) return 0;
+    unsigned c = p[0];
+    size_t len, head;
+    if (c <= 0x7f) { lua_pushnumber(L, c); return 1; }
+    if (c >= 0xe0) { lua_pushnumber(L, (int8_t)c); return 1; }
+    if ((c & 0xe0) == 0xa0) { len = c & 0x1f; head = 1; goto str; }
+    if ((c & 0xf0) == 0x90) { len = c & 0x0f; head = 1; goto array; }
+    switch (c) {
+    case 0xc0: lua_pushlightuserdata(L, NULL); return 1; /* cjson.null */
+    case 0xc2: lua_pushboolean(L, 0); return 1;
+    case 0xc3: lua_pushboolean(L, 1); return 1;
+    case 0xcc: case 0xcd: case 0xce: case 0xcf: {
+        int w = 1 << (c - 0xcc);
+        if (n < (size_t)w + 1) return 0;
+        lua_pushnumber(L, (lua_Number)sr__be_read(p + 1, w));
+        return (size_t)w + 1;
+    }
+    case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+        int w = 1 << (c - 0xd0);
+        if (n < (size_t)w + 1) return 0;
+        uint64_t u = sr__be_read(p + 1, w);
+        int64_t v = w == 8 ? (int64_t)u : (int64_t)(u ^ ((uint64_t)1 << (8 * w - 1))) - ((int64_t)1 << (8 * w - 1));
+        lua_pushnumber(L, (lua_Number)v);
+        return (size_t)w + 1;
+    }
+    case 0xca: {
+        if (n < 5) return 0;
+        uint32_t u = (uint32_t)sr__be_read(p + 1, 4);
+        float f;
+        memcpy(&f, &u, sizeof(f));
+        lua_pushnumber(L, (lua_Number)f);
+        return 5;
+    }
+    case 0xcb: {
+        if (n < 9) return 0;
+        uint64_t u = sr__be_read(p + 1, 8);
+        double d;
+        memcpy(&d, &u, sizeof(d));
+        lua_pushnumber(L, d);
+        return 9;
+    }
+    case 0xd9: case 0xc4: head = 2; break;
+    case 0xda: case 0xc5: head = 3; break;
+    case 0xdb: case 0xc6: head = 5; break;
+    case 0xdc: head = 3; break;
+    case 0xdd: head = 5; break;
+    default: return 0;
+    }
+    if (n < head) return 0;
+    len = (size_t)sr__be_read(p + 1, (int)head - 1);
+    if (c == 0xdc || c == 0xdd) goto array;
+str:
+    if (len > n - head) return 0;
+    lua_pushlstring(L, (const char *)p + head, len);
+    return head + len;
+array:
+    /* Each element takes a byte at least: a count beyond the bytes left is
+     * malformed, and no table is made for it. */
+    if (depth >= 8 || len > n - head) return 0;
+    luaL_checkstack(L, 3, "msgpack value");
+    lua_createtable(L, (int)len, 0);
+    size_t off = head;
+    for (size_t i = 0; i < len; i++) {
+        size_t used = sr__fast_push(L, p + off, n - off, depth + 1);
+        if (!used) return 0;
+        lua_rawseti(L, -2, (int)i + 1);
+        off += used;
+    }
+    return off;
+}
+
 void sr_mplua_push(lua_State *L, const char *p, size_t n)
 {
+    int top = lua_gettop(L);
+    luaL_checkstack(L, 3, "msgpack value");
+    size_t used = sr__fast_push(L, (const unsigned char *)p, n, 0);
+    if (used && used == n) return;
+    lua_settop(L, top);
     sr__zone_ready();
     msgpack_object obj;
     size_t off = 0;

@@ -354,7 +354,10 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
   -- With clock = "event", a key's idle clock restarts at its records' event
   -- times and runs against the watermark.
   local T = now and node.timeout_clock == "event" and input.t
-  local OA, OB, m = {}, {}, 0
+  -- Sized as the last batch's were (up to this one's records): a table
+  -- grown element by element copies itself again and again.
+  local size = min(n, node.last_out or 0)
+  local OA, OB, m = tnew(size, 0), tnew(size, 0), 0
   -- (streamrun.exchange: the record each output is of, or false and the
   -- key that timed out)
   local OI, OK = node.keep_order and {} or nil, nil
@@ -369,7 +372,8 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
   -- held here: read by the key's later records, and (dirty: updated; the
   -- value is the time of the last update, or true without a timeout)
   -- written back once, in the order first updated, after the records.
-  local held, dirty, D, nd = {}, {}, {}, 0
+  local kept = min(n, node.last_held or 0)
+  local held, dirty, D, nd = tnew(0, kept), tnew(0, kept), tnew(kept, 0), 0
   each(n, function(i)
     if i > top or i <= base then
       base, top = i - 1, min(n, i - 1 + FOUND_RUN)
@@ -469,6 +473,7 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
     end
   end
   C.sr_state_release(sp)
+  node.last_out, node.last_held = m, nd
   return { n = m, a = OA, b = OB, order = OI, due_keys = OK }
 end
 

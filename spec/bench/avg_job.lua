@@ -5,10 +5,20 @@
 -- the same work as a plain LuaJIT script; both end with the number of
 -- averages emitted and their sum, which must be equal.
 --   streamrun run spec/bench/avg_job.lua --quiet --set path=readings.txt [--set out=FILE]
+--       [--set max_batch=N]
 -- out: the file the count and sum are written to (after every batch).
+-- The file is read in batches of 10,000 lines (max_batch_records; the
+-- default is 100,000): a batch's strings, pairs and element tables then
+-- stay in the caches from stage to stage, and LuaJIT's collector marks
+-- far fewer live objects per cycle (at 100,000 the job takes about 1.4x
+-- the CPU time).
 local sr = require "streamrun"
 
-local job = sr.job { name = "avg_bench", batch = sr.param("batch", "1s") }
+local job = sr.job {
+  name = "avg_bench",
+  batch = sr.param("batch", "1s"),
+  max_batch_records = sr.param("max_batch", 10000),
+}
 local out = sr.param("out", "")
 
 local function average(sensor, value, state)
