@@ -8,6 +8,9 @@
 -- each finished process (wall) and the OS's accounting of it (/usr/bin/time,
 -- or spec/bench/rusage.lua: CPU and max RSS). Each figure is the median of
 -- the runs (3 by default; --quick: smaller inputs and 1 run).
+-- The data-path rows (forms, json, state, average, event) run streamrun
+-- with --workers 1: they compare one core with one-core scripts; the
+-- workers rows compare 2 workers with 1; wordcount runs as users run it.
 --
 -- A benchmark is a function in BENCHMARKS below returning its table lines;
 -- adding one (checkpoints, once they work) means adding a function there.
@@ -329,7 +332,7 @@ local function bench_forms()
   warm(path)
   local cmds, has_c = {}, lib.exists(WC_C)
   local function job(form, extra)
-    return fmt("%s run spec/bench/wc_forms_job.lua --quiet --set form=%s --set path=%s --set max_batch=1000000%s",
+    return fmt("%s run spec/bench/wc_forms_job.lua --quiet --workers 1 --set form=%s --set path=%s --set max_batch=1000000%s",
       STREAMRUN, form, q(path), extra or "")
   end
   for _, f in ipairs(FORMS) do
@@ -365,7 +368,7 @@ local function bench_forms()
   for _, f in ipairs(FORMS) do
     if #res["forms_" .. f.form] > 0 then
       local out = TMP .. "/forms_state.out"
-      local r = lib.run(fmt("%s run spec/bench/wc_forms_job.lua --quiet --set form=%s --set path=%s --set show=1000000000 > %s 2> %s",
+      local r = lib.run(fmt("%s run spec/bench/wc_forms_job.lua --quiet --workers 1 --set form=%s --set path=%s --set show=1000000000 > %s 2> %s",
         STREAMRUN, f.form, q(cpath), q(out), q(TMP .. "/forms_state.err")), TMP)
       local total, distinct
       if r.ok then total, distinct = last_printed_totals(out) end
@@ -509,10 +512,10 @@ local function bench_json()
     return c
   end
   local cmds = {
-    cmd("json_streamrun", "streamrun", fmt("%s run jobs/json_filter.lua --quiet --set out=OUT < %s > /dev/null",
+    cmd("json_streamrun", "streamrun", fmt("%s run jobs/json_filter.lua --quiet --workers 1 --set out=OUT < %s > /dev/null",
       STREAMRUN, q(path))),
     cmd("json_streamrun_100ms", "streamrun --set batch=100ms",
-      fmt("%s run jobs/json_filter.lua --quiet --set batch=100ms --set out=OUT < %s > /dev/null", STREAMRUN, q(path))),
+      fmt("%s run jobs/json_filter.lua --quiet --workers 1 --set batch=100ms --set out=OUT < %s > /dev/null", STREAMRUN, q(path))),
     cmd("json_luajit", "LuaJIT + cjson", fmt("luajit spec/bench/json_baseline.lua OUT < %s > /dev/null", q(path))),
   }
   local res, failed = measure("json", cmds, CFG.runs)
@@ -573,7 +576,7 @@ local function bench_state()
   log("state: %s %s, %d keys, %d updates", reused and "reused" or "generated", path, info.keys, info.updates)
   warm(path)
   local function cmd(name, stateful)
-    return stats_check({ name = name, cmd = fmt("%s run spec/bench/state_job.lua --quiet --set path=%s "
+    return stats_check({ name = name, cmd = fmt("%s run spec/bench/state_job.lua --quiet --workers 1 --set path=%s "
       .. "--set stateful=%d --set max_batch=%d > /dev/null", STREAMRUN, q(path), stateful, CFG.state_max_batch) },
       info.updates)
   end
@@ -634,7 +637,7 @@ local function bench_average()
   warm(path)
   local outs = { avg_streamrun = TMP .. "/avg_streamrun.out", avg_luajit = TMP .. "/avg_luajit.out" }
   local cmds = {
-    stats_check({ name = "avg_streamrun", cmd = fmt("%s run spec/bench/avg_job.lua --quiet --set path=%s --set out=%s > /dev/null",
+    stats_check({ name = "avg_streamrun", cmd = fmt("%s run spec/bench/avg_job.lua --quiet --workers 1 --set path=%s --set out=%s > /dev/null",
       STREAMRUN, q(path), q(outs.avg_streamrun)) }, info.records),
     { name = "avg_luajit", cmd = fmt("luajit spec/bench/avg_baseline.lua %s > %s", q(path), q(outs.avg_luajit)) },
   }
@@ -811,7 +814,7 @@ local function bench_event()
   warm(path)
   local total = TMP .. "/event_total.txt"
   local function cmd(name, clock)
-    local c = stats_check({ name = name, cmd = fmt("%s run spec/bench/event_job.lua --quiet --set path=%s --set clock=%s "
+    local c = stats_check({ name = name, cmd = fmt("%s run spec/bench/event_job.lua --quiet --workers 1 --set path=%s --set clock=%s "
       .. "--set total=%s > /dev/null", STREAMRUN, q(path), clock, q(total)) }, info.records)
     if clock == "event" then
       -- Every record is in exactly one emitted window (the file's end
