@@ -366,8 +366,9 @@ static int sr__kafka_start(sr_source_t *s, const sr_source_opts_t *o)
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(4);
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     int rc = SR_EINVAL;
-    /* libc's: a teardown given up on (sr__kafka_stop) frees it from its
-     * own thread, and sr_alloc's accounts are the loop thread's. */
+    /* libc's, not sr_alloc's: a teardown given up on (sr__kafka_stop)
+     * frees it from its own thread, possibly after the job's allocations
+     * were counted for leaks. */
     sr__kafka_t *k = calloc(1, sizeof(*k));
     if (!k) { rc = SR_ENOMEM; goto fail; }
     k->pipe[0] = k->pipe[1] = -1;

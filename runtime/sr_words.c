@@ -92,8 +92,8 @@ static uint64_t sr__hash(const unsigned char *p, size_t len)
 /* A slot holds a word's first 16 bytes (zero-padded) and its count in the
  * batch, beside its index + 1 (low 32 bits; 0 = empty slot), its length
  * (8 bits, 255 for 255 or more) and the top 24 bits of its hash: a word of
- * up to 16 bytes is found and counted touching its slot alone (32 bytes,
- * never across a cache line), one cache miss at most. The counts go to the
+ * up to 16 bytes is found and counted touching its slot alone (32 bytes:
+ * one cache line, or two when the table is not 32-byte aligned). The counts go to the
  * words' entries at the end of a pass (sr__flush). */
 typedef struct sr__slot {
     uint64_t head0, head1;

@@ -130,25 +130,6 @@ void sr_workers_free(sr_workers_t *w)
 
 int sr_workers_count(const sr_workers_t *w) { return w ? w->n : 0; }
 
-void sr_workers_run(sr_workers_t *w, sr_workers_fn fn, void *arg)
-{
-    if (w->n > 1) {
-        pthread_mutex_lock(&w->mu);
-        w->fn = fn;
-        w->arg = arg;
-        w->pending = w->n - 1;
-        w->generation++;
-        pthread_cond_broadcast(&w->go);
-        pthread_mutex_unlock(&w->mu);
-    }
-    sr__run_share(&w->w[0], fn, arg);
-    if (w->n > 1) {
-        pthread_mutex_lock(&w->mu);
-        while (w->pending > 0) pthread_cond_wait(&w->done, &w->mu);
-        pthread_mutex_unlock(&w->mu);
-    }
-}
-
 void sr_workers_start(sr_workers_t *w, sr_workers_fn fn, void *arg)
 {
     if (w->n < 2) return;
@@ -169,9 +150,11 @@ void sr_workers_wait(sr_workers_t *w)
     pthread_mutex_unlock(&w->mu);
 }
 
-void sr_workers_add_busy(sr_workers_t *w, int i, double ms)
+void sr_workers_run(sr_workers_t *w, sr_workers_fn fn, void *arg)
 {
-    if (w && i >= 0 && i < w->n) w->w[i].busy_ms += ms;
+    sr_workers_start(w, fn, arg);
+    sr__run_share(&w->w[0], fn, arg);
+    sr_workers_wait(w);
 }
 
 double sr_workers_busy_ms(const sr_workers_t *w, int i)

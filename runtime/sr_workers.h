@@ -38,8 +38,6 @@ void sr_workers_run(sr_workers_t *w, sr_workers_fn fn, void *arg);
  * is one run: not reentrant, one at a time, from one thread. */
 void sr_workers_start(sr_workers_t *w, sr_workers_fn fn, void *arg);
 void sr_workers_wait(sr_workers_t *w);
-/* Adds ms to worker i's busy time (worker 0's share timed by its caller). */
-void sr_workers_add_busy(sr_workers_t *w, int i, double ms);
 
 /* Milliseconds worker i has spent in runs since the pool started (0 for
  * an i out of range). */

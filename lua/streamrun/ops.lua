@@ -40,10 +40,9 @@ local function pair_check(node, g, a, b)
 end
 
 -- Groups a keyed batch: keys in order of first appearance and, per key, the
--- array of its values. hint: how many keys to size the tables for (a
--- table grown key by key rehashes again and again).
-local function group(node, g, input, hint)
-  local keys, lists, nk = tnew(hint or 0, 0), tnew(0, hint or 0), 0
+-- array of its values.
+local function group(node, g, input)
+  local keys, lists, nk = {}, {}, 0
   local A, B = input.a, input.b
   for i = 1, input.n do
     local k, v = A[i], B[i]
@@ -315,6 +314,5 @@ M.bad_key = bad_key
 M.KEY_TYPES = KEY_TYPES
 M.FOLDS = FOLDS
 M.pair_check = pair_check
-M.group = group
 
 return M

@@ -15,7 +15,7 @@ local eventtime = require "streamrun.eventtime"
 
 local cstate = core.cstate
 local C, ffi = core.C, core.ffi
-local type, error, tostring, min, max = type, error, tostring, math.min, math.max
+local type, error, tostring, min = type, error, tostring, math.min
 local tnew = require "table.new"
 local each = guard.each
 
@@ -360,8 +360,8 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
   local OA, OB, m = tnew(size, 0), tnew(size, 0), 0
   -- (streamrun.exchange: the record each output is of, or false and the
   -- key that timed out)
-  local OI, OK = node.keep_order and {} or nil, nil
-  if OI then OK = {} end
+  local OI, OK = node.keep_order and tnew(size, 0) or nil, nil
+  if OI then OK = tnew(size, 0) end
   -- The keys are looked up FOUND_RUN at a time by one C call (their
   -- cache misses overlap, and the entries are still in cache when the
   -- records use them); each record then reads and writes its entry by its
@@ -372,8 +372,8 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
   -- held here: read by the key's later records, and (dirty: updated; the
   -- value is the time of the last update, or true without a timeout)
   -- written back once, in the order first updated, after the records.
-  local kept = min(n, node.last_held or 0)
-  local held, dirty, D, nd = tnew(0, kept), tnew(0, kept), tnew(kept, 0), 0
+  local held_hint = min(n, node.last_held or 0)
+  local held, dirty, D, nd = tnew(0, held_hint), tnew(0, held_hint), tnew(held_hint, 0), 0
   each(n, function(i)
     if i > top or i <= base then
       base, top = i - 1, min(n, i - 1 + FOUND_RUN)

@@ -67,6 +67,13 @@ static const char CHECK[] =
     "  if k ~= m then error(('%d elements, lua-cjson %d'):format(m, k), 0) end\n"
     "end\n";
 
+/* The error handler of every call: the message with a traceback. */
+static int traceback(lua_State *L)
+{
+    luaL_traceback(L, L, lua_tostring(L, 1), 1);
+    return 1;
+}
+
 /* Closing the state frees what lua-cjson keeps (its buffers), which the
  * leak check at exit would otherwise report; the batch lives until then. */
 static void close_lua(void) { lua_close(L); }
@@ -78,15 +85,19 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (!L) exit(1);
     atexit(close_lua);
     luaL_openlibs(L);
+    lua_pushcfunction(L, traceback); /* stays at index 1 */
     if (luaL_loadbuffer(L, CHECK, sizeof(CHECK) - 1, "fuzz_json") != 0) {
         fprintf(stderr, "fuzz_json: %s\n", lua_tostring(L, -1));
         exit(1);
     }
     lua_pushcfunction(L, luaopen_streamrun_json);
-    lua_call(L, 0, 1);
+    if (lua_pcall(L, 0, 1, 1) != 0) {
+        fprintf(stderr, "fuzz_json: %s\n", lua_tostring(L, -1));
+        exit(1);
+    }
     lua_getfield(L, -1, "decode_batch");
     lua_remove(L, -2);
-    if (lua_pcall(L, 1, 1, 0) != 0) {
+    if (lua_pcall(L, 1, 1, 1) != 0) {
         fprintf(stderr, "fuzz_json: %s\n", lua_tostring(L, -1));
         exit(1);
     }
@@ -117,12 +128,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, check_ref);
     lua_pushlightuserdata(L, b);
-    if (lua_pcall(L, 1, 0, 0) != 0) {
+    if (lua_pcall(L, 1, 0, 1) != 0) {
         /* libFuzzer reports the abort as a crash and keeps the input. */
         fprintf(stderr, "fuzz check failed: %s\n", lua_tostring(L, -1));
         abort();
     }
-    lua_settop(L, 0);
+    lua_settop(L, 1);
     lua_gc(L, LUA_GCCOLLECT, 0);
     return 0;
 }
