@@ -90,14 +90,7 @@ local function script(name, text)
 end
 
 local function random_job(shape)
-  if not script_dir then
-    script_dir = os.tmpname()
-    os.remove(script_dir)
-    assert(os.execute("mkdir -p " .. script_dir))
-  end
-  local path = ("%s/job%d.lua"):format(script_dir, shape)
-  local f = assert(io.open(path, "w"))
-  f:write(([[local sr = require "streamrun"
+  return script("job" .. shape, ([[local sr = require "streamrun"
 local job = sr.job { name = "w", batch = "1s", partitions = 4 }
 local words = job:queue({}, { name = "lines" }):flat_map(sr.words)
 local out
@@ -105,8 +98,6 @@ local out
 out:foreach_batch(function() end, { name = "out" })
 return job
 ]]):format(SHAPES[shape]))
-  f:close()
-  return path
 end
 
 describe("workers", function()
