@@ -159,6 +159,18 @@ describe("e2e kafka", function()
     assert.same(expected, kafka.wait_state(dir, "totals", exact(expected), 10, "the final counts"))
   end)
 
+  -- Waits until p1 and p2 each hold some of the 4 partitions (their last
+  -- assignment, as they log it).
+  local function wait_split(p1, p2)
+    local function held(p)
+      p:pump()
+      local last
+      for n in p.stderr:gmatch("assigned (%d+) partitions") do last = tonumber(n) end
+      return last and last > 0 and last < 4
+    end
+    proc.wait_for(function() return held(p1) and held(p2) end, 60, "the two processes splitting the partitions")
+  end
+
   it("lost assignment: a stopped member's partitions go to the other, which reads its own meanwhile; "
     .. "the stopped one, continued, drops them without a checkpoint: every message counted once", function()
     local mock = kafka.mock { topics = { "events:4" } }
@@ -172,13 +184,7 @@ describe("e2e kafka", function()
     -- Both hold partitions: p1 stopped past its session timeout (6 s) is
     -- dropped from the group, which gives p2 all four while p1 still holds
     -- its tasks' locks.
-    local held = function(p)
-      p:pump()
-      local last
-      for n in p.stderr:gmatch("assigned (%d+) partitions") do last = tonumber(n) end
-      return last and last > 0 and last < 4
-    end
-    proc.wait_for(function() return held(p1) and held(p2) end, 60, "the two processes splitting the partitions")
+    wait_split(p1, p2)
     p1:kill("STOP")
     p2:wait_stderr("waiting for pid " .. p1.pid, 60)
     -- p2 counts its own partitions while it waits.
@@ -211,13 +217,7 @@ describe("e2e kafka", function()
     kafka.produce(mock.bootstrap, "events", messages(1, 1000, 13, expected))
     local p1 = e2e.start("kafka_count", params)
     local p2 = e2e.start("kafka_count", params)
-    local held = function(p)
-      p:pump()
-      local last
-      for n in p.stderr:gmatch("assigned (%d+) partitions") do last = tonumber(n) end
-      return last and last > 0 and last < 4
-    end
-    proc.wait_for(function() return held(p1) and held(p2) end, 60, "the two processes splitting the partitions")
+    wait_split(p1, p2)
     kafka.wait_state(dir, "totals", exact(expected), 60, "two processes counting 1000 messages", p2)
     -- The group moves on without p1 while it is stopped (p2 is fenced at
     -- times too and takes everything over); continued with SIGTERM
