@@ -29,7 +29,7 @@ typedef struct sr__out {
 } sr__out_t;
 
 static __thread sr__out_t out; /* per thread: each worker runs its own VM */
-static int exact; /* the exact form (see above) */
+static __thread int exact; /* the exact form (see above); per thread as out is */
 
 static int sr__put(const char *s, size_t n)
 {
