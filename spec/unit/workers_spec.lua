@@ -295,6 +295,42 @@ return job
     assert.equal(msgs[1], msgs[2])
   end)
 
+  it("passes a pair whose value is cjson.null between workers as that pair", function()
+    local texts = {
+      [[local sr = require "streamrun"
+local null = require("cjson").null
+local job = sr.job { name = "n", batch = "1s", partitions = 8 }
+job:queue({}, { name = "lines" }):flat_map(sr.words):map(function(w) return w, null end)
+  :map_with_state(sr.state_spec(function(k, v, state)
+    state:update((state:exists() and state:get() or 0) + 1)
+    return k, v == null and "null" or type(v)
+  end):name("running")):foreach_batch(function() end, { name = "out" })
+return job
+]],
+      [[local sr = require "streamrun"
+local null = require("cjson").null
+local job = sr.job { name = "n", batch = "1s", partitions = 8 }
+job:queue({}, { name = "lines" }):flat_map(sr.words):map(function(w) return w, null end)
+  :reduce_by_key(function(a, b) return a end)
+  :foreach_batch(function() end, { name = "out" })
+return job
+]],
+    }
+    for i, text in ipairs(texts) do
+      local path = script("nulls" .. i, text)
+      local outs = {}
+      for j, n in ipairs { 1, 2 } do
+        local d = testing.driver(path, { workers = n })
+        d:push("lines", { "a b c d", "e f a b" })
+        outs[j] = d:tick().out
+        assert.equal(n > 1, d.plan.parallel ~= nil)
+      end
+      assert.is_true(#outs[1] > 0)
+      if i == 1 then assert.equal("null", outs[1][1][2]) end
+      assert.same(outs[1], outs[2])
+    end
+  end)
+
   it("reloads every worker's logic at one batch boundary, keeping the state", function()
     local v1 = script("reload1", (FAILING:gsub("error%(\"x1 fails here\"%)", "return k, -1")))
     local v2 = script("reload2", (FAILING:gsub("error%(\"x1 fails here\"%)", "return k, -2")))
