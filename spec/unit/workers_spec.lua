@@ -331,6 +331,28 @@ return job
     end
   end)
 
+  it("orders count_by_value's keys into update_state_by_key whatever the elements", function()
+    local path = script("zero", [[local sr = require "streamrun"
+local job = sr.job { name = "z", batch = "1s", partitions = 8 }
+job:queue({}, { name = "lines" }):map(function(l) return l end):count_by_value()
+  :update_state_by_key(function(values, total) return (total or 0) + (values[1] or 0) end, { name = "running" })
+  :foreach_batch(function() end, { name = "out" })
+return job
+]])
+    local outs = {}
+    for j, n in ipairs { 1, 2, 3 } do
+      local d = testing.driver(path, { workers = n })
+      d:push("lines", { "\0a", "plain", "\0b", "\0a", "x\0", "\0" })
+      local first = d:tick().out
+      d:push("lines", { "\0b", "new", "\0c" })
+      outs[j] = { first, d:tick().out, d:state("running") }
+      assert.equal(n > 1, d.plan.parallel ~= nil)
+    end
+    assert.equal(7, #outs[1][2])
+    assert.same(outs[1], outs[2])
+    assert.same(outs[1], outs[3])
+  end)
+
   it("reloads every worker's logic at one batch boundary, keeping the state", function()
     local v1 = script("reload1", (FAILING:gsub("error%(\"x1 fails here\"%)", "return k, -1")))
     local v2 = script("reload2", (FAILING:gsub("error%(\"x1 fails here\"%)", "return k, -2")))
