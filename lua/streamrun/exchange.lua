@@ -175,8 +175,6 @@ function Shards:set_timeout(ms)
   for _, s in ipairs(self.shards) do s:set_timeout(ms) end
 end
 
-M.Shards = Shards
-
 -- -- One worker's part of a segment --
 
 -- An executor: worker k of n running seg in this VM. g: the guard (its
@@ -531,6 +529,17 @@ function Par:run(results, time_ms)
     return batch.empty()
   end
   return out
+end
+
+-- Shuts the other workers' VMs of plan down, if it has them: when the plan
+-- is replaced (a reload) or the session ends, not whenever the GC gets to
+-- them (each holds a VM, its job and its shard's borrow).
+function M.close(plan)
+  local par = plan and plan.parallel
+  if par and par.vms then
+    par.vms:close()
+    par.vms = nil
+  end
 end
 
 -- The keyed stage's step: what the segment's step gathered.

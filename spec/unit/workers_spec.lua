@@ -361,8 +361,15 @@ return job
       local d = testing.driver(v1, { workers = n })
       d:push("lines", { "a b x1", "x1 c" })
       d:tick()
+      local old = d.plan.parallel and d.plan.parallel.vms
       d:reload(v2)
       assert.equal(n > 1, d.plan.parallel ~= nil)
+      -- The replaced plan's VMs are closed then, not by the GC some time.
+      if old then
+        local ok, err = pcall(old.wait, old)
+        assert.is_false(ok)
+        assert.matches("worker VMs: closed", err)
+      end
       d:push("lines", { "x1 a", "b x1" })
       outs[i] = { d:tick().out, d:state("running") }
     end
