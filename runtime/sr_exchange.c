@@ -117,6 +117,12 @@ static int sr__clear(lua_State *L)
 
 static __thread sr_mpbuf_t key_scratch;
 
+void sr_exchange_thread_free(void)
+{
+    sr_free(key_scratch.data);
+    memset(&key_scratch, 0, sizeof(key_scratch));
+}
+
 /* Packs the order at idx: a number, or (given the key bytes of the key an
  * order {key} names) a string that sorts as the state orders its keys. */
 static void sr__pack_order(lua_State *L, int idx, msgpack_packer *pk, const char *key, size_t klen)
