@@ -22,6 +22,7 @@
 #include <string.h>
 
 #define SR_EXCHANGE_MT "streamrun.exchange"
+#define SR_EXCHANGE_ABSENT 0 /* the type of the empty extension put writes for no b */
 
 typedef struct sr_exchange {
     int n;
@@ -116,6 +117,12 @@ static int sr__clear(lua_State *L)
 
 static __thread sr_mpbuf_t key_scratch;
 
+void sr_exchange_thread_free(void)
+{
+    sr_free(key_scratch.data);
+    memset(&key_scratch, 0, sizeof(key_scratch));
+}
+
 /* Packs the order at idx: a number, or (given the key bytes of the key an
  * order {key} names) a string that sorts as the state orders its keys. */
 static void sr__pack_order(lua_State *L, int idx, msgpack_packer *pk, const char *key, size_t klen)
@@ -198,7 +205,7 @@ static int sr__put(lua_State *L)
         size_t mark = b->len;
         const char *why = sr_mplua_pack(L, -3, &pk, 1);
         if (!why) {
-            if (lua_isnil(L, -2)) msgpack_pack_nil(&pk);
+            if (lua_isnil(L, -2)) msgpack_pack_ext(&pk, 0, SR_EXCHANGE_ABSENT);
             else why = sr_mplua_pack(L, -2, &pk, 1);
         }
         if (why) {
@@ -238,7 +245,9 @@ static void sr__take_one(void *ud, const msgpack_object *o)
     sr__take_t *t = ud;
     lua_State *L = t->L;
     if (t->at == 0) t->i++;
-    if (o->type != MSGPACK_OBJECT_NIL) {
+    /* (nil stands for cjson.null, which a value may be: an empty extension
+     * marks a single value's absent b.) */
+    if (o->type != MSGPACK_OBJECT_EXT || o->via.ext.size != 0) {
         sr_mplua_push_object(L, o);
         lua_rawseti(L, -1 - t->width + t->at, t->i);
     }

@@ -9,4 +9,8 @@
  * sr_exchange.c). Returns 1 (the module table). */
 int luaopen_streamrun_cexchange(lua_State *L);
 
+/* Frees the calling thread's scratch buffer (a pool thread's, as it
+ * exits). */
+void sr_exchange_thread_free(void);
+
 #endif

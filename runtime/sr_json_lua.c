@@ -29,7 +29,13 @@ typedef struct sr__out {
 } sr__out_t;
 
 static __thread sr__out_t out; /* per thread: each worker runs its own VM */
-static int exact; /* the exact form (see above) */
+static __thread int exact; /* the exact form (see above); per thread as out is */
+
+void sr_json_lua_thread_free(void)
+{
+    sr_free(out.p);
+    memset(&out, 0, sizeof(out));
+}
 
 static int sr__put(const char *s, size_t n)
 {

@@ -8,4 +8,8 @@
 
 int luaopen_streamrun_json(lua_State *L);
 
+/* Frees the calling thread's output buffer (a pool thread's, as it
+ * exits). */
+void sr_json_lua_thread_free(void);
+
 #endif

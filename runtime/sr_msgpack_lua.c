@@ -148,6 +148,12 @@ static void sr__zone_ready(void)
     }
 }
 
+void sr_mplua_thread_free(void)
+{
+    if (unpack_zone_ready) msgpack_zone_destroy(&unpack_zone);
+    unpack_zone_ready = 0;
+}
+
 /* Big-endian unsigned integer of n bytes at p. */
 static uint64_t sr__be_read(const unsigned char *p, int n)
 {

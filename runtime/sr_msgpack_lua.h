@@ -27,4 +27,8 @@ void sr_mplua_push(lua_State *L, const char *p, size_t n);
  * with ud. Returns the number decoded, or -1 if the bytes are malformed. */
 long sr_mplua_each(const char *p, size_t n, void (*fn)(void *ud, const msgpack_object *o), void *ud);
 
+/* Frees the calling thread's unpacking zone (a pool thread's, as it
+ * exits). */
+void sr_mplua_thread_free(void);
+
 #endif

@@ -184,6 +184,17 @@ static int sr__cmp_entries(const void *a, const void *b)
 static __thread sr_state_entry_t **sorted_buf;
 static __thread size_t sorted_cap;
 
+void sr_state_lua_thread_free(void)
+{
+    sr_free(key_buf.data);
+    sr_free(value_buf.data);
+    sr_free(sorted_buf);
+    memset(&key_buf, 0, sizeof(key_buf));
+    memset(&value_buf, 0, sizeof(value_buf));
+    sorted_buf = NULL;
+    sorted_cap = 0;
+}
+
 /* Pushes keys and values arrays of the n entries of list, sorted by key. */
 static int sr__push_sorted(lua_State *L, sr_state_entry_t **list, size_t n)
 {

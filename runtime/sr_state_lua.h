@@ -11,6 +11,10 @@
  * binary; loaded with package.loadlib from libstreamrun.so elsewhere. */
 int luaopen_streamrun_cstate(lua_State *L);
 
+/* Frees the calling thread's scratch buffers (a pool thread's, as it
+ * exits). */
+void sr_state_lua_thread_free(void);
+
 /* The state of the handle at idx, or NULL if it is not a live state handle. */
 sr_state_t *sr_state_lua_get(lua_State *L, int idx);
 /* Pushes a new handle owning st (the module must have been opened). */

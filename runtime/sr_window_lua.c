@@ -2,16 +2,24 @@
  * elements (a[i] alone, or the pair a[i], b[i]), each packed as a msgpack
  * array of one or two values, and read back as columns. */
 #include "sr_window_lua.h"
+#include "sr_alloc.h"
 #include "sr_error.h"
 #include "sr_handle.h"
 #include "sr_msgpack_lua.h"
 #include "sr_window.h"
 
 #include <lauxlib.h>
+#include <string.h>
 
 #define SR_WINDOW_MT "streamrun.window"
 
 static __thread sr_mpbuf_t slice_buf; /* per thread: each worker runs its own VM */
+
+void sr_window_lua_thread_free(void)
+{
+    sr_free(slice_buf.data);
+    memset(&slice_buf, 0, sizeof(slice_buf));
+}
 
 static sr_window_t *sr__check(lua_State *L) { return sr_handle_check(L, 1, SR_WINDOW_MT, "window"); }
 

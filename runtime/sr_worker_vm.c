@@ -4,7 +4,7 @@
  * description, so it compiles the same stages; per phase of a batch, the
  * pool (sr_workers) wakes every thread once and thread k calls its VM's
  * phase(p). Only thread k ever runs VM k while a phase runs, and only the
- * loop thread between phases (call, close). Every call has a traceback
+ * loop thread between phases (close). Every call has a traceback
  * handler; a failure is kept per worker and returned by wait. */
 #include "sr_worker_vm.h"
 #include "sr_alloc.h"
@@ -195,32 +195,6 @@ static int sr__wait(lua_State *L)
     return 0;
 }
 
-/* handle:call(k, fn, arg) -> the string worker k's fn(arg) returns (nil
- * if not a string); raises "worker k: ..." when it fails. Between phases
- * only. */
-static int sr__call_lua(lua_State *L)
-{
-    sr_wvm_t *w = *sr__slot(L);
-    int k = (int)luaL_checkinteger(L, 2);
-    const char *fn = luaL_checkstring(L, 3);
-    size_t alen;
-    const char *arg = luaL_optlstring(L, 4, "", &alen);
-    luaL_argcheck(L, k >= 1 && k < w->n, 2, "no such worker");
-    lua_State *V = w->L[k];
-    lua_pushlstring(V, arg, alen);
-    if (sr__call(w, k, fn, 1, 1) != 0) {
-        lua_pushfstring(L, "worker %d: %s", k, lua_tostring(V, -1));
-        lua_pop(V, 1);
-        return lua_error(L);
-    }
-    size_t rlen;
-    const char *r = lua_tolstring(V, -1, &rlen);
-    if (r) lua_pushlstring(L, r, rlen);
-    else lua_pushnil(L);
-    lua_pop(V, 1);
-    return 1;
-}
-
 /* handle:close(): shuts every VM down (each hands back what it borrowed). */
 static int sr__close_lua(lua_State *L)
 {
@@ -232,7 +206,7 @@ static int sr__close_lua(lua_State *L)
 
 int luaopen_streamrun_cworkervm(lua_State *L)
 {
-    static const luaL_Reg methods[] = { { "run", sr__run }, { "wait", sr__wait }, { "call", sr__call_lua },
+    static const luaL_Reg methods[] = { { "run", sr__run }, { "wait", sr__wait },
                                         { "close", sr__close_lua }, { NULL, NULL } };
     if (luaL_newmetatable(L, SR_WVM_MT)) {
         lua_pushcfunction(L, sr__close_lua);

@@ -6,6 +6,11 @@
 #include "sr_workers.h"
 #include "sr_alloc.h"
 #include "sr_error.h"
+#include "sr_exchange.h"
+#include "sr_json_lua.h"
+#include "sr_msgpack_lua.h"
+#include "sr_state_lua.h"
+#include "sr_window_lua.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -71,6 +76,12 @@ static void *sr__thread(void *p)
         if (--w->pending == 0) pthread_cond_signal(&w->done);
     }
     pthread_mutex_unlock(&w->mu);
+    /* The scratch buffers its VM's calls grew on this thread go with it. */
+    sr_exchange_thread_free();
+    sr_json_lua_thread_free();
+    sr_mplua_thread_free();
+    sr_state_lua_thread_free();
+    sr_window_lua_thread_free();
     return NULL;
 }
 

@@ -175,8 +175,6 @@ function Shards:set_timeout(ms)
   for _, s in ipairs(self.shards) do s:set_timeout(ms) end
 end
 
-M.Shards = Shards
-
 -- -- One worker's part of a segment --
 
 -- An executor: worker k of n running seg in this VM. g: the guard (its
@@ -246,13 +244,17 @@ function M.phase1(e, arg)
   for j = m + 1, #O do O[j] = nil end
   if sink and sink.op == "count_by_value" then
     -- By the element's key; an element that is no key travels with its
-    -- count.
+    -- count. (A string is its own key's partition: the stage after keys
+    -- its state by the element, and a shard holds its partitions.)
     local K, V = tnew(m, 0), tnew(m, 0)
     for j = 1, m do
       local rep = A[j]
       local key = ops.element_key(rep)
-      K[j] = key
-      if key == rep then V[j] = B[j] else V[j] = { B[j], rep } end
+      if key == rep or type(rep) == "string" then
+        K[j], V[j] = rep, B[j]
+      else
+        K[j], V[j] = key, { B[j], rep }
+      end
     end
     A, B = K, V
   end
@@ -288,10 +290,10 @@ local function merge(e)
     local A, B, O, c = cx.take(e.ex.keyed, from, e.k)
     for j = 1, c do
       local key, v = A[j], B[j]
-      local acc = accs[key]
       if sink.op == "count_by_value" then
         local rep = key
-        if type(v) == "table" then v, rep = v[1], v[2] end
+        if type(v) == "table" then v, rep = v[1], v[2] else key = ops.element_key(rep) end
+        local acc = accs[key]
         if acc == nil then
           nk = nk + 1
           keys[nk], reps[nk], first[key], RO[nk] = key, rep, O[j], O[j]
@@ -299,13 +301,16 @@ local function merge(e)
         else
           accs[key] = acc + v
         end
-      elseif acc == nil then
-        nk = nk + 1
-        keys[nk], first[key], RO[nk] = key, O[j], O[j]
-        accs[key] = v
       else
-        local ok, r = g.call(sink, f, acc, v)
-        if ok then accs[key] = r end
+        local acc = accs[key]
+        if acc == nil then
+          nk = nk + 1
+          keys[nk], first[key], RO[nk] = key, O[j], O[j]
+          accs[key] = v
+        else
+          local ok, r = g.call(sink, f, acc, v)
+          if ok then accs[key] = r end
+        end
       end
     end
   end
@@ -333,8 +338,14 @@ function M.phase2(e, arg)
       end
     else
       local kept, A = out.kept, out.a
+      -- (merge knows count_by_value's elements by their keys.)
+      local by_key = e.seg.sink and e.seg.sink.op == "count_by_value"
       for j = 1, m do
-        if OI[j] <= kept then orders[j] = { A[j] } else orders[j] = first[A[j]] end
+        if OI[j] <= kept then
+          orders[j] = { A[j] }
+        else
+          orders[j] = first[by_key and ops.element_key(A[j]) or A[j]]
+        end
       end
     end
   end
@@ -518,6 +529,17 @@ function Par:run(results, time_ms)
     return batch.empty()
   end
   return out
+end
+
+-- Shuts the other workers' VMs of plan down, if it has them: when the plan
+-- is replaced (a reload) or the session ends, not whenever the GC gets to
+-- them (each holds a VM, its job and its shard's borrow).
+function M.close(plan)
+  local par = plan and plan.parallel
+  if par and par.vms then
+    par.vms:close()
+    par.vms = nil
+  end
 end
 
 -- The keyed stage's step: what the segment's step gathered.

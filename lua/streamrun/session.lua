@@ -11,6 +11,7 @@ local core = require "streamrun.core"
 local checkpoint = require "streamrun.checkpoint"
 local compile = require "streamrun.compile"
 local eventtime = require "streamrun.eventtime"
+local exchange = require "streamrun.exchange"
 local outputs = require "streamrun.outputs"
 local recovery = require "streamrun.recovery"
 local reload = require "streamrun.reload"
@@ -498,6 +499,7 @@ end
 function Session:finish()
   if self.stats_fh then self.stats_fh:close() end
   if self.writer then self.writer:wait() end
+  exchange.close(self.plan)
   if not self.quiet then
     self.log("finished: %d batches, %d records, %d dead letters", self.nbatches - self.batches_base, self.total_records,
       tonumber(C.sr_loop_dead_letters(self.loop)))
@@ -738,6 +740,7 @@ function Session:export()
     batch_ms = self.job.batch_ms, elapsed_ms = core.clock_ms() - self.started,
     event = eventtime.export(self.event),
   }
+  exchange.close(self.plan)
   if self.loop then ffi.gc(self.loop, nil) end -- the loop now belongs to the next session
   self.loop, self.plan = nil, nil
   return ctx

@@ -1,14 +1,19 @@
 /* test_workers: the worker pool runs every share once per run on distinct
  * threads (signals blocked but on the caller's) and counts busy time; shares cover a batch's records in order
  * with no gap; the word count split over 1, 2, 3 and 8 workers equals the
- * one-pass count, words in order of first appearance. */
+ * one-pass count, words in order of first appearance; a pool thread's
+ * scratch buffers are freed as it exits. */
 #include "sr_test.h"
 
 #include "sr_alloc.h"
 #include "sr_batch.h"
+#include "sr_json_lua.h"
+#include "sr_state_lua.h"
 #include "sr_words.h"
 #include "sr_workers.h"
 
+#include <lauxlib.h>
+#include <lualib.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -56,6 +61,49 @@ static void test_pool_runs_every_share(void **state)
     assert_true(sr_workers_busy_ms(w, 4) == 0);
     sr_workers_free(w);
     assert_null(sr_workers_new(0));
+    assert_int_equal(sr_alloc_used(), before);
+}
+
+/* A VM's calls on a pool thread, growing that thread's scratch buffers
+ * (json.encode's output, cstate's value buffer, the unpacking zone). */
+static void use_buffers(void *arg, int k, int nw)
+{
+    (void)arg;
+    (void)nw;
+    if (k == 0) return;
+    lua_State *L = luaL_newstate();
+    assert_non_null(L);
+    char big[20000];
+    memset(big, 'x', sizeof(big));
+    lua_pushlstring(L, big, sizeof(big));
+    int value = lua_gettop(L);
+    luaopen_streamrun_json(L);
+    lua_getfield(L, -1, "encode");
+    lua_pushvalue(L, value);
+    assert_int_equal(lua_pcall(L, 1, 1, 0), 0);
+    assert_true(lua_objlen(L, -1) == sizeof(big) + 2);
+    luaopen_streamrun_cstate(L);
+    lua_getfield(L, -1, "encode");
+    lua_pushvalue(L, value);
+    assert_int_equal(lua_pcall(L, 1, 1, 0), 0);
+    lua_getfield(L, -2, "decode");
+    lua_insert(L, -2);
+    assert_int_equal(lua_pcall(L, 1, 1, 0), 0);
+    assert_true(lua_objlen(L, -1) == sizeof(big));
+    lua_close(L);
+}
+
+/* A pool thread's scratch buffers go with it: sr_alloc's count is back
+ * where it was once the pool is freed. */
+static void test_pool_threads_free_their_buffers(void **state)
+{
+    (void)state;
+    size_t before = sr_alloc_used();
+    sr_workers_t *w = sr_workers_new(3);
+    assert_non_null(w);
+    sr_workers_run(w, use_buffers, NULL);
+    assert_true(sr_alloc_used() > before);
+    sr_workers_free(w);
     assert_int_equal(sr_alloc_used(), before);
 }
 
@@ -133,6 +181,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pool_runs_every_share),
+        cmocka_unit_test(test_pool_threads_free_their_buffers),
         cmocka_unit_test(test_shares_cover_in_order),
         cmocka_unit_test(test_split_word_count_equals_one_pass),
     };

@@ -286,6 +286,64 @@ return job
     assert.equal(msgs[1], msgs[2])
   end)
 
+  it("passes a pair whose value is cjson.null between workers as that pair", function()
+    local texts = {
+      [[local sr = require "streamrun"
+local null = require("cjson").null
+local job = sr.job { name = "n", batch = "1s", partitions = 8 }
+job:queue({}, { name = "lines" }):flat_map(sr.words):map(function(w) return w, null end)
+  :map_with_state(sr.state_spec(function(k, v, state)
+    state:update((state:exists() and state:get() or 0) + 1)
+    return k, v == null and "null" or type(v)
+  end):name("running")):foreach_batch(function() end, { name = "out" })
+return job
+]],
+      [[local sr = require "streamrun"
+local null = require("cjson").null
+local job = sr.job { name = "n", batch = "1s", partitions = 8 }
+job:queue({}, { name = "lines" }):flat_map(sr.words):map(function(w) return w, null end)
+  :reduce_by_key(function(a, b) return a end)
+  :foreach_batch(function() end, { name = "out" })
+return job
+]],
+    }
+    for i, text in ipairs(texts) do
+      local path = script("nulls" .. i, text)
+      local outs = {}
+      for j, n in ipairs { 1, 2 } do
+        local d = testing.driver(path, { workers = n })
+        d:push("lines", { "a b c d", "e f a b" })
+        outs[j] = d:tick().out
+        assert.equal(n > 1, d.plan.parallel ~= nil)
+      end
+      assert.is_true(#outs[1] > 0)
+      if i == 1 then assert.equal("null", outs[1][1][2]) end
+      assert.same(outs[1], outs[2])
+    end
+  end)
+
+  it("orders count_by_value's keys into update_state_by_key whatever the elements", function()
+    local path = script("zero", [[local sr = require "streamrun"
+local job = sr.job { name = "z", batch = "1s", partitions = 8 }
+job:queue({}, { name = "lines" }):map(function(l) return l end):count_by_value()
+  :update_state_by_key(function(values, total) return (total or 0) + (values[1] or 0) end, { name = "running" })
+  :foreach_batch(function() end, { name = "out" })
+return job
+]])
+    local outs = {}
+    for j, n in ipairs { 1, 2, 3 } do
+      local d = testing.driver(path, { workers = n })
+      d:push("lines", { "\0a", "plain", "\0b", "\0a", "x\0", "\0" })
+      local first = d:tick().out
+      d:push("lines", { "\0b", "new", "\0c" })
+      outs[j] = { first, d:tick().out, d:state("running") }
+      assert.equal(n > 1, d.plan.parallel ~= nil)
+    end
+    assert.equal(7, #outs[1][2])
+    assert.same(outs[1], outs[2])
+    assert.same(outs[1], outs[3])
+  end)
+
   it("reloads every worker's logic at one batch boundary, keeping the state", function()
     local v1 = script("reload1", (FAILING:gsub("error%(\"x1 fails here\"%)", "return k, -1")))
     local v2 = script("reload2", (FAILING:gsub("error%(\"x1 fails here\"%)", "return k, -2")))
@@ -294,8 +352,15 @@ return job
       local d = testing.driver(v1, { workers = n })
       d:push("lines", { "a b x1", "x1 c" })
       d:tick()
+      local old = d.plan.parallel and d.plan.parallel.vms
       d:reload(v2)
       assert.equal(n > 1, d.plan.parallel ~= nil)
+      -- The replaced plan's VMs are closed then, not by the GC some time.
+      if old then
+        local ok, err = pcall(old.wait, old)
+        assert.is_false(ok)
+        assert.matches("worker VMs: closed", err)
+      end
       d:push("lines", { "x1 a", "b x1" })
       outs[i] = { d:tick().out, d:state("running") }
     end
