@@ -5,8 +5,9 @@
 #define SR_EXCHANGE_H
 #include <lua.h>
 
-/* Opens streamrun.cexchange: new(n), clear, scatter, put, take (see
- * sr_exchange.c). Returns 1 (the module table). */
+/* Opens streamrun.cexchange: new(n), clear, scatter, put, take, shard,
+ * gather, adopt_state, partition, key_orders (see sr_exchange.c). Returns
+ * 1 (the module table). */
 int luaopen_streamrun_cexchange(lua_State *L);
 
 /* Frees the calling thread's scratch buffer (a pool thread's, as it

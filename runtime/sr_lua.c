@@ -18,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static int sr__traceback(lua_State *L)
+int sr_lua_traceback(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
     if (!msg) msg = lua_isnoneornil(L, 1) ? "(error object is nil)" : "(error object is not a string)";
@@ -29,7 +29,7 @@ static int sr__traceback(lua_State *L)
 int sr_lua_call(lua_State *L, int nargs, int nresults)
 {
     int base = lua_gettop(L) - nargs;
-    lua_pushcfunction(L, sr__traceback);
+    lua_pushcfunction(L, sr_lua_traceback);
     lua_insert(L, base);
     int rc = lua_pcall(L, nargs, nresults, base);
     lua_remove(L, base);

@@ -14,6 +14,10 @@ void sr_lua_free(lua_State *L);
  * and traceback>" on stderr and returns non-zero with nothing pushed. */
 int sr_lua_call(lua_State *L, int nargs, int nresults);
 
+/* A lua_pcall error handler: the message (or what the error object is)
+ * with a traceback. Returns 1. */
+int sr_lua_traceback(lua_State *L);
+
 /* Finds the directory of the streamrun Lua library: $STREAMRUN_LUA_DIR, else
  * ../lua beside the executable. Writes it to buf; returns buf. */
 const char *sr_lua_dir(char *buf, size_t size);

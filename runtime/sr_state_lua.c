@@ -18,7 +18,6 @@
 
 #define SR_STATE_MT "streamrun.state"
 
-/* One scratch buffer per kind: the runtime is single-threaded. */
 /* Per thread: each worker thread runs its own VM (SPEC section 15). */
 static __thread sr_mpbuf_t key_buf, value_buf;
 

@@ -28,14 +28,6 @@ typedef struct sr_wvm {
     sr_workers_t *pool; /* borrowed, during a phase */
 } sr_wvm_t;
 
-static int sr__traceback(lua_State *L)
-{
-    const char *msg = lua_tostring(L, 1);
-    if (!msg) msg = lua_isnoneornil(L, 1) ? "(error object is nil)" : "(error object is not a string)";
-    luaL_traceback(L, L, msg, 1);
-    return 1;
-}
-
 /* Calls worker.<fn>(args...) in VM k with nargs pushed above; leaves nres
  * results. Returns 0, or non-zero with the message (traceback included)
  * on top. */
@@ -43,7 +35,7 @@ static int sr__call(sr_wvm_t *w, int k, const char *fn, int nargs, int nres)
 {
     lua_State *L = w->L[k];
     int base = lua_gettop(L) - nargs;
-    lua_pushcfunction(L, sr__traceback);
+    lua_pushcfunction(L, sr_lua_traceback);
     lua_rawgeti(L, LUA_REGISTRYINDEX, w->mod[k]);
     lua_getfield(L, -1, fn);
     lua_remove(L, -2);
@@ -108,7 +100,7 @@ static int sr__new(lua_State *L)
         lua_State *V = sr_lua_new(dir);
         if (!V) goto oom;
         w->L[k] = V;
-        lua_pushcfunction(V, sr__traceback);
+        lua_pushcfunction(V, sr_lua_traceback);
         lua_getglobal(V, "require");
         lua_pushstring(V, "streamrun.worker");
         if (lua_pcall(V, 1, 1, -3) != 0) {

@@ -470,10 +470,13 @@ end
 
 -- -- Worker 0: the segment's steps --
 
+-- An xpcall handler: a table error as it is (a job's fatal error, a
+-- report), else the message with a traceback.
 local function keep_table(e)
   if type(e) == "table" then return e end
   return debug.traceback(e, 2)
 end
+M.keep_table = keep_table
 
 -- The segment's step: both phases on every worker, the owners' outputs
 -- merged. Its output is the segment's last stage's (with a keyed stage,

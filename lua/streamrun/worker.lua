@@ -34,16 +34,11 @@ function M.init(k, n, init)
   S = { e = exchange.executor(seg, k, n, guard.new(handlers), shard, a.ex), letters = letters, shard = shard }
 end
 
-local function keep_table(e)
-  if type(e) == "table" then return e end
-  return debug.traceback(e, 2)
-end
-
 -- phase(p, arg): this worker's part of phase p of a batch (arg: its
 -- encoded arguments); its dead letters are sent whatever happens.
 function M.phase(p, arg)
   local e = S.e
-  local ok, err = xpcall(p == 1 and exchange.phase1 or exchange.phase2, keep_table, e, exchange.decode_arg(arg))
+  local ok, err = xpcall(p == 1 and exchange.phase1 or exchange.phase2, exchange.keep_table, e, exchange.decode_arg(arg))
   exchange.send_letters(p == 1 and e.ex.keyed or e.ex.out, e.k, S.letters)
   if not ok then error(exchange.pack_error(err), 0) end
 end
