@@ -37,12 +37,7 @@ local function start(dir, params, args)
   local argv = { "--http", "127.0.0.1:0", "--stats", dir .. "/stats.jsonl", "--quiet", "--checkpoint", dir .. "/ckpt" }
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
   local p = e2e.start("http_job", params, argv)
-  local port
-  p:wait_stderr(function(text)
-    port = text:match("http: status page on http://127%.0%.0%.1:(%d+)/")
-    return port
-  end, 10)
-  return p, "http://127.0.0.1:" .. port
+  return p, e2e.http_base(p)
 end
 
 -- GET url with curl: the body (raises on a failure or a status >= 400).

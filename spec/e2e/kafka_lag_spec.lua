@@ -51,12 +51,7 @@ describe("e2e kafka lag", function()
   local function start(mock, dir)
     local p = e2e.start("kafka_lag", { brokers = mock.bootstrap, max = 5, dir = dir },
       { "--http", "127.0.0.1:0", "--quiet" })
-    local port
-    p:wait_stderr(function(text)
-      port = text:match("http: status page on http://127%.0%.0%.1:(%d+)/")
-      return port
-    end, 10)
-    return p, "http://127.0.0.1:" .. port
+    return p, e2e.http_base(p)
   end
 
   -- The whole scenario; dir: a checkpoint directory (the job runs as

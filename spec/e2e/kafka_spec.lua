@@ -159,6 +159,18 @@ describe("e2e kafka", function()
     assert.same(expected, kafka.wait_state(dir, "totals", exact(expected), 10, "the final counts"))
   end)
 
+  -- A topic of 4 partitions holding 1000 messages (counted in the
+  -- returned expected), and two processes counting them in one group.
+  -- Returns the mock, the checkpoint directory, expected, and the two.
+  local function two_members()
+    local mock = kafka.mock { topics = { "events:4" } }
+    local dir = proc.tmpdir() .. "/ckpt"
+    local expected = {}
+    local params = { brokers = mock.bootstrap, dir = dir }
+    kafka.produce(mock.bootstrap, "events", messages(1, 1000, 13, expected))
+    return mock, dir, expected, e2e.start("kafka_count", params), e2e.start("kafka_count", params)
+  end
+
   -- Waits until p1 and p2 each hold some of the 4 partitions (their last
   -- assignment, as they log it).
   local function wait_split(p1, p2)
@@ -173,13 +185,7 @@ describe("e2e kafka", function()
 
   it("lost assignment: a stopped member's partitions go to the other, which reads its own meanwhile; "
     .. "the stopped one, continued, drops them without a checkpoint: every message counted once", function()
-    local mock = kafka.mock { topics = { "events:4" } }
-    local dir = proc.tmpdir() .. "/ckpt"
-    local expected = {}
-    local params = { brokers = mock.bootstrap, dir = dir }
-    kafka.produce(mock.bootstrap, "events", messages(1, 1000, 13, expected))
-    local p1 = e2e.start("kafka_count", params)
-    local p2 = e2e.start("kafka_count", params)
+    local mock, dir, expected, p1, p2 = two_members()
     kafka.wait_state(dir, "totals", exact(expected), 60, "two processes counting 1000 messages", p2)
     -- Both hold partitions: p1 stopped past its session timeout (6 s) is
     -- dropped from the group, which gives p2 all four while p1 still holds
@@ -210,13 +216,7 @@ describe("e2e kafka", function()
 
   it("a member stopped past its session timeout, then terminated, exits within the bound; "
     .. "every message counted once", function()
-    local mock = kafka.mock { topics = { "events:4" } }
-    local dir = proc.tmpdir() .. "/ckpt"
-    local expected = {}
-    local params = { brokers = mock.bootstrap, dir = dir }
-    kafka.produce(mock.bootstrap, "events", messages(1, 1000, 13, expected))
-    local p1 = e2e.start("kafka_count", params)
-    local p2 = e2e.start("kafka_count", params)
+    local mock, dir, expected, p1, p2 = two_members()
     wait_split(p1, p2)
     kafka.wait_state(dir, "totals", exact(expected), 60, "two processes counting 1000 messages", p2)
     -- The group moves on without p1 while it is stopped (p2 is fenced at

@@ -46,6 +46,17 @@ end
 
 -- Runs `streamrun run` on the named job to its end. opts: input (to stdin),
 -- timeout. Returns code, stdout, stderr, proc.
+-- The base URL of a process started with --http 127.0.0.1:0, once its
+-- log names the port (waits up to 10 s).
+function M.http_base(p)
+  local port
+  p:wait_stderr(function(text)
+    port = text:match("http: status page on http://127%.0%.0%.1:(%d+)/")
+    return port
+  end, 10)
+  return "http://127.0.0.1:" .. port
+end
+
 function M.run(name, params, args, opts)
   return proc.run(run_argv(name, params, args), opts)
 end
