@@ -161,11 +161,27 @@ static int sr__detach(lua_State *L)
     return 1;
 }
 
-/* cwindow.adopt(light userdata) -> a handle owning that window. */
+/* handle:pointer() -> light userdata: the window, still owned by the
+ * handle (a worker's VM adopts it by its address). */
+static int sr__pointer(lua_State *L)
+{
+    lua_pushlightuserdata(L, sr__check(L));
+    return 1;
+}
+
+/* cwindow.adopt(light userdata, or its address as a number: how a
+ * worker's VM is told of its window) -> a handle owning that window. */
 static int sr__adopt(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
-    sr_window_lua_push(L, lua_touserdata(L, 1));
+    sr_window_t *w;
+    if (lua_type(L, 1) == LUA_TNUMBER) {
+        w = (sr_window_t *)(uintptr_t)lua_tonumber(L, 1);
+    } else {
+        luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
+        w = lua_touserdata(L, 1);
+    }
+    luaL_argcheck(L, w != NULL, 1, "a window");
+    sr_window_lua_push(L, w);
     return 1;
 }
 
@@ -174,7 +190,7 @@ int luaopen_streamrun_cwindow(lua_State *L)
     static const luaL_Reg methods[] = {
         {"push", sr__push}, {"read", sr__read}, {"drop_until", sr__drop_until},
         {"times", sr__times}, {"memory", sr__memory}, {"free", sr__free}, {"detach", sr__detach},
-        {NULL, NULL},
+        {"pointer", sr__pointer}, {NULL, NULL},
     };
     if (luaL_newmetatable(L, SR_WINDOW_MT)) {
         lua_newtable(L);

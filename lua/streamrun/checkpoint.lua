@@ -56,7 +56,11 @@ function M.content(plan)
   names = {}
   for name in pairs(plan.windows) do names[#names + 1] = name end
   table.sort(names)
-  for _, name in ipairs(names) do windows[#windows + 1] = plan.windows[name] end
+  -- (A window split among workers is written as one: whole() merges it.)
+  for _, name in ipairs(names) do
+    local w = plan.windows[name]
+    windows[#windows + 1] = w.whole and w:whole() or w
+  end
   return states, windows
 end
 

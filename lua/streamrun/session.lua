@@ -727,6 +727,7 @@ function Session:export()
   if self.stats_fh then self.stats_fh:close() end
   for name, st in pairs(self.plan.states) do handoff.put("state:" .. name, st:detach()) end
   for name, w in pairs(self.plan.windows) do
+    if w.whole then w = w:whole() end -- (split among workers: handed over as one)
     handoff.put("slices:" .. name, w.slices:detach())
     if w.result then handoff.put("result:" .. name, w.result:detach()) end
   end

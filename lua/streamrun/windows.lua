@@ -129,6 +129,7 @@ local function push(node, g, slices, time_ms, A, B, n)
   if bad then
     for _, i in ipairs(bad) do g.report(node, err, A[i], B[i]) end
   end
+  return bad
 end
 
 -- Sets a key of the with-inverse result, or drops it when the filter says so.
@@ -242,26 +243,31 @@ local function recomputed(node, g, w, f, filter, t)
   return OA, OB, m
 end
 
--- Runs one batch of a windowed stage; zero_ms is the time before the first
--- batch (windows are due when time - zero_ms is a multiple of the slide).
-function M.run(node, g, w, input, time_ms, zero_ms)
-  local due = (time_ms - zero_ms) % node.slide_ms == 0
-  local out
-  if node.op == "window" then
-    push(node, g, w.slices, time_ms, input.a, input.b, input.n)
-    if due then
-      local a, b, n = w.slices:read(time_ms - node.length_ms, time_ms)
-      out = { n = n, a = a, b = b }
-    end
-    w.slices:drop_until(time_ms - node.length_ms)
-    return out or { n = 0, a = {}, b = {} }
-  end
-  local f, finv, filter = KINDS[node.op](node)
+-- A batch's slice of a reducing windowed stage: its pairs folded per key
+-- (keys in order of first appearance), as keys, partials, count.
+function M.slice_of(node, g, input)
+  local f = KINDS[node.op](node)
   local PA, PB, np = batch_pairs(node, g, input)
   local keys, partials, nk = fold(node, g, f, PA, PB, np)
   local SB = {}
   for i = 1, nk do SB[i] = partials[keys[i]] end
-  push(node, g, w.slices, time_ms, keys, SB, nk)
+  return keys, SB, nk
+end
+
+-- Folds pairs per key with the stage's function (keys in order of first
+-- appearance): keys, key -> value, count. (Partials of several workers.)
+function M.fold(node, g, A, B, n)
+  return fold(node, g, (KINDS[node.op](node)), A, B, n)
+end
+
+-- Adds a reducing windowed stage's slice (keys, partials, nk) at time_ms
+-- and, when the window is due, folds it: its keys, values and count
+-- (empty when not due; the keys as the stage keys them), and the indices
+-- of the partials the slice could not keep (nil: none).
+function M.advance(node, g, w, keys, partials, nk, time_ms, zero_ms)
+  local due = (time_ms - zero_ms) % node.slide_ms == 0
+  local f, finv, filter = KINDS[node.op](node)
+  local bad = push(node, g, w.slices, time_ms, keys, partials, nk)
   local OA, OB, m = {}, {}, 0
   if due then
     if finv then
@@ -272,6 +278,18 @@ function M.run(node, g, w, input, time_ms, zero_ms)
   end
   -- The with-inverse form needs the slices leaving the next window too.
   w.slices:drop_until(time_ms - node.length_ms - (finv and node.slide_ms or 0))
+  return OA, OB, m, bad
+end
+
+-- Slices a window keeps: the with-inverse form needs those leaving the
+-- next window too.
+function M.kept_after(node, time_ms)
+  local _, finv = KINDS[node.op](node)
+  return time_ms - node.length_ms - (finv and node.slide_ms or 0)
+end
+
+-- A reducing windowed stage's output batch from what advance gave.
+function M.finish(node, OA, OB, m)
   if node.op == "reduce_by_window" or node.op == "count_by_window" then
     -- One result, the value of the constant key.
     local v = OB[1]
@@ -286,6 +304,25 @@ function M.run(node, g, w, input, time_ms, zero_ms)
     for i = 1, m do OA[i] = ops.element_of_key(OA[i]) end
   end
   return { n = m, a = OA, b = OB }
+end
+
+-- Runs one batch of a windowed stage; zero_ms is the time before the first
+-- batch (windows are due when time - zero_ms is a multiple of the slide).
+function M.run(node, g, w, input, time_ms, zero_ms)
+  if node.op == "window" then
+    local due = (time_ms - zero_ms) % node.slide_ms == 0
+    local out
+    push(node, g, w.slices, time_ms, input.a, input.b, input.n)
+    if due then
+      local a, b, n = w.slices:read(time_ms - node.length_ms, time_ms)
+      out = { n = n, a = a, b = b }
+    end
+    w.slices:drop_until(time_ms - node.length_ms)
+    return out or { n = 0, a = {}, b = {} }
+  end
+  local keys, SB, nk = M.slice_of(node, g, input)
+  local OA, OB, m = M.advance(node, g, w, keys, SB, nk, time_ms, zero_ms)
+  return M.finish(node, OA, OB, m)
 end
 
 return M

@@ -30,15 +30,24 @@ function M.init(k, n, init)
   local seg, why = exchange.find(job)
   if not seg then error("the job's script gives this worker no keyed segment: " .. why, 0) end
   local handlers, letters = exchange.collector(job)
+  if seg.window then
+    -- A keyed window: this worker's part of it (streamrun.exchange_windows).
+    local xw = require "streamrun.exchange_windows"
+    local win = xw.adopt(a.windows[k + 1])
+    S = { e = xw.executor(seg, k, n, guard.new(handlers), win, a.ex), letters = letters, win = win, x = xw }
+    return
+  end
   local shard = a.shards and core.cexchange.adopt_state(a.shards[k + 1]) or nil
-  S = { e = exchange.executor(seg, k, n, guard.new(handlers), shard, a.ex), letters = letters, shard = shard }
+  S = { e = exchange.executor(seg, k, n, guard.new(handlers), shard, a.ex), letters = letters, shard = shard,
+        x = exchange }
 end
 
 -- phase(p, arg): this worker's part of phase p of a batch (arg: its
 -- encoded arguments); its dead letters are sent whatever happens.
 function M.phase(p, arg)
   local e = S.e
-  local ok, err = xpcall(p == 1 and exchange.phase1 or exchange.phase2, exchange.keep_table, e, exchange.decode_arg(arg))
+  local x = S.x
+  local ok, err = xpcall(p == 1 and x.phase1 or x.phase2, exchange.keep_table, e, exchange.decode_arg(arg))
   exchange.send_letters(p == 1 and e.ex.keyed or e.ex.out, e.k, S.letters)
   if not ok then error(exchange.pack_error(err), 0) end
 end
@@ -47,6 +56,7 @@ end
 -- handle), unfreed.
 function M.shutdown()
   if S and S.shard then S.shard:detach() end
+  if S and S.win then S.x.detach(S.win) end
   S = nil
 end
 

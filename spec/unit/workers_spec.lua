@@ -12,7 +12,7 @@ local function rng(seed)
   local x = seed
   return function(m)
     x = (x * 1103515245 + 12345) % 2147483648
-    return x % m
+    return math.floor(x / 65536) % m -- (the low bits of this generator cycle)
   end
 end
 
@@ -30,13 +30,15 @@ end
 
 -- Random jobs over lines, as scripts (each worker's VM loads the job from
 -- its script): the built-in word count; user functions before a
--- reduce_by_key; a map_with_state with a timeout; a windowed count (not
--- split: worker 0); reduce_by_key into map_with_state; a map into
--- count_by_value into update_state_by_key; a reducer that is not commutative (concatenation:
--- the arrival order shows) into update_state_by_key; a chain from a stage
--- another output reads too (its batch dealt to the workers) into a
--- map_with_state. SPLIT: the shapes
--- whose keyed stages run on every worker.
+-- reduce_by_key; a map_with_state with a timeout; a windowed count with
+-- its inverse; reduce_by_key into map_with_state; a map into
+-- count_by_value into update_state_by_key; a reducer that is not
+-- commutative (concatenation: the arrival order shows) into
+-- update_state_by_key; a chain from a stage another output reads too (its
+-- batch dealt to the workers) into a map_with_state; keyed windows: one
+-- without an inverse over a concatenation (the order of first appearance
+-- shows), one with an inverse and a filter, a count of table elements.
+-- SPLIT: the shapes whose keyed stages run on every worker.
 local SHAPES = {
   "out = words:count_by_value()",
   [[out = words:filter(function(w) return #w > 1 end):map(function(w) return { w:sub(1, 2), #w } end)
@@ -71,8 +73,15 @@ local SHAPES = {
       state:update(n)
       return k, n
     end):timeout("2s"):name("running"))]],
+  [[out = words:map(function(w) return w:sub(1, 1), w end)
+      :reduce_by_key_and_window(function(a, b) return a .. "+" .. b end, "4s", "2s")]],
+  [[out = words:filter(function(w) return #w < 20 end):map(function(w) return w:sub(1, 2), #w end)
+      :reduce_by_key_and_window(sr.add, function(a, b) return a - b end, "3s", "1s",
+        { filter = function(_, v) return v > 0 end })]],
+  [[out = words:map(function(w) return { w:sub(1, 1), #w } end):count_by_value_and_window("5s", "1s")]],
 }
-local SPLIT = { [2] = true, [3] = true, [5] = true, [6] = true, [7] = true, [8] = true }
+local SPLIT = { [2] = true, [3] = true, [4] = true, [5] = true, [6] = true, [7] = true, [8] = true,
+                [9] = true, [10] = true, [11] = true }
 local STATEFUL = { [3] = true, [5] = true, [6] = true, [7] = true, [8] = true }
 
 local script_dir

@@ -1,0 +1,437 @@
+-- streamrun.exchange_windows: a keyed window (reduce_by_key_and_window,
+-- count_by_value_and_window) run on every worker (SPEC section 15). The
+-- window's slices, and with an inverse function its previous result, are
+-- split by key partition: worker k holds the keys of the partitions p with
+-- p mod N == k. Per batch:
+--
+--  phase 1: worker k runs the stateless chain before the window over its
+--    share of the batch in its own VM, folds the pairs into per-key
+--    partials (keys in order of first appearance) and scatters them to the
+--    owners of their partitions, each with its order (worker * 2^32 +
+--    position: the batch's order of first appearance whatever N);
+--  phase 2: the owner folds the partials of workers 0, 1, ... in that
+--    order into its slice of the batch, adds it to its window (a second
+--    window of the same times keeps each key's order in its slice), and
+--    when the window is due folds its keys as one worker does its whole
+--    window; the outputs go to worker 0 with their order;
+--  worker 0 merges them by order: with an inverse the result's keys come
+--    by key bytes (the order of a state's snapshot), without one in order
+--    of first appearance in the window's slices (slice, then order in it),
+--    as one worker gives them.
+--
+-- Checkpoints and reloads see the window as one: whole() merges the
+-- owners' slices by order, so the bytes are those one worker writes; a
+-- window restored (or handed over by a reload) is split again by
+-- partition, its orders the positions in its slices. The owner-local
+-- "dirty" keys (windows.lua) are forgotten then, as one worker forgets
+-- them.
+local core = require "streamrun.core"
+local batch = require "streamrun.batch"
+local exchange = require "streamrun.exchange"
+local fuse = require "streamrun.fuse"
+local sources = require "streamrun.sources"
+local watchdog = require "streamrun.watchdog"
+local windows = require "streamrun.windows"
+
+local cx, cstate, cwindow = core.cexchange, core.cstate, core.cwindow
+local C, ffi = core.C, core.ffi
+local type, tnew = type, require "table.new"
+
+local M = {}
+
+M.OPS = { reduce_by_key_and_window = true, count_by_value_and_window = true }
+local SPAN = 2 ^ 32
+
+-- The segment of a keyed window fed by a chain of narrow stages only it
+-- reads: { window, source (the chain's input), stages, raw (a text source
+-- only the chain reads), origin (the source dead letters name) }, or nil.
+-- cons: node -> its consumers.
+function M.find(job, node, cons)
+  if not M.OPS[node.op] or #node.inputs ~= 1 or node.every_ms ~= job.batch_ms then return nil end
+  local x = node.inputs[1]
+  if x.kind ~= "narrow" or #cons[x] ~= 1 then return nil end
+  local stages = {}
+  while x.kind == "narrow" do
+    table.insert(stages, 1, x)
+    x = x.inputs[1]
+    if x.kind == "narrow" and #cons[x] ~= 1 then break end
+  end
+  local source = x
+  if not source or source.event_time or source.timed or source.op == "generator" then return nil end
+  if source.slide_ms and source.slide_ms ~= job.batch_ms then return nil end
+  local raw = source.kind == "source" and source.format == "text" and not source.framed and #cons[source] == 1
+  local origin = source
+  while origin and origin.kind ~= "source" do origin = #origin.inputs == 1 and origin.inputs[1] or nil end
+  return { window = node, source = source, stages = stages, raw = raw, origin = origin and origin.stage_name }
+end
+
+-- -- The window split among workers --
+
+local function has_inverse(node)
+  return node.op == "count_by_value_and_window" or node.finv ~= nil
+end
+
+-- The result's keys of every shard, for the status line.
+local Results = {}
+Results.__index = Results
+function Results:count()
+  local n = 0
+  for _, s in ipairs(self.shards) do n = n + s.result:count() end
+  return n
+end
+
+local Wins = {}
+Wins.__index = Wins
+
+-- Slices of the window at (from, to] of one window handle: times.
+local function slice_times(slices, from, to)
+  local out = {}
+  for _, t in ipairs(slices:times()) do
+    if t > from and t <= to then out[#out + 1] = t end
+  end
+  return out
+end
+
+-- The window of node split among n workers: worker k's part { slices,
+-- orders, result (with an inverse), dirty } is shards[k + 1]. whole: a
+-- window to go on from ({ slices, result }: a restore, a reload), or nil.
+function M.split(node, whole, n)
+  local name, finv = node.stage_name, has_inverse(node)
+  local list = {}
+  for k = 1, n do
+    local result
+    if finv then
+      result = whole and whole.result and cx.shard(whole.result, n, k - 1)
+        or cstate.new(name .. "#window", node.partitions, 0, 0)
+    end
+    -- (A window taken over knows no dirty keys: its first window folds
+    -- every key again, as with one worker.)
+    list[k] = { slices = cwindow.new(name), orders = cwindow.new(name .. "#orders"), result = result,
+                dirty = not whole and finv and {} or nil }
+  end
+  if whole then
+    local nparts = node.partitions
+    for _, t in ipairs(whole.slices:times()) do
+      local a, b, c = whole.slices:read(t - 1, t)
+      local KA, KB, KO, KN = {}, {}, {}, {}
+      for k = 1, n do KA[k], KB[k], KO[k], KN[k] = {}, {}, {}, 0 end
+      for i = 1, c do
+        local k = cx.partition(a[i], nparts) % n + 1
+        local m = KN[k] + 1
+        KN[k] = m
+        KA[k][m], KB[k][m], KO[k][m] = a[i], b[i], i
+      end
+      for k = 1, n do
+        list[k].slices:push(t, KA[k], KB[k], KN[k])
+        list[k].orders:push(t, KO[k], {}, KN[k])
+      end
+    end
+  end
+  local w = setmetatable({ node = node, shards = list }, Wins)
+  if finv then w.result = setmetatable({ shards = list }, Results) end
+  return w
+end
+
+-- The window as one ({ slices, result }, copies): each slice the owners'
+-- parts merged by order, the result gathered from the owners' partitions.
+function Wins:whole()
+  local node, shards = self.node, self.shards
+  local out = { slices = cwindow.new(node.stage_name) }
+  for _, t in ipairs(shards[1].slices:times()) do
+    local lists, at, total = {}, {}, 0
+    for k, s in ipairs(shards) do
+      local a, b, c = s.slices:read(t - 1, t)
+      local o = s.orders:read(t - 1, t)
+      lists[k], at[k] = { a, b, o, c }, 1
+      total = total + c
+    end
+    local A, B = tnew(total, 0), tnew(total, 0)
+    for m = 1, total do
+      local best, bo
+      for k = 1, #lists do
+        local l, i = lists[k], at[k]
+        if i <= l[4] and (not best or l[3][i] < bo) then best, bo = k, l[3][i] end
+      end
+      local l, i = lists[best], at[best]
+      A[m], B[m] = l[1][i], l[2][i]
+      at[best] = i + 1
+    end
+    out.slices:push(t, A, B, total)
+  end
+  if self.result then
+    local rs = {}
+    for k, s in ipairs(shards) do rs[k] = s.result end
+    out.result = cx.gather(rs)
+  end
+  return out
+end
+
+function Wins:memory()
+  local n = 0
+  for _, s in ipairs(self.shards) do n = n + s.slices:memory() + s.orders:memory() end
+  return n
+end
+
+-- -- One worker's part --
+
+-- An executor: worker k of n running seg in this VM with its part of the
+-- window (win); ex: the exchanges' addresses { input, keyed, out }.
+function M.executor(seg, k, n, g, win, ex)
+  return {
+    seg = seg, k = k, n = n, g = g, win = win, ex = ex,
+    chain = fuse.chain(seg.stages, g, false),
+    lo = ffi.new("size_t[1]"), hi = ffi.new("size_t[1]"), view = ffi.new("sr_batch_t"),
+  }
+end
+
+-- A worker's part as its VM adopts it from worker 0's addresses (init's
+-- windows[k + 1]); detach() gives it back before the VM closes.
+function M.adopt(a)
+  return {
+    slices = cwindow.adopt(a.slices), orders = cwindow.adopt(a.orders),
+    result = a.result and cx.adopt_state(a.result) or nil,
+    dirty = a.dirty and {} or nil,
+  }
+end
+
+function M.detach(win)
+  win.slices:detach()
+  win.orders:detach()
+  if win.result then win.result:detach() end
+end
+
+-- Worker k's share of the batch (as streamrun.exchange deals it).
+local function share(e, arg)
+  local node = e.seg.source
+  if arg.cbatch then
+    local cb = ffi.cast("sr_batch_t *", arg.cbatch)
+    C.sr_workers_share(cb, e.k, e.n, e.lo, e.hi)
+    local lo, hi, v = e.lo[0], e.hi[0], e.view
+    v.data, v.off, v.pos, v.n = cb.data, cb.off + lo, cb.pos + lo, hi - lo
+    return sources.raw_c_batch(node, v)
+  end
+  local A, B, O, n = cx.take(e.ex.input, 0, e.k)
+  local origin = e.seg.origin
+  if not origin then return { n = n, a = A, b = B } end
+  local pos = {}
+  for i = 1, n do pos[i - 1] = O[i] end
+  return { n = n, a = A, b = B, src = origin, pos = pos }
+end
+
+-- Phase 1: the chain over worker k's share, folded into partials,
+-- scattered to their owners.
+function M.phase1(e, arg)
+  local node = e.seg.window
+  local part = e.chain.run(share(e, arg))
+  local keys, partials, nk = windows.slice_of(node, e.g, part)
+  local O, base = tnew(nk, 0), e.k * SPAN
+  for j = 1, nk do O[j] = base + j end
+  cx.clear(e.ex.keyed, e.k)
+  local bad, why = cx.scatter(e.ex.keyed, e.k, node.partitions, keys, partials, O, nk)
+  if bad then error(("stage %s: key %s: %s"):format(node.stage_name, tostring(keys[bad]), why), 0) end
+end
+
+-- The orders of a due window's outputs without an inverse: each key's
+-- first appearance in the window's slices, as (slice, order in it).
+local function first_seen(node, win, time_ms)
+  local slot, ord = {}, {}
+  for i, t in ipairs(slice_times(win.slices, time_ms - node.length_ms, time_ms)) do
+    local a, _, c = win.slices:read(t - 1, t)
+    local o = win.orders:read(t - 1, t)
+    for j = 1, c do
+      local key = a[j]
+      if slot[key] == nil then slot[key], ord[key] = i, o[j] end
+    end
+  end
+  return slot, ord
+end
+
+-- Phase 2: worker k's partitions: the partials folded into its slice, its
+-- window advanced, its outputs with their orders put to worker 0.
+function M.phase2(e, arg)
+  local node, g, win = e.seg.window, e.g, e.win
+  local PA, PB, first, m = {}, {}, {}, 0
+  for from = 0, e.n - 1 do
+    local A, B, O, c = cx.take(e.ex.keyed, from, e.k)
+    for j = 1, c do
+      m = m + 1
+      local key = A[j]
+      PA[m], PB[m] = key, B[j]
+      if first[key] == nil then first[key] = O[j] end
+    end
+  end
+  local keys, accs, nk = windows.fold(node, g, PA, PB, m)
+  local SB, SO = tnew(nk, 0), tnew(nk, 0)
+  for i = 1, nk do
+    local key = keys[i]
+    SB[i], SO[i] = accs[key], first[key]
+  end
+  local OA, OB, n, bad = windows.advance(node, g, win, keys, SB, nk, arg.time_ms, arg.zero_ms)
+  if bad then
+    -- (The slice left those out: so does its orders.)
+    local left, j = {}, 0
+    for _, i in ipairs(bad) do left[i] = true end
+    for i = 1, nk do
+      if not left[i] then j = j + 1; SO[j] = SO[i] end
+    end
+    for i = j + 1, nk do SO[i] = nil end
+    nk = j
+  end
+  win.orders:push(arg.time_ms, SO, {}, nk)
+  win.orders:drop_until(windows.kept_after(node, arg.time_ms))
+  local orders = tnew(n, 0)
+  if has_inverse(node) then
+    for j = 1, n do orders[j] = { OA[j] } end
+  else
+    local slot, ord = first_seen(node, win, arg.time_ms)
+    for j = 1, n do
+      local key = OA[j]
+      orders[j] = ord[key]
+      OB[j] = { OB[j], slot[key] }
+    end
+  end
+  local out = windows.finish(node, OA, OB, n)
+  if e.k == 0 then
+    cx.key_orders(orders, n)
+    e.kept = { out.a, out.b, orders, n }
+    return
+  end
+  cx.clear(e.ex.out, e.k)
+  local bad_out, why = cx.put(e.ex.out, e.k, 0, out.a, out.b, orders, n)
+  if bad_out then error(("stage %s: output %d: %s"):format(node.stage_name, bad_out, why), 0) end
+end
+
+-- -- Worker 0 --
+
+-- The owners' outputs merged by order: by key bytes (keyed: with an
+-- inverse), else by (slice, order) with the slice in each value's [2].
+local function gather(ex, n, by_key, own)
+  local lists, at, total = { own }, { 1 }, own[4]
+  for w = 1, n - 1 do
+    local A, B, O, c = cx.take(ex, w, 0)
+    lists[w + 1], at[w + 1] = { A, B, O, c }, 1
+    total = total + c
+  end
+  local OA, OB = tnew(total, 0), tnew(total, 0)
+  for m = 1, total do
+    local best, bs, bo
+    for w = 1, n do
+      local l, i = lists[w], at[w]
+      if i <= l[4] then
+        local o = l[3][i]
+        local s = not by_key and l[2][i][2] or 0
+        if not best or s < bs or (s == bs and o < bo) then best, bs, bo = w, s, o end
+      end
+    end
+    local l, i = lists[best], at[best]
+    OA[m] = l[1][i]
+    if by_key then OB[m] = l[2][i] else OB[m] = l[2][i][1] end
+    at[best] = i + 1
+  end
+  return { n = total, a = OA, b = OB }
+end
+
+local function keep_table(err)
+  if type(err) == "table" then return err end
+  return debug.traceback(err, 2)
+end
+
+local Par = {}
+Par.__index = Par
+
+-- Runs fn(e0, arg) here while the other workers run phase p; raises the
+-- first failure (worker 0's, then the others' in worker order) once all
+-- are done. Returns the milliseconds worker 0 waited.
+local function both(self, p, fn, arg, sarg)
+  local vms = self.vms
+  vms:run(self.pool_addr, p, sarg)
+  local ok, err = xpcall(fn, keep_table, self.e0, arg)
+  watchdog.P.rec = -1
+  local t0 = core.clock_ms()
+  local werr = vms:wait()
+  local waited = core.clock_ms() - t0
+  if not ok then error(err, 0) end
+  if werr then error(exchange.unpack_error(werr), 0) end
+  return waited
+end
+
+function Par:run(results, time_ms)
+  local seg, n, ex = self.seg, self.n, self.ex
+  local input = results[seg.source] or batch.empty()
+  local arg = { time_ms = time_ms, zero_ms = self.plan.zero_ms }
+  local cb = rawget(input, "cbatch")
+  if cb ~= nil then
+    arg.cbatch = tonumber(ffi.cast("uintptr_t", cb))
+  else
+    local ok, bad, why = exchange.deal(ex.input, input, n)
+    if not ok then error(("stage %s: element %d: %s"):format(seg.stages[1].stage_name, bad, why), 0) end
+  end
+  local sarg = exchange.encode_arg(arg)
+  local g = self.g
+  local waited = both(self, 1, M.phase1, arg, sarg)
+  for k = 1, n - 1 do exchange.deliver(ex.keyed, k, g) end
+  watchdog.enter(watchdog.P.step, seg.window.stage_name)
+  waited = waited + both(self, 2, M.phase2, arg, sarg)
+  for k = 1, n - 1 do exchange.deliver(ex.out, k, g) end
+  self.workers.waited_ms = (self.workers.waited_ms or 0) + waited
+  self.out = gather(ex.out, n, has_inverse(seg.window), self.e0.kept)
+  self.e0.kept = nil
+  return batch.empty()
+end
+
+-- The window's step: what the segment's step gathered.
+local Handed = {}
+Handed.__index = Handed
+function Handed:run()
+  local out = self.par.out or batch.empty()
+  self.par.out = nil
+  return out
+end
+
+-- Sets the plan up to run seg (M.find) on the workers of ctx.workers, as
+-- streamrun.exchange's attach does for a keyed segment: the chain's and
+-- the window's steps are replaced, the window (ctx.windows) is split, the
+-- other workers' VMs are started. Returns seg, or nil and why not.
+function M.attach(job, steps, ctx, seg)
+  local w = ctx.workers
+  local node, last = seg.window, seg.stages[#seg.stages]
+  local ci, wi
+  for i, s in ipairs(steps) do
+    if s.kind == "chain" and s.node == last and not s.sink then ci = i end
+    if s.node == node then wi = i end
+  end
+  if not ci or not wi then return nil, "the plan does not feed the chain to its window" end
+  local n = w.n
+  local exs = { input = cx.new(n), keyed = cx.new(n), out = cx.new(n) }
+  local addr = { input = exs.input:address(), keyed = exs.keyed:address(), out = exs.out:address() }
+  local name = node.stage_name
+  local whole = ctx.windows_in and ctx.windows_in[name]
+  local wins = M.split(node, whole, n)
+  local parts = {}
+  local function address(h) return tonumber(ffi.cast("uintptr_t", h:pointer())) end
+  for k, s in ipairs(wins.shards) do
+    parts[k] = { slices = address(s.slices), orders = address(s.orders),
+                 result = s.result and address(s.result) or false, dirty = s.dirty ~= nil }
+  end
+  local init = cstate.encode {
+    path = job.path, params = job.load_opts.params or {}, batch = job.load_opts.batch or false,
+    ex = addr, shards = false, windows = parts,
+  }
+  local vms, verr = core.cworkervm.new(n, init, core.lua_dir)
+  if not vms then error("workers: " .. tostring(verr), 0) end
+  local par = setmetatable({
+    kind = "parallel", node = last, input = seg.source, every = steps[ci].every, label = steps[ci].label,
+    seg = seg, n = n, ex = addr, exs = exs, vms = vms, g = ctx.guard, plan = ctx.plan, workers = w,
+    pool_addr = tonumber(ffi.cast("uintptr_t", w.pool)),
+    e0 = M.executor(seg, 0, n, ctx.guard, wins.shards[1], addr),
+  }, Par)
+  steps[ci] = par
+  steps[wi] = setmetatable({ kind = "windowed", node = node, every = steps[wi].every, label = steps[wi].label,
+    window = wins, par = par, input = last }, Handed)
+  ctx.windows[name] = wins
+  if seg.raw then ctx.plan.raw_sources[seg.source] = true end
+  ctx.plan.parallel = par
+  return seg
+end
+
+return M
