@@ -75,11 +75,13 @@ function M.find(job)
     if s.c_hooks then return nil, "a Kafka job splits its work by input partition" end
   end
   local cons = consumers_of(job)
-  local why = "no chain into a reduce_by_key, count_by_value, map_with_state, update_state_by_key or keyed window"
+  local why = "no chain into a reduce_by_key, count_by_value, map_with_state, update_state_by_key, "
+    .. "group_by_key or keyed window"
   local xw = require "streamrun.exchange_windows"
   for _, node in ipairs(job.nodes) do
-    -- A keyed window (streamrun.exchange_windows): seg.window.
-    local wseg = xw.OPS[node.op] and xw.find(job, node, cons)
+    -- A keyed window (streamrun.exchange_windows: seg.window) or a
+    -- group_by_key (streamrun.exchange_group: seg.group).
+    local wseg = xw.find(job, node, cons) or require("streamrun.exchange_group").find(job, node, cons)
     if wseg then return wseg end
     local x = node.inputs[1]
     -- A keyed stage the chain feeds directly (no aggregate before it).
@@ -569,7 +571,7 @@ function M.attach(job, steps, ctx)
   if not w or not w.pool or w.n < 2 then return nil, "one worker" end
   local seg, why = M.find(job)
   if not seg then return nil, why end
-  if seg.window then return require("streamrun.exchange_windows").attach(job, steps, ctx, seg) end
+  if seg.window or seg.group then return require("streamrun.exchange_windows").attach(job, steps, ctx, seg) end
   local ci, ki
   local last = seg.stages[#seg.stages]
   for i, s in ipairs(steps) do

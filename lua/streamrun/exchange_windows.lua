@@ -42,12 +42,12 @@ local M = {}
 M.OPS = { reduce_by_key_and_window = true, count_by_value_and_window = true }
 local SPAN = 2 ^ 32
 
--- The segment of a keyed window fed by a chain of narrow stages only it
--- reads: { window, source (the chain's input), stages, raw (a text source
--- only the chain reads), origin (the source dead letters name) }, or nil.
--- cons: node -> its consumers.
-function M.find(job, node, cons)
-  if not M.OPS[node.op] or #node.inputs ~= 1 or node.every_ms ~= job.batch_ms then return nil end
+-- The chain of narrow stages into node that only node reads, from a
+-- source (or an earlier stage) at the batch's rate: { source, stages, raw
+-- (a text source only the chain reads), origin (the source dead letters
+-- name) }, or nil. cons: node -> its consumers.
+function M.chain_into(job, node, cons)
+  if #node.inputs ~= 1 or node.every_ms ~= job.batch_ms then return nil end
   local x = node.inputs[1]
   if x.kind ~= "narrow" or #cons[x] ~= 1 then return nil end
   local stages = {}
@@ -62,7 +62,16 @@ function M.find(job, node, cons)
   local raw = source.kind == "source" and source.format == "text" and not source.framed and #cons[source] == 1
   local origin = source
   while origin and origin.kind ~= "source" do origin = #origin.inputs == 1 and origin.inputs[1] or nil end
-  return { window = node, source = source, stages = stages, raw = raw, origin = origin and origin.stage_name }
+  return { source = source, stages = stages, raw = raw, origin = origin and origin.stage_name }
+end
+
+-- The segment of a keyed window fed by such a chain: the chain's fields
+-- and window, or nil.
+function M.find(job, node, cons)
+  if not M.OPS[node.op] then return nil end
+  local seg = M.chain_into(job, node, cons)
+  if seg then seg.window = node end
+  return seg
 end
 
 -- -- The window split among workers --
@@ -201,7 +210,7 @@ function M.detach(win)
 end
 
 -- Worker k's share of the batch (as streamrun.exchange deals it).
-local function share(e, arg)
+function M.share(e, arg)
   local node = e.seg.source
   if arg.cbatch then
     local cb = ffi.cast("sr_batch_t *", arg.cbatch)
@@ -222,7 +231,7 @@ end
 -- scattered to their owners.
 function M.phase1(e, arg)
   local node = e.seg.window
-  local part = e.chain.run(share(e, arg))
+  local part = e.chain.run(M.share(e, arg))
   local keys, partials, nk = windows.slice_of(node, e.g, part)
   local O, base = tnew(nk, 0), e.k * SPAN
   for j = 1, nk do O[j] = base + j end
@@ -303,15 +312,17 @@ end
 
 -- -- Worker 0 --
 
--- The owners' outputs merged by order: by key bytes (keyed: with an
--- inverse), else by (slice, order) with the slice in each value's [2].
-local function gather(ex, n, by_key, own)
+-- The owners' outputs merged by order: mode "key": by key bytes (a
+-- window with an inverse); "slot": by (slice, order), the slice in each
+-- value's [2] (a window without one); "order": by order (a group).
+local function gather(ex, n, mode, own)
   local lists, at, total = { own }, { 1 }, own[4]
   for w = 1, n - 1 do
     local A, B, O, c = cx.take(ex, w, 0)
     lists[w + 1], at[w + 1] = { A, B, O, c }, 1
     total = total + c
   end
+  local slot = mode == "slot"
   local OA, OB = tnew(total, 0), tnew(total, 0)
   for m = 1, total do
     local best, bs, bo
@@ -319,16 +330,22 @@ local function gather(ex, n, by_key, own)
       local l, i = lists[w], at[w]
       if i <= l[4] then
         local o = l[3][i]
-        local s = not by_key and l[2][i][2] or 0
+        local s = slot and l[2][i][2] or 0
         if not best or s < bs or (s == bs and o < bo) then best, bs, bo = w, s, o end
       end
     end
     local l, i = lists[best], at[best]
     OA[m] = l[1][i]
-    if by_key then OB[m] = l[2][i] else OB[m] = l[2][i][1] end
+    if slot then OB[m] = l[2][i][1] else OB[m] = l[2][i] end
     at[best] = i + 1
   end
   return { n = total, a = OA, b = OB }
+end
+
+-- How worker 0 merges the owners' outputs of seg.
+function M.gather_mode(seg)
+  if seg.group then return "order" end
+  return has_inverse(seg.window) and "key" or "slot"
 end
 
 local function keep_table(err)
@@ -368,13 +385,14 @@ function Par:run(results, time_ms)
   end
   local sarg = exchange.encode_arg(arg)
   local g = self.g
-  local waited = both(self, 1, M.phase1, arg, sarg)
+  local X = self.x
+  local waited = both(self, 1, X.phase1, arg, sarg)
   for k = 1, n - 1 do exchange.deliver(ex.keyed, k, g) end
-  watchdog.enter(watchdog.P.step, seg.window.stage_name)
-  waited = waited + both(self, 2, M.phase2, arg, sarg)
+  watchdog.enter(watchdog.P.step, self.stage.stage_name)
+  waited = waited + both(self, 2, X.phase2, arg, sarg)
   for k = 1, n - 1 do exchange.deliver(ex.out, k, g) end
   self.workers.waited_ms = (self.workers.waited_ms or 0) + waited
-  self.out = gather(ex.out, n, has_inverse(seg.window), self.e0.kept)
+  self.out = gather(ex.out, n, M.gather_mode(seg), self.e0.kept)
   self.e0.kept = nil
   return batch.empty()
 end
@@ -388,47 +406,58 @@ function Handed:run()
   return out
 end
 
--- Sets the plan up to run seg (M.find) on the workers of ctx.workers, as
+-- The module running seg's phases: this one for a window,
+-- streamrun.exchange_group for a group.
+function M.module_of(seg)
+  if seg.group then return require "streamrun.exchange_group" end
+  return M
+end
+
+-- Sets the plan up to run seg (a window's or a group's: M.find,
+-- streamrun.exchange_group) on the workers of ctx.workers, as
 -- streamrun.exchange's attach does for a keyed segment: the chain's and
--- the window's steps are replaced, the window (ctx.windows) is split, the
+-- the stage's steps are replaced, a window (ctx.windows) is split, the
 -- other workers' VMs are started. Returns seg, or nil and why not.
 function M.attach(job, steps, ctx, seg)
   local w = ctx.workers
-  local node, last = seg.window, seg.stages[#seg.stages]
+  local node, last = seg.window or seg.group, seg.stages[#seg.stages]
   local ci, wi
   for i, s in ipairs(steps) do
     if s.kind == "chain" and s.node == last and not s.sink then ci = i end
     if s.node == node then wi = i end
   end
-  if not ci or not wi then return nil, "the plan does not feed the chain to its window" end
+  if not ci or not wi then return nil, "the plan does not feed the chain to its stage" end
   local n = w.n
   local exs = { input = cx.new(n), keyed = cx.new(n), out = cx.new(n) }
   local addr = { input = exs.input:address(), keyed = exs.keyed:address(), out = exs.out:address() }
   local name = node.stage_name
-  local whole = ctx.windows_in and ctx.windows_in[name]
-  local wins = M.split(node, whole, n)
-  local parts = {}
-  local function address(h) return tonumber(ffi.cast("uintptr_t", h:pointer())) end
-  for k, s in ipairs(wins.shards) do
-    parts[k] = { slices = address(s.slices), orders = address(s.orders),
-                 result = s.result and address(s.result) or false, dirty = s.dirty ~= nil }
+  local wins, parts
+  if seg.window then
+    wins = M.split(node, ctx.windows_in and ctx.windows_in[name], n)
+    parts = {}
+    local function address(h) return tonumber(ffi.cast("uintptr_t", h:pointer())) end
+    for k, s in ipairs(wins.shards) do
+      parts[k] = { slices = address(s.slices), orders = address(s.orders),
+                   result = s.result and address(s.result) or false, dirty = s.dirty ~= nil }
+    end
   end
   local init = cstate.encode {
     path = job.path, params = job.load_opts.params or {}, batch = job.load_opts.batch or false,
-    ex = addr, shards = false, windows = parts,
+    ex = addr, shards = false, windows = parts or false,
   }
   local vms, verr = core.cworkervm.new(n, init, core.lua_dir)
   if not vms then error("workers: " .. tostring(verr), 0) end
+  local X = M.module_of(seg)
   local par = setmetatable({
     kind = "parallel", node = last, input = seg.source, every = steps[ci].every, label = steps[ci].label,
     seg = seg, n = n, ex = addr, exs = exs, vms = vms, g = ctx.guard, plan = ctx.plan, workers = w,
-    pool_addr = tonumber(ffi.cast("uintptr_t", w.pool)),
-    e0 = M.executor(seg, 0, n, ctx.guard, wins.shards[1], addr),
+    pool_addr = tonumber(ffi.cast("uintptr_t", w.pool)), x = X, stage = node,
+    e0 = X.executor(seg, 0, n, ctx.guard, wins and wins.shards[1], addr),
   }, Par)
   steps[ci] = par
-  steps[wi] = setmetatable({ kind = "windowed", node = node, every = steps[wi].every, label = steps[wi].label,
+  steps[wi] = setmetatable({ kind = steps[wi].kind, node = node, every = steps[wi].every, label = steps[wi].label,
     window = wins, par = par, input = last }, Handed)
-  ctx.windows[name] = wins
+  if wins then ctx.windows[name] = wins end
   if seg.raw then ctx.plan.raw_sources[seg.source] = true end
   ctx.plan.parallel = par
   return seg

@@ -30,11 +30,13 @@ function M.init(k, n, init)
   local seg, why = exchange.find(job)
   if not seg then error("the job's script gives this worker no keyed segment: " .. why, 0) end
   local handlers, letters = exchange.collector(job)
-  if seg.window then
-    -- A keyed window: this worker's part of it (streamrun.exchange_windows).
+  if seg.window or seg.group then
+    -- A keyed window (this worker's part of it) or a group
+    -- (streamrun.exchange_windows, streamrun.exchange_group).
     local xw = require "streamrun.exchange_windows"
-    local win = xw.adopt(a.windows[k + 1])
-    S = { e = xw.executor(seg, k, n, guard.new(handlers), win, a.ex), letters = letters, win = win, x = xw }
+    local win = seg.window and xw.adopt(a.windows[k + 1]) or nil
+    local x = xw.module_of(seg)
+    S = { e = x.executor(seg, k, n, guard.new(handlers), win, a.ex), letters = letters, win = win, x = x }
     return
   end
   local shard = a.shards and core.cexchange.adopt_state(a.shards[k + 1]) or nil
@@ -56,7 +58,7 @@ end
 -- handle), unfreed.
 function M.shutdown()
   if S and S.shard then S.shard:detach() end
-  if S and S.win then S.x.detach(S.win) end
+  if S and S.win then require("streamrun.exchange_windows").detach(S.win) end
   S = nil
 end
 

@@ -112,7 +112,8 @@ function M.note_plan(w, plan, job)
     for _, s in ipairs(seg.stages) do names[#names + 1] = s.stage_name end
     if seg.sink then names[#names + 1] = seg.sink.stage_name end
     if seg.keyed then names[#names + 1] = seg.keyed.stage_name end
-    if seg.window then names[#names + 1] = seg.window.stage_name end
+    local last = seg.window or seg.group
+    if last then names[#names + 1] = last.stage_name end
     w.log("workers: %s; %s run on %d workers, the other stages on worker 0", asked, table.concat(names, " > "), w.n)
   else
     w.log("workers: %s; the built-in word count runs on %d workers, the other stages on worker 0", asked, w.n)

@@ -37,7 +37,9 @@ end
 -- update_state_by_key; a chain from a stage another output reads too (its
 -- batch dealt to the workers) into a map_with_state; keyed windows: one
 -- without an inverse over a concatenation (the order of first appearance
--- shows), one with an inverse and a filter, a count of table elements.
+-- shows), one with an inverse and a filter, a count of table elements; a
+-- group_by_key (its values in arrival order; single elements are dead
+-- letters).
 -- SPLIT: the shapes whose keyed stages run on every worker.
 local SHAPES = {
   "out = words:count_by_value()",
@@ -79,9 +81,10 @@ local SHAPES = {
       :reduce_by_key_and_window(sr.add, function(a, b) return a - b end, "3s", "1s",
         { filter = function(_, v) return v > 0 end })]],
   [[out = words:map(function(w) return { w:sub(1, 1), #w } end):count_by_value_and_window("5s", "1s")]],
+  [[out = words:map(function(w) if w ~= "x1" then return #w, w end return w end):group_by_key()]],
 }
 local SPLIT = { [2] = true, [3] = true, [4] = true, [5] = true, [6] = true, [7] = true, [8] = true,
-                [9] = true, [10] = true, [11] = true }
+                [9] = true, [10] = true, [11] = true, [12] = true }
 local STATEFUL = { [3] = true, [5] = true, [6] = true, [7] = true, [8] = true }
 
 local script_dir
@@ -185,6 +188,16 @@ describe("workers", function()
           end
           for i = 2, #drivers do assert.same(outs[1], outs[i], ("shape %d seed %d batch %d"):format(shape, seed, b)) end
         end
+        -- Dead letters too (here: what is no pair for a group), in order.
+        local function letters(d)
+          local list = {}
+          for i, l in ipairs(d.dead_letters) do
+            list[i] = ("%s|%s|%s|%s"):format(l.source, l.offset, (l.reason:gsub("\n.*", "")), l.record)
+          end
+          return list
+        end
+        if shape == 12 then assert.is_true(#drivers[1].dead_letters > 0) end
+        for i = 2, #drivers do assert.same(letters(drivers[1]), letters(drivers[i])) end
         local stage = STATEFUL[shape] and "running" or nil
         if stage then
           for i = 2, #drivers do assert.same(drivers[1]:state(stage), drivers[i]:state(stage)) end
