@@ -76,12 +76,14 @@ function M.find(job)
   end
   local cons = consumers_of(job)
   local why = "no chain into a reduce_by_key, count_by_value, map_with_state, update_state_by_key, "
-    .. "group_by_key or keyed window"
+    .. "group_by_key, join, cogroup or keyed window"
   local xw = require "streamrun.exchange_windows"
   for _, node in ipairs(job.nodes) do
-    -- A keyed window (streamrun.exchange_windows: seg.window) or a
-    -- group_by_key (streamrun.exchange_group: seg.group).
+    -- A keyed window (streamrun.exchange_windows: seg.window), a
+    -- group_by_key (streamrun.exchange_group: seg.group), a join or
+    -- cogroup (streamrun.exchange_join: seg.join).
     local wseg = xw.find(job, node, cons) or require("streamrun.exchange_group").find(job, node, cons)
+      or require("streamrun.exchange_join").find(job, node, cons)
     if wseg then return wseg end
     local x = node.inputs[1]
     -- A keyed stage the chain feeds directly (no aggregate before it).
@@ -571,6 +573,7 @@ function M.attach(job, steps, ctx)
   if not w or not w.pool or w.n < 2 then return nil, "one worker" end
   local seg, why = M.find(job)
   if not seg then return nil, why end
+  if seg.join then return require("streamrun.exchange_join").attach(job, steps, ctx, seg) end
   if seg.window or seg.group then return require("streamrun.exchange_windows").attach(job, steps, ctx, seg) end
   local ci, ki
   local last = seg.stages[#seg.stages]

@@ -46,9 +46,10 @@ local SPAN = 2 ^ 32
 -- source (or an earlier stage) at the batch's rate: { source, stages, raw
 -- (a text source only the chain reads), origin (the source dead letters
 -- name) }, or nil. cons: node -> its consumers.
-function M.chain_into(job, node, cons)
-  if #node.inputs ~= 1 or node.every_ms ~= job.batch_ms then return nil end
-  local x = node.inputs[1]
+-- side: which input of node (default: the only one).
+function M.chain_into(job, node, cons, side)
+  if (not side and #node.inputs ~= 1) or node.every_ms ~= job.batch_ms then return nil end
+  local x = node.inputs[side or 1]
   if x.kind ~= "narrow" or #cons[x] ~= 1 then return nil end
   local stages = {}
   while x.kind == "narrow" do
@@ -315,7 +316,7 @@ end
 -- The owners' outputs merged by order: mode "key": by key bytes (a
 -- window with an inverse); "slot": by (slice, order), the slice in each
 -- value's [2] (a window without one); "order": by order (a group).
-local function gather(ex, n, mode, own)
+function M.gather(ex, n, mode, own)
   local lists, at, total = { own }, { 1 }, own[4]
   for w = 1, n - 1 do
     local A, B, O, c = cx.take(ex, w, 0)
@@ -359,7 +360,7 @@ Par.__index = Par
 -- Runs fn(e0, arg) here while the other workers run phase p; raises the
 -- first failure (worker 0's, then the others' in worker order) once all
 -- are done. Returns the milliseconds worker 0 waited.
-local function both(self, p, fn, arg, sarg)
+function M.both(self, p, fn, arg, sarg)
   local vms = self.vms
   vms:run(self.pool_addr, p, sarg)
   local ok, err = xpcall(fn, keep_table, self.e0, arg)
@@ -386,13 +387,13 @@ function Par:run(results, time_ms)
   local sarg = exchange.encode_arg(arg)
   local g = self.g
   local X = self.x
-  local waited = both(self, 1, X.phase1, arg, sarg)
+  local waited = M.both(self, 1, X.phase1, arg, sarg)
   for k = 1, n - 1 do exchange.deliver(ex.keyed, k, g) end
   watchdog.enter(watchdog.P.step, self.stage.stage_name)
-  waited = waited + both(self, 2, X.phase2, arg, sarg)
+  waited = waited + M.both(self, 2, X.phase2, arg, sarg)
   for k = 1, n - 1 do exchange.deliver(ex.out, k, g) end
   self.workers.waited_ms = (self.workers.waited_ms or 0) + waited
-  self.out = gather(ex.out, n, M.gather_mode(seg), self.e0.kept)
+  self.out = M.gather(ex.out, n, M.gather_mode(seg), self.e0.kept)
   self.e0.kept = nil
   return batch.empty()
 end
@@ -400,6 +401,7 @@ end
 -- The window's step: what the segment's step gathered.
 local Handed = {}
 Handed.__index = Handed
+M.Handed = Handed
 function Handed:run()
   local out = self.par.out or batch.empty()
   self.par.out = nil
@@ -410,6 +412,7 @@ end
 -- streamrun.exchange_group for a group.
 function M.module_of(seg)
   if seg.group then return require "streamrun.exchange_group" end
+  if seg.join then return require "streamrun.exchange_join" end
   return M
 end
 

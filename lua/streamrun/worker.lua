@@ -30,9 +30,9 @@ function M.init(k, n, init)
   local seg, why = exchange.find(job)
   if not seg then error("the job's script gives this worker no keyed segment: " .. why, 0) end
   local handlers, letters = exchange.collector(job)
-  if seg.window or seg.group then
-    -- A keyed window (this worker's part of it) or a group
-    -- (streamrun.exchange_windows, streamrun.exchange_group).
+  if seg.window or seg.group or seg.join then
+    -- A keyed window (this worker's part of it), a group or a join
+    -- (streamrun.exchange_windows, exchange_group, exchange_join).
     local xw = require "streamrun.exchange_windows"
     local win = seg.window and xw.adopt(a.windows[k + 1]) or nil
     local x = xw.module_of(seg)

@@ -112,6 +112,16 @@ function M.note_plan(w, plan, job)
     for _, s in ipairs(seg.stages) do names[#names + 1] = s.stage_name end
     if seg.sink then names[#names + 1] = seg.sink.stage_name end
     if seg.keyed then names[#names + 1] = seg.keyed.stage_name end
+    if seg.join then
+      -- (Both sides' chains into the join.)
+      names = {}
+      for _, side in ipairs(seg.sides) do
+        local chain = {}
+        for _, s in ipairs(side.stages) do chain[#chain + 1] = s.stage_name end
+        names[#names + 1] = table.concat(chain, " > ")
+      end
+      names = { "(" .. table.concat(names, ", ") .. ")", seg.join.stage_name }
+    end
     local last = seg.window or seg.group
     if last then names[#names + 1] = last.stage_name end
     w.log("workers: %s; %s run on %d workers, the other stages on worker 0", asked, table.concat(names, " > "), w.n)

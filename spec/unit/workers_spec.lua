@@ -39,7 +39,7 @@ end
 -- without an inverse over a concatenation (the order of first appearance
 -- shows), one with an inverse and a filter, a count of table elements; a
 -- group_by_key (its values in arrival order; single elements are dead
--- letters).
+-- letters); the joins and cogroup of two chains.
 -- SPLIT: the shapes whose keyed stages run on every worker.
 local SHAPES = {
   "out = words:count_by_value()",
@@ -83,8 +83,18 @@ local SHAPES = {
   [[out = words:map(function(w) return { w:sub(1, 1), #w } end):count_by_value_and_window("5s", "1s")]],
   [[out = words:map(function(w) if w ~= "x1" then return #w, w end return w end):group_by_key()]],
 }
+-- Joins of two chains from the same stream (each its own side): keys on
+-- both sides, on the left alone and on the right alone.
+local JOINS = {}
+for _, op in ipairs { "join", "left_outer_join", "right_outer_join", "full_outer_join", "cogroup" } do
+  SHAPES[#SHAPES + 1] = ([[local l = words:map(function(w) return w:sub(1, 1), #w end)
+    local r = words:filter(function(w) return #w ~= 3 end):map(function(w) return w:sub(-1), w end)
+    out = l:%s(r)]]):format(op)
+  JOINS[#SHAPES] = true
+end
 local SPLIT = { [2] = true, [3] = true, [4] = true, [5] = true, [6] = true, [7] = true, [8] = true,
                 [9] = true, [10] = true, [11] = true, [12] = true }
+for shape in pairs(JOINS) do SPLIT[shape] = true end
 local STATEFUL = { [3] = true, [5] = true, [6] = true, [7] = true, [8] = true }
 
 local script_dir
@@ -180,7 +190,8 @@ describe("workers", function()
         end
         local rnd = rng(seed * 31 + shape)
         for b = 1, 8 do
-          local lines = random_lines(rnd, rnd(4) == 0 and 0 or rnd(200))
+          -- (Fewer lines for a join: its output grows as the square.)
+          local lines = random_lines(rnd, rnd(4) == 0 and 0 or rnd(JOINS[shape] and 30 or 200))
           local outs = {}
           for i, d in ipairs(drivers) do
             d:push("lines", lines)

@@ -1,0 +1,216 @@
+-- streamrun.exchange_join: a join (inner, left, right, full outer) or
+-- cogroup of two keyed streams within a batch, run on every worker (SPEC
+-- section 15), each side a chain of narrow stages only the join reads.
+-- Per batch:
+--
+--  phase 1: worker k runs both sides' chains over its share of each side's
+--    batch in its own VM; what is no pair with a key is its dead letter
+--    there; the pairs of each side go to the owners of their keys'
+--    partitions (p mod N) through that side's exchange, each with its
+--    order (worker * 2^32 + position: the side's arrival order);
+--  phase 2: the owner gathers each side's pairs of workers 0, 1, ... in
+--    that order and joins them as one worker joins a batch
+--    (streamrun.ops), for its keys only; each output goes to worker 0
+--    with the order of its key: the first arrival on the side whose keys
+--    lead (the left, the right for right_outer_join), then the keys of the
+--    other side alone by their first arrival there;
+--  worker 0 merges by that order: the batch one worker gives.
+local core = require "streamrun.core"
+local batch = require "streamrun.batch"
+local exchange = require "streamrun.exchange"
+local fuse = require "streamrun.fuse"
+local ops = require "streamrun.ops"
+local watchdog = require "streamrun.watchdog"
+local xw = require "streamrun.exchange_windows"
+
+local cx, cstate = core.cexchange, core.cstate
+local ffi = core.ffi
+local tnew = require "table.new"
+
+local M = {}
+
+M.OPS = { join = true, left_outer_join = true, right_outer_join = true, full_outer_join = true, cogroup = true }
+local SPAN = 2 ^ 32
+-- (After every order of the leading side: 2^40 at most.)
+local SECOND = 2 ^ 41
+
+-- The segment of a join whose two inputs are chains only it reads (each
+-- as streamrun.exchange_windows.chain_into gives it): { join, sides = {
+-- left, right } } and the left's fields, or nil.
+function M.find(job, node, cons)
+  if not M.OPS[node.op] or #node.inputs ~= 2 then return nil end
+  local left = xw.chain_into(job, node, cons, 1)
+  local right = left and xw.chain_into(job, node, cons, 2)
+  if not right then return nil end
+  return { join = node, sides = { left, right }, source = left.source, stages = left.stages, raw = left.raw,
+           origin = left.origin }
+end
+
+-- The executor of one side (what exchange_windows.share reads).
+local function side_executor(side, k, n, g, input)
+  return {
+    seg = side, k = k, n = n, ex = { input = input },
+    chain = fuse.chain(side.stages, g, false),
+    lo = ffi.new("size_t[1]"), hi = ffi.new("size_t[1]"), view = ffi.new("sr_batch_t"),
+  }
+end
+
+-- An executor: worker k of n running seg in this VM; ex: the exchanges'
+-- addresses { input, input2, keyed, keyed2, out }.
+function M.executor(seg, k, n, g, _, ex)
+  return {
+    seg = seg, k = k, n = n, g = g, ex = ex, nparts = seg.join.job.partitions,
+    sides = { side_executor(seg.sides[1], k, n, g, ex.input), side_executor(seg.sides[2], k, n, g, ex.input2) },
+  }
+end
+
+-- Phase 1: both chains over worker k's shares, the pairs scattered.
+function M.phase1(e, arg)
+  local node, g = e.seg.join, e.g
+  local parts = {}
+  for s = 1, 2 do
+    parts[s] = e.sides[s].chain.run(xw.share(e.sides[s], { cbatch = arg["cbatch" .. s] }))
+  end
+  local base = e.k * SPAN
+  for s = 1, 2 do
+    local part = parts[s]
+    local A, B, n = part.a, part.b, part.n
+    local KA, KB, KO, m = tnew(n, 0), tnew(n, 0), tnew(n, 0), 0
+    for i = 1, n do
+      local a, b = A[i], B[i]
+      if ops.pair_check(node, g, a, b) then
+        m = m + 1
+        KA[m], KB[m], KO[m] = a, b, base + m
+      end
+    end
+    local ex = s == 1 and e.ex.keyed or e.ex.keyed2
+    cx.clear(ex, e.k)
+    local bad, why = cx.scatter(ex, e.k, e.nparts, KA, KB, KO, m)
+    if bad then error(("stage %s: key %s: %s"):format(node.stage_name, tostring(KA[bad]), why), 0) end
+  end
+end
+
+-- One side's pairs for worker k, in arrival order: a batch, and key ->
+-- order of its first pair.
+local function side_input(e, ex)
+  local A, B, first, m = {}, {}, {}, 0
+  for from = 0, e.n - 1 do
+    local KA, KB, KO, c = cx.take(ex, from, e.k)
+    for j = 1, c do
+      m = m + 1
+      local key = KA[j]
+      A[m], B[m] = key, KB[j]
+      if first[key] == nil then first[key] = KO[j] end
+    end
+  end
+  return { n = m, a = A, b = B }, first
+end
+
+-- Phase 2: worker k's keys joined, put to worker 0 with their orders.
+function M.phase2(e)
+  local node = e.seg.join
+  local L, lfirst = side_input(e, e.ex.keyed)
+  local R, rfirst = side_input(e, e.ex.keyed2)
+  local out = ops[node.op](node, e.g, L, R)
+  local lead, other = lfirst, rfirst
+  if node.op == "right_outer_join" then lead, other = rfirst, lfirst end
+  local n, A = out.n, out.a
+  local orders = tnew(n, 0)
+  for j = 1, n do
+    local key = A[j]
+    orders[j] = lead[key] or SECOND + other[key]
+  end
+  if e.k == 0 then
+    e.kept = { out.a, out.b, orders, n }
+    return
+  end
+  cx.clear(e.ex.out, e.k)
+  local bad, why = cx.put(e.ex.out, e.k, 0, out.a, out.b, orders, n)
+  if bad then error(("stage %s: output %d: %s"):format(node.stage_name, bad, why), 0) end
+end
+
+-- -- Worker 0 --
+
+local Par = {}
+Par.__index = Par
+
+function Par:run(results, time_ms)
+  local seg, n, ex = self.seg, self.n, self.ex
+  local arg = { time_ms = time_ms }
+  for s = 1, 2 do
+    local side = seg.sides[s]
+    local input = results[side.source] or batch.empty()
+    local cb = rawget(input, "cbatch")
+    if cb ~= nil then
+      arg["cbatch" .. s] = tonumber(ffi.cast("uintptr_t", cb))
+    else
+      local ok, bad, why = exchange.deal(s == 1 and ex.input or ex.input2, input, n)
+      if not ok then error(("stage %s: element %d: %s"):format(side.stages[1].stage_name, bad, why), 0) end
+    end
+  end
+  local sarg = exchange.encode_arg(arg)
+  local g = self.g
+  local waited = xw.both(self, 1, M.phase1, arg, sarg)
+  for k = 1, n - 1 do exchange.deliver(ex.keyed, k, g) end
+  watchdog.enter(watchdog.P.step, seg.join.stage_name)
+  waited = waited + xw.both(self, 2, M.phase2, arg, sarg)
+  for k = 1, n - 1 do exchange.deliver(ex.out, k, g) end
+  self.workers.waited_ms = (self.workers.waited_ms or 0) + waited
+  self.out = xw.gather(ex.out, n, "order", self.e0.kept)
+  self.e0.kept = nil
+  return batch.empty()
+end
+
+-- The other side's chain step: the segment's step ran it.
+local Done = {}
+Done.__index = Done
+function Done:run() return batch.empty() end
+
+-- Sets the plan up to run seg (M.find) on the workers of ctx.workers: the
+-- step of the side chain that runs last becomes the segment's step, the
+-- other's does nothing, the join's hands on what the segment's step
+-- gathered; the other workers' VMs are started. Returns seg, or nil and
+-- why not.
+function M.attach(job, steps, ctx, seg)
+  local w = ctx.workers
+  local node = seg.join
+  local lasts = { seg.sides[1].stages[#seg.sides[1].stages], seg.sides[2].stages[#seg.sides[2].stages] }
+  local ci, ji = {}, nil
+  for i, s in ipairs(steps) do
+    for side = 1, 2 do
+      if s.kind == "chain" and s.node == lasts[side] and not s.sink then ci[side] = i end
+    end
+    if s.node == node then ji = i end
+  end
+  if not ci[1] or not ci[2] or not ji then return nil, "the plan does not feed both chains to the join" end
+  local n = w.n
+  local exs = { input = cx.new(n), input2 = cx.new(n), keyed = cx.new(n), keyed2 = cx.new(n), out = cx.new(n) }
+  local addr = {}
+  for name, x in pairs(exs) do addr[name] = x:address() end
+  local init = cstate.encode {
+    path = job.path, params = job.load_opts.params or {}, batch = job.load_opts.batch or false,
+    ex = addr, shards = false, windows = false,
+  }
+  local vms, verr = core.cworkervm.new(n, init, core.lua_dir)
+  if not vms then error("workers: " .. tostring(verr), 0) end
+  local at, other = ci[1], ci[2]
+  if other > at then at, other = other, at end
+  local par = setmetatable({
+    kind = "parallel", node = steps[at].node, input = steps[at].input, every = steps[at].every,
+    label = steps[at].label, seg = seg, n = n, ex = addr, exs = exs, vms = vms, g = ctx.guard, plan = ctx.plan,
+    workers = w, pool_addr = tonumber(ffi.cast("uintptr_t", w.pool)),
+    e0 = M.executor(seg, 0, n, ctx.guard, nil, addr),
+  }, Par)
+  steps[at] = par
+  steps[other] = setmetatable({ kind = "chain", node = steps[other].node, input = steps[other].input,
+    every = steps[other].every, label = steps[other].label }, Done)
+  steps[ji] = setmetatable({ kind = "wide", node = node, every = steps[ji].every, label = steps[ji].label,
+    par = par, input = lasts[1] }, xw.Handed)
+  for side = 1, 2 do
+    if seg.sides[side].raw then ctx.plan.raw_sources[seg.sides[side].source] = true end
+  end
+  ctx.plan.parallel = par
+  return seg
+end
+
+return M
