@@ -66,7 +66,9 @@ end
 -- go to the keyed stage as they are), keyed (map_with_state or
 -- update_state_by_key, or nil), raw (the source is a text source only the
 -- chain reads) }, or nil and why none.
-function M.find(job)
+-- skip: stages of segments found before (their chains and keyed stages),
+-- passed over.
+function M.find(job, skip)
   if type(job.path) ~= "string" or not job.load_opts then
     return nil, "the job is built by a function (each worker loads the job from its script)"
   end
@@ -79,6 +81,7 @@ function M.find(job)
     .. "group_by_key, join, cogroup or keyed window"
   local xw = require "streamrun.exchange_windows"
   for _, node in ipairs(job.nodes) do
+    if skip and skip[node] then goto next_node end
     -- A keyed window (streamrun.exchange_windows: seg.window), a
     -- group_by_key (streamrun.exchange_group: seg.group), a join or
     -- cogroup (streamrun.exchange_join: seg.join).
@@ -125,8 +128,29 @@ function M.find(job)
         why = "the built-in word count runs on every worker in C"
       end
     end
+    ::next_node::
   end
   return nil, why
+end
+
+-- Every keyed segment of the job that can run on several workers, in the
+-- order of its stages (each as M.find gives it), or nil and why none.
+function M.segments(job)
+  local list, skip = {}, {}
+  while true do
+    local seg, why = M.find(job, skip)
+    if not seg then
+      if #list == 0 then return nil, why end
+      return list
+    end
+    list[#list + 1] = seg
+    for _, side in ipairs(seg.sides or { seg }) do
+      for _, st in ipairs(side.stages) do skip[st] = true end
+    end
+    for _, f in ipairs { "sink", "keyed", "window", "group", "join" } do
+      if seg[f] then skip[seg[f]] = true end
+    end
+  end
 end
 
 -- -- The state of a segment's keyed stage: one shard per worker --
@@ -546,10 +570,11 @@ end
 -- is replaced (a reload) or the session ends, not whenever the GC gets to
 -- them (each holds a VM, its job and its shard's borrow).
 function M.close(plan)
-  local par = plan and plan.parallel
-  if par and par.vms then
-    par.vms:close()
-    par.vms = nil
+  for _, par in ipairs(plan and (plan.parallels or { plan.parallel }) or {}) do
+    if par.vms then
+      par.vms:close()
+      par.vms = nil
+    end
   end
 end
 
@@ -562,19 +587,39 @@ function Handed:run()
   return out
 end
 
--- Sets the plan up to run its keyed segment (M.find) on the workers of
--- ctx.workers: the segment's steps in steps are replaced, the keyed
+-- Sets the plan up to run its keyed segments (M.segments) on the workers
+-- of ctx.workers: each segment's steps in steps are replaced, the keyed
 -- stage's state is split into shards (ctx.states), and the other workers'
--- VMs are started, each loading the job. Returns the segment, or nil and
--- why the plan runs on worker 0 alone. Raises when a worker's VM fails to
+-- VMs are started, each loading the job (a set of VMs per segment;
+-- plan.parallel_segs lists the segments). Returns the first segment, or
+-- nil and why the plan runs on worker 0 alone. Raises when a worker's VM fails to
 -- load the job (a reload then keeps the running plan).
 function M.attach(job, steps, ctx)
   local w = ctx.workers
   if not w or not w.pool or w.n < 2 then return nil, "one worker" end
-  local seg, why = M.find(job)
-  if not seg then return nil, why end
-  if seg.join then return require("streamrun.exchange_join").attach(job, steps, ctx, seg) end
-  if seg.window or seg.group then return require("streamrun.exchange_windows").attach(job, steps, ctx, seg) end
+  local segs, why = M.segments(job)
+  if not segs then return nil, why end
+  -- Each segment with its own VMs (each told which segment is its).
+  ctx.plan.parallels, ctx.plan.parallel_segs = {}, {}
+  local first
+  for i, seg in ipairs(segs) do
+    local done, err = M.attach_one(job, steps, ctx, seg, i)
+    if done then
+      first = first or done
+      table.insert(ctx.plan.parallel_segs, done)
+    end
+    why = why or err
+  end
+  if not first then return nil, why end
+  return first
+end
+
+-- Sets the plan up to run the index-th segment seg (M.segments), as
+-- attach says.
+function M.attach_one(job, steps, ctx, seg, index)
+  local w = ctx.workers
+  if seg.join then return require("streamrun.exchange_join").attach(job, steps, ctx, seg, index) end
+  if seg.window or seg.group then return require("streamrun.exchange_windows").attach(job, steps, ctx, seg, index) end
   local ci, ki
   local last = seg.stages[#seg.stages]
   for i, s in ipairs(steps) do
@@ -597,7 +642,7 @@ function M.attach(job, steps, ctx)
   end
   local init = cstate.encode {
     path = job.path, params = job.load_opts.params or {}, batch = job.load_opts.batch or false,
-    ex = addr, shards = shard_addr or false,
+    ex = addr, shards = shard_addr or false, segment = index,
   }
   local vms, verr = core.cworkervm.new(n, init, core.lua_dir)
   if not vms then error("workers: " .. tostring(verr), 0) end
@@ -613,8 +658,16 @@ function M.attach(job, steps, ctx)
       label = steps[ki].label, state = shards, par = par, input = seg.sink or last }, Handed)
   end
   if seg.raw then ctx.plan.raw_sources[seg.source] = true end
-  ctx.plan.parallel = par
+  M.add_parallel(ctx.plan, par)
   return seg
+end
+
+-- Notes a segment's step par in plan: plan.parallel is the first,
+-- plan.parallels all (closed together).
+function M.add_parallel(plan, par)
+  plan.parallel = plan.parallel or par
+  plan.parallels = plan.parallels or {}
+  table.insert(plan.parallels, par)
 end
 
 return M

@@ -171,7 +171,7 @@ function Done:run() return batch.empty() end
 -- other's does nothing, the join's hands on what the segment's step
 -- gathered; the other workers' VMs are started. Returns seg, or nil and
 -- why not.
-function M.attach(job, steps, ctx, seg)
+function M.attach(job, steps, ctx, seg, index)
   local w = ctx.workers
   local node = seg.join
   local lasts = { seg.sides[1].stages[#seg.sides[1].stages], seg.sides[2].stages[#seg.sides[2].stages] }
@@ -189,7 +189,7 @@ function M.attach(job, steps, ctx, seg)
   for name, x in pairs(exs) do addr[name] = x:address() end
   local init = cstate.encode {
     path = job.path, params = job.load_opts.params or {}, batch = job.load_opts.batch or false,
-    ex = addr, shards = false, windows = false,
+    ex = addr, shards = false, windows = false, segment = index,
   }
   local vms, verr = core.cworkervm.new(n, init, core.lua_dir)
   if not vms then error("workers: " .. tostring(verr), 0) end
@@ -209,7 +209,7 @@ function M.attach(job, steps, ctx, seg)
   for side = 1, 2 do
     if seg.sides[side].raw then ctx.plan.raw_sources[seg.sides[side].source] = true end
   end
-  ctx.plan.parallel = par
+  exchange.add_parallel(ctx.plan, par)
   return seg
 end
 

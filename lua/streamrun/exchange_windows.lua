@@ -421,7 +421,7 @@ end
 -- streamrun.exchange's attach does for a keyed segment: the chain's and
 -- the stage's steps are replaced, a window (ctx.windows) is split, the
 -- other workers' VMs are started. Returns seg, or nil and why not.
-function M.attach(job, steps, ctx, seg)
+function M.attach(job, steps, ctx, seg, index)
   local w = ctx.workers
   local node, last = seg.window or seg.group, seg.stages[#seg.stages]
   local ci, wi
@@ -446,7 +446,7 @@ function M.attach(job, steps, ctx, seg)
   end
   local init = cstate.encode {
     path = job.path, params = job.load_opts.params or {}, batch = job.load_opts.batch or false,
-    ex = addr, shards = false, windows = parts or false,
+    ex = addr, shards = false, windows = parts or false, segment = index,
   }
   local vms, verr = core.cworkervm.new(n, init, core.lua_dir)
   if not vms then error("workers: " .. tostring(verr), 0) end
@@ -462,7 +462,7 @@ function M.attach(job, steps, ctx, seg)
     window = wins, par = par, input = last }, Handed)
   if wins then ctx.windows[name] = wins end
   if seg.raw then ctx.plan.raw_sources[seg.source] = true end
-  ctx.plan.parallel = par
+  exchange.add_parallel(ctx.plan, par)
   return seg
 end
 

@@ -27,8 +27,9 @@ function M.init(k, n, init)
   local job, err = loader.load(a.path, { params = a.params, batch = a.batch or nil })
   if not job then error(err, 0) end
   job.workers = n
-  local seg, why = exchange.find(job)
-  if not seg then error("the job's script gives this worker no keyed segment: " .. why, 0) end
+  local segs, why = exchange.segments(job)
+  local seg = segs and segs[a.segment or 1]
+  if not seg then error("the job's script gives this worker no keyed segment: " .. tostring(why), 0) end
   local handlers, letters = exchange.collector(job)
   if seg.window or seg.group or seg.join then
     -- A keyed window (this worker's part of it), a group or a join

@@ -94,6 +94,26 @@ function M.open(job, log)
   return w
 end
 
+-- The stages of a keyed segment (streamrun.exchange), as the log names
+-- them: "map.1 > reduce_by_key.2 > running".
+function M.segment_names(seg)
+  local names = {}
+  if seg.join then
+    -- (Both sides' chains into the join.)
+    for _, side in ipairs(seg.sides) do
+      local chain = {}
+      for _, s in ipairs(side.stages) do chain[#chain + 1] = s.stage_name end
+      names[#names + 1] = table.concat(chain, " > ")
+    end
+    return "(" .. table.concat(names, ", ") .. ") > " .. seg.join.stage_name
+  end
+  for _, s in ipairs(seg.stages) do names[#names + 1] = s.stage_name end
+  for _, f in ipairs { "sink", "keyed", "window", "group" } do
+    if seg[f] then names[#names + 1] = seg[f].stage_name end
+  end
+  return table.concat(names, " > ")
+end
+
 -- After a compile: says once (per job) which part of the plan runs on one
 -- worker only. A plan with nothing to split gives its threads back and
 -- runs on one worker, which the status line and /metrics then show.
@@ -107,24 +127,10 @@ function M.note_plan(w, plan, job)
       plan.parallel_why or "no keyed segment")
     w.pool, w.n, w.busy = nil, 1, { 0 }
   elseif keyed > 0 then
-    local seg = plan.parallel_seg
-    local names = {}
-    for _, s in ipairs(seg.stages) do names[#names + 1] = s.stage_name end
-    if seg.sink then names[#names + 1] = seg.sink.stage_name end
-    if seg.keyed then names[#names + 1] = seg.keyed.stage_name end
-    if seg.join then
-      -- (Both sides' chains into the join.)
-      names = {}
-      for _, side in ipairs(seg.sides) do
-        local chain = {}
-        for _, s in ipairs(side.stages) do chain[#chain + 1] = s.stage_name end
-        names[#names + 1] = table.concat(chain, " > ")
-      end
-      names = { "(" .. table.concat(names, ", ") .. ")", seg.join.stage_name }
-    end
-    local last = seg.window or seg.group
-    if last then names[#names + 1] = last.stage_name end
-    w.log("workers: %s; %s run on %d workers, the other stages on worker 0", asked, table.concat(names, " > "), w.n)
+    local parts = {}
+    for i, seg in ipairs(plan.parallel_segs or { plan.parallel_seg }) do parts[i] = M.segment_names(seg) end
+    if native > 0 then parts[#parts + 1] = "the built-in word count" end
+    w.log("workers: %s; %s run on %d workers, the other stages on worker 0", asked, table.concat(parts, "; "), w.n)
   else
     w.log("workers: %s; the built-in word count runs on %d workers, the other stages on worker 0", asked, w.n)
   end

@@ -39,7 +39,8 @@ end
 -- without an inverse over a concatenation (the order of first appearance
 -- shows), one with an inverse and a filter, a count of table elements; a
 -- group_by_key (its values in arrival order; single elements are dead
--- letters); the joins and cogroup of two chains.
+-- letters); the joins and cogroup of two chains; several keyed segments
+-- one after the other (SEGMENTS: how many).
 -- SPLIT: the shapes whose keyed stages run on every worker.
 local SHAPES = {
   "out = words:count_by_value()",
@@ -92,10 +93,31 @@ for _, op in ipairs { "join", "left_outer_join", "right_outer_join", "full_outer
     out = l:%s(r)]]):format(op)
   JOINS[#SHAPES] = true
 end
+-- Several keyed segments one after the other, each on every worker.
+local CHAINED = {
+  [[out = words:map(function(w) return w, 1 end):reduce_by_key(sr.add)
+      :map(function(w, c) return #w % 3, w .. c end):reduce_by_key(function(a) return a end)]],
+  [[out = words:map(function(w) return w:sub(1, 1), #w end):reduce_by_key(sr.add)
+      :map_with_state(sr.state_spec(function(k, v, state)
+        local n = (state:exists() and state:get() or 0) + (v or 0)
+        state:update(n)
+        return k, n
+      end):name("running"))
+      :map(function(k, n) return n % 2 == 0 and "even" or k, 1 end)
+      :reduce_by_key_and_window(function(a, b) return a + b end, "3s", "1s")]],
+  [[out = words:map(function(w) return #w, w end):group_by_key()
+      :map(function(k, ws) return ws[1], #ws end):reduce_by_key(sr.add)]],
+}
+local SEGMENTS = {}
+for _, text in ipairs(CHAINED) do
+  SHAPES[#SHAPES + 1] = text
+  SEGMENTS[#SHAPES] = 2
+end
 local SPLIT = { [2] = true, [3] = true, [4] = true, [5] = true, [6] = true, [7] = true, [8] = true,
                 [9] = true, [10] = true, [11] = true, [12] = true }
 for shape in pairs(JOINS) do SPLIT[shape] = true end
-local STATEFUL = { [3] = true, [5] = true, [6] = true, [7] = true, [8] = true }
+for shape in pairs(SEGMENTS) do SPLIT[shape] = true end
+local STATEFUL = { [3] = true, [5] = true, [6] = true, [7] = true, [8] = true, [#SHAPES - 1] = true }
 
 local script_dir
 local function script(name, text)
@@ -187,6 +209,7 @@ describe("workers", function()
           local par = drivers[i].plan.parallel
           assert.equal(SPLIT[shape] or false, par ~= nil, ("shape %d"):format(shape))
           if par then assert.equal(drivers[i].session.workers.n, par.n) end
+          assert.equal(SEGMENTS[shape] or (par and 1 or 0), #(drivers[i].plan.parallels or {}))
         end
         local rnd = rng(seed * 31 + shape)
         for b = 1, 8 do
