@@ -1,6 +1,7 @@
 -- --workers: checked as the job option is; the built-in word count gives
 -- the same output with 1 and 2 workers, the status line shows one busy
--- figure per worker, and the job says once what runs on one worker.
+-- figure per worker, and the job says once what runs on one worker; a
+-- keyed window gives the same totals with 1 and 2 workers.
 local proc = require "helpers.proc"
 local e2e = require "helpers.e2e"
 
@@ -51,6 +52,24 @@ describe("e2e workers", function()
       assert.equal(n == "2" and 1 or 0, said, stderr)
     end
     assert.equal(20000, outs["1"].common)
+    assert.same(outs["1"], outs["2"])
+  end)
+
+  it("runs a keyed window on 2 workers with the totals of 1, and says so", function()
+    local lines = {}
+    for i = 1, 20000 do lines[i] = ("w%d x%d common"):format(i % 97, i % 13) end
+    local input = table.concat(lines, "\n") .. "\n"
+    local outs = {}
+    for _, n in ipairs { "1", "2" } do
+      local code, stdout, stderr = e2e.run("workers_window", {}, { "--workers", n }, { input = input })
+      assert.equal(0, code, stderr)
+      local batches = e2e.batches(stdout)
+      outs[n] = batches[#batches].elements
+      local said = select(2, stderr:gsub("workers: 2; flat_map%.%d+ > map%.%d+ > counts run on 2 workers", ""))
+      assert.equal(n == "2" and 1 or 0, said, stderr)
+    end
+    assert.equal(97 + 13 + 1, #outs["1"])
+    assert.truthy(table.concat(outs["1"], " "):find("(common,20000)", 1, true))
     assert.same(outs["1"], outs["2"])
   end)
 end)
