@@ -60,7 +60,10 @@ local function consumers_of(job)
   return c
 end
 
--- The job's first keyed segment that can run on several workers:
+-- The job's first keyed segment that can run on several workers (past
+-- the stages in skip): a keyed window's, a group's or a join's is as
+-- streamrun.exchange_windows, exchange_group and exchange_join find it;
+-- else
 -- { source (the chain's input: a source or an earlier stage), stages (the
 -- chain), sink (reduce_by_key or count_by_value, or nil: the chain's pairs
 -- go to the keyed stage as they are), keyed (map_with_state or

@@ -9,14 +9,16 @@
 --
 -- What runs on several workers: the built-in word count (each worker
 -- counts its range of the batch in C; the counts are merged in worker
--- order: streamrun.native), and the job's first keyed segment
--- (streamrun.exchange): each worker runs it in its own LuaJIT VM
+-- order: streamrun.native), and every keyed segment of the job
+-- (streamrun.exchange; keyed windows: streamrun.exchange_windows;
+-- group_by_key: streamrun.exchange_group; joins and cogroup:
+-- streamrun.exchange_join): each worker runs it in its own LuaJIT VM
 -- (runtime/sr_worker_vm.c, streamrun.worker) over its range, exchanges
 -- partials or pairs by key partition through per-(from, to) buffers
 -- (runtime/sr_exchange.c), and runs the keyed stage for the partitions it
--- owns with its own state shard (runtime/sr_shard.c). Outputs, state, dead
--- letters and checkpoints are those of one worker for any N. Every other
--- stage runs on worker 0.
+-- owns with its own state shard (runtime/sr_shard.c) or window slices.
+-- Outputs, state, dead letters and checkpoints are those of one worker
+-- for any N. Every other stage runs on worker 0.
 --
 -- Module-level Lua state of a job script is per worker: each VM loads the
 -- script (the README says so).
@@ -63,7 +65,7 @@ function M.count(job)
 end
 
 -- The steps of a compiled plan that run on several workers: the built-in
--- word counts, and the keyed segment (streamrun.exchange).
+-- word counts, and the keyed segments (streamrun.exchange).
 local function parallel_steps(plan)
   local native, keyed = 0, 0
   for _, step in ipairs(plan.steps or {}) do
