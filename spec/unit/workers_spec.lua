@@ -328,6 +328,59 @@ return job
     assert.same({ "lines", "lines" }, { d.dead_letters[1].source, d.dead_letters[2].source })
   end)
 
+  -- Failing user functions of keyed windows, groups and joins on other
+  -- workers: the same dead letters, and the same stop with "fail".
+  local FAILING_KEYED = [[local sr = require "streamrun"
+local job = sr.job { name = "fk", batch = "1s", partitions = 8, on_error = sr.param("on_error", "dead_letter") }
+local words = job:queue({}, { name = "lines" }):flat_map(sr.words)
+words:map(function(w)
+  if w == "bad" then error("no bad words") end
+  return w, 1
+end):reduce_by_key_and_window(sr.add, function(a, b) return a - b end, "2s", "1s", { name = "counts",
+  filter = function(k, v) if k == "x1" then error("x1 fails here") end return v > 0 end })
+  :foreach_batch(function() end, { name = "out" })
+local l = words:map(function(w) if w == "ok" then return w end return w:sub(1, 1), w end)
+local r = words:map(function(w) return w:sub(1, 1), #w end)
+l:cogroup(r):foreach_batch(function() end, { name = "out2" })
+return job
+]]
+
+  it("dead-letters what fails in a keyed window or join on any worker as one worker does", function()
+    local path = script("failing_keyed", FAILING_KEYED)
+    local drivers = { testing.driver(path, { workers = 1 }), testing.driver(path, { workers = 2 }),
+                      testing.driver(path, { workers = 3 }) }
+    assert.equal(2, #drivers[2].plan.parallels)
+    local rnd = rng(11)
+    for _ = 1, 4 do
+      local lines = random_lines(rnd, 100)
+      lines[#lines + 1] = "bad x1 ok bad"
+      for _, d in ipairs(drivers) do d:push("lines", lines) end
+      local outs = {}
+      for i, d in ipairs(drivers) do
+        local r = d:tick()
+        outs[i] = { r.out, r.out2 }
+      end
+      for i = 2, #drivers do assert.same(outs[1], outs[i]) end
+    end
+    local one = sorted_letters(drivers[1])
+    local all = table.concat(one, "\n")
+    assert.matches("no bad words", all)
+    assert.matches("x1 fails here", all)
+    assert.matches("cogroup needs %(k, v%) pairs", all)
+    for i = 2, #drivers do assert.same(one, sorted_letters(drivers[i])) end
+    local msgs = {}
+    for i, n in ipairs { 1, 2, 3 } do
+      local d = testing.driver(path, { workers = n, params = { on_error = "fail" } })
+      d:push("lines", { "a b c", "d e x1" })
+      local ok, err = pcall(d.tick, d)
+      assert.is_false(ok)
+      msgs[i] = tostring(type(err) == "table" and err.fatal or err):gsub("\n.*", "")
+    end
+    assert.matches("x1 fails here", msgs[1])
+    assert.equal(msgs[1], msgs[2])
+    assert.equal(msgs[1], msgs[3])
+  end)
+
   it("stops on a failing record with on_error = \"fail\" as one worker does", function()
     local path = script("failing", FAILING)
     local msgs = {}
