@@ -176,12 +176,6 @@ function Wins:whole()
   return out
 end
 
-function Wins:memory()
-  local n = 0
-  for _, s in ipairs(self.shards) do n = n + s.slices:memory() + s.orders:memory() end
-  return n
-end
-
 -- -- One worker's part --
 
 -- An executor: worker k of n running seg in this VM with its part of the
