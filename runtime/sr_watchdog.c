@@ -8,6 +8,7 @@
  * dead-letters the poisoned record instead of running it. */
 #include "sr_watchdog.h"
 #include "sr_error.h"
+#include "sr_stop.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -191,6 +192,7 @@ static void sr__chain(const struct sigaction *prev, int sig)
 static void sr__on_stop_signal(int sig)
 {
     W.stop_sig = sig;
+    sr_stop_note(sig);
     sr__chain(sig == SIGINT ? &W.prev_int : &W.prev_term, sig);
 }
 
