@@ -12,6 +12,8 @@
 
 static volatile sig_atomic_t sr__stop_sig;
 static volatile sig_atomic_t sr__early; /* the early handlers are installed */
+static int sr__catching;                /* this process notes its stop signals */
+static struct sigaction sr__prev_int, sr__prev_term; /* the loop's handlers */
 
 static void sr__say(const char *msg)
 {
@@ -54,6 +56,20 @@ static void sr__on_alarm(int sig)
     _exit(1);
 }
 
+/* A stop signal once the loop handles them: noted, then the loop's. */
+static void sr__on_loop_signal(int sig)
+{
+    sr_stop_note(sig);
+    const struct sigaction *prev = sig == SIGINT ? &sr__prev_int : &sr__prev_term;
+    if (prev->sa_handler == SIG_DFL) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+    } else if (prev->sa_handler != SIG_IGN) {
+        if (prev->sa_flags & SA_SIGINFO) prev->sa_sigaction(sig, NULL, NULL);
+        else prev->sa_handler(sig);
+    }
+}
+
 int sr_stop_catch_early(void)
 {
     struct sigaction sa;
@@ -65,13 +81,25 @@ int sr_stop_catch_early(void)
     sa.sa_handler = sr__on_early_signal;
     if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) return SR_EIO;
     sr__early = 1;
+    sr__catching = 1;
     return SR_OK;
 }
 
 void sr_stop_loop_started(void)
 {
-    if (!sr__early) return;
-    sr__early = 0;
-    alarm(0);
-    signal(SIGALRM, SIG_DFL);
+    if (!sr__catching) return;
+    if (sr__early) {
+        sr__early = 0;
+        alarm(0);
+        signal(SIGALRM, SIG_DFL);
+    }
+    /* Noted before the loop's handlers: the start that follows (the plan,
+     * the workers) sees the stop before the loop runs. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sigfillset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sa.sa_handler = sr__on_loop_signal;
+    sigaction(SIGINT, &sa, &sr__prev_int);
+    sigaction(SIGTERM, &sa, &sr__prev_term);
 }

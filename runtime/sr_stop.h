@@ -14,7 +14,8 @@
  * Returns 0, or SR_EIO when a handler cannot be installed. */
 int sr_stop_catch_early(void);
 /* The event loop now handles SIGINT/SIGTERM (its handlers replaced the
- * early ones): the deadline of the start is off. */
+ * early ones): the deadline of the start is off, and (in a process that
+ * called sr_stop_catch_early) the loop's stop signals are noted first. */
 void sr_stop_loop_started(void);
 /* Notes a stop signal (async-signal-safe). */
 void sr_stop_note(int sig);
