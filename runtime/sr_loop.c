@@ -2,6 +2,7 @@
 #include "sr_loop.h"
 #include "sr_alloc.h"
 #include "sr_error.h"
+#include "sr_stop.h"
 #include "sr_wal.h"
 
 #include <errno.h>
@@ -141,6 +142,10 @@ sr_loop_t *sr_loop_new(const sr_loop_opts_t *o, char *err, size_t errlen)
         ev_signal_start(l->ev, sigs[i]);
         ev_unref(l->ev);
     }
+    /* A stop signal that came before the loop (sr_stop noted it, or the
+     * watchdog did for an earlier loop of the process): it stops now. */
+    sr_stop_loop_started();
+    if (sr_stop_requested()) l->stopping = 1;
     return l;
 }
 

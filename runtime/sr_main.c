@@ -4,6 +4,7 @@
 #include "sr_cli.h"
 #include "sr_kafka_mock.h"
 #include "sr_lua.h"
+#include "sr_stop.h"
 #include "sr_version.h"
 #include "sr_watchdog.h"
 
@@ -113,6 +114,13 @@ int main(int argc, char **argv)
     if (!strcmp(cli.command, "help")) {
         fputs(sr_cli_usage(), stdout);
         return 0;
+    }
+    /* A stop signal from now on ends the job cleanly, also one that comes
+     * before its loop handles signals. */
+    if (!strcmp(cli.command, "run") && sr_stop_catch_early() != 0) {
+        fprintf(stderr, "streamrun: cannot install the stop signals' handlers\n");
+        sr_cli_free(&cli);
+        return 1;
     }
     /* A record stuck where no hook runs restarts the job as it was run. */
     sr_watchdog_set_exec("/proc/self/exe", argv);

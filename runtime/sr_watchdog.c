@@ -8,11 +8,13 @@
  * dead-letters the poisoned record instead of running it. */
 #include "sr_watchdog.h"
 #include "sr_error.h"
+#include "sr_stop.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <lauxlib.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -26,26 +28,44 @@
 
 static sr_progress_t sr__progress;
 
-static struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    pthread_t thread, main;
-    int running, quit;
-    sr_watchdog_opts_t o;
-    char dir[4096];
-    const char *exe;
-    char **argv;
-    lua_State *volatile L;
-    struct sigaction prev_int, prev_term, prev_hook;
-    volatile sig_atomic_t stop_sig; /* SIGINT/SIGTERM arrived */
-    /* The record the hook is for, and what the hook did (main thread). */
+/* A watched VM: slot 0 is the loop thread's (sr__progress), the others
+ * workers' (their own record). */
+typedef struct sr__vm {
+    lua_State *volatile L; /* NULL: a free slot (slot 0: no VM yet) */
+    sr_progress_t *P;
+    pthread_t thread;        /* the thread running L */
+    volatile int has_thread;
+    volatile int handlers;   /* hook signal handlers at this slot now */
+    /* The record the hook is for, and what the hook did (the VM's thread). */
     volatile int armed;
     volatile uint32_t armed_gen;
     volatile int32_t armed_rec;
     volatile int fired;            /* the hook raised for this record */
     volatile uint32_t hook_calls;  /* times the hook found user code to raise in */
     char fired_stage[64];
-} W = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+    /* The watchdog thread's view of the record running. */
+    int have_key, fired_seen;
+    uint32_t kgen, calls_at_arm;
+    int32_t krec;
+    int64_t since, armed_at;
+    sr_progress_t own;
+} sr__vm_t;
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t thread;
+    int running, quit;
+    sr_watchdog_opts_t o;
+    char dir[4096];
+    const char *exe;
+    char **argv;
+    struct sigaction prev_int, prev_term, prev_hook;
+    volatile sig_atomic_t stop_sig; /* SIGINT/SIGTERM arrived */
+    volatile int nvm;               /* slots in use are below */
+    sr__vm_t vm[SR_WATCHDOG_MAX_VMS];
+} W = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .nvm = 1,
+        .vm = { [0] = { .P = &sr__progress } } };
 
 sr_progress_t *sr_watchdog_progress(void) { return &sr__progress; }
 
@@ -102,15 +122,26 @@ static void sr__format_ms(char *buf, size_t size, int64_t ms)
     else snprintf(buf, size, "%lldms", (long long)ms);
 }
 
-/* The count hook (Lua thread): raises in the user code of the armed record,
- * only inside a stage's function (never in the runtime's own Lua, which
- * does not expect it). When that record is done it removes itself. */
+/* The slot of VM L, or NULL. */
+static sr__vm_t *sr__vm_of(lua_State *L)
+{
+    if (!L) return NULL;
+    int n = W.nvm;
+    for (int i = 0; i < n; i++)
+        if (W.vm[i].L == L) return &W.vm[i];
+    return NULL;
+}
+
+/* The count hook (the VM's thread): raises in the user code of the armed
+ * record, only inside a stage's function (never in the runtime's own Lua,
+ * which does not expect it). When that record is done it removes itself. */
 static void sr__hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
-    sr_progress_t *P = &sr__progress;
-    if (!W.armed || !P->batch_ms || !P->step || P->gen != W.armed_gen || P->rec != W.armed_rec) {
-        W.armed = 0;
+    sr__vm_t *v = sr__vm_of(L);
+    sr_progress_t *P = v ? v->P : NULL;
+    if (!v || !v->armed || !P->batch_ms || !P->step || P->gen != v->armed_gen || P->rec != v->armed_rec) {
+        if (v) v->armed = 0;
         lua_sethook(L, NULL, 0, 0);
         return;
     }
@@ -119,22 +150,31 @@ static void sr__hook(lua_State *L, lua_Debug *ar)
     /* Runtime code: the next call will be the user's. A hook that never
      * finds one does not count as running, so tier 2 follows. */
     if (!stage[0]) return;
-    __atomic_add_fetch(&W.hook_calls, 1, __ATOMIC_RELAXED);
-    sr__copy(W.fired_stage, stage, sizeof(W.fired_stage));
-    W.fired = 1;
-    W.armed = 0;
+    __atomic_add_fetch(&v->hook_calls, 1, __ATOMIC_RELAXED);
+    sr__copy(v->fired_stage, stage, sizeof(v->fired_stage));
+    v->fired = 1;
+    v->armed = 0;
     lua_sethook(L, NULL, 0, 0);
     char dur[32];
     sr__format_ms(dur, sizeof(dur), W.o.timeout_ms);
     luaL_error(L, "stage_timeout: stage %s ran longer than %s", stage, dur);
 }
 
-/* SIGURG on the Lua thread: sets the hook, as lua.c's Ctrl-C handler does. */
+/* SIGURG on a VM's thread: sets the hook of the armed VM this thread runs,
+ * as lua.c's Ctrl-C handler does. */
 static void sr__on_hook_signal(int sig)
 {
     (void)sig;
-    lua_State *L = W.L;
-    if (L && W.armed) lua_sethook(L, sr__hook, LUA_MASKCOUNT, SR__HOOK_COUNT);
+    pthread_t self = pthread_self();
+    int n = W.nvm;
+    for (int i = 0; i < n; i++) {
+        sr__vm_t *v = &W.vm[i];
+        if (!v->has_thread || !pthread_equal(v->thread, self)) continue;
+        __atomic_add_fetch(&v->handlers, 1, __ATOMIC_SEQ_CST);
+        lua_State *L = __atomic_load_n(&v->L, __ATOMIC_SEQ_CST);
+        if (L && v->armed) lua_sethook(L, sr__hook, LUA_MASKCOUNT, SR__HOOK_COUNT);
+        __atomic_sub_fetch(&v->handlers, 1, __ATOMIC_SEQ_CST);
+    }
 }
 
 static void sr__chain(const struct sigaction *prev, int sig)
@@ -152,6 +192,7 @@ static void sr__chain(const struct sigaction *prev, int sig)
 static void sr__on_stop_signal(int sig)
 {
     W.stop_sig = sig;
+    sr_stop_note(sig);
     sr__chain(sig == SIGINT ? &W.prev_int : &W.prev_term, sig);
 }
 
@@ -225,6 +266,61 @@ static void sr__stuck(int64_t batch_ms, int32_t step, int32_t rec, int32_t skipp
     _exit(1);
 }
 
+/* One look at VM v (under W.mu): a record running past the timeout gets
+ * the hook signalled to its thread; an armed hook that does not run within
+ * the grace period is tier 2 (sr__stuck: never returns). */
+static void sr__look(sr__vm_t *v, int64_t now)
+{
+    sr_progress_t *P = v->P;
+    int64_t batch = P->batch_ms;
+    int32_t step = P->step;
+    /* (Worker 0 waiting for the others is not stuck: they are watched.) */
+    if (W.o.timeout_ms <= 0 || !batch || !step || P->waiting || !v->L || !v->has_thread) {
+        v->have_key = 0;
+        return;
+    }
+    uint32_t gen = P->gen;
+    int32_t rec = P->rec;
+    if (!v->have_key || gen != v->kgen || rec != v->krec) {
+        v->have_key = 1;
+        v->kgen = gen;
+        v->krec = rec;
+        v->since = now;
+        v->fired_seen = 0;
+        v->armed = 0;
+        v->fired = 0;
+        v->fired_stage[0] = 0;
+        return;
+    }
+    /* The hook raised and the record goes on (the rest of a flat_map's
+     * output, say): a full timeout again before the next interrupt. */
+    if (v->fired && !v->armed && !v->fired_seen) {
+        v->fired_seen = 1;
+        v->since = now;
+    }
+    if (v->armed) {
+        uint32_t calls = __atomic_load_n(&v->hook_calls, __ATOMIC_RELAXED);
+        if (calls != v->calls_at_arm) {
+            v->calls_at_arm = calls;
+            v->armed_at = now;
+        } else if (now - v->armed_at >= W.o.grace_ms) {
+            char stage[64];
+            sr__copy(stage, v->fired_stage[0] ? v->fired_stage : P->stage, sizeof(stage));
+            /* A worker's record is numbered within its share of the
+             * step's input; the skip numbers the step's whole input. */
+            int32_t at = rec > 0 ? rec + P->rec_base : rec;
+            sr__stuck(batch, step, at, sr__progress.skipped, stage);
+        }
+    } else if (now - v->since >= W.o.timeout_ms) {
+        v->armed_gen = gen;
+        v->armed_rec = rec;
+        v->calls_at_arm = __atomic_load_n(&v->hook_calls, __ATOMIC_RELAXED);
+        v->armed_at = now;
+        __atomic_store_n(&v->armed, 1, __ATOMIC_SEQ_CST);
+        pthread_kill(v->thread, SR__HOOK_SIGNAL);
+    }
+}
+
 static void *sr__run(void *arg)
 {
     (void)arg;
@@ -232,12 +328,7 @@ static void *sr__run(void *arg)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     sr_progress_t *P = &sr__progress;
-    int have_key = 0;
-    uint32_t kgen = 0;
-    int32_t krec = 0;
-    int64_t since = 0, armed_at = 0, stop_seen = 0;
-    int fired_seen = 0;
-    uint32_t calls_at_arm = 0;
+    int64_t stop_seen = 0;
     pthread_mutex_lock(&W.mu);
     while (!W.quit) {
         struct timespec ts;
@@ -260,45 +351,7 @@ static void *sr__run(void *arg)
                 _exit(1);
             }
         }
-        int32_t step = P->step;
-        if (W.o.timeout_ms <= 0 || !batch || !step) { have_key = 0; continue; }
-        uint32_t gen = P->gen;
-        int32_t rec = P->rec;
-        if (!have_key || gen != kgen || rec != krec) {
-            have_key = 1;
-            kgen = gen;
-            krec = rec;
-            since = now;
-            fired_seen = 0;
-            W.armed = 0;
-            W.fired = 0;
-            W.fired_stage[0] = 0;
-            continue;
-        }
-        /* The hook raised and the record goes on (the rest of a flat_map's
-         * output, say): a full timeout again before the next interrupt. */
-        if (W.fired && !W.armed && !fired_seen) {
-            fired_seen = 1;
-            since = now;
-        }
-        if (W.armed) {
-            uint32_t calls = __atomic_load_n(&W.hook_calls, __ATOMIC_RELAXED);
-            if (calls != calls_at_arm) {
-                calls_at_arm = calls;
-                armed_at = now;
-            } else if (now - armed_at >= W.o.grace_ms) {
-                char stage[64];
-                sr__copy(stage, W.fired_stage[0] ? W.fired_stage : P->stage, sizeof(stage));
-                sr__stuck(batch, step, rec, P->skipped, stage);
-            }
-        } else if (now - since >= W.o.timeout_ms && W.L) {
-            W.armed_gen = gen;
-            W.armed_rec = rec;
-            calls_at_arm = __atomic_load_n(&W.hook_calls, __ATOMIC_RELAXED);
-            armed_at = now;
-            __atomic_store_n(&W.armed, 1, __ATOMIC_SEQ_CST);
-            pthread_kill(W.main, SR__HOOK_SIGNAL);
-        }
+        for (int i = 0; i < W.nvm; i++) sr__look(&W.vm[i], now);
     }
     pthread_mutex_unlock(&W.mu);
     return NULL;
@@ -311,8 +364,9 @@ int sr_watchdog_start(lua_State *L, const sr_watchdog_opts_t *o)
     if (W.o.poll_ms <= 0) W.o.poll_ms = 20;
     snprintf(W.dir, sizeof(W.dir), "%s", o->dir ? o->dir : "");
     W.o.dir = NULL;
-    W.L = L;
-    W.main = pthread_self();
+    W.vm[0].thread = pthread_self();
+    W.vm[0].has_thread = 1;
+    W.vm[0].L = L;
     int rc = SR_OK;
     if (!W.running) {
         struct sigaction sa;
@@ -354,13 +408,65 @@ void sr_watchdog_stop(void)
     sigaction(SIGINT, &W.prev_int, NULL);
     sigaction(SIGTERM, &W.prev_term, NULL);
     W.running = 0;
-    W.L = NULL;
-    W.armed = 0;
+    W.vm[0].L = NULL;
+    W.vm[0].armed = 0;
 }
 
 void sr_watchdog_forget(lua_State *L)
 {
-    if (W.L == L) W.L = NULL;
+    if (!L) return;
+    pthread_mutex_lock(&W.mu);
+    for (int i = 0; i < W.nvm; i++) {
+        sr__vm_t *v = &W.vm[i];
+        if (v->L != L) continue;
+        __atomic_store_n(&v->L, NULL, __ATOMIC_SEQ_CST);
+        v->armed = 0;
+        v->have_key = 0;
+        /* A handler that read L before it went is done with it first. */
+        while (__atomic_load_n(&v->handlers, __ATOMIC_SEQ_CST) > 0) sched_yield();
+        if (i > 0) v->has_thread = 0;
+    }
+    while (W.nvm > 1 && !W.vm[W.nvm - 1].L) W.nvm--;
+    pthread_mutex_unlock(&W.mu);
+}
+
+sr_progress_t *sr_watchdog_attach(lua_State *L)
+{
+    sr_progress_t *P = NULL;
+    pthread_mutex_lock(&W.mu);
+    for (int i = 1; i < SR_WATCHDOG_MAX_VMS; i++) {
+        sr__vm_t *v = &W.vm[i];
+        if (v->L) continue;
+        memset(v, 0, sizeof(*v));
+        v->P = &v->own;
+        v->L = L;
+        if (i >= W.nvm) W.nvm = i + 1;
+        P = v->P;
+        break;
+    }
+    pthread_mutex_unlock(&W.mu);
+    return P;
+}
+
+void sr_watchdog_enter_thread(lua_State *L)
+{
+    pthread_t self = pthread_self();
+    pthread_mutex_lock(&W.mu);
+    sr__vm_t *v = sr__vm_of(L);
+    int moved = v && v != &W.vm[0] && !(v->has_thread && pthread_equal(v->thread, self));
+    if (moved) {
+        v->has_thread = 0;
+        v->thread = self;
+        v->has_thread = 1;
+    }
+    pthread_mutex_unlock(&W.mu);
+    if (moved) {
+        /* (Worker threads start with every signal blocked.) */
+        sigset_t hook;
+        sigemptyset(&hook);
+        sigaddset(&hook, SR__HOOK_SIGNAL);
+        pthread_sigmask(SIG_UNBLOCK, &hook, NULL);
+    }
 }
 
 void sr_watchdog_set_exec(const char *path, char **argv)
@@ -404,10 +510,25 @@ static int sr__lua_start(lua_State *L)
     return 1;
 }
 
+/* progress() -> the progress record attached to the calling VM (a light
+ * userdata; call it from the VM's main coroutine), or nil. */
+static int sr__lua_progress(lua_State *L)
+{
+    pthread_mutex_lock(&W.mu);
+    sr__vm_t *v = sr__vm_of(L);
+    sr_progress_t *P = v && v != &W.vm[0] ? v->P : NULL;
+    pthread_mutex_unlock(&W.mu);
+    if (P) lua_pushlightuserdata(L, P);
+    else lua_pushnil(L);
+    return 1;
+}
+
 int luaopen_streamrun_cwatchdog(lua_State *L)
 {
     lua_newtable(L);
     lua_pushcfunction(L, sr__lua_start);
     lua_setfield(L, -2, "start");
+    lua_pushcfunction(L, sr__lua_progress);
+    lua_setfield(L, -2, "progress");
     return 1;
 }

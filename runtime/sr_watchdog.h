@@ -2,6 +2,8 @@
  * SIGINT/SIGTERM end the job even while a user function never returns.
  * The batch loop marks its progress in sr_progress_t with plain stores
  * (one integer per record); the thread looks at it a few times a second.
+ * Each worker's VM (SPEC section 15) has a progress record of its own and
+ * is interrupted on the thread that runs it.
  * A record that runs longer than the timeout is interrupted with a Lua
  * debug hook (tier 1); when the hook does not run (a compiled loop, a
  * blocking C call), the record is written to DIR/poison and the process
@@ -18,6 +20,8 @@ typedef struct sr_progress {
     volatile int32_t rec;      /* record index within the step; 0: the whole step */
     volatile uint32_t gen;     /* +1 at every step entry */
     volatile int32_t skipped;  /* records of the step a restart skipped */
+    volatile int32_t rec_base; /* a worker's: records of the step's input before its share */
+    volatile int32_t waiting;  /* worker 0 waits for the other workers (not watched) */
     char stage[64];            /* the step's stage name(s) */
 } sr_progress_t;
 
@@ -39,13 +43,26 @@ sr_progress_t *sr_watchdog_progress(void);
 int sr_watchdog_start(lua_State *L, const sr_watchdog_opts_t *o);
 /* Stops and joins the thread; restores the signal handlers it chained. */
 void sr_watchdog_stop(void);
-/* L is being closed: the hook is never set on it again. */
+/* L is being closed: the hook is never set on it again, and a worker's
+ * progress record (sr_watchdog_attach) is gone. Waits for a hook signal
+ * handler still at L to return. */
 void sr_watchdog_forget(lua_State *L);
+/* A worker's VM L is watched from now on, with the progress record this
+ * returns (owned by the watchdog until sr_watchdog_forget(L)); NULL when
+ * every slot is taken (SR_WATCHDOG_MAX_VMS). The thread that runs L says
+ * so with sr_watchdog_enter_thread. */
+#define SR_WATCHDOG_MAX_VMS 1024
+sr_progress_t *sr_watchdog_attach(lua_State *L);
+/* The calling thread runs L (attached) from now on: stage_timeout's
+ * interrupt of L is signalled to it (its mask lets the signal through). */
+void sr_watchdog_enter_thread(lua_State *L);
 /* The program and argument vector a restart executes (borrowed: they must
  * outlive the process; argv NULL-terminated). Default: none (no restart). */
 void sr_watchdog_set_exec(const char *path, char **argv);
 
-/* The Lua module streamrun.cwatchdog: start(timeout_ms, dir|nil). */
+/* The Lua module streamrun.cwatchdog: start(timeout_ms, dir|nil),
+ * progress() (the record attached to the calling VM, a light userdata,
+ * or nil). */
 int luaopen_streamrun_cwatchdog(lua_State *L);
 
 #endif

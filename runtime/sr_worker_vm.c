@@ -4,11 +4,13 @@
  * description, so it compiles the same stages; per phase of a batch, the
  * pool (sr_workers) wakes every thread once and thread k calls its VM's
  * phase(p). Only thread k ever runs VM k while a phase runs, and only the
- * loop thread between phases (close). Every call has a traceback
+ * loop thread between phases (close). Each VM is watched by stage_timeout
+ * on the thread that runs its phase (sr_watchdog_attach). Every call has a traceback
  * handler; a failure is kept per worker and returned by wait. */
 #include "sr_worker_vm.h"
 #include "sr_alloc.h"
 #include "sr_lua.h"
+#include "sr_watchdog.h"
 #include "sr_workers.h"
 
 #include <lauxlib.h>
@@ -100,6 +102,12 @@ static int sr__new(lua_State *L)
         lua_State *V = sr_lua_new(dir);
         if (!V) goto oom;
         w->L[k] = V;
+        /* Watched by stage_timeout on its own (streamrun.worker takes its
+         * progress record); sr_lua_free lets it go. */
+        if (!sr_watchdog_attach(V)) {
+            lua_pushfstring(L, "worker %d: the watchdog watches at most %d VMs", k, SR_WATCHDOG_MAX_VMS);
+            goto failed;
+        }
         lua_pushcfunction(V, sr_lua_traceback);
         lua_getglobal(V, "require");
         lua_pushstring(V, "streamrun.worker");
@@ -135,6 +143,7 @@ static void sr__phase(void *arg, int k, int n)
     (void)n;
     sr_wvm_t *w = arg;
     lua_State *L = w->L[k];
+    sr_watchdog_enter_thread(L);
     lua_pushinteger(L, w->phase);
     lua_pushlstring(L, w->arg ? w->arg : "", w->arg_len);
     if (sr__call(w, k, "phase", 2, 0) != 0) {

@@ -91,6 +91,7 @@ void sr_wordcount_free(sr_wordcount_t *wc);
 int sr_wordcount_batch(sr_wordcount_t *wc, const sr_batch_t *b);
 typedef struct sr_workers sr_workers_t;
 int sr_workers_online_cpus(void);
+int sr_stop_requested(void);
 sr_workers_t *sr_workers_new(int n);
 void sr_workers_free(sr_workers_t *w);
 int sr_workers_count(const sr_workers_t *w);

@@ -240,8 +240,11 @@ local function share(e, arg)
     C.sr_workers_share(cb, e.k, e.n, e.lo, e.hi)
     local lo, hi, v = e.lo[0], e.hi[0], e.view
     v.data, v.off, v.pos, v.n = cb.data, cb.off + lo, cb.pos + lo, hi - lo
+    watchdog.P.rec_base = tonumber(lo)
     return sources.raw_c_batch(node, v)
   end
+  -- (M.deal's shares: the watchdog numbers a record in the step's input.)
+  watchdog.P.rec_base = floor((arg.total or 0) * e.k / e.n)
   local A, B, O, n = cx.take(e.ex.input, 0, e.k)
   local origin = e.seg.origin
   if not origin then return { n = n, a = A, b = B } end
@@ -527,13 +530,15 @@ local function both(self, p, fn, arg, sarg)
   local vms = self.vms
   vms:run(self.pool_addr, p, sarg)
   local ok, err = xpcall(fn, keep_table, self.e0, arg)
-  -- Stuck now, the step is stuck in another worker, on a record the
-  -- watchdog cannot name: a restart skips the step's whole input (to dead
-  -- letters) rather than a wrong record.
-  watchdog.P.rec = -1
+  -- Waiting, worker 0 is not stuck: the watchdog watches each worker's
+  -- VM (stage_timeout interrupts a user function on the worker running
+  -- it).
+  local P = watchdog.P
+  P.waiting = 1
   local t0 = core.clock_ms()
   local werr = vms:wait()
   local waited = core.clock_ms() - t0
+  P.waiting = 0
   if not ok then error(err, 0) end
   if werr then error(M.unpack_error(werr), 0) end
   return waited
@@ -542,11 +547,13 @@ end
 function Par:run(results, time_ms)
   local seg, n, ex = self.seg, self.n, self.ex
   local input = results[seg.source] or batch.empty()
-  local arg = { time_ms = time_ms, final = self.plan.final or false }
+  -- (step and label: what the watchdog says of a worker's stall)
+  local arg = { time_ms = time_ms, final = self.plan.final or false, step = watchdog.P.step, label = self.label }
   local cb = rawget(input, "cbatch")
   if cb ~= nil then
     arg.cbatch = tonumber(ffi.cast("uintptr_t", cb))
   else
+    arg.total = input.n
     local ok, bad, why = M.deal(ex.input, input, n)
     if not ok then error(("stage %s: element %d: %s"):format(seg.stages[1].stage_name, bad, why), 0) end
   end

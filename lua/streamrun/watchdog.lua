@@ -5,7 +5,8 @@
 -- the job's stage_timeout (a debug hook), or, when the hook cannot run (a
 -- compiled loop, a blocking C call), writes the record to DIR/poison and
 -- restarts the process; the restarted job dead-letters that record instead
--- of running it again (skip below).
+-- of running it again (skip below). Each worker's VM marks a progress
+-- record of its own (streamrun.worker) and is interrupted on its thread.
 local core = require "streamrun.core"
 
 local C, ffi = core.C, core.ffi
@@ -17,6 +18,8 @@ typedef struct sr_progress {
   volatile int32_t rec;
   volatile uint32_t gen;
   volatile int32_t skipped;
+  volatile int32_t rec_base;
+  volatile int32_t waiting;
   char stage[64];
 } sr_progress_t;
 sr_progress_t *sr_watchdog_progress(void);

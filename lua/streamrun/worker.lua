@@ -4,12 +4,16 @@
 -- runs its worker's part of each phase. Module-level state of the job's
 -- script is this VM's own.
 local ffi = require "ffi"
-local watchdog = require "streamrun.watchdog"
--- The watchdog watches worker 0's progress; this VM's loops note theirs
--- here (before the modules that cache it load).
-watchdog.P = ffi.new("sr_progress_t")
-
 local core = require "streamrun.core"
+local watchdog = require "streamrun.watchdog"
+-- This VM's loops note their progress in its own record, which the
+-- watchdog watches (stage_timeout interrupts this VM on its thread); set
+-- before the modules that cache it load.
+do
+  local P = core.cwatchdog.progress()
+  if not P then error("worker: the watchdog gave this VM no progress record", 0) end
+  watchdog.P = ffi.cast("sr_progress_t *", P)
+end
 local exchange = require "streamrun.exchange"
 local guard = require "streamrun.guard"
 local loader = require "streamrun.loader"
@@ -30,6 +34,12 @@ function M.init(k, n, init)
   local segs, why = exchange.segments(job)
   local seg = segs and segs[a.segment or 1]
   if not seg then error("the job's script gives this worker no keyed segment: " .. tostring(why), 0) end
+  -- (The hook interrupts only inside a stage's function.)
+  for _, node in ipairs(job.nodes) do
+    for _, v in pairs(node) do
+      if type(v) == "function" then watchdog.register(v, node.stage_name) end
+    end
+  end
   local handlers, letters = exchange.collector(job)
   if seg.window or seg.group or seg.join then
     -- A keyed window (this worker's part of it), a group or a join
@@ -46,11 +56,21 @@ function M.init(k, n, init)
 end
 
 -- phase(p, arg): this worker's part of phase p of a batch (arg: its
--- encoded arguments); its dead letters are sent whatever happens.
+-- encoded arguments); its dead letters are sent whatever happens. The
+-- watchdog sees the phase as worker 0's step (its number and stage).
 function M.phase(p, arg)
   local e = S.e
   local x = S.x
-  local ok, err = xpcall(p == 1 and x.phase1 or x.phase2, exchange.keep_table, e, exchange.decode_arg(arg))
+  local a = exchange.decode_arg(arg)
+  local P = watchdog.P
+  local seg = e.seg
+  local keyed = p == 2 and (seg.keyed or seg.sink or seg.window or seg.group or seg.join)
+  P.batch_ms = a.time_ms
+  P.rec_base = 0
+  watchdog.enter(a.step or 0, keyed and keyed.stage_name or a.label or "")
+  local ok, err = xpcall(p == 1 and x.phase1 or x.phase2, exchange.keep_table, e, a)
+  P.step = 0
+  P.batch_ms = 0
   exchange.send_letters(p == 1 and e.ex.keyed or e.ex.out, e.k, S.letters)
   if not ok then error(exchange.pack_error(err), 0) end
 end

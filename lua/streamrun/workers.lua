@@ -81,6 +81,10 @@ end
 function M.open(job, log)
   if of_job[job] then return of_job[job] end
   local n = M.count(job)
+  -- Told to stop before it started: the last batch runs on worker 0 (the
+  -- same outputs), without loading the script into other VMs.
+  local stopping = n > 1 and C.sr_stop_requested() ~= 0
+  if stopping then n = 1 end
   local w = { n = n, busy = {}, said = false, log = log }
   for i = 1, n do w.busy[i] = 0 end
   if n > 1 then

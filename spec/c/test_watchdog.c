@@ -1,13 +1,17 @@
 /* Tests for sr_watchdog: a record that runs too long is interrupted by the
  * hook (interpreted code); a compiled loop is not, and then the process
  * writes DIR/poison and executes the restart program, or exits 1 without a
- * directory; a stop signal ends a batch stuck in user code. The cases that
- * end the process run in a child. */
+ * directory; a stop signal ends a batch stuck in user code; a worker's VM
+ * on a thread of its own is interrupted there, its stall restarts with
+ * the record numbered in the step's input, while the loop thread waiting
+ * for it is not taken for stuck. The cases that end the process run in a
+ * child. */
 #include "sr_test.h"
 #include "sr_watchdog.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -186,6 +190,156 @@ static void test_stop_signal_ends_stuck_batch(void **st)
     assert_true(took < 3000);
 }
 
+/* A worker: its own VM, attached, run on a thread that starts with every
+ * signal blocked (as the pool's do); it runs code as stage "spin" at
+ * record rec of its share (rec_base records of the step before it). */
+typedef struct worker {
+    lua_State *L;
+    sr_progress_t *P;
+    const char *code;
+    int32_t rec, rec_base;
+    int rc;
+    char err[256];
+    int64_t took;
+} worker_t;
+
+static void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    sr_watchdog_enter_thread(w->L);
+    w->P->batch_ms = 100;
+    w->P->gen++;
+    w->P->step = 1;
+    w->P->rec = w->rec;
+    w->P->rec_base = w->rec_base;
+    snprintf(w->P->stage, sizeof(w->P->stage), "spin");
+    int64_t t0 = now_ms();
+    w->rc = load_stage(w->L, w->code) != 0 ? -1 : lua_pcall(w->L, 0, 0, 0);
+    w->took = now_ms() - t0;
+    if (w->rc != 0) snprintf(w->err, sizeof(w->err), "%s", lua_tostring(w->L, -1));
+    w->P->batch_ms = 0;
+    w->P->step = 0;
+    return NULL;
+}
+
+static void worker_open(worker_t *w, const char *code, int32_t rec, int32_t rec_base)
+{
+    memset(w, 0, sizeof(*w));
+    w->L = luaL_newstate();
+    luaL_openlibs(w->L);
+    w->P = sr_watchdog_attach(w->L);
+    w->code = code;
+    w->rec = rec;
+    w->rec_base = rec_base;
+}
+
+static pthread_t worker_start(worker_t *w)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t t;
+    int rc = pthread_create(&t, NULL, worker_main, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    assert_int_equal(0, rc);
+    return t;
+}
+
+/* The loop thread marks the step as worker 0 does while it waits for the
+ * others: a batch, a step, waiting. */
+static void enter_waiting(void)
+{
+    enter_record();
+    sr_watchdog_progress()->waiting = 1;
+}
+
+static void test_hook_interrupts_worker_vm_on_its_thread(void **st)
+{
+    (void)st;
+    lua_State *L = luaL_newstate();
+    luaL_openlibs(L);
+    worker_t w;
+    worker_open(&w, INTERPRETED, 3, 40);
+    assert_non_null(w.P);
+    assert_true(w.P != sr_watchdog_progress());
+    sr_watchdog_opts_t o = { .timeout_ms = 100, .grace_ms = 5000, .stop_ms = 4000, .poll_ms = 10 };
+    assert_int_equal(0, sr_watchdog_start(L, &o));
+    enter_waiting();
+    pthread_t t = worker_start(&w);
+    assert_int_equal(0, pthread_join(t, NULL)); /* the wait: until the worker's function is interrupted */
+    leave_batch();
+    sr_watchdog_progress()->waiting = 0;
+    assert_int_not_equal(0, w.rc);
+    assert_non_null(strstr(w.err, "stage_timeout: stage spin ran longer than 100ms"));
+    assert_true(w.took >= 100);
+    assert_true(w.took < 3000);
+    /* Its VM goes on (the hook is gone); the loop thread's was never hooked. */
+    assert_int_equal(0, luaL_dostring(w.L, "local s = 0 for i = 1, 1e6 do s = s + i end"));
+    assert_null(lua_gethook(L));
+    sr_watchdog_stop();
+    sr_watchdog_forget(w.L);
+    lua_close(w.L);
+    sr_watchdog_forget(L);
+    lua_close(L);
+}
+
+/* A worker stuck where no hook runs: the poison names the record in the
+ * step's input (rec_base + rec), not the loop thread's waiting step. */
+static void test_stuck_worker_poisons_its_record(void **st)
+{
+    (void)st;
+    char dir[256], path[300];
+    sr_test_tmpdir(dir, sizeof(dir));
+    static char *argv[] = { "sh", "-c", "exit 42", NULL };
+    sr_watchdog_set_exec("/bin/sh", argv);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        lua_State *L = luaL_newstate();
+        luaL_openlibs(L);
+        worker_t w;
+        worker_open(&w, COMPILED, 3, 40);
+        sr_watchdog_opts_t o = { .timeout_ms = 100, .grace_ms = 200, .stop_ms = 4000, .poll_ms = 10, .dir = dir };
+        if (sr_watchdog_start(L, &o) != 0) _exit(90);
+        enter_waiting();
+        pthread_t t = worker_start(&w);
+        pthread_join(t, NULL);
+        _exit(92); /* the watchdog ends the process before */
+    }
+    int status = 0;
+    assert_int_equal(pid, waitpid(pid, &status, 0));
+    assert_true(WIFEXITED(status));
+    assert_int_equal(42, WEXITSTATUS(status));
+    snprintf(path, sizeof(path), "%s/poison", dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[256] = "";
+    assert_non_null(fgets(line, sizeof(line), f));
+    fclose(f);
+    assert_string_equal("100 1 43 0 spin\n", line);
+    sr_watchdog_set_exec(NULL, NULL);
+    sr_test_rmtree(dir);
+}
+
+/* Slots are taken and given back: after forget, attach finds one again. */
+static void test_attach_forget(void **st)
+{
+    (void)st;
+    lua_State *a = luaL_newstate(), *b = luaL_newstate();
+    sr_progress_t *pa = sr_watchdog_attach(a), *pb = sr_watchdog_attach(b);
+    assert_non_null(pa);
+    assert_non_null(pb);
+    assert_true(pa != pb);
+    sr_watchdog_forget(a);
+    sr_progress_t *pc = sr_watchdog_attach(a);
+    assert_true(pc == pa); /* the lowest free slot */
+    sr_watchdog_forget(a);
+    sr_watchdog_forget(b);
+    lua_close(a);
+    lua_close(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -194,6 +348,9 @@ int main(void)
         cmocka_unit_test(test_hook_spares_runtime_code),
         cmocka_unit_test(test_compiled_loop_with_dir_writes_poison_and_restarts),
         cmocka_unit_test(test_stop_signal_ends_stuck_batch),
+        cmocka_unit_test(test_hook_interrupts_worker_vm_on_its_thread),
+        cmocka_unit_test(test_stuck_worker_poisons_its_record),
+        cmocka_unit_test(test_attach_forget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -322,7 +322,7 @@ local function write_input(path, n)
   f:close()
 end
 
-local FILE_STAGES = { "totals", "sessions", "buckets" }
+local FILE_STAGES = { "activity", "totals", "sessions", "buckets" }
 
 local function file_run_dirs(input)
   local dir = proc.tmpdir()
@@ -336,6 +336,7 @@ local function file_result(dir)
   for _, stage in ipairs(FILE_STAGES) do r.keys[stage] = keys_of(dir .. "/ckpt", stage) end
   r.files["totals.jsonl"] = proc.read_file(dir .. "/out/totals.jsonl")
   r.files["sessions.jsonl"] = proc.read_file(dir .. "/out/sessions.jsonl")
+  r.files["activity.jsonl"] = proc.read_file(dir .. "/out/activity.jsonl")
   r.win = names_in(dir .. "/out/win")
   for _, name in ipairs(r.win) do r.files["win/" .. name] = proc.read_file(dir .. "/out/win/" .. name) end
   local m = inspect_meta(dir .. "/ckpt")
@@ -421,7 +422,7 @@ local function crash_file_pass(input, seed, dmax, counts)
     if not covered then
       proc.wait_for(function()
         p:pump()
-        return p:exited() or outputs_covered(ckpt, { "totals_out", "sessions_out" })
+        return p:exited() or outputs_covered(ckpt, { "activity_out", "totals_out", "sessions_out" })
       end, 60, function() return "a checkpoint with the outputs' progress\n" .. p:describe() end)
       covered = true
     end
@@ -498,6 +499,29 @@ describe("e2e crash loop", function()
     kill_orphans()
     proc.cleanup()
     net.cleanup()
+  end)
+
+  -- The crash loops run their jobs on 2 workers (the jobs' default): each
+  -- job's first keyed segment is exchanged, sharded and checkpointed by
+  -- shard under the kills.
+  it("the crash loops' jobs run their keyed segment on 2 workers", function()
+    local dir = proc.tmpdir()
+    proc.mkdir(dir .. "/out/win")
+    proc.mkdir(dir .. "/in")
+    local input = proc.write_file(dir .. "/input.txt", "u1 s1 5\nu2 s1 7\n")
+    for job, case in pairs {
+      crash_file = { "flat_map.1 > map.2 > reduce_by_key.1 > activity", { input = input, out = dir .. "/out" } },
+      crash_listen = { "map_values.1 > counts", { port = 0, out = dir .. "/out" } },
+      dir_resume = { "map.1 > counts", { dir = dir .. "/in", out = dir .. "/dir.jsonl" } },
+      tail_resume = { "map.1 > count", { path = input, out = dir .. "/tail.jsonl" } },
+    } do
+      local segment, params = case[1], case[2]
+      params.ckpt = dir .. "/ckpt-" .. job
+      local code, _, err = e2e.run(job, params, { "--batches", "1" }, { timeout = 30 })
+      assert.equal(0, code, err)
+      local want = ("workers: 2; %s run on 2 workers"):format(segment)
+      assert(err:find(want, 1, true), job .. ": no \"" .. want .. "\" in\n" .. err)
+    end
   end)
 
   it("text_file: kill -9 at random moments, restart until done: states and output files equal an uninterrupted run's", function()

@@ -92,3 +92,74 @@ describe("e2e stage_timeout", function()
     assert.matches("stopped while stage numbers ran", p.stderr)
   end)
 end)
+
+-- stage_timeout with 2 workers (SPEC section 15): a user function stuck on
+-- worker 1's VM is interrupted there, as on worker 0; one that no hook
+-- reaches restarts the job, which skips that record alone.
+describe("e2e stage_timeout with 2 workers", function()
+  after_each(function() proc.cleanup() end)
+
+  local core = require "streamrun.core"
+
+  -- 300 lines k0..k19, "stuck" near the end (in worker 1's share of the
+  -- batch: shares are cut by bytes), then three more.
+  local function stuck_input(dir)
+    local lines = {}
+    for i = 1, 300 do lines[i] = "k" .. (i % 20) end
+    lines[#lines + 1] = "stuck"
+    for _ = 1, 3 do lines[#lines + 1] = "k1" end
+    local text = table.concat(lines, "\n") .. "\n"
+    assert.is_true(text:find("stuck", 1, true) > #text / 2)
+    return proc.write_file(dir .. "/in.txt", text)
+  end
+
+  -- A key whose partition worker 1 owns (partition mod 2).
+  local function key_of_worker_1()
+    for i = 0, 19 do
+      if core.cexchange.partition("k" .. i, 16) % 2 == 1 then return "k" .. i end
+    end
+  end
+
+  local function run(dir, params, workers)
+    params.workers = workers
+    local ckpt = ("%s/ckpt-%d-%s"):format(dir, workers, params.loop or "interp")
+    local code, _, err = e2e.run("stuck_worker", params, { "--checkpoint", ckpt }, { timeout = 30 })
+    assert.equal(0, code, err)
+    return { err = err, dead = dead_of(ckpt .. "/dead_letters.jsonl"), totals = e2e.inspect_keys(ckpt, "totals") }
+  end
+
+  it("interrupts a map on worker 1's share and update_state_by_key for worker 1's key: the same dead letters as one worker", function()
+    local dir = proc.tmpdir()
+    local params = { input = stuck_input(dir), key = key_of_worker_1() }
+    local one, two = run(dir, params, 1), run(dir, params, 2)
+    assert.matches("parse > totals run on 2 workers", two.err)
+    for _, r in ipairs { one, two } do
+      assert.is_nil(r.err:find("restarting", 1, true), r.err)
+      assert.equal(2, #r.dead, r.err)
+      assert.equal("lines", r.dead[1].source)
+      assert.equal('"stuck"', r.dead[1].record)
+      assert.matches("^stage parse .*stage_timeout: stage parse ran longer than 300ms", r.dead[1].reason)
+      assert.matches(('^stage totals .*key "%s": .*stage_timeout: stage totals ran longer than 300ms'):format(params.key),
+        r.dead[2].reason)
+      assert.is_nil(r.totals[params.key])
+      assert.equal(18, r.totals.k1)
+    end
+    assert.same(one.dead, two.dead)
+    assert.same(one.totals, two.totals)
+  end)
+
+  it("a compiled loop on worker 1: one restart that skips that record alone (shares read or dealt)", function()
+    for _, dealt in ipairs { "0", "1" } do
+      local dir = proc.tmpdir()
+      local r = run(dir, { input = stuck_input(dir), loop = "jit", dealt = dealt }, 2)
+      local _, restarts = r.err:gsub("restarting from the checkpoint", "")
+      assert.equal(1, restarts, r.err)
+      assert.matches("stage parse ran longer than 300ms and did not stop %(.* record 301%)", r.err)
+      assert.equal(1, #r.dead, r.err)
+      assert.equal('"stuck"', r.dead[1].record)
+      assert.matches("could not be interrupted; the job restarted and skips this record", r.dead[1].reason)
+      assert.equal(15, r.totals.k4)
+      assert.equal(18, r.totals.k1)
+    end
+  end)
+end)

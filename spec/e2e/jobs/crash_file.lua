@@ -1,7 +1,10 @@
 -- The text_file job of the crash loop (spec/e2e/crash_spec.lua): every kind
 -- of keyed state and a window with an inverse, each with a file output.
 -- Lines are "<user> <session> <value>". --set input=PATH, out=DIR (outputs),
--- ckpt=DIR, every=DUR (checkpoint interval), max=N (max_batch_records).
+-- ckpt=DIR, every=DUR (checkpoint interval), max=N (max_batch_records),
+-- workers=N (default 2: the first keyed segment, flat_map > map >
+-- reduce_by_key > map_with_state "activity", runs on every worker, with
+-- its exchange, state shards and their timeouts).
 -- States and output values are arrays, whose JSON has one form (the keys of
 -- a Lua table come in an order that changes from process to process).
 local sr = require "streamrun"
@@ -10,6 +13,7 @@ local out = sr.param("out", ".")
 local job = sr.job {
   name = "crash_file", batch = "100ms",
   max_batch_records = sr.param("max", 500),
+  workers = sr.param("workers", 2),
   checkpoint = { dir = sr.param("ckpt", "ckpt"), every = sr.param("every", "300ms"), keep = 3 },
 }
 
@@ -18,6 +22,22 @@ local records = job:text_file(sr.param("input", "input.txt"), { name = "input" }
     local user, session, v = line:match("^(%S+) (%S+) (%d+)$")
     return { user, session, tonumber(v) }
   end)
+
+-- Activity per name (users and sessions): records per batch summed by a
+-- reducer of the job's own, then {records, batches with records} per name
+-- in state, idle after 700 ms; a line for a name's 1st, 8th, ... busy batch
+-- and one when it goes idle.
+records:flat_map(function(r) return { r[1], r[2] } end)
+  :map(function(name) return name, 1 end)
+  :reduce_by_key(function(a, b) return a + b end)
+  :map_with_state(sr.state_spec(function(name, n, state, time_ms)
+    if state:is_timing_out() then return "idle", { name, state:get()[1], time_ms } end
+    local s = state:exists() and state:get() or { 0, 0 }
+    s[1], s[2] = s[1] + n, s[2] + 1
+    state:update(s)
+    if s[2] % 7 == 1 then return "busy", { name, s[1], s[2], time_ms } end
+  end):timeout("700ms"):name("activity"))
+  :to_json_lines(out .. "/activity.jsonl", { name = "activity_out" })
 
 -- Totals per user: {n, sum, first time, last time}. A user's state starts
 -- again after 37 records, so the final state depends on exactly which batch

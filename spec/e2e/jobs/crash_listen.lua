@@ -2,12 +2,13 @@
 -- are "<key> <id>": counts per key in state, and sessions per key closed
 -- after `timeout` without a line; every line and every closed session goes
 -- to out/events.jsonl. --set port=N, out=DIR, ckpt=DIR, batch=DUR,
--- every=DUR (checkpoint interval), timeout=DUR.
+-- every=DUR (checkpoint interval), timeout=DUR, workers=N (default 2: the
+-- counts run on every worker).
 local sr = require "streamrun"
 
 local out = sr.param("out", ".")
 local job = sr.job {
-  name = "crash_listen", batch = sr.param("batch", "100ms"),
+  name = "crash_listen", batch = sr.param("batch", "100ms"), workers = sr.param("workers", 2),
   checkpoint = { dir = sr.param("ckpt", "ckpt"), every = sr.param("every", "1s"), keep = 3 },
 }
 

@@ -1,6 +1,7 @@
--- tail with checkpoints: each line to a JSON-lines file, and a count.
+-- tail with checkpoints: each line to a JSON-lines file, and a count (on
+-- every worker: --set workers=N, default 2).
 local sr = require "streamrun"
-local job = sr.job { name = "tail_resume", batch = "100ms",
+local job = sr.job { name = "tail_resume", batch = "100ms", workers = sr.param("workers", 2),
                      checkpoint = { dir = sr.param("ckpt", "ckpt"), every = "300ms" } }
 local lines = job:tail(sr.param("path", "log.txt"), { name = "log", from_start = true })
 lines:to_json_lines(sr.param("out", "out.jsonl"), { name = "out" })

@@ -1,0 +1,32 @@
+-- User functions stuck in loops wherever the keyed segment runs them, for
+-- stage_timeout with several workers: the map "parse" on the line "stuck"
+-- (put it late in a batch: the last worker's share), update_state_by_key
+-- "totals" on the key --set key=K (the worker owning K's partition runs
+-- it). The loops are interpreted (the debug hook interrupts them), or
+-- compiled with --set loop=jit (only a restart that skips the record gets
+-- past). Lines are keys; counts per key. --set input=PATH, key=K,
+-- workers=N; dealt=1: the lines are read by another stage too, so worker
+-- 0 deals them to the workers (else each reads its share of the batch).
+local sr = require "streamrun"
+local job = sr.job { name = "stuck_worker", batch = "100ms", stage_timeout = "300ms",
+                     workers = sr.param("workers", 2), max_batch_records = 100000 }
+
+local function spin()
+  local x = 0
+  while true do x = x + 1 end
+end
+if sr.param("loop", "interp") ~= "jit" then jit.off(spin) end
+
+local bad = sr.param("key", "none")
+local lines = job:text_file(sr.param("input", "input.txt"), { name = "lines" })
+if sr.param("dealt", "0") == "1" then lines:count():foreach_batch(function() end) end
+lines:map(function(l)
+     if l == "stuck" then spin() end
+     return l, 1
+   end, { name = "parse" })
+   :update_state_by_key(function(values, total, key)
+     if key == bad and total == nil then spin() end
+     return (total or 0) + #values
+   end, { name = "totals" })
+   :foreach_batch(function() end)
+return job
