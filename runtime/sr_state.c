@@ -757,6 +757,21 @@ int sr_state_put_number(sr_state_t *st, int ktype, const char *s, size_t len, do
     return rc;
 }
 
+int sr_state_put_bytes(sr_state_t *st, int ktype, const char *s, size_t len, double num, const char *value,
+                       size_t vlen, int64_t now_ms)
+{
+    sr__bytes_t kb;
+    size_t klen;
+    char *heap;
+    const char *key = sr__key(ktype, s, len, num, &kb, &klen, &heap);
+    if (!key) return SR_ENOMEM;
+    sr_state_entry_t *e;
+    int rc = sr_state_put(st, key, klen, value, vlen, &e);
+    sr_free(heap);
+    if (rc == 0 && now_ms >= 0) sr_state_touch(st, e, now_ms);
+    return rc;
+}
+
 int sr_state_touch_key(sr_state_t *st, int ktype, const char *s, size_t len, double num, int64_t now_ms)
 {
     if (sr__is_last(st, ktype, s, len, num)) {
@@ -988,6 +1003,15 @@ int sr_state_found_put_number(sr_state_t *st, size_t i, int ktype, const char *s
     }
     if (now_ms >= 0) sr_state_touch(st, e, now_ms);
     return SR_OK;
+}
+
+const char *sr_state_found_value(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,
+                                 size_t *vlen)
+{
+    sr_state_entry_t *e = sr__found(st, i, ktype, s, len, num);
+    if (!e) return NULL;
+    *vlen = sr_state_entry_vlen(e);
+    return sr_state_entry_value(e);
 }
 
 int sr_state_found_touch(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,

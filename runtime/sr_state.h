@@ -151,6 +151,11 @@ int sr_state_get_number(sr_state_t *st, int ktype, const char *s, size_t len, do
  * clock. Returns 0 or SR_ENOMEM. */
 int sr_state_put_number(sr_state_t *st, int ktype, const char *s, size_t len, double num, double value,
                         int64_t now_ms);
+/* Stores value[0..vlen) (msgpack bytes, as the Lua binding packs a value)
+ * as the key's value; when now_ms >= 0 restarts its idle clock. Returns 0,
+ * SR_EINVAL (a key too long) or SR_ENOMEM. */
+int sr_state_put_bytes(sr_state_t *st, int ktype, const char *s, size_t len, double num, const char *value,
+                       size_t vlen, int64_t now_ms);
 /* Restarts the key's idle clock; 1 if it has state, else 0. */
 int sr_state_touch_key(sr_state_t *st, int ktype, const char *s, size_t len, double num, int64_t now_ms);
 
@@ -186,6 +191,10 @@ int sr_state_found_number(sr_state_t *st, size_t i, int ktype, const char *s, si
 /* As sr_state_put_number, for key i of the batch. */
 int sr_state_found_put_number(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,
                               double value, int64_t now_ms);
+/* Key i's value, its msgpack bytes (borrowed until sr_state_release or the
+ * next change of the key) and *vlen; NULL when the key has no state. */
+const char *sr_state_found_value(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,
+                                 size_t *vlen);
 /* Restarts key i's idle clock at now_ms; 1 if it has state, else 0. */
 int sr_state_found_touch(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,
                          int64_t now_ms);
