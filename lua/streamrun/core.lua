@@ -88,7 +88,9 @@ int sr_state_found_put_number(sr_state_t *st, size_t i, int ktype, const char *s
 int sr_state_found_touch(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,
                          int64_t now_ms);
 const char *sr_state_found_value(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,
-                                 size_t *vlen);
+                                 size_t *vlen, long *hold);
+int sr_state_held_put_bytes(sr_state_t *st, long hold, int ktype, const char *s, size_t len, double num,
+                            const char *value, size_t vlen, int64_t now_ms);
 void sr_state_release(sr_state_t *st);
 sr_wordcount_t *sr_wordcount_new(void);
 void sr_wordcount_free(sr_wordcount_t *wc);

@@ -271,23 +271,46 @@ static void test_value_bytes(void **state)
     sr_state_key_t keys[3] = {skey("k"), {NULL, 0, 7, SR_KEY_NUMBER}, skey("none")};
     assert_int_equal(sr_state_find_batch(st, keys, 3), SR_OK);
     size_t vl = 0;
-    const char *v = sr_state_found_value(st, 0, SR_KEY_STRING, "k", 1, 0, &vl);
+    long hk = -2, h7 = -2, hn = -2;
+    const char *v = sr_state_found_value(st, 0, SR_KEY_STRING, "k", 1, 0, &vl, &hk);
     assert_non_null(v);
     assert_int_equal(vl, 3);
     assert_memory_equal(v, a, 3);
-    v = sr_state_found_value(st, 1, SR_KEY_NUMBER, NULL, 0, 7, &vl);
+    v = sr_state_found_value(st, 1, SR_KEY_NUMBER, NULL, 0, 7, &vl, &h7);
     assert_non_null(v);
     assert_memory_equal(v, b, 3);
-    assert_null(sr_state_found_value(st, 2, SR_KEY_STRING, "none", 4, 0, &vl));
+    assert_null(sr_state_found_value(st, 2, SR_KEY_STRING, "none", 4, 0, &vl, &hn));
+    assert_int_equal(hk, 0);
+    assert_int_equal(h7, 1);
+    assert_int_equal(hn, -1);
     /* same size in place, then another size (the entry moves) */
     assert_int_equal(sr_state_put_bytes(st, SR_KEY_STRING, "k", 1, 0, b, 3, -1), SR_OK);
     assert_int_equal(sr_state_put_bytes(st, SR_KEY_STRING, "k", 1, 0, c, 11, 50), SR_OK);
-    v = sr_state_found_value(st, 0, SR_KEY_STRING, "k", 1, 0, &vl);
+    v = sr_state_found_value(st, 0, SR_KEY_STRING, "k", 1, 0, &vl, NULL);
     assert_non_null(v);
     assert_int_equal(vl, 11);
     assert_memory_equal(v, c, 11);
+    /* Held entries, across a new lookup: key 7's in place (its idle clock
+     * restarted); "k"'s entry moved since it was held, so the full path
+     * stores it; a new key through no hold. */
+    assert_int_equal(sr_state_find_batch(st, keys, 3), SR_OK);
+    assert_int_equal(sr_state_held_put_bytes(st, h7, SR_KEY_NUMBER, NULL, 0, 7, a, 3, 400), SR_OK);
+    assert_int_equal(sr_state_held_put_bytes(st, hk, SR_KEY_STRING, "k", 1, 0, a, 3, -1), SR_OK);
+    assert_int_equal(sr_state_held_put_bytes(st, -1, SR_KEY_STRING, "none", 4, 0, b, 3, -1), SR_OK);
     sr_state_release(st);
-    assert_int_equal(st->count, 2);
+    assert_int_equal(st->nheld, 0);
+    e = sr_state_get(st, "\x07", 1);
+    assert_non_null(e);
+    assert_memory_equal(sr_state_entry_value(e), a, 3);
+    assert_true(e->timer.expiry > 400);
+    e = sr_state_get(st, "\xa1k", 2);
+    assert_non_null(e);
+    assert_int_equal(sr_state_entry_vlen(e), 3);
+    assert_memory_equal(sr_state_entry_value(e), a, 3);
+    e = sr_state_get(st, "\xa4none", 5);
+    assert_non_null(e);
+    assert_memory_equal(sr_state_entry_value(e), b, 3);
+    assert_int_equal(st->count, 3);
     assert_int_equal(st->wheel.count, 2);
     sr_state_free(st);
 }
