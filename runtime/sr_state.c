@@ -112,6 +112,7 @@ void sr_state_free(sr_state_t *st)
     sr_slab_close(&st->slab);
     sr_free(st->found);
     sr_free(st->scratch);
+    sr_free(st->held);
     sr_free(st->keys);
     sr_free(st->due);
     sr_free(st->parts);
@@ -757,6 +758,21 @@ int sr_state_put_number(sr_state_t *st, int ktype, const char *s, size_t len, do
     return rc;
 }
 
+int sr_state_put_bytes(sr_state_t *st, int ktype, const char *s, size_t len, double num, const char *value,
+                       size_t vlen, int64_t now_ms)
+{
+    sr__bytes_t kb;
+    size_t klen;
+    char *heap;
+    const char *key = sr__key(ktype, s, len, num, &kb, &klen, &heap);
+    if (!key) return SR_ENOMEM;
+    sr_state_entry_t *e;
+    int rc = sr_state_put(st, key, klen, value, vlen, &e);
+    sr_free(heap);
+    if (rc == 0 && now_ms >= 0) sr_state_touch(st, e, now_ms);
+    return rc;
+}
+
 int sr_state_touch_key(sr_state_t *st, int ktype, const char *s, size_t len, double num, int64_t now_ms)
 {
     if (sr__is_last(st, ktype, s, len, num)) {
@@ -785,6 +801,7 @@ void sr_state_release(sr_state_t *st)
     }
     st->holding = 0;
     st->nfound = 0;
+    st->nheld = 0;
 }
 
 /* The msgpack bytes of the key up to a string's body (all of a number or
@@ -848,7 +865,9 @@ sr_state_key_t *sr_state_keys(sr_state_t *st, size_t n)
 
 int sr_state_find_batch(sr_state_t *st, const sr_state_key_t *keys, size_t n)
 {
-    sr_state_release(st);
+    /* Entries held for sr_state_held_put_bytes stay (and what was buried
+     * with them) until the batch's own sr_state_release. */
+    if (!st->nheld) sr_state_release(st);
     st->last = NULL;
     if (n > st->found_cap) {
         sr_state_entry_t **f = sr_realloc(st->found, n * sizeof(*f));
@@ -988,6 +1007,47 @@ int sr_state_found_put_number(sr_state_t *st, size_t i, int ktype, const char *s
     }
     if (now_ms >= 0) sr_state_touch(st, e, now_ms);
     return SR_OK;
+}
+
+const char *sr_state_found_value(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,
+                                 size_t *vlen, long *hold)
+{
+    sr_state_entry_t *e = sr__found(st, i, ktype, s, len, num);
+    if (hold) *hold = -1;
+    if (!e) return NULL;
+    *vlen = sr_state_entry_vlen(e);
+    if (hold && st->holding) {
+        if (st->nheld == st->held_cap) {
+            size_t cap = st->held_cap ? 2 * st->held_cap : 256;
+            sr_state_entry_t **h = sr_realloc(st->held, cap * sizeof(*h));
+            if (h) {
+                st->held = h;
+                st->held_cap = cap;
+            }
+        }
+        if (st->nheld < st->held_cap) {
+            st->held[st->nheld] = e;
+            *hold = (long)st->nheld++;
+        }
+    }
+    return sr_state_entry_value(e);
+}
+
+int sr_state_held_put_bytes(sr_state_t *st, long hold, int ktype, const char *s, size_t len, double num,
+                            const char *value, size_t vlen, int64_t now_ms)
+{
+    /* Entries removed or moved since are not freed before sr_state_release
+     * (they are marked gone): the key's own entry, or the full path. */
+    if (hold >= 0 && (size_t)hold < st->nheld) {
+        sr_state_entry_t *e = st->held[hold];
+        if (!sr__gone(e) && sr_state_entry_vlen(e) == vlen) {
+            memcpy((char *)sr_state_entry_value(e), value, vlen);
+            st->last = NULL;
+            if (now_ms >= 0) sr_state_touch(st, e, now_ms);
+            return SR_OK;
+        }
+    }
+    return sr_state_put_bytes(st, ktype, s, len, num, value, vlen, now_ms);
 }
 
 int sr_state_found_touch(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,

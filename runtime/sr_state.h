@@ -80,6 +80,10 @@ typedef struct sr_state {
     struct sr_state_due *due;
     size_t ndue, due_cap;
     int due_owned; /* private: the table was emptied, the due list holds its entries */
+    /* private: the entries sr_state_found_value handed out since the batch's
+     * lookup, by hold number (sr_state_held_put_bytes writes to them) */
+    struct sr_state_entry **held;
+    size_t nheld, held_cap;
 } sr_state_t;
 
 typedef struct sr_state_iter {
@@ -151,6 +155,11 @@ int sr_state_get_number(sr_state_t *st, int ktype, const char *s, size_t len, do
  * clock. Returns 0 or SR_ENOMEM. */
 int sr_state_put_number(sr_state_t *st, int ktype, const char *s, size_t len, double num, double value,
                         int64_t now_ms);
+/* Stores value[0..vlen) (msgpack bytes, as the Lua binding packs a value)
+ * as the key's value; when now_ms >= 0 restarts its idle clock. Returns 0,
+ * SR_EINVAL (a key too long) or SR_ENOMEM. */
+int sr_state_put_bytes(sr_state_t *st, int ktype, const char *s, size_t len, double num, const char *value,
+                       size_t vlen, int64_t now_ms);
 /* Restarts the key's idle clock; 1 if it has state, else 0. */
 int sr_state_touch_key(sr_state_t *st, int ktype, const char *s, size_t len, double num, int64_t now_ms);
 
@@ -186,6 +195,18 @@ int sr_state_found_number(sr_state_t *st, size_t i, int ktype, const char *s, si
 /* As sr_state_put_number, for key i of the batch. */
 int sr_state_found_put_number(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,
                               double value, int64_t now_ms);
+/* Key i's value, its msgpack bytes (borrowed until sr_state_release or the
+ * next change of the key) and *vlen; NULL when the key has no state. With
+ * hold, *hold gets a number for the key's entry (-1 when none is kept) for
+ * sr_state_held_put_bytes, valid until sr_state_release. */
+const char *sr_state_found_value(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,
+                                 size_t *vlen, long *hold);
+/* As sr_state_put_bytes, written straight into the entry held as hold (no
+ * lookup) while it is still the key's and its value keeps its size. While
+ * entries are held, a new sr_state_find_batch frees nothing: the entries
+ * removed or moved are freed by sr_state_release. */
+int sr_state_held_put_bytes(sr_state_t *st, long hold, int ktype, const char *s, size_t len, double num,
+                            const char *value, size_t vlen, int64_t now_ms);
 /* Restarts key i's idle clock at now_ms; 1 if it has state, else 0. */
 int sr_state_found_touch(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,
                          int64_t now_ms);

@@ -5,7 +5,6 @@
 -- runs them in order; calls into user code go through the plan's guard
 -- (streamrun.guard).
 local batch = require "streamrun.batch"
-local builtins = require "streamrun.builtins"
 local eventtime = require "streamrun.eventtime"
 local guard = require "streamrun.guard"
 local native = require "streamrun.native"
@@ -79,11 +78,12 @@ local function group(job)
       if only_consumer(gr.input) then raw[gr.input] = true end
     end
   end
-  -- A chain starting with flat_map(sr.words) reads the words of a text
-  -- source's records where they are, in the C batch (streamrun.fuse).
+  -- A chain reads a text source's records where they are, in the C batch
+  -- (streamrun.fuse): the words of a first flat_map(sr.words), else each
+  -- line made a string as the loop takes it.
   for _, gr in ipairs(groups) do
     local first, input = gr.kind == "chain" and gr.stages[1], gr.input
-    if first and first.op == "flat_map" and first.fn == builtins.words and input.kind == "source"
+    if first and input.kind == "source"
        and input.format == "text" and not input.framed and not input.event_time and only_consumer(input) then
       raw[input] = true
     end

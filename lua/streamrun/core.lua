@@ -76,6 +76,8 @@ int sr_state_get_number(sr_state_t *st, int ktype, const char *s, size_t len, do
 int sr_state_put_number(sr_state_t *st, int ktype, const char *s, size_t len, double num, double value,
                         int64_t now_ms);
 int sr_state_touch_key(sr_state_t *st, int ktype, const char *s, size_t len, double num, int64_t now_ms);
+int sr_state_put_bytes(sr_state_t *st, int ktype, const char *s, size_t len, double num, const char *value,
+                       size_t vlen, int64_t now_ms);
 typedef struct sr_state_key { const char *s; size_t len; double num; int type; } sr_state_key_t;
 sr_state_key_t *sr_state_keys(sr_state_t *st, size_t n);
 int sr_state_find_batch(sr_state_t *st, const sr_state_key_t *keys, size_t n);
@@ -85,6 +87,10 @@ int sr_state_found_put_number(sr_state_t *st, size_t i, int ktype, const char *s
                               double value, int64_t now_ms);
 int sr_state_found_touch(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,
                          int64_t now_ms);
+const char *sr_state_found_value(sr_state_t *st, size_t i, int ktype, const char *s, size_t len, double num,
+                                 size_t *vlen, long *hold);
+int sr_state_held_put_bytes(sr_state_t *st, long hold, int ktype, const char *s, size_t len, double num,
+                            const char *value, size_t vlen, int64_t now_ms);
 void sr_state_release(sr_state_t *st);
 sr_wordcount_t *sr_wordcount_new(void);
 void sr_wordcount_free(sr_wordcount_t *wc);

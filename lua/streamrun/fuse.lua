@@ -322,9 +322,28 @@ end]]
   local first_line = 7 -- the line of lines[1] in fast_src
 
   -- The same loop over the records of a C batch (a text source's, handed
-  -- as it is: sources.raw_c_batch), when the chain starts with
-  -- flat_map(sr.words).
+  -- as it is: sources.raw_c_batch). When the chain starts with
+  -- flat_map(sr.words), its words are cut from the records where they lie;
+  -- else each record becomes a string where the loop takes it
+  -- (make_raw, at the first such batch): no array of the batch's lines is
+  -- made, and a line the chain does not keep is garbage at once.
   local raw_fast, raw_sites
+  local function make_raw()
+    local raw_src = "local P, W, FSTRING = select(13, ...)\n" .. HEADER .. [[
+return function(DATA, OFF, n, i0, OA, OB, m, OI)
+  for i = i0, n do
+    P.i = i; W.rec = i]] .. (several and "; P.m = m" or "") .. [[
+
+    local a0, b0 = FSTRING(DATA + OFF[i - 1], OFF[i] - OFF[i - 1]), nil
+]] .. concat(lines, "\n") .. [[
+
+  end
+  return m
+end]]
+    raw_fast = load(raw_src, name, F, E, I, G, type, pack, GI, byte, sub, BAD, ops.KEY_TYPES, EKEY, P, watchdog.P,
+      ffi.string)
+    raw_sites = sites
+  end
   if stages[1].op == "flat_map" and stages[1].fn == builtins.words then
     local raw_lines
     raw_lines, raw_sites = generate(stages, 1, false, origin, sink_op, true)
@@ -411,7 +430,9 @@ end]]
   local last_keys = 0
 
   function chain.run(input)
-    local n, cb = input.n, raw_fast and input.cbatch
+    local cb = rawget(input, "cbatch")
+    if cb and not raw_fast then make_raw() end
+    local n = input.n
     local IA, IB, loop, at_line = nil, nil, fast, sites
     if cb then
       loop, at_line = raw_fast, raw_sites

@@ -12,6 +12,7 @@ local format = require "streamrun.format"
 local ops = require "streamrun.ops"
 local guard = require "streamrun.guard"
 local eventtime = require "streamrun.eventtime"
+local statevalue = require "streamrun.statevalue"
 
 local cstate = core.cstate
 local C, ffi = core.C, core.ffi
@@ -27,6 +28,9 @@ local M = {}
 -- the Lua binding. Both encode keys alike, so they see the same entries.
 
 local number_out = ffi.new("double[1]")
+local vlen_out, hold_out = ffi.new("size_t[1]"), ffi.new("long[1]")
+local BYTES = ffi.typeof("const uint8_t *")
+local encode, decode = statevalue.encode, statevalue.decode
 
 -- The FFI form of a key: type, string, length, number.
 local function key_args(k)
@@ -81,6 +85,19 @@ local function put_or_report(node, g, state, sp, k, v, now)
   if ok then return true end
   g.report(node, ("key %s: %s; the key keeps its previous state"):format(format.json(k), err), k)
   return false
+end
+
+-- As put_or_report, for a value that may be a small flat table: encoded
+-- in Lua (streamrun.statevalue) and stored through the FFI when it is one.
+-- h: the key's entry as held by sr_state_found_value, or nil.
+local function put_value(node, g, state, sp, k, v, now, h)
+  local bytes, n = encode(v)
+  if not bytes then return put_or_report(node, g, state, sp, k, v, now) end
+  local kt, ks, kl, kn = key_args(k)
+  local rc = C.sr_state_held_put_bytes(sp, h or -1, kt, ks, kl, kn, bytes, n, now or -1)
+  if rc == 0 then return true end
+  -- (a key too long, out of memory: the binding says why, as for any value)
+  return put_or_report(node, g, state, sp, k, v, now)
 end
 
 -- Keys looked up at a time by one C call (sr_state_find_batch).
@@ -374,6 +391,7 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
   -- written back once, in the order first updated, after the records.
   local held_hint = min(n, node.last_held or 0)
   local held, dirty, D, nd = tnew(0, held_hint), tnew(0, held_hint), tnew(held_hint, 0), 0
+  local hold = tnew(0, held_hint)
   each(n, function(i)
     if i > top or i <= base then
       base, top = i - 1, min(n, i - 1 + FOUND_RUN)
@@ -390,8 +408,12 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
       if rc == 1 then
         old = number_out[0]
       elseif rc ~= 0 then
-        old = state:get_found(j, k)
+        local vp = C.sr_state_found_value(sp, j, kt, ks, kl, kn, vlen_out, hold_out)
+        old = vp ~= nil and decode(ffi.cast(BYTES, vp), tonumber(vlen_out[0])) or nil
+        if old == nil then old = state:get_found(j, k) end
         held[k] = old
+        -- (written back into the entry itself, with no lookup)
+        hold[k] = tonumber(hold_out[0])
       end
     end
     reset(s, k, old, false)
@@ -437,7 +459,7 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
     local at = dirty[k]
     if at then
       at = at ~= true and at or nil
-      if not put_or_report(node, g, state, sp, k, held[k], at) and at then state:touch(k, at) end
+      if not put_value(node, g, state, sp, k, held[k], at, hold[k]) and at then state:touch(k, at) end
     end
   end
   local expire_at = time_ms

@@ -251,6 +251,70 @@ static void test_numbers_as_msgpack(void **state)
     sr_state_free(st);
 }
 
+/* Values as bytes: sr_state_put_bytes stores them under the key as the
+ * binding encodes it (a new key, a value of the same size, another size),
+ * restarts the idle clock when asked, and sr_state_found_value reads them
+ * back by the batch's index (NULL for a key with no state). */
+static void test_value_bytes(void **state)
+{
+    (void)state;
+    sr_state_t *st = sr_state_new("b", 4, 1000, 0);
+    const char a[] = "\x92\x01\x02", b[] = "\x92\x03\x04", c[] = "\x92\xcb\x3f\xf8\0\0\0\0\0\0\x05";
+    assert_int_equal(sr_state_put_bytes(st, SR_KEY_STRING, "k", 1, 0, a, 3, -1), SR_OK);
+    assert_int_equal(sr_state_put_bytes(st, SR_KEY_NUMBER, NULL, 0, 7, b, 3, 100), SR_OK);
+    sr_state_entry_t *e = sr_state_get(st, "\xa1k", 2);
+    assert_non_null(e);
+    assert_int_equal(sr_state_entry_vlen(e), 3);
+    assert_memory_equal(sr_state_entry_value(e), a, 3);
+    /* only the key put with a time is armed */
+    assert_int_equal(st->wheel.count, 1);
+    sr_state_key_t keys[3] = {skey("k"), {NULL, 0, 7, SR_KEY_NUMBER}, skey("none")};
+    assert_int_equal(sr_state_find_batch(st, keys, 3), SR_OK);
+    size_t vl = 0;
+    long hk = -2, h7 = -2, hn = -2;
+    const char *v = sr_state_found_value(st, 0, SR_KEY_STRING, "k", 1, 0, &vl, &hk);
+    assert_non_null(v);
+    assert_int_equal(vl, 3);
+    assert_memory_equal(v, a, 3);
+    v = sr_state_found_value(st, 1, SR_KEY_NUMBER, NULL, 0, 7, &vl, &h7);
+    assert_non_null(v);
+    assert_memory_equal(v, b, 3);
+    assert_null(sr_state_found_value(st, 2, SR_KEY_STRING, "none", 4, 0, &vl, &hn));
+    assert_int_equal(hk, 0);
+    assert_int_equal(h7, 1);
+    assert_int_equal(hn, -1);
+    /* same size in place, then another size (the entry moves) */
+    assert_int_equal(sr_state_put_bytes(st, SR_KEY_STRING, "k", 1, 0, b, 3, -1), SR_OK);
+    assert_int_equal(sr_state_put_bytes(st, SR_KEY_STRING, "k", 1, 0, c, 11, 50), SR_OK);
+    v = sr_state_found_value(st, 0, SR_KEY_STRING, "k", 1, 0, &vl, NULL);
+    assert_non_null(v);
+    assert_int_equal(vl, 11);
+    assert_memory_equal(v, c, 11);
+    /* Held entries, across a new lookup: key 7's in place (its idle clock
+     * restarted); "k"'s entry moved since it was held, so the full path
+     * stores it; a new key through no hold. */
+    assert_int_equal(sr_state_find_batch(st, keys, 3), SR_OK);
+    assert_int_equal(sr_state_held_put_bytes(st, h7, SR_KEY_NUMBER, NULL, 0, 7, a, 3, 400), SR_OK);
+    assert_int_equal(sr_state_held_put_bytes(st, hk, SR_KEY_STRING, "k", 1, 0, a, 3, -1), SR_OK);
+    assert_int_equal(sr_state_held_put_bytes(st, -1, SR_KEY_STRING, "none", 4, 0, b, 3, -1), SR_OK);
+    sr_state_release(st);
+    assert_int_equal(st->nheld, 0);
+    e = sr_state_get(st, "\x07", 1);
+    assert_non_null(e);
+    assert_memory_equal(sr_state_entry_value(e), a, 3);
+    assert_true(e->timer.expiry > 400);
+    e = sr_state_get(st, "\xa1k", 2);
+    assert_non_null(e);
+    assert_int_equal(sr_state_entry_vlen(e), 3);
+    assert_memory_equal(sr_state_entry_value(e), a, 3);
+    e = sr_state_get(st, "\xa4none", 5);
+    assert_non_null(e);
+    assert_memory_equal(sr_state_entry_value(e), b, 3);
+    assert_int_equal(st->count, 3);
+    assert_int_equal(st->wheel.count, 2);
+    sr_state_free(st);
+}
+
 /* A value of 64 KiB or more keeps its length beside it. */
 static void test_long_values(void **state)
 {
@@ -425,6 +489,7 @@ int main(void)
         cmocka_unit_test(test_out_of_memory),
         cmocka_unit_test(test_numbers_as_msgpack),
         cmocka_unit_test(test_long_values),
+        cmocka_unit_test(test_value_bytes),
         cmocka_unit_test(test_find_batch),
         cmocka_unit_test(test_expire_sorted),
     };
