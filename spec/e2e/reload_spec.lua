@@ -600,6 +600,12 @@ describe("e2e hot reload", function()
       wait_more(r, 200)
       r.sending = false
       wait(r, function() return count_of(events_text(r), "\n") >= r.sent end, 10, "every line in events.jsonl")
+      -- (A batch writes extra.jsonl after events.jsonl: wait for its last line too.)
+      local last = ('{"n":%d}\n'):format(r.sent)
+      wait(r, function()
+        local t = proc.read_file(r.out .. "/extra.jsonl") or ""
+        return t:sub(-#last) == last
+      end, 10, "the last line in extra.jsonl")
       local events, extra = events_text(r), proc.read_file(r.out .. "/extra.jsonl")
       r.p:kill("KILL")
       r.p:wait(5)
