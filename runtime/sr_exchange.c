@@ -156,6 +156,35 @@ static void sr__pack_order(lua_State *L, int idx, msgpack_packer *pk, const char
     }
 }
 
+/* Sets b to the string s packed as msgpack-c's msgpack_pack_str and
+ * _str_body pack it (what sr_mplua_pack_key gives for a string). Returns
+ * 0, or -1 when out of memory. */
+static int sr__str_key(sr_mpbuf_t *b, const char *s, size_t len)
+{
+    unsigned char h[5];
+    size_t hl;
+    if (len < 32) {
+        h[0] = (unsigned char)(0xa0 | len);
+        hl = 1;
+    } else if (len < 256) {
+        h[0] = 0xd9;
+        h[1] = (unsigned char)len;
+        hl = 2;
+    } else if (len < 65536) {
+        h[0] = 0xda;
+        h[1] = (unsigned char)(len >> 8);
+        h[2] = (unsigned char)len;
+        hl = 3;
+    } else {
+        h[0] = 0xdb;
+        for (int i = 0; i < 4; i++) h[1 + i] = (unsigned char)(len >> (24 - 8 * i));
+        hl = 5;
+    }
+    b->len = 0;
+    if (sr_mpbuf_write(b, (const char *)h, hl) != 0) return -1;
+    return sr_mpbuf_write(b, s, len);
+}
+
 /* cexchange.scatter(ex, from, nparts, a, b, o, n [, p]) -> nil, or i and
  * why: elements 1..n (key a[i], value b[i], order o[i], and with p the
  * record offset p[i]: take with width 4) each to the worker that owns the
@@ -179,8 +208,16 @@ static int sr__scatter(lua_State *L)
         lua_rawgeti(L, 4, (int)i);
         lua_rawgeti(L, 5, (int)i);
         lua_rawgeti(L, 6, (int)i);
-        sr_mpbuf_packer(&key_scratch, &kp);
-        sr_mplua_pack_key(L, -3, &kp);
+        if (lua_type(L, -3) == LUA_TSTRING) {
+            /* (A string key, the common case: its bytes as msgpack-c packs
+             * them, written at once.) */
+            size_t klen;
+            const char *k = lua_tolstring(L, -3, &klen);
+            if (sr__str_key(&key_scratch, k, klen) != 0) return luaL_error(L, "exchange: out of memory");
+        } else {
+            sr_mpbuf_packer(&key_scratch, &kp);
+            sr_mplua_pack_key(L, -3, &kp);
+        }
         int to = sr_state_partition(key_scratch.data, key_scratch.len, nparts) % ex->n;
         sr_mpbuf_t *b = &ex->buf[from * ex->n + to];
         size_t mark = b->len;

@@ -3,7 +3,8 @@
  * arrival over workers 0, 1, ..., values folded in arrival order, the
  * order of each key's first element -- for every encoding scatter writes
  * (string headers of each length class, integers of each width, doubles),
- * and nil when an element is not a string key with a number. */
+ * and nil when an element is not a string key with a number. scatter's
+ * packing of string keys sends each to the owner of its partition. */
 #include "sr_test.h"
 
 #include "sr_exchange.h"
@@ -57,6 +58,18 @@ static const char *CHECK =
     "        same(K[i], RK[i], 'key'); same(V[i], RV[i], fold .. ' of ' .. #RK[i]); same(O[i], RO[i], 'order')\n"
     "      end\n"
     "    end\n"
+    "  end\n"
+    "end\n"
+    "-- A string key goes to the owner of its partition (scatter packs it\n"
+    "-- as pack_key does) and comes back the same.\n"
+    "for _, k in ipairs(keys) do\n"
+    "  local ex = cx.new(3)\n"
+    "  for from = 0, 2 do cx.clear(ex, from) end\n"
+    "  assert(cx.scatter(ex, 1, 16, { k }, { 1 }, { 1 }, 1) == nil)\n"
+    "  for to = 0, 2 do\n"
+    "    local A, _, _, c = cx.take(ex, 1, to)\n"
+    "    same(c, to == cx.partition(k, 16) % 3 and 1 or 0, 'owner of ' .. #k)\n"
+    "    if c == 1 then same(A[1], k, 'key') end\n"
     "  end\n"
     "end\n"
     "-- Not a string key with a number: nil, the exchange as it was.\n"
