@@ -405,13 +405,16 @@ static int sr__read_number(const unsigned char **p, const unsigned char *end, do
     return 0;
 }
 
-static int sr__fold_grow(size_t need)
+/* Makes room for need keys; returns the index's slots to use (a power of
+ * two, all empty), or 0 when out of memory. (Only those are cleared: a
+ * batch far larger than the others leaves a large index behind.) */
+static size_t sr__fold_grow(size_t need)
 {
     if (need > fold_scratch.cap) {
         size_t cap = fold_scratch.cap ? fold_scratch.cap : 1024;
         while (cap < need) cap *= 2;
         sr__folded_t *e = sr_realloc(fold_scratch.e, cap * sizeof(*e));
-        if (!e) return -1;
+        if (!e) return 0;
         fold_scratch.e = e;
         fold_scratch.cap = cap;
     }
@@ -419,12 +422,12 @@ static int sr__fold_grow(size_t need)
     while (nslots < need * 2) nslots *= 2;
     if (nslots > fold_scratch.nslots) {
         uint32_t *slot = sr_realloc(fold_scratch.slot, nslots * sizeof(*slot));
-        if (!slot) return -1;
+        if (!slot) return 0;
         fold_scratch.slot = slot;
         fold_scratch.nslots = nslots;
     }
-    memset(fold_scratch.slot, 0, fold_scratch.nslots * sizeof(*fold_scratch.slot));
-    return 0;
+    memset(fold_scratch.slot, 0, nslots * sizeof(*fold_scratch.slot));
+    return nslots;
 }
 
 /* cexchange.take_folded(ex, to, fold) -> keys, values, orders, n; or nil
@@ -443,10 +446,11 @@ static int sr__take_folded(lua_State *L)
     luaL_argcheck(L, op >= 0, 3, "add, min or max");
     size_t total = 0;
     for (int from = 0; from < ex->n; from++) total += ex->count[sr__slot(L, ex, from, to)];
-    if (sr__fold_grow(total + 1) != 0) return luaL_error(L, "exchange: out of memory");
+    size_t nslots = sr__fold_grow(total + 1);
+    if (!nslots) return luaL_error(L, "exchange: out of memory");
     sr__folded_t *E = fold_scratch.e;
     uint32_t *slot = fold_scratch.slot;
-    size_t mask = fold_scratch.nslots - 1, nk = 0;
+    size_t mask = nslots - 1, nk = 0;
     for (int from = 0; from < ex->n; from++) {
         sr_mpbuf_t *b = &ex->buf[sr__slot(L, ex, from, to)];
         const unsigned char *p = (const unsigned char *)b->data, *end = p + b->len;
@@ -463,6 +467,7 @@ static int sr__take_folded(lua_State *L)
             for (;;) {
                 uint32_t at = slot[h];
                 if (at == 0) {
+                    if (nk >= total) return luaL_error(L, "exchange: malformed buffer");
                     E[nk] = (sr__folded_t){ key, klen, v, order };
                     slot[h] = (uint32_t)++nk;
                     break;
