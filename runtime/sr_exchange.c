@@ -117,10 +117,31 @@ static int sr__clear(lua_State *L)
 
 static __thread sr_mpbuf_t key_scratch;
 
+/* A merged key of take_folded: its bytes (in an exchange buffer), its
+ * folded value and the order of its first element. */
+typedef struct sr__folded {
+    const char *key;
+    uint32_t klen;
+    double acc, order;
+} sr__folded_t;
+
+/* take_folded's scratch, reused from batch to batch: the merged keys in
+ * order of first arrival, and an open-addressing index of them (slot ->
+ * entry + 1, 0 empty). */
+static __thread struct {
+    sr__folded_t *e;
+    size_t cap;
+    uint32_t *slot;
+    size_t nslots;
+} fold_scratch;
+
 void sr_exchange_thread_free(void)
 {
     sr_free(key_scratch.data);
     memset(&key_scratch, 0, sizeof(key_scratch));
+    sr_free(fold_scratch.e);
+    sr_free(fold_scratch.slot);
+    memset(&fold_scratch, 0, sizeof(fold_scratch));
 }
 
 /* Packs the order at idx: a number, or (given the key bytes of the key an
@@ -133,6 +154,35 @@ static void sr__pack_order(lua_State *L, int idx, msgpack_packer *pk, const char
         msgpack_pack_str(pk, klen);
         msgpack_pack_str_body(pk, key, klen);
     }
+}
+
+/* Sets b to the string s packed as msgpack-c's msgpack_pack_str and
+ * _str_body pack it (what sr_mplua_pack_key gives for a string). Returns
+ * 0, or -1 when out of memory. */
+static int sr__str_key(sr_mpbuf_t *b, const char *s, size_t len)
+{
+    unsigned char h[5];
+    size_t hl;
+    if (len < 32) {
+        h[0] = (unsigned char)(0xa0 | len);
+        hl = 1;
+    } else if (len < 256) {
+        h[0] = 0xd9;
+        h[1] = (unsigned char)len;
+        hl = 2;
+    } else if (len < 65536) {
+        h[0] = 0xda;
+        h[1] = (unsigned char)(len >> 8);
+        h[2] = (unsigned char)len;
+        hl = 3;
+    } else {
+        h[0] = 0xdb;
+        for (int i = 0; i < 4; i++) h[1 + i] = (unsigned char)(len >> (24 - 8 * i));
+        hl = 5;
+    }
+    b->len = 0;
+    if (sr_mpbuf_write(b, (const char *)h, hl) != 0) return -1;
+    return sr_mpbuf_write(b, s, len);
 }
 
 /* cexchange.scatter(ex, from, nparts, a, b, o, n [, p]) -> nil, or i and
@@ -158,8 +208,16 @@ static int sr__scatter(lua_State *L)
         lua_rawgeti(L, 4, (int)i);
         lua_rawgeti(L, 5, (int)i);
         lua_rawgeti(L, 6, (int)i);
-        sr_mpbuf_packer(&key_scratch, &kp);
-        sr_mplua_pack_key(L, -3, &kp);
+        if (lua_type(L, -3) == LUA_TSTRING) {
+            /* (A string key, the common case: its bytes as msgpack-c packs
+             * them, written at once.) */
+            size_t klen;
+            const char *k = lua_tolstring(L, -3, &klen);
+            if (sr__str_key(&key_scratch, k, klen) != 0) return luaL_error(L, "exchange: out of memory");
+        } else {
+            sr_mpbuf_packer(&key_scratch, &kp);
+            sr_mplua_pack_key(L, -3, &kp);
+        }
         int to = sr_state_partition(key_scratch.data, key_scratch.len, nparts) % ex->n;
         sr_mpbuf_t *b = &ex->buf[from * ex->n + to];
         size_t mark = b->len;
@@ -272,6 +330,174 @@ static int sr__take(lua_State *L)
     return width + 1;
 }
 
+/* Reads the msgpack string at *p (end: the buffer's end): sets *s and *n
+ * and advances *p. Returns 0, or -1 when it is no string. */
+static int sr__read_str(const unsigned char **p, const unsigned char *end, const char **s, uint32_t *n)
+{
+    const unsigned char *q = *p;
+    uint32_t len;
+    if (q >= end) return -1;
+    if ((q[0] & 0xe0) == 0xa0) {
+        len = q[0] & 0x1f;
+        q += 1;
+    } else if (q[0] == 0xd9 && end - q >= 2) {
+        len = q[1];
+        q += 2;
+    } else if (q[0] == 0xda && end - q >= 3) {
+        len = (uint32_t)q[1] << 8 | q[2];
+        q += 3;
+    } else if (q[0] == 0xdb && end - q >= 5) {
+        len = (uint32_t)q[1] << 24 | (uint32_t)q[2] << 16 | (uint32_t)q[3] << 8 | q[4];
+        q += 5;
+    } else {
+        return -1;
+    }
+    if ((size_t)(end - q) < len) return -1;
+    *s = (const char *)q;
+    *n = len;
+    *p = q + len;
+    return 0;
+}
+
+static uint64_t sr__be(const unsigned char *q, int bytes)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; i++) v = v << 8 | q[i];
+    return v;
+}
+
+/* Reads the msgpack number at *p as sr_mplua_push_object would push it.
+ * Returns 0, or -1 when it is no number. */
+static int sr__read_number(const unsigned char **p, const unsigned char *end, double *out)
+{
+    const unsigned char *q = *p;
+    if (q >= end) return -1;
+    unsigned c = q[0];
+    size_t left = (size_t)(end - q) - 1;
+    if (c <= 0x7f) { *out = c; *p = q + 1; return 0; }
+    if (c >= 0xe0) { *out = (int8_t)c; *p = q + 1; return 0; }
+    int bytes;
+    switch (c) {
+    case 0xcc: case 0xd0: bytes = 1; break;
+    case 0xcd: case 0xd1: bytes = 2; break;
+    case 0xce: case 0xd2: case 0xca: bytes = 4; break;
+    case 0xcf: case 0xd3: case 0xcb: bytes = 8; break;
+    default: return -1;
+    }
+    if (left < (size_t)bytes) return -1;
+    uint64_t v = sr__be(q + 1, bytes);
+    if (c == 0xca) {
+        uint32_t u = (uint32_t)v;
+        float f;
+        memcpy(&f, &u, sizeof(f));
+        *out = f;
+    } else if (c == 0xcb) {
+        double d;
+        memcpy(&d, &v, sizeof(d));
+        *out = d;
+    } else if (c >= 0xd0) { /* signed: sign-extend from its width */
+        int shift = 64 - 8 * bytes;
+        *out = (double)((int64_t)(v << shift) >> shift);
+    } else {
+        *out = (double)v;
+    }
+    *p = q + 1 + bytes;
+    return 0;
+}
+
+/* Makes room for need keys; returns the index's slots to use (a power of
+ * two, all empty), or 0 when out of memory. (Only those are cleared: a
+ * batch far larger than the others leaves a large index behind.) */
+static size_t sr__fold_grow(size_t need)
+{
+    if (need > fold_scratch.cap) {
+        size_t cap = fold_scratch.cap ? fold_scratch.cap : 1024;
+        while (cap < need) cap *= 2;
+        sr__folded_t *e = sr_realloc(fold_scratch.e, cap * sizeof(*e));
+        if (!e) return 0;
+        fold_scratch.e = e;
+        fold_scratch.cap = cap;
+    }
+    size_t nslots = 2048;
+    while (nslots < need * 2) nslots *= 2;
+    if (nslots > fold_scratch.nslots) {
+        uint32_t *slot = sr_realloc(fold_scratch.slot, nslots * sizeof(*slot));
+        if (!slot) return 0;
+        fold_scratch.slot = slot;
+        fold_scratch.nslots = nslots;
+    }
+    memset(fold_scratch.slot, 0, nslots * sizeof(*fold_scratch.slot));
+    return nslots;
+}
+
+/* cexchange.take_folded(ex, to, fold) -> keys, values, orders, n; or nil
+ * when an element is not a string key with a number value and a number
+ * order (the caller then takes the elements as they are). What workers 0,
+ * 1, ... scattered for worker to (width 3), merged by key as the Lua merge
+ * does: keys in order of first arrival, each with the order of its first
+ * element and its values folded in arrival order by fold ("add", "min" or
+ * "max", as streamrun.ops' FOLDS). The exchange is only read. */
+static int sr__take_folded(lua_State *L)
+{
+    sr_exchange_t *ex = sr__check(L, 1);
+    int to = (int)luaL_checkinteger(L, 2);
+    const char *fold = luaL_checkstring(L, 3);
+    int op = strcmp(fold, "add") == 0 ? 0 : strcmp(fold, "min") == 0 ? 1 : strcmp(fold, "max") == 0 ? 2 : -1;
+    luaL_argcheck(L, op >= 0, 3, "add, min or max");
+    size_t total = 0;
+    for (int from = 0; from < ex->n; from++) total += ex->count[sr__slot(L, ex, from, to)];
+    size_t nslots = sr__fold_grow(total + 1);
+    if (!nslots) return luaL_error(L, "exchange: out of memory");
+    sr__folded_t *E = fold_scratch.e;
+    uint32_t *slot = fold_scratch.slot;
+    size_t mask = nslots - 1, nk = 0;
+    for (int from = 0; from < ex->n; from++) {
+        sr_mpbuf_t *b = &ex->buf[sr__slot(L, ex, from, to)];
+        const unsigned char *p = (const unsigned char *)b->data, *end = p + b->len;
+        while (p < end) {
+            const char *key;
+            uint32_t klen;
+            double v, order;
+            if (sr__read_str(&p, end, &key, &klen) != 0 || sr__read_number(&p, end, &v) != 0
+                || sr__read_number(&p, end, &order) != 0) {
+                lua_pushnil(L);
+                return 1;
+            }
+            size_t h = (size_t)sr_state_hash(key, klen) & mask;
+            for (;;) {
+                uint32_t at = slot[h];
+                if (at == 0) {
+                    if (nk >= total) return luaL_error(L, "exchange: malformed buffer");
+                    E[nk] = (sr__folded_t){ key, klen, v, order };
+                    slot[h] = (uint32_t)++nk;
+                    break;
+                }
+                sr__folded_t *x = &E[at - 1];
+                if (x->klen == klen && memcmp(x->key, key, klen) == 0) {
+                    if (op == 0) x->acc = x->acc + v;
+                    else if (op == 1) x->acc = v < x->acc ? v : x->acc;
+                    else x->acc = v > x->acc ? v : x->acc;
+                    break;
+                }
+                h = (h + 1) & mask;
+            }
+        }
+    }
+    lua_createtable(L, (int)nk, 0);
+    lua_createtable(L, (int)nk, 0);
+    lua_createtable(L, (int)nk, 0);
+    for (size_t i = 0; i < nk; i++) {
+        lua_pushlstring(L, E[i].key, E[i].klen);
+        lua_rawseti(L, -4, (int)i + 1);
+        lua_pushnumber(L, E[i].acc);
+        lua_rawseti(L, -3, (int)i + 1);
+        lua_pushnumber(L, E[i].order);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    lua_pushinteger(L, (lua_Integer)nk);
+    return 4;
+}
+
 /* cexchange.shard(state, n, k) -> a new state handle: worker k's shard of
  * state among n workers (its partitions p with p mod n == k). */
 static int sr__shard(lua_State *L)
@@ -359,6 +585,7 @@ int luaopen_streamrun_cexchange(lua_State *L)
     static const luaL_Reg methods[] = { { "address", sr__address }, { NULL, NULL } };
     static const luaL_Reg fns[] = { { "new", sr__new }, { "clear", sr__clear }, { "scatter", sr__scatter },
                                     { "put", sr__put }, { "take", sr__take },
+                                    { "take_folded", sr__take_folded },
                                     { "shard", sr__shard }, { "gather", sr__gather },
                                     { "adopt_state", sr__adopt_state }, { "partition", sr__partition },
                                     { "key_orders", sr__key_orders },

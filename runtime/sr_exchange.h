@@ -5,7 +5,8 @@
 #define SR_EXCHANGE_H
 #include <lua.h>
 
-/* Opens streamrun.cexchange: new(n), clear, scatter, put, take, shard,
+/* Opens streamrun.cexchange: new(n), clear, scatter, put, take,
+ * take_folded, shard,
  * gather, adopt_state, partition, key_orders (see sr_exchange.c). Returns
  * 1 (the module table). */
 int luaopen_streamrun_cexchange(lua_State *L);

@@ -321,6 +321,22 @@ local function merge(e)
     -- letters.)
     return { n = m, a = RA, b = RB, src = e.seg.origin, pos = e.seg.origin and RP or nil }, RO, first
   end
+  -- Counts, and a reduce_by_key by a built-in fold asked for by name
+  -- (sr.add, sr.min, sr.max): merged in C while every element is a string
+  -- key with a number (what a word count holds), with the same result.
+  local fold = sink.op == "count_by_value" and "add" or builtins.reducers[sink.fn]
+  if fold and ops.FOLDS[fold] then
+    local K, V, O, nk = cx.take_folded(e.ex.keyed, e.k, fold)
+    if K then
+      -- (phase 2 looks count_by_value's elements up by their keys)
+      local first, ek = tnew(0, nk), sink.op == "count_by_value" and ops.element_key or nil
+      for i = 1, nk do
+        local k = K[i]
+        first[ek and ek(k) or k] = O[i]
+      end
+      return { n = nk, a = K, b = V }, O, first
+    end
+  end
   local f = sink.op == "reduce_by_key" and (ops.FOLDS[builtins.reducers[sink.fn] or false] or sink.fn) or nil
   local keys, accs, reps, first, nk = {}, {}, {}, {}, 0
   local RO = {}

@@ -492,6 +492,45 @@ return job
     end
   end)
 
+  -- The owners merge partials of a built-in fold (sr.add, sr.min, sr.max)
+  -- in C while they are string keys with numbers, else in Lua: either way
+  -- as one worker folds them (floats, negatives, integers past 2^32, a
+  -- batch with a value that is no number). (Sums whose partials round
+  -- differently, 0.1 + 0.2 + 0.3, differ with N as partial sums do.)
+  it("merges the partials of sr.add, sr.min and sr.max as one worker folds them", function()
+    for _, fold in ipairs { "add", "min", "max" } do
+      local path = script("fold_" .. fold, ([[local sr = require "streamrun"
+local job = sr.job { name = "m", batch = "1s", partitions = 8 }
+job:queue({}, { name = "lines" }):flat_map(sr.words):map(function(w)
+  local k, v = w:match("^(%%a+)=(.*)$")
+  return k, tonumber(v) or v
+end):reduce_by_key(sr.%s)
+  :update_state_by_key(function(values, last) return values[1] or last end, { name = "running" })
+  :foreach_batch(function() end, { name = "out" })
+return job
+]]):format(fold))
+      local batches = {
+        { "a=1.5 b=-3 c=0.25 a=2 b=-3.25", "c=0.5 d=5000000000 a=-0.0 d=1e300 e=-1e-300", "c=0.125 b=7" },
+        { "a=x a=y b=2", "b=1" }, -- strings: merged in Lua
+        { "a=0.5 a=0.25 a=0.75 f=-9007199254740993" },
+      }
+      local outs = {}
+      for j, n in ipairs { 1, 2, 3 } do
+        local d = testing.driver(path, { workers = n })
+        local got = {}
+        for b, lines in ipairs(batches) do
+          d:push("lines", lines)
+          got[b] = d:tick().out
+        end
+        got[#got + 1] = d:state("running")
+        outs[j] = got
+        assert.equal(n > 1, d.plan.parallel ~= nil)
+      end
+      assert.same(outs[1], outs[2], fold)
+      assert.same(outs[1], outs[3], fold)
+    end
+  end)
+
   it("reloads every worker's logic at one batch boundary, keeping the state", function()
     local v1 = script("reload1", (FAILING:gsub("error%(\"x1 fails here\"%)", "return k, -1")))
     local v2 = script("reload2", (FAILING:gsub("error%(\"x1 fails here\"%)", "return k, -2")))

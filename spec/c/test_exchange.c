@@ -1,0 +1,108 @@
+/* test_exchange: cexchange.take_folded, the owners' merge of partials in C,
+ * gives what take() and the Lua merge give -- keys in order of first
+ * arrival over workers 0, 1, ..., values folded in arrival order, the
+ * order of each key's first element -- for every encoding scatter writes
+ * (string headers of each length class, integers of each width, doubles),
+ * and nil when an element is not a string key with a number. scatter's
+ * packing of string keys sends each to the owner of its partition. */
+#include "sr_test.h"
+
+#include "sr_exchange.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+/* The Lua side of the test: returns nothing, or raises what differs. */
+static const char *CHECK =
+    "local cx = ...\n"
+    "local function merge(ex, to, n, fold)\n"
+    "  local K, V, O, first, nk = {}, {}, {}, {}, 0\n"
+    "  for from = 0, n - 1 do\n"
+    "    local A, B, OO, c = cx.take(ex, from, to)\n"
+    "    for j = 1, c do\n"
+    "      local k, v = A[j], B[j]\n"
+    "      local at = first[k]\n"
+    "      if not at then\n"
+    "        nk = nk + 1; K[nk], V[nk], O[nk], first[k] = k, v, OO[j], nk\n"
+    "      elseif fold == 'add' then V[at] = V[at] + v\n"
+    "      elseif fold == 'min' then if v < V[at] then V[at] = v end\n"
+    "      else if v > V[at] then V[at] = v end end\n"
+    "    end\n"
+    "  end\n"
+    "  return K, V, O, nk\n"
+    "end\n"
+    "local function same(x, y, what)\n"
+    "  if x ~= y and not (x ~= x and y ~= y) then error(what .. ': ' .. tostring(x) .. ' ~= ' .. tostring(y), 0) end\n"
+    "end\n"
+    "local keys = { 'a', ('b'):rep(31), ('c'):rep(32), ('d'):rep(255), ('e'):rep(256), ('f'):rep(65536), '', '\\0z' }\n"
+    "local values = { 0, 1, 127, 128, 255, 256, 65535, 65536, 2^32, 2^53, -1, -32, -33, -128, -129, -32768,\n"
+    "                 -32769, -2^31, -2^31 - 1, -2^53, 0.5, -0.25, 1e300, -1e-300, 1/0, -1/0 }\n"
+    "for n = 1, 3 do\n"
+    "  local ex = cx.new(n)\n"
+    "  local m = 0\n"
+    "  for from = 0, n - 1 do\n"
+    "    local A, B, O = {}, {}, {}\n"
+    "    for i = 1, 40 do\n"
+    "      m = m + 1\n"
+    "      A[i], B[i], O[i] = keys[(i * 7 + from) % #keys + 1], values[(i * 5 + from * 3) % #values + 1], from * 2^32 + i\n"
+    "    end\n"
+    "    cx.clear(ex, from)\n"
+    "    assert(cx.scatter(ex, from, 8, A, B, O, #A) == nil)\n"
+    "  end\n"
+    "  for _, fold in ipairs { 'add', 'min', 'max' } do\n"
+    "    for to = 0, n - 1 do\n"
+    "      local K, V, O, nk = cx.take_folded(ex, to, fold)\n"
+    "      local RK, RV, RO, rn = merge(ex, to, n, fold)\n"
+    "      same(nk, rn, 'count')\n"
+    "      for i = 1, rn do\n"
+    "        same(K[i], RK[i], 'key'); same(V[i], RV[i], fold .. ' of ' .. #RK[i]); same(O[i], RO[i], 'order')\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "-- A string key goes to the owner of its partition (scatter packs it\n"
+    "-- as pack_key does) and comes back the same.\n"
+    "for _, k in ipairs(keys) do\n"
+    "  local ex = cx.new(3)\n"
+    "  for from = 0, 2 do cx.clear(ex, from) end\n"
+    "  assert(cx.scatter(ex, 1, 16, { k }, { 1 }, { 1 }, 1) == nil)\n"
+    "  for to = 0, 2 do\n"
+    "    local A, _, _, c = cx.take(ex, 1, to)\n"
+    "    same(c, to == cx.partition(k, 16) % 3 and 1 or 0, 'owner of ' .. #k)\n"
+    "    if c == 1 then same(A[1], k, 'key') end\n"
+    "  end\n"
+    "end\n"
+    "-- Not a string key with a number: nil, the exchange as it was.\n"
+    "for _, case in ipairs { { 'k', 'text' }, { 7, 1 }, { 'k', { 1 } }, { true, 2 } } do\n"
+    "  local ex = cx.new(2)\n"
+    "  cx.clear(ex, 0); cx.clear(ex, 1)\n"
+    "  assert(cx.scatter(ex, 0, 4, { 'x', case[1] }, { 1, case[2] }, { 1, 2 }, 2) == nil)\n"
+    "  local owner = cx.partition(case[1], 4) % 2\n"
+    "  assert(cx.take_folded(ex, owner, 'add') == nil, 'a fallback')\n"
+    "  local A, B, O, c = cx.take(ex, 0, owner)\n"
+    "  assert(c >= 1)\n"
+    "end\n"
+    "assert(not pcall(cx.take_folded, cx.new(1), 0, 'mul'))\n";
+
+static void test_take_folded_as_lua_merges(void **state)
+{
+    (void)state;
+    lua_State *L = luaL_newstate();
+    assert_non_null(L);
+    luaL_openlibs(L);
+    assert_int_equal(0, luaL_loadstring(L, CHECK));
+    lua_pushcfunction(L, luaopen_streamrun_cexchange);
+    lua_call(L, 0, 1);
+    int rc = lua_pcall(L, 1, 0, 0);
+    if (rc != 0) fail_msg("%s", lua_tostring(L, -1));
+    lua_close(L);
+    sr_exchange_thread_free();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_take_folded_as_lua_merges),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
