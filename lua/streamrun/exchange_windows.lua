@@ -286,7 +286,7 @@ function M.phase2(e, arg)
   local orders = tnew(n, 0)
   if has_inverse(node) then
     for j = 1, n do orders[j] = { OA[j] } end
-  else
+  elseif n > 0 then
     local slot, ord = first_seen(node, win, arg.time_ms)
     for j = 1, n do
       local key = OA[j]
