@@ -250,6 +250,22 @@ local function share(e, arg)
   return { n = n, a = A, b = B, src = origin, pos = pos }
 end
 
+-- What cannot pass between workers (a function, int64 cdata...): the
+-- elements a scatter or put left out (bad: their indices in A, B; whys:
+-- what each holds), each a dead letter of node, element i of input when
+-- at(i) names it, and the batch goes on.
+function M.left_out(g, node, bad, whys, A, B, input, at)
+  for j, i in ipairs(bad) do
+    local why = "cannot pass the value between workers: it holds " .. whys[j]
+    local at_i = at and at[i]
+    if at_i then
+      g.report_at(node, why, input, at_i, A[i], B[i])
+    else
+      g.report(node, why, A[i], B[i])
+    end
+  end
+end
+
 -- Phase 1: the chain over worker k's share, its partials scattered.
 function M.phase1(e, arg)
   local input = share(e, arg)
@@ -294,8 +310,8 @@ function M.phase1(e, arg)
     A, B = K, V
   end
   cx.clear(e.ex.keyed, e.k)
-  local bad, why = cx.scatter(e.ex.keyed, e.k, e.nparts, A, B, O, m, not sink and e.P or nil)
-  if bad then error(("stage %s: key %s: %s"):format((sink or e.seg.keyed).stage_name, tostring(A[bad]), why), 0) end
+  local bad, whys = cx.scatter(e.ex.keyed, e.k, e.nparts, A, B, O, m, not sink and e.P or nil)
+  if bad then M.left_out(e.g, sink or e.seg.keyed, bad, whys, A, B) end
 end
 
 -- The partials for worker w, merged in worker order: R = {n, a, b}, the
@@ -391,8 +407,8 @@ function M.phase2(e, arg)
     return
   end
   cx.clear(e.ex.out, e.k)
-  local bad, why = cx.put(e.ex.out, e.k, 0, out.a, out.b, orders, out.n)
-  if bad then error(("stage %s: output %d: %s"):format((keyed or e.seg.sink).stage_name, bad, why), 0) end
+  local bad, whys = cx.put(e.ex.out, e.k, 0, out.a, out.b, orders, out.n)
+  if bad then M.left_out(e.g, keyed or e.seg.sink, bad, whys, out.a, out.b) end
 end
 
 -- -- Merging the owners' outputs on worker 0 --
@@ -454,8 +470,8 @@ end
 -- Sends the collected dead letters through ex's side buffer of worker k.
 function M.send_letters(ex, k, list)
   if list.n == 0 then return end
-  local bad, why = cx.put(ex, k, -1, list.a, list.b, list.o, list.n)
-  if bad then error("dead letter " .. bad .. ": " .. why, 0) end
+  local bad, whys = cx.put(ex, k, -1, list.a, list.b, list.o, list.n)
+  if bad then error("dead letter " .. bad[1] .. ": " .. whys[1], 0) end
   for i = 1, list.n do list.a[i], list.b[i], list.o[i] = nil, nil, nil end
   list.n = 0
 end
@@ -497,8 +513,8 @@ function M.deal(ex, input, n)
       local _, off = batch.origin(input, i)
       SO[m] = off or -1
     end
-    local bad, why = cx.put(ex, 0, k, SA, SB, SO, m)
-    if bad then return nil, lo + bad - 1, why end
+    local bad, whys = cx.put(ex, 0, k, SA, SB, SO, m)
+    if bad then return nil, lo + bad[1] - 1, "cannot pass the element between workers: it holds " .. whys[1] end
   end
   return true
 end

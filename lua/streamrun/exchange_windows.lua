@@ -36,6 +36,11 @@ local windows = require "streamrun.windows"
 local cx, cstate, cwindow = core.cexchange, core.cstate, core.cwindow
 local C, ffi = core.C, core.ffi
 local type, tnew = type, require "table.new"
+local describe = require("streamrun.guard").describe
+
+-- Marks a partial that could not cross (its [2] the dead letter's reason,
+-- [3] its element described).
+local LEFT = "\0streamrun: left out"
 
 local M = {}
 
@@ -231,8 +236,33 @@ function M.phase1(e, arg)
   local O, base = tnew(nk, 0), e.k * SPAN
   for j = 1, nk do O[j] = base + j end
   cx.clear(e.ex.keyed, e.k)
-  local bad, why = cx.scatter(e.ex.keyed, e.k, node.partitions, keys, partials, O, nk)
-  if bad then error(("stage %s: key %s: %s"):format(node.stage_name, tostring(keys[bad]), why), 0) end
+  local bad, whys = cx.scatter(e.ex.keyed, e.k, node.partitions, keys, partials, O, nk)
+  if bad then
+    -- A partial that cannot cross cannot be kept in a window either: its
+    -- owner leaves the key out of the slice with one dead letter, as one
+    -- worker does (a mark crosses in its place).
+    local MA, MB, MO = {}, {}, {}
+    for j, i in ipairs(bad) do
+      MA[j], MO[j] = keys[i], O[i]
+      MB[j] = { LEFT, ("cannot keep %s in a window"):format(whys[j]), describe(keys[i], partials[i]) }
+    end
+    cx.scatter(e.ex.keyed, e.k, node.partitions, MA, MB, MO, #bad)
+  end
+end
+
+-- The keys whose partials came as LEFT marks, dropped from PA, PB (1..m)
+-- and reported once each, in order of first appearance: the new m.
+local function drop_left(node, g, PA, PB, m, left, order)
+  for _, key in ipairs(order) do g.report_as(node, left[key][2], left[key][3]) end
+  local j = 0
+  for i = 1, m do
+    if left[PA[i]] == nil then
+      j = j + 1
+      PA[j], PB[j] = PA[i], PB[i]
+    end
+  end
+  for i = j + 1, m do PA[i], PB[i] = nil, nil end
+  return j
 end
 
 -- The orders of a due window's outputs without an inverse: each key's
@@ -255,14 +285,26 @@ end
 function M.phase2(e, arg)
   local node, g, win = e.seg.window, e.g, e.win
   local PA, PB, first, m = {}, {}, {}, 0
+  local left, order
   for from = 0, e.n - 1 do
     local A, B, O, c = cx.take(e.ex.keyed, from, e.k)
     for j = 1, c do
       m = m + 1
-      local key = A[j]
-      PA[m], PB[m] = key, B[j]
+      local key, v = A[j], B[j]
+      PA[m], PB[m] = key, v
       if first[key] == nil then first[key] = O[j] end
+      if type(v) == "table" and v[1] == LEFT then
+        left, order = left or {}, order or {}
+        if left[key] == nil then
+          left[key] = v
+          order[#order + 1] = key
+        end
+      end
     end
+  end
+  if left then
+    table.sort(order, function(x, y) return first[x] < first[y] end)
+    m = drop_left(node, g, PA, PB, m, left, order)
   end
   local keys, accs, nk = windows.fold(node, g, PA, PB, m)
   local SB, SO = tnew(nk, 0), tnew(nk, 0)
@@ -301,8 +343,8 @@ function M.phase2(e, arg)
     return
   end
   cx.clear(e.ex.out, e.k)
-  local bad_out, why = cx.put(e.ex.out, e.k, 0, out.a, out.b, orders, n)
-  if bad_out then error(("stage %s: output %d: %s"):format(node.stage_name, bad_out, why), 0) end
+  local bad_out, whys = cx.put(e.ex.out, e.k, 0, out.a, out.b, orders, n)
+  if bad_out then exchange.left_out(g, node, bad_out, whys, out.a, out.b) end
 end
 
 -- -- Worker 0 --
