@@ -621,13 +621,20 @@ function M.attach(job, steps, ctx)
   -- Each segment with its own VMs (each told which segment is its).
   ctx.plan.parallels, ctx.plan.parallel_segs = {}, {}
   local first
-  for i, seg in ipairs(segs) do
-    local done, err = M.attach_one(job, steps, ctx, seg, i)
-    if done then
-      first = first or done
-      table.insert(ctx.plan.parallel_segs, done)
+  -- (A segment that fails to attach takes the VMs of those before it.)
+  local ok, err = xpcall(function()
+    for i, seg in ipairs(segs) do
+      local done, err = M.attach_one(job, steps, ctx, seg, i)
+      if done then
+        first = first or done
+        table.insert(ctx.plan.parallel_segs, done)
+      end
+      why = why or err
     end
-    why = why or err
+  end, keep_table)
+  if not ok then
+    M.close(ctx.plan)
+    error(err, 0)
   end
   if not first then return nil, why end
   return first

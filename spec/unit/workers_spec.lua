@@ -445,6 +445,23 @@ return job
     assert.same(two, letters_no_record(drivers[3]))
   end)
 
+  it("closes the VMs of the segments set up before one that fails to attach", function()
+    local exchange = require "streamrun.exchange"
+    local attach_one = exchange.attach_one
+    local plan
+    exchange.attach_one = function(job, steps, ctx, seg, i)
+      plan = ctx.plan
+      if i == 2 then error("segment 2 fails here", 0) end
+      return attach_one(job, steps, ctx, seg, i)
+    end
+    local ok, err = pcall(testing.driver, script("failing_keyed", FAILING_KEYED), { workers = 2 })
+    exchange.attach_one = attach_one
+    assert.is_false(ok)
+    assert.matches("segment 2 fails here", tostring(type(err) == "table" and (err.fatal or err.message) or err))
+    assert.equal(1, #plan.parallels)
+    assert.is_nil(plan.parallels[1].vms)
+  end)
+
   it("stops on a failing record with on_error = \"fail\" as one worker does", function()
     local path = script("failing", FAILING)
     local msgs = {}
