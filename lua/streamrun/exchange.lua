@@ -249,6 +249,7 @@ local function share(e, arg)
   for i = 1, n do pos[i - 1] = O[i] end
   return { n = n, a = A, b = B, src = origin, pos = pos }
 end
+M.share = share
 
 -- What cannot pass between workers (a function, int64 cdata...): the
 -- elements a scatter or put left out (bad: their indices in A, B; whys:
@@ -554,6 +555,7 @@ local function both(self, p, fn, arg, sarg)
   if werr then error(M.unpack_error(werr), 0) end
   return waited
 end
+M.both = both
 
 function Par:run(results, time_ms)
   local seg, n, ex = self.seg, self.n, self.ex
@@ -605,6 +607,7 @@ function Handed:run()
   self.par.out = nil
   return out
 end
+M.Handed = Handed
 
 -- Sets the plan up to run its keyed segments (M.segments) on the workers
 -- of ctx.workers: each segment's steps in steps are replaced, the keyed

@@ -20,7 +20,6 @@ local batch = require "streamrun.batch"
 local exchange = require "streamrun.exchange"
 local fuse = require "streamrun.fuse"
 local ops = require "streamrun.ops"
-local watchdog = require "streamrun.watchdog"
 local xw = require "streamrun.exchange_windows"
 
 local cx, cstate = core.cexchange, core.cstate
@@ -148,17 +147,7 @@ function Par:run(results, time_ms)
       if not ok then error(("stage %s: element %d: %s"):format(side.stages[1].stage_name, bad, why), 0) end
     end
   end
-  local sarg = exchange.encode_arg(arg)
-  local g = self.g
-  local waited = xw.both(self, 1, M.phase1, arg, sarg)
-  for k = 1, n - 1 do exchange.deliver(ex.keyed, k, g) end
-  watchdog.enter(watchdog.P.step, seg.join.stage_name)
-  waited = waited + xw.both(self, 2, M.phase2, arg, sarg)
-  for k = 1, n - 1 do exchange.deliver(ex.out, k, g) end
-  self.workers.waited_ms = (self.workers.waited_ms or 0) + waited
-  self.out = xw.gather(ex.out, n, "order", self.e0.kept)
-  self.e0.kept = nil
-  return batch.empty()
+  return xw.run_phases(self, M, arg, seg.join, "order")
 end
 
 -- The other side's chain step: the segment's step ran it.
