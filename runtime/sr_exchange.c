@@ -185,11 +185,31 @@ static int sr__str_key(sr_mpbuf_t *b, const char *s, size_t len)
     return sr_mpbuf_write(b, s, len);
 }
 
-/* cexchange.scatter(ex, from, nparts, a, b, o, n [, p]) -> nil, or i and
- * why: elements 1..n (key a[i], value b[i], order o[i], and with p the
+/* Notes element i as left out for why: in the tables at bad (indices) and
+ * bad + 1 (reasons), made on the first. */
+static void sr__left_out(lua_State *L, int *bad, lua_Integer i, const char *why)
+{
+    if (!*bad) {
+        lua_newtable(L);
+        lua_newtable(L);
+        /* (below the element's three values on the stack) */
+        lua_insert(L, -5);
+        lua_insert(L, -5);
+        *bad = lua_gettop(L) - 4;
+    }
+    int n = (int)lua_objlen(L, *bad) + 1;
+    lua_pushinteger(L, i);
+    lua_rawseti(L, *bad, n);
+    lua_pushstring(L, why);
+    lua_rawseti(L, *bad + 1, n);
+}
+
+/* cexchange.scatter(ex, from, nparts, a, b, o, n [, p]) -> nil, or bad and
+ * whys: elements 1..n (key a[i], value b[i], order o[i], and with p the
  * record offset p[i]: take with width 4) each to the worker that owns the
- * partition of its key. Stops at an element whose value cannot be packed
- * (the exchange is then incomplete; the caller fails the batch). */
+ * partition of its key. An element whose value cannot be packed is left
+ * out: bad lists the indices of those, whys what each value holds (e.g.
+ * "a function"), for the caller's dead letters. */
 static int sr__scatter(lua_State *L)
 {
     sr_exchange_t *ex = sr__check(L, 1);
@@ -204,6 +224,7 @@ static int sr__scatter(lua_State *L)
     sr__slot(L, ex, from, -1);
     msgpack_packer kp, pk[256];
     for (int to = 0; to < ex->n; to++) msgpack_packer_init(&pk[to], &ex->buf[from * ex->n + to], sr_mpbuf_write);
+    int bad = 0;
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, 4, (int)i);
         lua_rawgeti(L, 5, (int)i);
@@ -225,9 +246,9 @@ static int sr__scatter(lua_State *L)
         const char *why = sr_mplua_pack(L, -2, &pk[to], 1);
         if (why) {
             b->len = mark;
-            lua_pushinteger(L, i);
-            lua_pushfstring(L, "cannot pass the value between workers: it holds %s", why);
-            return 2;
+            sr__left_out(L, &bad, i, why);
+            lua_pop(L, 3);
+            continue;
         }
         sr__pack_order(L, -1, &pk[to], key_scratch.data, key_scratch.len);
         if (with_pos) {
@@ -238,13 +259,16 @@ static int sr__scatter(lua_State *L)
         ex->count[from * ex->n + to]++;
         lua_pop(L, 3);
     }
-    return 0;
+    if (!bad) return 0;
+    lua_pushvalue(L, bad);
+    lua_pushvalue(L, bad + 1);
+    return 2;
 }
 
-/* cexchange.put(ex, from, to, a, b, o, n) -> nil, or i and why: elements
- * 1..n (b[i] nil: a single value; o[i] a number, or {key}: the key's
- * bytes, to order by as the state orders keys) to worker to (-1: from's
- * side buffer). */
+/* cexchange.put(ex, from, to, a, b, o, n) -> nil, or bad and whys (as
+ * scatter: the elements left out): elements 1..n (b[i] nil: a single
+ * value; o[i] a number, or {key}: the key's bytes, to order by as the
+ * state orders keys) to worker to (-1: from's side buffer). */
 static int sr__put(lua_State *L)
 {
     sr_exchange_t *ex = sr__check(L, 1);
@@ -256,6 +280,7 @@ static int sr__put(lua_State *L)
     sr_mpbuf_t *b = &ex->buf[s];
     msgpack_packer pk, kp;
     msgpack_packer_init(&pk, b, sr_mpbuf_write);
+    int bad = 0;
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, 4, (int)i);
         lua_rawgeti(L, 5, (int)i);
@@ -268,9 +293,9 @@ static int sr__put(lua_State *L)
         }
         if (why) {
             b->len = mark;
-            lua_pushinteger(L, i);
-            lua_pushfstring(L, "cannot pass the element between workers: it holds %s", why);
-            return 2;
+            sr__left_out(L, &bad, i, why);
+            lua_pop(L, 3);
+            continue;
         }
         const char *key = NULL;
         size_t klen = 0;
@@ -288,7 +313,10 @@ static int sr__put(lua_State *L)
         ex->count[s]++;
         lua_pop(L, 3);
     }
-    return 0;
+    if (!bad) return 0;
+    lua_pushvalue(L, bad);
+    lua_pushvalue(L, bad + 1);
+    return 2;
 }
 
 typedef struct sr__take {

@@ -197,7 +197,7 @@ void sr_state_lua_thread_free(void)
 /* Pushes keys and values arrays of the n entries of list, sorted by key. */
 static int sr__push_sorted(lua_State *L, sr_state_entry_t **list, size_t n)
 {
-    qsort(list, n, sizeof(*list), sr__cmp_entries);
+    if (n > 1) qsort(list, n, sizeof(*list), sr__cmp_entries); /* (list is NULL when n is 0) */
     lua_createtable(L, (int)n, 0);
     lua_createtable(L, (int)n, 0);
     for (size_t i = 0; i < n; i++) sr__push_entry(L, list[i], (int)i + 1);

@@ -252,6 +252,23 @@ local function share(e, arg)
   for i = 1, n do pos[i - 1] = O[i] end
   return { n = n, a = A, b = B, src = origin, pos = pos }
 end
+M.share = share
+
+-- What cannot pass between workers (a function, int64 cdata...): the
+-- elements a scatter or put left out (bad: their indices in A, B; whys:
+-- what each holds), each a dead letter of node, element i of input when
+-- at(i) names it, and the batch goes on.
+function M.left_out(g, node, bad, whys, A, B, input, at)
+  for j, i in ipairs(bad) do
+    local why = "cannot pass the value between workers: it holds " .. whys[j]
+    local at_i = at and at[i]
+    if at_i then
+      g.report_at(node, why, input, at_i, A[i], B[i])
+    else
+      g.report(node, why, A[i], B[i])
+    end
+  end
+end
 
 -- Phase 1: the chain over worker k's share, its partials scattered.
 function M.phase1(e, arg)
@@ -297,8 +314,8 @@ function M.phase1(e, arg)
     A, B = K, V
   end
   cx.clear(e.ex.keyed, e.k)
-  local bad, why = cx.scatter(e.ex.keyed, e.k, e.nparts, A, B, O, m, not sink and e.P or nil)
-  if bad then error(("stage %s: key %s: %s"):format((sink or e.seg.keyed).stage_name, tostring(A[bad]), why), 0) end
+  local bad, whys = cx.scatter(e.ex.keyed, e.k, e.nparts, A, B, O, m, not sink and e.P or nil)
+  if bad then M.left_out(e.g, sink or e.seg.keyed, bad, whys, A, B) end
 end
 
 -- The partials for worker w, merged in worker order: R = {n, a, b}, the
@@ -410,8 +427,8 @@ function M.phase2(e, arg)
     return
   end
   cx.clear(e.ex.out, e.k)
-  local bad, why = cx.put(e.ex.out, e.k, 0, out.a, out.b, orders, out.n)
-  if bad then error(("stage %s: output %d: %s"):format((keyed or e.seg.sink).stage_name, bad, why), 0) end
+  local bad, whys = cx.put(e.ex.out, e.k, 0, out.a, out.b, orders, out.n)
+  if bad then M.left_out(e.g, keyed or e.seg.sink, bad, whys, out.a, out.b) end
 end
 
 -- -- Merging the owners' outputs on worker 0 --
@@ -473,8 +490,8 @@ end
 -- Sends the collected dead letters through ex's side buffer of worker k.
 function M.send_letters(ex, k, list)
   if list.n == 0 then return end
-  local bad, why = cx.put(ex, k, -1, list.a, list.b, list.o, list.n)
-  if bad then error("dead letter " .. bad .. ": " .. why, 0) end
+  local bad, whys = cx.put(ex, k, -1, list.a, list.b, list.o, list.n)
+  if bad then error("dead letter " .. bad[1] .. ": " .. whys[1], 0) end
   for i = 1, list.n do list.a[i], list.b[i], list.o[i] = nil, nil, nil end
   list.n = 0
 end
@@ -516,8 +533,8 @@ function M.deal(ex, input, n)
       local _, off = batch.origin(input, i)
       SO[m] = off or -1
     end
-    local bad, why = cx.put(ex, 0, k, SA, SB, SO, m)
-    if bad then return nil, lo + bad - 1, why end
+    local bad, whys = cx.put(ex, 0, k, SA, SB, SO, m)
+    if bad then return nil, lo + bad[1] - 1, "cannot pass the element between workers: it holds " .. whys[1] end
   end
   return true
 end
@@ -559,6 +576,7 @@ local function both(self, p, fn, arg, sarg)
   if werr then error(M.unpack_error(werr), 0) end
   return waited
 end
+M.both = both
 
 function Par:run(results, time_ms)
   local seg, n, ex = self.seg, self.n, self.ex
@@ -612,6 +630,7 @@ function Handed:run()
   self.par.out = nil
   return out
 end
+M.Handed = Handed
 
 -- Sets the plan up to run its keyed segments (M.segments) on the workers
 -- of ctx.workers: each segment's steps in steps are replaced, the keyed
@@ -628,13 +647,20 @@ function M.attach(job, steps, ctx)
   -- Each segment with its own VMs (each told which segment is its).
   ctx.plan.parallels, ctx.plan.parallel_segs = {}, {}
   local first
-  for i, seg in ipairs(segs) do
-    local done, err = M.attach_one(job, steps, ctx, seg, i)
-    if done then
-      first = first or done
-      table.insert(ctx.plan.parallel_segs, done)
+  -- (A segment that fails to attach takes the VMs of those before it.)
+  local ok, err = xpcall(function()
+    for i, seg in ipairs(segs) do
+      local done, err = M.attach_one(job, steps, ctx, seg, i)
+      if done then
+        first = first or done
+        table.insert(ctx.plan.parallel_segs, done)
+      end
+      why = why or err
     end
-    why = why or err
+  end, keep_table)
+  if not ok then
+    M.close(ctx.plan)
+    error(err, 0)
   end
   if not first then return nil, why end
   return first

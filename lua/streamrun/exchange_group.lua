@@ -14,6 +14,7 @@
 local core = require "streamrun.core"
 local fuse = require "streamrun.fuse"
 local ops = require "streamrun.ops"
+local exchange = require "streamrun.exchange"
 local xw = require "streamrun.exchange_windows"
 
 local cx, ffi = core.cexchange, core.ffi
@@ -49,18 +50,18 @@ function M.phase1(e, arg)
   local node, g = e.seg.group, e.g
   local part = e.chain.run(xw.share(e, arg))
   local A, B, n = part.a, part.b, part.n
-  local KA, KB, KO, m = tnew(n, 0), tnew(n, 0), tnew(n, 0), 0
+  local KA, KB, KO, KI, m = tnew(n, 0), tnew(n, 0), tnew(n, 0), tnew(n, 0), 0
   local base = e.k * SPAN
   for i = 1, n do
     local a, b = A[i], B[i]
     if ops.pair_check(node, g, a, b) then
       m = m + 1
-      KA[m], KB[m], KO[m] = a, b, base + m
+      KA[m], KB[m], KO[m], KI[m] = a, b, base + m, i
     end
   end
   cx.clear(e.ex.keyed, e.k)
-  local bad, why = cx.scatter(e.ex.keyed, e.k, e.nparts, KA, KB, KO, m)
-  if bad then error(("stage %s: key %s: %s"):format(node.stage_name, tostring(KA[bad]), why), 0) end
+  local bad, whys = cx.scatter(e.ex.keyed, e.k, e.nparts, KA, KB, KO, m)
+  if bad then exchange.left_out(g, node, bad, whys, KA, KB, part, KI) end
 end
 
 -- Phase 2: worker k's keys grouped, put to worker 0 with their orders.
@@ -88,8 +89,8 @@ function M.phase2(e)
     return
   end
   cx.clear(e.ex.out, e.k)
-  local bad, why = cx.put(e.ex.out, e.k, 0, keys, OB, first, nk)
-  if bad then error(("stage %s: output %d: %s"):format(node.stage_name, bad, why), 0) end
+  local bad, whys = cx.put(e.ex.out, e.k, 0, keys, OB, first, nk)
+  if bad then exchange.left_out(e.g, node, bad, whys, keys, OB) end
 end
 
 return M

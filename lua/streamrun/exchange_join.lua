@@ -20,7 +20,6 @@ local batch = require "streamrun.batch"
 local exchange = require "streamrun.exchange"
 local fuse = require "streamrun.fuse"
 local ops = require "streamrun.ops"
-local watchdog = require "streamrun.watchdog"
 local xw = require "streamrun.exchange_windows"
 
 local cx, cstate = core.cexchange, core.cstate
@@ -75,18 +74,18 @@ function M.phase1(e, arg)
   for s = 1, 2 do
     local part = parts[s]
     local A, B, n = part.a, part.b, part.n
-    local KA, KB, KO, m = tnew(n, 0), tnew(n, 0), tnew(n, 0), 0
+    local KA, KB, KO, KI, m = tnew(n, 0), tnew(n, 0), tnew(n, 0), tnew(n, 0), 0
     for i = 1, n do
       local a, b = A[i], B[i]
       if ops.pair_check(node, g, a, b) then
         m = m + 1
-        KA[m], KB[m], KO[m] = a, b, base + m
+        KA[m], KB[m], KO[m], KI[m] = a, b, base + m, i
       end
     end
     local ex = s == 1 and e.ex.keyed or e.ex.keyed2
     cx.clear(ex, e.k)
-    local bad, why = cx.scatter(ex, e.k, e.nparts, KA, KB, KO, m)
-    if bad then error(("stage %s: key %s: %s"):format(node.stage_name, tostring(KA[bad]), why), 0) end
+    local bad, whys = cx.scatter(ex, e.k, e.nparts, KA, KB, KO, m)
+    if bad then exchange.left_out(g, node, bad, whys, KA, KB, part, KI) end
   end
 end
 
@@ -125,8 +124,8 @@ function M.phase2(e)
     return
   end
   cx.clear(e.ex.out, e.k)
-  local bad, why = cx.put(e.ex.out, e.k, 0, out.a, out.b, orders, n)
-  if bad then error(("stage %s: output %d: %s"):format(node.stage_name, bad, why), 0) end
+  local bad, whys = cx.put(e.ex.out, e.k, 0, out.a, out.b, orders, n)
+  if bad then exchange.left_out(e.g, node, bad, whys, out.a, out.b) end
 end
 
 -- -- Worker 0 --
@@ -148,17 +147,7 @@ function Par:run(results, time_ms)
       if not ok then error(("stage %s: element %d: %s"):format(side.stages[1].stage_name, bad, why), 0) end
     end
   end
-  local sarg = exchange.encode_arg(arg)
-  local g = self.g
-  local waited = xw.both(self, 1, M.phase1, arg, sarg)
-  for k = 1, n - 1 do exchange.deliver(ex.keyed, k, g) end
-  watchdog.enter(watchdog.P.step, seg.join.stage_name)
-  waited = waited + xw.both(self, 2, M.phase2, arg, sarg)
-  for k = 1, n - 1 do exchange.deliver(ex.out, k, g) end
-  self.workers.waited_ms = (self.workers.waited_ms or 0) + waited
-  self.out = xw.gather(ex.out, n, "order", self.e0.kept)
-  self.e0.kept = nil
-  return batch.empty()
+  return xw.run_phases(self, M, arg, seg.join, "order")
 end
 
 -- The other side's chain step: the segment's step ran it.

@@ -29,13 +29,17 @@ local core = require "streamrun.core"
 local batch = require "streamrun.batch"
 local exchange = require "streamrun.exchange"
 local fuse = require "streamrun.fuse"
-local sources = require "streamrun.sources"
 local watchdog = require "streamrun.watchdog"
 local windows = require "streamrun.windows"
 
 local cx, cstate, cwindow = core.cexchange, core.cstate, core.cwindow
-local C, ffi = core.C, core.ffi
+local ffi = core.ffi
 local type, tnew = type, require "table.new"
+local describe = require("streamrun.guard").describe
+
+-- Marks a partial that could not cross (its [2] the dead letter's reason,
+-- [3] its element described).
+local LEFT = "\0streamrun: left out"
 
 local M = {}
 
@@ -205,22 +209,7 @@ function M.detach(win)
 end
 
 -- Worker k's share of the batch (as streamrun.exchange deals it).
-function M.share(e, arg)
-  local node = e.seg.source
-  if arg.cbatch then
-    local cb = ffi.cast("sr_batch_t *", arg.cbatch)
-    C.sr_workers_share(cb, e.k, e.n, e.lo, e.hi)
-    local lo, hi, v = e.lo[0], e.hi[0], e.view
-    v.data, v.off, v.pos, v.n = cb.data, cb.off + lo, cb.pos + lo, hi - lo
-    return sources.raw_c_batch(node, v)
-  end
-  local A, B, O, n = cx.take(e.ex.input, 0, e.k)
-  local origin = e.seg.origin
-  if not origin then return { n = n, a = A, b = B } end
-  local pos = {}
-  for i = 1, n do pos[i - 1] = O[i] end
-  return { n = n, a = A, b = B, src = origin, pos = pos }
-end
+M.share = exchange.share
 
 -- Phase 1: the chain over worker k's share, folded into partials,
 -- scattered to their owners.
@@ -231,8 +220,33 @@ function M.phase1(e, arg)
   local O, base = tnew(nk, 0), e.k * SPAN
   for j = 1, nk do O[j] = base + j end
   cx.clear(e.ex.keyed, e.k)
-  local bad, why = cx.scatter(e.ex.keyed, e.k, node.partitions, keys, partials, O, nk)
-  if bad then error(("stage %s: key %s: %s"):format(node.stage_name, tostring(keys[bad]), why), 0) end
+  local bad, whys = cx.scatter(e.ex.keyed, e.k, node.partitions, keys, partials, O, nk)
+  if bad then
+    -- A partial that cannot cross cannot be kept in a window either: its
+    -- owner leaves the key out of the slice with one dead letter, as one
+    -- worker does (a mark crosses in its place).
+    local MA, MB, MO = {}, {}, {}
+    for j, i in ipairs(bad) do
+      MA[j], MO[j] = keys[i], O[i]
+      MB[j] = { LEFT, ("cannot keep %s in a window"):format(whys[j]), describe(keys[i], partials[i]) }
+    end
+    cx.scatter(e.ex.keyed, e.k, node.partitions, MA, MB, MO, #bad)
+  end
+end
+
+-- The keys whose partials came as LEFT marks, dropped from PA, PB (1..m)
+-- and reported once each, in order of first appearance: the new m.
+local function drop_left(node, g, PA, PB, m, left, order)
+  for _, key in ipairs(order) do g.report_as(node, left[key][2], left[key][3]) end
+  local j = 0
+  for i = 1, m do
+    if left[PA[i]] == nil then
+      j = j + 1
+      PA[j], PB[j] = PA[i], PB[i]
+    end
+  end
+  for i = j + 1, m do PA[i], PB[i] = nil, nil end
+  return j
 end
 
 -- The orders of a due window's outputs without an inverse: each key's
@@ -255,14 +269,26 @@ end
 function M.phase2(e, arg)
   local node, g, win = e.seg.window, e.g, e.win
   local PA, PB, first, m = {}, {}, {}, 0
+  local left, order
   for from = 0, e.n - 1 do
     local A, B, O, c = cx.take(e.ex.keyed, from, e.k)
     for j = 1, c do
       m = m + 1
-      local key = A[j]
-      PA[m], PB[m] = key, B[j]
+      local key, v = A[j], B[j]
+      PA[m], PB[m] = key, v
       if first[key] == nil then first[key] = O[j] end
+      if type(v) == "table" and v[1] == LEFT then
+        left, order = left or {}, order or {}
+        if left[key] == nil then
+          left[key] = v
+          order[#order + 1] = key
+        end
+      end
     end
+  end
+  if left then
+    table.sort(order, function(x, y) return first[x] < first[y] end)
+    m = drop_left(node, g, PA, PB, m, left, order)
   end
   local keys, accs, nk = windows.fold(node, g, PA, PB, m)
   local SB, SO = tnew(nk, 0), tnew(nk, 0)
@@ -286,7 +312,7 @@ function M.phase2(e, arg)
   local orders = tnew(n, 0)
   if has_inverse(node) then
     for j = 1, n do orders[j] = { OA[j] } end
-  else
+  elseif n > 0 then
     local slot, ord = first_seen(node, win, arg.time_ms)
     for j = 1, n do
       local key = OA[j]
@@ -301,8 +327,8 @@ function M.phase2(e, arg)
     return
   end
   cx.clear(e.ex.out, e.k)
-  local bad_out, why = cx.put(e.ex.out, e.k, 0, out.a, out.b, orders, n)
-  if bad_out then error(("stage %s: output %d: %s"):format(node.stage_name, bad_out, why), 0) end
+  local bad_out, whys = cx.put(e.ex.out, e.k, 0, out.a, out.b, orders, n)
+  if bad_out then exchange.left_out(g, node, bad_out, whys, out.a, out.b) end
 end
 
 -- -- Worker 0 --
@@ -343,28 +369,28 @@ function M.gather_mode(seg)
   return has_inverse(seg.window) and "key" or "slot"
 end
 
-local function keep_table(err)
-  if type(err) == "table" then return err end
-  return debug.traceback(err, 2)
-end
-
 local Par = {}
 Par.__index = Par
 
--- Runs fn(e0, arg) here while the other workers run phase p; raises the
--- first failure (worker 0's, then the others' in worker order) once all
--- are done. Returns the milliseconds worker 0 waited.
-function M.both(self, p, fn, arg, sarg)
-  local vms = self.vms
-  vms:run(self.pool_addr, p, sarg)
-  local ok, err = xpcall(fn, keep_table, self.e0, arg)
-  watchdog.P.rec = -1
-  local t0 = core.clock_ms()
-  local werr = vms:wait()
-  local waited = core.clock_ms() - t0
-  if not ok then error(err, 0) end
-  if werr then error(exchange.unpack_error(werr), 0) end
-  return waited
+-- Both phases on every worker (streamrun.exchange's).
+M.both = exchange.both
+
+-- The rest of a segment's step once its input is dealt (arg: the phases'
+-- arguments): phase 1 and 2 of X on every worker, the dead letters
+-- delivered, the owners' outputs gathered into par.out (mode: gather's)
+-- for stage, the stage the watchdog names in phase 2.
+function M.run_phases(par, X, arg, stage, mode)
+  local n, ex, g = par.n, par.ex, par.g
+  local sarg = exchange.encode_arg(arg)
+  local waited = M.both(par, 1, X.phase1, arg, sarg)
+  for k = 1, n - 1 do exchange.deliver(ex.keyed, k, g) end
+  watchdog.enter(watchdog.P.step, stage.stage_name)
+  waited = waited + M.both(par, 2, X.phase2, arg, sarg)
+  for k = 1, n - 1 do exchange.deliver(ex.out, k, g) end
+  par.workers.waited_ms = (par.workers.waited_ms or 0) + waited
+  par.out = M.gather(ex.out, n, mode, par.e0.kept)
+  par.e0.kept = nil
+  return batch.empty()
 end
 
 function Par:run(results, time_ms)
@@ -378,29 +404,12 @@ function Par:run(results, time_ms)
     local ok, bad, why = exchange.deal(ex.input, input, n)
     if not ok then error(("stage %s: element %d: %s"):format(seg.stages[1].stage_name, bad, why), 0) end
   end
-  local sarg = exchange.encode_arg(arg)
-  local g = self.g
-  local X = self.x
-  local waited = M.both(self, 1, X.phase1, arg, sarg)
-  for k = 1, n - 1 do exchange.deliver(ex.keyed, k, g) end
-  watchdog.enter(watchdog.P.step, self.stage.stage_name)
-  waited = waited + M.both(self, 2, X.phase2, arg, sarg)
-  for k = 1, n - 1 do exchange.deliver(ex.out, k, g) end
-  self.workers.waited_ms = (self.workers.waited_ms or 0) + waited
-  self.out = M.gather(ex.out, n, M.gather_mode(seg), self.e0.kept)
-  self.e0.kept = nil
-  return batch.empty()
+  return M.run_phases(self, self.x, arg, self.stage, M.gather_mode(seg))
 end
 
 -- The window's step: what the segment's step gathered.
-local Handed = {}
-Handed.__index = Handed
+local Handed = exchange.Handed
 M.Handed = Handed
-function Handed:run()
-  local out = self.par.out or batch.empty()
-  self.par.out = nil
-  return out
-end
 
 -- The module running seg's phases: this one for a window,
 -- streamrun.exchange_group for a group.

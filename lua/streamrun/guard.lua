@@ -138,6 +138,13 @@ function M.new(handlers)
     emit(node, node.stage_name, -1, err, ...)
   end
 
+  -- The same with the element already described (record: a string, as
+  -- describe gives it).
+  function g.report_as(node, err, record)
+    local reason = ("stage %s (%s at %s): %s"):format(node.stage_name, node.op, node.where, trim_traceback(err))
+    g.letter(node.stage_name, -1, reason, record)
+  end
+
   -- A failure on element i of the stage's input batch: the dead letter has
   -- that element's source and record offset when it came from one record.
   function g.report_at(node, err, input, i, ...)

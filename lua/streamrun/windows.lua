@@ -276,8 +276,7 @@ function M.advance(node, g, w, keys, partials, nk, time_ms, zero_ms)
       OA, OB, m = recomputed(node, g, w, f, filter, time_ms)
     end
   end
-  -- The with-inverse form needs the slices leaving the next window too.
-  w.slices:drop_until(time_ms - node.length_ms - (finv and node.slide_ms or 0))
+  w.slices:drop_until(M.kept_after(node, time_ms))
   return OA, OB, m, bad
 end
 

@@ -44,15 +44,20 @@ function M.init(k, n, init)
   if seg.window or seg.group or seg.join then
     -- A keyed window (this worker's part of it), a group or a join
     -- (streamrun.exchange_windows, exchange_group, exchange_join).
+    -- (The window handles are worker 0's: adopted last, so that nothing
+    -- failing after frees them with this VM.)
     local xw = require "streamrun.exchange_windows"
-    local win = seg.window and xw.adopt(a.windows[k + 1]) or nil
     local x = xw.module_of(seg)
-    S = { e = x.executor(seg, k, n, guard.new(handlers), win, a.ex), letters = letters, win = win, x = x }
+    local e = x.executor(seg, k, n, guard.new(handlers), nil, a.ex)
+    local win = seg.window and xw.adopt(a.windows[k + 1]) or nil
+    e.win = win
+    S = { e = e, letters = letters, win = win, x = x }
     return
   end
+  local e = exchange.executor(seg, k, n, guard.new(handlers), nil, a.ex)
   local shard = a.shards and core.cexchange.adopt_state(a.shards[k + 1]) or nil
-  S = { e = exchange.executor(seg, k, n, guard.new(handlers), shard, a.ex), letters = letters, shard = shard,
-        x = exchange }
+  e.shard = shard
+  S = { e = e, letters = letters, shard = shard, x = exchange }
 end
 
 -- phase(p, arg): this worker's part of phase p of a batch (arg: its

@@ -107,6 +107,26 @@ static void test_pool_threads_free_their_buffers(void **state)
     assert_int_equal(sr_alloc_used(), before);
 }
 
+/* A state with no keys snapshots to empty columns (no sort of a NULL list:
+ * UBSan aborts on that). */
+static void test_empty_state_snapshot(void **state)
+{
+    (void)state;
+    lua_State *L = luaL_newstate();
+    assert_non_null(L);
+    luaopen_streamrun_cstate(L);
+    lua_getfield(L, -1, "new");
+    lua_pushstring(L, "empty");
+    assert_int_equal(lua_pcall(L, 1, 1, 0), 0);
+    lua_getfield(L, -1, "snapshot");
+    lua_pushvalue(L, -2);
+    assert_int_equal(lua_pcall(L, 1, 3, 0), 0);
+    assert_int_equal(lua_tointeger(L, -1), 0);
+    assert_int_equal(lua_objlen(L, -2), 0);
+    assert_int_equal(lua_objlen(L, -3), 0);
+    lua_close(L);
+}
+
 static sr_batch_t *lines(int n, unsigned seed)
 {
     sr_batch_t *b = sr_batch_new(0, 0);
@@ -183,6 +203,7 @@ int main(void)
         cmocka_unit_test(test_pool_runs_every_share),
         cmocka_unit_test(test_pool_threads_free_their_buffers),
         cmocka_unit_test(test_shares_cover_in_order),
+        cmocka_unit_test(test_empty_state_snapshot),
         cmocka_unit_test(test_split_word_count_equals_one_pass),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

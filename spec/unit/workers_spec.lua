@@ -381,6 +381,87 @@ return job
     assert.equal(msgs[1], msgs[3])
   end)
 
+  -- Values that cannot pass between workers (a function here) in a keyed
+  -- window: one dead letter per key and batch, the other keys go on, as
+  -- with one worker.
+  local UNCROSSABLE = [[local sr = require "streamrun"
+local job = sr.job { name = "u", batch = "1s", partitions = 8 }
+local words = job:queue({}, { name = "lines" }):flat_map(sr.words)
+words:map(function(w) if w == "x1" or w == "e" then return w, function() end end return w, 1 end)
+  :reduce_by_key_and_window(function(a, b)
+    if type(a) ~= "number" then return a end
+    if type(b) ~= "number" then return b end
+    return a + b
+  end, "2s", "1s", { name = "counts" })
+  :foreach_batch(function() end, { name = "out" })
+words:map(function(w) if w == "x1" then return w, function() end end return w, #w end):group_by_key()
+  :map(function(k, vs) return k, #vs end):foreach_batch(function() end, { name = "out2" })
+return job
+]]
+
+  local function letters_no_record(d)
+    local list = {}
+    for i, l in ipairs(d.dead_letters) do
+      list[i] = ("%s|%s|%s"):format(l.source, l.offset, (l.reason:gsub("\n.*", "")))
+    end
+    table.sort(list)
+    return list
+  end
+
+  it("dead-letters values that cannot pass between workers and goes on", function()
+    local path = script("uncrossable", UNCROSSABLE)
+    local drivers = { testing.driver(path, { workers = 1 }), testing.driver(path, { workers = 2 }),
+                      testing.driver(path, { workers = 3 }) }
+    assert.equal(2, #drivers[2].plan.parallels)
+    local rnd = rng(5)
+    for _ = 1, 3 do
+      local lines = random_lines(rnd, 100)
+      lines[#lines + 1] = "x1 a x1 e"
+      for _, d in ipairs(drivers) do d:push("lines", lines) end
+      local outs = {}
+      for i, d in ipairs(drivers) do
+        local r = d:tick()
+        outs[i] = r.out
+        if i > 1 then outs[i + 2] = r.out2 end
+      end
+      assert.is_true(#outs[1][1] > 0)
+      for i = 2, #drivers do assert.same(outs[1], outs[i]) end
+      -- (group_by_key keeps any value with one worker: several agree.)
+      assert.same(outs[4], outs[5])
+    end
+    local function window_letters(d)
+      local list = {}
+      for _, l in ipairs(letters_no_record(d)) do
+        if l:find("reduce_by_key_and_window", 1, true) then list[#list + 1] = l end
+      end
+      return list
+    end
+    local one = window_letters(drivers[1])
+    assert.equal(6, #one)
+    assert.matches("cannot keep a function in a window", one[1])
+    for i = 2, #drivers do assert.same(one, window_letters(drivers[i])) end
+    local two = letters_no_record(drivers[2])
+    assert.matches("group_by_key.-cannot pass the value between workers: it holds a function", table.concat(two, "\n"))
+    assert.same(two, letters_no_record(drivers[3]))
+  end)
+
+  it("closes the VMs of the segments set up before one that fails to attach", function()
+    local exchange = require "streamrun.exchange"
+    local attach_one = exchange.attach_one
+    local plan
+    exchange.attach_one = function(job, steps, ctx, seg, i)
+      plan = ctx.plan
+      if i == 2 then error("segment 2 fails here", 0) end
+      return attach_one(job, steps, ctx, seg, i)
+    end
+    local ok, err = pcall(testing.driver, script("failing_keyed", FAILING_KEYED), { workers = 2 })
+    exchange.attach_one = attach_one
+    assert.is_false(ok)
+    assert.matches("segment 2 fails here", tostring(type(err) == "table" and (err.fatal or err.message) or err))
+    assert.equal(1, #plan.parallels)
+    assert.is_nil(plan.parallels[1].vms)
+  end)
+
   it("stops on a failing record with on_error = \"fail\" as one worker does", function()
     local path = script("failing", FAILING)
     local msgs = {}
