@@ -112,34 +112,40 @@ local function source_of(f)
   error(("jobscript: cannot find the text of the function at %s:%d"):format(info.source:sub(2), first), 0)
 end
 
--- Where value v sits among the loaded modules (a module, or one of its
--- fields), as an expression; nil if nowhere.
-local function module_path(v)
+-- Where each value sits among the loaded modules (a module, or one of its
+-- fields), as an expression: value -> expression. (Built once a script.)
+local function module_paths()
+  local index = {}
+  local function put(v, expr)
+    if index[v] == nil then index[v] = expr end
+  end
   for name, mod in pairs(package.loaded) do
-    if mod == v and type(name) == "string" and not name:match("^helpers%.") then
-      return ("require(%q)"):format(name)
+    if type(name) == "string" and not name:match("^helpers%.") and (type(mod) == "table" or type(mod) == "function") then
+      put(mod, ("require(%q)"):format(name))
     end
   end
   for _, lib in ipairs { "string", "table", "math", "coroutine", "io", "os", "bit", "debug", "jit" } do
     local t = _G[lib]
-    if t == v then return lib end
     if type(t) == "table" then
+      put(t, lib)
       for k, f in pairs(t) do
-        if f == v and type(k) == "string" then return lib .. "." .. k end
+        if type(k) == "string" then put(f, lib .. "." .. k) end
       end
     end
   end
   for k, f in pairs(_G) do
-    if f == v and type(k) == "string" and type(f) == "function" then return k end
+    if type(k) == "string" and type(f) == "function" then put(f, k) end
   end
   for name, mod in pairs(package.loaded) do
     if type(name) == "string" and name:match("^streamrun") and type(mod) == "table" then
       for k, f in pairs(mod) do
-        if f == v and type(k) == "string" then return ("require(%q)[%q]"):format(name, k) end
+        if type(k) == "string" and (type(f) == "function" or type(f) == "table") then
+          put(f, ("require(%q)[%q]"):format(name, k))
+        end
       end
     end
   end
-  return nil
+  return index
 end
 
 local function number(x)
@@ -154,6 +160,7 @@ local function script_of(builder, id)
   local out = {}
   local function emit(s) out[#out + 1] = s end
   local names = {}   -- value -> variable
+  local modules = module_paths()
   local count = 0
   local later = {}   -- statements run once every value exists
   local value
@@ -170,7 +177,7 @@ local function script_of(builder, id)
     if t == "number" then return number(v) end
     if t == "string" then return ("%q"):format(v) end
     if names[v] then return names[v] end
-    local path = module_path(v)
+    local path = modules[v]
     if path then return path end
     if t == "table" then
       if getmetatable(v) ~= nil then error("jobscript: an upvalue is a table with a metatable", 0) end
