@@ -118,6 +118,12 @@ function M.find(job, skip)
             if c.kind == "view" then keyed = nil break end
           end
         end
+        -- (A keyed stage fed directly whose state a view reads stays on
+        -- one worker: a segment has a sink or a keyed stage.)
+        if direct and not keyed then
+          why = "a view reads the state of " .. node.stage_name
+          goto next_node
+        end
         -- A text source only the chain reads: each worker reads its range
         -- of the C batch itself.
         local raw = source.kind == "source" and source.format == "text" and not source.framed and #cons[source] == 1

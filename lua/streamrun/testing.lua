@@ -189,6 +189,12 @@ function Driver:late_dropped(name)
   return self.session.event.dropped[name] or 0
 end
 
+-- How many keyed segments of the plan run split across workers (0 when
+-- the job runs on one: one worker, or a shape that does not split).
+function Driver:parallel_segments()
+  return self.plan.parallels and #self.plan.parallels or 0
+end
+
 -- The time of the last batch run, in virtual milliseconds.
 function Driver:time() return self.last_time or 0 end
 

@@ -34,9 +34,15 @@
 --   largest time too, so after a restart the left side's 200 s still
 --   counts (checked below as streamrun's own behaviour).
 local testing = require "streamrun.testing"
+local jobscript = require "helpers.jobscript"
 local sr = require "streamrun"
 
 local function add(a, b) return a + b end
+
+-- Each job is a script (helpers.jobscript) that every worker could load,
+-- but event-time sources keep a job on one worker (SPEC section 15), so no
+-- case here runs split with STREAMRUN_WORKERS >= 2.
+local ONE_WORKER = { split = false }
 
 -- Spark's windowed count: window(eventTime, "5 seconds"), watermark 10 s.
 local function window_count_job()
@@ -66,7 +72,7 @@ end
 
 describe("Spark EventTimeWatermarkSuite", function()
   it("append mode", function()
-    local d = testing.driver(window_count_job)
+    local d = jobscript.driver(window_count_job, ONE_WORKER)
     d:push("in", { 10, 11, 12, 13, 14, 15 })
     assert.same({}, window_rows(d:tick()))
     d:push("in", { 25 }) -- Advance watermark to 15 seconds
@@ -81,7 +87,7 @@ describe("Spark EventTimeWatermarkSuite", function()
   end)
 
   it("event time and watermark metrics: the watermark values", function()
-    local d = testing.driver(window_count_job)
+    local d = jobscript.driver(window_count_job, ONE_WORKER)
     d:push("in", { 15 })
     assert.same({}, window_rows(d:tick()))
     assert.equal(5000, d:watermark())
@@ -94,17 +100,17 @@ describe("Spark EventTimeWatermarkSuite", function()
   end)
 
   it("recovery", function()
-    local d = testing.driver(window_count_job)
+    local d, path = jobscript.driver(window_count_job, ONE_WORKER)
     d:push("in", { 10, 11, 12, 13, 14, 15 })
     assert.same({}, window_rows(d:tick()))
     d:push("in", { 25 }) -- Advance watermark to 15 seconds
     assert.same({ { 10, 5 } }, window_rows(d:tick()))
-    d = testing.restore(d:checkpoint(), { job = window_count_job })
+    d = testing.restore(d:checkpoint(), { job = path })
     assert.equal(15000, d:watermark())
     d:push("in", { 10, 27, 30 }) -- Advance watermark to 20 seconds, 10 should be ignored
     assert.same({ { 15, 1 } }, window_rows(d:tick()))
     assert.equal(1, late_count(d))
-    d = testing.restore(d:checkpoint(), { job = window_count_job })
+    d = testing.restore(d:checkpoint(), { job = path })
     d:push("in", { 17 }) -- Watermark should still be 20 seconds, 17 should be ignored
     assert.same({}, window_rows(d:tick()))
     assert.equal(20000, d:watermark())
@@ -141,7 +147,7 @@ describe("Spark EventTimeWatermarkSuite", function()
   end
 
   it("append mode - session", function()
-    local d = testing.driver(session_job(function(v) return math.floor(v / 10) end))
+    local d = jobscript.driver(session_job(function(v) return math.floor(v / 10) end), ONE_WORKER)
     d:push("in", { 10, 11 }) -- sessions: key 1 => (10,16)
     assert.same({}, session_rows(d:tick(), true))
     d:push("in", { 17 }) -- Advance watermark to 7 seconds
@@ -158,7 +164,7 @@ describe("Spark EventTimeWatermarkSuite", function()
   end)
 
   it("append mode - session - no key", function()
-    local d = testing.driver(session_job(function() return "all" end))
+    local d = jobscript.driver(session_job(function() return "all" end), ONE_WORKER)
     d:push("in", { 10, 11 })
     assert.same({}, session_rows(d:tick()))
     d:push("in", { 17 })
@@ -186,7 +192,7 @@ describe("Spark EventTimeWatermarkSuite", function()
          :foreach_batch(function() end, { name = "out" })
       return j
     end
-    local d = testing.driver(job)
+    local d, path = jobscript.driver(job, ONE_WORKER)
     local function after(first, second)
       if first then d:push("first", first) end
       if second then d:push("second", second) end
@@ -209,7 +215,7 @@ describe("Spark EventTimeWatermarkSuite", function()
     assert.equal(120000, after({ 140 }, { 100 }))
     assert.equal(130000, after({ 100 }, { 135 }))
     assert.equal(185000, after({ 200 }, { 190 }))
-    d = testing.restore(d:checkpoint(), { job = job })
+    d = testing.restore(d:checkpoint(), { job = path })
     assert.equal(185000, d:watermark())
     -- Each source's largest time survives the restart here (Spark's 185000:
     -- it forgets the left side's 200 s).

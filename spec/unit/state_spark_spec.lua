@@ -15,6 +15,7 @@ local spark = require "helpers.spark"
 local compare = require "helpers.compare"
 local sr = require "streamrun"
 local testing = require "streamrun.testing"
+local jobscript = require "helpers.jobscript"
 
 local function pair_of(x) return x, 1 end
 
@@ -25,27 +26,40 @@ local function sum(values)
 end
 
 -- getOperationOutput of MapWithStateSuite: input words become (x, 1),
--- go through map_with_state(spec); returns the mapped output and the state
--- snapshots of every batch, and the driver.
-local function map_with_state_run(input, spec, nbatches)
-  -- Collected by the job itself, as Spark's TestOutputStream does.
+-- go through map_with_state(make_spec()); returns the mapped output and the
+-- state snapshots of every batch, and the driver. The job is a script
+-- (helpers.jobscript), so it runs split on several workers; opts.in_process
+-- keeps it a function (one worker), for a spec whose function records its
+-- calls in the spec's tables.
+local function map_with_state_run(input, make_spec, nbatches, opts)
+  opts = opts or {}
+  -- Collected by the job itself, as Spark's TestOutputStream does (its
+  -- outputs run in the spec's VM).
   local outputs, snapshots = {}, {}
-  local d = testing.driver(function()
+  local function build()
     local job = sr.job { name = "mws", batch = "1s" }
-    local mapped = job:queue(input, { name = "input" }):map(pair_of):map_with_state(spec)
+    local mapped = job:queue(input, { name = "input" }):map(pair_of):map_with_state(make_spec())
     mapped:foreach_batch(function(elements) outputs[#outputs + 1] = elements end, { name = "output" })
     mapped:state_snapshots():foreach_batch(function(elements) snapshots[#snapshots + 1] = elements end,
       { name = "snapshots" })
     return job
-  end)
+  end
+  local d
+  if opts.in_process then
+    d = testing.driver(build)
+  else
+    -- (A view of the keyed state, state_snapshots, keeps the stage on
+    -- one worker.)
+    d = jobscript.driver(build, { split = false })
+  end
   d:tick(nbatches or #input)
   return outputs, snapshots, d
 end
 
 -- testOperation of MapWithStateSuite: outputs and snapshots batch by batch.
-local function map_with_state_case(input, spec, expected_outputs, expected_snapshots)
+local function map_with_state_case(input, spec, expected_outputs, expected_snapshots, opts)
   assert(#expected_outputs == #expected_snapshots)
-  local outputs, snapshots = map_with_state_run(input, spec, #expected_outputs)
+  local outputs, snapshots = map_with_state_run(input, spec, #expected_outputs, opts)
   assert.equal(#expected_outputs, #outputs)
   compare.same_multisets(expected_outputs, outputs)
   compare.same_multisets(expected_snapshots, snapshots)
@@ -62,6 +76,9 @@ local COUNT_SNAPSHOTS = {
   { { "a", 5 }, { "b", 3 }, { "c", 1 } },
   { { "a", 5 }, { "b", 3 }, { "c", 1 } },
 }
+
+-- A keyed stage with initial state runs on one worker.
+local NO_SPLIT = { split = false }
 
 describe("updateStateByKey (Spark BasicOperationsSuite)", function()
   local INPUT = { { "a" }, { "a", "b" }, { "a", "b", "c" }, { "a", "b" }, { "a" }, {} }
@@ -100,7 +117,7 @@ describe("updateStateByKey (Spark BasicOperationsSuite)", function()
       return s:map(pair_of):update_state_by_key(function(values, state)
         return sum(values) + (state or 0)
       end, { name = "totals", initial = { a = 1, c = 2 } })
-    end)
+    end, nil, NO_SPLIT)
     compare.same_multisets(WITH_INITIAL, out)
     assert.same({ a = 6, b = 3, c = 3 }, d:state("totals"))
   end)
@@ -116,7 +133,7 @@ describe("updateStateByKey (Spark BasicOperationsSuite)", function()
         seen_keys[key] = true
         return sum(values) + (state or 0)
       end, { initial = function() return { a = 1, c = 2 } end })
-    end)
+    end, nil, { in_process = true }) -- (seen_keys is the spec's: one worker)
     compare.same_multisets(WITH_INITIAL, out)
     assert.same({ a = true, b = true, c = true }, seen_keys)
   end)
@@ -129,7 +146,7 @@ describe("updateStateByKey (Spark BasicOperationsSuite)", function()
         if #values > 0 then return time_ms + (state or 0) end
         return state or 0
       end, { initial = { a = 0, c = 0 } })
-    end)
+    end, nil, NO_SPLIT)
     compare.same_multisets({
       { { "a", 1000 }, { "c", 0 } },
       { { "a", 3000 }, { "b", 2000 }, { "c", 0 } },
@@ -175,11 +192,11 @@ end)
 describe("mapWithState (Spark MapWithStateSuite)", function()
   it("mapWithState - basic operations with simple API", function()
     -- state keeps a running count; the updated count is returned.
-    local spec = sr.state_spec(function(_, v, state)
+    local function spec() return sr.state_spec(function(_, v, state)
       local s = (v or 0) + (state:exists() and state:get() or 0)
       state:update(s)
       return s
-    end)
+    end) end
     map_with_state_case(COUNT_INPUT, spec,
       { {}, { 1 }, { 2, 1 }, { 3, 2, 1 }, { 4, 3 }, { 5 }, {} }, COUNT_SNAPSHOTS)
   end)
@@ -188,14 +205,14 @@ describe("mapWithState (Spark MapWithStateSuite)", function()
     -- Spark's advanced function also gets the batch time (ours: the 4th
     -- argument); it returns Some(key * 2).
     local times = {}
-    local spec = sr.state_spec(function(k, v, state, time_ms)
+    local function spec() return sr.state_spec(function(k, v, state, time_ms)
       times[#times + 1] = time_ms
       state:update((v or 0) + (state:exists() and state:get() or 0))
       return k:rep(2)
-    end)
+    end) end
     map_with_state_case(COUNT_INPUT, spec,
       { {}, { "aa" }, { "aa", "bb" }, { "aa", "bb", "cc" }, { "aa", "bb" }, { "aa" }, {} },
-      COUNT_SNAPSHOTS)
+      COUNT_SNAPSHOTS, { in_process = true }) -- (times is the spec's: one worker)
     assert.same({ 2000, 3000, 3000, 4000, 4000, 4000, 5000, 5000, 6000 }, times)
   end)
 
@@ -209,13 +226,17 @@ describe("mapWithState (Spark MapWithStateSuite)", function()
     -- and the mapped 0.
     local function run(partitions)
       local seen = {}
-      local spec = sr.state_spec(function(k, v, state, time_ms)
-        seen[#seen + 1] = { type(k), v, type(time_ms), state:exists() and state:get() or false }
-        state:update(0.5 + (state:exists() and state:get() or 0))
-        return 0
-      end)
-      if partitions then spec:partitions(partitions) end
-      local outputs, snapshots = map_with_state_run({ { "a" }, { "a" } }, spec)
+      local function make_spec()
+        local spec = sr.state_spec(function(k, v, state, time_ms)
+          seen[#seen + 1] = { type(k), v, type(time_ms), state:exists() and state:get() or false }
+          state:update(0.5 + (state:exists() and state:get() or 0))
+          return 0
+        end)
+        if partitions then spec:partitions(partitions) end
+        return spec
+      end
+      -- (seen is the spec's: one worker.)
+      local outputs, snapshots = map_with_state_run({ { "a" }, { "a" } }, make_spec, nil, { in_process = true })
       return outputs, snapshots, seen
     end
     for _, partitions in ipairs { false, 1 } do
@@ -227,11 +248,11 @@ describe("mapWithState (Spark MapWithStateSuite)", function()
   end)
 
   it("mapWithState - states as mapped data", function()
-    local spec = sr.state_spec(function(k, v, state)
+    local function spec() return sr.state_spec(function(k, v, state)
       local s = (v or 0) + (state:exists() and state:get() or 0)
       state:update(s)
       return k, s
-    end)
+    end) end
     map_with_state_case(COUNT_INPUT, spec, {
       {},
       { { "a", 1 } },
@@ -245,10 +266,10 @@ describe("mapWithState (Spark MapWithStateSuite)", function()
 
   it("mapWithState - initial states, with nothing returned as from mapping function", function()
     -- The seeds are in the first batch's snapshot, before any record.
-    local spec = sr.state_spec(function(_, v, state)
+    local function spec() return sr.state_spec(function(_, v, state)
       state:update((v or 0) + (state:exists() and state:get() or 0))
       return nil
-    end):initial_state { a = 5, b = 10, c = -20, d = 0 }
+    end):initial_state { a = 5, b = 10, c = -20, d = 0 } end
     map_with_state_case(COUNT_INPUT, spec, { {}, {}, {}, {}, {}, {}, {} }, {
       { { "a", 5 }, { "b", 10 }, { "c", -20 }, { "d", 0 } },
       { { "a", 6 }, { "b", 10 }, { "c", -20 }, { "d", 0 } },
@@ -263,13 +284,13 @@ describe("mapWithState (Spark MapWithStateSuite)", function()
   it("mapWithState - state removing", function()
     -- An existing state is removed and the key returned; a missing one is
     -- set to the value. numPartitions(1) as in Spark.
-    local spec = sr.state_spec(function(k, v, state)
+    local function spec() return sr.state_spec(function(k, v, state)
       if state:exists() then
         state:remove()
         return k
       end
       state:update(v)
-    end):partitions(1)
+    end):partitions(1) end
     map_with_state_case(
       { {}, { "a" }, { "a", "b" }, { "a", "b", "c" }, { "a", "b", "c" }, { "a", "b" }, { "a" }, {} },
       spec,
@@ -305,10 +326,10 @@ describe("mapWithState (Spark MapWithStateSuite)", function()
     --      batch after: never times out.
     local input = { { "a", "b", "c" }, { "a", "b" }, { "a" }, {}, {}, { "a" } }
     for _ = 1, 20 do input[#input + 1] = { "a" } end
-    local spec = sr.state_spec(function(k, v, state)
+    local function spec() return sr.state_spec(function(k, v, state)
       if v ~= nil then state:update(1) end
       if state:is_timing_out() then return k end
-    end):timeout("3s")
+    end):timeout("3s") end
     local outputs, snapshots = map_with_state_run(input, spec, 20)
 
     -- Spark's own assertions.

@@ -534,6 +534,34 @@ return job
     assert.same(outs[1], outs[3])
   end)
 
+  it("keeps a map_with_state whose state_snapshots are read on worker 0, with the outputs of one worker", function()
+    -- (Its plan once searched for segments forever on 2 workers.)
+    local path = script("mws_view", [[local sr = require "streamrun"
+local job = sr.job { name = "v", batch = "1s" }
+local m = job:queue({}, { name = "lines" }):map(function(l) return l, 1 end)
+  :map_with_state(sr.state_spec(function(k, v, state)
+    local n = (state:exists() and state:get() or 0) + v
+    state:update(n)
+    return k, n
+  end):name("counts"))
+m:foreach_batch(function() end, { name = "out" })
+m:state_snapshots():foreach_batch(function() end, { name = "snap" })
+return job
+]])
+    local outs = {}
+    for j, n in ipairs { 1, 2 } do
+      local d = testing.driver(path, { workers = n })
+      assert.equal(0, d:parallel_segments())
+      d:push("lines", { "a", "b", "a" })
+      local first = d:tick()
+      d:push("lines", { "b" })
+      outs[j] = { first, d:tick(), d:state("counts") }
+    end
+    assert.same({ { "a", 1 }, { "b", 1 }, { "a", 2 } }, outs[1][1].out)
+    assert.same({ a = 2, b = 2 }, outs[1][3])
+    assert.same(outs[1], outs[2])
+  end)
+
   it("reloads a keyed window split among workers, keeping its slices and results", function()
     local text = [[local sr = require "streamrun"
 local job = sr.job { name = "rw", batch = "1s", partitions = 8 }
