@@ -15,7 +15,7 @@ static volatile sig_atomic_t sr__early; /* the early handlers are installed */
 static int sr__catching;                /* this process notes its stop signals */
 static struct sigaction sr__prev_int, sr__prev_term; /* the loop's handlers */
 
-static void sr__say(const char *msg)
+void sr_stop_say(const char *msg)
 {
     size_t len = strlen(msg);
     while (len > 0) {
@@ -44,7 +44,7 @@ static void sr__on_early_signal(int sig)
     }
     sr_stop_note(sig);
     alarm(SR_STOP_EARLY_S);
-    sr__say("streamrun: stopping once the job has started (a second signal ends it now)\n");
+    sr_stop_say("streamrun: stopping once the job has started (a second signal ends it now)\n");
 }
 
 /* The start went on too long after a stop signal (stuck in a job script's
@@ -52,7 +52,7 @@ static void sr__on_early_signal(int sig)
 static void sr__on_alarm(int sig)
 {
     (void)sig;
-    sr__say("streamrun: stopped while starting (a stop signal came before the job's first batch)\n");
+    sr_stop_say("streamrun: stopped while starting (a stop signal came before the job's first batch)\n");
     _exit(1);
 }
 

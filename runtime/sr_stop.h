@@ -21,5 +21,8 @@ void sr_stop_loop_started(void);
 void sr_stop_note(int sig);
 /* The first stop signal noted, or 0. */
 int sr_stop_requested(void);
+/* Writes msg to stderr whole, retrying EINTR (async-signal-safe: what a
+ * signal handler or the watchdog's thread says). */
+void sr_stop_say(const char *msg);
 
 #endif

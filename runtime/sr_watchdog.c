@@ -10,7 +10,6 @@
 #include "sr_error.h"
 #include "sr_stop.h"
 
-#include <errno.h>
 #include <fcntl.h>
 #include <lauxlib.h>
 #include <pthread.h>
@@ -74,18 +73,6 @@ static int64_t sr__now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sr__say(const char *msg)
-{
-    size_t len = strlen(msg);
-    while (len > 0) {
-        ssize_t n = write(2, msg, len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return;
-        msg += n;
-        len -= (size_t)n;
-    }
 }
 
 /* Copies a stage name, cut to size. */
@@ -234,9 +221,9 @@ static void sr__stuck(int64_t batch_ms, int32_t step, int32_t rec, int32_t skipp
     snprintf(msg, sizeof(msg),
              "streamrun: stage_timeout: stage %s ran longer than %s and did not stop (a compiled loop or a "
              "blocking call; batch %lld ms, step %d, record %d)", stage, dur, (long long)batch_ms, step, rec);
-    sr__say(msg);
+    sr_stop_say(msg);
     if (!W.dir[0] || !W.exe) {
-        sr__say(W.dir[0] ? "; cannot restart: exiting\n"
+        sr_stop_say(W.dir[0] ? "; cannot restart: exiting\n"
                          : "; without a checkpoint directory there is nothing to resume from: exiting\n");
         _exit(1);
     }
@@ -245,16 +232,16 @@ static void sr__stuck(int64_t batch_ms, int32_t step, int32_t rec, int32_t skipp
      * the same line again means the skip did not happen. */
     snprintf(line, sizeof(line), "%lld %d %d %d %s\n", (long long)batch_ms, step, rec, skipped, stage);
     if (sr__poison_has(path, batch_ms, step, rec, skipped, stage)) {
-        sr__say("; it was skipped once already and is stuck again: exiting\n");
+        sr_stop_say("; it was skipped once already and is stuck again: exiting\n");
         _exit(1);
     }
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0 || write(fd, line, strlen(line)) != (ssize_t)strlen(line) || fsync(fd) != 0) {
-        sr__say("; cannot record it in the checkpoint directory: exiting\n");
+        sr_stop_say("; cannot record it in the checkpoint directory: exiting\n");
         _exit(1);
     }
     close(fd);
-    sr__say("; restarting from the checkpoint, the record goes to dead letters\n");
+    sr_stop_say("; restarting from the checkpoint, the record goes to dead letters\n");
     /* The new image must not inherit descriptors (the checkpoint lock) or
      * this thread's blocked signals. */
     sr__close_from_3();
@@ -262,7 +249,7 @@ static void sr__stuck(int64_t batch_ms, int32_t step, int32_t rec, int32_t skipp
     sigemptyset(&none);
     pthread_sigmask(SIG_SETMASK, &none, NULL);
     execv(W.exe, W.argv);
-    sr__say("streamrun: restart failed: exiting\n");
+    sr_stop_say("streamrun: restart failed: exiting\n");
     _exit(1);
 }
 
@@ -347,7 +334,7 @@ static void *sr__run(void *arg)
                 snprintf(msg, sizeof(msg), "streamrun: stopped while stage %s ran (batch %lld ms, record %d); "
                          "the batch in progress is replayed at the next start\n",
                          P->step ? P->stage : "(runtime)", (long long)batch, P->rec);
-                sr__say(msg);
+                sr_stop_say(msg);
                 _exit(1);
             }
         }

@@ -45,10 +45,11 @@ function M.executor(seg, k, n, g, _, ex)
   }
 end
 
--- Phase 1: the chain over worker k's share, its pairs scattered.
-function M.phase1(e, arg)
-  local node, g = e.seg.group, e.g
-  local part = e.chain.run(xw.share(e, arg))
+-- The pairs of part (a chain's output on worker k) that node takes,
+-- scattered through ex to their keys' owners, each with its order on
+-- worker k; what cannot pass goes to node's dead letters.
+function M.scatter_pairs(e, node, part, ex)
+  local g = e.g
   local A, B, n = part.a, part.b, part.n
   local KA, KB, KO, KI, m = tnew(n, 0), tnew(n, 0), tnew(n, 0), tnew(n, 0), 0
   local base = e.k * SPAN
@@ -59,9 +60,14 @@ function M.phase1(e, arg)
       KA[m], KB[m], KO[m], KI[m] = a, b, base + m, i
     end
   end
-  cx.clear(e.ex.keyed, e.k)
-  local bad, whys = cx.scatter(e.ex.keyed, e.k, e.nparts, KA, KB, KO, m)
+  cx.clear(ex, e.k)
+  local bad, whys = cx.scatter(ex, e.k, e.nparts, KA, KB, KO, m)
   if bad then exchange.left_out(g, node, bad, whys, KA, KB, part, KI) end
+end
+
+-- Phase 1: the chain over worker k's share, its pairs scattered.
+function M.phase1(e, arg)
+  M.scatter_pairs(e, e.seg.group, e.chain.run(xw.share(e, arg)), e.ex.keyed)
 end
 
 -- Phase 2: worker k's keys grouped, put to worker 0 with their orders.

@@ -19,6 +19,7 @@ local core = require "streamrun.core"
 local batch = require "streamrun.batch"
 local exchange = require "streamrun.exchange"
 local fuse = require "streamrun.fuse"
+local group = require "streamrun.exchange_group"
 local ops = require "streamrun.ops"
 local xw = require "streamrun.exchange_windows"
 
@@ -29,7 +30,6 @@ local tnew = require "table.new"
 local M = {}
 
 M.OPS = { join = true, left_outer_join = true, right_outer_join = true, full_outer_join = true, cogroup = true }
-local SPAN = 2 ^ 32
 -- (After every order of the leading side: 2^40 at most.)
 local SECOND = 2 ^ 41
 
@@ -65,27 +65,12 @@ end
 
 -- Phase 1: both chains over worker k's shares, the pairs scattered.
 function M.phase1(e, arg)
-  local node, g = e.seg.join, e.g
   local parts = {}
   for s = 1, 2 do
     parts[s] = e.sides[s].chain.run(xw.share(e.sides[s], { cbatch = arg["cbatch" .. s] }))
   end
-  local base = e.k * SPAN
   for s = 1, 2 do
-    local part = parts[s]
-    local A, B, n = part.a, part.b, part.n
-    local KA, KB, KO, KI, m = tnew(n, 0), tnew(n, 0), tnew(n, 0), tnew(n, 0), 0
-    for i = 1, n do
-      local a, b = A[i], B[i]
-      if ops.pair_check(node, g, a, b) then
-        m = m + 1
-        KA[m], KB[m], KO[m], KI[m] = a, b, base + m, i
-      end
-    end
-    local ex = s == 1 and e.ex.keyed or e.ex.keyed2
-    cx.clear(ex, e.k)
-    local bad, whys = cx.scatter(ex, e.k, e.nparts, KA, KB, KO, m)
-    if bad then exchange.left_out(g, node, bad, whys, KA, KB, part, KI) end
+    group.scatter_pairs(e, e.seg.join, parts[s], s == 1 and e.ex.keyed or e.ex.keyed2)
   end
 end
 
