@@ -296,18 +296,34 @@ return job
     return list
   end
 
+  -- The job at path on 1, 2 and 3 workers.
+  local function drivers_of(path)
+    return { testing.driver(path, { workers = 1 }), testing.driver(path, { workers = 2 }),
+             testing.driver(path, { workers = 3 }) }
+  end
+
+  -- lines pushed to every driver and a batch run: outs[i] = pick(result, i)
+  -- of driver i (a second value of pick's goes to outs[i + 2]).
+  local function tick_all(drivers, lines, pick)
+    for _, d in ipairs(drivers) do d:push("lines", lines) end
+    local outs = {}
+    for i, d in ipairs(drivers) do
+      local a, b = pick(d:tick(), i)
+      outs[i] = a
+      if b ~= nil then outs[i + 2] = b end
+    end
+    return outs
+  end
+
   it("dead-letters what fails in any worker's VM as one worker does", function()
     for _, text in ipairs { FAILING, REDUCING } do
       local path = script("failing", text)
-      local drivers = { testing.driver(path, { workers = 1 }), testing.driver(path, { workers = 2 }),
-                        testing.driver(path, { workers = 3 }) }
+      local drivers = drivers_of(path)
       local rnd = rng(7)
       for _ = 1, 4 do
         local lines = random_lines(rnd, 300)
         lines[#lines + 1] = "bad x1 ok bad"
-        for _, d in ipairs(drivers) do d:push("lines", lines) end
-        local outs = {}
-        for i, d in ipairs(drivers) do outs[i] = d:tick().out end
+        local outs = tick_all(drivers, lines, function(r) return r.out end)
         for i = 2, #drivers do assert.same(outs[1], outs[i]) end
       end
       assert.is_not_nil(drivers[2].plan.parallel)
@@ -347,19 +363,13 @@ return job
 
   it("dead-letters what fails in a keyed window or join on any worker as one worker does", function()
     local path = script("failing_keyed", FAILING_KEYED)
-    local drivers = { testing.driver(path, { workers = 1 }), testing.driver(path, { workers = 2 }),
-                      testing.driver(path, { workers = 3 }) }
+    local drivers = drivers_of(path)
     assert.equal(2, #drivers[2].plan.parallels)
     local rnd = rng(11)
     for _ = 1, 4 do
       local lines = random_lines(rnd, 100)
       lines[#lines + 1] = "bad x1 ok bad"
-      for _, d in ipairs(drivers) do d:push("lines", lines) end
-      local outs = {}
-      for i, d in ipairs(drivers) do
-        local r = d:tick()
-        outs[i] = { r.out, r.out2 }
-      end
+      local outs = tick_all(drivers, lines, function(r) return { r.out, r.out2 } end)
       for i = 2, #drivers do assert.same(outs[1], outs[i]) end
     end
     local one = sorted_letters(drivers[1])
@@ -410,20 +420,13 @@ return job
 
   it("dead-letters values that cannot pass between workers and goes on", function()
     local path = script("uncrossable", UNCROSSABLE)
-    local drivers = { testing.driver(path, { workers = 1 }), testing.driver(path, { workers = 2 }),
-                      testing.driver(path, { workers = 3 }) }
+    local drivers = drivers_of(path)
     assert.equal(2, #drivers[2].plan.parallels)
     local rnd = rng(5)
     for _ = 1, 3 do
       local lines = random_lines(rnd, 100)
       lines[#lines + 1] = "x1 a x1 e"
-      for _, d in ipairs(drivers) do d:push("lines", lines) end
-      local outs = {}
-      for i, d in ipairs(drivers) do
-        local r = d:tick()
-        outs[i] = r.out
-        if i > 1 then outs[i + 2] = r.out2 end
-      end
+      local outs = tick_all(drivers, lines, function(r, i) return r.out, i > 1 and r.out2 or nil end)
       assert.is_true(#outs[1][1] > 0)
       for i = 2, #drivers do assert.same(outs[1], outs[i]) end
       -- (group_by_key keeps any value with one worker: several agree.)
