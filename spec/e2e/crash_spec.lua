@@ -502,15 +502,15 @@ describe("e2e crash loop", function()
   end)
 
   -- The crash loops run their jobs on 2 workers (the jobs' default): each
-  -- job's first keyed segment is exchanged, sharded and checkpointed by
-  -- shard under the kills.
+  -- job's keyed segments are exchanged, sharded and checkpointed by shard
+  -- under the kills.
   it("the crash loops' jobs run their keyed segment on 2 workers", function()
     local dir = proc.tmpdir()
     proc.mkdir(dir .. "/out/win")
     proc.mkdir(dir .. "/in")
     local input = proc.write_file(dir .. "/input.txt", "u1 s1 5\nu2 s1 7\n")
     for job, case in pairs {
-      crash_file = { "flat_map.1 > map.2 > reduce_by_key.1 > activity", { input = input, out = dir .. "/out" } },
+      crash_file = { "flat_map.1 > map.2 > reduce_by_key.1 > activity; map.3 > totals; map.4 > sessions; map.5 > buckets", { input = input, out = dir .. "/out" } },
       crash_listen = { "map_values.1 > counts", { port = 0, out = dir .. "/out" } },
       dir_resume = { "map.1 > counts", { dir = dir .. "/in", out = dir .. "/dir.jsonl" } },
       tail_resume = { "map.1 > count", { path = input, out = dir .. "/tail.jsonl" } },
