@@ -32,6 +32,7 @@ typedef struct sr_source_opts {
     size_t ndone;
     const char *const *kv;         /* kind-specific settings: nkv pairs kv[2i] = kv[2i+1] (kafka) */
     size_t nkv;
+    int read_ahead;       /* text_file: a thread cuts the next batch while one is processed */
 } sr_source_opts_t;
 
 /* Where a source stands between batches, for checkpoints. */

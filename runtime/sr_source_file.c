@@ -2,9 +2,12 @@
  * Batches hold exactly max_batch_records records (the rest of a read waits
  * for the next batch), so a file always cuts into the same batches, and a
  * checkpoint's offset resumes it at a batch boundary. A file that cannot be
- * opened when the source starts is an error of the job: it does not start. */
+ * opened when the source starts is an error of the job: it does not start.
+ * Asked to (read_ahead: a job on two or more workers), a thread cuts the
+ * next batch while the loop thread's is processed (sr_readahead). */
 #include "sr_alloc.h"
 #include "sr_error.h"
+#include "sr_readahead.h"
 #include "sr_source.h"
 
 #include <errno.h>
@@ -23,6 +26,7 @@ typedef struct sr__file {
     uint64_t inode;
     char *buf;
     size_t off, len; /* bytes of buf read but not fed yet */
+    sr_readahead_t *ahead; /* or NULL: the loop thread reads */
 } sr__file_t;
 
 static void sr__file_finish(sr_source_t *s)
@@ -43,12 +47,50 @@ static int sr__file_feed(sr_source_t *s, sr__file_t *f)
     return f->len > 0;
 }
 
+static void sr__file_dead(void *ud, int64_t pos, const char *reason, const char *data, size_t len)
+{
+    sr__source_dead(ud, pos, reason, data, len);
+}
+
+/* With a read-ahead thread: takes its batch when it is ready, as the loop
+ * thread would have read it (records, dead letters, position), else waits
+ * for it (the idle watcher stops until the thread says it is ready). */
+static void sr__file_take(sr_source_t *s, sr__file_t *f)
+{
+    int64_t end = 0;
+    int eof = 0;
+    if (!sr_readahead_take(f->ahead, &s->batch, sr__file_dead, s, &end, &eof)) {
+        ev_idle_stop(s->ev, &f->reader);
+        return;
+    }
+    s->records += s->batch.n;
+    s->split.pos = s->split.line_pos = end;
+    s->split.len = 0;
+    if (eof) {
+        ev_idle_stop(s->ev, &f->reader);
+        sr__source_done(s);
+    } else if (sr_batch_full(&s->batch)) {
+        s->ingest->wake(s->ingest->ud, s);
+    }
+}
+
+static void sr__file_ready(void *ud)
+{
+    sr_source_t *s = ud;
+    sr__file_t *f = s->impl;
+    if (f && !s->done) ev_idle_start(s->ev, &f->reader);
+}
+
 static void sr__file_on_idle(struct ev_loop *ev, ev_idle *w, int revents)
 {
     (void)ev; (void)revents;
     sr_source_t *s = w->data;
     sr__file_t *f = s->impl;
     if (sr__source_waits(s)) return; /* until the batch is released, or the hold ends */
+    if (f->ahead) {
+        sr__file_take(s, f);
+        return;
+    }
     if (f->len) {
         sr__file_feed(s, f);
         return;
@@ -105,6 +147,9 @@ static int sr__file_start(sr_source_t *s, const sr_source_opts_t *o)
             sr_linesplit_init(&s->split, s->split.max_line, o->start_offset);
         }
     }
+    /* (Without a thread, the loop thread reads, as with one worker.) */
+    if (o->read_ahead)
+        f->ahead = sr_readahead_start(s->ev, f->fd, &s->batch, s->split.max_line, s->split.pos, sr__file_ready, s);
     ev_idle_start(s->ev, &f->reader);
     return SR_OK;
 }
@@ -122,6 +167,7 @@ static void sr__file_stop(sr_source_t *s)
     sr__file_t *f = s->impl;
     if (!f) return;
     ev_idle_stop(s->ev, &f->reader);
+    sr_readahead_free(f->ahead);
     if (f->fd >= 0) close(f->fd);
     sr_free(f->buf);
     sr_free(f);

@@ -15,6 +15,7 @@ typedef struct sr_source_opts {
     int64_t start_offset; uint64_t start_inode;
     const char *start_file; const char *const *done_files; size_t ndone;
     const char *const *kv; size_t nkv;
+    int read_ahead;
 } sr_source_opts_t;
 typedef struct sr_loop_opts {
     int64_t batch_ms; size_t max_batch_records; size_t max_batch_bytes;

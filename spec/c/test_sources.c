@@ -251,6 +251,144 @@ static void test_text_file_backpressure(void **state)
     assert_true(batches >= 3);
 }
 
+/* Every batch of a text_file (records, their offsets, the source's
+ * position after it) and its dead letters, read with or without the
+ * read-ahead thread. */
+typedef struct file_run {
+    char text[1 << 20]; /* the records, each followed by \n, batch after batch */
+    size_t len;
+    int64_t pos[65536]; /* each record's offset */
+    int64_t after[512]; /* the position after each batch */
+    size_t sizes[512];  /* records per batch */
+    int batches;
+    uint64_t records, dead;
+} file_run_t;
+
+static void read_file_batches(fixture_t *f, const char *path, size_t max_records, int ahead, file_run_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    new_loop(f, max_records);
+    int src = add(f, (sr_source_opts_t){.kind = "text_file", .path = path, .max_line = 16, .read_ahead = ahead});
+    int last = 0;
+    while (!last) {
+        if (r->batches == 512) fail_msg("more than 512 batches");
+        sr_tick_t t;
+        assert_int_equal(sr_loop_next(f->l, &t), SR_OK);
+        last = t.last;
+        sr_batch_t *b = sr_loop_batch(f->l, src);
+        for (size_t j = 0; j < b->n; j++) {
+            size_t len = b->off[j + 1] - b->off[j];
+            assert_true(r->len + len + 1 < sizeof(r->text));
+            memcpy(r->text + r->len, b->data + b->off[j], len);
+            r->len += len;
+            r->text[r->len++] = '\n';
+            assert_true(r->records < 65536);
+            r->pos[r->records++] = b->pos[j];
+        }
+        sr_source_pos_t p;
+        assert_int_equal(sr_source_position(sr_loop_source(f->l, src), &p), SR_OK);
+        r->after[r->batches] = p.offset;
+        r->sizes[r->batches++] = b->n;
+        sr_loop_release(f->l);
+    }
+    assert_true(sr_loop_source(f->l, src)->done);
+    assert_int_equal(sr_loop_source(f->l, src)->records, r->records);
+    r->dead = dead(f, src);
+    sr_loop_free(f->l);
+    f->l = NULL;
+}
+
+/* Reads path with and without the read-ahead thread in batches of at most
+ * max records, and checks both read the same. */
+static void expect_same_with_read_ahead(fixture_t *f, const char *path, size_t max)
+{
+    static char dead_plain[65536], dead_ahead[65536];
+    file_run_t *plain = malloc(sizeof(*plain)), *ahead = malloc(sizeof(*ahead));
+    assert_non_null(plain);
+    assert_non_null(ahead);
+    read_file_batches(f, path, max, 0, plain);
+    assert_true(sr_test_read(f->dead, dead_plain, sizeof(dead_plain)) >= 0);
+    unlink(f->dead);
+    read_file_batches(f, path, max, 1, ahead);
+    assert_true(sr_test_read(f->dead, dead_ahead, sizeof(dead_ahead)) >= 0);
+    unlink(f->dead);
+    assert_int_equal(ahead->batches, plain->batches);
+    assert_int_equal(ahead->records, plain->records);
+    assert_int_equal(ahead->len, plain->len);
+    assert_memory_equal(ahead->text, plain->text, plain->len);
+    assert_memory_equal(ahead->pos, plain->pos, plain->records * sizeof(int64_t));
+    assert_memory_equal(ahead->sizes, plain->sizes, (size_t)plain->batches * sizeof(size_t));
+    assert_memory_equal(ahead->after, plain->after, (size_t)plain->batches * sizeof(int64_t));
+    assert_true(plain->dead > 0);
+    assert_int_equal(ahead->dead, plain->dead);
+    assert_string_equal(dead_ahead, dead_plain);
+    free(plain);
+    free(ahead);
+}
+
+/* The read-ahead thread hands over the batches the loop thread would have
+ * read: the same records and offsets in the same batches, the same
+ * positions between them, the same dead letters (over-long lines, \r\n,
+ * a last line without a newline; batches of one record, and of many over
+ * several of the thread's reads). */
+static void test_text_file_read_ahead_same_batches(void **state)
+{
+    fixture_t *f = *state;
+    char path[512];
+    file_path(f, path, sizeof(path), "small.txt");
+    sr_test_write(path, "w", "a\nb\r\n\nxxxxxxxxxxxxxxxxxxxxxxxxxx\nlast");
+    expect_same_with_read_ahead(f, path, 1);
+    file_path(f, path, sizeof(path), "mixed.txt");
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    /* 40000 lines of 12 or 13 bytes, every 500th too long: 520 kB, over
+     * two reads of 256 kB. */
+    for (int i = 0; i < 40000; i++) {
+        if (i % 500 == 7) fprintf(fp, "too-long-line-%06d-xxxxxxxx\n", i);
+        else if (i % 3 == 0) fprintf(fp, "line-%06d\r\n", i);
+        else fprintf(fp, "line-%06d\n", i);
+    }
+    fprintf(fp, "no-newline");
+    fclose(fp);
+    expect_same_with_read_ahead(f, path, 7000);
+    expect_same_with_read_ahead(f, path, 100);
+}
+
+/* A source with a read-ahead thread resumes at a checkpoint's offset, and
+ * stops (the loop freed) while its thread has read ahead, leaking nothing
+ * (the fixture counts). */
+static void test_text_file_read_ahead_resume_and_stop(void **state)
+{
+    fixture_t *f = *state;
+    char path[512];
+    file_path(f, path, sizeof(path), "big.txt");
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    const int lines = 60000; /* 12 bytes each: 720 kB, about three reads */
+    for (int i = 0; i < lines; i++) fprintf(fp, "line-%06d\n", i);
+    fclose(fp);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    new_loop(f, 1000);
+    int src = add(f, (sr_source_opts_t){.kind = "text_file", .path = path, .read_ahead = 1,
+                                         .start_offset = 12 * 25000, .start_inode = (uint64_t)st.st_ino});
+    for (int k = 0; k < 3; k++) {
+        sr_tick_t t;
+        assert_int_equal(sr_loop_next(f->l, &t), SR_OK);
+        sr_batch_t *b = sr_loop_batch(f->l, src);
+        assert_int_equal(b->n, 1000);
+        char want[32];
+        snprintf(want, sizeof(want), "line-%06d", 25000 + 1000 * k);
+        assert_memory_equal(b->data + b->off[0], want, 11);
+        assert_int_equal(b->pos[0], (int64_t)(25000 + 1000 * k) * 12);
+        sr_source_pos_t p;
+        assert_int_equal(sr_source_position(sr_loop_source(f->l, src), &p), SR_OK);
+        assert_int_equal(p.offset, (int64_t)(26000 + 1000 * k) * 12);
+        sr_loop_release(f->l);
+    }
+    /* (teardown frees the loop with the thread a batch ahead) */
+}
+
 /* -- stdin -- */
 
 static void test_stdin(void **state)
@@ -986,6 +1124,8 @@ int main(void)
         T(test_text_file_missing),
         T(test_text_file_max_line),
         T(test_text_file_backpressure),
+        T(test_text_file_read_ahead_same_batches),
+        T(test_text_file_read_ahead_resume_and_stop),
         T(test_stdin),
         T(test_stdin_regular_file),
         T(test_tail_follows_appends),
