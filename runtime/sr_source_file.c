@@ -138,7 +138,11 @@ static int sr__file_start(sr_source_t *s, const sr_source_opts_t *o)
     ev_idle_init(&f->reader, sr__file_on_idle);
     f->reader.data = s;
     struct stat st;
-    if (fstat(f->fd, &st) == 0) f->inode = (uint64_t)st.st_ino;
+    int regular = 0;
+    if (fstat(f->fd, &st) == 0) {
+        f->inode = (uint64_t)st.st_ino;
+        regular = S_ISREG(st.st_mode);
+    }
     if (o->start_offset > 0) {
         if (o->start_inode && o->start_inode != f->inode) {
             sr__source_log(s, "%s is not the file the checkpoint read (inode %llu, now %llu): reading it from the start",
@@ -147,8 +151,10 @@ static int sr__file_start(sr_source_t *s, const sr_source_opts_t *o)
             sr_linesplit_init(&s->split, s->split.max_line, o->start_offset);
         }
     }
-    /* (Without a thread, the loop thread reads, as with one worker.) */
-    if (o->read_ahead)
+    /* (Without a thread, the loop thread reads, as with one worker; so it
+     * does a pipe or a device, whose read may block: a thread blocked there
+     * could not be stopped.) */
+    if (o->read_ahead && regular)
         f->ahead = sr_readahead_start(s->ev, f->fd, &s->batch, s->split.max_line, s->split.pos, sr__file_ready, s);
     ev_idle_start(s->ev, &f->reader);
     return SR_OK;
