@@ -63,6 +63,8 @@ static void sr__file_take(sr_source_t *s, sr__file_t *f)
         ev_idle_stop(s->ev, &f->reader);
         return;
     }
+    /* (A text_file's records are not logged, so the ingest's record
+     * callback has nothing to do for them: it is not called.) */
     s->records += s->batch.n;
     s->split.pos = s->split.line_pos = end;
     s->split.len = 0;
