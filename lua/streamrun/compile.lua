@@ -80,11 +80,18 @@ local function group(job)
   end
   -- A chain reads a text source's records where they are, in the C batch
   -- (streamrun.fuse): the words of a first flat_map(sr.words), else each
-  -- line made a string as the loop takes it.
+  -- line made a string as the loop takes it. The job's one event-time
+  -- source too, when its event_time is a function: the chain stamps its
+  -- records in the same loop (streamrun.eventtime).
+  local timed = 0
+  for _, node in ipairs(job.sources) do
+    if node.event_time ~= nil then timed = timed + 1 end
+  end
   for _, gr in ipairs(groups) do
     local first, input = gr.kind == "chain" and gr.stages[1], gr.input
     if first and input.kind == "source"
-       and input.format == "text" and not input.framed and not input.event_time and only_consumer(input) then
+       and input.format == "text" and not input.framed and only_consumer(input)
+       and (input.event_time == nil or (timed == 1 and type(input.event_time) == "function")) then
       raw[input] = true
     end
   end

@@ -237,8 +237,11 @@ end
 -- (streamrun.guard); a failing call on an element that came from element i
 -- of the input batch goes to g.report_at (which may raise to stop the
 -- job). origin: the output batch notes where each element came from
--- (batch.origin).
-function M.chain(stages, g, origin, sink)
+-- (batch.origin). stamp: the chain stamps its text source's records with
+-- their event times in its loop over a C batch (streamrun.eventtime):
+-- { fn = the source's event_time function, dead(input, i, err): record i
+-- has no event time (it then goes to no stage) }.
+function M.chain(stages, g, origin, sink, stamp)
   local report = g.report_at
   local names = {}
   local F, E, I = {}, {}, {}
@@ -301,7 +304,7 @@ function M.chain(stages, g, origin, sink)
   -- stack overflow): then the element is run again guarded from stage 1,
   -- after its outputs so far are dropped (P.m: the outputs before it, kept
   -- only by a chain that can make several outputs of one element).
-  local P = { i = 0, m = 0 }
+  local P = { i = 0, m = 0, t = 0 }
   local several = false
   for _, st in ipairs(stages) do
     if st.op == "flat_map" or st.op == "flat_map_values" then several = true end
@@ -327,24 +330,36 @@ end]]
   -- else each record becomes a string where the loop takes it
   -- (make_raw, at the first such batch): no array of the batch's lines is
   -- made, and a line the chain does not keep is garbage at once.
+  --
+  -- With stamp, the line made is first given to the source's event_time
+  -- function: T[i] (ST.t) its time, ST.top the largest, P.t = i once it
+  -- is stamped (a failure with P.t ~= i is the event_time call's). All on
+  -- the line of a0, so the lines are numbered as the other loop's.
   local raw_fast, raw_sites
+  local ST = { t = nil, top = -1 }
   local function make_raw()
-    local raw_src = "local P, W, FSTRING = select(13, ...)\n" .. HEADER .. [[
-return function(DATA, OFF, n, i0, OA, OB, m, OI)
+    local stamping = ""
+    if stamp then
+      stamping = " local t0 = TIME(a0, nil); if type(t0) == \"number\" and t0 >= 0 and t0 < FINAL then "
+        .. "t0 = t0 - t0 % 1 else t0 = CHECKED(t0) end; T[i] = t0; P.t = i; if t0 > ST.top then ST.top = t0 end"
+    end
+    local raw_src = "local P, W, FSTRING, TIME, CHECKED, FINAL, ST = select(13, ...)\n" .. HEADER .. [[
+return function(DATA, OFF, n, i0, OA, OB, m, OI) local T = ST.t
   for i = i0, n do
     P.i = i; W.rec = i]] .. (several and "; P.m = m" or "") .. [[
 
-    local a0, b0 = FSTRING(DATA + OFF[i - 1], OFF[i] - OFF[i - 1]), nil
-]] .. concat(lines, "\n") .. [[
+    local a0, b0 = FSTRING(DATA + OFF[i - 1], OFF[i] - OFF[i - 1]), nil;]] .. stamping .. "\n"
+      .. concat(lines, "\n") .. [[
 
   end
   return m
 end]]
+    local ev = stamp and require("streamrun.eventtime")
     raw_fast = load(raw_src, name, F, E, I, G, type, pack, GI, byte, sub, BAD, ops.KEY_TYPES, EKEY, P, watchdog.P,
-      ffi.string)
+      ffi.string, stamp and stamp.fn, ev and ev.checked, ev and ev.FINAL, ST)
     raw_sites = sites
   end
-  if stages[1].op == "flat_map" and stages[1].fn == builtins.words then
+  if not stamp and stages[1].op == "flat_map" and stages[1].fn == builtins.words then
     local raw_lines
     raw_lines, raw_sites = generate(stages, 1, false, origin, sink_op, true)
     local raw_src = "local P, W, FSTRING = select(13, ...)\n" .. HEADER .. [[
@@ -429,9 +444,17 @@ end]]
   -- Keys the sink saw last batch: its tables are sized for as many.
   local last_keys = 0
 
-  function chain.run(input)
+  -- T: with stamp, where the times of a C batch's records go (an FFI
+  -- array of at least n + 1 doubles); then the second result is the
+  -- largest time (nil when no record has one).
+  function chain.run(input, T)
     local cb = rawget(input, "cbatch")
     if cb and not raw_fast then make_raw() end
+    local stamping = stamp and cb and input.n > 0
+    if stamping then
+      if T == nil then error("fuse: a stamping chain needs the times' array", 0) end
+      ST.t, ST.top, P.t = T, -1, 0
+    end
     local n = input.n
     local IA, IB, loop, at_line = nil, nil, fast, sites
     if cb then
@@ -448,46 +471,64 @@ end]]
     local OI = origin and tnew(n, 0) or nil
     local m, i0 = 0, 1
     while true do
-      local ok, res, cap
+      local ok, res, cap, raised
       if cb then
-        ok, res, cap = resume.call(loop, cb.data, cb.off, n, i0, OA, OB, m, OI)
+        ok, res, cap, raised = resume.call(loop, cb.data, cb.off, n, i0, OA, OB, m, OI)
       else
         ok, res, cap = resume.call(loop, IA, IB, n, i0, OA, OB, m, OI)
       end
       if ok then m = res break end
       if type(res) == "table" and res.fatal then error(res, 0) end
       local i = cap and cap.i or P.i
-      if not cap then
-        -- The handler could not run (a stack overflow): the element runs
-        -- again from stage 1, guarded, after the outputs of those before.
-        local m0 = 0
-        if cb then
-          local s0 = cb.off[i - 1]
-          IA, IB = {}, {}
-          IA[i] = ffi.string(cb.data + s0, cb.off[i] - s0)
-        end
-        if sink and several then
-          -- What the element folded in before the failure cannot be taken
-          -- out again: it stays, and the rest of the element is dropped.
-          m0 = #OA
-          report(stages[1], res, input, i, IA[i], IB[i])
-        elseif several then
-          m0 = P.m
-          local j = m0 + 1
-          while OA[j] ~= nil do OA[j], OB[j] = nil, nil; j = j + 1 end
+      if stamping and P.t ~= i then
+        -- The record has no event time: a dead letter (the error as
+        -- raised, no traceback), and no stage sees it.
+        if cap then
+          m = cap.m
         else
-          while OA[m0 + 1] ~= nil do m0 = m0 + 1 end
+          -- (A stack overflow: the outputs so far are those in OA.)
+          m = 0
+          while OA[m + 1] ~= nil do m = m + 1 end
         end
-        cur.input, cur.i = input, i
-        if sink and several then m = m0 else m = tail(1)(IA[i], IB[i], OA, OB, m0, OI, i) end
+        stamp.dead(input, i, raised == nil and res or raised)
+      else
+        if not cap then
+          -- The handler could not run (a stack overflow): the element runs
+          -- again from stage 1, guarded, after the outputs of those before.
+          local m0 = 0
+          if cb then
+            local s0 = cb.off[i - 1]
+            IA, IB = {}, {}
+            IA[i] = ffi.string(cb.data + s0, cb.off[i] - s0)
+          end
+          if sink and several then
+            -- What the element folded in before the failure cannot be taken
+            -- out again: it stays, and the rest of the element is dropped.
+            m0 = #OA
+            report(stages[1], res, input, i, IA[i], IB[i])
+          elseif several then
+            m0 = P.m
+            local j = m0 + 1
+            while OA[j] ~= nil do OA[j], OB[j] = nil, nil; j = j + 1 end
+          else
+            while OA[m0 + 1] ~= nil do m0 = m0 + 1 end
+          end
+          cur.input, cur.i = input, i
+          if sink and several then m = m0 else m = tail(1)(IA[i], IB[i], OA, OB, m0, OI, i) end
+        end
+        -- The traceback's frames from the generated loop on are the runtime's.
+        if type(res) == "string" then
+          local at = res:find("\n%s*" .. name:gsub("%p", "%%%0") .. ":")
+          if at then res = res:sub(1, at - 1) end
+        end
+        if cap then m = finish(input, i, at_line[cap.line - first_line + 1], cap, res, OA, OB, cap.m, OI) end
       end
-      -- The traceback's frames from the generated loop on are the runtime's.
-      if type(res) == "string" then
-        local at = res:find("\n%s*" .. name:gsub("%p", "%%%0") .. ":")
-        if at then res = res:sub(1, at - 1) end
-      end
-      if cap then m = finish(input, i, at_line[cap.line - first_line + 1], cap, res, OA, OB, cap.m, OI) end
       i0 = i + 1
+    end
+    local top
+    if stamping then
+      top = ST.top >= 0 and ST.top or nil
+      ST.t = nil
     end
     if sink then
       last_keys = m
@@ -500,10 +541,10 @@ end]]
         end
         if next(REPS) ~= nil then REPS = {} end
       end
-      return { n = m, a = OA, b = V }
+      return { n = m, a = OA, b = V }, top
     end
-    if origin then return { n = m, a = OA, b = OB, o = OI, from = input } end
-    return { n = m, a = OA, b = OB }
+    if origin then return { n = m, a = OA, b = OB, o = OI, from = input }, top end
+    return { n = m, a = OA, b = OB }, top
   end
 
   return chain

@@ -13,6 +13,7 @@
 -- sink (streamrun.outputs; only read), failing (the outputs whose last
 -- write failed), plan (for its zero_ms) }.
 local batch = require "streamrun.batch"
+local eventtime = require "streamrun.eventtime"
 local evwindows = require "streamrun.evwindows"
 local fuse = require "streamrun.fuse"
 local native = require "streamrun.native"
@@ -21,7 +22,8 @@ local outputs = require "streamrun.outputs"
 local stateful = require "streamrun.stateful"
 local windows = require "streamrun.windows"
 
-local setmetatable, empty = setmetatable, batch.empty
+local setmetatable, empty, rawget = setmetatable, batch.empty, rawget
+local ffi_string = require("ffi").string
 
 local M = {}
 
@@ -58,12 +60,45 @@ function M.chain(stages, input, origin, ctx, sink)
   -- index: no work per record in the fused loop itself. (A chain folding
   -- into its sink makes no elements: the sink's results carry no times.)
   step.timed = input.timed and not sink
-  step.fused = fuse.chain(stages, ctx.guard, origin or step.timed, sink)
+  -- The chain of the job's one event-time source, a text source read
+  -- where it is, stamps its records itself (streamrun.eventtime): each
+  -- line is made once, for the event_time call and the first stage.
+  local tr = ctx.plan.event
+  local stamp
+  if ctx.plan.raw_sources[input] and eventtime.chain_stamps(tr, input) then
+    tr.chained = input
+    step.tracker = tr
+    stamp = {
+      fn = input.event_time,
+      dead = function(b, i, err)
+        local cb = rawget(b, "cbatch")
+        local s = cb.off[i - 1]
+        tr:dead_record(input, b, i, err, ffi_string(cb.data + s, cb.off[i] - s))
+      end,
+    }
+  end
+  step.fused = fuse.chain(stages, ctx.guard, origin or step.timed, sink, stamp)
   return step
 end
 function Chain:run(results)
   local input = results[self.input]
-  local out = self.fused.run(input)
+  local tr, out = self.tracker, nil
+  if tr and tr.waiting == self.input then
+    local top
+    if rawget(input, "cbatch") then
+      local T = batch.reuse_times(tr.buffers[self.input], input.n)
+      out, top = self.fused.run(input, T)
+      input.t = T
+    else
+      -- (Not the C batch as read: the watchdog left a record out.)
+      input, top = tr:stamp(self.input, input)
+      results[self.input] = input
+      out = self.fused.run(input)
+    end
+    tr:stamped(self.input, top)
+  else
+    out = self.fused.run(input)
+  end
   local IT = self.timed and input.t
   if IT then
     local O, OT = out.o, batch.reuse_times(self, out.n)
