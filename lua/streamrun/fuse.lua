@@ -468,7 +468,14 @@ end]]
     else
       OA, OB = tnew(n, 0), tnew(n, 0)
     end
-    local OI = origin and tnew(n, 0) or nil
+    local OI
+    if stamping and origin and not several then
+      -- (One element at most of each record: the indexes in a buffer of
+      -- the chain's, no table of a million numbers per batch.)
+      OI = batch.reuse_indexes(ST, n)
+    elseif origin then
+      OI = tnew(n, 0)
+    end
     local m, i0 = 0, 1
     while true do
       local ok, res, cap, raised
