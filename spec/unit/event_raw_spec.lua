@@ -149,6 +149,33 @@ describe("event times stamped in the chain's loop", function()
     assert.is_nil(plan.event.chained)
   end)
 
+  it("letters a record with no time in record order among the chain's failures", function()
+    local job = build({})
+    local dead = {}
+    local plan = compile.compile(job, {
+      on_error = "dead_letter",
+      dead_letter = function(source, offset, reason, record)
+        dead[#dead + 1] = { source, offset, reason:match("^[^\n]*"), record }
+      end,
+      sink = { stdout = io.stdout, quiet_print = true },
+    })
+    local src = job.sources[1]
+    local cb = c_batch({ "boom 1700000000000", "k1 x", "k2 1700000000001", "boom 1700000000002", "k3 1" }, 0)
+    plan.run({ [src] = sources.raw_c_batch(src, cb) }, 1000, false)
+    assert.equal(3, #dead)
+    assert.same({ "in", 10 }, { dead[1][1], dead[1][2] })
+    assert.matches("map failed on boom 1700000000000", dead[1][3], 1, true)
+    assert.same({ "in", 20, "event_time: event time \"x\": not an RFC 3339 date-time", "k1 x" }, dead[2])
+    assert.same({ "in", 40 }, { dead[3][1], dead[3][2] })
+    assert.equal(1700000000002 - 1000, plan.event.data.wm)
+    -- The next batch's records are judged against that watermark: k3 at
+    -- 1 ms is late.
+    cb = c_batch({ "k3 1", "k4 1700000000003" }, 100)
+    plan.run({ [src] = sources.raw_c_batch(src, cb) }, 2000, false)
+    assert.same({ "in", 110, "late: event time 1 ms, watermark 1699999999002 ms (stage w)", "(k3,1)" }, dead[4])
+    assert.equal(4, #dead)
+  end)
+
   for seed = 1, 24 do
     it("gives the results, watermark, state and dead letters of the line arrays (seed " .. seed .. ")", function()
       local r = lcg(seed * 7919)
