@@ -108,6 +108,16 @@ local function group(job)
   for i = #groups, 1, -1 do
     if groups[i].kind == nil and replaced[groups[i].node] then table.remove(groups, i) end
   end
+  -- The chain that is the only consumer of the job's one event-time
+  -- source, whose event_time is a function, stamps its records in its own
+  -- loop (streamrun.eventtime): from a text source, each line is made once.
+  for _, gr in ipairs(groups) do
+    local input = gr.input
+    if gr.kind == "chain" and input.kind == "source" and timed == 1 and type(input.event_time) == "function"
+       and only_consumer(input) == gr.stages[1] then
+      gr.stamps = true
+    end
+  end
   return groups, consumers_of, raw
 end
 
@@ -155,7 +165,8 @@ function M.compile(job, handlers)
   for i, gr in ipairs(groups) do
     local step
     if gr.kind == "chain" then
-      step = steps_of.chain(gr.stages, gr.input, needs_origin(gr.stages[#gr.stages], consumers_of), ctx, gr.sink)
+      step = steps_of.chain(gr.stages, gr.input, needs_origin(gr.stages[#gr.stages], consumers_of), ctx, gr.sink,
+        gr.stamps)
     elseif gr.kind == "native" then
       step = steps_of.native(gr.node, gr.stages, gr.input, ctx)
     else

@@ -10,7 +10,7 @@ local origin = require("streamrun.batch").origin
 local new_times = require("streamrun.batch").new_times
 local reuse_times = require("streamrun.batch").reuse_times
 
-local type, tostring, floor, pcall, rawget = type, tostring, math.floor, pcall, rawget
+local type, tostring, floor, pcall = type, tostring, math.floor, pcall
 local tonumber, match, pairs, ipairs = tonumber, string.match, pairs, ipairs
 
 local M = {}
@@ -281,12 +281,13 @@ end
 -- window and timer fires). Sets self.before (the watermark lateness is
 -- judged against) and self.fire (the one windows fire at).
 --
--- The source a chain stamps itself (self.chained, see M.chain_stamps):
--- when its batch is a C batch read where it is, its records are stamped
--- in the chain's own loop, each line made once for the event_time call
--- and the chain's first stage. Then the watermark moves when that chain
--- calls stamped(), before any stage that reads it runs (every such stage
--- is downstream of the job's one event-time source, so of its chain).
+-- The source a chain stamps itself (self.chained: the job's one
+-- event-time source, whose only consumer is that chain): its records are
+-- stamped in the chain's own loop (from a C batch read where it is, each
+-- line is made once, for the event_time call and the chain's first
+-- stage). Then the watermark moves when that chain calls stamped(),
+-- before any stage that reads it runs (every such stage is downstream of
+-- the job's one event-time source, so of its chain).
 function Tracker:batch(inputs, time_ms, final)
   local data = self.data
   self.before = data.wm
@@ -295,7 +296,7 @@ function Tracker:batch(inputs, time_ms, final)
     local b = inputs[node]
     local name = node.stage_name
     if b and b.n > 0 then
-      if node == self.chained and rawget(b, "cbatch") then
+      if node == self.chained then
         self.waiting = node
       else
         local nb, top = stamp(self, node, b)
@@ -308,6 +309,11 @@ function Tracker:batch(inputs, time_ms, final)
   end
   self.time_ms, self.final_batch = time_ms, final
   if not self.waiting then self:move(time_ms, final) end
+end
+
+-- Nothing reads the watermark while a source waits for its chain.
+function Tracker:check()
+  if self.waiting then error("eventtime: the watermark is read before " .. self.waiting.stage_name .. " is stamped", 0) end
 end
 
 -- A source's batch showed times up to top (nil: none) at time_ms.
@@ -358,12 +364,5 @@ function Tracker:move(time_ms, final)
 end
 
 M.time_of = time_of
-
--- Whether the chain reading node (a text source read where it is) can
--- stamp its records in its own loop: the job's only event-time source,
--- with an event_time function. tr: the plan's tracker.
-function M.chain_stamps(tr, node)
-  return tr ~= nil and #tr.sources == 1 and tr.sources[1] == node and type(node.event_time) == "function"
-end
 
 return M

@@ -310,18 +310,30 @@ function M.chain(stages, g, origin, sink, stamp)
     if st.op == "flat_map" or st.op == "flat_map_values" then several = true end
   end
   -- W.rec: the same index, for the watchdog (sr_watchdog.c).
-  local fast_src = "local P, W = select(13, ...)\n" .. HEADER .. [[
-return function(IA, IB, n, i0, OA, OB, m, OI)
+  --
+  -- With stamp, each element is first given to the source's event_time
+  -- function: T[i] (ST.t) its time, ST.top the largest, P.t = i once it
+  -- is stamped (a failure with P.t ~= i is the event_time call's). All on
+  -- the line of a0, so the lines are numbered alike in every loop.
+  local ST = { t = nil, top = -1 }
+  local stamp_src, ev = "", nil
+  if stamp then
+    ev = require "streamrun.eventtime"
+    stamp_src = " local t0 = TIME(a0, b0); if type(t0) == \"number\" and t0 >= 0 and t0 < FINAL then "
+      .. "t0 = t0 - t0 % 1 else t0 = CHECKED(t0) end; T[i] = t0; P.t = i; if t0 > ST.top then ST.top = t0 end"
+  end
+  local fast_src = "local P, W, FSTRING, TIME, CHECKED, FINAL, ST = select(13, ...)\n" .. HEADER .. [[
+return function(IA, IB, n, i0, OA, OB, m, OI) local T = ST.t
   for i = i0, n do
     P.i = i; W.rec = i]] .. (several and "; P.m = m" or "") .. [[
 
-    local a0, b0 = IA[i], IB[i]
-]] .. concat(lines, "\n") .. [[
+    local a0, b0 = IA[i], IB[i];]] .. stamp_src .. "\n" .. concat(lines, "\n") .. [[
 
   end
   return m
 end]]
-  local fast = load(fast_src, name, F, E, I, G, type, pack, GI, byte, sub, BAD, ops.KEY_TYPES, EKEY, P, watchdog.P)
+  local fast = load(fast_src, name, F, E, I, G, type, pack, GI, byte, sub, BAD, ops.KEY_TYPES, EKEY, P, watchdog.P,
+    ffi.string, stamp and stamp.fn, ev and ev.checked, ev and ev.FINAL, ST)
   local first_line = 7 -- the line of lines[1] in fast_src
 
   -- The same loop over the records of a C batch (a text source's, handed
@@ -330,31 +342,20 @@ end]]
   -- else each record becomes a string where the loop takes it
   -- (make_raw, at the first such batch): no array of the batch's lines is
   -- made, and a line the chain does not keep is garbage at once.
-  --
-  -- With stamp, the line made is first given to the source's event_time
-  -- function: T[i] (ST.t) its time, ST.top the largest, P.t = i once it
-  -- is stamped (a failure with P.t ~= i is the event_time call's). All on
-  -- the line of a0, so the lines are numbered as the other loop's.
+  -- (With stamp, the line made is stamped first, as above.)
   local raw_fast, raw_sites
-  local ST = { t = nil, top = -1 }
   local function make_raw()
-    local stamping = ""
-    if stamp then
-      stamping = " local t0 = TIME(a0, nil); if type(t0) == \"number\" and t0 >= 0 and t0 < FINAL then "
-        .. "t0 = t0 - t0 % 1 else t0 = CHECKED(t0) end; T[i] = t0; P.t = i; if t0 > ST.top then ST.top = t0 end"
-    end
     local raw_src = "local P, W, FSTRING, TIME, CHECKED, FINAL, ST = select(13, ...)\n" .. HEADER .. [[
 return function(DATA, OFF, n, i0, OA, OB, m, OI) local T = ST.t
   for i = i0, n do
     P.i = i; W.rec = i]] .. (several and "; P.m = m" or "") .. [[
 
-    local a0, b0 = FSTRING(DATA + OFF[i - 1], OFF[i] - OFF[i - 1]), nil;]] .. stamping .. "\n"
+    local a0, b0 = FSTRING(DATA + OFF[i - 1], OFF[i] - OFF[i - 1]), nil;]] .. stamp_src .. "\n"
       .. concat(lines, "\n") .. [[
 
   end
   return m
 end]]
-    local ev = stamp and require("streamrun.eventtime")
     raw_fast = load(raw_src, name, F, E, I, G, type, pack, GI, byte, sub, BAD, ops.KEY_TYPES, EKEY, P, watchdog.P,
       ffi.string, stamp and stamp.fn, ev and ev.checked, ev and ev.FINAL, ST)
     raw_sites = sites
@@ -450,7 +451,7 @@ end]]
   function chain.run(input, T)
     local cb = rawget(input, "cbatch")
     if cb and not raw_fast then make_raw() end
-    local stamping = stamp and cb and input.n > 0
+    local stamping = stamp and input.n > 0
     if stamping then
       if T == nil then error("fuse: a stamping chain needs the times' array", 0) end
       ST.t, ST.top, P.t = T, -1, 0
@@ -482,7 +483,7 @@ end]]
       if cb then
         ok, res, cap, raised = resume.call(loop, cb.data, cb.off, n, i0, OA, OB, m, OI)
       else
-        ok, res, cap = resume.call(loop, IA, IB, n, i0, OA, OB, m, OI)
+        ok, res, cap, raised = resume.call(loop, IA, IB, n, i0, OA, OB, m, OI)
       end
       if ok then m = res break end
       if type(res) == "table" and res.fatal then error(res, 0) end

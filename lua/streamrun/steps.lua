@@ -13,7 +13,6 @@
 -- sink (streamrun.outputs; only read), failing (the outputs whose last
 -- write failed), plan (for its zero_ms) }.
 local batch = require "streamrun.batch"
-local eventtime = require "streamrun.eventtime"
 local evwindows = require "streamrun.evwindows"
 local fuse = require "streamrun.fuse"
 local native = require "streamrun.native"
@@ -53,27 +52,34 @@ end
 -- failures per element). sink: the reduce_by_key or count_by_value stage
 -- the chain folds into (then the step's output is that stage's).
 local Chain = class()
-function M.chain(stages, input, origin, ctx, sink)
+function M.chain(stages, input, origin, ctx, sink, stamps)
   local step = new(Chain, "chain", sink or stages[#stages], input, { stages = stages, sink = sink })
   step.every = stages[1].every_ms
   -- Event times follow each element through the chain by its origin
   -- index: no work per record in the fused loop itself. (A chain folding
   -- into its sink makes no elements: the sink's results carry no times.)
   step.timed = input.timed and not sink
-  -- The chain of the job's one event-time source, a text source read
-  -- where it is, stamps its records itself (streamrun.eventtime): each
-  -- line is made once, for the event_time call and the first stage.
+  -- stamps: the chain is the only consumer of the job's one event-time
+  -- source and stamps its records itself (streamrun.eventtime); from a
+  -- text source read where it is, each line is made once, for the
+  -- event_time call and the first stage.
   local tr = ctx.plan.event
   local stamp
-  if ctx.plan.raw_sources[input] and eventtime.chain_stamps(tr, input) then
+  if stamps and tr then
     tr.chained = input
     step.tracker = tr
     stamp = {
       fn = input.event_time,
       dead = function(b, i, err)
         local cb = rawget(b, "cbatch")
-        local s = cb.off[i - 1]
-        tr:dead_record(input, b, i, err, ffi_string(cb.data + s, cb.off[i] - s))
+        local record
+        if cb then
+          local s = cb.off[i - 1]
+          record = ffi_string(cb.data + s, cb.off[i] - s)
+        else
+          record = b.a[i]
+        end
+        tr:dead_record(input, b, i, err, record)
       end,
     }
   end
@@ -84,17 +90,10 @@ function Chain:run(results)
   local input = results[self.input]
   local tr, out = self.tracker, nil
   if tr and tr.waiting == self.input then
+    local T = batch.reuse_times(tr.buffers[self.input], input.n)
     local top
-    if rawget(input, "cbatch") then
-      local T = batch.reuse_times(tr.buffers[self.input], input.n)
-      out, top = self.fused.run(input, T)
-      input.t = T
-    else
-      -- (Not the C batch as read: the watchdog left a record out.)
-      input, top = tr:stamp(self.input, input)
-      results[self.input] = input
-      out = self.fused.run(input)
-    end
+    out, top = self.fused.run(input, T)
+    input.t = T
     tr:stamped(self.input, top)
   else
     out = self.fused.run(input)
