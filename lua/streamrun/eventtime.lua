@@ -313,7 +313,9 @@ end
 
 -- Nothing reads the watermark while a source waits for its chain.
 function Tracker:check()
-  if self.waiting then error("eventtime: the watermark is read before " .. self.waiting.stage_name .. " is stamped", 0) end
+  if self.waiting then
+    error("eventtime: the watermark is read before " .. self.waiting.stage_name .. " is stamped", 0)
+  end
 end
 
 -- A source's batch showed times up to top (nil: none) at time_ms.
