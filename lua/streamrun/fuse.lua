@@ -57,7 +57,7 @@ end
 -- loops = the enclosing flat_map loops, outermost first: { kind = "table"
 -- | "iter", k, r = name of what the flat_map returned, j = index name |
 -- ctl = control name, key = name of the key (flat_map_values), args } }.
-local function generate(stages, k0, guarded, origin, sink, raw)
+local function generate(stages, k0, guarded, origin, sink, raw, timed)
   local lines, sites, nvar = {}, {}, 0
   local function fresh(p) nvar = nvar + 1 return p .. nvar end
   local function emit(s, site)
@@ -94,7 +94,8 @@ local function generate(stages, k0, guarded, origin, sink, raw)
         emit(("if %s == nil then m = m + 1; OA[m] = %s; OB[%s] = 1 else OB[%s] = %s + 1 end")
           :format(c, key, key, key, c))
       else
-        emit(("m = m + 1; OA[m] = %s; OB[m] = %s"):format(a, b) .. (origin and "; OI[m] = i" or ""))
+        emit(("m = m + 1; OA[m] = %s; OB[m] = %s"):format(a, b) .. (origin and "; OI[m] = i" or "")
+          .. (timed and "; OT[m] = t0" or ""))
       end
       return
     end
@@ -299,31 +300,39 @@ function M.chain(stages, g, origin, sink, stamp)
     end
   end
 
-  local lines, sites = generate(stages, 1, false, origin, sink_op)
   -- P.i: the element in hand, for when the error handler cannot run (a
   -- stack overflow): then the element is run again guarded from stage 1,
   -- after its outputs so far are dropped (P.m: the outputs before it, kept
   -- only by a chain that can make several outputs of one element).
-  local P = { i = 0, m = 0, t = 0 }
+  local P = { i = 0, m = 0, t = 0, tv = 0 }
   local several = false
   for _, st in ipairs(stages) do
     if st.op == "flat_map" or st.op == "flat_map_values" then several = true end
   end
+  -- A stamping chain that makes at most one element of each input and
+  -- keeps its elements writes each one's time beside it (OT[m] = t0,
+  -- ST.ot); one that can make several keeps the inputs' times (T[i], ST.t)
+  -- for its step to copy by origin; one folding into its sink keeps none.
+  local direct = stamp and not several and not sink
+  local keeps = stamp and several and not sink
+  local lines, sites = generate(stages, 1, false, origin, sink_op, false, direct)
   -- W.rec: the same index, for the watchdog (sr_watchdog.c).
   --
   -- With stamp, each element is first given to the source's event_time
-  -- function: T[i] (ST.t) its time, ST.top the largest, P.t = i once it
-  -- is stamped (a failure with P.t ~= i is the event_time call's). All on
-  -- the line of a0, so the lines are numbered alike in every loop.
-  local ST = { t = nil, top = -1 }
+  -- function: t0 its time (kept as above; P.tv too, for a rerun after a
+  -- stack overflow), ST.top the largest, P.t = i once it is stamped (a
+  -- failure with P.t ~= i is the event_time call's). All on the line of
+  -- a0, so the lines are numbered alike in every loop.
+  local ST = { t = nil, ot = nil, top = -1 }
   local stamp_src, ev = "", nil
   if stamp then
     ev = require "streamrun.eventtime"
     stamp_src = " local t0 = TIME(a0, b0); if type(t0) == \"number\" and t0 >= 0 and t0 < FINAL then "
-      .. "t0 = t0 - t0 % 1 else t0 = CHECKED(t0) end; T[i] = t0; P.t = i; if t0 > ST.top then ST.top = t0 end"
+      .. "t0 = t0 - t0 % 1 else t0 = CHECKED(t0) end;" .. (keeps and " T[i] = t0;" or "")
+      .. (direct and " P.tv = t0;" or "") .. " P.t = i; if t0 > ST.top then ST.top = t0 end"
   end
   local fast_src = "local P, W, FSTRING, TIME, CHECKED, FINAL, ST = select(13, ...)\n" .. HEADER .. [[
-return function(IA, IB, n, i0, OA, OB, m, OI) local T = ST.t
+return function(IA, IB, n, i0, OA, OB, m, OI) local T, OT = ST.t, ST.ot
   for i = i0, n do
     P.i = i; W.rec = i]] .. (several and "; P.m = m" or "") .. [[
 
@@ -346,7 +355,7 @@ end]]
   local raw_fast, raw_sites
   local function make_raw()
     local raw_src = "local P, W, FSTRING, TIME, CHECKED, FINAL, ST = select(13, ...)\n" .. HEADER .. [[
-return function(DATA, OFF, n, i0, OA, OB, m, OI) local T = ST.t
+return function(DATA, OFF, n, i0, OA, OB, m, OI) local T, OT = ST.t, ST.ot
   for i = i0, n do
     P.i = i; W.rec = i]] .. (several and "; P.m = m" or "") .. [[
 
@@ -445,16 +454,19 @@ end]]
   -- Keys the sink saw last batch: its tables are sized for as many.
   local last_keys = 0
 
-  -- T: with stamp, where the times of a C batch's records go (an FFI
-  -- array of at least n + 1 doubles); then the second result is the
-  -- largest time (nil when no record has one).
+  -- With stamp: the second result is the largest time (nil when no
+  -- record has one); the output's elements carry their times (t) when
+  -- the chain writes them itself, else (chain.keeps_times) T, an FFI array
+  -- of at least n + 1 doubles, receives the inputs' times.
+  chain.keeps_times = keeps
   function chain.run(input, T)
     local cb = rawget(input, "cbatch")
     if cb and not raw_fast then make_raw() end
     local stamping = stamp and input.n > 0
     if stamping then
-      if T == nil then error("fuse: a stamping chain needs the times' array", 0) end
+      if keeps and T == nil then error("fuse: a stamping chain needs the times' array", 0) end
       ST.t, ST.top, P.t = T, -1, 0
+      if direct then ST.ot = batch.reuse_times(ST, input.n) end
     end
     local n = input.n
     local IA, IB, loop, at_line = nil, nil, fast, sites
@@ -523,6 +535,9 @@ end]]
           end
           cur.input, cur.i = input, i
           if sink and several then m = m0 else m = tail(1)(IA[i], IB[i], OA, OB, m0, OI, i) end
+          if stamping and direct then
+            for j = m0 + 1, m do ST.ot[j] = P.tv end
+          end
         end
         -- The traceback's frames from the generated loop on are the runtime's.
         if type(res) == "string" then
@@ -533,10 +548,11 @@ end]]
       end
       i0 = i + 1
     end
-    local top
+    local top, OT
     if stamping then
       top = ST.top >= 0 and ST.top or nil
-      ST.t = nil
+      OT = ST.ot
+      ST.t, ST.ot = nil, nil
     end
     if sink then
       last_keys = m
@@ -551,7 +567,7 @@ end]]
       end
       return { n = m, a = OA, b = V }, top
     end
-    if origin then return { n = m, a = OA, b = OB, o = OI, from = input }, top end
+    if origin then return { n = m, a = OA, b = OB, o = OI, from = input, t = OT }, top end
     return { n = m, a = OA, b = OB }, top
   end
 

@@ -90,7 +90,7 @@ function Chain:run(results)
   local input = results[self.input]
   local tr, out = self.tracker, nil
   if tr and tr.waiting == self.input then
-    local T = batch.reuse_times(tr.buffers[self.input], input.n)
+    local T = self.fused.keeps_times and batch.reuse_times(tr.buffers[self.input], input.n) or nil
     local top
     out, top = self.fused.run(input, T)
     input.t = T
@@ -98,7 +98,7 @@ function Chain:run(results)
   else
     out = self.fused.run(input)
   end
-  local IT = self.timed and input.t
+  local IT = self.timed and not out.t and input.t
   if IT then
     local O, OT = out.o, batch.reuse_times(self, out.n)
     for m = 1, out.n do OT[m] = IT[O[m]] end
