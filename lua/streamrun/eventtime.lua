@@ -328,11 +328,6 @@ function Tracker:seen(node, top, time_ms)
   end
 end
 
--- Stamps b, a batch of the source node, the common way (see stamp).
-function Tracker:stamp(node, b)
-  return stamp(self, node, b)
-end
-
 -- The chain of the waiting source has stamped its batch (largest time
 -- top, nil when none): the watermark moves.
 function Tracker:stamped(node, top)
