@@ -103,6 +103,22 @@ function M.reuse_times(owner, n)
   return buf
 end
 
+-- An array for the input indexes of n elements (o[1..n], see origin), as
+-- an FFI array of int32 from owner's buffer, reused from batch to batch as
+-- reuse_times's (field `indexes`): for a chain that makes at most one
+-- element of each, and whose output is only read while its batch runs.
+local INT32S = ffi.typeof("int32_t[?]")
+function M.reuse_indexes(owner, n)
+  local buf = owner.indexes
+  if buf == nil or owner.indexes_cap < n + 1 then
+    local cap = n + 1
+    if buf ~= nil and cap < 2 * owner.indexes_cap then cap = 2 * owner.indexes_cap end
+    buf = INT32S(cap)
+    owner.indexes, owner.indexes_cap = buf, cap
+  end
+  return buf
+end
+
 -- 1 when any element of the batch is a pair.
 function M.has_pairs(batch)
   return next(batch.b) ~= nil

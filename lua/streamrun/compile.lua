@@ -80,11 +80,18 @@ local function group(job)
   end
   -- A chain reads a text source's records where they are, in the C batch
   -- (streamrun.fuse): the words of a first flat_map(sr.words), else each
-  -- line made a string as the loop takes it.
+  -- line made a string as the loop takes it. The job's one event-time
+  -- source too, when its event_time is a function: the chain stamps its
+  -- records in the same loop (streamrun.eventtime).
+  local timed = 0
+  for _, node in ipairs(job.sources) do
+    if node.event_time ~= nil then timed = timed + 1 end
+  end
   for _, gr in ipairs(groups) do
     local first, input = gr.kind == "chain" and gr.stages[1], gr.input
     if first and input.kind == "source"
-       and input.format == "text" and not input.framed and not input.event_time and only_consumer(input) then
+       and input.format == "text" and not input.framed and only_consumer(input)
+       and (input.event_time == nil or (timed == 1 and type(input.event_time) == "function")) then
       raw[input] = true
     end
   end
@@ -100,6 +107,16 @@ local function group(job)
   end
   for i = #groups, 1, -1 do
     if groups[i].kind == nil and replaced[groups[i].node] then table.remove(groups, i) end
+  end
+  -- The chain that is the only consumer of the job's one event-time
+  -- source, whose event_time is a function, stamps its records in its own
+  -- loop (streamrun.eventtime): from a text source, each line is made once.
+  for _, gr in ipairs(groups) do
+    local input = gr.input
+    if gr.kind == "chain" and input.kind == "source" and timed == 1 and type(input.event_time) == "function"
+       and only_consumer(input) == gr.stages[1] then
+      gr.stamps = true
+    end
   end
   return groups, consumers_of, raw
 end
@@ -148,7 +165,8 @@ function M.compile(job, handlers)
   for i, gr in ipairs(groups) do
     local step
     if gr.kind == "chain" then
-      step = steps_of.chain(gr.stages, gr.input, needs_origin(gr.stages[#gr.stages], consumers_of), ctx, gr.sink)
+      step = steps_of.chain(gr.stages, gr.input, needs_origin(gr.stages[#gr.stages], consumers_of), ctx, gr.sink,
+        gr.stamps)
     elseif gr.kind == "native" then
       step = steps_of.native(gr.node, gr.stages, gr.input, ctx)
     else

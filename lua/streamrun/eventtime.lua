@@ -179,7 +179,18 @@ function M.tracker(job, data, dead)
   local buffers = {}
   for _, node in ipairs(list) do buffers[node] = {} end
   return setmetatable({ sources = list, data = data, dead = dead, before = data.wm, fire = data.wm, final = false,
-                        buffers = buffers }, Tracker)
+                        buffers = buffers, chained = nil, waiting = nil }, Tracker)
+end
+
+-- The common test of an event time in hand: a number in range, which
+-- becomes whole ms; anything else goes to checked, which raises why not.
+M.checked = checked
+
+-- A record whose event time could not be read: its dead letter, at its
+-- origin in batch b (element i), with reason err and the record.
+function Tracker:dead_record(node, b, i, err, record)
+  local source, offset = origin(b, i)
+  self.dead(source or node.stage_name, offset or -1, tostring(err), format.value(record))
 end
 
 -- The loop of stamp(), one function for every batch: a closure made per
@@ -241,8 +252,7 @@ local function stamp(self, node, b)
     local cur = S.cur
     bad = bad or {}
     bad[#bad + 1] = cur
-    local source, offset = origin(b, cur)
-    self.dead(source or node.stage_name, offset or -1, tostring(err), format.value(A[cur]))
+    self:dead_record(node, b, cur, err, A[cur])
     i0 = cur + 1
   end
   local top = S.top
@@ -270,24 +280,65 @@ end
 -- their idle option; never back. final: the end of bounded input (every
 -- window and timer fires). Sets self.before (the watermark lateness is
 -- judged against) and self.fire (the one windows fire at).
+--
+-- The source a chain stamps itself (self.chained: the job's one
+-- event-time source, whose only consumer is that chain): its records are
+-- stamped in the chain's own loop (from a C batch read where it is, each
+-- line is made once, for the event_time call and the chain's first
+-- stage). Then the watermark moves when that chain calls stamped(),
+-- before any stage that reads it runs (every such stage is downstream of
+-- the job's one event-time source, so of its chain).
 function Tracker:batch(inputs, time_ms, final)
   local data = self.data
   self.before = data.wm
+  self.waiting = nil
   for _, node in ipairs(self.sources) do
     local b = inputs[node]
     local name = node.stage_name
     if b and b.n > 0 then
-      local nb, top = stamp(self, node, b)
-      inputs[node] = nb
-      if top then
-        local was = data.max[name]
-        if was == nil or top > was then data.max[name] = top end
-        data.active[name] = time_ms
+      if node == self.chained then
+        self.waiting = node
+      else
+        local nb, top = stamp(self, node, b)
+        inputs[node] = nb
+        self:seen(node, top, time_ms)
       end
     elseif data.active[name] == nil then
       data.active[name] = time_ms
     end
   end
+  self.time_ms, self.final_batch = time_ms, final
+  if not self.waiting then self:move(time_ms, final) end
+end
+
+-- Nothing reads the watermark while a source waits for its chain.
+function Tracker:check()
+  if self.waiting then
+    error("eventtime: the watermark is read before " .. self.waiting.stage_name .. " is stamped", 0)
+  end
+end
+
+-- A source's batch showed times up to top (nil: none) at time_ms.
+function Tracker:seen(node, top, time_ms)
+  if top then
+    local data, name = self.data, node.stage_name
+    local was = data.max[name]
+    if was == nil or top > was then data.max[name] = top end
+    data.active[name] = time_ms
+  end
+end
+
+-- The chain of the waiting source has stamped its batch (largest time
+-- top, nil when none): the watermark moves.
+function Tracker:stamped(node, top)
+  self:seen(node, top, self.time_ms)
+  self.waiting = nil
+  self:move(self.time_ms, self.final_batch)
+end
+
+-- Moves the watermark after the sources' batches are stamped.
+function Tracker:move(time_ms, final)
+  local data = self.data
   local low
   local any = false
   for _, node in ipairs(self.sources) do

@@ -170,6 +170,7 @@ end
 -- reduce_by_key_and_event_window: state (cstate), input (a timed batch),
 -- tr (the plan's streamrun.eventtime tracker). Returns the output batch.
 function M.reduce_by_key_and_event_window(node, g, state, input, tr)
+  tr:check()
   local size, slide, lateness = node.ev_size_ms, node.ev_slide_ms, node.lateness_ms
   local f = node.fn
   local call = QUICK[builtins.reducers[f] or false] or f
@@ -325,6 +326,7 @@ end
 
 -- session_by_key: as reduce_by_key_and_event_window.
 function M.session_by_key(node, g, state, input, tr)
+  tr:check()
   local gap = node.gap_ms
   local before = tr.before
   local A, B, T = input.a, input.b, input.t

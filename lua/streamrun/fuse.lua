@@ -57,7 +57,7 @@ end
 -- loops = the enclosing flat_map loops, outermost first: { kind = "table"
 -- | "iter", k, r = name of what the flat_map returned, j = index name |
 -- ctl = control name, key = name of the key (flat_map_values), args } }.
-local function generate(stages, k0, guarded, origin, sink, raw)
+local function generate(stages, k0, guarded, origin, sink, raw, timed)
   local lines, sites, nvar = {}, {}, 0
   local function fresh(p) nvar = nvar + 1 return p .. nvar end
   local function emit(s, site)
@@ -94,7 +94,8 @@ local function generate(stages, k0, guarded, origin, sink, raw)
         emit(("if %s == nil then m = m + 1; OA[m] = %s; OB[%s] = 1 else OB[%s] = %s + 1 end")
           :format(c, key, key, key, c))
       else
-        emit(("m = m + 1; OA[m] = %s; OB[m] = %s"):format(a, b) .. (origin and "; OI[m] = i" or ""))
+        emit(("m = m + 1; OA[m] = %s; OB[m] = %s"):format(a, b) .. (origin and "; OI[m] = i" or "")
+          .. (timed and "; OT[m] = t0" or ""))
       end
       return
     end
@@ -237,8 +238,11 @@ end
 -- (streamrun.guard); a failing call on an element that came from element i
 -- of the input batch goes to g.report_at (which may raise to stop the
 -- job). origin: the output batch notes where each element came from
--- (batch.origin).
-function M.chain(stages, g, origin, sink)
+-- (batch.origin). stamp: the chain stamps its text source's records with
+-- their event times in its loop over a C batch (streamrun.eventtime):
+-- { fn = the source's event_time function, dead(input, i, err): record i
+-- has no event time (it then goes to no stage) }.
+function M.chain(stages, g, origin, sink, stamp)
   local report = g.report_at
   local names = {}
   local F, E, I = {}, {}, {}
@@ -296,29 +300,49 @@ function M.chain(stages, g, origin, sink)
     end
   end
 
-  local lines, sites = generate(stages, 1, false, origin, sink_op)
   -- P.i: the element in hand, for when the error handler cannot run (a
   -- stack overflow): then the element is run again guarded from stage 1,
   -- after its outputs so far are dropped (P.m: the outputs before it, kept
   -- only by a chain that can make several outputs of one element).
-  local P = { i = 0, m = 0 }
+  local P = { i = 0, m = 0, t = 0, tv = 0 }
   local several = false
   for _, st in ipairs(stages) do
     if st.op == "flat_map" or st.op == "flat_map_values" then several = true end
   end
+  -- A stamping chain that makes at most one element of each input and
+  -- keeps its elements writes each one's time beside it (OT[m] = t0,
+  -- ST.ot); one that can make several keeps the inputs' times (T[i], ST.t)
+  -- for its step to copy by origin; one folding into its sink keeps none.
+  local direct = stamp and not several and not sink
+  local keeps = stamp and several and not sink
+  local lines, sites = generate(stages, 1, false, origin, sink_op, false, direct)
   -- W.rec: the same index, for the watchdog (sr_watchdog.c).
-  local fast_src = "local P, W = select(13, ...)\n" .. HEADER .. [[
-return function(IA, IB, n, i0, OA, OB, m, OI)
+  --
+  -- With stamp, each element is first given to the source's event_time
+  -- function: t0 its time (kept as above; P.tv too, for a rerun after a
+  -- stack overflow), ST.top the largest, P.t = i once it is stamped (a
+  -- failure with P.t ~= i is the event_time call's). All on the line of
+  -- a0, so the lines are numbered alike in every loop.
+  local ST = { t = nil, ot = nil, top = -1 }
+  local stamp_src, ev = "", nil
+  if stamp then
+    ev = require "streamrun.eventtime"
+    stamp_src = " local t0 = TIME(a0, b0); if type(t0) == \"number\" and t0 >= 0 and t0 < FINAL then "
+      .. "t0 = t0 - t0 % 1 else t0 = CHECKED(t0) end;" .. (keeps and " T[i] = t0;" or "")
+      .. (direct and " P.tv = t0;" or "") .. " P.t = i; if t0 > ST.top then ST.top = t0 end"
+  end
+  local fast_src = "local P, W, FSTRING, TIME, CHECKED, FINAL, ST = select(13, ...)\n" .. HEADER .. [[
+return function(IA, IB, n, i0, OA, OB, m, OI) local T, OT = ST.t, ST.ot
   for i = i0, n do
     P.i = i; W.rec = i]] .. (several and "; P.m = m" or "") .. [[
 
-    local a0, b0 = IA[i], IB[i]
-]] .. concat(lines, "\n") .. [[
+    local a0, b0 = IA[i], IB[i];]] .. stamp_src .. "\n" .. concat(lines, "\n") .. [[
 
   end
   return m
 end]]
-  local fast = load(fast_src, name, F, E, I, G, type, pack, GI, byte, sub, BAD, ops.KEY_TYPES, EKEY, P, watchdog.P)
+  local fast = load(fast_src, name, F, E, I, G, type, pack, GI, byte, sub, BAD, ops.KEY_TYPES, EKEY, P, watchdog.P,
+    ffi.string, stamp and stamp.fn, ev and ev.checked, ev and ev.FINAL, ST)
   local first_line = 7 -- the line of lines[1] in fast_src
 
   -- The same loop over the records of a C batch (a text source's, handed
@@ -327,24 +351,25 @@ end]]
   -- else each record becomes a string where the loop takes it
   -- (make_raw, at the first such batch): no array of the batch's lines is
   -- made, and a line the chain does not keep is garbage at once.
+  -- (With stamp, the line made is stamped first, as above.)
   local raw_fast, raw_sites
   local function make_raw()
-    local raw_src = "local P, W, FSTRING = select(13, ...)\n" .. HEADER .. [[
-return function(DATA, OFF, n, i0, OA, OB, m, OI)
+    local raw_src = "local P, W, FSTRING, TIME, CHECKED, FINAL, ST = select(13, ...)\n" .. HEADER .. [[
+return function(DATA, OFF, n, i0, OA, OB, m, OI) local T, OT = ST.t, ST.ot
   for i = i0, n do
     P.i = i; W.rec = i]] .. (several and "; P.m = m" or "") .. [[
 
-    local a0, b0 = FSTRING(DATA + OFF[i - 1], OFF[i] - OFF[i - 1]), nil
-]] .. concat(lines, "\n") .. [[
+    local a0, b0 = FSTRING(DATA + OFF[i - 1], OFF[i] - OFF[i - 1]), nil;]] .. stamp_src .. "\n"
+      .. concat(lines, "\n") .. [[
 
   end
   return m
 end]]
     raw_fast = load(raw_src, name, F, E, I, G, type, pack, GI, byte, sub, BAD, ops.KEY_TYPES, EKEY, P, watchdog.P,
-      ffi.string)
+      ffi.string, stamp and stamp.fn, ev and ev.checked, ev and ev.FINAL, ST)
     raw_sites = sites
   end
-  if stages[1].op == "flat_map" and stages[1].fn == builtins.words then
+  if not stamp and stages[1].op == "flat_map" and stages[1].fn == builtins.words then
     local raw_lines
     raw_lines, raw_sites = generate(stages, 1, false, origin, sink_op, true)
     local raw_src = "local P, W, FSTRING = select(13, ...)\n" .. HEADER .. [[
@@ -429,9 +454,20 @@ end]]
   -- Keys the sink saw last batch: its tables are sized for as many.
   local last_keys = 0
 
-  function chain.run(input)
+  -- With stamp: the second result is the largest time (nil when no
+  -- record has one); the output's elements carry their times (t) when
+  -- the chain writes them itself, else (chain.keeps_times) T, an FFI array
+  -- of at least n + 1 doubles, receives the inputs' times.
+  chain.keeps_times = keeps
+  function chain.run(input, T)
     local cb = rawget(input, "cbatch")
     if cb and not raw_fast then make_raw() end
+    local stamping = stamp and input.n > 0
+    if stamping then
+      if keeps and T == nil then error("fuse: a stamping chain needs the times' array", 0) end
+      ST.t, ST.top, P.t = T, -1, 0
+      if direct then ST.ot = batch.reuse_times(ST, input.n) end
+    end
     local n = input.n
     local IA, IB, loop, at_line = nil, nil, fast, sites
     if cb then
@@ -445,49 +481,78 @@ end]]
     else
       OA, OB = tnew(n, 0), tnew(n, 0)
     end
-    local OI = origin and tnew(n, 0) or nil
+    local OI
+    if stamping and origin and not several then
+      -- (One element at most of each record: the indexes in a buffer of
+      -- the chain's, no table of a million numbers per batch.)
+      OI = batch.reuse_indexes(ST, n)
+    elseif origin then
+      OI = tnew(n, 0)
+    end
     local m, i0 = 0, 1
     while true do
-      local ok, res, cap
+      local ok, res, cap, raised
       if cb then
-        ok, res, cap = resume.call(loop, cb.data, cb.off, n, i0, OA, OB, m, OI)
+        ok, res, cap, raised = resume.call(loop, cb.data, cb.off, n, i0, OA, OB, m, OI)
       else
-        ok, res, cap = resume.call(loop, IA, IB, n, i0, OA, OB, m, OI)
+        ok, res, cap, raised = resume.call(loop, IA, IB, n, i0, OA, OB, m, OI)
       end
       if ok then m = res break end
       if type(res) == "table" and res.fatal then error(res, 0) end
       local i = cap and cap.i or P.i
-      if not cap then
-        -- The handler could not run (a stack overflow): the element runs
-        -- again from stage 1, guarded, after the outputs of those before.
-        local m0 = 0
-        if cb then
-          local s0 = cb.off[i - 1]
-          IA, IB = {}, {}
-          IA[i] = ffi.string(cb.data + s0, cb.off[i] - s0)
-        end
-        if sink and several then
-          -- What the element folded in before the failure cannot be taken
-          -- out again: it stays, and the rest of the element is dropped.
-          m0 = #OA
-          report(stages[1], res, input, i, IA[i], IB[i])
-        elseif several then
-          m0 = P.m
-          local j = m0 + 1
-          while OA[j] ~= nil do OA[j], OB[j] = nil, nil; j = j + 1 end
+      if stamping and P.t ~= i then
+        -- The record has no event time: a dead letter (the error as
+        -- raised, no traceback), and no stage sees it.
+        if cap then
+          m = cap.m
         else
-          while OA[m0 + 1] ~= nil do m0 = m0 + 1 end
+          -- (A stack overflow: the outputs so far are those in OA.)
+          m = 0
+          while OA[m + 1] ~= nil do m = m + 1 end
         end
-        cur.input, cur.i = input, i
-        if sink and several then m = m0 else m = tail(1)(IA[i], IB[i], OA, OB, m0, OI, i) end
+        stamp.dead(input, i, raised == nil and res or raised)
+      else
+        if not cap then
+          -- The handler could not run (a stack overflow): the element runs
+          -- again from stage 1, guarded, after the outputs of those before.
+          local m0 = 0
+          if cb then
+            local s0 = cb.off[i - 1]
+            IA, IB = {}, {}
+            IA[i] = ffi.string(cb.data + s0, cb.off[i] - s0)
+          end
+          if sink and several then
+            -- What the element folded in before the failure cannot be taken
+            -- out again: it stays, and the rest of the element is dropped.
+            m0 = #OA
+            report(stages[1], res, input, i, IA[i], IB[i])
+          elseif several then
+            m0 = P.m
+            local j = m0 + 1
+            while OA[j] ~= nil do OA[j], OB[j] = nil, nil; j = j + 1 end
+          else
+            while OA[m0 + 1] ~= nil do m0 = m0 + 1 end
+          end
+          cur.input, cur.i = input, i
+          if sink and several then m = m0 else m = tail(1)(IA[i], IB[i], OA, OB, m0, OI, i) end
+          if stamping and direct then
+            for j = m0 + 1, m do ST.ot[j] = P.tv end
+          end
+        end
+        -- The traceback's frames from the generated loop on are the runtime's.
+        if type(res) == "string" then
+          local at = res:find("\n%s*" .. name:gsub("%p", "%%%0") .. ":")
+          if at then res = res:sub(1, at - 1) end
+        end
+        if cap then m = finish(input, i, at_line[cap.line - first_line + 1], cap, res, OA, OB, cap.m, OI) end
       end
-      -- The traceback's frames from the generated loop on are the runtime's.
-      if type(res) == "string" then
-        local at = res:find("\n%s*" .. name:gsub("%p", "%%%0") .. ":")
-        if at then res = res:sub(1, at - 1) end
-      end
-      if cap then m = finish(input, i, at_line[cap.line - first_line + 1], cap, res, OA, OB, cap.m, OI) end
       i0 = i + 1
+    end
+    local top, OT
+    if stamping then
+      top = ST.top >= 0 and ST.top or nil
+      OT = ST.ot
+      ST.t, ST.ot = nil, nil
     end
     if sink then
       last_keys = m
@@ -500,10 +565,10 @@ end]]
         end
         if next(REPS) ~= nil then REPS = {} end
       end
-      return { n = m, a = OA, b = V }
+      return { n = m, a = OA, b = V }, top
     end
-    if origin then return { n = m, a = OA, b = OB, o = OI, from = input } end
-    return { n = m, a = OA, b = OB }
+    if origin then return { n = m, a = OA, b = OB, o = OI, from = input, t = OT }, top end
+    return { n = m, a = OA, b = OB }, top
   end
 
   return chain

@@ -8,7 +8,7 @@ local floor = math.floor
 
 local M = {}
 
-local target, captured = nil, nil
+local target, captured, raised = nil, nil, nil
 
 -- The deepest level of the caller's stack (found in O(log depth) probes).
 local function depth()
@@ -24,7 +24,7 @@ end
 -- Keeps the locals of target's frame (inner names hide outer ones) and
 -- its line in captured; returns the error with a traceback.
 local function handler(e)
-  captured = nil
+  captured, raised = nil, e
   -- From the bottom: the loop is a few frames above it, while a user
   -- function may have recursed thousands deep (a stack overflow).
   for level = depth(), 2, -1 do
@@ -49,16 +49,18 @@ end
 -- Calls fn(...) under one xpcall. Returns true and fn's two results, or
 -- false, the error (a string with a traceback, or the raised value), and
 -- fn's locals by name at the failure with `line` its current line (nil
--- when fn was not on the stack).
+-- when fn was not on the stack), and the value raised as it was (nil when
+-- the handler could not run).
 function M.call(fn, ...)
   local prev = target
   target = fn
+  raised = nil
   local ok, r1, r2 = xpcall(fn, handler, ...)
   target = prev
   if ok then return true, r1, r2 end
-  local cap = captured
-  captured = nil
-  return false, r1, cap
+  local cap, e = captured, raised
+  captured, raised = nil, nil
+  return false, r1, cap, e
 end
 
 return M

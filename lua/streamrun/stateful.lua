@@ -466,6 +466,7 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
   if plan and plan.final then
     expire_at = eventtime.FINAL
   elseif node.timeout_clock == "event" then
+    if plan and plan.event then plan.event:check() end
     expire_at = plan and plan.event and plan.event.fire
   end
   if node.timeout_ms > 0 and expire_at then

@@ -21,7 +21,8 @@ local outputs = require "streamrun.outputs"
 local stateful = require "streamrun.stateful"
 local windows = require "streamrun.windows"
 
-local setmetatable, empty = setmetatable, batch.empty
+local setmetatable, empty, rawget = setmetatable, batch.empty, rawget
+local ffi_string = require("ffi").string
 
 local M = {}
 
@@ -51,20 +52,53 @@ end
 -- failures per element). sink: the reduce_by_key or count_by_value stage
 -- the chain folds into (then the step's output is that stage's).
 local Chain = class()
-function M.chain(stages, input, origin, ctx, sink)
+function M.chain(stages, input, origin, ctx, sink, stamps)
   local step = new(Chain, "chain", sink or stages[#stages], input, { stages = stages, sink = sink })
   step.every = stages[1].every_ms
   -- Event times follow each element through the chain by its origin
   -- index: no work per record in the fused loop itself. (A chain folding
   -- into its sink makes no elements: the sink's results carry no times.)
   step.timed = input.timed and not sink
-  step.fused = fuse.chain(stages, ctx.guard, origin or step.timed, sink)
+  -- stamps: the chain is the only consumer of the job's one event-time
+  -- source and stamps its records itself (streamrun.eventtime); from a
+  -- text source read where it is, each line is made once, for the
+  -- event_time call and the first stage.
+  local tr = ctx.plan.event
+  local stamp
+  if stamps and tr then
+    tr.chained = input
+    step.tracker = tr
+    stamp = {
+      fn = input.event_time,
+      dead = function(b, i, err)
+        local cb = rawget(b, "cbatch")
+        local record
+        if cb then
+          local s = cb.off[i - 1]
+          record = ffi_string(cb.data + s, cb.off[i] - s)
+        else
+          record = b.a[i]
+        end
+        tr:dead_record(input, b, i, err, record)
+      end,
+    }
+  end
+  step.fused = fuse.chain(stages, ctx.guard, origin or step.timed, sink, stamp)
   return step
 end
 function Chain:run(results)
   local input = results[self.input]
-  local out = self.fused.run(input)
-  local IT = self.timed and input.t
+  local tr, out = self.tracker, nil
+  if tr and tr.waiting == self.input then
+    local T = self.fused.keeps_times and batch.reuse_times(tr.buffers[self.input], input.n) or nil
+    local top
+    out, top = self.fused.run(input, T)
+    input.t = T
+    tr:stamped(self.input, top)
+  else
+    out = self.fused.run(input)
+  end
+  local IT = self.timed and not out.t and input.t
   if IT then
     local O, OT = out.o, batch.reuse_times(self, out.n)
     for m = 1, out.n do OT[m] = IT[O[m]] end
