@@ -49,9 +49,13 @@ function M.add_c_source(loop, node, pos)
   o.host, o.port = node.host, node.port or 0
   o.path, o.max_line = node.path, node.max_line
   o.from_start = node.from_start and 1 or 0
-  -- A file read by a job on two or more workers: a thread cuts the next
-  -- batch while the workers process one (the same batches).
-  o.read_ahead = (node.c_kind == "text_file" and require("streamrun.workers").count(node.job) > 1) and 1 or 0
+  -- A file that is its job's only source, on two or more workers: a thread
+  -- cuts the next batch while the workers process one (the same batches).
+  -- Beside another source it would hand over whole batches as its thread
+  -- finishes them, where the loop thread shares a batch between sources in
+  -- fixed reads, so the batches would depend on timing.
+  o.read_ahead = (node.c_kind == "text_file" and #node.job.sources == 1
+                  and require("streamrun.workers").count(node.job) > 1) and 1 or 0
   o.max_connections = node.max_connections or 0
   -- A position applies to a source of the same kind (a text_dir's, to the
   -- same directory).

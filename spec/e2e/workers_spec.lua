@@ -55,6 +55,28 @@ describe("e2e workers", function()
     assert.same(outs["1"], outs["2"])
   end)
 
+  it("cuts the same batches from two files with 1 and 2 workers", function()
+    local dir = proc.tmpdir()
+    local paths = {}
+    for _, name in ipairs { "a", "b" } do
+      local lines = {}
+      for i = 1, 600000 do lines[i] = name .. i end
+      paths[name] = dir .. "/" .. name .. ".txt"
+      local f = assert(io.open(paths[name], "w"))
+      f:write(table.concat(lines, "\n"), "\n")
+      f:close()
+    end
+    local outs = {}
+    for _, n in ipairs { "1", "2" } do
+      local code, stdout, stderr = e2e.run("workers_two_files", paths, { "--workers", n, "--quiet" })
+      assert.equal(0, code, stderr)
+      outs[n] = e2e.batches(stdout)
+    end
+    -- Each batch holds 200000 lines of each file, whatever the workers.
+    assert.equal("(a,200000)", outs["1"][1].elements[1])
+    assert.same(outs["1"], outs["2"])
+  end)
+
   it("runs a keyed window on 2 workers with the totals of 1, and says so", function()
     local lines = {}
     for i = 1, 20000 do lines[i] = ("w%d x%d common"):format(i % 97, i % 13) end
