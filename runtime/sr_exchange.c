@@ -18,6 +18,7 @@
 #include "sr_state_lua.h"
 
 #include <lauxlib.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -135,6 +136,21 @@ static __thread struct {
     size_t nslots;
 } fold_scratch;
 
+/* An output's order in merge_outputs: a number, or packed key bytes
+ * (at off in the own list's arena, or at key in a buffer). */
+typedef struct sr__order {
+    double num;
+    const char *key;
+    size_t off, klen;
+    int is_key;
+} sr__order_t;
+
+static __thread struct {
+    sr__order_t *o;
+    size_t cap;
+    sr_mpbuf_t arena;
+} merge_scratch;
+
 void sr_exchange_thread_free(void)
 {
     sr_free(key_scratch.data);
@@ -142,6 +158,9 @@ void sr_exchange_thread_free(void)
     sr_free(fold_scratch.e);
     sr_free(fold_scratch.slot);
     memset(&fold_scratch, 0, sizeof(fold_scratch));
+    sr_free(merge_scratch.o);
+    sr_free(merge_scratch.arena.data);
+    memset(&merge_scratch, 0, sizeof(merge_scratch));
 }
 
 /* Packs the order at idx: a number, or (given the key bytes of the key an
@@ -204,12 +223,77 @@ static void sr__left_out(lua_State *L, int *bad, lua_Integer i, const char *why)
     lua_rawseti(L, *bad + 1, n);
 }
 
+/* Makes room for need more bytes in b; returns where they go, or NULL
+ * when out of memory. */
+static unsigned char *sr__reserve(sr_mpbuf_t *b, size_t need)
+{
+    if (b->len + need > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + need) cap *= 2;
+        char *d = sr_realloc(b->data, cap);
+        if (!d) return NULL;
+        b->data = d;
+        b->cap = cap;
+    }
+    return (unsigned char *)b->data + b->len;
+}
+
+/* Writes the msgpack header of a string of len bytes at q; returns its
+ * bytes (at most 5). */
+static size_t sr__put_str_head(unsigned char *q, size_t len)
+{
+    if (len < 32) { q[0] = (unsigned char)(0xa0 | len); return 1; }
+    if (len < 256) { q[0] = 0xd9; q[1] = (unsigned char)len; return 2; }
+    if (len < 65536) { q[0] = 0xda; q[1] = (unsigned char)(len >> 8); q[2] = (unsigned char)len; return 3; }
+    q[0] = 0xdb;
+    for (int i = 0; i < 4; i++) q[1 + i] = (unsigned char)(len >> (24 - 8 * i));
+    return 5;
+}
+
+/* Writes the double d as msgpack float 64 at q; returns the bytes (9). */
+static size_t sr__put_double(unsigned char *q, double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, sizeof(u));
+    q[0] = 0xcb;
+    for (int i = 0; i < 8; i++) q[1 + i] = (unsigned char)(u >> (56 - 8 * i));
+    return 9;
+}
+
+/* Writes the number d at q as sr_mplua_pack packs a number (a whole one as
+ * the smallest integer, else a float 64); returns the bytes (at most 9). */
+static size_t sr__put_number(unsigned char *q, double d)
+{
+    if (!(d == floor(d) && d >= -9.2233720368547758e18 && d < 9.2233720368547758e18)) return sr__put_double(q, d);
+    int64_t v = (int64_t)d;
+    if (v >= 0 && v < 128) { q[0] = (unsigned char)v; return 1; }
+    if (v < 0 && v >= -32) { q[0] = (unsigned char)(int8_t)v; return 1; }
+    unsigned char tag;
+    int bytes;
+    if (v >= 0) {
+        if (v < 256) tag = 0xcc, bytes = 1;
+        else if (v < 65536) tag = 0xcd, bytes = 2;
+        else if (v <= 0xffffffffLL) tag = 0xce, bytes = 4;
+        else tag = 0xcf, bytes = 8;
+    } else {
+        if (v >= -128) tag = 0xd0, bytes = 1;
+        else if (v >= -32768) tag = 0xd1, bytes = 2;
+        else if (v >= -2147483648LL) tag = 0xd2, bytes = 4;
+        else tag = 0xd3, bytes = 8;
+    }
+    uint64_t u = (uint64_t)v;
+    q[0] = tag;
+    for (int i = 0; i < bytes; i++) q[1 + i] = (unsigned char)(u >> (8 * (bytes - 1 - i)));
+    return (size_t)bytes + 1;
+}
+
 /* cexchange.scatter(ex, from, nparts, a, b, o, n [, p]) -> nil, or bad and
  * whys: elements 1..n (key a[i], value b[i], order o[i], and with p the
  * record offset p[i]: take with width 4) each to the worker that owns the
  * partition of its key. An element whose value cannot be packed is left
  * out: bad lists the indices of those, whys what each value holds (e.g.
- * "a function"), for the caller's dead letters. */
+ * "a function"), for the caller's dead letters. A string key with a
+ * number value and order (a word and its count) is written in one piece. */
 static int sr__scatter(lua_State *L)
 {
     sr_exchange_t *ex = sr__check(L, 1);
@@ -241,6 +325,23 @@ static int sr__scatter(lua_State *L)
         }
         int to = sr_state_partition(key_scratch.data, key_scratch.len, nparts) % ex->n;
         sr_mpbuf_t *b = &ex->buf[from * ex->n + to];
+        if (lua_type(L, -2) == LUA_TNUMBER && lua_type(L, -1) == LUA_TNUMBER) {
+            unsigned char *q = sr__reserve(b, key_scratch.len + 27);
+            if (!q) return luaL_error(L, "exchange: out of memory");
+            memcpy(q, key_scratch.data, key_scratch.len);
+            size_t w = key_scratch.len;
+            w += sr__put_number(q + w, lua_tonumber(L, -2));
+            w += sr__put_double(q + w, lua_tonumber(L, -1));
+            if (with_pos) {
+                lua_rawgeti(L, 8, (int)i);
+                w += sr__put_double(q + w, lua_isnumber(L, -1) ? lua_tonumber(L, -1) : -1);
+                lua_pop(L, 1);
+            }
+            b->len += w;
+            ex->count[from * ex->n + to]++;
+            lua_pop(L, 3);
+            continue;
+        }
         size_t mark = b->len;
         if (sr_mpbuf_write(b, key_scratch.data, key_scratch.len) != 0) return luaL_error(L, "exchange: out of memory");
         const char *why = sr_mplua_pack(L, -2, &pk[to], 1);
@@ -267,8 +368,9 @@ static int sr__scatter(lua_State *L)
 
 /* cexchange.put(ex, from, to, a, b, o, n) -> nil, or bad and whys (as
  * scatter: the elements left out): elements 1..n (b[i] nil: a single
- * value; o[i] a number, or {key}: the key's bytes, to order by as the
- * state orders keys) to worker to (-1: from's side buffer). */
+ * value; o[i] a number, or {key} or true (a[i] is the key): the key's
+ * bytes, to order by as the state orders keys) to worker to (-1: from's
+ * side buffer). */
 static int sr__put(lua_State *L)
 {
     sr_exchange_t *ex = sr__check(L, 1);
@@ -285,6 +387,35 @@ static int sr__put(lua_State *L)
         lua_rawgeti(L, 4, (int)i);
         lua_rawgeti(L, 5, (int)i);
         lua_rawgeti(L, 6, (int)i);
+        int to = lua_type(L, -1);
+        if (lua_type(L, -3) == LUA_TSTRING && lua_type(L, -2) == LUA_TNUMBER
+            && (to == LUA_TNUMBER || to == LUA_TBOOLEAN)) {
+            /* (A string key with a number, ordered by a number or by the
+             * key itself -- a word and its total: written in one piece;
+             * a string's packed bytes are its key's.) */
+            size_t klen;
+            const char *k = lua_tolstring(L, -3, &klen);
+            if (sr__str_key(&key_scratch, k, klen) != 0) return luaL_error(L, "exchange: out of memory");
+            size_t kl = key_scratch.len;
+            unsigned char *q = sr__reserve(b, 2 * kl + 19);
+            if (!q) return luaL_error(L, "exchange: out of memory");
+            memcpy(q, key_scratch.data, kl);
+            size_t w = kl;
+            w += sr__put_number(q + w, lua_tonumber(L, -2));
+            if (to == LUA_TNUMBER) {
+                w += sr__put_double(q + w, lua_tonumber(L, -1));
+            } else {
+                /* (the order: a string of the key's packed bytes, as
+                 * sr__pack_order writes it) */
+                w += sr__put_str_head(q + w, kl);
+                memcpy(q + w, key_scratch.data, kl);
+                w += kl;
+            }
+            b->len += w;
+            ex->count[s]++;
+            lua_pop(L, 3);
+            continue;
+        }
         size_t mark = b->len;
         const char *why = sr_mplua_pack(L, -3, &pk, 1);
         if (!why) {
@@ -299,15 +430,17 @@ static int sr__put(lua_State *L)
         }
         const char *key = NULL;
         size_t klen = 0;
-        if (lua_type(L, -1) == LUA_TTABLE) {
-            lua_rawgeti(L, -1, 1);
+        if (lua_type(L, -1) == LUA_TTABLE || lua_type(L, -1) == LUA_TBOOLEAN) {
+            /* ({key}, or true: a's own key) */
+            if (lua_type(L, -1) == LUA_TTABLE) lua_rawgeti(L, -1, 1);
+            else lua_pushvalue(L, -3);
             sr_mpbuf_packer(&key_scratch, &kp);
             sr_mplua_pack_key(L, -1, &kp);
             lua_pop(L, 1);
             key = key_scratch.data;
             klen = key_scratch.len;
         } else if (lua_type(L, -1) != LUA_TNUMBER) {
-            return luaL_error(L, "exchange: order %d is neither a number nor {key}", (int)i);
+            return luaL_error(L, "exchange: order %d is neither a number, true nor {key}", (int)i);
         }
         sr__pack_order(L, -1, &pk, key, klen);
         ex->count[s]++;
@@ -319,30 +452,10 @@ static int sr__put(lua_State *L)
     return 2;
 }
 
-typedef struct sr__take {
-    lua_State *L;
-    int at;    /* 0, 1, 2, 3: a, b, order, offset */
-    int width; /* fields per element: 3, or 4 with offsets */
-    int i;
-} sr__take_t;
-
-static void sr__take_one(void *ud, const msgpack_object *o)
-{
-    sr__take_t *t = ud;
-    lua_State *L = t->L;
-    if (t->at == 0) t->i++;
-    /* (nil stands for cjson.null, which a value may be: an empty extension
-     * marks a single value's absent b.) */
-    if (o->type != MSGPACK_OBJECT_EXT || o->via.ext.size != 0) {
-        sr_mplua_push_object(L, o);
-        lua_rawseti(L, -1 - t->width + t->at, t->i);
-    }
-    t->at = (t->at + 1) % t->width;
-}
-
 /* cexchange.take(ex, from, to [, width]) -> a, b, o, [p,] n: what worker
  * from put for worker to (to -1: from's side buffer), in the order put;
- * width 4: what scatter put with offsets. */
+ * width 4: what scatter put with offsets. Each value is decoded straight
+ * from its bytes onto the stack (sr_mplua_push_next). */
 static int sr__take(lua_State *L)
 {
     sr_exchange_t *ex = sr__check(L, 1);
@@ -351,11 +464,170 @@ static int sr__take(lua_State *L)
     int width = (int)luaL_optinteger(L, 4, 3);
     luaL_argcheck(L, width == 3 || width == 4, 4, "3 or 4");
     for (int f = 0; f < width; f++) lua_createtable(L, n, 0);
-    sr__take_t t = { L, 0, width, 0 };
-    if (sr_mplua_each(ex->buf[s].data, ex->buf[s].len, sr__take_one, &t) < 0)
-        return luaL_error(L, "exchange: malformed buffer");
-    lua_pushinteger(L, t.i);
+    const char *p = ex->buf[s].data, *end = p + ex->buf[s].len;
+    int i = 0, at = 0;
+    while (p < end) {
+        if (at == 0) i++;
+        /* (nil stands for cjson.null, which a value may be: an empty
+         * extension marks a single value's absent b, left nil.) */
+        if ((unsigned char)p[0] == 0xc7 && end - p >= 3 && p[1] == 0) {
+            p += 3;
+        } else {
+            size_t used = sr_mplua_push_next(L, p, (size_t)(end - p));
+            if (!used) return luaL_error(L, "exchange: malformed buffer");
+            p += used;
+            lua_rawseti(L, -1 - width + at, i);
+        }
+        at = (at + 1) % width;
+    }
+    lua_pushinteger(L, i);
     return width + 1;
+}
+
+static int sr__orders_room(size_t need)
+{
+    if (need <= merge_scratch.cap) return 0;
+    size_t cap = merge_scratch.cap ? merge_scratch.cap : 1024;
+    while (cap < need) cap *= 2;
+    sr__order_t *o = sr_realloc(merge_scratch.o, cap * sizeof(*o));
+    if (!o) return -1;
+    merge_scratch.o = o;
+    merge_scratch.cap = cap;
+    return 0;
+}
+
+/* Whether order x comes before y: numbers (first arrival) and key bytes
+ * each ascending (bytes, then length, as Lua compares strings); keys
+ * before numbers when keys_first. */
+static int sr__before(const sr__order_t *x, const sr__order_t *y, int keys_first)
+{
+    if (x->is_key != y->is_key) return x->is_key == keys_first;
+    if (!x->is_key) return x->num < y->num;
+    size_t m = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(x->key, y->key, m);
+    if (c != 0) return c < 0;
+    return x->klen < y->klen;
+}
+
+static int sr__read_str(const unsigned char **p, const unsigned char *end, const char **s, uint32_t *n);
+static int sr__read_number(const unsigned char **p, const unsigned char *end, double *out);
+
+/* cexchange.merge_outputs(ex, n, keys_first, a, b, o, m) -> a, b, total:
+ * the outputs of owners 0 .. n-1, each list in order, merged into one
+ * batch by order (ties to the lower worker). Owner 0's are a, b, o, m
+ * (o[i] a number, true: a[i] is its key, or {key}); the others' what
+ * each put to worker 0 (orders as put writes them). Numbers are first
+ * arrivals, keys order as the state orders its keys: update_state_by_key
+ * puts its kept keys (keys_first) before the new ones, map_with_state its
+ * timed-out keys after its records. */
+static int sr__merge_outputs(lua_State *L)
+{
+    sr_exchange_t *ex = sr__check(L, 1);
+    int n = (int)luaL_checkinteger(L, 2);
+    int keys_first = lua_toboolean(L, 3);
+    luaL_checktype(L, 4, LUA_TTABLE);
+    luaL_checktype(L, 5, LUA_TTABLE);
+    luaL_checktype(L, 6, LUA_TTABLE);
+    int n0 = (int)luaL_checkinteger(L, 7);
+    luaL_argcheck(L, n >= 1 && n <= ex->n, 2, "workers");
+    size_t total = (size_t)(n0 > 0 ? n0 : 0);
+    size_t start[257];
+    start[0] = 0;
+    for (int w = 1; w < n; w++) {
+        start[w] = total;
+        total += ex->count[sr__slot(L, ex, w, 0)];
+    }
+    start[n] = total;
+    if (sr__orders_room(total + 1) != 0) return luaL_error(L, "exchange: out of memory");
+    sr__order_t *O = merge_scratch.o;
+    sr_mpbuf_t *arena = &merge_scratch.arena;
+    arena->len = 0;
+    msgpack_packer kp;
+    msgpack_packer_init(&kp, arena, sr_mpbuf_write);
+    /* Owner 0's orders (keys packed into the arena: pointers once it is
+     * done growing). */
+    for (int i = 1; i <= n0; i++) {
+        sr__order_t *x = &O[i - 1];
+        lua_rawgeti(L, 6, i);
+        int t = lua_type(L, -1);
+        if (t == LUA_TNUMBER) {
+            x->is_key = 0;
+            x->num = lua_tonumber(L, -1);
+        } else if (t == LUA_TBOOLEAN || t == LUA_TTABLE) {
+            if (t == LUA_TTABLE) lua_rawgeti(L, -1, 1);
+            else lua_rawgeti(L, 4, i);
+            x->is_key = 1;
+            x->off = arena->len;
+            sr_mplua_pack_key(L, -1, &kp);
+            x->klen = arena->len - x->off;
+            lua_pop(L, 1);
+        } else {
+            return luaL_error(L, "exchange: order %d is neither a number, true nor {key}", i);
+        }
+        lua_pop(L, 1);
+    }
+    for (int i = 0; i < n0; i++)
+        if (O[i].is_key) O[i].key = arena->data + O[i].off;
+    /* The others' elements: a and b onto tables of their own (at 8, 9, ...),
+     * orders read where they lie. */
+    int base = lua_gettop(L) + 1;
+    luaL_checkstack(L, 2 * n + 8, "exchange");
+    for (int w = 1; w < n; w++) {
+        int s = sr__slot(L, ex, w, 0);
+        int cnt = (int)ex->count[s];
+        lua_createtable(L, cnt, 0);
+        lua_createtable(L, cnt, 0);
+        const unsigned char *p = (const unsigned char *)ex->buf[s].data, *end = p + ex->buf[s].len;
+        int i = 0;
+        while (p < end) {
+            if (i >= cnt) return luaL_error(L, "exchange: malformed buffer");
+            i++;
+            size_t used = sr_mplua_push_next(L, (const char *)p, (size_t)(end - p));
+            if (!used) return luaL_error(L, "exchange: malformed buffer");
+            p += used;
+            lua_rawseti(L, -3, i);
+            if (p < end && p[0] == 0xc7 && end - p >= 3 && p[1] == 0) {
+                p += 3; /* (no b) */
+            } else {
+                used = sr_mplua_push_next(L, (const char *)p, (size_t)(end - p));
+                if (!used) return luaL_error(L, "exchange: malformed buffer");
+                p += used;
+                lua_rawseti(L, -2, i);
+            }
+            sr__order_t *x = &O[start[w] + (size_t)i - 1];
+            uint32_t klen;
+            if (p < end && ((p[0] & 0xe0) == 0xa0 || p[0] == 0xd9 || p[0] == 0xda || p[0] == 0xdb)) {
+                if (sr__read_str(&p, end, &x->key, &klen) != 0) return luaL_error(L, "exchange: malformed buffer");
+                x->is_key = 1;
+                x->klen = klen;
+            } else {
+                if (sr__read_number(&p, end, &x->num) != 0) return luaL_error(L, "exchange: malformed buffer");
+                x->is_key = 0;
+            }
+        }
+        if (i != cnt) return luaL_error(L, "exchange: malformed buffer");
+    }
+    lua_createtable(L, (int)total, 0);
+    lua_createtable(L, (int)total, 0);
+    int oa = lua_gettop(L) - 1, ob = oa + 1;
+    size_t at[256];
+    for (int w = 0; w < n; w++) at[w] = start[w];
+    for (size_t m = 1; m <= total; m++) {
+        int best = -1;
+        for (int w = 0; w < n; w++) {
+            if (at[w] >= start[w + 1]) continue;
+            if (best < 0 || sr__before(&O[at[w]], &O[at[best]], keys_first)) best = w;
+        }
+        int i = (int)(at[best] - start[best]) + 1;
+        int ta = best == 0 ? 4 : base + 2 * (best - 1), tb = best == 0 ? 5 : ta + 1;
+        lua_rawgeti(L, ta, i);
+        lua_rawseti(L, oa, (int)m);
+        lua_rawgeti(L, tb, i);
+        lua_rawseti(L, ob, (int)m);
+        at[best]++;
+    }
+    lua_pushinteger(L, (lua_Integer)total);
+    return 3;
 }
 
 /* Reads the msgpack string at *p (end: the buffer's end): sets *s and *n
@@ -616,7 +888,7 @@ int luaopen_streamrun_cexchange(lua_State *L)
                                     { "take_folded", sr__take_folded },
                                     { "shard", sr__shard }, { "gather", sr__gather },
                                     { "adopt_state", sr__adopt_state }, { "partition", sr__partition },
-                                    { "key_orders", sr__key_orders },
+                                    { "key_orders", sr__key_orders }, { "merge_outputs", sr__merge_outputs },
                                     { NULL, NULL } };
     if (luaL_newmetatable(L, SR_EXCHANGE_MT)) {
         lua_pushcfunction(L, sr__gc);

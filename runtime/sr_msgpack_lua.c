@@ -257,6 +257,26 @@ void sr_mplua_push(lua_State *L, const char *p, size_t n)
     msgpack_zone_clear(&unpack_zone);
 }
 
+size_t sr_mplua_push_next(lua_State *L, const char *p, size_t n)
+{
+    int top = lua_gettop(L);
+    size_t used = sr__fast_push(L, (const unsigned char *)p, n, 0);
+    if (used) return used;
+    lua_settop(L, top);
+    luaL_checkstack(L, 3, "msgpack value");
+    sr__zone_ready();
+    msgpack_object obj;
+    size_t off = 0;
+    msgpack_unpack_return rc = msgpack_unpack(p, n, &off, &unpack_zone, &obj);
+    if (rc != MSGPACK_UNPACK_SUCCESS && rc != MSGPACK_UNPACK_EXTRA_BYTES) {
+        msgpack_zone_clear(&unpack_zone);
+        return 0;
+    }
+    sr_mplua_push_object(L, &obj);
+    msgpack_zone_clear(&unpack_zone);
+    return off;
+}
+
 long sr_mplua_each(const char *p, size_t n, void (*fn)(void *ud, const msgpack_object *o), void *ud)
 {
     sr__zone_ready();

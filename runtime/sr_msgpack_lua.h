@@ -23,6 +23,11 @@ void sr_mplua_pack_key(lua_State *L, int idx, msgpack_packer *pk);
 void sr_mplua_push_object(lua_State *L, const msgpack_object *o);
 /* Pushes the value of msgpack bytes; nil if they do not decode. */
 void sr_mplua_push(lua_State *L, const char *p, size_t n);
+/* Pushes the value of the first msgpack object in p[0..n) (as
+ * sr_mplua_push_object would; the caller leaves room on the stack for
+ * one value, containers check their own); returns the bytes it took, or
+ * 0 (nothing pushed) when they do not decode. */
+size_t sr_mplua_push_next(lua_State *L, const char *p, size_t n);
 /* Decodes the objects of msgpack bytes one after another: calls fn for each
  * with ud. Returns the number decoded, or -1 if the bytes are malformed. */
 long sr_mplua_each(const char *p, size_t n, void (*fn)(void *ud, const msgpack_object *o), void *ud);

@@ -363,6 +363,41 @@ local function merge(e)
   local f = sink.op == "reduce_by_key" and (ops.FOLDS[builtins.reducers[sink.fn] or false] or sink.fn) or nil
   local keys, accs, reps, first, nk = {}, {}, {}, {}, 0
   local RO = {}
+  if f then
+    -- The reducer runs unguarded in one loop per worker's partials
+    -- (g.resumed, as ops.reduce_by_key): a failing call is reported with
+    -- its accumulator and value, which stays as it was, and the loop
+    -- resumes after it.
+    for from = 0, e.n - 1 do
+      local A, B, O, c = cx.take(e.ex.keyed, from, e.k)
+      local at = setmetatable({}, { __index = function(t, name)
+        local i = rawget(t, "i")
+        if name == "nk" then return #keys elseif name == "v" then return B[i] elseif name == "acc" then return accs[A[i]] end
+      end })
+      local function run(i0, acc, n0)
+        local nk = n0
+        for j = i0, c do
+          at.i = j
+          local key, v = A[j], B[j]
+          acc = accs[key]
+          if acc == nil then
+            nk = nk + 1
+            local o = O[j]
+            keys[nk], first[key], RO[nk] = key, o, o
+            accs[key] = v
+          else
+            accs[key] = f(acc, v)
+          end
+        end
+        return nil, nk
+      end
+      local _, m = g.resumed(sink, run, at, nil, nk, "acc", "nk", "acc", "v")
+      nk = m
+    end
+    local V = tnew(nk, 0)
+    for i = 1, nk do V[i] = accs[keys[i]] end
+    return { n = nk, a = keys, b = V }, RO, first
+  end
   for from = 0, e.n - 1 do
     local A, B, O, c = cx.take(e.ex.keyed, from, e.k)
     for j = 1, c do
@@ -419,7 +454,7 @@ function M.phase2(e, arg)
       local by_key = e.seg.sink and e.seg.sink.op == "count_by_value"
       for j = 1, m do
         if OI[j] <= kept then
-          orders[j] = { A[j] }
+          orders[j] = true -- (ordered by its own key: A[j])
         else
           orders[j] = first[by_key and ops.element_key(A[j]) or A[j]]
         end
@@ -427,8 +462,8 @@ function M.phase2(e, arg)
     end
   end
   if e.k == 0 then
-    -- Worker 0's own outputs stay as they are (their orders as sent).
-    cx.key_orders(orders, out.n)
+    -- Worker 0's own outputs stay as they are (M.gather reads their
+    -- orders).
     e.kept = { out.a, out.b, orders, out.n }
     return
   end
@@ -439,39 +474,14 @@ end
 
 -- -- Merging the owners' outputs on worker 0 --
 
--- Whether order x comes before y: numbers (first arrival) and strings
--- (key bytes) each ascending; a keyed stage's timed-out keys (strings)
--- after its records, update_state_by_key's kept keys before the new ones.
-local function before(x, y, strings_first)
-  local tx, ty = type(x), type(y)
-  if tx ~= ty then return (tx == "string") == strings_first end
-  return x < y
-end
-
--- Outputs of owners 0 .. n-1, each in order: one batch, merged by order.
--- own: worker 0's (as phase 2 kept them).
+-- Outputs of owners 0 .. n-1, each in order: one batch, merged by order
+-- (in C: cexchange.merge_outputs). Orders are numbers (first arrival) or
+-- keys (by their bytes, as the state orders them): a keyed stage's
+-- timed-out keys after its records, update_state_by_key's kept keys
+-- before the new ones (strings_first). own: worker 0's (as phase 2 kept
+-- them: a, b, orders, n).
 function M.gather(ex, n, strings_first, own)
-  local lists, at, total = { own }, { 1 }, own[4]
-  for w = 1, n - 1 do
-    local A, B, O, c = cx.take(ex, w, 0)
-    lists[w + 1] = { A, B, O, c }
-    at[w + 1] = 1
-    total = total + c
-  end
-  local OA, OB = tnew(total, 0), tnew(total, 0)
-  for m = 1, total do
-    local best, bo
-    for w = 1, n do
-      local l, i = lists[w], at[w]
-      if i <= l[4] then
-        local o = l[3][i]
-        if not best or before(o, bo, strings_first) then best, bo = w, o end
-      end
-    end
-    local l, i = lists[best], at[best]
-    OA[m], OB[m] = l[1][i], l[2][i]
-    at[best] = i + 1
-  end
+  local OA, OB, total = cx.merge_outputs(ex, n, strings_first, own[1], own[2], own[3], own[4])
   return { n = total, a = OA, b = OB }
 end
 

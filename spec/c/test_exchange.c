@@ -4,7 +4,10 @@
  * order of each key's first element -- for every encoding scatter writes
  * (string headers of each length class, integers of each width, doubles),
  * and nil when an element is not a string key with a number. scatter's
- * packing of string keys sends each to the owner of its partition. */
+ * packing of string keys sends each to the owner of its partition.
+ * merge_outputs merges the owners' outputs as the Lua merge by order
+ * did (numbers, then keys by their packed bytes, or keys first), and take
+ * gives back every kind of value put. */
 #include "sr_test.h"
 
 #include "sr_exchange.h"
@@ -84,6 +87,118 @@ static const char *CHECK =
     "end\n"
     "assert(not pcall(cx.take_folded, cx.new(1), 0, 'mul'))\n";
 
+/* merge_outputs against a merge in Lua over what take gives. */
+static const char *MERGE =
+    "local cx = ...\n"
+    "local function same(x, y, what)\n"
+    "  if x ~= y and not (x ~= x and y ~= y) then error(what .. ': ' .. tostring(x) .. ' ~= ' .. tostring(y), 0) end\n"
+    "end\n"
+    "local function deep(x, y, what)\n"
+    "  if type(x) == 'table' and type(y) == 'table' then\n"
+    "    for k, v in pairs(x) do deep(v, y[k], what) end\n"
+    "    for k in pairs(y) do if x[k] == nil then error(what .. ': key ' .. tostring(k), 0) end end\n"
+    "  else same(x, y, what) end\n"
+    "end\n"
+    "-- A key's packed bytes as the state orders keys (what put sends).\n"
+    "local function packed(ex, k)\n"
+    "  cx.clear(ex, 0)\n"
+    "  assert(cx.put(ex, 0, -1, { 0 }, { 0 }, { { k } }, 1) == nil)\n"
+    "  local _, _, O = cx.take(ex, 0, -1)\n"
+    "  return O[1]\n"
+    "end\n"
+    "local keys = { 'a', 'ab', 'b', ('b'):rep(31), ('c'):rep(32), ('d'):rep(300), '', 7, -3, 2.5, true, false }\n"
+    "local values = { 1, 'text', { 1, 2, 3 }, { x = 1, y = { 'z' } }, false, 0.5, -1e300 }\n"
+    "local seed = 1\n"
+    "local function rnd(n) seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n + 1 end\n"
+    "for _, keys_first in ipairs { true, false } do\n"
+    "  for n = 1, 3 do\n"
+    "    local ex, scratch = cx.new(n), cx.new(1)\n"
+    "    local lists = {}\n"
+    "    for w = 0, n - 1 do\n"
+    "      -- Each owner's outputs in its own order: numbers ascending,\n"
+    "      -- keys by their bytes, keys first or last.\n"
+    "      local items = {}\n"
+    "      for i = 1, 3 + rnd(12) do\n"
+    "        local kind = rnd(3)\n"
+    "        local a = keys[rnd(#keys)]\n"
+    "        local b = rnd(4) == 1 and nil or values[rnd(#values)]\n"
+    "        local o\n"
+    "        if kind == 1 then o = rnd(50) * 1.5\n"
+    "        elseif kind == 2 then o = true\n"
+    "        else o = { keys[rnd(#keys)] } end\n"
+    "        local key = o == true and a or type(o) == 'table' and o[1] or nil\n"
+    "        items[#items + 1] = { a = a, b = b, o = o, s = key ~= nil and packed(scratch, key) or o }\n"
+    "      end\n"
+    "      table.sort(items, function(x, y)\n"
+    "        local tx, ty = type(x.s), type(y.s)\n"
+    "        if tx ~= ty then return (tx == 'string') == keys_first end\n"
+    "        return x.s < y.s\n"
+    "      end)\n"
+    "      lists[w + 1] = items\n"
+    "    end\n"
+    "    local A0, B0, O0 = {}, {}, {}\n"
+    "    for i, it in ipairs(lists[1]) do A0[i], B0[i], O0[i] = it.a, it.b, it.o end\n"
+    "    for w = 1, n - 1 do\n"
+    "      local A, B, O = {}, {}, {}\n"
+    "      for i, it in ipairs(lists[w + 1]) do A[i], B[i], O[i] = it.a, it.b, it.o end\n"
+    "      cx.clear(ex, w)\n"
+    "      assert(cx.put(ex, w, 0, A, B, O, #A) == nil)\n"
+    "      -- take gives back what was put (orders as their keys' bytes).\n"
+    "      local TA, TB, TO, c = cx.take(ex, w, 0)\n"
+    "      same(c, #A, 'taken')\n"
+    "      for i = 1, c do\n"
+    "        deep(TA[i], A[i], 'a'); deep(TB[i], B[i], 'b'); same(TO[i], lists[w + 1][i].s, 'order')\n"
+    "      end\n"
+    "    end\n"
+    "    -- The reference: the merge by order, ties to the lower worker.\n"
+    "    local at, want = {}, {}\n"
+    "    for w = 1, n do at[w] = 1 end\n"
+    "    while true do\n"
+    "      local best\n"
+    "      for w = 1, n do\n"
+    "        local it = lists[w][at[w]]\n"
+    "        if it then\n"
+    "          local bo = best and lists[best][at[best]].s\n"
+    "          local x = it.s\n"
+    "          local before = best == nil\n"
+    "          if not before then\n"
+    "            if type(x) ~= type(bo) then before = (type(x) == 'string') == keys_first else before = x < bo end\n"
+    "          end\n"
+    "          if before then best = w end\n"
+    "        end\n"
+    "      end\n"
+    "      if not best then break end\n"
+    "      want[#want + 1] = lists[best][at[best]]\n"
+    "      at[best] = at[best] + 1\n"
+    "    end\n"
+    "    local OA, OB, total = cx.merge_outputs(ex, n, keys_first, A0, B0, O0, #A0)\n"
+    "    same(total, #want, 'total')\n"
+    "    for i = 1, total do deep(OA[i], want[i].a, 'merged a ' .. i); deep(OB[i], want[i].b, 'merged b ' .. i) end\n"
+    "  end\n"
+    "end\n"
+    "assert(not pcall(cx.merge_outputs, cx.new(2), 2, false, { 1 }, { 1 }, { 'x' }, 1), 'an order that is no number, true or {key}')\n";
+
+static void run_check(const char *src)
+{
+    lua_State *L = luaL_newstate();
+    assert_non_null(L);
+    luaL_openlibs(L);
+    int rc = luaL_loadstring(L, src);
+    if (rc != 0) fail_msg("%s", lua_tostring(L, -1));
+    lua_pushcfunction(L, luaopen_streamrun_cexchange);
+    lua_call(L, 0, 1);
+    rc = lua_pcall(L, 1, 0, 0);
+    if (rc != 0) fail_msg("%s", lua_tostring(L, -1));
+    lua_close(L);
+    sr_exchange_thread_free();
+}
+
+static void test_merge_outputs_as_lua_merges(void **state)
+{
+    (void)state;
+    run_check(MERGE);
+}
+
 static void test_take_folded_as_lua_merges(void **state)
 {
     (void)state;
@@ -103,6 +218,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_take_folded_as_lua_merges),
+        cmocka_unit_test(test_merge_outputs_as_lua_merges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

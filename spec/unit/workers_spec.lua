@@ -344,6 +344,32 @@ return job
     assert.same({ "lines", "lines" }, { d.dead_letters[1].source, d.dead_letters[2].source })
   end)
 
+  -- A reducer that raises on the owners' merge of the workers' partials
+  -- (the first line's share is worker 0's, the second worker 1's): the
+  -- failing call is a dead letter of the stage with the two partials, the
+  -- key keeps its accumulator, and the merge goes on with the keys after it.
+  it("dead-letters a reducer failing on the owners' merge and merges the rest", function()
+    local path = script("merge_fail", [[local sr = require "streamrun"
+local job = sr.job { name = "rf", batch = "1s", partitions = 8 }
+job:queue({}, { name = "lines" }):flat_map(sr.words):map(function(w) return w:sub(1, 1), w end)
+  :reduce_by_key(function(a, b) if b == "bad" then error("no bad partials") end return a .. "+" .. b end,
+    { name = "joined" })
+  :foreach_batch(function() end, { name = "out" })
+return job
+]])
+    local d = testing.driver(path, { workers = 2 })
+    assert.is_not_nil(d.plan.parallel)
+    d:push("lines", { "b1 c1 a1 d1", "bad c2 a2 d2" })
+    assert.same({ { "b", "b1" }, { "c", "c1+c2" }, { "a", "a1+a2" }, { "d", "d1+d2" } }, d:tick().out)
+    assert.equal(1, #d.dead_letters)
+    local l = d.dead_letters[1]
+    assert.equal("joined", l.source)
+    assert.matches("^stage joined %(reduce_by_key at .-%): .-no bad partials", l.reason)
+    assert.equal('["b1","bad"]', l.record)
+    d:push("lines", { "b3 c3", "b4 c4" })
+    assert.same({ { "b", "b3+b4" }, { "c", "c3+c4" } }, d:tick().out)
+  end)
+
   -- Failing user functions of keyed windows, groups and joins on other
   -- workers: the same dead letters, and the same stop with "fail".
   local FAILING_KEYED = [[local sr = require "streamrun"
