@@ -71,6 +71,11 @@ function M.chain(stages, input, origin, ctx, sink, stamps)
     stamp = {
       fn = input.event_time,
       dead = function(b, i, err)
+        -- An error event_time raised at its caller's level (a tail call of
+        -- assert, error(msg, 2)) points into the chain's generated loop:
+        -- the reason names event_time instead.
+        local msg = tostring(err):match("^stages [^\n]-:%d+: (.*)$")
+        if msg then err = "event_time: " .. msg end
         local cb = rawget(b, "cbatch")
         local record
         if cb then

@@ -164,6 +164,23 @@ describe("event times stamped in the chain's loop", function()
     assert.is_nil(plan.event.chained)
   end)
 
+  it("names event_time, not the chain's loop, in an error raised at its caller's level", function()
+    local job = sr.job { name = "caller" }
+    job:text_file("/dev/null", { name = "in", event_time = function(line)
+      return assert(tonumber(line:match(" (%d+)$")), "no time in line")
+    end }):map(key_of):reduce_by_key_and_event_window(sr.add, "4s", { name = "w" })
+    local dead = {}
+    local plan = compile.compile(job, {
+      on_error = "dead_letter",
+      dead_letter = function(source, offset, reason, record) dead[#dead + 1] = { source, offset, reason, record } end,
+      sink = { stdout = io.stdout, quiet_print = true },
+    })
+    assert.equal(job.sources[1], plan.event.chained)
+    local src = job.sources[1]
+    plan.run({ [src] = sources.raw_c_batch(src, c_batch({ "k1 1700000000000", "k2 zz" }, 0)) }, 1000, false)
+    assert.same({ { "in", 20, "event_time: no time in line", "k2 zz" } }, dead)
+  end)
+
   it("letters a record with no time in record order among the chain's failures", function()
     local job = build({})
     local dead = {}
