@@ -94,6 +94,40 @@ static void test_many_keys_growth_and_iteration(void **state)
     sr_state_free(st);
 }
 
+/* A key sits in the partition sr_state_partition names (the hash's top
+ * bits modulo the partitions, which workers own keys by), whatever the
+ * number of partitions, and every partition gets keys. */
+static void test_partition_of_every_key(void **state)
+{
+    (void)state;
+    static const int counts[] = {1, 2, 3, 7, 16, 100, 255, 1000};
+    char key[32];
+    for (size_t c = 0; c < sizeof(counts) / sizeof(counts[0]); c++) {
+        int np = counts[c];
+        sr_state_t *st = sr_state_new("parts", np, 0, 0);
+        for (int i = 0; i < 20000; i++) {
+            int kl = snprintf(key, sizeof(key), "k%d", i);
+            assert_int_equal(sr_state_put(st, key, (size_t)kl, "v", 1, NULL), SR_OK);
+        }
+        sr_state_iter_t it = {0, 0};
+        sr_state_entry_t *e;
+        size_t seen = 0;
+        while ((e = sr_state_next(st, &it))) {
+            int p = sr_state_partition(sr_state_entry_key(e), e->klen, np);
+            assert_true(p >= 0 && p < np);
+            assert_int_equal(it.part, p);
+            seen++;
+        }
+        assert_int_equal(seen, 20000);
+        for (int p = 0; p < np; p++) assert_true(st->parts[p].count > 0);
+        for (int i = 0; i < 20000; i += 7) {
+            int kl = snprintf(key, sizeof(key), "k%d", i);
+            assert_non_null(sr_state_get(st, key, (size_t)kl));
+        }
+        sr_state_free(st);
+    }
+}
+
 static void test_timeouts(void **state)
 {
     (void)state;
@@ -484,6 +518,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_get_update_remove),
         cmocka_unit_test(test_many_keys_growth_and_iteration),
+        cmocka_unit_test(test_partition_of_every_key),
         cmocka_unit_test(test_timeouts),
         cmocka_unit_test(test_event_timers),
         cmocka_unit_test(test_out_of_memory),
