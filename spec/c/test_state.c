@@ -416,6 +416,23 @@ static void test_find_batch(void **state)
         }
         sr_state_release(st);
     }
+    /* Runs of every length around the lookup's pipeline depth find the
+     * same entries as single lookups. */
+    static const size_t runs[] = {1, 2, 127, 128, 129, 255, 256, 257, 383, 384, 385, 1000};
+    for (size_t r = 0; r < sizeof(runs) / sizeof(runs[0]); r++) {
+        size_t off = r * 97;
+        assert_int_equal(sr_state_find_batch(st, keys + off, runs[r]), SR_OK);
+        for (size_t i = 0; i < runs[r]; i++) {
+            const sr_state_key_t *k = &keys[off + i];
+            char mk[40]; /* the key as stored: a msgpack fixstr */
+            mk[0] = (char)(0xa0 | k->len);
+            memcpy(mk + 1, k->s, k->len);
+            sr_state_entry_t *want = sr_state_get(st, mk, k->len + 1);
+            assert_true(st->found[i] == want);
+            assert_true((want != NULL) == (atoi(names[off + i] + 3) % 2 == 0));
+        }
+        sr_state_release(st);
+    }
     /* Within a batch: "key0000001" twice (absent: put by the first),
      * "key0000002" twice (removed between), "key0000004" twice (its value
      * grows from 1 to 3 bytes: it moves), a number and a non-key. */
