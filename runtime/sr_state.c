@@ -894,12 +894,12 @@ int sr_state_find_batch(sr_state_t *st, const sr_state_key_t *keys, size_t n)
      * then its entry) are in flight while the keys before it are read:
      * hash and fetch the slot; fetch the entry the slot's tag points at;
      * compare. */
-    /* (128 apart: on a table of a million keys, interleaved runs of
-     * 256-key lookups with their reads and writes took about 200 ns a key
-     * at 8 or 16 apart, 185 at 64, 160 at 128; runs of 1024 keys were
-     * slower again, their entries gone from the cache before their
-     * records read them.) */
-    enum { D = 128 };
+    /* (16 apart: at 8, a key's slot or entry had often not arrived when
+     * its turn came, on a table of a million keys. 128 apart made the
+     * lookups alone about a fifth faster, interleaved with their reads and
+     * writes in C, but the whole job's steady batches slower: the lines
+     * fetched ahead push the rest of the batch's work out of the cache.) */
+    enum { D = 16 };
     uint64_t *hs = st->scratch;
     unsigned char head[9];
     for (size_t j = 0; j < n + 2 * D; j++) {

@@ -418,7 +418,7 @@ static void test_find_batch(void **state)
     }
     /* Runs of every length around the lookup's pipeline depth find the
      * same entries as single lookups. */
-    static const size_t runs[] = {1, 2, 127, 128, 129, 255, 256, 257, 383, 384, 385, 1000};
+    static const size_t runs[] = {1, 2, 15, 16, 17, 31, 32, 33, 47, 48, 49, 127, 128, 129, 256, 257, 1000};
     for (size_t r = 0; r < sizeof(runs) / sizeof(runs[0]); r++) {
         size_t off = r * 97;
         assert_int_equal(sr_state_find_batch(st, keys + off, runs[r]), SR_OK);
