@@ -81,6 +81,7 @@ sr_state_t *sr_state_new(const char *name, int partitions, int64_t timeout_ms, i
     /* The partitions come with the first key: a state without keys (or a
      * checkpoint's header announcing one) costs no table. */
     st->nparts = partitions;
+    st->part_mul = UINT64_MAX / (uint64_t)partitions + 1;
     st->timeout_ms = timeout_ms > 0 ? timeout_ms : 0;
     sr_wheel_init(&st->wheel, now_ms);
     sr_slab_init(&st->slab);
@@ -96,6 +97,7 @@ void sr_state_free(sr_state_t *st)
 {
     if (!st) return;
     sr_state_release(st);
+    sr_wheel_close(&st->wheel);
     for (size_t i = 0; st->due_owned && i < st->ndue; i++) {
         sr_state_entry_t *e = st->due[i].e;
         if (e && sr__esize(e) > SR_SLAB_MAX) sr_slab_free(&st->slab, e, sr__esize(e));
@@ -120,9 +122,12 @@ void sr_state_free(sr_state_t *st)
     sr_free(st);
 }
 
-static sr_state_part_t *sr__part(sr_state_t *st, uint64_t h)
+/* (h >> 40) % nparts by two multiplications, not a division (Lemire's
+ * fastmod, exact for dividends under 2^32): every lookup takes it. */
+static inline sr_state_part_t *sr__part(sr_state_t *st, uint64_t h)
 {
-    return &st->parts[(h >> 40) % (uint64_t)st->nparts];
+    uint64_t low = st->part_mul * (h >> 40);
+    return &st->parts[(size_t)(((unsigned __int128)low * (uint64_t)st->nparts) >> 64)];
 }
 
 int sr_state_partition(const char *key, size_t klen, int nparts)
@@ -890,7 +895,10 @@ int sr_state_find_batch(sr_state_t *st, const sr_state_key_t *keys, size_t n)
      * hash and fetch the slot; fetch the entry the slot's tag points at;
      * compare. */
     /* (16 apart: at 8, a key's slot or entry had often not arrived when
-     * its turn came, on a table of a million keys.) */
+     * its turn came, on a table of a million keys. 128 apart made the
+     * lookups alone about a fifth faster, interleaved with their reads and
+     * writes in C, but the whole job's steady batches slower: the lines
+     * fetched ahead push the rest of the batch's work out of the cache.) */
     enum { D = 16 };
     uint64_t *hs = st->scratch;
     unsigned char head[9];

@@ -50,6 +50,7 @@ typedef struct sr_state_part {
 typedef struct sr_state {
     char *name;             /* read-only: the stage's name */
     int nparts;             /* read-only */
+    uint64_t part_mul;      /* private: 2^64 / nparts rounded up, for the partition of a hash */
     sr_state_part_t *parts; /* private: NULL until the first key */
     size_t count;           /* read-only: keys */
     size_t data_bytes;      /* read-only: key and value bytes of all keys */

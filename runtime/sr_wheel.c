@@ -3,13 +3,53 @@
  * the slot of that group's value; advancing takes the slots the time passed
  * over, level by level, and re-inserts the nodes not yet due lower down. */
 #include "sr_wheel.h"
+#include "sr_alloc.h"
 
 #include <string.h>
+
+#define SR__WIDE_HEADS (SR_WHEEL_LEVELS * SR_WHEEL_SLOTS * SR_WHEEL_WAYS)
 
 void sr_wheel_init(sr_wheel_t *w, int64_t now)
 {
     memset(w, 0, sizeof(*w));
     w->now = now;
+    w->wide_at = SR_WHEEL_WIDE_AT;
+}
+
+void sr_wheel_close(sr_wheel_t *w)
+{
+    size_t wide_at = w->wide_at;
+    sr_free(w->wide);
+    sr_wheel_init(w, w->now);
+    w->wide_at = wide_at;
+}
+
+/* The list heads of a slot: SR_WHEEL_WAYS of them when wide, else one. */
+static inline sr_wheel_node_t **sr__heads(sr_wheel_t *w, int level, unsigned slot)
+{
+    if (w->wide) return &w->wide[((size_t)level * SR_WHEEL_SLOTS + slot) * SR_WHEEL_WAYS];
+    return &w->slots[level][slot];
+}
+
+/* Turns the wheel wide: each slot's list becomes its first way (only the
+ * list's first node points back at its head). Stays narrow when out of
+ * memory. */
+static void sr__widen(sr_wheel_t *w)
+{
+    sr_wheel_node_t **wide = sr_calloc(SR__WIDE_HEADS, sizeof(*wide));
+    if (!wide) {
+        w->wide_at = SIZE_MAX;
+        return;
+    }
+    for (int level = 0; level < SR_WHEEL_LEVELS; level++) {
+        for (unsigned slot = 0; slot < SR_WHEEL_SLOTS; slot++) {
+            sr_wheel_node_t **head = &wide[((size_t)level * SR_WHEEL_SLOTS + slot) * SR_WHEEL_WAYS];
+            *head = w->slots[level][slot];
+            w->slots[level][slot] = NULL;
+            if (*head) (*head)->pprev = head;
+        }
+    }
+    w->wide = wide;
 }
 
 static void sr__push(sr_wheel_node_t **head, sr_wheel_node_t *n)
@@ -40,7 +80,12 @@ static void sr__place(sr_wheel_t *w, sr_wheel_node_t *n)
     int level = (63 - __builtin_clzll(diff)) / SR_WHEEL_BITS;
     if (level >= SR_WHEEL_LEVELS) level = SR_WHEEL_LEVELS - 1;
     unsigned slot = (unsigned)(exp >> (level * SR_WHEEL_BITS)) & (SR_WHEEL_SLOTS - 1);
-    sr__push(&w->slots[level][slot], n);
+    sr_wheel_node_t **heads = sr__heads(w, level, slot);
+    if (w->wide) {
+        heads += w->way;
+        w->way = (w->way + 1) & (SR_WHEEL_WAYS - 1);
+    }
+    sr__push(heads, n);
     w->occupied[level] |= (uint64_t)1 << slot;
 }
 
@@ -49,13 +94,18 @@ void sr_wheel_add(sr_wheel_t *w, sr_wheel_node_t *n, int64_t expiry)
     sr_wheel_cancel(w, n);
     n->expiry = expiry;
     if (expiry > w->latest) w->latest = expiry;
+    if (++w->count >= w->wide_at && !w->wide) sr__widen(w);
     sr__place(w, n);
-    w->count++;
 }
 
 void sr_wheel_clear(sr_wheel_t *w, int64_t to)
 {
+    sr_wheel_node_t **wide = w->wide;
+    size_t wide_at = w->wide_at;
     sr_wheel_init(w, to > w->now ? to : w->now);
+    if (wide) memset(wide, 0, SR__WIDE_HEADS * sizeof(*wide));
+    w->wide = wide;
+    w->wide_at = wide_at;
 }
 
 void sr_wheel_cancel(sr_wheel_t *w, sr_wheel_node_t *n)
@@ -72,20 +122,23 @@ static void sr__take(sr_wheel_t *w, int level, uint64_t mask, sr_wheel_node_t **
 {
     uint64_t bits = w->occupied[level] & mask;
     w->occupied[level] &= ~mask;
+    int ways = w->wide ? SR_WHEEL_WAYS : 1;
     while (bits) {
         int slot = __builtin_ctzll(bits);
         bits &= bits - 1;
-        sr_wheel_node_t *n = w->slots[level][slot];
-        if (!n) continue;
-        w->slots[level][slot] = NULL;
-        lists[(*nl)++] = n;
+        sr_wheel_node_t **heads = sr__heads(w, level, (unsigned)slot);
+        for (int k = 0; k < ways; k++) {
+            if (!heads[k]) continue;
+            lists[(*nl)++] = heads[k];
+            heads[k] = NULL;
+        }
     }
 }
 
 sr_wheel_node_t *sr_wheel_advance(sr_wheel_t *w, int64_t to)
 {
-    /* At most every slot of every level, and the due list. */
-    sr_wheel_node_t *lists[SR_WHEEL_LEVELS * SR_WHEEL_SLOTS + 1], *expired = NULL;
+    /* At most every list of every level, and the due list. */
+    sr_wheel_node_t *lists[SR__WIDE_HEADS + 1], *expired = NULL;
     int nl = 0;
     if (to < w->now) to = w->now;
     uint64_t now = (uint64_t)w->now, target = (uint64_t)to;
@@ -112,20 +165,29 @@ sr_wheel_node_t *sr_wheel_advance(sr_wheel_t *w, int64_t to)
         }
     }
     w->now = to;
-    for (int l = 0; l < nl; l++) {
-        sr_wheel_node_t *n = lists[l];
-        while (n) {
-            sr_wheel_node_t *next = n->next;
-            if (next) __builtin_prefetch(next);
-            if (n->expiry <= to) {
-                w->count--;
-                n->next = expired;
-                n->pprev = NULL;
-                expired = n;
-            } else {
-                sr__place(w, n);
+    /* The lists SR_WHEEL_WAYS at a time, a node of each in turn: the next
+     * node of every list is fetched while the others are handled. */
+    for (int l = 0; l < nl; l += SR_WHEEL_WAYS) {
+        sr_wheel_node_t *cur[SR_WHEEL_WAYS];
+        int k = nl - l < SR_WHEEL_WAYS ? nl - l : SR_WHEEL_WAYS, live = k;
+        for (int q = 0; q < k; q++) cur[q] = lists[l + q];
+        while (live) {
+            for (int q = 0; q < k; q++) {
+                sr_wheel_node_t *n = cur[q];
+                if (!n) continue;
+                sr_wheel_node_t *next = n->next;
+                if (next) __builtin_prefetch(next);
+                else live--;
+                cur[q] = next;
+                if (n->expiry <= to) {
+                    w->count--;
+                    n->next = expired;
+                    n->pprev = NULL;
+                    expired = n;
+                } else {
+                    sr__place(w, n);
+                }
             }
-            n = next;
         }
     }
     return expired;

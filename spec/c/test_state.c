@@ -94,6 +94,40 @@ static void test_many_keys_growth_and_iteration(void **state)
     sr_state_free(st);
 }
 
+/* A key sits in the partition sr_state_partition names (the hash's top
+ * bits modulo the partitions, which workers own keys by), whatever the
+ * number of partitions, and every partition gets keys. */
+static void test_partition_of_every_key(void **state)
+{
+    (void)state;
+    static const int counts[] = {1, 2, 3, 7, 16, 100, 255, 1000};
+    char key[32];
+    for (size_t c = 0; c < sizeof(counts) / sizeof(counts[0]); c++) {
+        int np = counts[c];
+        sr_state_t *st = sr_state_new("parts", np, 0, 0);
+        for (int i = 0; i < 20000; i++) {
+            int kl = snprintf(key, sizeof(key), "k%d", i);
+            assert_int_equal(sr_state_put(st, key, (size_t)kl, "v", 1, NULL), SR_OK);
+        }
+        sr_state_iter_t it = {0, 0};
+        sr_state_entry_t *e;
+        size_t seen = 0;
+        while ((e = sr_state_next(st, &it))) {
+            int p = sr_state_partition(sr_state_entry_key(e), e->klen, np);
+            assert_true(p >= 0 && p < np);
+            assert_int_equal(it.part, p);
+            seen++;
+        }
+        assert_int_equal(seen, 20000);
+        for (int p = 0; p < np; p++) assert_true(st->parts[p].count > 0);
+        for (int i = 0; i < 20000; i += 7) {
+            int kl = snprintf(key, sizeof(key), "k%d", i);
+            assert_non_null(sr_state_get(st, key, (size_t)kl));
+        }
+        sr_state_free(st);
+    }
+}
+
 static void test_timeouts(void **state)
 {
     (void)state;
@@ -382,6 +416,23 @@ static void test_find_batch(void **state)
         }
         sr_state_release(st);
     }
+    /* Runs of every length around the lookup's pipeline depth find the
+     * same entries as single lookups. */
+    static const size_t runs[] = {1, 2, 15, 16, 17, 31, 32, 33, 47, 48, 49, 127, 128, 129, 256, 257, 1000};
+    for (size_t r = 0; r < sizeof(runs) / sizeof(runs[0]); r++) {
+        size_t off = r * 97;
+        assert_int_equal(sr_state_find_batch(st, keys + off, runs[r]), SR_OK);
+        for (size_t i = 0; i < runs[r]; i++) {
+            const sr_state_key_t *k = &keys[off + i];
+            char mk[40]; /* the key as stored: a msgpack fixstr */
+            mk[0] = (char)(0xa0 | k->len);
+            memcpy(mk + 1, k->s, k->len);
+            sr_state_entry_t *want = sr_state_get(st, mk, k->len + 1);
+            assert_true(st->found[i] == want);
+            assert_true((want != NULL) == (atoi(names[off + i] + 3) % 2 == 0));
+        }
+        sr_state_release(st);
+    }
     /* Within a batch: "key0000001" twice (absent: put by the first),
      * "key0000002" twice (removed between), "key0000004" twice (its value
      * grows from 1 to 3 bytes: it moves), a number and a non-key. */
@@ -484,6 +535,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_get_update_remove),
         cmocka_unit_test(test_many_keys_growth_and_iteration),
+        cmocka_unit_test(test_partition_of_every_key),
         cmocka_unit_test(test_timeouts),
         cmocka_unit_test(test_event_timers),
         cmocka_unit_test(test_out_of_memory),

@@ -114,10 +114,10 @@ static void test_extend(void **state)
 }
 
 /* Random adds, extensions, cancels, re-arms and advances against a plain
- * array model. */
-static void test_random_against_model(void **state)
+ * array model; the wheel turns wide (several lists per slot) at wide_at
+ * armed nodes. */
+static void random_against_model(size_t wide_at)
 {
-    (void)state;
     enum { N = 2000 };
     static sr_wheel_t w;
     static sr_wheel_node_t nodes[N];
@@ -126,6 +126,7 @@ static void test_random_against_model(void **state)
     for (int round = 0; round < 20; round++) {
         int64_t now = (int64_t)(seed % 100000);
         sr_wheel_init(&w, now);
+        sr_wheel_set_wide_at(&w, wide_at);
         for (int i = 0; i < N; i++) { sr_wheel_node_init(&nodes[i]); model[i] = -1; }
         for (int step = 0; step < 5000; step++) {
             seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
@@ -160,7 +161,61 @@ static void test_random_against_model(void **state)
         size_t armed = 0;
         for (int k = 0; k < N; k++) armed += model[k] >= 0;
         assert_int_equal(w.count, armed);
+        /* (a wheel with fewer armed nodes than wide_at never turns wide) */
+        if (armed >= wide_at) assert_non_null(w.wide);
+        sr_wheel_close(&w);
     }
+}
+
+static void test_random_against_model(void **state)
+{
+    (void)state;
+    random_against_model(SR_WHEEL_WIDE_AT);
+}
+
+/* The same with a wheel that turns wide early in every round, its
+ * existing lists kept as the first way of their slots. */
+static void test_random_against_model_wide(void **state)
+{
+    (void)state;
+    random_against_model(50);
+}
+
+/* Turning wide keeps every node's deadline; clearing keeps the wide block,
+ * empty, and the wheel goes on as wide. */
+static void test_wide_then_clear(void **state)
+{
+    (void)state;
+    enum { N = 300 };
+    static sr_wheel_node_t nodes[N];
+    sr_wheel_t w;
+    sr_wheel_init(&w, 0);
+    sr_wheel_set_wide_at(&w, 100);
+    for (int i = 0; i < N; i++) {
+        sr_wheel_node_init(&nodes[i]);
+        sr_wheel_add(&w, &nodes[i], 1 + (i * 7919) % 100000);
+        assert_true((w.wide != NULL) == (i + 1 >= 100));
+    }
+    int64_t last = 0;
+    size_t fired = 0;
+    for (int64_t t = 0; t <= 100000; t += 997) {
+        fired += drain(sr_wheel_advance(&w, t), &last);
+        assert_int_equal(fired + w.count, N);
+    }
+    fired += drain(sr_wheel_advance(&w, 100000), &last);
+    assert_int_equal(fired, N);
+    sr_wheel_node_t **wide = w.wide;
+    sr_wheel_clear(&w, 200000);
+    assert_true(w.wide == wide);
+    assert_int_equal(w.count, 0);
+    for (int i = 0; i < 10; i++) {
+        sr_wheel_node_init(&nodes[i]);
+        sr_wheel_add(&w, &nodes[i], 200000 + 5000 + i);
+    }
+    assert_null(sr_wheel_advance(&w, 205000 - 1));
+    assert_int_equal(drain(sr_wheel_advance(&w, 205009), NULL), 10);
+    sr_wheel_close(&w);
+    assert_null(w.wide);
 }
 
 int main(void)
@@ -171,6 +226,8 @@ int main(void)
         cmocka_unit_test(test_already_due_and_large_jump),
         cmocka_unit_test(test_extend),
         cmocka_unit_test(test_random_against_model),
+        cmocka_unit_test(test_random_against_model_wide),
+        cmocka_unit_test(test_wide_then_clear),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
