@@ -3,7 +3,8 @@
 -- forked writer started (checkpoint.content, then ckpt.start), for a
 -- window of SLICES slices of KEYS keys each, with an inverse function (a
 -- result state too) and without. The writer's own time (in the child) is
--- printed apart. Runs the real stages through the test driver.
+-- printed apart, and the part of the stall before the fork (content).
+-- Runs the real stages through the test driver.
 --   luajit spec/bench/window_ckpt_cost.lua [slices] [keys] [workers]
 package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
 local testing = require "streamrun.testing"
@@ -54,33 +55,37 @@ local function measure(with_inverse, n)
     d:tick()
   end
   local meta = checkpoint.meta(d.job, d.plan, d.batches, d:time(), d.session:positions(), {}, {})
-  local stalls, writes, bytes = {}, {}, nil
+  local stalls, contents, writes, bytes = {}, {}, {}, nil
   for r = 1, REPS do
     local t0 = core.clock_ms()
     local states, windows = checkpoint.content(d.plan)
+    local tc = core.clock_ms()
     local name = ("checkpoint-%d-%d-%d.srck"):format(n, with_inverse and 1 or 0, r)
     local pid, fd = core.ckpt.start(dir, name, meta, states, windows)
     local t1 = core.clock_ms()
     assert(pid, fd)
     assert(core.ckpt.wait(pid, fd))
-    stalls[r], writes[r] = t1 - t0, core.clock_ms() - t1
+    stalls[r], contents[r], writes[r] = t1 - t0, tc - t0, core.clock_ms() - t1
     local f = assert(io.open(dir .. "/" .. name, "rb"))
     local b = f:read("*a")
     f:close()
     assert(not bytes or bytes == b, "the checkpoints of one window differ")
     bytes = b
   end
-  return median(stalls), median(writes), bytes
+  return median(stalls), median(contents), median(writes), bytes
 end
 
 print(("keyed window of %d slices x %d keys: loop-thread stall of a checkpoint (content + fork), median of %d")
   :format(SLICES, KEYS, REPS))
 for _, inv in ipairs { true, false } do
-  local s1, w1, b1 = measure(inv, 1)
-  local sn, wn, bn = measure(inv, N)
+  local s1, c1, w1, b1 = measure(inv, 1)
+  collectgarbage()
+  local sn, cn, wn, bn = measure(inv, N)
+  collectgarbage()
   assert(b1 == bn, "the checkpoint of N workers differs from one worker's")
-  print(("  %-13s 1 worker: stall %6.1f ms (writer %6.1f ms)   %d workers: stall %6.1f ms (writer %6.1f ms)   %.1f MB")
-    :format(inv and "with finv:" or "without finv:", s1, w1, N, sn, wn, #b1 / 1e6))
-  print(("RESULT %s %.2f %.2f %.2f %.2f %d"):format(inv and "inv" or "plain", s1, sn, w1, wn, #b1))
+  print(("  %-13s 1 worker: stall %6.1f ms (content %5.1f ms; writer %6.1f ms)   %d workers: stall %6.1f ms "
+    .. "(content %5.1f ms; writer %6.1f ms)   %.1f MB")
+    :format(inv and "with finv:" or "without finv:", s1, c1, w1, N, sn, cn, wn, #b1 / 1e6))
+  print(("RESULT %s %.2f %.2f %.2f %.2f %.2f %.2f %d"):format(inv and "inv" or "plain", s1, sn, c1, cn, w1, wn, #b1))
 end
 os.execute("rm -rf " .. dir)
