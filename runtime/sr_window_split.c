@@ -172,5 +172,5 @@ int sr_window_split_merge(const sr_window_split_t *s, sr_window_t **out)
 fail:
     sr_free(buf.data);
     sr_window_free(w);
-    return rc == -1 ? SR_ENOMEM : rc;
+    return rc;
 }
