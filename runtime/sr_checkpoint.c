@@ -100,7 +100,12 @@ static void sr__pack_state(msgpack_packer *pk, const sr_state_t *st, sr_state_t 
     }
 }
 
-static void sr__pack_window(msgpack_packer *pk, const sr_window_t *w, const sr_state_t *result)
+/* split: NULL, or the parts of the window (w the first's slices), merged
+ * here, slice by slice; result_shards: the parts' results (result the
+ * first). Returns 0, or SR_EINVAL when a part is malformed (the file is
+ * not written then). */
+static int sr__pack_window(msgpack_packer *pk, const sr_window_t *w, const sr_state_t *result,
+                           const sr_window_split_t *split, sr_state_t *const *result_shards)
 {
     msgpack_pack_map(pk, 3);
     sr__pack_cstr(pk, "window");
@@ -110,14 +115,25 @@ static void sr__pack_window(msgpack_packer *pk, const sr_window_t *w, const sr_s
     sr__pack_cstr(pk, "result");
     if (result) msgpack_pack_true(pk); else msgpack_pack_false(pk);
     for (size_t i = 0; i < w->n; i++) {
+        sr_slice_t one;
         const sr_slice_t *s = sr_window_slice(w, i);
+        if (split) {
+            sr_window_split_slice(split, i, &one);
+            s = &one;
+        }
         msgpack_pack_array(pk, 3);
         msgpack_pack_int64(pk, s->time_ms);
         msgpack_pack_uint32(pk, s->count);
         msgpack_pack_bin(pk, s->len);
-        msgpack_pack_bin_body(pk, s->data, s->len);
+        if (!split) {
+            msgpack_pack_bin_body(pk, s->data, s->len);
+            continue;
+        }
+        int rc = sr_window_split_emit(split, i, pk->callback, pk->data);
+        if (rc < 0) return rc;
     }
-    if (result) sr__pack_state(pk, result, NULL, 0);
+    if (result) sr__pack_state(pk, result, split ? result_shards : NULL, split ? split->n : 0);
+    return SR_OK;
 }
 
 static void sr__fail(char *err, size_t errlen, const char *op, const char *path, int e)
@@ -159,7 +175,13 @@ int sr_checkpoint_write(const char *dir, const char *name, const sr_ckpt_content
     msgpack_pack_uint64(&pk, c->nwindows);
     for (size_t i = 0; i < c->nstates; i++)
         sr__pack_state(&pk, c->states[i], c->shards ? c->shards[i] : NULL, c->shards ? c->nshards[i] : 0);
-    for (size_t i = 0; i < c->nwindows; i++) sr__pack_window(&pk, c->windows[i], c->results ? c->results[i] : NULL);
+    int bad = -1; /* a split window whose parts are malformed */
+    for (size_t i = 0; i < c->nwindows && bad < 0; i++) {
+        const sr_window_split_t *split = c->splits ? c->splits[i] : NULL;
+        if (sr__pack_window(&pk, c->windows[i], c->results ? c->results[i] : NULL, split,
+                            split ? c->result_shards[i] : NULL) < 0)
+            bad = (int)i;
+    }
     unsigned char trailer[8] = {'S', 'R', 'E', 'N'};
     uint32_t crc = o->crc;
     for (int i = 0; i < 4; i++) trailer[4 + i] = (unsigned char)(crc >> (8 * i));
@@ -170,6 +192,11 @@ int sr_checkpoint_write(const char *dir, const char *name, const sr_ckpt_content
     if (!e && sr_io.fsync(o->fd) < 0) { e = errno; op = "fsync"; }
     if (sr_io.close(o->fd) < 0 && !e) { e = errno; op = "close"; }
     sr_free(o);
+    if (bad >= 0) {
+        snprintf(err, errlen, "write %s: window %s: its workers' parts are malformed", tmp, c->windows[bad]->name);
+        unlink(tmp);
+        return -1;
+    }
     if (e) {
         sr__fail(err, errlen, op, tmp, e);
         unlink(tmp);

@@ -21,6 +21,7 @@
 
 #include "sr_state.h"
 #include "sr_window.h"
+#include "sr_window_split.h"
 
 #define SR_CKPT_VERSION 1
 #define SR_CKPT_SUFFIX ".srck"
@@ -38,6 +39,13 @@ typedef struct sr_ckpt_content {
      * shard owning it (states[i] is the first); NULL: no state has any */
     sr_state_t *const *const *shards;
     const int *nshards;
+    /* per window, NULL or its parts (a keyed window split among workers:
+     * SPEC section 15), written as the one window they split, merged in
+     * the writer (windows[i] is the first part's slices); with a result,
+     * result_shards[i] holds the parts' results (results[i] the first),
+     * written as one state as shards are. NULL: no window is split */
+    const sr_window_split_t *const *splits;
+    sr_state_t *const *const *result_shards;
 } sr_ckpt_content_t;
 
 /* Writes dir/name atomically: dir/name.tmp, fsync, rename, fsync of dir.

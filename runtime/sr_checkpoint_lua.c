@@ -23,11 +23,74 @@ typedef struct sr__refs {
     sr_state_t *const *shards[256];
     int nshards[256];
     sr_state_t *shard_pool[4096];
+    /* a window split among workers: its parts, from pools */
+    const sr_window_split_t *splits[256];
+    sr_window_split_t split_of[256];
+    sr_state_t *const *result_shards[256];
+    sr_window_t *slices_pool[4096], *orders_pool[4096];
+    sr_state_t *result_pool[4096];
 } sr__refs_t;
+
+/* The handles of the array at idx (a window's parts: one per worker) into
+ * pool[0..k): k, or raises. state: state handles, else window handles. */
+static int sr__parts(lua_State *L, int idx, void **pool, size_t room, int state, int i, const char *what)
+{
+    int k = (int)lua_objlen(L, idx);
+    if (k < 1 || (size_t)k > room) luaL_error(L, "checkpoint: windows[%d].%s has %d parts", i, what, k);
+    for (int j = 0; j < k; j++) {
+        lua_rawgeti(L, idx, j + 1);
+        pool[j] = state ? (void *)sr_state_lua_get(L, -1) : (void *)sr_window_lua_get(L, -1);
+        if (!pool[j]) luaL_error(L, "checkpoint: windows[%d].%s[%d] is not a %s handle", i, what, j + 1,
+                                 state ? "state" : "window");
+        lua_pop(L, 1);
+    }
+    return k;
+}
+
+/* Reads windows[i] (the table at the top): {slices = handle, result =
+ * handle|nil}, or a window split among workers: {slices = {handles},
+ * orders = {handles}, result = {handles}|nil}, one each per worker. */
+static void sr__window(lua_State *L, sr__refs_t *refs, size_t i, size_t *pooled)
+{
+    int top = lua_gettop(L);
+    refs->splits[i] = NULL;
+    refs->result_shards[i] = NULL;
+    lua_getfield(L, top, "slices");
+    lua_getfield(L, top, "orders");
+    lua_getfield(L, top, "result");
+    if (!lua_istable(L, top + 1)) {
+        refs->windows[i] = sr_window_lua_get(L, top + 1);
+        if (!refs->windows[i]) luaL_error(L, "checkpoint: windows[%d].slices is not a window handle", (int)i + 1);
+        refs->results[i] = lua_isnil(L, top + 3) ? NULL : sr_state_lua_get(L, top + 3);
+        lua_settop(L, top);
+        return;
+    }
+    size_t room = sizeof(refs->slices_pool) / sizeof(refs->slices_pool[0]) - *pooled;
+    sr_window_split_t *sp = &refs->split_of[i];
+    if (!lua_istable(L, top + 2)) luaL_error(L, "checkpoint: windows[%d] has slices but no orders", (int)i + 1);
+    int n = sr__parts(L, top + 1, (void **)&refs->slices_pool[*pooled], room, 0, (int)i + 1, "slices");
+    if (sr__parts(L, top + 2, (void **)&refs->orders_pool[*pooled], room, 0, (int)i + 1, "orders") != n)
+        luaL_error(L, "checkpoint: windows[%d]: as many orders as slices", (int)i + 1);
+    sp->slices = &refs->slices_pool[*pooled];
+    sp->orders = &refs->orders_pool[*pooled];
+    sp->n = n;
+    refs->windows[i] = sp->slices[0];
+    refs->results[i] = NULL;
+    if (!lua_isnil(L, top + 3)) {
+        luaL_checktype(L, top + 3, LUA_TTABLE);
+        if (sr__parts(L, top + 3, (void **)&refs->result_pool[*pooled], room, 1, (int)i + 1, "result") != n)
+            luaL_error(L, "checkpoint: windows[%d]: as many results as slices", (int)i + 1);
+        refs->result_shards[i] = &refs->result_pool[*pooled];
+        refs->results[i] = refs->result_pool[*pooled];
+    }
+    refs->splits[i] = sp;
+    *pooled += (size_t)n;
+    lua_settop(L, top);
+}
 
 /* Reads the content arguments: meta (2), states array (3: each a handle,
  * or an array of the handles of a state's shards, one per worker), windows
- * array of {slices = handle, result = handle|nil} (4). */
+ * array (4: each as sr__window reads it). */
 static void sr__content(lua_State *L, int base, sr__refs_t *refs)
 {
     memset(&refs->c, 0, sizeof(refs->c));
@@ -69,14 +132,14 @@ static void sr__content(lua_State *L, int base, sr__refs_t *refs)
         if (!refs->states[i]) luaL_error(L, "checkpoint: states[%d] is not a state handle", (int)i + 1);
         lua_pop(L, 1);
     }
+    size_t wpooled = 0;
+    int any_split = 0;
     for (size_t i = 0; i < nw; i++) {
         lua_rawgeti(L, base + 2, (int)i + 1);
-        lua_getfield(L, -1, "slices");
-        refs->windows[i] = sr_window_lua_get(L, -1);
-        if (!refs->windows[i]) luaL_error(L, "checkpoint: windows[%d].slices is not a window handle", (int)i + 1);
-        lua_getfield(L, -2, "result");
-        refs->results[i] = lua_isnil(L, -1) ? NULL : sr_state_lua_get(L, -1);
-        lua_pop(L, 3);
+        luaL_checktype(L, -1, LUA_TTABLE);
+        sr__window(L, refs, i, &wpooled);
+        if (refs->splits[i]) any_split = 1;
+        lua_pop(L, 1);
     }
     refs->c.states = refs->states;
     refs->c.nstates = ns;
@@ -85,6 +148,8 @@ static void sr__content(lua_State *L, int base, sr__refs_t *refs)
     refs->c.windows = refs->windows;
     refs->c.results = refs->results;
     refs->c.nwindows = nw;
+    refs->c.splits = any_split ? refs->splits : NULL;
+    refs->c.result_shards = any_split ? refs->result_shards : NULL;
 }
 
 static int sr__fault(lua_State *L, const char *err)

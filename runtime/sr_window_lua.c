@@ -7,6 +7,7 @@
 #include "sr_handle.h"
 #include "sr_msgpack_lua.h"
 #include "sr_window.h"
+#include "sr_window_split.h"
 
 #include <lauxlib.h>
 #include <string.h>
@@ -185,6 +186,33 @@ static int sr__adopt(lua_State *L)
     return 1;
 }
 
+/* cwindow.merge(slices, orders) -> a new window handle: the one window a
+ * keyed window split among workers makes (sr_window_split), from arrays
+ * of the workers' slices and orders handles (one each per worker). */
+static int sr__merge(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int n = (int)lua_objlen(L, 1);
+    luaL_argcheck(L, n >= 1 && n <= 256 && (int)lua_objlen(L, 2) == n, 2, "1 to 256 slices and as many orders");
+    sr_window_t *slices[256], *orders[256];
+    for (int k = 0; k < n; k++) {
+        lua_rawgeti(L, 1, k + 1);
+        lua_rawgeti(L, 2, k + 1);
+        slices[k] = sr_window_lua_get(L, -2);
+        orders[k] = sr_window_lua_get(L, -1);
+        lua_pop(L, 2);
+        if (!slices[k] || !orders[k]) return luaL_error(L, "merge: part %d is not a window handle", k + 1);
+    }
+    sr_window_split_t split = { slices, orders, n };
+    sr_window_t *w;
+    int rc = sr_window_split_merge(&split, &w);
+    if (rc < 0) return luaL_error(L, "window %s: %s", slices[0]->name,
+                                  rc == SR_EINVAL ? "its workers' parts are malformed" : sr_strerror(rc));
+    sr_window_lua_push(L, w);
+    return 1;
+}
+
 int luaopen_streamrun_cwindow(lua_State *L)
 {
     static const luaL_Reg methods[] = {
@@ -205,5 +233,7 @@ int luaopen_streamrun_cwindow(lua_State *L)
     lua_setfield(L, -2, "new");
     lua_pushcfunction(L, sr__adopt);
     lua_setfield(L, -2, "adopt");
+    lua_pushcfunction(L, sr__merge);
+    lua_setfield(L, -2, "merge");
     return 1;
 }

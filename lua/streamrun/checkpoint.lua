@@ -56,10 +56,10 @@ function M.content(plan)
   names = {}
   for name in pairs(plan.windows) do names[#names + 1] = name end
   table.sort(names)
-  -- (A window split among workers is written as one: whole() merges it.)
+  -- (A window split among workers is its parts: the writer merges them.)
   for _, name in ipairs(names) do
     local w = plan.windows[name]
-    windows[#windows + 1] = w.whole and w:whole() or w
+    windows[#windows + 1] = w.parts and w:parts() or w
   end
   return states, windows
 end

@@ -19,8 +19,9 @@
 --    of first appearance in the window's slices (slice, then order in it),
 --    as one worker gives them.
 --
--- Checkpoints and reloads see the window as one: whole() merges the
--- owners' slices by order, so the bytes are those one worker writes; a
+-- Checkpoints and reloads see the window as one: the checkpoint writer
+-- merges the owners' parts by order (parts()), a reload takes whole(), so
+-- the bytes are those one worker writes; a
 -- window restored (or handed over by a reload) is split again by
 -- partition, its orders the positions in its slices. The owner-local
 -- "dirty" keys (windows.lua) are forgotten then, as one worker forgets
@@ -147,37 +148,23 @@ function M.split(node, whole, n)
 end
 
 -- The window as one ({ slices, result }, copies): each slice the owners'
--- parts merged by order, the result gathered from the owners' partitions.
+-- parts merged by order (in C: sr_window_split), the result gathered from
+-- the owners' partitions. (A reload hands this over.)
 function Wins:whole()
-  local node, shards = self.node, self.shards
-  local out = { slices = cwindow.new(node.stage_name) }
-  for _, t in ipairs(shards[1].slices:times()) do
-    local lists, at, total = {}, {}, 0
-    for k, s in ipairs(shards) do
-      local a, b, c = s.slices:read(t - 1, t)
-      local o = s.orders:read(t - 1, t)
-      lists[k], at[k] = { a, b, o, c }, 1
-      total = total + c
-    end
-    local A, B = tnew(total, 0), tnew(total, 0)
-    for m = 1, total do
-      local best, bo
-      for k = 1, #lists do
-        local l, i = lists[k], at[k]
-        if i <= l[4] and (not best or l[3][i] < bo) then best, bo = k, l[3][i] end
-      end
-      local l, i = lists[best], at[best]
-      A[m], B[m] = l[1][i], l[2][i]
-      at[best] = i + 1
-    end
-    out.slices:push(t, A, B, total)
-  end
-  if self.result then
-    local rs = {}
-    for k, s in ipairs(shards) do rs[k] = s.result end
-    out.result = cx.gather(rs)
-  end
+  local slices, orders, rs = {}, {}, {}
+  for k, s in ipairs(self.shards) do slices[k], orders[k], rs[k] = s.slices, s.orders, s.result end
+  local out = { slices = cwindow.merge(slices, orders) }
+  if self.result then out.result = cx.gather(rs) end
   return out
+end
+
+-- The window as streamrun.ckpt writes it: the owners' parts, merged by
+-- the writer (in its forked child: the loop thread copies nothing) into
+-- the bytes one worker writes.
+function Wins:parts()
+  local slices, orders, rs = {}, {}, {}
+  for k, s in ipairs(self.shards) do slices[k], orders[k], rs[k] = s.slices, s.orders, s.result end
+  return { slices = slices, orders = orders, result = self.result and rs or nil }
 end
 
 -- -- One worker's part --

@@ -4,7 +4,10 @@
 -- adds now - send_ns of each line to a histogram per second of send time
 -- (100 us buckets up to 2 s, one bucket above). A line "END" writes the
 -- histogram to `out` (to out.tmp, then renamed) as lines "SECOND BUCKET COUNT"
--- after a header "lines N max_ns M".
+-- after a header "lines N max_ns M". With --set keyed=1 every line goes
+-- through a keyed stage first (a map, then reduce_by_key by the whole line:
+-- each line its own key), the segment SPEC section 15 splits among
+-- workers: its lines cross between workers by key partition each batch.
 --   streamrun run spec/bench/latency_job.lua --quiet --set port=P --set out=F --duration 65s
 local sr = require "streamrun"
 local ffi = require "ffi"
@@ -24,7 +27,7 @@ local NBUCKETS = 20001                   -- 0 .. 2 s by 100 us, then "more"
 local hist = ffi.new("uint32_t[?]", SECONDS * NBUCKETS)
 local ts = ffi.new("latbench_timespec_t")
 local first_ns, lines, max_ns = nil, 0, 0
-local find, sub, tonumber, floor = string.find, string.sub, tonumber, math.floor
+local find, sub, tonumber, floor, type = string.find, string.sub, tonumber, math.floor, type
 
 local function write_result()
   local parts = { ("lines %d max_ns %d"):format(lines, max_ns) }
@@ -46,6 +49,7 @@ local function record(batch_lines)
   local now = tonumber(ts.tv_sec) * 1e9 + tonumber(ts.tv_nsec)
   for i = 1, #batch_lines do
     local line = batch_lines[i]
+    if type(line) == "table" then line = line[1] end -- (keyed: {line, count})
     local sp = find(line, " ", 1, true)
     local sent = sp and tonumber(sub(line, 1, sp - 1))
     if sent then
@@ -64,7 +68,10 @@ local function record(batch_lines)
   end
 end
 
-job:listen_text("127.0.0.1", sr.param("port", 7171), { name = "lines" })
-   :foreach_batch(record, { name = "latency" })
+local lines = job:listen_text("127.0.0.1", sr.param("port", 7171), { name = "lines" })
+if tonumber(sr.param("keyed", 0)) == 1 then
+  lines = lines:map(function(line) return line, 1 end):reduce_by_key(sr.add, { name = "per_line" })
+end
+lines:foreach_batch(record, { name = "latency" })
 
 return job
