@@ -88,19 +88,25 @@ function M.new_times(n)
   return DOUBLES(n + 1)
 end
 
--- The same, from owner's buffer, reused from batch to batch (the times of
--- a batch are only read while it runs): no fresh pages for each batch.
--- owner: a table of the stage that keeps times; its field `times` holds
--- the buffer.
-function M.reuse_times(owner, n)
-  local buf = owner.times
-  if buf == nil or owner.times_cap < n + 1 then
+-- owner[field] as an array of ctype with room for n + 1 elements (index 0
+-- unused), reallocated (at least doubling) only when too small.
+local function reuse(owner, field, ctype, n)
+  local buf, cap_field = owner[field], field .. "_cap"
+  if buf == nil or owner[cap_field] < n + 1 then
     local cap = n + 1
-    if buf ~= nil and cap < 2 * owner.times_cap then cap = 2 * owner.times_cap end
-    buf = DOUBLES(cap)
-    owner.times, owner.times_cap = buf, cap
+    if buf ~= nil and cap < 2 * owner[cap_field] then cap = 2 * owner[cap_field] end
+    buf = ctype(cap)
+    owner[field], owner[cap_field] = buf, cap
   end
   return buf
+end
+
+-- The same as new_times, from owner's buffer, reused from batch to batch
+-- (the times of a batch are only read while it runs): no fresh pages for
+-- each batch. owner: a table of the stage that keeps times; its field
+-- `times` holds the buffer.
+function M.reuse_times(owner, n)
+  return reuse(owner, "times", DOUBLES, n)
 end
 
 -- An array for the input indexes of n elements (o[1..n], see origin), as
@@ -109,14 +115,7 @@ end
 -- element of each, and whose output is only read while its batch runs.
 local INT32S = ffi.typeof("int32_t[?]")
 function M.reuse_indexes(owner, n)
-  local buf = owner.indexes
-  if buf == nil or owner.indexes_cap < n + 1 then
-    local cap = n + 1
-    if buf ~= nil and cap < 2 * owner.indexes_cap then cap = 2 * owner.indexes_cap end
-    buf = INT32S(cap)
-    owner.indexes, owner.indexes_cap = buf, cap
-  end
-  return buf
+  return reuse(owner, "indexes", INT32S, n)
 end
 
 -- 1 when any element of the batch is a pair.

@@ -156,6 +156,15 @@ static void expect_dead_letter(fixture_t *f, const char *needle)
     if (!strstr(text, needle)) fail_msg("dead letters lack %s:\n%s", needle, text);
 }
 
+/* Writes lines "line-000000" .. to path, one per number below n. */
+static void write_numbered_lines(const char *path, int n)
+{
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    for (int i = 0; i < n; i++) fprintf(fp, "line-%06d\n", i);
+    fclose(fp);
+}
+
 static void file_path(fixture_t *f, char *buf, size_t len, const char *name)
 {
     sr_test_path(buf, len, f->dir, name);
@@ -221,11 +230,8 @@ static void test_text_file_backpressure(void **state)
     fixture_t *f = *state;
     char path[512];
     file_path(f, path, sizeof(path), "big.txt");
-    FILE *fp = fopen(path, "w");
-    assert_non_null(fp);
     const int lines = 60000; /* 12 bytes each: 720 kB, about three reads */
-    for (int i = 0; i < lines; i++) fprintf(fp, "line-%06d\n", i);
-    fclose(fp);
+    write_numbered_lines(path, lines);
     new_loop(f, 1000);
     int src = add(f, (sr_source_opts_t){.kind = "text_file", .path = path});
     uint64_t seen = 0;
@@ -362,11 +368,8 @@ static void test_text_file_read_ahead_resume_and_stop(void **state)
     fixture_t *f = *state;
     char path[512];
     file_path(f, path, sizeof(path), "big.txt");
-    FILE *fp = fopen(path, "w");
-    assert_non_null(fp);
     const int lines = 60000; /* 12 bytes each: 720 kB, about three reads */
-    for (int i = 0; i < lines; i++) fprintf(fp, "line-%06d\n", i);
-    fclose(fp);
+    write_numbered_lines(path, lines);
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
     new_loop(f, 1000);
