@@ -1,6 +1,6 @@
 /* sr_readahead: a thread that cuts the next batch of a file's lines while
- * the loop thread's batch is processed (text_file with two or more
- * workers). The batch it hands over is exactly the one the loop thread
+ * the loop thread's batch is processed (a text_file that is the only
+ * source of a job on two or more workers). The batch it hands over is exactly the one the loop thread
  * would have read: same records, positions and dead letters, delivered at
  * the same point. */
 #ifndef SR_READAHEAD_H

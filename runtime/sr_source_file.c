@@ -3,8 +3,9 @@
  * for the next batch), so a file always cuts into the same batches, and a
  * checkpoint's offset resumes it at a batch boundary. A file that cannot be
  * opened when the source starts is an error of the job: it does not start.
- * Asked to (read_ahead: a job on two or more workers), a thread cuts the
- * next batch while the loop thread's is processed (sr_readahead). */
+ * Asked to (read_ahead: the only source of a job on two or more workers),
+ * a thread cuts the next batch while the loop thread's is processed
+ * (sr_readahead). */
 #include "sr_alloc.h"
 #include "sr_error.h"
 #include "sr_readahead.h"
