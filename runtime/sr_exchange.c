@@ -223,21 +223,6 @@ static void sr__left_out(lua_State *L, int *bad, lua_Integer i, const char *why)
     lua_rawseti(L, *bad + 1, n);
 }
 
-/* Makes room for need more bytes in b; returns where they go, or NULL
- * when out of memory. */
-static unsigned char *sr__reserve(sr_mpbuf_t *b, size_t need)
-{
-    if (b->len + need > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + need) cap *= 2;
-        char *d = sr_realloc(b->data, cap);
-        if (!d) return NULL;
-        b->data = d;
-        b->cap = cap;
-    }
-    return (unsigned char *)b->data + b->len;
-}
-
 /* Writes the msgpack header of a string of len bytes at q; returns its
  * bytes (at most 5). */
 static size_t sr__put_str_head(unsigned char *q, size_t len)
@@ -326,7 +311,7 @@ static int sr__scatter(lua_State *L)
         int to = sr_state_partition(key_scratch.data, key_scratch.len, nparts) % ex->n;
         sr_mpbuf_t *b = &ex->buf[from * ex->n + to];
         if (lua_type(L, -2) == LUA_TNUMBER && lua_type(L, -1) == LUA_TNUMBER) {
-            unsigned char *q = sr__reserve(b, key_scratch.len + 27);
+            unsigned char *q = (unsigned char *)sr_mpbuf_reserve(b, key_scratch.len + 27);
             if (!q) return luaL_error(L, "exchange: out of memory");
             memcpy(q, key_scratch.data, key_scratch.len);
             size_t w = key_scratch.len;
@@ -397,7 +382,7 @@ static int sr__put(lua_State *L)
             const char *k = lua_tolstring(L, -3, &klen);
             if (sr__str_key(&key_scratch, k, klen) != 0) return luaL_error(L, "exchange: out of memory");
             size_t kl = key_scratch.len;
-            unsigned char *q = sr__reserve(b, 2 * kl + 19);
+            unsigned char *q = (unsigned char *)sr_mpbuf_reserve(b, 2 * kl + 19);
             if (!q) return luaL_error(L, "exchange: out of memory");
             memcpy(q, key_scratch.data, kl);
             size_t w = kl;

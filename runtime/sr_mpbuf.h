@@ -10,6 +10,10 @@ typedef struct sr_mpbuf {
     size_t len, cap;
 } sr_mpbuf_t;
 
+/* Makes room for need more bytes after b's len; returns where they go
+ * (len unchanged), or NULL when out of memory. */
+char *sr_mpbuf_reserve(sr_mpbuf_t *b, size_t need);
+
 /* msgpack-c's write callback: appends p[0..n) to the sr_mpbuf_t data.
  * Returns 0, or -1 when out of memory. */
 int sr_mpbuf_write(void *data, const char *p, size_t n);
