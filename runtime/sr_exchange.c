@@ -16,6 +16,7 @@
 #include "sr_shard.h"
 #include "sr_state.h"
 #include "sr_state_lua.h"
+#include "sr_words.h"
 
 #include <lauxlib.h>
 #include <math.h>
@@ -272,6 +273,25 @@ static size_t sr__put_number(unsigned char *q, double d)
     return (size_t)bytes + 1;
 }
 
+/* Appends to buffer (from, to) the key packed in key_scratch with a number
+ * value, its order and, when pos is given, a record offset, in one piece:
+ * what msgpack-c's packer would write for them. Returns 0, or -1 when out
+ * of memory. */
+static int sr__put_keyed_number(sr_exchange_t *ex, int from, int to, double value, double order, const double *pos)
+{
+    sr_mpbuf_t *b = &ex->buf[from * ex->n + to];
+    unsigned char *q = (unsigned char *)sr_mpbuf_reserve(b, key_scratch.len + 27);
+    if (!q) return -1;
+    memcpy(q, key_scratch.data, key_scratch.len);
+    size_t w = key_scratch.len;
+    w += sr__put_number(q + w, value);
+    w += sr__put_double(q + w, order);
+    if (pos) w += sr__put_double(q + w, *pos);
+    b->len += w;
+    ex->count[from * ex->n + to]++;
+    return 0;
+}
+
 /* cexchange.scatter(ex, from, nparts, a, b, o, n [, p]) -> nil, or bad and
  * whys: elements 1..n (key a[i], value b[i], order o[i], and with p the
  * record offset p[i]: take with width 4) each to the worker that owns the
@@ -311,19 +331,14 @@ static int sr__scatter(lua_State *L)
         int to = sr_state_partition(key_scratch.data, key_scratch.len, nparts) % ex->n;
         sr_mpbuf_t *b = &ex->buf[from * ex->n + to];
         if (lua_type(L, -2) == LUA_TNUMBER && lua_type(L, -1) == LUA_TNUMBER) {
-            unsigned char *q = (unsigned char *)sr_mpbuf_reserve(b, key_scratch.len + 27);
-            if (!q) return luaL_error(L, "exchange: out of memory");
-            memcpy(q, key_scratch.data, key_scratch.len);
-            size_t w = key_scratch.len;
-            w += sr__put_number(q + w, lua_tonumber(L, -2));
-            w += sr__put_double(q + w, lua_tonumber(L, -1));
+            double pos = -1;
             if (with_pos) {
                 lua_rawgeti(L, 8, (int)i);
-                w += sr__put_double(q + w, lua_isnumber(L, -1) ? lua_tonumber(L, -1) : -1);
+                if (lua_isnumber(L, -1)) pos = lua_tonumber(L, -1);
                 lua_pop(L, 1);
             }
-            b->len += w;
-            ex->count[from * ex->n + to]++;
+            if (sr__put_keyed_number(ex, from, to, lua_tonumber(L, -2), lua_tonumber(L, -1), with_pos ? &pos : NULL) != 0)
+                return luaL_error(L, "exchange: out of memory");
             lua_pop(L, 3);
             continue;
         }
@@ -349,6 +364,30 @@ static int sr__scatter(lua_State *L)
     lua_pushvalue(L, bad);
     lua_pushvalue(L, bad + 1);
     return 2;
+}
+
+/* cexchange.scatter_words(ex, from, nparts, wc, span): the distinct words
+ * of a built-in word count (wc: the address of an sr_wordcount_t), as
+ * scatter writes a string key with its count: word i (0-based, in order of
+ * first appearance) with order from * span + i + 1. No Lua string is made
+ * for a word. */
+static int sr__scatter_words(lua_State *L)
+{
+    sr_exchange_t *ex = sr__check(L, 1);
+    int from = (int)luaL_checkinteger(L, 2);
+    int nparts = (int)luaL_checkinteger(L, 3);
+    const sr_wordcount_t *wc = (const sr_wordcount_t *)(uintptr_t)luaL_checknumber(L, 4);
+    double base = (double)from * luaL_checknumber(L, 5);
+    luaL_argcheck(L, nparts >= 1, 3, "partitions");
+    sr__slot(L, ex, from, -1);
+    for (size_t i = 0; i < wc->n; i++) {
+        const sr_wordcount_word_t *w = &wc->word[i];
+        if (sr__str_key(&key_scratch, wc->data + w->off, w->len) != 0) return luaL_error(L, "exchange: out of memory");
+        int to = sr_state_partition(key_scratch.data, key_scratch.len, nparts) % ex->n;
+        if (sr__put_keyed_number(ex, from, to, w->count, base + (double)(i + 1), NULL) != 0)
+            return luaL_error(L, "exchange: out of memory");
+    }
+    return 0;
 }
 
 /* cexchange.put(ex, from, to, a, b, o, n) -> nil, or bad and whys (as
@@ -869,6 +908,7 @@ int luaopen_streamrun_cexchange(lua_State *L)
 {
     static const luaL_Reg methods[] = { { "address", sr__address }, { NULL, NULL } };
     static const luaL_Reg fns[] = { { "new", sr__new }, { "clear", sr__clear }, { "scatter", sr__scatter },
+                                    { "scatter_words", sr__scatter_words },
                                     { "put", sr__put }, { "take", sr__take },
                                     { "take_folded", sr__take_folded },
                                     { "shard", sr__shard }, { "gather", sr__gather },

@@ -96,6 +96,7 @@ void sr_state_release(sr_state_t *st);
 sr_wordcount_t *sr_wordcount_new(void);
 void sr_wordcount_free(sr_wordcount_t *wc);
 int sr_wordcount_batch(sr_wordcount_t *wc, const sr_batch_t *b);
+int sr_wordcount_range(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_t hi);
 typedef struct sr_workers sr_workers_t;
 int sr_workers_online_cpus(void);
 int sr_stop_requested(void);
@@ -179,8 +180,10 @@ local M = {
   cwatchdog = load_module("streamrun.cwatchdog"),
   cexchange = load_module("streamrun.cexchange"),
   cworkervm = load_module("streamrun.cworkervm"),
-  -- The directory of the streamrun library (each worker's VM loads it).
-  lua_dir = here() .. "/..",
+  -- The directory of the streamrun library (each worker's VM loads it),
+  -- named as this VM names it: an error in a library function reads the
+  -- same on every worker.
+  lua_dir = here():match("^(.+)/streamrun$") or (here() .. "/.."),
 }
 
 local duration_out = ffi.new("int64_t[1]")

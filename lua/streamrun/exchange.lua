@@ -7,7 +7,8 @@
 --    contiguous range of records, read where they are in the C batch for a
 --    text source) in its own VM, folding into partial aggregates in order
 --    of first appearance, and scatters them in one call into the buffer of
---    the worker owning each key's partition (p mod N);
+--    the worker owning each key's partition (p mod N) (the built-in word
+--    count: counted in C and its words' counts scattered from C);
 --  phase 2: the owner merges the partials from workers 0, 1, ... in that
 --    order (a reducer sees the elements' arrival order), runs the stateful
 --    stage over its partitions with its own shard of the state (its own
@@ -68,7 +69,8 @@ end
 -- chain), sink (reduce_by_key or count_by_value, or nil: the chain's pairs
 -- go to the keyed stage as they are), keyed (map_with_state or
 -- update_state_by_key, or nil), raw (the source is a text source only the
--- chain reads) }, or nil and why none.
+-- chain reads), word_count (the chain and sink are the built-in word
+-- count: each worker counts its share in C) }, or nil and why none.
 -- skip: stages of segments found before (their chains and keyed stages),
 -- passed over.
 function M.find(job, skip)
@@ -107,7 +109,7 @@ function M.find(job, skip)
         and node.op == "count_by_value" and x.kind == "source" and x.format == "text" and not x.framed
       -- The chain's input: a source, or any stage before it (its batch is
       -- dealt to the workers), without event times.
-      if source and not source.event_time and not source.timed and source.op ~= "generator" and not word_count then
+      if source and not source.event_time and not source.timed and source.op ~= "generator" then
         local keyed = direct and node or (#cons[node] == 1 and cons[node][1]) or nil
         if not (keyed and KEYED[keyed.op] and #keyed.inputs == 1 and keyed.initial == nil
                 and keyed.timeout_clock ~= "event") then
@@ -124,6 +126,14 @@ function M.find(job, skip)
           why = "a view reads the state of " .. node.stage_name
           goto next_node
         end
+        -- The built-in word count alone counts on every worker in C and
+        -- merges there (streamrun.native); before a keyed stage, its
+        -- counts are exchanged like any partials, so that each owner runs
+        -- the keyed stage over its own partitions.
+        if word_count and not keyed then
+          why = "the built-in word count runs on every worker in C"
+          goto next_node
+        end
         -- A text source only the chain reads: each worker reads its range
         -- of the C batch itself.
         local raw = source.kind == "source" and source.format == "text" and not source.framed and #cons[source] == 1
@@ -132,9 +142,7 @@ function M.find(job, skip)
         local origin = source
         while origin and origin.kind ~= "source" do origin = #origin.inputs == 1 and origin.inputs[1] or nil end
         return { source = source, stages = stages, sink = sink, keyed = keyed, raw = raw,
-                 origin = origin and origin.stage_name }
-      elseif word_count then
-        why = "the built-in word count runs on every worker in C"
+                 origin = origin and origin.stage_name, word_count = word_count }
       end
     end
     ::next_node::
@@ -233,6 +241,7 @@ function M.executor(seg, k, n, g, shard, ex)
     nparts = (seg.keyed or seg.sink).partitions or seg.source.job.partitions,
     lo = ffi.new("size_t[1]"), hi = ffi.new("size_t[1]"), view = ffi.new("sr_batch_t"),
     O = {},
+    wc = seg.word_count and ffi.gc(C.sr_wordcount_new(), C.sr_wordcount_free) or nil,
   }
   return e
 end
@@ -260,6 +269,37 @@ local function share(e, arg)
 end
 M.share = share
 
+-- The built-in word count over worker k's share, counted in C as
+-- streamrun.native counts a batch (its range of the C batch, or the lines
+-- dealt to it put into a C batch first) and its words scattered from C,
+-- with no Lua string made for them. Returns false when it did, else the
+-- share (it holds an element that is no line, a value the test driver
+-- pushed: the chain runs in Lua and reports it as one worker does).
+local function count_words(e, arg)
+  local cb, lo, hi
+  if arg.cbatch then
+    cb = ffi.cast("sr_batch_t *", arg.cbatch)
+    C.sr_workers_share(cb, e.k, e.n, e.lo, e.hi)
+    lo, hi = e.lo[0], e.hi[0]
+  else
+    local input = share(e, arg)
+    e.scratch = e.scratch or ffi.gc(C.sr_batch_new(0, 0), C.sr_batch_free)
+    cb = e.scratch
+    C.sr_batch_clear(cb)
+    local A = input.a
+    for i = 1, input.n do
+      local line = A[i]
+      if type(line) ~= "string" then return input end
+      if C.sr_batch_append(cb, line, #line, i) ~= 0 then error("word count: out of memory", 0) end
+    end
+    lo, hi = 0, input.n
+  end
+  if C.sr_wordcount_range(e.wc, cb, lo, hi) ~= 0 then error("word count: out of memory", 0) end
+  cx.clear(e.ex.keyed, e.k)
+  cx.scatter_words(e.ex.keyed, e.k, e.nparts, tonumber(ffi.cast("uintptr_t", e.wc)), SPAN)
+  return false
+end
+
 -- What cannot pass between workers (a function, int64 cdata...): the
 -- elements a scatter or put left out (bad: their indices in A, B; whys:
 -- what each holds), each a dead letter of node, element i of input when
@@ -278,8 +318,12 @@ end
 
 -- Phase 1: the chain over worker k's share, its partials scattered.
 function M.phase1(e, arg)
-  local input = share(e, arg)
-  local part = e.chain.run(input)
+  local input
+  if e.wc then
+    input = count_words(e, arg)
+    if not input then return end
+  end
+  local part = e.chain.run(input or share(e, arg))
   local A, B, m, O = part.a, part.b, part.n, e.O
   local base = e.k * SPAN
   local sink = e.seg.sink
@@ -691,7 +735,9 @@ function M.attach_one(job, steps, ctx, seg, index)
   local ci, ki
   local last = seg.stages[#seg.stages]
   for i, s in ipairs(steps) do
-    if s.kind == "chain" and (seg.sink and s.sink == seg.sink or not seg.sink and s.node == last and not s.sink) then
+    -- (The built-in word count's step is native: streamrun.native.)
+    if s.kind == "chain" and (seg.sink and s.sink == seg.sink or not seg.sink and s.node == last and not s.sink)
+       or s.kind == "native" and seg.word_count and s.node == seg.sink then
       ci = i
     end
     if seg.keyed and s.node == seg.keyed then ki = i end

@@ -4,6 +4,8 @@
 -- source is the word count, one C pass (sr_words) over the batch; Lua makes
 -- strings only for the distinct words. The result is exactly what the Lua
 -- stages give: the words in order of first appearance, with their counts.
+-- (With several workers, a word count into a keyed stage runs as a keyed
+-- segment instead: streamrun.exchange.)
 local core = require "streamrun.core"
 local builtins = require "streamrun.builtins"
 

@@ -9,7 +9,8 @@
 --
 -- What runs on several workers: the built-in word count (each worker
 -- counts its range of the batch in C; the counts are merged in worker
--- order: streamrun.native), and every keyed segment of the job
+-- order: streamrun.native; into a keyed stage it is a keyed segment,
+-- its counts sent from C), and every keyed segment of the job
 -- (streamrun.exchange; keyed windows: streamrun.exchange_windows;
 -- group_by_key: streamrun.exchange_group; joins and cogroup:
 -- streamrun.exchange_join): each worker runs it in its own LuaJIT VM

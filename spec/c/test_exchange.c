@@ -7,10 +7,15 @@
  * packing of string keys sends each to the owner of its partition.
  * merge_outputs merges the owners' outputs as the Lua merge by order
  * did (numbers, then keys by their packed bytes, or keys first), and take
- * gives back every kind of value put. */
+ * gives back every kind of value put. scatter_words sends a word count's
+ * words as scatter sends the same strings with their counts. */
 #include "sr_test.h"
 
 #include "sr_exchange.h"
+#include "sr_words.h"
+
+#include <stdio.h>
+#include <string.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -178,6 +183,73 @@ static const char *MERGE =
     "end\n"
     "assert(not pcall(cx.merge_outputs, cx.new(2), 2, false, { 1 }, { 1 }, { 'x' }, 1), 'an order that is no number, true or {key}')\n";
 
+/* scatter_words against scatter of the same words, counts and orders:
+ * the same elements in every buffer. ... is the module, the word count's
+ * address, its words and their counts. */
+static const char *WORDS =
+    "local cx, wc, W, N = ...\n"
+    "for n = 1, 3 do\n"
+    "  for from = 0, n - 1 do\n"
+    "    local a, b = cx.new(n), cx.new(n)\n"
+    "    cx.clear(a, from); cx.clear(b, from)\n"
+    "    cx.scatter_words(a, from, 16, wc, 2^32)\n"
+    "    local O = {}\n"
+    "    for i = 1, #W do O[i] = from * 2^32 + i end\n"
+    "    assert(cx.scatter(b, from, 16, W, N, O, #W) == nil)\n"
+    "    for to = 0, n - 1 do\n"
+    "      local A1, B1, O1, c1 = cx.take(a, from, to)\n"
+    "      local A2, B2, O2, c2 = cx.take(b, from, to)\n"
+    "      assert(c1 == c2, 'count')\n"
+    "      for i = 1, c1 do\n"
+    "        assert(A1[i] == A2[i] and B1[i] == B2[i] and O1[i] == O2[i], 'element ' .. i)\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "end\n";
+
+static void test_scatter_words_as_scatter(void **state)
+{
+    (void)state;
+    /* Words of every string header length class, repeated. */
+    sr_batch_t *b = sr_batch_new(0, 0);
+    assert_non_null(b);
+    static char big[70000];
+    memset(big, 'w', sizeof(big) - 1);
+    const size_t lens[] = { 1, 31, 32, 255, 256, 65535, 65536 };
+    for (int r = 0; r < 3; r++) {
+        for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
+            char line[70100];
+            int n = snprintf(line, sizeof(line), "x%d %.*s common\t\303\251t\303\251", r, (int)lens[k], big);
+            assert_int_equal(0, sr_batch_append(b, line, (size_t)n, 0));
+        }
+    }
+    sr_wordcount_t *wc = sr_wordcount_new();
+    assert_non_null(wc);
+    assert_int_equal(0, sr_wordcount_batch(wc, b));
+    assert_true(wc->n > 8);
+    lua_State *L = luaL_newstate();
+    assert_non_null(L);
+    luaL_openlibs(L);
+    assert_int_equal(0, luaL_loadstring(L, WORDS));
+    lua_pushcfunction(L, luaopen_streamrun_cexchange);
+    lua_call(L, 0, 1);
+    lua_pushnumber(L, (lua_Number)(uintptr_t)wc);
+    lua_createtable(L, (int)wc->n, 0);
+    lua_createtable(L, (int)wc->n, 0);
+    for (size_t i = 0; i < wc->n; i++) {
+        lua_pushlstring(L, wc->data + wc->word[i].off, wc->word[i].len);
+        lua_rawseti(L, -3, (int)i + 1);
+        lua_pushnumber(L, wc->word[i].count);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    int rc = lua_pcall(L, 4, 0, 0);
+    if (rc != 0) fail_msg("%s", lua_tostring(L, -1));
+    lua_close(L);
+    sr_exchange_thread_free();
+    sr_wordcount_free(wc);
+    sr_batch_free(b);
+}
+
 static void run_check(const char *src)
 {
     lua_State *L = luaL_newstate();
@@ -219,6 +291,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_take_folded_as_lua_merges),
         cmocka_unit_test(test_merge_outputs_as_lua_merges),
+        cmocka_unit_test(test_scatter_words_as_scatter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 -- --workers: checked as the job option is; the built-in word count gives
 -- the same output with 1 and 2 workers, the status line shows one busy
 -- figure per worker, and the job says once what runs on one worker; a
--- keyed window gives the same totals with 1 and 2 workers.
+-- keyed window gives the same totals with 1 and 2 workers, and so do
+-- running totals of the built-in word count.
 local proc = require "helpers.proc"
 local e2e = require "helpers.e2e"
 
@@ -53,6 +54,34 @@ describe("e2e workers", function()
     end
     assert.equal(20000, outs["1"].common)
     assert.same(outs["1"], outs["2"])
+  end)
+
+  it("keeps totals of the built-in word count on each owner, as on one worker", function()
+    local dir = proc.tmpdir()
+    local lines = {}
+    for i = 1, 6000 do
+      lines[i] = ("w%d x%d common longer-word-%d \195\169t\195\169%d"):format(i % 997, i % 13, i % 101, i % 7)
+    end
+    local input = proc.write_file(dir .. "/words.txt", table.concat(lines, "\n") .. "\n")
+    local outs = {}
+    for _, fork in ipairs { 0, 1 } do
+      for _, n in ipairs { "1", "2", "3" } do
+        local code, stdout, stderr = e2e.run("words_totals", { input = input, fork = fork }, { "--workers", n })
+        assert.equal(0, code, stderr)
+        local said = select(2, stderr:gsub("flat_map%.1 > count_by_value%.1 > totals run on " .. n .. " workers", ""))
+        assert.equal(n == "1" and 0 or 1, said, stderr)
+        outs[fork .. "/" .. n] = stdout
+      end
+    end
+    -- (Batches of 500 lines: "common" runs up to 6000 in the twelfth.)
+    local batches, common = e2e.batches(outs["0/1"]), {}
+    for i = 1, 12 do
+      for _, el in ipairs(batches[i].elements) do common[i] = common[i] or el:match("^%(common,(%d+)%)$") end
+    end
+    assert.equal("500", common[1])
+    assert.equal("6000", common[12])
+    -- (With fork=1 the second consumer prints its own empty batches.)
+    for key, out in pairs(outs) do assert.equal(outs[key:sub(1, 1) .. "/1"], out, key) end
   end)
 
   it("cuts the same batches from two files with 1 and 2 workers", function()

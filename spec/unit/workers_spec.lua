@@ -39,8 +39,10 @@ end
 -- without an inverse over a concatenation (the order of first appearance
 -- shows), one with an inverse and a filter, a count of table elements; a
 -- group_by_key (its values in arrival order; single elements are dead
--- letters); the joins and cogroup of two chains; several keyed segments
--- one after the other (SEGMENTS: how many).
+-- letters); the built-in word count into update_state_by_key and into a
+-- map_with_state with a timeout (each worker counts its share in C and
+-- sends its words' counts from C); the joins and cogroup of two chains;
+-- several keyed segments one after the other (SEGMENTS: how many).
 -- SPLIT: the shapes whose keyed stages run on every worker.
 local SHAPES = {
   "out = words:count_by_value()",
@@ -83,6 +85,18 @@ local SHAPES = {
         { filter = function(_, v) return v > 0 end })]],
   [[out = words:map(function(w) return { w:sub(1, 1), #w } end):count_by_value_and_window("5s", "1s")]],
   [[out = words:map(function(w) if w ~= "x1" then return #w, w end return w end):group_by_key()]],
+  [[out = words:count_by_value():update_state_by_key(function(counts, total)
+      local t = total or 0
+      for i = 1, #counts do t = t + counts[i] end
+      if t > 40 then return nil end
+      return t
+    end, { name = "running" })]],
+  [[out = words:count_by_value():map_with_state(sr.state_spec(function(w, c, state)
+      if c == nil then return w, "gone" end
+      local n = (state:exists() and state:get() or 0) + c
+      state:update(n)
+      return w, n
+    end):timeout("2s"):name("running"))]],
 }
 -- Joins of two chains from the same stream (each its own side): keys on
 -- both sides, on the left alone and on the right alone.
@@ -114,10 +128,11 @@ for _, text in ipairs(CHAINED) do
   SEGMENTS[#SHAPES] = 2
 end
 local SPLIT = { [2] = true, [3] = true, [4] = true, [5] = true, [6] = true, [7] = true, [8] = true,
-                [9] = true, [10] = true, [11] = true, [12] = true }
+                [9] = true, [10] = true, [11] = true, [12] = true, [13] = true, [14] = true }
 for shape in pairs(JOINS) do SPLIT[shape] = true end
 for shape in pairs(SEGMENTS) do SPLIT[shape] = true end
-local STATEFUL = { [3] = true, [5] = true, [6] = true, [7] = true, [8] = true, [#SHAPES - 1] = true }
+local STATEFUL = { [3] = true, [5] = true, [6] = true, [7] = true, [8] = true, [13] = true, [14] = true,
+                   [#SHAPES - 1] = true }
 
 local script_dir
 local function script(name, text)
@@ -173,6 +188,24 @@ describe("workers", function()
       assert.same({ { "a", 2 }, { "b", 1 } }, d:tick().out)
       assert.equal(n, d.session.workers.n)
       assert.equal(n > 1, d.session.workers.pool ~= nil)
+    end
+  end)
+
+  it("counts a share holding an element that is no line in Lua, as one worker does", function()
+    local outs, letters = {}, {}
+    for i, n in ipairs { 1, 2, 3 } do
+      local d = testing.driver(random_job(13), { workers = n })
+      assert.equal(n > 1, d.plan.parallel ~= nil)
+      d:push("lines", { "a b a", 42, "b c", { "x" }, "c a" })
+      outs[i] = d:tick().out
+      letters[i] = {}
+      for j, l in ipairs(d.dead_letters) do letters[i][j] = l.source .. "|" .. l.reason:gsub("\n.*", "") end
+    end
+    assert.same({ { "a", 3 }, { "b", 2 }, { "c", 2 } }, outs[1])
+    assert.equal(2, #letters[1])
+    for i = 2, 3 do
+      assert.same(outs[1], outs[i])
+      assert.same(letters[1], letters[i])
     end
   end)
 
