@@ -17,6 +17,8 @@ void sr_wordcount_free(sr_wordcount_t *wc)
     if (!wc) return;
     sr_free(wc->word);
     sr_free(wc->slots);
+    sr_free(wc->ids);
+    sr_free(wc->rec_end);
     sr_free(wc);
 }
 
@@ -151,7 +153,7 @@ typedef struct sr__pending {
 
 /* Counts one word: finds it (its slot's 16 bytes compared as two numbers,
  * only the rest of a longer word in the batch's bytes) or adds it.
- * Returns 0 or SR_ENOMEM. */
+ * Returns its index in wc->word, or SR_ENOMEM. */
 static int sr__count(sr_wordcount_t *wc, const unsigned char *data, const sr__pending_t *p, double add)
 {
     sr__slot_t *slots = sr__slots(wc);
@@ -164,12 +166,12 @@ static int sr__count(sr_wordcount_t *wc, const unsigned char *data, const sr__pe
         if ((s->key & SR__KEY_HI) == hi && s->head0 == p->head[0] && s->head1 == p->head[1]) {
             if (len <= 16) {
                 s->count += add;
-                return SR_OK;
+                return (int)((uint32_t)s->key - 1);
             }
             const sr_wordcount_word_t *w = &wc->word[(uint32_t)s->key - 1];
             if (w->len == len && memcmp(data + w->off + 16, data + p->start + 16, len - 16) == 0) {
                 s->count += add;
-                return SR_OK;
+                return (int)((uint32_t)s->key - 1);
             }
         }
         j = (j + 1) & mask;
@@ -188,8 +190,8 @@ static int sr__count(sr_wordcount_t *wc, const unsigned char *data, const sr__pe
     s->head1 = p->head[1];
     s->count = add;
     s->key = hi | (uint64_t)(k + 1);
-    if (wc->n * 2 > wc->cap) return sr__rehash(wc, wc->cap * 2);
-    return SR_OK;
+    if (wc->n * 2 > wc->cap && (rc = sr__rehash(wc, wc->cap * 2)) < 0) return rc;
+    return (int)k;
 }
 
 /* Words are counted SR__LAG behind the scan: a word's slot is prefetched
@@ -202,7 +204,45 @@ static int sr__count(sr_wordcount_t *wc, const unsigned char *data, const sr__pe
 
 int sr_wordcount_batch(sr_wordcount_t *wc, const sr_batch_t *b) { return sr_wordcount_range(wc, b, 0, b->n); }
 
+/* Room for n ids and the ends of records records; 0 or SR_ENOMEM. */
+static int sr__ids_room(sr_wordcount_t *wc, size_t n, size_t records)
+{
+    if (n > wc->idcap) {
+        size_t cap = wc->idcap ? wc->idcap : 4096;
+        while (cap < n) cap *= 2;
+        uint32_t *ids = sr_realloc(wc->ids, cap * sizeof(*ids));
+        if (!ids) return SR_ENOMEM;
+        wc->ids = ids;
+        wc->idcap = cap;
+    }
+    if (records + 1 > wc->reccap) {
+        uint32_t *ends = sr_realloc(wc->rec_end, (records + 1) * sizeof(*ends));
+        if (!ends) return SR_ENOMEM;
+        wc->rec_end = ends;
+        wc->reccap = records + 1;
+    }
+    return SR_OK;
+}
+
+static int sr__range(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_t hi, int with_ids);
+
 int sr_wordcount_range(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_t hi)
+{
+    return sr__range(wc, b, lo, hi, 0);
+}
+
+int sr_wordcount_ids(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_t hi)
+{
+    /* (A record of L bytes holds (L + 1) / 2 words at most.) */
+    size_t bytes = hi > lo ? b->off[hi] - b->off[lo] : 0;
+    int rc = sr__ids_room(wc, bytes / 2 + (hi - lo) + 1, hi - lo);
+    if (rc < 0) return rc;
+    return sr__range(wc, b, lo, hi, 1);
+}
+
+/* Counts the words of records [lo, hi) of b; with_ids: notes each one's id
+ * and each record's end (room made by the caller). */
+static int sr__range(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_t hi, int with_ids)
 {
     wc->data = b->data;
     wc->n = 0;
@@ -281,14 +321,19 @@ int sr_wordcount_range(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_
             cut++;
             if (cut - counted > SR__LAG) {
                 if ((rc = sr__count(wc, data, &ring[counted % SR__RING], 1)) < 0) goto fail;
+                if (with_ids) wc->ids[counted] = (uint32_t)rc + 1;
                 counted++;
             }
         }
+        if (with_ids) wc->rec_end[r - lo + 1] = (uint32_t)cut;
     }
     while (counted < cut) {
         if ((rc = sr__count(wc, data, &ring[counted % SR__RING], 1)) < 0) goto fail;
+        if (with_ids) wc->ids[counted] = (uint32_t)rc + 1;
         counted++;
     }
+    rc = SR_OK;
+    if (with_ids) wc->rec_end[0] = 0;
 fail:
     sr__flush(wc);
     wc->words = counted;

@@ -26,6 +26,11 @@ typedef struct sr_wordcount {
     size_t words;              /* read-only: all words */
     uint64_t *slots;           /* private: the slot table (sr_words.c) */
     size_t cap, ncap;          /* private */
+    /* sr_wordcount_ids only (read-only): ids[j] is 1 + the index in word of
+     * the range's j-th word (0-based); record lo + r's words are ids
+     * [rec_end[r], rec_end[r + 1]), rec_end[0] = 0. */
+    uint32_t *ids, *rec_end;
+    size_t idcap, reccap; /* private */
 } sr_wordcount_t;
 
 sr_wordcount_t *sr_wordcount_new(void);
@@ -35,6 +40,10 @@ void sr_wordcount_free(sr_wordcount_t *wc);
 int sr_wordcount_batch(sr_wordcount_t *wc, const sr_batch_t *b);
 /* The same over records [lo, hi) of b only. */
 int sr_wordcount_range(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_t hi);
+/* The same, and each word of the range by its distinct word (ids,
+ * rec_end): what the fused chain of flat_map(sr.words) reads instead of
+ * interning every word as a Lua string. Returns 0 or SR_ENOMEM. */
+int sr_wordcount_ids(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_t hi);
 /* Adds src's counts to dst, src's words new to dst appended in src's order
  * (both counted over the same batch: dst's words first appear before
  * src's). Returns 0 or SR_ENOMEM. */

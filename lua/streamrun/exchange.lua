@@ -254,7 +254,7 @@ local function share(e, arg)
     local cb = ffi.cast("sr_batch_t *", arg.cbatch)
     C.sr_workers_share(cb, e.k, e.n, e.lo, e.hi)
     local lo, hi, v = e.lo[0], e.hi[0], e.view
-    v.data, v.off, v.pos, v.n = cb.data, cb.off + lo, cb.pos + lo, hi - lo
+    v.data, v.off, v.pos, v.n, v.len = cb.data, cb.off + lo, cb.pos + lo, hi - lo, cb.len
     watchdog.P.rec_base = tonumber(lo)
     return sources.raw_c_batch(node, v)
   end

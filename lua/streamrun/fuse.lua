@@ -23,9 +23,29 @@ local tnew = batch.new_table
 local type, error, next, concat, byte, sub = type, error, next, table.concat, string.byte, string.sub
 local try = guard.try
 local FOLDS = ops.FOLDS
-local ffi = core.ffi
+local ffi, C = core.ffi, core.C
+local min = math.min
 
 local M = {}
+
+-- Records of a C batch whose words are named at a time (chunk_ids): their
+-- ids stay in the caches, and a chunk's distinct words are few beside its
+-- words. (A field: tests set it small.)
+M.ids_chunk = 65536
+
+-- Cuts the words of records i0 .. i1 (1-based) of the C batch cb and names
+-- each by its distinct word (sr_wordcount_ids), one string made per
+-- distinct word, for the loop over them (the WID of M.chain).
+local function chunk_ids(WID, cb, i0, i1)
+  local wc = WID.wc
+  if C.sr_wordcount_ids(wc, cb, i0 - 1, i1) ~= 0 then error("flat_map(sr.words): out of memory", 0) end
+  local STR, data, word = WID.str, wc.data, wc.word
+  for id = 1, tonumber(wc.n) do
+    local w = word[id - 1]
+    STR[id] = ffi.string(data + w.off, w.len)
+  end
+  WID.ids, WID.rend, WID.r0 = wc.ids, wc.rec_end, i0 - 1
+end
 
 local function not_pair(op)
   return function(a) error(("%s needs a (k, v) pair; got the single element %s"):format(op, tostring(a)), 0) end
@@ -129,25 +149,17 @@ local function generate(stages, k0, guarded, origin, sink, raw, timed)
       emit("end")
       emit("end")
     elseif raw and k == 1 then
-      -- Words of record i of a C batch (DATA, OFF), cut where they lie:
-      -- no string is made of the line, one of each word.
-      local p, e, c, q, x = fresh("p"), fresh("e"), fresh("c"), fresh("q"), fresh("w")
-      emit(("local %s, %s = OFF[i - 1], OFF[i]"):format(p, e))
-      emit(("while %s < %s do"):format(p, e))
-      emit(("local %s = DATA[%s]"):format(c, p))
-      emit(("if %s == 32 or (%s >= 9 and %s <= 13) then"):format(c, c, c))
-      emit(("%s = %s + 1"):format(p, p))
-      emit("else")
-      emit(("local %s = %s + 1"):format(q, p))
-      emit(("while %s < %s do"):format(q, e))
-      emit(("%s = DATA[%s]"):format(c, q))
-      emit(("if %s == 32 or (%s >= 9 and %s <= 13) then break end"):format(c, c, c))
-      emit(("%s = %s + 1"):format(q, q))
-      emit("end")
-      emit(("local %s = FSTRING(DATA + %s, %s - %s)"):format(x, p, q, p))
-      emit(("%s = %s + 1"):format(p, q))
-      gen(k + 1, x, "nil", with(loops, { kind = "cwords", k = k, p = p, e = e }))
-      emit("end")
+      -- Words of record i of a C batch, as sr_wordcount_ids cut them from
+      -- where they lie and named each by its distinct word (IDS: the ids
+      -- of the chunk's words, record i's from REND[i - R0 - 1]; STR: the
+      -- string of each id): no string is made of the line, nor of each
+      -- word, only one per distinct word.
+      local j, e, x = fresh("j"), fresh("e"), fresh("w")
+      emit(("local %s, %s = REND[i - R0 - 1], REND[i - R0]"):format(j, e))
+      emit(("while %s < %s do"):format(j, e))
+      emit(("local %s = STR[IDS[%s]]"):format(x, j))
+      emit(("%s = %s + 1"):format(j, j))
+      gen(k + 1, x, "nil", with(loops, { kind = "cids", k = k, p = j, e = e }))
       emit("end")
     elseif op == "flat_map" and stages[k].fn == builtins.words then
       -- The built-in sr.words, asked for by name: its words are cut from
@@ -369,11 +381,14 @@ end]]
       ffi.string, stamp and stamp.fn, ev and ev.checked, ev and ev.FINAL, ST)
     raw_sites = sites
   end
+  -- The words' ids of a chunk of a C batch's records (WID: chunk_ids).
+  local WID
   if not stamp and stages[1].op == "flat_map" and stages[1].fn == builtins.words then
+    WID = { wc = ffi.gc(C.sr_wordcount_new(), C.sr_wordcount_free), str = {}, r0 = 0 }
     local raw_lines
     raw_lines, raw_sites = generate(stages, 1, false, origin, sink_op, true)
-    local raw_src = "local P, W, FSTRING = select(13, ...)\n" .. HEADER .. [[
-return function(DATA, OFF, n, i0, OA, OB, m, OI)
+    local raw_src = "local P, W, WID = select(13, ...)\n" .. HEADER .. [[
+return function(DATA, OFF, n, i0, OA, OB, m, OI) local IDS, REND, STR, R0 = WID.ids, WID.rend, WID.str, WID.r0
   for i = i0, n do
     P.i = i; W.rec = i; P.m = m
     -- (the lines below are numbered as the other loop's)
@@ -383,7 +398,7 @@ return function(DATA, OFF, n, i0, OA, OB, m, OI)
   return m
 end]]
     raw_fast = load(raw_src, name, F, E, I, G, type, pack, GI, byte, sub, BAD, ops.KEY_TYPES, EKEY, P, watchdog.P,
-      ffi.string)
+      WID)
   end
 
   -- tails[k]: the guarded chain from stage k on, for one element.
@@ -420,10 +435,9 @@ end]]
     for L = #site.loops, 1, -1 do
       local lp = site.loops[L]
       local r, key, go = cap[lp.r], lp.key and cap[lp.key], tail(lp.k + 1)
-      if lp.kind == "cwords" then
-        local data, p = input.cbatch.data, cap[lp.p]
-        local rest = builtins.words(ffi.string(data + p, cap[lp.e] - p))
-        for j = 1, #rest do m = go(rest[j], nil, OA, OB, m, OI, i) end
+      if lp.kind == "cids" then
+        local IDS, STR = WID.ids, WID.str
+        for j = cap[lp.p], cap[lp.e] - 1 do m = go(STR[IDS[j]], nil, OA, OB, m, OI, i) end
       elseif lp.kind == "words" then
         local rest = builtins.words(sub(cap[lp.s], cap[lp.p]))
         for j = 1, #rest do m = go(rest[j], nil, OA, OB, m, OI, i) end
@@ -489,15 +503,28 @@ end]]
     elseif origin then
       OI = tnew(n, 0)
     end
-    local m, i0 = 0, 1
+    -- (upto: the last record the loop runs to, a chunk's with WID)
+    local m, i0, upto = 0, 1, n
+    local ids = cb and WID
+    if ids then upto = 0 end
     while true do
+      if ids and i0 > upto then
+        if i0 > n then break end
+        upto = min(n, i0 + M.ids_chunk - 1)
+        chunk_ids(WID, cb, i0, upto)
+      end
       local ok, res, cap, raised
       if cb then
-        ok, res, cap, raised = resume.call(loop, cb.data, cb.off, n, i0, OA, OB, m, OI)
+        ok, res, cap, raised = resume.call(loop, cb.data, cb.off, upto, i0, OA, OB, m, OI)
       else
         ok, res, cap, raised = resume.call(loop, IA, IB, n, i0, OA, OB, m, OI)
       end
-      if ok then m = res break end
+      if ok then
+        m = res
+        if upto >= n then break end
+        i0 = upto + 1
+        goto next_run
+      end
       if type(res) == "table" and res.fatal then error(res, 0) end
       local i = cap and cap.i or P.i
       if stamping and P.t ~= i then
@@ -547,6 +574,7 @@ end]]
         if cap then m = finish(input, i, at_line[cap.line - first_line + 1], cap, res, OA, OB, cap.m, OI) end
       end
       i0 = i + 1
+      ::next_run::
     end
     local top, OT
     if stamping then

@@ -1,6 +1,7 @@
 /* test_words: the C word counter: splitting on every whitespace byte, counts,
  * order of first appearance, growth past the initial table, reuse, and its
- * 16-bytes-at-a-time scan against a byte-at-a-time reference. */
+ * 16-bytes-at-a-time scan against a byte-at-a-time reference, also naming
+ * each word of a range of records by its distinct word (sr_wordcount_ids). */
 #include "sr_test.h"
 
 #include "sr_alloc.h"
@@ -99,11 +100,15 @@ typedef struct ref_word { const char *p; size_t len; double count; } ref_word_t;
 
 static int ref_space(unsigned char c) { return c == ' ' || (c >= 9 && c <= 13); }
 
-static void ref_count(const sr_batch_t *b, ref_word_t *words, size_t *n, size_t *total)
+/* The reference count of records [lo, hi) of b; with ids and ends, each
+ * word's id (1 + its index in words) and each record's end in ids. */
+static void ref_count(const sr_batch_t *b, size_t lo, size_t hi, ref_word_t *words, size_t *n, size_t *total,
+                      uint32_t *ids, uint32_t *ends)
 {
     *n = 0;
     *total = 0;
-    for (size_t r = 0; r < b->n; r++) {
+    if (ends) ends[0] = 0;
+    for (size_t r = lo; r < hi; r++) {
         size_t i = b->off[r], end = b->off[r + 1];
         while (i < end) {
             while (i < end && ref_space((unsigned char)b->data[i])) i++;
@@ -119,8 +124,10 @@ static void ref_count(const sr_batch_t *b, ref_word_t *words, size_t *n, size_t 
                 (*n)++;
             }
             words[k].count++;
+            if (ids) ids[*total] = (uint32_t)k + 1;
             (*total)++;
         }
+        if (ends) ends[r - lo + 1] = (uint32_t)*total;
     }
 }
 
@@ -165,7 +172,7 @@ static void test_scan_matches_reference(void **state)
             sr_batch_append(&b, line, len, r);
         }
         size_t rn, rtotal;
-        ref_count(&b, ref, &rn, &rtotal);
+        ref_count(&b, 0, b.n, ref, &rn, &rtotal, NULL, NULL);
         assert_int_equal(sr_wordcount_batch(wc, &b), 0);
         assert_int_equal(wc->n, rn);
         assert_int_equal(wc->words, rtotal);
@@ -174,6 +181,17 @@ static void test_scan_matches_reference(void **state)
             assert_memory_equal(wc->data + wc->word[k].off, ref[k].p, ref[k].len);
             assert_true(wc->word[k].count == ref[k].count);
         }
+        /* Each word of a range named by its distinct word, and where each
+         * record's words end. */
+        size_t lo = round % 3 == 0 ? 0 : (size_t)round % b.n, hi = b.n - (size_t)(round % 5 == 1 && lo + 1 < b.n);
+        static uint32_t ids[8000], ends[64];
+        ref_count(&b, lo, hi, ref, &rn, &rtotal, ids, ends);
+        assert_int_equal(sr_wordcount_ids(wc, &b, lo, hi), 0);
+        assert_int_equal(wc->n, rn);
+        assert_int_equal(wc->words, rtotal);
+        for (size_t r = 0; r <= hi - lo; r++) assert_int_equal(wc->rec_end[r], ends[r]);
+        for (size_t j = 0; j < rtotal; j++) assert_int_equal(wc->ids[j], ids[j]);
+        for (size_t k = 0; k < rn; k++) assert_memory_equal(wc->data + wc->word[k].off, ref[k].p, ref[k].len);
         sr_batch_close(&b);
     }
     free(ref);

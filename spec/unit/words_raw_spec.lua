@@ -1,0 +1,141 @@
+-- flat_map(sr.words) first in a chain over a text source's C batch
+-- (streamrun.fuse): the words are cut in C and named by their distinct
+-- word (sr_wordcount_ids), a chunk of records at a time, one string made
+-- per distinct word. That must give what the chain gives over the lines
+-- as Lua strings: the same elements in the same order, the same folds,
+-- and the same dead letters (a failing call goes on with the rest of its
+-- line's words), whatever the chunk size -- a chunk boundary inside a
+-- batch, a failure on a chunk's last record or word. Random jobs and
+-- inputs from a seed.
+local sr = require "streamrun"
+local compile = require "streamrun.compile"
+local core = require "streamrun.core"
+local fuse = require "streamrun.fuse"
+local sources = require "streamrun.sources"
+local node_of = require("streamrun.dsl").node_of
+local lcg = require "helpers.lcg"
+
+local C, ffi = core.C, core.ffi
+
+-- A word "boom" makes the map fail; "skip" gives no element; "two" two.
+local function lower_one(w)
+  if w == "boom" then error("map failed on " .. w) end
+  if w == "skip" then return nil end
+  return w:lower(), #w
+end
+
+local SHAPES = {
+  -- words straight into a fold
+  function(words) return words:map(lower_one):reduce_by_key(sr.add, { name = "out" }) end,
+  function(words) return words:count_by_value({ name = "out" }) end,
+  -- elements kept (no fold), a flat_map after the words
+  function(words)
+    return words:flat_map(function(w)
+      if w == "two" then return { w, w .. "!" } end
+      if w == "boom" then error("flat_map failed") end
+      return { w }
+    end):map(function(w) return w, 1 end):filter(function(_, n) return n == 1 end):reduce_by_key(sr.add)
+      :map(function(k, v) return k, v end, { name = "out" })
+  end,
+  function(words) return words:map(lower_one):filter(function(_, n) return n < 9 end, { name = "out" }) end,
+}
+
+local function build(shape, fork)
+  local job = sr.job { name = "words_raw" }
+  local lines = job:text_file("/dev/null", { name = "in" })
+  if fork then lines:filter(function() return false end):foreach_batch(function() end) end
+  local last = SHAPES[shape](lines:flat_map(sr.words))
+  return job, node_of(last)
+end
+
+local function c_batch(lines, base)
+  local b = ffi.gc(C.sr_batch_new(0, 0), C.sr_batch_free)
+  for i, r in ipairs(lines) do assert(C.sr_batch_append(b, r, #r, base + 10 * i) == 0) end
+  return b
+end
+
+-- Runs the batches through a plan: "raw" (each C batch handed to the chain
+-- as it is) or "lines" (the source has a second consumer: the chain reads
+-- the lines as Lua strings). Returns the stage's elements per batch and
+-- the dead letters.
+local function run(shape, batches, how)
+  local job, last = build(shape, how == "lines")
+  local dead = {}
+  local plan = compile.compile(job, {
+    on_error = "dead_letter",
+    dead_letter = function(source, offset, reason, record)
+      dead[#dead + 1] = ("%s@%s %s | %s"):format(tostring(source), tostring(offset), reason:match("^[^\n]*"),
+        tostring(record))
+    end,
+    sink = { stdout = io.stdout, quiet_print = true },
+  })
+  local src = job.sources[1]
+  assert.equal(how == "raw", plan.raw_sources[src] == true)
+  local out, base = {}, 1000
+  for bi, lines in ipairs(batches) do
+    local cb = c_batch(lines, base)
+    base = base + 10 * #lines + 10
+    local input
+    if how == "raw" then
+      input = sources.raw_c_batch(src, cb)
+    else
+      input = sources.read_c_batch(src, cb, function() error("not JSON") end)
+    end
+    local r = plan.run({ [src] = input }, 1000 * bi, false)[last]
+    local rows = {}
+    for i = 1, r.n do rows[i] = { r.a[i], r.b[i] } end
+    out[bi] = rows
+  end
+  return out, dead
+end
+
+local VOCAB = { "a", "B", "b", "two", "boom", "skip", "word", "Word", "longer-than-sixteen-bytes",
+                "\195\169t\195\169", "\0z", ("x"):rep(40) }
+local SPACES = { " ", "\t", "  ", "\v", "\f", "\r", " \t " }
+
+local function lines_of(r, n)
+  local out = {}
+  for i = 1, n do
+    local parts = {}
+    if r.chance(0.3) then parts[1] = r.pick(SPACES) end
+    for _ = 1, r.int(0, 6) do
+      parts[#parts + 1] = r.pick(VOCAB)
+      parts[#parts + 1] = r.pick(SPACES)
+    end
+    if r.chance(0.5) then parts[#parts] = nil end
+    out[i] = table.concat(parts)
+  end
+  return out
+end
+
+describe("flat_map(sr.words) over a C batch", function()
+  local saved
+  before_each(function() saved = fuse.ids_chunk end)
+  after_each(function() fuse.ids_chunk = saved end)
+
+  it("gives the elements, folds and dead letters of the Lua strings' path, for any chunk size", function()
+    for seed = 1, 24 do
+      local r = lcg(seed)
+      local shape = (seed - 1) % #SHAPES + 1
+      local batches = {}
+      for b = 1, r.int(1, 4) do batches[b] = lines_of(r, r.int(0, 40)) end
+      local want, want_dead = run(shape, batches, "lines")
+      for _, chunk in ipairs { 1, 2, 3, 7, 65536 } do
+        fuse.ids_chunk = chunk
+        local got, got_dead = run(shape, batches, "raw")
+        local what = ("seed %d shape %d chunk %d"):format(seed, shape, chunk)
+        assert.same(want, got, what)
+        assert.same(want_dead, got_dead, what)
+      end
+    end
+  end)
+
+  it("goes on with a line's other words after a failing call, across a chunk's end", function()
+    fuse.ids_chunk = 2
+    local lines = { "a boom b", "boom", "c boom", "boom d boom e" }
+    local out, dead = run(1, { lines }, "raw")
+    assert.same({ { "a", 1 }, { "b", 1 }, { "c", 1 }, { "d", 1 }, { "e", 1 } }, out[1])
+    assert.equal(5, #dead)
+    for _, l in ipairs(dead) do assert.matches("map failed on boom", l, 1, true) end
+  end)
+end)
