@@ -28,6 +28,7 @@ local core = require "streamrun.core"
 local batch = require "streamrun.batch"
 local builtins = require "streamrun.builtins"
 local fuse = require "streamrun.fuse"
+local native = require "streamrun.native"
 local ops = require "streamrun.ops"
 local sources = require "streamrun.sources"
 local stateful = require "streamrun.stateful"
@@ -284,14 +285,8 @@ local function count_words(e, arg)
   else
     local input = share(e, arg)
     e.scratch = e.scratch or ffi.gc(C.sr_batch_new(0, 0), C.sr_batch_free)
-    cb = e.scratch
-    C.sr_batch_clear(cb)
-    local A = input.a
-    for i = 1, input.n do
-      local line = A[i]
-      if type(line) ~= "string" then return input end
-      if C.sr_batch_append(cb, line, #line, i) ~= 0 then error("word count: out of memory", 0) end
-    end
+    cb = native.lines_batch(e.scratch, input)
+    if not cb then return input end
     lo, hi = 0, input.n
   end
   if C.sr_wordcount_range(e.wc, cb, lo, hi) ~= 0 then error("word count: out of memory", 0) end

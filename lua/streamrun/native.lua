@@ -26,6 +26,19 @@ function M.is_word_count(chain, consumer_of)
   return c and c.op == "count_by_value" and c or false
 end
 
+-- The lines of a Lua batch (elements 1..n of input.a) put into the C
+-- batch scratch, for the word count; nil when an element is not a line.
+function M.lines_batch(scratch, input)
+  C.sr_batch_clear(scratch)
+  local A = input.a
+  for i = 1, input.n do
+    local line = A[i]
+    if type(line) ~= "string" then return nil end
+    if C.sr_batch_append(scratch, line, #line, i) ~= 0 then error("word count: out of memory", 0) end
+  end
+  return scratch
+end
+
 -- A counter for one stage: run(input) -> the count_by_value result batch,
 -- or nil when the batch holds an element that is not a line (a value the
 -- test driver pushed): sr.words fails on it, and only the Lua stages report
@@ -51,14 +64,8 @@ function M.word_counter(workers)
     local cb = input.cbatch
     if cb == nil then
       -- Lines as Lua strings (the test driver): into a C batch first.
-      C.sr_batch_clear(scratch)
-      local A = input.a
-      for i = 1, input.n do
-        local line = A[i]
-        if type(line) ~= "string" then return nil end
-        if C.sr_batch_append(scratch, line, #line, i) ~= 0 then error("word count: out of memory", 0) end
-      end
-      cb = scratch
+      cb = M.lines_batch(scratch, input)
+      if not cb then return nil end
     end
     local rc
     if pool and own then rc = C.sr_workers_wordcount(pool, wcs, cb) else rc = C.sr_wordcount_batch(wc, cb) end

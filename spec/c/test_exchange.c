@@ -207,6 +207,30 @@ static const char *WORDS =
     "  end\n"
     "end\n";
 
+/* A Lua state with the chunk src loaded and the module pushed as its
+ * first argument (the caller pushes any others). */
+static lua_State *load_check(const char *src)
+{
+    lua_State *L = luaL_newstate();
+    assert_non_null(L);
+    luaL_openlibs(L);
+    if (luaL_loadstring(L, src) != 0) fail_msg("%s", lua_tostring(L, -1));
+    lua_pushcfunction(L, luaopen_streamrun_cexchange);
+    lua_call(L, 0, 1);
+    return L;
+}
+
+/* Runs the chunk load_check loaded with its nargs arguments: it returns
+ * nothing, or raises what differs. */
+static void finish_check(lua_State *L, int nargs)
+{
+    if (lua_pcall(L, nargs, 0, 0) != 0) fail_msg("%s", lua_tostring(L, -1));
+    lua_close(L);
+    sr_exchange_thread_free();
+}
+
+static void run_check(const char *src) { finish_check(load_check(src), 1); }
+
 static void test_scatter_words_as_scatter(void **state)
 {
     (void)state;
@@ -227,12 +251,7 @@ static void test_scatter_words_as_scatter(void **state)
     assert_non_null(wc);
     assert_int_equal(0, sr_wordcount_batch(wc, b));
     assert_true(wc->n > 8);
-    lua_State *L = luaL_newstate();
-    assert_non_null(L);
-    luaL_openlibs(L);
-    assert_int_equal(0, luaL_loadstring(L, WORDS));
-    lua_pushcfunction(L, luaopen_streamrun_cexchange);
-    lua_call(L, 0, 1);
+    lua_State *L = load_check(WORDS);
     lua_pushnumber(L, (lua_Number)(uintptr_t)wc);
     lua_createtable(L, (int)wc->n, 0);
     lua_createtable(L, (int)wc->n, 0);
@@ -242,27 +261,9 @@ static void test_scatter_words_as_scatter(void **state)
         lua_pushnumber(L, wc->word[i].count);
         lua_rawseti(L, -2, (int)i + 1);
     }
-    int rc = lua_pcall(L, 4, 0, 0);
-    if (rc != 0) fail_msg("%s", lua_tostring(L, -1));
-    lua_close(L);
-    sr_exchange_thread_free();
+    finish_check(L, 4);
     sr_wordcount_free(wc);
     sr_batch_free(b);
-}
-
-static void run_check(const char *src)
-{
-    lua_State *L = luaL_newstate();
-    assert_non_null(L);
-    luaL_openlibs(L);
-    int rc = luaL_loadstring(L, src);
-    if (rc != 0) fail_msg("%s", lua_tostring(L, -1));
-    lua_pushcfunction(L, luaopen_streamrun_cexchange);
-    lua_call(L, 0, 1);
-    rc = lua_pcall(L, 1, 0, 0);
-    if (rc != 0) fail_msg("%s", lua_tostring(L, -1));
-    lua_close(L);
-    sr_exchange_thread_free();
 }
 
 static void test_merge_outputs_as_lua_merges(void **state)
@@ -274,16 +275,7 @@ static void test_merge_outputs_as_lua_merges(void **state)
 static void test_take_folded_as_lua_merges(void **state)
 {
     (void)state;
-    lua_State *L = luaL_newstate();
-    assert_non_null(L);
-    luaL_openlibs(L);
-    assert_int_equal(0, luaL_loadstring(L, CHECK));
-    lua_pushcfunction(L, luaopen_streamrun_cexchange);
-    lua_call(L, 0, 1);
-    int rc = lua_pcall(L, 1, 0, 0);
-    if (rc != 0) fail_msg("%s", lua_tostring(L, -1));
-    lua_close(L);
-    sr_exchange_thread_free();
+    run_check(CHECK);
 }
 
 int main(void)

@@ -11,13 +11,12 @@
 -- as a set against the other way). Random jobs and inputs from a seed.
 local sr = require "streamrun"
 local compile = require "streamrun.compile"
-local core = require "streamrun.core"
 local eventtime = require "streamrun.eventtime"
 local sources = require "streamrun.sources"
 local node_of = require("streamrun.dsl").node_of
 local lcg = require "helpers.lcg"
+local rawplan = require "helpers.rawplan"
 
-local C, ffi = core.C, core.ffi
 local byte, sub, find = string.byte, string.sub, string.find
 
 -- "<key> <ms>": the time after the first space, digit by digit; anything
@@ -71,12 +70,7 @@ local function build(shape, fork)
   return job, node_of(last)
 end
 
--- A sealed C batch of the lines, line i at offset base + 10 * i.
-local function c_batch(lines, base)
-  local b = ffi.gc(C.sr_batch_new(0, 0), C.sr_batch_free)
-  for i, r in ipairs(lines) do assert(C.sr_batch_append(b, r, #r, base + 10 * i) == 0) end
-  return b
-end
+local c_batch = rawplan.c_batch
 
 -- Runs the batches through a plan of the job; how: "raw" (each C batch
 -- handed to the chain as it is), "lines" (read as an array of lines) or
@@ -86,16 +80,8 @@ end
 local function run(shape, batches, how)
   local job, last = build(shape, how == "before")
   local raw = how == "raw"
-  local dead = {}
   local data = eventtime.new_data()
-  local plan = compile.compile(job, {
-    on_error = "dead_letter",
-    dead_letter = function(source, offset, reason, record)
-      dead[#dead + 1] = ("%s@%s %s | %s"):format(tostring(source), tostring(offset), reason, tostring(record))
-    end,
-    sink = { stdout = io.stdout, quiet_print = true },
-    event = data,
-  })
+  local plan, dead = rawplan.compile(job, data)
   local src = job.sources[1]
   assert.equal(how ~= "before", plan.raw_sources[src] == true)
   assert.equal(how ~= "before" and src or nil, plan.event.chained)

@@ -8,14 +8,11 @@
 -- batch, a failure on a chunk's last record or word. Random jobs and
 -- inputs from a seed.
 local sr = require "streamrun"
-local compile = require "streamrun.compile"
-local core = require "streamrun.core"
 local fuse = require "streamrun.fuse"
 local sources = require "streamrun.sources"
 local node_of = require("streamrun.dsl").node_of
 local lcg = require "helpers.lcg"
-
-local C, ffi = core.C, core.ffi
+local rawplan = require "helpers.rawplan"
 
 -- A word "boom" makes the map fail; "skip" gives no element; "two" two.
 local function lower_one(w)
@@ -48,32 +45,18 @@ local function build(shape, fork)
   return job, node_of(last)
 end
 
-local function c_batch(lines, base)
-  local b = ffi.gc(C.sr_batch_new(0, 0), C.sr_batch_free)
-  for i, r in ipairs(lines) do assert(C.sr_batch_append(b, r, #r, base + 10 * i) == 0) end
-  return b
-end
-
 -- Runs the batches through a plan: "raw" (each C batch handed to the chain
 -- as it is) or "lines" (the source has a second consumer: the chain reads
 -- the lines as Lua strings). Returns the stage's elements per batch and
 -- the dead letters.
 local function run(shape, batches, how)
   local job, last = build(shape, how == "lines")
-  local dead = {}
-  local plan = compile.compile(job, {
-    on_error = "dead_letter",
-    dead_letter = function(source, offset, reason, record)
-      dead[#dead + 1] = ("%s@%s %s | %s"):format(tostring(source), tostring(offset), reason:match("^[^\n]*"),
-        tostring(record))
-    end,
-    sink = { stdout = io.stdout, quiet_print = true },
-  })
+  local plan, dead = rawplan.compile(job, nil, true)
   local src = job.sources[1]
   assert.equal(how == "raw", plan.raw_sources[src] == true)
   local out, base = {}, 1000
   for bi, lines in ipairs(batches) do
-    local cb = c_batch(lines, base)
+    local cb = rawplan.c_batch(lines, base)
     base = base + 10 * #lines + 10
     local input
     if how == "raw" then
