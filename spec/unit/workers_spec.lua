@@ -741,6 +741,22 @@ return job
         assert.same({}, again.dead_letters)
       end
     end
+    -- The checkpoint of the job's start (before any batch: the binary
+    -- writes one) holds no seeds yet: the restored job seeds at its first
+    -- batch, calling the function once.
+    for _, written in ipairs { 1, 3 } do
+      local ckpt = testing.driver(path, { workers = written, params = { log = log } }):checkpoint()
+      for _, m in ipairs { 1, 2, 8 } do
+        local restored_log = os.tmpname()
+        os.remove(restored_log)
+        local again = testing.restore(ckpt, { job = path, workers = m, params = { log = restored_log } })
+        assert.same(want, run_seeded(again, 1, #SEED_BATCHES), ("start written with %d, restored with %d"):format(written, m))
+        assert.same(whole:state("totals"), again:state("totals"))
+        assert.equal(2, lines_in(restored_log))
+        assert.same(letters_of(whole), letters_of(again))
+        os.remove(restored_log)
+      end
+    end
     os.remove(log)
   end)
 
