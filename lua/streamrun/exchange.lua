@@ -1,7 +1,8 @@
 -- streamrun.exchange: a keyed segment of a plan run on every worker (SPEC
 -- section 15). The segment is a chain of narrow stages straight from a
--- source, folded into a reduce_by_key or count_by_value, optionally
--- followed by a map_with_state or update_state_by_key. Per batch:
+-- source, folded into a reduce_by_key or count_by_value, and/or into a
+-- map_with_state or update_state_by_key (processing-time timeouts; with
+-- or without opts.initial, or a view of its state). Per batch:
 --
 --  phase 1: worker k runs the chain over its share of the batch (a
 --    contiguous range of records, read where they are in the C batch for a
@@ -23,6 +24,9 @@
 -- of its first batch (where one worker seeds it: after the chain's dead
 -- letters), its function called there alone, each key put into its
 -- owner's shard; a shard restored or kept by a reload is not seeded again.
+-- A view of the stage's state (state_snapshots) reads every shard on
+-- worker 0 once the batch's phases are done, ordered by key bytes as one
+-- state's snapshot is.
 --
 -- Dead letters of the other workers are sent to worker 0 and written after
 -- worker 0's own of the same phase, in worker order. A checkpoint writes
@@ -117,17 +121,6 @@ function M.find(job, skip)
         if not (keyed and KEYED[keyed.op] and #keyed.inputs == 1 and keyed.timeout_clock ~= "event") then
           keyed = nil
         end
-        if keyed then
-          for _, c in ipairs(cons[keyed]) do
-            if c.kind == "view" then keyed = nil break end
-          end
-        end
-        -- (A keyed stage fed directly whose state a view reads stays on
-        -- one worker: a segment has a sink or a keyed stage.)
-        if direct and not keyed then
-          why = "a view reads the state of " .. node.stage_name
-          goto next_node
-        end
         -- A text source only the chain reads: each worker reads its range
         -- of the C batch itself.
         local raw = source.kind == "source" and source.format == "text" and not source.framed and #cons[source] == 1
@@ -201,8 +194,7 @@ end
 
 -- Every (k, state), ordered by key bytes as one state's snapshot is.
 function Shards:snapshot()
-  local whole = self:gathered()
-  return whole:snapshot()
+  return cstate.snapshot_of(self.shards)
 end
 
 -- One state holding every shard's keys (a copy).
@@ -746,6 +738,11 @@ function M.attach_one(job, steps, ctx, seg, index)
   if ki then
     steps[ki] = setmetatable({ kind = "stateful", node = seg.keyed, every = steps[ki].every,
       label = steps[ki].label, state = shards, par = par, input = seg.sink or last }, Handed)
+    -- A view of the state (state_snapshots) reads every shard after the
+    -- segment's step, ordered by key bytes as one state's snapshot is.
+    for _, s in ipairs(steps) do
+      if s.kind == "view" and s.node.inputs[1] == seg.keyed then s.state = shards end
+    end
   end
   if seg.raw then ctx.plan.raw_sources[seg.source] = true end
   M.add_parallel(ctx.plan, par)

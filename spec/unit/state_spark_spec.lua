@@ -48,9 +48,7 @@ local function map_with_state_run(input, make_spec, nbatches, opts)
   if opts.in_process then
     d = testing.driver(build)
   else
-    -- (A view of the keyed state, state_snapshots, keeps the stage on
-    -- one worker.)
-    d = jobscript.driver(build, { split = false })
+    d = jobscript.driver(build)
   end
   d:tick(nbatches or #input)
   return outputs, snapshots, d

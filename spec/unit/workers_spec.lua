@@ -136,7 +136,29 @@ local SEEDED = {
       return t
     end, { name = "running", initial = function() return { a = 50, x1 = 1, never = 3, [2] = 2 } end })]],
 }
+-- Views of a split keyed stage's state (state_snapshots, read from every
+-- shard): of a map_with_state fed directly, with seeds and a timeout, and
+-- of one after a reduce_by_key.
+local VIEWED = {
+  [[local m = words:map(function(w) return w, #w end):map_with_state(sr.state_spec(function(k, v, state)
+      if v == nil then return k, "gone" end
+      state:update((state:exists() and state:get() or 0) + v)
+    end):timeout("2s"):initial_state { a = 1, zz = 2 }:name("running"))
+    m:foreach_batch(function() end, { name = "mapped" })
+    out = m:state_snapshots()]],
+  [[local m = words:map(function(w) return w:sub(1, 1), 1 end):reduce_by_key(sr.add)
+      :map_with_state(sr.state_spec(function(k, v, state)
+        local n = (state:exists() and state:get() or 0) + v
+        if n > 30 then state:remove() else state:update(n) end
+        return k, n
+      end):name("running"))
+    out = m:state_snapshots()]],
+}
 for _, text in ipairs(SEEDED) do
+  SHAPES[#SHAPES + 1] = text
+  SPLIT[#SHAPES], STATEFUL[#SHAPES] = true, true
+end
+for _, text in ipairs(VIEWED) do
   SHAPES[#SHAPES + 1] = text
   SPLIT[#SHAPES], STATEFUL[#SHAPES] = true, true
 end
@@ -788,8 +810,10 @@ return job
     for i = 2, #runs do assert.same(runs[1], runs[i]) end
   end)
 
-  it("keeps a map_with_state whose state_snapshots are read on worker 0, with the outputs of one worker", function()
-    -- (Its plan once searched for segments forever on 2 workers.)
+  -- A view of a split stage's state reads every shard after the batch's
+  -- phases: its snapshot is one worker's, by key bytes. (Such a plan once
+  -- searched for segments forever on 2 workers.)
+  it("splits a map_with_state whose state_snapshots are read, with the outputs of one worker", function()
     local path = script("mws_view", [[local sr = require "streamrun"
 local job = sr.job { name = "v", batch = "1s" }
 local m = job:queue({}, { name = "lines" }):map(function(l) return l, 1 end)
@@ -803,17 +827,20 @@ m:state_snapshots():foreach_batch(function() end, { name = "snap" })
 return job
 ]])
     local outs = {}
-    for j, n in ipairs { 1, 2 } do
+    for j, n in ipairs { 1, 2, 3, 8 } do
       local d = testing.driver(path, { workers = n })
-      assert.equal(0, d:parallel_segments())
+      assert.equal(n > 1 and 1 or 0, d:parallel_segments())
       d:push("lines", { "a", "b", "a" })
       local first = d:tick()
       d:push("lines", { "b" })
-      outs[j] = { first, d:tick(), d:state("counts") }
+      local second = d:tick()
+      d:push("lines", { "c", "1", "a", "x1", "ünï", "bb" })
+      outs[j] = { first, second, d:tick(), d:state("counts") }
     end
     assert.same({ { "a", 1 }, { "b", 1 }, { "a", 2 } }, outs[1][1].out)
-    assert.same({ a = 2, b = 2 }, outs[1][3])
-    assert.same(outs[1], outs[2])
+    assert.same({ { "a", 2 }, { "b", 1 } }, outs[1][1].snap)
+    assert.same({ a = 3, b = 2, c = 1, ["1"] = 1, x1 = 1, ["ünï"] = 1, bb = 1 }, outs[1][4])
+    for j = 2, #outs do assert.same(outs[1], outs[j]) end
   end)
 
   -- Enough keys that a partition's table grows and its keys collide: the
