@@ -834,12 +834,16 @@ return job
       local first = d:tick()
       d:push("lines", { "b" })
       local second = d:tick()
+      -- (A reload's plan reads the shards it split the kept state into.)
+      assert.equal("kept counts; dropped none; new none", d:reload(path))
+      assert.equal(n > 1 and 1 or 0, d:parallel_segments())
       d:push("lines", { "c", "1", "a", "x1", "ünï", "bb" })
       outs[j] = { first, second, d:tick(), d:state("counts") }
     end
     assert.same({ { "a", 1 }, { "b", 1 }, { "a", 2 } }, outs[1][1].out)
     assert.same({ { "a", 2 }, { "b", 1 } }, outs[1][1].snap)
     assert.same({ a = 3, b = 2, c = 1, ["1"] = 1, x1 = 1, ["ünï"] = 1, bb = 1 }, outs[1][4])
+    assert.equal(7, #outs[1][3].snap)
     for j = 2, #outs do assert.same(outs[1], outs[j]) end
   end)
 
