@@ -227,6 +227,33 @@ static int sr__snapshot(lua_State *L)
     return sr__push_sorted(L, list, n);
 }
 
+/* cstate.snapshot_of({handles}) -> keys, values, n: every key of the states,
+ * ordered by key bytes: the shards of one state (no key in two) give the
+ * snapshot of their gathering, without copying a table of every entry. */
+static int sr__snapshot_of(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int ns = (int)lua_objlen(L, 1);
+    size_t count = 0;
+    for (int k = 1; k <= ns; k++) {
+        lua_rawgeti(L, 1, k);
+        sr_state_t *st = sr_state_lua_get(L, -1);
+        lua_pop(L, 1);
+        if (!st) return luaL_error(L, "snapshot_of: element %d is not a state handle", k);
+        count += st->count;
+    }
+    sr_state_entry_t **list = sr__sorted(L, count);
+    size_t n = 0;
+    for (int k = 1; k <= ns; k++) {
+        lua_rawgeti(L, 1, k);
+        sr_state_t *st = sr_state_lua_get(L, -1);
+        lua_pop(L, 1);
+        sr_state_iter_t it = {0, 0};
+        for (sr_state_entry_t *e; n < count && (e = sr_state_next(st, &it));) list[n++] = e;
+    }
+    return sr__push_sorted(L, list, n);
+}
+
 /* handle:expire(now_ms) -> keys, values, n: the keys idle past the timeout
  * at now_ms, ordered by key bytes; they stay in the state until removed. */
 static int sr__expire(lua_State *L)
@@ -370,7 +397,7 @@ int luaopen_streamrun_cstate(lua_State *L)
     };
     static const luaL_Reg functions[] = {
         {"new", sr__new}, {"encode", sr__encode}, {"decode", sr__decode}, {"adopt", sr__adopt},
-        {NULL, NULL},
+        {"snapshot_of", sr__snapshot_of}, {NULL, NULL},
     };
     if (luaL_newmetatable(L, SR_STATE_MT)) {
         lua_newtable(L);

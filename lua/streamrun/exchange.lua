@@ -1,7 +1,8 @@
 -- streamrun.exchange: a keyed segment of a plan run on every worker (SPEC
 -- section 15). The segment is a chain of narrow stages straight from a
--- source, folded into a reduce_by_key or count_by_value, optionally
--- followed by a map_with_state or update_state_by_key. Per batch:
+-- source, folded into a reduce_by_key or count_by_value, and/or into a
+-- map_with_state or update_state_by_key (processing-time timeouts; with
+-- or without opts.initial, or a view of its state). Per batch:
 --
 --  phase 1: worker k runs the chain over its share of the batch (a
 --    contiguous range of records, read where they are in the C batch for a
@@ -19,6 +20,14 @@
 --    timed-out keys after them by key bytes (update_state_by_key: the kept
 --    keys by key bytes, then the new ones by first arrival), so a batch's
 --    output is the same whatever N.
+--
+-- A keyed stage's opts.initial is seeded by worker 0 between the phases
+-- of its first batch (where one worker seeds it: after the chain's dead
+-- letters), its function called there alone, each key put into its
+-- owner's shard; a shard restored or kept by a reload is not seeded again.
+-- A view of the stage's state (state_snapshots) reads every shard on
+-- worker 0 once the batch's phases are done, ordered by key bytes as one
+-- state's snapshot is.
 --
 -- Dead letters of the other workers are sent to worker 0 and written after
 -- worker 0's own of the same phase, in worker order. A checkpoint writes
@@ -96,7 +105,7 @@ function M.find(job, skip)
     if wseg then return wseg end
     local x = node.inputs[1]
     -- A keyed stage the chain feeds directly (no aggregate before it).
-    local direct = KEYED[node.op] and node.initial == nil and node.timeout_clock ~= "event"
+    local direct = KEYED[node.op] and node.timeout_clock ~= "event"
     if (SINKS[node.op] or direct) and #node.inputs == 1 and x.kind == "narrow" and #cons[x] == 1 then
       local sink = not direct and node or nil
       local stages = {}
@@ -112,20 +121,8 @@ function M.find(job, skip)
       -- dealt to the workers), without event times.
       if source and not source.event_time and not source.timed and source.op ~= "generator" then
         local keyed = direct and node or (#cons[node] == 1 and cons[node][1]) or nil
-        if not (keyed and KEYED[keyed.op] and #keyed.inputs == 1 and keyed.initial == nil
-                and keyed.timeout_clock ~= "event") then
+        if not (keyed and KEYED[keyed.op] and #keyed.inputs == 1 and keyed.timeout_clock ~= "event") then
           keyed = nil
-        end
-        if keyed then
-          for _, c in ipairs(cons[keyed]) do
-            if c.kind == "view" then keyed = nil break end
-          end
-        end
-        -- (A keyed stage fed directly whose state a view reads stays on
-        -- one worker: a segment has a sink or a keyed stage.)
-        if direct and not keyed then
-          why = "a view reads the state of " .. node.stage_name
-          goto next_node
         end
         -- The built-in word count alone counts on every worker in C and
         -- merges there (streamrun.native); before a keyed stage, its
@@ -206,8 +203,7 @@ end
 
 -- Every (k, state), ordered by key bytes as one state's snapshot is.
 function Shards:snapshot()
-  local whole = self:gathered()
-  return whole:snapshot()
+  return cstate.snapshot_of(self.shards)
 end
 
 -- One state holding every shard's keys (a copy).
@@ -219,6 +215,12 @@ end
 -- splits again).
 function Shards:detach()
   return self:gathered():detach()
+end
+
+-- Puts k's state into the shard of its partition's owner (opts.initial's
+-- seeds: streamrun.stateful.seed, on worker 0 while the others wait).
+function Shards:put(k, v, now)
+  return self.shards[cx.partition(k, self.nparts) % #self.shards + 1]:put(k, v, now)
 end
 
 function Shards:set_timeout(ms)
@@ -653,6 +655,14 @@ function Par:run(results, time_ms)
   -- The watchdog names the keyed stage for a stall from here on (it runs
   -- in phase 2, on every worker).
   if seg.keyed then watchdog.enter(watchdog.P.step, seg.keyed.stage_name) end
+  if not self.seeded then
+    -- opts.initial, once, here (its function called in this VM alone),
+    -- where one worker seeds: after the chain's dead letters, before the
+    -- keyed stage's. Each key goes to its owner's shard, put there in the
+    -- order one worker puts it, so a partition's table is one worker's.
+    self.seeded = true
+    stateful.seed(seg.keyed, g, self.shards, time_ms)
+  end
   waited = waited + both(self, 2, M.phase2, arg, sarg)
   for k = 1, n - 1 do M.deliver(ex.out, k, g) end
   self.workers.waited_ms = (self.workers.waited_ms or 0) + waited
@@ -741,10 +751,11 @@ function M.attach_one(job, steps, ctx, seg, index)
   local n = w.n
   local exs = { input = cx.new(n), keyed = cx.new(n), out = cx.new(n) }
   local addr = { input = exs.input:address(), keyed = exs.keyed:address(), out = exs.out:address() }
-  local shards, shard_addr
+  local shards, shard_addr, kept
   if seg.keyed then
     local name = seg.keyed.stage_name
-    shards = shards_of(seg.keyed, ctx.states_in and ctx.states_in[name], n)
+    kept = ctx.states_in and ctx.states_in[name]
+    shards = shards_of(seg.keyed, kept, n)
     ctx.states[name] = shards
     shard_addr = {}
     for k = 1, n do shard_addr[k] = tonumber(ffi.cast("uintptr_t", shards.shards[k]:pointer())) end
@@ -760,11 +771,19 @@ function M.attach_one(job, steps, ctx, seg, index)
     seg = seg, n = n, ex = addr, exs = exs, vms = vms, g = ctx.guard, plan = ctx.plan, workers = w,
     pool_addr = tonumber(ffi.cast("uintptr_t", w.pool)),
     e0 = M.executor(seg, 0, n, ctx.guard, shards and shards.shards[1], addr),
+    -- (as steps.stateful: kept state, from a checkpoint or a reload, was
+    -- seeded before)
+    shards = shards, seeded = not (seg.keyed and seg.keyed.initial) or kept ~= nil,
   }, Par)
   steps[ci] = par
   if ki then
     steps[ki] = setmetatable({ kind = "stateful", node = seg.keyed, every = steps[ki].every,
       label = steps[ki].label, state = shards, par = par, input = seg.sink or last }, Handed)
+    -- A view of the state (state_snapshots) reads every shard after the
+    -- segment's step, ordered by key bytes as one state's snapshot is.
+    for _, s in ipairs(steps) do
+      if s.kind == "view" and s.node.inputs[1] == seg.keyed then s.state = shards end
+    end
   end
   if seg.raw then ctx.plan.raw_sources[seg.source] = true end
   M.add_parallel(ctx.plan, par)

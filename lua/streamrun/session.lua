@@ -647,6 +647,10 @@ function M.open(job, o)
   if found then
     states, windows = S:adopt(found, o)
     if not states then return nil, windows end
+    -- The checkpoint of the job's start (before any batch) holds empty
+    -- state: the stages start afresh, so opts.initial seeds them at the
+    -- first batch, as it would have.
+    if meta.initial then states, windows = nil, nil end
   end
   if o.make_loop then
     S.loop = o.make_loop()

@@ -51,8 +51,35 @@ function M.new_state(node)
   return cstate.new(node.stage_name, node.partitions, node.timeout_ms, 0)
 end
 
+-- The order the keys of an initial table are put in: numbers, strings
+-- (by their bytes), false, true. Not pairs(): its order follows when each
+-- string was made (LuaJIT's string ids), and the order of the puts decides
+-- the order of a partition's table, so a checkpoint's bytes, and the order
+-- of the dead letters.
+local SEED_RANK = { number = 1, string = 2, boolean = 3 }
+local function seed_before(a, b)
+  local ra, rb = SEED_RANK[type(a)], SEED_RANK[type(b)]
+  if ra ~= rb then return ra < rb end
+  if ra == 3 then return b and not a end
+  return a < b
+end
+
+-- The keys of t, in the order of seed_before, then those that cannot be
+-- keys (each a dead letter) in pairs() order.
+local function seed_keys(t)
+  local keys, others = {}, {}
+  for k in pairs(t) do
+    if SEED_RANK[type(k)] then keys[#keys + 1] = k else others[#others + 1] = k end
+  end
+  table.sort(keys, seed_before)
+  for i = 1, #others do keys[#keys + 1] = others[i] end
+  return keys
+end
+
 -- Seeds the state from opts.initial (a table, or a function returning one)
 -- at the first batch's time, so seeded keys start their idle clocks then.
+-- state: the stage's state, or on several workers its shards
+-- (streamrun.exchange: each key goes to its owner's shard).
 local function seed(node, g, state, time_ms)
   local initial = node.initial
   if type(initial) == "function" then
@@ -64,7 +91,8 @@ local function seed(node, g, state, time_ms)
     g.report(node, "initial state must be a table {key = state}, got " .. type(initial))
     return
   end
-  for k, v in pairs(initial) do
+  for _, k in ipairs(seed_keys(initial)) do
+    local v = initial[k]
     local bad = ops.bad_key(k)
     local ok, err = false, bad
     if not bad then ok, err = state:put(k, v, node.timeout_ms > 0 and time_ms or nil) end

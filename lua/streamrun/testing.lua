@@ -233,6 +233,8 @@ function Driver:checkpoint(dir)
   self.plan.zero_ms = self.plan.zero_ms or 0
   local meta = checkpoint.meta(self.job, self.plan, self.batches, self:time(), self.session:positions(), {},
     self.params)
+  -- (Before any batch: the job's start, as the binary marks it.)
+  meta.initial = self.batches == 0 or nil
   local states, windows = checkpoint.content(self.plan)
   local name = checkpoint.file_name(self.batches)
   ok, err = core.ckpt.write(dir, name, meta, states, windows)

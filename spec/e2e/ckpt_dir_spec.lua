@@ -3,7 +3,8 @@
 -- survives a reload and goes with a killed holder; a checkpoint of another
 -- job is refused, and restore cuts back only files that are outputs of the
 -- current job; falling back to the oldest kept checkpoint loses nothing (the
--- write-ahead log goes back to it).
+-- write-ahead log goes back to it); the checkpoint of the job's start seeds
+-- opts.initial again.
 local bit = require "bit"
 local core = require "streamrun.core"
 local proc = require "helpers.proc"
@@ -135,5 +136,29 @@ describe("e2e checkpoint directory", function()
     assert.equal(0, code, stderr)
     assert.truthy(stderr:find("resuming from " .. oldest, 1, true), stderr)
     assert.same(want, e2e.inspect_keys(ck, "counts"))
+  end)
+
+  -- The checkpoint of the job's start is written before any batch: a
+  -- restart from it (a kill before the next one; here the newer ones are
+  -- removed) seeds opts.initial at its first batch, as the first run did,
+  -- on one worker or split on two.
+  it("resuming from the checkpoint of the job's start seeds opts.initial", function()
+    for _, workers in ipairs { "1", "2" } do
+      local dir = proc.tmpdir()
+      local input = proc.write_file(dir .. "/in.txt", "a\nb\nseed\n")
+      local ck = dir .. "/ckpt"
+      local args = { "--set", "input=" .. input, "--checkpoint", ck, "--workers", workers }
+      local code, _, stderr = e2e.run("ckpt_seeded", nil, { "--batches", "2", unpack(args) })
+      assert.equal(0, code, stderr)
+      local start = "checkpoint-000000000000.srck"
+      for _, name in ipairs(checkpoints(ck)) do
+        if name ~= start then assert.is_true(os.remove(ck .. "/" .. name)) end
+      end
+      code, _, stderr = e2e.run("ckpt_seeded", nil, args)
+      assert.equal(0, code, stderr)
+      assert.truthy(stderr:find(("resuming from %s/%s: the job's start"):format(ck, start), 1, true), stderr)
+      assert.truthy(workers == "1" or stderr:find("totals run on 2 workers", 1, true), stderr)
+      assert.same({ a = 1, b = 1, seed = 11, z = 1 }, e2e.inspect_keys(ck, "totals"))
+    end
   end)
 end)

@@ -12,9 +12,9 @@
 -- Each job is a script (helpers.jobscript), so with STREAMRUN_WORKERS >= 2
 -- it runs on several workers where the runtime splits its shape, and the
 -- driver raises if it does not: update_state_by_key alone, and
--- map_with_state alone in the half of its cases without state_snapshots
--- (the other half, a view of the state, and the cases with both stages on
--- one stream, stay on one worker).
+-- map_with_state alone, with or without state_snapshots (a view of the
+-- state, read from every worker's shard); the cases with both stages on
+-- one stream stay on one worker.
 --
 -- The installed LuaJIT (2.1.0-beta3, git 2022-03-20) has LuaJIT bug #827:
 -- once a hot `for ... in pairs(t)` loop is blacklisted by the JIT, it can stop
@@ -240,10 +240,10 @@ local function build(c)
       end
     end
     return job
-    -- Each stage alone runs split on several workers; a view of the state
-    -- (state_snapshots), or one stream read by both stages, keeps the job
-    -- on one.
-  end, { history = false, split = not (c.sums and c.counts) and not c.snapshots })
+    -- Each stage alone runs split on several workers, also with a view of
+    -- its state (state_snapshots); one stream read by both stages keeps
+    -- the job on one.
+  end, { history = false, split = not (c.sums and c.counts) })
   return d, captured
 end
 
@@ -371,8 +371,8 @@ local function run_cases(n, which, salt)
     local seed = REPLAY or BASE_SEED + salt + i
     local c = random_case(seed, which)
     -- state_snapshots in every case with both stages and in half the
-    -- map_with_state cases: the other half runs split on several workers
-    -- (its state still checked after every step, with d:state).
+    -- map_with_state cases (the other half's state still checked after
+    -- every step, with d:state).
     c.snapshots = c.counts and (c.sums or seed % 2 == 0)
     local ok, err = pcall(run_case, c)
     if not ok then

@@ -48,9 +48,7 @@ local function map_with_state_run(input, make_spec, nbatches, opts)
   if opts.in_process then
     d = testing.driver(build)
   else
-    -- (A view of the keyed state, state_snapshots, keeps the stage on
-    -- one worker.)
-    d = jobscript.driver(build, { split = false })
+    d = jobscript.driver(build)
   end
   d:tick(nbatches or #input)
   return outputs, snapshots, d
@@ -76,9 +74,6 @@ local COUNT_SNAPSHOTS = {
   { { "a", 5 }, { "b", 3 }, { "c", 1 } },
   { { "a", 5 }, { "b", 3 }, { "c", 1 } },
 }
-
--- A keyed stage with initial state runs on one worker.
-local NO_SPLIT = { split = false }
 
 describe("updateStateByKey (Spark BasicOperationsSuite)", function()
   local INPUT = { { "a" }, { "a", "b" }, { "a", "b", "c" }, { "a", "b" }, { "a" }, {} }
@@ -117,7 +112,7 @@ describe("updateStateByKey (Spark BasicOperationsSuite)", function()
       return s:map(pair_of):update_state_by_key(function(values, state)
         return sum(values) + (state or 0)
       end, { name = "totals", initial = { a = 1, c = 2 } })
-    end, nil, NO_SPLIT)
+    end)
     compare.same_multisets(WITH_INITIAL, out)
     assert.same({ a = 6, b = 3, c = 3 }, d:state("totals"))
   end)
@@ -146,7 +141,7 @@ describe("updateStateByKey (Spark BasicOperationsSuite)", function()
         if #values > 0 then return time_ms + (state or 0) end
         return state or 0
       end, { initial = { a = 0, c = 0 } })
-    end, nil, NO_SPLIT)
+    end)
     compare.same_multisets({
       { { "a", 1000 }, { "c", 0 } },
       { { "a", 3000 }, { "b", 2000 }, { "c", 0 } },

@@ -495,6 +495,22 @@ describe("keyed state", function()
         d.dead_letters[1].reason)
     end)
 
+    -- The seeds are put in a fixed order, not pairs()'s (which follows
+    -- when each string was made): numbers, strings by their bytes, false,
+    -- true, then what cannot be a key. Values that cannot be kept (int64
+    -- cdata) show the order in their dead letters.
+    it("puts the initial keys in a fixed order, whatever pairs() gives", function()
+      local initial = { [{}] = 0 }
+      for _, k in ipairs { "zeta", "b", true, "alpha", 10, "ab", false, -2.5, "c", "b2", 3 } do initial[k] = 1LL end
+      local d = driver(function(s)
+        s:update_state_by_key(function(_, state) return state end, { name = "seeded", initial = initial })
+      end)
+      d:tick()
+      local keys = {}
+      for i, l in ipairs(d.dead_letters) do keys[i] = l.reason:match("initial state, key (.-):") end
+      assert.same({ "-2.5", "3", "10", '"ab"', '"alpha"', '"b"', '"b2"', '"c"', '"zeta"', "false", "true", "{}" }, keys)
+    end)
+
     it("on_error = \"fail\" stops at a failing update_state_by_key function, naming the stage", function()
       local calls = 0
       local d = driver(function(s)

@@ -133,6 +133,50 @@ for shape in pairs(JOINS) do SPLIT[shape] = true end
 for shape in pairs(SEGMENTS) do SPLIT[shape] = true end
 local STATEFUL = { [3] = true, [5] = true, [6] = true, [7] = true, [8] = true, [13] = true, [14] = true,
                    [#SHAPES - 1] = true }
+-- Keyed stages seeded by opts.initial (each seed in its owner's shard):
+-- a map_with_state whose seeds outside the vocabulary time out, and an
+-- initial function (called on worker 0) into an update_state_by_key
+-- after a count_by_value.
+local SEEDED = {
+  [[out = words:map(function(w) return w, 1 end):map_with_state(sr.state_spec(function(k, v, state)
+      if v == nil then return k, "gone" end
+      local n = (state:exists() and state:get() or 0) + v
+      state:update(n)
+      return k, n
+    end):timeout("2s"):initial_state { a = 100, zz = 5, [7] = 70, ["1"] = 1, [true] = 0, q = 9 }:name("running"))]],
+  [[out = words:filter(function(w) return #w < 5 end):count_by_value():update_state_by_key(function(values, total)
+      local t = total or 0
+      for i = 1, #values do t = t + values[i] end
+      if t > 60 then return nil end
+      return t
+    end, { name = "running", initial = function() return { a = 50, x1 = 1, never = 3, [2] = 2 } end })]],
+}
+-- Views of a split keyed stage's state (state_snapshots, read from every
+-- shard): of a map_with_state fed directly, with seeds and a timeout, and
+-- of one after a reduce_by_key.
+local VIEWED = {
+  [[local m = words:map(function(w) return w, #w end):map_with_state(sr.state_spec(function(k, v, state)
+      if v == nil then return k, "gone" end
+      state:update((state:exists() and state:get() or 0) + v)
+    end):timeout("2s"):initial_state { a = 1, zz = 2 }:name("running"))
+    m:foreach_batch(function() end, { name = "mapped" })
+    out = m:state_snapshots()]],
+  [[local m = words:map(function(w) return w:sub(1, 1), 1 end):reduce_by_key(sr.add)
+      :map_with_state(sr.state_spec(function(k, v, state)
+        local n = (state:exists() and state:get() or 0) + v
+        if n > 30 then state:remove() else state:update(n) end
+        return k, n
+      end):name("running"))
+    out = m:state_snapshots()]],
+}
+for _, text in ipairs(SEEDED) do
+  SHAPES[#SHAPES + 1] = text
+  SPLIT[#SHAPES], STATEFUL[#SHAPES] = true, true
+end
+for _, text in ipairs(VIEWED) do
+  SHAPES[#SHAPES + 1] = text
+  SPLIT[#SHAPES], STATEFUL[#SHAPES] = true, true
+end
 
 local script_dir
 local function script(name, text)
@@ -596,8 +640,213 @@ return job
     assert.same(outs[1], outs[3])
   end)
 
-  it("keeps a map_with_state whose state_snapshots are read on worker 0, with the outputs of one worker", function()
-    -- (Its plan once searched for segments forever on 2 workers.)
+  -- opts.initial on several workers (a table, or a function each call of
+  -- which appends a line to the file of param "log", whichever VM calls
+  -- it): two keyed segments seeded where one worker seeds them, once,
+  -- each key in its owner's shard; bad entries (a key too long, an int64
+  -- cdata as a state) are the same dead letters in the same order;
+  -- the seeds without records time out as one worker's do.
+  local SEEDS = [[local sr = require "streamrun"
+local job = sr.job { name = "seeds", batch = "1s", partitions = 8 }
+local function seeds()
+  local f = assert(io.open(sr.param("log"), "a"))
+  f:write("called\n")
+  f:close()
+  return { a = 1, b = 2, [string.rep("k", 70000)] = 3, c = 4, [5] = 5, int = 1LL, d = 6, e = 7, [true] = 8, f = 9,
+           ccc = 10 }
+end
+local function table_of()
+  return { a = 1, b = 2, [string.rep("k", 70000)] = 3, c = 4, [5] = 5, int = 1LL, d = 6, e = 7, [true] = 8, f = 9,
+           ccc = 10 }
+end
+local words = job:queue({}, { name = "lines" }):flat_map(sr.words)
+words:map(function(w) return w, 1 end):map_with_state(sr.state_spec(function(k, v, state)
+  if v == nil then return k, "gone " .. state:get() end
+  local n = (state:exists() and state:get() or 0) + v
+  state:update(n)
+  return k, n
+end):timeout("3s"):initial_state(INITIAL):name("running")):foreach_batch(function() end, { name = "out" })
+words:map(function(w) return w:sub(1, 1), #w end):update_state_by_key(function(values, total)
+  local t = total or 0
+  for i = 1, #values do t = t + values[i] end
+  return t
+end, { name = "totals", initial = INITIAL }):foreach_batch(function() end, { name = "out2" })
+return job
+]]
+  local SEED_BATCHES = { { "a b x" }, {}, { "bb a", "ccc" }, {}, { "x1 a" }, {}, { "b" } }
+
+  -- (The record of the cdata's letter is "table: 0x...", its address
+  -- left out here; the long key's, cut short.)
+  local function letters_of(d)
+    local list = {}
+    for i, l in ipairs(d.dead_letters) do
+      list[i] = ("%s|%s|%s|%s"):format(l.source, l.offset, (l.reason:gsub("\n.*", ""):sub(1, 120)),
+        (l.record:sub(1, 40):gsub("0x%x+", "0x")))
+    end
+    return list
+  end
+
+  local function lines_in(path)
+    local f = io.open(path, "r")
+    if not f then return 0 end
+    local n = 0
+    for _ in f:lines() do n = n + 1 end
+    f:close()
+    return n
+  end
+
+  -- Runs batches from..to of SEED_BATCHES on d: each batch's outputs.
+  local function run_seeded(d, from, to)
+    local outs = {}
+    for b = from, to do
+      d:push("lines", SEED_BATCHES[b])
+      local r = d:tick()
+      outs[#outs + 1] = { r.out, r.out2 }
+    end
+    return outs
+  end
+
+  it("seeds opts.initial once, each key on its owner, as one worker does", function()
+    for _, initial in ipairs { "table_of()", "seeds" } do
+      local path = script("seeds", (SEEDS:gsub("INITIAL", initial)))
+      local runs = {}
+      -- (One log for every run, emptied in between: the checkpoint holds
+      -- the params.)
+      local log = os.tmpname()
+      for i, n in ipairs { 1, 2, 3, 8 } do
+        os.remove(log)
+        local d = testing.driver(path, { workers = n, params = { log = log } })
+        assert.equal(n > 1 and 2 or 0, d:parallel_segments())
+        local outs = run_seeded(d, 1, #SEED_BATCHES)
+        local f = assert(io.open(d:checkpoint(), "rb"))
+        runs[i] = { outs = outs, letters = letters_of(d), running = d:state("running"), totals = d:state("totals"),
+                    bytes = f:read("*a") }
+        f:close()
+        -- The function ran once, in one VM (both stages share it: twice).
+        assert.equal(initial == "seeds" and 2 or 0, lines_in(log))
+      end
+      os.remove(log)
+      local one = runs[1]
+      -- The seeds are there from the first batch; c, d, e... time out at
+      -- 5000 (seeded at 1000, 3s), with b and x (records at 1000), by key bytes.
+      assert.same({ { "a", 2 }, { "b", 3 }, { "x", 1 } }, one.outs[1][1])
+      local gone = {}
+      for _, e in ipairs(one.outs[5][1]) do if type(e[2]) == "string" then gone[#gone + 1] = e[1] end end
+      assert.same({ 5, "b", "c", "d", "e", "f", "x", true }, gone)
+      assert.same({ x1 = 1, a = 4, b = 1 }, one.running)
+      assert.same({ a = 1 + 1 + 1 + 1, b = 2 + 1 + 2 + 1, c = 4 + 3, d = 6, e = 7, f = 9, ccc = 10, x = 1 + 2,
+                    [5] = 5, [true] = 8 }, one.totals)
+      -- Each bad entry once per stage, in the order of one worker's (by
+      -- key: streamrun.stateful.seed).
+      assert.equal(4, #one.letters)
+      assert.matches("^running|%-1|.*initial state, key \"int\": cannot store", one.letters[1])
+      assert.matches("^running|%-1|.*initial state, key \"kkkk", one.letters[2])
+      assert.matches("^totals|%-1|.*initial state, key \"int\": cannot store", one.letters[3])
+      for i = 2, #runs do
+        assert.same(one.outs, runs[i].outs)
+        assert.same(one.letters, runs[i].letters)
+        assert.same(one.running, runs[i].running)
+        assert.same(one.totals, runs[i].totals)
+        assert.is_true(one.bytes == runs[i].bytes, ("%s: the checkpoint of run %d is not one worker's"):format(initial, i))
+      end
+    end
+  end)
+
+  -- An initial function that fails, or returns no table: one dead letter
+  -- per stage, as with one worker, and no seeds.
+  it("dead-letters an initial function that fails or returns no table once, as one worker does", function()
+    for _, initial in ipairs { [[function() error("no seeds") end]], "function() return 42 end" } do
+      local path = script("seeds_bad", (SEEDS:gsub("INITIAL", initial)))
+      local runs = {}
+      for i, n in ipairs { 1, 2, 3 } do
+        local d = testing.driver(path, { workers = n })
+        assert.equal(n > 1 and 2 or 0, d:parallel_segments())
+        runs[i] = { outs = run_seeded(d, 1, 3), letters = letters_of(d), totals = d:state("totals") }
+      end
+      assert.equal(2, #runs[1].letters)
+      assert.matches(initial:match("error") and "no seeds" or "initial state must be a table", runs[1].letters[1])
+      assert.same({ a = 2, b = 3, x = 1, c = 3 }, runs[1].totals)
+      for i = 2, #runs do assert.same(runs[1], runs[i]) end
+    end
+  end)
+
+  -- A checkpoint written with N workers restores with M: the keys seeded
+  -- stay as the batches left them, never seeded again (the function is
+  -- not called).
+  it("restores seeded state written with N workers on M without seeding again", function()
+    local path = script("seeds_fn", (SEEDS:gsub("INITIAL", "seeds")))
+    local log = os.tmpname()
+    local whole = testing.driver(path, { workers = 1, params = { log = log } })
+    local want = run_seeded(whole, 1, #SEED_BATCHES)
+    for _, written in ipairs { 1, 3, 8 } do
+      local d = testing.driver(path, { workers = written, params = { log = log } })
+      run_seeded(d, 1, 3)
+      local ckpt = d:checkpoint()
+      for _, m in ipairs { 1, 2, 3, 8 } do
+        local restored_log = os.tmpname()
+        os.remove(restored_log)
+        local again = testing.restore(ckpt, { job = path, workers = m, params = { log = restored_log } })
+        assert.equal(m > 1 and 2 or 0, again:parallel_segments())
+        local outs = run_seeded(again, 4, #SEED_BATCHES)
+        assert.same({ unpack(want, 4) }, outs, ("written with %d, restored with %d"):format(written, m))
+        assert.same(whole:state("running"), again:state("running"))
+        assert.same(whole:state("totals"), again:state("totals"))
+        assert.equal(0, lines_in(restored_log))
+        -- (The seeds' dead letters were the first run's.)
+        assert.same({}, again.dead_letters)
+      end
+    end
+    -- The checkpoint of the job's start (before any batch: the binary
+    -- writes one) holds no seeds yet: the restored job seeds at its first
+    -- batch, calling the function once.
+    for _, written in ipairs { 1, 3 } do
+      local ckpt = testing.driver(path, { workers = written, params = { log = log } }):checkpoint()
+      for _, m in ipairs { 1, 2, 8 } do
+        local restored_log = os.tmpname()
+        os.remove(restored_log)
+        local again = testing.restore(ckpt, { job = path, workers = m, params = { log = restored_log } })
+        assert.same(want, run_seeded(again, 1, #SEED_BATCHES), ("start written with %d, restored with %d"):format(written, m))
+        assert.same(whole:state("totals"), again:state("totals"))
+        assert.equal(2, lines_in(restored_log))
+        assert.same(letters_of(whole), letters_of(again))
+        os.remove(restored_log)
+      end
+    end
+    os.remove(log)
+  end)
+
+  -- A reload keeps a seeded stage's state (not seeded again) and seeds a
+  -- new stage with opts.initial at its first batch, split as one worker.
+  it("reloads seeded stages as one worker does: kept ones are not seeded again, new ones are", function()
+    local v1 = script("seeds_v1", (SEEDS:gsub("INITIAL", "table_of()")))
+    local v2 = script("seeds_v2", (SEEDS:gsub("INITIAL", "table_of()"):gsub("return job\n$", [[
+words:map(function(w) return w, 1 end):update_state_by_key(function(values, total)
+  return (total or 0) + #values
+end, { name = "added", initial = { a = 100, zz = 1 } }):foreach_batch(function() end, { name = "out3" })
+return job
+]])))
+    local runs = {}
+    for i, n in ipairs { 1, 2, 3 } do
+      local d = testing.driver(v1, { workers = n })
+      local outs = run_seeded(d, 1, 2)
+      assert.equal("kept running, totals; dropped none; new added", d:reload(v2))
+      assert.equal(n > 1 and 3 or 0, d:parallel_segments())
+      d:push("lines", { "a zz q" })
+      local r = d:tick()
+      outs[#outs + 1] = { r.out, r.out2, r.out3 }
+      runs[i] = { outs = outs, letters = letters_of(d), running = d:state("running"), added = d:state("added") }
+    end
+    assert.same({ a = 101, zz = 2, q = 1 }, runs[1].added)
+    assert.equal(3, runs[1].running.a)
+    -- The new stage's bad-free seeds add no dead letters to the first four.
+    assert.equal(4, #runs[1].letters)
+    for i = 2, #runs do assert.same(runs[1], runs[i]) end
+  end)
+
+  -- A view of a split stage's state reads every shard after the batch's
+  -- phases: its snapshot is one worker's, by key bytes. (Such a plan once
+  -- searched for segments forever on 2 workers.)
+  it("splits a map_with_state whose state_snapshots are read, with the outputs of one worker", function()
     local path = script("mws_view", [[local sr = require "streamrun"
 local job = sr.job { name = "v", batch = "1s" }
 local m = job:queue({}, { name = "lines" }):map(function(l) return l, 1 end)
@@ -611,17 +860,24 @@ m:state_snapshots():foreach_batch(function() end, { name = "snap" })
 return job
 ]])
     local outs = {}
-    for j, n in ipairs { 1, 2 } do
+    for j, n in ipairs { 1, 2, 3, 8 } do
       local d = testing.driver(path, { workers = n })
-      assert.equal(0, d:parallel_segments())
+      assert.equal(n > 1 and 1 or 0, d:parallel_segments())
       d:push("lines", { "a", "b", "a" })
       local first = d:tick()
       d:push("lines", { "b" })
-      outs[j] = { first, d:tick(), d:state("counts") }
+      local second = d:tick()
+      -- (A reload's plan reads the shards it split the kept state into.)
+      assert.equal("kept counts; dropped none; new none", d:reload(path))
+      assert.equal(n > 1 and 1 or 0, d:parallel_segments())
+      d:push("lines", { "c", "1", "a", "x1", "ünï", "bb" })
+      outs[j] = { first, second, d:tick(), d:state("counts") }
     end
     assert.same({ { "a", 1 }, { "b", 1 }, { "a", 2 } }, outs[1][1].out)
-    assert.same({ a = 2, b = 2 }, outs[1][3])
-    assert.same(outs[1], outs[2])
+    assert.same({ { "a", 2 }, { "b", 1 } }, outs[1][1].snap)
+    assert.same({ a = 3, b = 2, c = 1, ["1"] = 1, x1 = 1, ["ünï"] = 1, bb = 1 }, outs[1][4])
+    assert.equal(7, #outs[1][3].snap)
+    for j = 2, #outs do assert.same(outs[1], outs[j]) end
   end)
 
   -- Enough keys that a partition's table grows and its keys collide: the
