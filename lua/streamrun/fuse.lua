@@ -25,6 +25,7 @@ local try = guard.try
 local FOLDS = ops.FOLDS
 local ffi, C = core.ffi, core.C
 local min = math.min
+local clock_ms = core.clock_ms
 
 local M = {}
 
@@ -32,6 +33,41 @@ local M = {}
 -- ids stay in the caches, and a chunk's distinct words are few beside its
 -- words. (A field: tests set it small.)
 M.ids_chunk = 65536
+
+-- How a chain starting with flat_map(sr.words) reads its next chunk of a
+-- C batch: "ids" (words cut and named in C) or "lua" (cut in the loop).
+-- Each way runs 3 chunks first, in turn (the first of each, which LuaJIT
+-- compiles, not timed), then the faster by its recent milliseconds per
+-- record, the other once every TRY_EVERY chunks so that its figure
+-- follows the data. M.words_in_c (tests): always "ids" (true) or "lua"
+-- (false).
+local PROBE, TRY_EVERY = 6, 16
+local function pick_words(WID)
+  if M.words_in_c ~= nil then return M.words_in_c and "ids" or "lua" end
+  local runs = WID.runs
+  WID.runs = runs + 1
+  if runs < PROBE then return runs % 2 == 0 and "ids" or "lua" end
+  local best = WID.ms.ids <= WID.ms.lua and "ids" or "lua"
+  if runs % TRY_EVERY == 0 then return best == "ids" and "lua" or "ids" end
+  return best
+end
+
+-- Notes a chunk's milliseconds per record, read the way how (runs: the
+-- chunks picked so far, this one included): the mean of its second and
+-- third, then a moving average.
+local function time_words(WID, how, ms)
+  local ms_of, runs = WID.ms, WID.runs
+  if runs <= 2 then return end
+  if runs <= 4 then
+    ms_of[how] = ms
+  elseif runs <= PROBE then
+    ms_of[how] = (ms_of[how] + ms) / 2
+  else
+    ms_of[how] = 0.75 * ms_of[how] + 0.25 * ms
+  end
+end
+
+M.pick_words, M.time_words = pick_words, time_words -- (for tests)
 
 -- Cuts the words of records i0 .. i1 (1-based) of the C batch cb and names
 -- each by its distinct word (sr_wordcount_ids), one string made per
@@ -148,7 +184,29 @@ local function generate(stages, k0, guarded, origin, sink, raw, timed)
       gen(k + 1, a, nb, loops)
       emit("end")
       emit("end")
-    elseif raw and k == 1 then
+    elseif raw == "lua" and k == 1 then
+      -- Words of record i of a C batch (DATA, OFF), cut where they lie:
+      -- no string is made of the line, one of each word (which LuaJIT
+      -- need not make when the next stage only reads it: w:lower()).
+      local p, e, c, q, x = fresh("p"), fresh("e"), fresh("c"), fresh("q"), fresh("w")
+      emit(("local %s, %s = OFF[i - 1], OFF[i]"):format(p, e))
+      emit(("while %s < %s do"):format(p, e))
+      emit(("local %s = DATA[%s]"):format(c, p))
+      emit(("if %s == 32 or (%s >= 9 and %s <= 13) then"):format(c, c, c))
+      emit(("%s = %s + 1"):format(p, p))
+      emit("else")
+      emit(("local %s = %s + 1"):format(q, p))
+      emit(("while %s < %s do"):format(q, e))
+      emit(("%s = DATA[%s]"):format(c, q))
+      emit(("if %s == 32 or (%s >= 9 and %s <= 13) then break end"):format(c, c, c))
+      emit(("%s = %s + 1"):format(q, q))
+      emit("end")
+      emit(("local %s = FSTRING(DATA + %s, %s - %s)"):format(x, p, q, p))
+      emit(("%s = %s + 1"):format(p, q))
+      gen(k + 1, x, "nil", with(loops, { kind = "cwords", k = k, p = p, e = e }))
+      emit("end")
+      emit("end")
+    elseif raw == "ids" and k == 1 then
       -- Words of record i of a C batch, as sr_wordcount_ids cut them from
       -- where they lie and named each by its distinct word (IDS: the ids
       -- of the chunk's words, record i's from REND[i - R0 - 1]; STR: the
@@ -381,13 +439,21 @@ end]]
       ffi.string, stamp and stamp.fn, ev and ev.checked, ev and ev.FINAL, ST)
     raw_sites = sites
   end
-  -- The words' ids of a chunk of a C batch's records (WID: chunk_ids).
-  local WID
+  -- A chain starting with flat_map(sr.words) has two loops over a C
+  -- batch, for chunks of records: one cutting the words in Lua, a string
+  -- made of each (raw_fast), one over the words cut and named in C, a
+  -- string of each distinct word (raw_ids; WID: chunk_ids). Which is
+  -- faster depends on what the next stage does with a word: kept as a
+  -- key, the strings made in C save interning each word; only read
+  -- (w:lower()), LuaJIT need not make the word's string at all. The chain
+  -- runs the faster one, as timed on its own chunks (pick_words).
+  local WID, raw_ids, ids_sites
   if not stamp and stages[1].op == "flat_map" and stages[1].fn == builtins.words then
-    WID = { wc = ffi.gc(C.sr_wordcount_new(), C.sr_wordcount_free), str = {}, r0 = 0 }
-    local raw_lines
-    raw_lines, raw_sites = generate(stages, 1, false, origin, sink_op, true)
-    local raw_src = "local P, W, WID = select(13, ...)\n" .. HEADER .. [[
+    WID = { wc = ffi.gc(C.sr_wordcount_new(), C.sr_wordcount_free), str = {}, r0 = 0,
+            ms = { ids = 0, lua = 0 }, runs = 0 }
+    local function words_loop(how)
+      local raw_lines, sites = generate(stages, 1, false, origin, sink_op, how)
+      local raw_src = "local P, W, FSTRING, WID = select(13, ...)\n" .. HEADER .. [[
 return function(DATA, OFF, n, i0, OA, OB, m, OI) local IDS, REND, STR, R0 = WID.ids, WID.rend, WID.str, WID.r0
   for i = i0, n do
     P.i = i; W.rec = i; P.m = m
@@ -397,8 +463,11 @@ return function(DATA, OFF, n, i0, OA, OB, m, OI) local IDS, REND, STR, R0 = WID.
   end
   return m
 end]]
-    raw_fast = load(raw_src, name, F, E, I, G, type, pack, GI, byte, sub, BAD, ops.KEY_TYPES, EKEY, P, watchdog.P,
-      WID)
+      return load(raw_src, name, F, E, I, G, type, pack, GI, byte, sub, BAD, ops.KEY_TYPES, EKEY, P, watchdog.P,
+        ffi.string, WID), sites
+    end
+    raw_fast, raw_sites = words_loop("lua")
+    raw_ids, ids_sites = words_loop("ids")
   end
 
   -- tails[k]: the guarded chain from stage k on, for one element.
@@ -438,6 +507,11 @@ end]]
       if lp.kind == "cids" then
         local IDS, STR = WID.ids, WID.str
         for j = cap[lp.p], cap[lp.e] - 1 do m = go(STR[IDS[j]], nil, OA, OB, m, OI, i) end
+      elseif lp.kind == "cwords" then
+        -- (After a record's last word, p is past its end.)
+        local p, e = cap[lp.p], cap[lp.e]
+        local rest = p < e and builtins.words(ffi.string(input.cbatch.data + p, e - p)) or {}
+        for j = 1, #rest do m = go(rest[j], nil, OA, OB, m, OI, i) end
       elseif lp.kind == "words" then
         local rest = builtins.words(sub(cap[lp.s], cap[lp.p]))
         for j = 1, #rest do m = go(rest[j], nil, OA, OB, m, OI, i) end
@@ -503,15 +577,24 @@ end]]
     elseif origin then
       OI = tnew(n, 0)
     end
-    -- (upto: the last record the loop runs to, a chunk's with WID)
+    -- (upto: the last record the loop runs to, a chunk's with WID; t0:
+    -- when the chunk started, while no call of it failed)
     local m, i0, upto = 0, 1, n
-    local ids = cb and WID
-    if ids then upto = 0 end
+    local chunks = cb and WID
+    local how, t0
+    if chunks then upto = 0 end
     while true do
-      if ids and i0 > upto then
+      if chunks and i0 > upto then
         if i0 > n then break end
         upto = min(n, i0 + M.ids_chunk - 1)
-        chunk_ids(WID, cb, i0, upto)
+        how = pick_words(WID)
+        t0 = clock_ms()
+        if how == "ids" then
+          chunk_ids(WID, cb, i0, upto)
+          loop, at_line = raw_ids, ids_sites
+        else
+          loop, at_line = raw_fast, raw_sites
+        end
       end
       local ok, res, cap, raised
       if cb then
@@ -521,10 +604,12 @@ end]]
       end
       if ok then
         m = res
+        if t0 then time_words(WID, how, (clock_ms() - t0) / (upto - i0 + 1)) end
         if upto >= n then break end
         i0 = upto + 1
         goto next_run
       end
+      t0 = nil
       if type(res) == "table" and res.fatal then error(res, 0) end
       local i = cap and cap.i or P.i
       if stamping and P.t ~= i then

@@ -1,12 +1,13 @@
 -- flat_map(sr.words) first in a chain over a text source's C batch
--- (streamrun.fuse): the words are cut in C and named by their distinct
--- word (sr_wordcount_ids), a chunk of records at a time, one string made
--- per distinct word. That must give what the chain gives over the lines
--- as Lua strings: the same elements in the same order, the same folds,
--- and the same dead letters (a failing call goes on with the rest of its
--- line's words), whatever the chunk size -- a chunk boundary inside a
--- batch, a failure on a chunk's last record or word. Random jobs and
--- inputs from a seed.
+-- (streamrun.fuse), a chunk of records at a time: the words cut and named
+-- by their distinct word in C (sr_wordcount_ids, one string made per
+-- distinct word), or cut in the loop, whichever the chain timed faster.
+-- Both must give what the chain gives over the lines as Lua strings: the
+-- same elements in the same order, the same folds, and the same dead
+-- letters (a failing call goes on with the rest of its line's words),
+-- whatever the chunk size -- a chunk boundary inside a batch, a failure
+-- on a chunk's or a line's last word. Random jobs and inputs from a
+-- seed; and the choice of way follows the chunks' times.
 local sr = require "streamrun"
 local fuse = require "streamrun.fuse"
 local sources = require "streamrun.sources"
@@ -94,7 +95,10 @@ end
 describe("flat_map(sr.words) over a C batch", function()
   local saved
   before_each(function() saved = fuse.ids_chunk end)
-  after_each(function() fuse.ids_chunk = saved end)
+  after_each(function()
+    fuse.ids_chunk = saved
+    fuse.words_in_c = nil
+  end)
 
   it("gives the elements, folds and dead letters of the Lua strings' path, for any chunk size", function()
     for seed = 1, 24 do
@@ -103,22 +107,53 @@ describe("flat_map(sr.words) over a C batch", function()
       local batches = {}
       for b = 1, r.int(1, 4) do batches[b] = lines_of(r, r.int(0, 40)) end
       local want, want_dead = run(shape, batches, "lines")
-      for _, chunk in ipairs { 1, 2, 3, 7, 65536 } do
-        fuse.ids_chunk = chunk
-        local got, got_dead = run(shape, batches, "raw")
-        local what = ("seed %d shape %d chunk %d"):format(seed, shape, chunk)
-        assert.same(want, got, what)
-        assert.same(want_dead, got_dead, what)
+      -- (words_in_c: the words cut and named in C, cut in the loop, or
+      -- each chunk the way the chain finds faster)
+      for _, in_c in ipairs { true, false, "either" } do
+        fuse.words_in_c = in_c ~= "either" and in_c or nil
+        for _, chunk in ipairs { 1, 2, 3, 7, 65536 } do
+          fuse.ids_chunk = chunk
+          local got, got_dead = run(shape, batches, "raw")
+          local what = ("seed %d shape %d chunk %d words in C %s"):format(seed, shape, chunk, tostring(in_c))
+          assert.same(want, got, what)
+          assert.same(want_dead, got_dead, what)
+        end
       end
     end
   end)
 
   it("goes on with a line's other words after a failing call, across a chunk's end", function()
     fuse.ids_chunk = 2
+    -- (A failing last word of a line, "c boom", once made the loop that
+    -- cuts words in Lua raise.)
     local lines = { "a boom b", "boom", "c boom", "boom d boom e" }
-    local out, dead = run(1, { lines }, "raw")
-    assert.same({ { "a", 1 }, { "b", 1 }, { "c", 1 }, { "d", 1 }, { "e", 1 } }, out[1])
-    assert.equal(5, #dead)
-    for _, l in ipairs(dead) do assert.matches("map failed on boom", l, 1, true) end
+    for _, in_c in ipairs { true, false } do
+      fuse.words_in_c = in_c
+      local out, dead = run(1, { lines }, "raw")
+      assert.same({ { "a", 1 }, { "b", 1 }, { "c", 1 }, { "d", 1 }, { "e", 1 } }, out[1])
+      assert.equal(5, #dead)
+      for _, l in ipairs(dead) do assert.matches("map failed on boom", l, 1, true) end
+    end
+  end)
+
+  it("reads each chunk the way it found faster, trying the other every 16 chunks", function()
+    local W, seq = { ms = { ids = 0, lua = 0 }, runs = 0 }, {}
+    local cost = { ids = 1, lua = 3 }
+    for k = 1, 60 do
+      seq[k] = fuse.pick_words(W)
+      -- (The first chunk of each way, compiled, is slow: not counted.)
+      fuse.time_words(W, seq[k], k <= 2 and 100 or cost[seq[k]])
+      if k == 40 then cost.ids = 5 end -- (the data changes)
+    end
+    assert.same({ "ids", "lua", "ids", "lua", "ids", "lua" }, { seq[1], seq[2], seq[3], seq[4], seq[5], seq[6] })
+    for k = 7, 40 do assert.equal((k - 1) % 16 == 0 and "lua" or "ids", seq[k], k) end
+    -- ids slower now: its figure follows within a few chunks.
+    for k = 46, 60 do
+      if (k - 1) % 16 ~= 0 then assert.equal("lua", seq[k], k) end
+    end
+    fuse.words_in_c = true
+    assert.equal("ids", fuse.pick_words(W))
+    fuse.words_in_c = false
+    assert.equal("lua", fuse.pick_words(W))
   end)
 end)
