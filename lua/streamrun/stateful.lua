@@ -18,7 +18,8 @@ local cstate = core.cstate
 local C, ffi = core.C, core.ffi
 local type, error, tostring, min = type, error, tostring, math.min
 local tnew = require "table.new"
-local each = guard.each
+local each, loop = guard.each, guard.loop
+local pair_check = ops.pair_check
 
 local M = {}
 
@@ -384,6 +385,112 @@ end
 -- Timed-out keys handed from C at a time.
 local DUE_CHUNK = 4096
 
+-- The records of map_with_state's batch in hand, and where its loop
+-- stands (R.m outputs, R.ns slots, R.nd slots updated, R.base and R.top
+-- the run of keys looked up, R.now the idle clock's time): one loop
+-- function for every batch and stage, reading its batch from R into
+-- locals. (A closure made per batch would be a new function to the
+-- traces LuaJIT compiled for the last one: each batch's records would
+-- leave the loop's trace at its first guard, and run in side traces
+-- that reload every upvalue, for every record.) The loop runs under
+-- guard.loop: at.i is the record in hand, and what the loop keeps past
+-- a failing call is stored in R as it changes.
+--
+-- Values that are not numbers are decoded once per key and batch, and
+-- held in the stage's slots (reused from batch to batch: tables grown
+-- once, no hash table made and collected per batch): slot_of[k] the
+-- key's slot, HK its key, HV its value (read by the key's later records),
+-- HH its entry as sr_state_found_value held it (written back with no
+-- lookup; -1: none), HA the time its idle clock restarts at when written
+-- back (true without a timeout), false while not updated. Slots updated
+-- are written back once, in the order first updated (D), after the
+-- records.
+local records_frame = {}
+local WP = require("streamrun.watchdog").P
+
+local function records_run(i0)
+  local R = records_frame
+  local node, g, state, sp, s, f, time_ms = R.node, R.g, R.state, R.sp, R.s, R.f, R.time_ms
+  local A, B, n, K, T, now = R.a, R.b, R.n, R.K, R.T, R.now
+  local OA, OB, OI, m = R.OA, R.OB, R.OI, R.m
+  local slots = R.slots
+  local slot_of, HK, HV, HH, HA, D, at = slots.slot_of, slots.HK, slots.HV, slots.HH, slots.HA, slots.D, slots.at
+  local ns, nd, base, top = R.ns, R.nd, R.base, R.top
+  for i = i0, n do
+    at.i = i
+    WP.rec = i
+    if i > top or i <= base then
+      base, top = i - 1, min(n, i - 1 + FOUND_RUN)
+      R.base, R.top = base, top
+      C.sr_state_find_batch(sp, K + base, top - base)
+    end
+    local j = i - 1 - base
+    local k, v = A[i], B[i]
+    if T then
+      now = T[i]
+      R.now = now
+    end
+    if pair_check(node, g, k, v) then
+      local kt, ks, kl, kn = key_args(k)
+      local sl = slot_of[k]
+      local old
+      if sl then
+        old = HV[sl]
+      else
+        local rc = C.sr_state_found_number(sp, j, kt, ks, kl, kn, number_out)
+        if rc == 1 then
+          old = number_out[0]
+        elseif rc ~= 0 then
+          local vp = C.sr_state_found_value(sp, j, kt, ks, kl, kn, vlen_out, hold_out)
+          old = vp ~= nil and decode(ffi.cast(BYTES, vp), tonumber(vlen_out[0])) or nil
+          if old == nil then old = state:get_found(j, k) end
+          ns = ns + 1
+          R.ns = ns
+          sl = ns
+          slot_of[k], HK[sl], HV[sl], HH[sl], HA[sl] = sl, k, old, tonumber(hold_out[0]), false
+        end
+      end
+      reset(s, k, old, false)
+      local r1, r2 = f(k, v, s, time_ms)
+      if s.removed then
+        state:remove(k)
+        if sl then slot_of[k], HV[sl], HA[sl] = nil, nil, false end
+      elseif s.changed then
+        local nv = s.value
+        if type(nv) == "number" then
+          if sl then slot_of[k], HV[sl], HA[sl] = nil, nil, false end
+          local rc = C.sr_state_found_put_number(sp, j, kt, ks, kl, kn, nv, now or -1)
+          if rc ~= 0 then
+            key_error(node, g, k, v, ffi.string(C.sr_strerror(rc)) .. "; the key keeps its previous state")
+          end
+        else
+          if not sl then
+            ns = ns + 1
+            R.ns = ns
+            sl = ns
+            slot_of[k], HK[sl], HH[sl], HA[sl] = sl, k, -1, false
+          end
+          HV[sl] = nv
+          if not HA[sl] then
+            nd = nd + 1
+            R.nd = nd
+            D[nd] = sl
+          end
+          HA[sl] = now or true
+        end
+      elseif old ~= nil and now then
+        C.sr_state_found_touch(sp, j, kt, ks, kl, kn, now)
+      end
+      if r1 ~= nil then
+        m = m + 1
+        R.m = m
+        OA[m], OB[m] = r1, r2
+        if OI then OI[m] = i end
+      end
+    end
+  end
+end
+
 -- plan: the running plan (its event-time tracker, and whether the batch is
 -- the last of bounded input: then every key times out).
 function M.map_with_state(node, g, state, input, time_ms, plan)
@@ -412,84 +519,51 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
   -- records use them); each record then reads and writes its entry by its
   -- index in the run.
   local K = batch_keys(sp, A, n)
-  local base, top = 0, 0
-  -- Values that are not numbers are decoded once per key and batch, and
-  -- held here: read by the key's later records, and (dirty: updated; the
-  -- value is the time of the last update, or true without a timeout)
-  -- written back once, in the order first updated, after the records.
-  local held_hint = min(n, node.last_held or 0)
-  local held, dirty, D, nd = tnew(0, held_hint), tnew(0, held_hint), tnew(held_hint, 0), 0
-  local hold = tnew(0, held_hint)
-  each(n, function(i)
-    if i > top or i <= base then
-      base, top = i - 1, min(n, i - 1 + FOUND_RUN)
-      C.sr_state_find_batch(sp, K + base, top - base)
-    end
-    local j = i - 1 - base
-    local k, v = A[i], B[i]
-    if T then now = T[i] end
-    if not ops.pair_check(node, g, k, v) then return end
-    local kt, ks, kl, kn = key_args(k)
-    local old = held[k]
-    if old == nil then
-      local rc = C.sr_state_found_number(sp, j, kt, ks, kl, kn, number_out)
-      if rc == 1 then
-        old = number_out[0]
-      elseif rc ~= 0 then
-        local vp = C.sr_state_found_value(sp, j, kt, ks, kl, kn, vlen_out, hold_out)
-        old = vp ~= nil and decode(ffi.cast(BYTES, vp), tonumber(vlen_out[0])) or nil
-        if old == nil then old = state:get_found(j, k) end
-        held[k] = old
-        -- (written back into the entry itself, with no lookup)
-        hold[k] = tonumber(hold_out[0])
-      end
-    end
-    reset(s, k, old, false)
-    local r1, r2 = f(k, v, s, time_ms)
-    if s.removed then
-      state:remove(k)
-      -- (a nil stored under an absent key would add the key to the table)
-      if held[k] ~= nil then held[k], dirty[k] = nil, nil end
-    elseif s.changed then
-      local nv = s.value
-      if type(nv) == "number" then
-        if held[k] ~= nil then held[k], dirty[k] = nil, nil end
-        local rc = C.sr_state_found_put_number(sp, j, kt, ks, kl, kn, nv, now or -1)
-        if rc ~= 0 then
-          key_error(node, g, k, v, ffi.string(C.sr_strerror(rc)) .. "; the key keeps its previous state")
-        end
-      else
-        held[k] = nv
-        if not dirty[k] then
-          nd = nd + 1
-          D[nd] = k
-        end
-        -- The time its idle clock restarts at, when written back.
-        dirty[k] = now or true
-      end
-    elseif old ~= nil and now then
-      C.sr_state_found_touch(sp, j, kt, ks, kl, kn, now)
-    end
-    if r1 ~= nil then
-      m = m + 1
-      OA[m], OB[m] = r1, r2
-      if OI then OI[m] = i end
-    end
-  end, function(i, err)
+  local slots = node.held_slots
+  if not slots then
+    slots = { slot_of = {}, HK = {}, HV = {}, HH = {}, HA = {}, D = {}, at = { i = 0 } }
+    node.held_slots = slots
+  end
+  -- (a batch that raised out of the loop, a fatal error, left them full)
+  if slots.busy then
+    tclear(slots.slot_of)
+    tclear(slots.HK)
+    tclear(slots.HV)
+  end
+  slots.busy = true
+  local R = records_frame
+  R.node, R.g, R.state, R.sp, R.s, R.f, R.time_ms = node, g, state, sp, s, f, time_ms
+  R.a, R.b, R.n, R.K, R.T, R.now = A, B, n, K, T, now
+  R.OA, R.OB, R.OI, R.m, R.ns, R.nd, R.base, R.top = OA, OB, OI, 0, 0, 0, 0, 0
+  R.slots = slots
+  local at = slots.at
+  local ok, err = pcall(loop, records_run, at, function(i, e)
     -- A failing call changes nothing: the key keeps its state.
     local k = A[i]
-    if now then state:touch(k, now) end
-    g.report_at(node, ("key %s: %s"):format(format.json(k), tostring(err)), input, i, k, B[i])
-  end, "record")
+    if R.now then state:touch(k, R.now) end
+    g.report_at(node, ("key %s: %s"):format(format.json(k), tostring(e)), input, i, k, B[i])
+  end)
+  m = R.m
+  local ns, nd = R.ns, R.nd
+  -- (R holds no batch past its loop)
+  R.node, R.g, R.state, R.sp, R.s, R.f, R.a, R.b, R.K, R.T, R.OA, R.OB, R.OI, R.slots =
+    nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil
+  if not ok then error(err, 0) end
   -- The values that are not numbers, encoded once per key and batch.
+  local HK, HV, HH, HA, D = slots.HK, slots.HV, slots.HH, slots.HA, slots.D
   for i = 1, nd do
-    local k = D[i]
-    local at = dirty[k]
-    if at then
-      at = at ~= true and at or nil
-      if not put_value(node, g, state, sp, k, held[k], at, hold[k]) and at then state:touch(k, at) end
+    local sl = D[i]
+    local at_ms = HA[sl]
+    if at_ms then
+      at_ms = at_ms ~= true and at_ms or nil
+      local k = HK[sl]
+      if not put_value(node, g, state, sp, k, HV[sl], at_ms, HH[sl]) and at_ms then state:touch(k, at_ms) end
     end
   end
+  -- (the slots keep no key or value past the batch)
+  tclear(slots.slot_of)
+  for i = 1, ns do HK[i], HV[i] = nil, nil end
+  slots.busy = false
   local expire_at = time_ms
   if plan and plan.final then
     expire_at = eventtime.FINAL
@@ -524,7 +598,7 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
     end
   end
   C.sr_state_release(sp)
-  node.last_out, node.last_held = m, nd
+  node.last_out = m
   return { n = m, a = OA, b = OB, order = OI, due_keys = OK }
 end
 

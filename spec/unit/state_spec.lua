@@ -762,6 +762,54 @@ describe("keyed state", function()
       assert.same({ a = { 10, 4 }, b = { 4, 1 }, c = { 1, 1 } }, d:state("mws"))
     end)
 
+    -- The loop over a batch's records resumes after a failing call with
+    -- the keys held so far: the keys after it keep their own values.
+    it("a failing call mid-batch leaves the table values of the keys before and after it their own", function()
+      local d = driver(function(s)
+        s:map_with_state(sr.state_spec(function(k, v, state)
+          local t = state:exists() and state:get() or { 0, k }
+          if v == "boom" then error("boom") end
+          t[1] = t[1] + v
+          state:update(t)
+          return k, t[1]
+        end):name("mws"))
+      end)
+      d:push("input", { { "a", 1 }, { "b", 2 }, { "c", 3 }, { "d", 4 }, { "e", 5 } })
+      d:tick()
+      d:push("input", { { "a", 10 }, { "b", 20 }, { "c", "boom" }, { "d", 40 }, { "e", 50 }, { "a", 100 },
+                        { "e", "boom" }, { "b", 200 }, { "f", 6 } })
+      d:tick()
+      assert.equal(2, #d.dead_letters)
+      assert.same({ a = { 111, "a" }, b = { 222, "b" }, c = { 3, "c" }, d = { 44, "d" }, e = { 55, "e" },
+                    f = { 6, "f" } }, d:state("mws"))
+      d:push("input", { { "a", 1000 }, { "c", 30 }, { "f", 60 } })
+      d:tick()
+      assert.same({ a = { 1111, "a" }, b = { 222, "b" }, c = { 33, "c" }, d = { 44, "d" }, e = { 55, "e" },
+                    f = { 66, "f" } }, d:state("mws"))
+    end)
+
+    -- A batch stopped by a fatal error writes none of its held values
+    -- back: the next batch reads the keys' values from the state.
+    it("after a batch stopped by on_error = \"fail\", the next batch reads each key's stored value", function()
+      local d = driver(function(s)
+        s:map_with_state(sr.state_spec(function(k, v, state)
+          if v == "boom" then error("boom") end
+          local t = state:exists() and state:get() or { 0 }
+          t[1] = t[1] + v
+          state:update(t)
+          return k, t[1]
+        end):name("mws"))
+      end, { on_error = "fail" })
+      d:push("input", { { "a", 1 }, { "b", 2 } })
+      d:tick()
+      d:push("input", { { "a", 10 }, { "b", 20 }, { "b", "boom" } })
+      assert.is_false(pcall(d.tick, d))
+      assert.same({ a = { 1 }, b = { 2 } }, d:state("mws"))
+      d:push("input", { { "a", 100 }, { "b", 200 } })
+      d:tick()
+      assert.same({ a = { 101 }, b = { 202 } }, d:state("mws"))
+    end)
+
     it("state_snapshots gives every (k, state) after each batch", function()
       local d = counter_job("2s")
       local expected = {
