@@ -686,14 +686,7 @@ return job
     return list
   end
 
-  local function lines_in(path)
-    local f = io.open(path, "r")
-    if not f then return 0 end
-    local n = 0
-    for _ in f:lines() do n = n + 1 end
-    f:close()
-    return n
-  end
+  local lines_in = require("helpers.crashloop").count_lines
 
   -- Runs batches from..to of SEED_BATCHES on d: each batch's outputs.
   local function run_seeded(d, from, to)
