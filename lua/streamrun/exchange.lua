@@ -661,6 +661,7 @@ function Par:run(results, time_ms)
     -- keyed stage's. Each key goes to its owner's shard, put there in the
     -- order one worker puts it, so a partition's table is one worker's.
     self.seeded = true
+    stateful.unseeded[self.shards] = nil
     stateful.seed(seg.keyed, g, self.shards, time_ms)
   end
   waited = waited + both(self, 2, M.phase2, arg, sarg)
@@ -772,8 +773,8 @@ function M.attach_one(job, steps, ctx, seg, index)
     pool_addr = tonumber(ffi.cast("uintptr_t", w.pool)),
     e0 = M.executor(seg, 0, n, ctx.guard, shards and shards.shards[1], addr),
     -- (as steps.stateful: kept state, from a checkpoint or a reload, was
-    -- seeded before)
-    shards = shards, seeded = not (seg.keyed and seg.keyed.initial) or kept ~= nil,
+    -- seeded before, unless a reload came before its first batch)
+    shards = shards, seeded = not (seg.keyed and stateful.needs_seed(seg.keyed, shards, kept)),
   }, Par)
   steps[ci] = par
   if ki then

@@ -577,18 +577,19 @@ end]]
     elseif origin then
       OI = tnew(n, 0)
     end
-    -- (upto: the last record the loop runs to, a chunk's with WID; t0:
-    -- when the chunk started, while no call of it failed)
+    -- (upto: the last record the loop runs to, a chunk's with WID; c0
+    -- and t0: its first record and when it started, its failures'
+    -- handling included, the same either way)
     local m, i0, upto = 0, 1, n
     local chunks = cb and WID
-    local how, t0
+    local how, c0, t0
     if chunks then upto = 0 end
     while true do
       if chunks and i0 > upto then
         if i0 > n then break end
         upto = min(n, i0 + M.ids_chunk - 1)
         how = pick_words(WID)
-        t0 = clock_ms()
+        c0, t0 = i0, clock_ms()
         if how == "ids" then
           chunk_ids(WID, cb, i0, upto)
           loop, at_line = raw_ids, ids_sites
@@ -604,12 +605,11 @@ end]]
       end
       if ok then
         m = res
-        if t0 then time_words(WID, how, (clock_ms() - t0) / (upto - i0 + 1)) end
+        if t0 then time_words(WID, how, (clock_ms() - t0) / (upto - c0 + 1)) end
         if upto >= n then break end
         i0 = upto + 1
         goto next_run
       end
-      t0 = nil
       if type(res) == "table" and res.fatal then error(res, 0) end
       local i = cap and cap.i or P.i
       if stamping and P.t ~= i then

@@ -16,6 +16,7 @@ local outputs = require "streamrun.outputs"
 local recovery = require "streamrun.recovery"
 local reload = require "streamrun.reload"
 local sources = require "streamrun.sources"
+local stateful = require "streamrun.stateful"
 local watchdog = require "streamrun.watchdog"
 local workers = require "streamrun.workers"
 
@@ -736,7 +737,12 @@ end
 function Session:export()
   if self.writer then self.writer:wait() end -- a reload and a checkpoint never interleave
   if self.stats_fh then self.stats_fh:close() end
-  for name, st in pairs(self.plan.states) do handoff.put("state:" .. name, st:detach()) end
+  -- (A stage's state not seeded yet stays so: streamrun.stateful.)
+  local unseeded = {}
+  for name, st in pairs(self.plan.states) do
+    if stateful.unseeded[st] then unseeded[name] = true end
+    handoff.put("state:" .. name, st:detach())
+  end
   for name, w in pairs(self.plan.windows) do
     if w.whole then w = w:whole() end -- (split among workers: handed over as one)
     handoff.put("slices:" .. name, w.slices:detach())
@@ -750,7 +756,7 @@ function Session:export()
     dead_before = self.dead_before, progress = self.progress, failures = self.writer and self.writer.failures or 0,
     segment_after = self.segment_after, kept = self.kept, reload_failures = self.reload_failures,
     batch_ms = self.job.batch_ms, elapsed_ms = core.clock_ms() - self.started,
-    event = eventtime.export(self.event),
+    event = eventtime.export(self.event), unseeded = unseeded,
   }
   exchange.close(self.plan)
   if self.loop then ffi.gc(self.loop, nil) end -- the loop now belongs to the next session
@@ -805,6 +811,9 @@ function M.import(job, o, ctx, r, added)
   end
   -- State kept by stage name; what the new job no longer has is dropped.
   local states, windows = reload.carry(r, take_handed_state())
+  for name in pairs(ctx.unseeded or {}) do
+    if states[name] then stateful.unseeded[states[name]] = true end
+  end
   local ok, err = S:start_sources(ctx.positions or {}, running)
   if not ok then
     for _, st in pairs(states) do st:free() end

@@ -52,6 +52,21 @@ function M.new_state(node)
   return cstate.new(node.stage_name, node.partitions, node.timeout_ms, 0)
 end
 
+-- The states (or a split stage's shards) of stages with opts.initial made
+-- and not seeded yet: a reload before their first batch keeps them, and
+-- the new plan seeds them then. (Kept state otherwise was seeded, or
+-- restored from a checkpoint that holds its seeds.)
+M.unseeded = setmetatable({}, { __mode = "k" })
+
+-- Whether a stage's state must still be seeded: it has opts.initial, and
+-- its state is new or kept unseeded.
+function M.needs_seed(node, state, kept)
+  if not node.initial then return false end
+  if kept ~= nil and not M.unseeded[kept] then return false end
+  M.unseeded[state] = true
+  return true
+end
+
 -- The order the keys of an initial table are put in: numbers, strings
 -- (by their bytes), false, true. Not pairs(): its order follows when each
 -- string was made (LuaJIT's string ids), and the order of the puts decides

@@ -153,13 +153,14 @@ function M.stateful(node, ctx)
   ctx.states[name] = state
   return new(Stateful, "stateful", node, node.inputs[1], {
     state = state, op = stateful[node.op], guard = ctx.guard, plan = ctx.plan,
-    seeded = not node.initial or kept ~= nil,
+    seeded = not stateful.needs_seed(node, state, kept),
   })
 end
 function Stateful:run(results, time_ms)
   local node, g = self.node, self.guard
   if not self.seeded then
     self.seeded = true
+    stateful.unseeded[self.state] = nil
     stateful.seed(node, g, self.state, time_ms)
   end
   return self.op(node, g, self.state, results[self.input], time_ms, self.plan)

@@ -836,6 +836,41 @@ return job
     for i = 2, #runs do assert.same(runs[1], runs[i]) end
   end)
 
+  -- A reload before a seeded stage's first batch keeps its state unseeded:
+  -- the new plan seeds it at that batch (it once never did, with any N).
+  it("seeds opts.initial at the first batch when a reload came before it", function()
+    local path = script("reload_first", [[local sr = require "streamrun"
+local job = sr.job { name = "rf", batch = "1s", partitions = 8 }
+local words = job:queue({}, { name = "lines" }):flat_map(sr.words)
+words:count_by_value():update_state_by_key(function(values, total)
+  local t = total or 0
+  for i = 1, #values do t = t + values[i] end
+  return t
+end, { name = "running", initial = { a = 5, b = 2 } }):foreach_batch(function() end, { name = "out" })
+words:map(function(w) return w, 1 end):map_with_state(sr.state_spec(function(w, c, state)
+  local n = (state:exists() and state:get() or 0) + c
+  state:update(n)
+  return w, n
+end):initial_state { a = 100 }:name("direct")):foreach_batch(function() end, { name = "out2" })
+return job
+]])
+    for _, n in ipairs { 1, 2, 3 } do
+      for _, reload in ipairs { false, true } do
+        local d = testing.driver(path, { workers = n })
+        if reload then d:reload(path) end
+        d:push("lines", { "a" })
+        local r = d:tick()
+        local what = ("%d workers, reload %s"):format(n, tostring(reload))
+        assert.same({ { "a", 6 }, { "b", 2 } }, r.out, what)
+        assert.same({ { "a", 101 } }, r.out2, what)
+        assert.same({ a = 6, b = 2 }, d:state("running"), what)
+        d:reload(path)
+        d:push("lines", { "b" })
+        assert.same({ { "a", 6 }, { "b", 3 } }, d:tick().out, what) -- (not seeded again)
+      end
+    end
+  end)
+
   -- A view of a split stage's state reads every shard after the batch's
   -- phases: its snapshot is one worker's, by key bytes. (Such a plan once
   -- searched for segments forever on 2 workers.)
