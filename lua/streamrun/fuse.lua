@@ -29,9 +29,10 @@ local clock_ms = core.clock_ms
 
 local M = {}
 
--- Records of a C batch whose words are named at a time (chunk_ids): their
--- ids stay in the caches, and a chunk's distinct words are few beside its
--- words. (A field: tests set it small.)
+-- Records of a C batch a chain starting with flat_map(sr.words) reads at
+-- a time, either way (pick_words): named in C (chunk_ids), a chunk's ids
+-- stay in the caches, and its distinct words are few beside its words.
+-- (A field: tests set it small.)
 M.ids_chunk = 65536
 
 -- How a chain starting with flat_map(sr.words) reads its next chunk of a
