@@ -698,6 +698,22 @@ function Handed:run()
 end
 M.Handed = Handed
 
+-- The VMs of workers 1 .. n - 1, each loading the job as init says
+-- (core.cworkervm). VMs of plans no longer in use are closed by their
+-- finalizers: when the watchdog's table of VMs is full, a full collection
+-- closes those first (a process that builds many plans, as a test run
+-- does, would otherwise wait on the collector). Raises when a VM fails.
+function M.new_vms(n, init)
+  local vms, err = core.cworkervm.new(n, init, core.lua_dir)
+  if not vms and tostring(err):find("the watchdog watches at most", 1, true) then
+    collectgarbage()
+    collectgarbage()
+    vms, err = core.cworkervm.new(n, init, core.lua_dir)
+  end
+  if not vms then error("workers: " .. tostring(err), 0) end
+  return vms
+end
+
 -- Sets the plan up to run its keyed segments (M.segments) on the workers
 -- of ctx.workers: each segment's steps in steps are replaced, the keyed
 -- stage's state is split into shards (ctx.states), and the other workers'
@@ -765,8 +781,7 @@ function M.attach_one(job, steps, ctx, seg, index)
     path = job.path, params = job.load_opts.params or {}, batch = job.load_opts.batch or false,
     ex = addr, shards = shard_addr or false, segment = index,
   }
-  local vms, verr = core.cworkervm.new(n, init, core.lua_dir)
-  if not vms then error("workers: " .. tostring(verr), 0) end
+  local vms = M.new_vms(n, init)
   local par = setmetatable({
     kind = "parallel", node = seg.sink or last, input = seg.source, every = steps[ci].every, label = steps[ci].label,
     seg = seg, n = n, ex = addr, exs = exs, vms = vms, g = ctx.guard, plan = ctx.plan, workers = w,

@@ -165,8 +165,7 @@ function M.attach(job, steps, ctx, seg, index)
     path = job.path, params = job.load_opts.params or {}, batch = job.load_opts.batch or false,
     ex = addr, shards = false, windows = false, segment = index,
   }
-  local vms, verr = core.cworkervm.new(n, init, core.lua_dir)
-  if not vms then error("workers: " .. tostring(verr), 0) end
+  local vms = exchange.new_vms(n, init)
   local at, other = ci[1], ci[2]
   if other > at then at, other = other, at end
   local par = setmetatable({

@@ -438,8 +438,7 @@ function M.attach(job, steps, ctx, seg, index)
     path = job.path, params = job.load_opts.params or {}, batch = job.load_opts.batch or false,
     ex = addr, shards = false, windows = parts or false, segment = index,
   }
-  local vms, verr = core.cworkervm.new(n, init, core.lua_dir)
-  if not vms then error("workers: " .. tostring(verr), 0) end
+  local vms = exchange.new_vms(n, init)
   local X = M.module_of(seg)
   local par = setmetatable({
     kind = "parallel", node = last, input = seg.source, every = steps[ci].every, label = steps[ci].label,

@@ -836,6 +836,23 @@ return job
     for i = 2, #runs do assert.same(runs[1], runs[i]) end
   end)
 
+  -- The watchdog watches at most 1024 VMs: plans no longer in use give
+  -- theirs back when the collector closes them, and a new plan collects
+  -- first when the table is full (a test run builds many).
+  it("starts more worker VMs over time than the watchdog watches at once", function()
+    -- (With no collection on its own, as when the VMs' memory, which the
+    -- collector does not count, is all that grows.)
+    collectgarbage("stop")
+    local ok, err = pcall(function()
+      for i = 1, 160 do
+        local d = testing.driver(random_job(2), { workers = 8 })
+        assert.equal(7, d.plan.parallel.n - 1, i)
+      end
+    end)
+    collectgarbage("restart")
+    assert(ok, err)
+  end)
+
   -- A reload before a seeded stage's first batch keeps its state unseeded:
   -- the new plan seeds it at that batch (it once never did, with any N).
   it("seeds opts.initial at the first batch when a reload came before it", function()
