@@ -19,6 +19,7 @@ void sr_wordcount_free(sr_wordcount_t *wc)
     sr_free(wc->slots);
     sr_free(wc->ids);
     sr_free(wc->rec_end);
+    sr_free(wc->own);
     sr_free(wc);
 }
 
@@ -145,6 +146,26 @@ static int sr__rehash(sr_wordcount_t *wc, size_t cap)
     return SR_OK;
 }
 
+/* Copies a word new to sr_wordcount_ids's kept words to their own bytes
+ * (data then points there); *off: where it lies. 0 or SR_ENOMEM. */
+static int sr__keep_bytes(sr_wordcount_t *wc, const unsigned char *p, size_t len, uint32_t *off)
+{
+    if (wc->own_len + len > UINT32_MAX) return SR_ENOMEM;
+    if (wc->own_len + len > wc->own_cap) {
+        size_t cap = wc->own_cap ? wc->own_cap : 65536;
+        while (cap < wc->own_len + len) cap *= 2;
+        char *own = sr_realloc(wc->own, cap);
+        if (!own) return SR_ENOMEM;
+        wc->own = own;
+        wc->own_cap = cap;
+        wc->data = own;
+    }
+    memcpy(wc->own + wc->own_len, p, len);
+    *off = (uint32_t)wc->own_len;
+    wc->own_len += len;
+    return SR_OK;
+}
+
 /* A word cut from the batch, waiting to be counted. */
 typedef struct sr__pending {
     uint64_t h, head[2];
@@ -169,7 +190,8 @@ static int sr__count(sr_wordcount_t *wc, const unsigned char *data, const sr__pe
                 return (int)((uint32_t)s->key - 1);
             }
             const sr_wordcount_word_t *w = &wc->word[(uint32_t)s->key - 1];
-            if (w->len == len && memcmp(data + w->off + 16, data + p->start + 16, len - 16) == 0) {
+            const unsigned char *known = (const unsigned char *)wc->data;
+            if (w->len == len && memcmp(known + w->off + 16, data + p->start + 16, len - 16) == 0) {
                 s->count += add;
                 return (int)((uint32_t)s->key - 1);
             }
@@ -178,11 +200,13 @@ static int sr__count(sr_wordcount_t *wc, const unsigned char *data, const sr__pe
     }
     int rc;
     if (wc->n == wc->ncap && (rc = sr__grow_words(wc)) < 0) return rc;
+    uint32_t off = p->start;
+    if (wc->kept && (rc = sr__keep_bytes(wc, data + p->start, len, &off)) < 0) return rc;
     size_t k = wc->n++;
     sr_wordcount_word_t *w = &wc->word[k];
     w->head[0] = p->head[0];
     w->head[1] = p->head[1];
-    w->off = p->start;
+    w->off = off;
     w->len = len;
     w->count = add;
     sr__slot_t *s = &slots[j];
@@ -231,6 +255,12 @@ int sr_wordcount_range(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_
     return sr__range(wc, b, lo, hi, 0);
 }
 
+void sr_wordcount_forget(sr_wordcount_t *wc)
+{
+    wc->kept = 0;
+    wc->n = 0;
+}
+
 int sr_wordcount_ids(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_t hi)
 {
     /* (A record of L bytes holds (L + 1) / 2 words at most.) */
@@ -244,11 +274,16 @@ int sr_wordcount_ids(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_t 
  * and each record's end (room made by the caller). */
 static int sr__range(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_t hi, int with_ids)
 {
-    wc->data = b->data;
-    wc->n = 0;
     wc->words = 0;
     if (!wc->cap && sr__rehash(wc, 4096) < 0) return SR_ENOMEM;
-    memset(wc->slots, 0, wc->cap * sizeof(sr__slot_t));
+    if (!with_ids || !wc->kept) {
+        /* (a count, or the first call naming words: none known) */
+        wc->n = 0;
+        wc->own_len = 0;
+        wc->kept = with_ids;
+        wc->data = with_ids ? wc->own : b->data;
+        memset(wc->slots, 0, wc->cap * sizeof(sr__slot_t));
+    }
     const unsigned char *data = (const unsigned char *)b->data;
     sr__pending_t ring[SR__RING];
     size_t cut = 0, counted = 0;
@@ -335,7 +370,7 @@ static int sr__range(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_t 
     rc = SR_OK;
     if (with_ids) wc->rec_end[0] = 0;
 fail:
-    sr__flush(wc);
+    if (!with_ids) sr__flush(wc); /* (named words' counts are not read) */
     wc->words = counted;
     return rc;
 }

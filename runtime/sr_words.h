@@ -31,6 +31,10 @@ typedef struct sr_wordcount {
      * [rec_end[r], rec_end[r + 1]), rec_end[0] = 0. */
     uint32_t *ids, *rec_end;
     size_t idcap, reccap; /* private */
+    /* private: sr_wordcount_ids's words' own bytes (data while kept) */
+    char *own;
+    size_t own_len, own_cap;
+    int kept;
 } sr_wordcount_t;
 
 sr_wordcount_t *sr_wordcount_new(void);
@@ -40,10 +44,16 @@ void sr_wordcount_free(sr_wordcount_t *wc);
 int sr_wordcount_batch(sr_wordcount_t *wc, const sr_batch_t *b);
 /* The same over records [lo, hi) of b only. */
 int sr_wordcount_range(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_t hi);
-/* The same, and each word of the range by its distinct word (ids,
+/* Names each word of records [lo, hi) of b by its distinct word (ids,
  * rec_end): what the fused chain of flat_map(sr.words) reads instead of
- * interning every word as a Lua string. Returns 0 or SR_ENOMEM. */
+ * interning every word as a Lua string. The distinct words are kept from
+ * one call to the next (their bytes copied, so data no longer points into
+ * a batch): a word keeps its id, words new to the call are appended, and
+ * n counts all. sr_wordcount_forget, sr_wordcount_batch or _range start
+ * over. Returns 0 or SR_ENOMEM. */
 int sr_wordcount_ids(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_t hi);
+/* Forgets the words sr_wordcount_ids kept (n = 0). */
+void sr_wordcount_forget(sr_wordcount_t *wc);
 /* Adds src's counts to dst, src's words new to dst appended in src's order
  * (both counted over the same batch: dst's words first appear before
  * src's). Returns 0 or SR_ENOMEM. */

@@ -72,6 +72,7 @@ typedef struct sr_wordcount {
     const char *data; sr_wordcount_word_t *word; size_t n; size_t words;
     uint64_t *slots; size_t cap, ncap;
     uint32_t *ids, *rec_end; size_t idcap, reccap;
+    char *own; size_t own_len, own_cap; int kept;
 } sr_wordcount_t;
 typedef struct sr_state sr_state_t;
 int sr_state_get_number(sr_state_t *st, int ktype, const char *s, size_t len, double num, double *out);
@@ -99,6 +100,7 @@ void sr_wordcount_free(sr_wordcount_t *wc);
 int sr_wordcount_batch(sr_wordcount_t *wc, const sr_batch_t *b);
 int sr_wordcount_range(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_t hi);
 int sr_wordcount_ids(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_t hi);
+void sr_wordcount_forget(sr_wordcount_t *wc);
 typedef struct sr_workers sr_workers_t;
 int sr_workers_online_cpus(void);
 int sr_stop_requested(void);

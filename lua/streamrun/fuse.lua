@@ -18,6 +18,7 @@ local guard = require "streamrun.guard"
 local ops = require "streamrun.ops"
 local resume = require "streamrun.resume"
 local watchdog = require "streamrun.watchdog"
+local tclear = require "table.clear"
 
 local tnew = batch.new_table
 local type, error, next, concat, byte, sub = type, error, next, table.concat, string.byte, string.sub
@@ -39,48 +40,73 @@ M.ids_chunk = 65536
 -- C batch: "ids" (words cut and named in C) or "lua" (cut in the loop).
 -- Each way runs 3 chunks first, in turn (the first of each, which LuaJIT
 -- compiles, not timed), then the faster by its recent milliseconds per
--- record, the other once every TRY_EVERY chunks so that its figure
--- follows the data. M.words_in_c (tests): always "ids" (true) or "lua"
--- (false).
-local PROBE, TRY_EVERY = 6, 16
+-- record, the other once in a while so that its figure follows the data:
+-- TRY_EVERY chunks after the probe, then twice as long after each try
+-- that found it slower still (up to TRY_MAX), TRY_EVERY again after one
+-- that found it faster. M.words_in_c (tests): always "ids" (true) or
+-- "lua" (false).
+local PROBE, TRY_EVERY, TRY_MAX = 6, 16, 256
 local function pick_words(WID)
   if M.words_in_c ~= nil then return M.words_in_c and "ids" or "lua" end
   local runs = WID.runs
   WID.runs = runs + 1
   if runs < PROBE then return runs % 2 == 0 and "ids" or "lua" end
   local best = WID.ms.ids <= WID.ms.lua and "ids" or "lua"
-  if runs % TRY_EVERY == 0 then return best == "ids" and "lua" or "ids" end
+  if runs >= (WID.next_try or TRY_EVERY) then
+    WID.trying = true
+    return best == "ids" and "lua" or "ids"
+  end
   return best
 end
 
 -- Notes a chunk's milliseconds per record, read the way how (runs: the
 -- chunks picked so far, this one included): the mean of its second and
--- third, then a moving average.
+-- third, then a moving average; a try's own figure (the one before is
+-- old).
 local function time_words(WID, how, ms)
   local ms_of, runs = WID.ms, WID.runs
   if runs <= 2 then return end
-  if runs <= 4 then
+  if runs <= 4 or WID.trying then
     ms_of[how] = ms
   elseif runs <= PROBE then
     ms_of[how] = (ms_of[how] + ms) / 2
   else
     ms_of[how] = 0.75 * ms_of[how] + 0.25 * ms
   end
+  if WID.trying then
+    WID.trying = nil
+    local slower = ms_of[how] > ms_of[how == "ids" and "lua" or "ids"]
+    WID.every = slower and min(2 * (WID.every or TRY_EVERY), TRY_MAX) or TRY_EVERY
+    WID.next_try = runs - 1 + WID.every
+  end
 end
 
 M.pick_words, M.time_words = pick_words, time_words -- (for tests)
 
+-- Distinct words a chain keeps named (their strings in WID.str) from
+-- chunk to chunk and batch to batch; past this many, it starts over. (A
+-- field: tests set it small.)
+M.ids_keep = 2 ^ 18
+
 -- Cuts the words of records i0 .. i1 (1-based) of the C batch cb and names
--- each by its distinct word (sr_wordcount_ids), one string made per
--- distinct word, for the loop over them (the WID of M.chain).
+-- each by its distinct word (sr_wordcount_ids), for the loop over them
+-- (the WID of M.chain). The C table keeps its words, so a string is made
+-- once per distinct word, not once per chunk: a steady vocabulary makes
+-- none.
 local function chunk_ids(WID, cb, i0, i1)
   local wc = WID.wc
+  if WID.known > M.ids_keep then
+    C.sr_wordcount_forget(wc)
+    tclear(WID.str)
+    WID.known = 0
+  end
   if C.sr_wordcount_ids(wc, cb, i0 - 1, i1) ~= 0 then error("flat_map(sr.words): out of memory", 0) end
-  local STR, data, word = WID.str, wc.data, wc.word
-  for id = 1, tonumber(wc.n) do
+  local STR, data, word, n = WID.str, wc.data, wc.word, tonumber(wc.n)
+  for id = WID.known + 1, n do
     local w = word[id - 1]
     STR[id] = ffi.string(data + w.off, w.len)
   end
+  WID.known = n
   WID.ids, WID.rend, WID.r0 = wc.ids, wc.rec_end, i0 - 1
 end
 
@@ -450,7 +476,7 @@ end]]
   -- runs the faster one, as timed on its own chunks (pick_words).
   local WID, raw_ids, ids_sites
   if not stamp and stages[1].op == "flat_map" and stages[1].fn == builtins.words then
-    WID = { wc = ffi.gc(C.sr_wordcount_new(), C.sr_wordcount_free), str = {}, r0 = 0,
+    WID = { wc = ffi.gc(C.sr_wordcount_new(), C.sr_wordcount_free), str = {}, known = 0, r0 = 0,
             ms = { ids = 0, lua = 0 }, runs = 0 }
     local function words_loop(how)
       local raw_lines, sites = generate(stages, 1, false, origin, sink_op, how)

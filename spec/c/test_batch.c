@@ -1,5 +1,5 @@
-/* test_batch: the record buffer: append, growth past its first capacity,
- * the record and byte limits, clearing. */
+/* test_batch: the record buffer: append, growth past its first capacity
+ * and into huge-page blocks, the record and byte limits, clearing. */
 #include "sr_test.h"
 
 #include "sr_alloc.h"
@@ -63,6 +63,31 @@ static void test_grow(void **state)
     assert_int_equal(sr_batch_append(&b, big, sizeof(big), -1), SR_OK);
     assert_int_equal(b.off[b.n] - b.off[b.n - 1], sizeof(big));
     assert_memory_equal(b.data + b.off[b.n - 1], big, sizeof(big));
+    sr_batch_close(&b);
+    assert_int_equal(sr_alloc_used(), before);
+}
+
+/* Past the size from which buffers are huge-page blocks, whose pages move
+ * to the larger block as it grows: every record reads back the same. */
+static void test_grow_huge(void **state)
+{
+    (void)state;
+    size_t before = sr_alloc_used();
+    sr_batch_t b;
+    sr_batch_init(&b, 0, 0);
+    char rec[64];
+    enum { N = 1200000 }; /* pos: 9.6 MB, data: ~20 MB */
+    for (int i = 0; i < N; i++) {
+        int n = snprintf(rec, sizeof(rec), "record-%07d-%d", i, i % 7);
+        assert_int_equal(sr_batch_append(&b, rec, (size_t)n, (int64_t)i * 3), SR_OK);
+    }
+    assert_true(b.cap >= ((size_t)8 << 20));
+    for (int i = 0; i < N; i += 997) {
+        snprintf(rec, sizeof(rec), "record-%07d-%d", i, i % 7);
+        expect_record(&b, (size_t)i, rec, (int64_t)i * 3);
+    }
+    snprintf(rec, sizeof(rec), "record-%07d-%d", N - 1, (N - 1) % 7);
+    expect_record(&b, N - 1, rec, (int64_t)(N - 1) * 3);
     sr_batch_close(&b);
     assert_int_equal(sr_alloc_used(), before);
 }
@@ -152,6 +177,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_append),
         cmocka_unit_test(test_grow),
+        cmocka_unit_test(test_grow_huge),
         cmocka_unit_test(test_full_by_records),
         cmocka_unit_test(test_full_by_bytes),
         cmocka_unit_test(test_no_limits),

@@ -198,6 +198,91 @@ static void test_scan_matches_reference(void **state)
     sr_wordcount_free(wc);
 }
 
+/* sr_wordcount_ids keeps its words from call to call: over batches freed
+ * after their call, a word keeps the id it first had, new words come after,
+ * and the bytes of each stay readable; forgotten, ids start over. */
+static void test_ids_kept_across_calls(void **state)
+{
+    (void)state;
+    static const char *lines[][3] = {
+        {"alpha beta", "gamma alpha", "a-word-longer-than-sixteen-bytes beta"},
+        {"beta delta", "a-word-longer-than-sixteen-bytes-too", "alpha epsilon gamma"},
+        {"delta", "", "a-word-longer-than-sixteen-bytes zeta"},
+    };
+    char known[16][64];
+    size_t nknown = 0;
+    sr_wordcount_t *wc = sr_wordcount_new();
+    for (int round = 0; round < 2; round++) {
+        nknown = 0;
+        for (int bi = 0; bi < 3; bi++) {
+            sr_batch_t b;
+            sr_batch_init(&b, 0, 0);
+            for (int r = 0; r < 3; r++) sr_batch_append(&b, lines[bi][r], strlen(lines[bi][r]), r);
+            assert_int_equal(sr_wordcount_ids(wc, &b, 0, b.n), 0);
+            /* Each word's id: its place among the words seen since the
+             * start (or the last forget), first seen first. */
+            size_t j = 0;
+            for (int r = 0; r < 3; r++) {
+                char line[128];
+                snprintf(line, sizeof(line), "%s", lines[bi][r]);
+                for (char *w = strtok(line, " "); w; w = strtok(NULL, " ")) {
+                    size_t k = 0;
+                    while (k < nknown && strcmp(known[k], w) != 0) k++;
+                    if (k == nknown) snprintf(known[nknown++], sizeof(known[0]), "%s", w);
+                    assert_int_equal(wc->ids[j], k + 1);
+                    j++;
+                }
+            }
+            assert_int_equal(wc->words, j);
+            assert_int_equal(wc->n, nknown);
+            sr_batch_close(&b);
+            /* (the batch is gone: the words' bytes are the table's own) */
+            for (size_t k = 0; k < nknown; k++) {
+                assert_int_equal(wc->word[k].len, strlen(known[k]));
+                assert_memory_equal(wc->data + wc->word[k].off, known[k], strlen(known[k]));
+            }
+        }
+        sr_wordcount_forget(wc);
+        assert_int_equal(wc->n, 0);
+    }
+    /* Past the table's first size (it is rebuilt from the kept bytes):
+     * 6000 distinct words over 3 batches, every other one long, each
+     * batch naming the words of the one before again. */
+    for (int bi = 0; bi < 3; bi++) {
+        sr_batch_t b;
+        sr_batch_init(&b, 0, 0);
+        for (int k = bi == 0 ? 0 : (bi - 1) * 2000; k < (bi + 1) * 2000; k++) {
+            char w[64];
+            int len = snprintf(w, sizeof(w), k % 2 ? "w%d" : "w%d-and-more-than-sixteen-bytes", k);
+            sr_batch_append(&b, w, (size_t)len, k);
+        }
+        assert_int_equal(sr_wordcount_ids(wc, &b, 0, b.n), 0);
+        size_t j = 0;
+        for (int k = bi == 0 ? 0 : (bi - 1) * 2000; k < (bi + 1) * 2000; k++) assert_int_equal(wc->ids[j++], k + 1);
+        assert_int_equal(wc->n, (size_t)(bi + 1) * 2000);
+        sr_batch_close(&b);
+    }
+    for (int k = 0; k < 6000; k += 997) {
+        char w[64];
+        int len = snprintf(w, sizeof(w), k % 2 ? "w%d" : "w%d-and-more-than-sixteen-bytes", k);
+        assert_int_equal(wc->word[k].len, (size_t)len);
+        assert_memory_equal(wc->data + wc->word[k].off, w, (size_t)len);
+    }
+    sr_wordcount_forget(wc);
+    /* A count forgets them too. */
+    sr_batch_t b;
+    sr_batch_init(&b, 0, 0);
+    sr_batch_append(&b, "zeta alpha", 10, 0);
+    assert_int_equal(sr_wordcount_ids(wc, &b, 0, 1), 0);
+    assert_int_equal(sr_wordcount_batch(wc, &b), 0);
+    assert_int_equal(sr_wordcount_ids(wc, &b, 0, 1), 0);
+    assert_int_equal(wc->n, 2);
+    assert_int_equal(wc->ids[0], 1);
+    assert_int_equal(wc->ids[1], 2);
+    sr_batch_close(&b);
+    sr_wordcount_free(wc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -205,6 +290,7 @@ int main(void)
         cmocka_unit_test(test_many_distinct_words),
         cmocka_unit_test(test_words_alike_at_the_start),
         cmocka_unit_test(test_scan_matches_reference),
+        cmocka_unit_test(test_ids_kept_across_calls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 -- flat_map(sr.words) first in a chain over a text source's C batch
 -- (streamrun.fuse), a chunk of records at a time: the words cut and named
 -- by their distinct word in C (sr_wordcount_ids, one string made per
--- distinct word), or cut in the loop, whichever the chain timed faster.
+-- distinct word, kept from chunk to chunk), or cut in the loop, whichever
+-- the chain timed faster.
 -- Both must give what the chain gives over the lines as Lua strings: the
 -- same elements in the same order, the same folds, and the same dead
 -- letters (a failing call goes on with the rest of its line's words),
@@ -94,9 +95,10 @@ end
 
 describe("flat_map(sr.words) over a C batch", function()
   local saved
-  before_each(function() saved = fuse.ids_chunk end)
+  local saved_keep
+  before_each(function() saved, saved_keep = fuse.ids_chunk, fuse.ids_keep end)
   after_each(function()
-    fuse.ids_chunk = saved
+    fuse.ids_chunk, fuse.ids_keep = saved, saved_keep
     fuse.words_in_c = nil
   end)
 
@@ -108,15 +110,21 @@ describe("flat_map(sr.words) over a C batch", function()
       for b = 1, r.int(1, 4) do batches[b] = lines_of(r, r.int(0, 40)) end
       local want, want_dead = run(shape, batches, "lines")
       -- (words_in_c: the words cut and named in C, cut in the loop, or
-      -- each chunk the way the chain finds faster)
+      -- each chunk the way the chain finds faster; named in C, the
+      -- distinct words kept from chunk to chunk, or forgotten at each
+      -- chunk past 1)
       for _, in_c in ipairs { true, false, "either" } do
         fuse.words_in_c = in_c ~= "either" and in_c or nil
-        for _, chunk in ipairs { 1, 2, 3, 7, 65536 } do
-          fuse.ids_chunk = chunk
-          local got, got_dead = run(shape, batches, "raw")
-          local what = ("seed %d shape %d chunk %d words in C %s"):format(seed, shape, chunk, tostring(in_c))
-          assert.same(want, got, what)
-          assert.same(want_dead, got_dead, what)
+        for _, keep in ipairs(in_c == true and { saved_keep, 1 } or { saved_keep }) do
+          fuse.ids_keep = keep
+          for _, chunk in ipairs { 1, 2, 3, 7, 65536 } do
+            fuse.ids_chunk = chunk
+            local got, got_dead = run(shape, batches, "raw")
+            local what = ("seed %d shape %d chunk %d words in C %s keep %d"):format(seed, shape, chunk,
+              tostring(in_c), keep)
+            assert.same(want, got, what)
+            assert.same(want_dead, got_dead, what)
+          end
         end
       end
     end
@@ -136,21 +144,28 @@ describe("flat_map(sr.words) over a C batch", function()
     end
   end)
 
-  it("reads each chunk the way it found faster, trying the other every 16 chunks", function()
+  it("reads each chunk the way it found faster, trying the other less often while it stays slower", function()
     local W, seq = { ms = { ids = 0, lua = 0 }, runs = 0 }, {}
     local cost = { ids = 1, lua = 3 }
-    for k = 1, 60 do
+    for k = 1, 700 do
       seq[k] = fuse.pick_words(W)
       -- (The first chunk of each way, compiled, is slow: not counted.)
       fuse.time_words(W, seq[k], k <= 2 and 100 or cost[seq[k]])
       if k == 40 then cost.ids = 5 end -- (the data changes)
+      if k == 300 then cost.ids = 1 end -- (and back)
     end
     assert.same({ "ids", "lua", "ids", "lua", "ids", "lua" }, { seq[1], seq[2], seq[3], seq[4], seq[5], seq[6] })
-    for k = 7, 40 do assert.equal((k - 1) % 16 == 0 and "lua" or "ids", seq[k], k) end
-    -- ids slower now: its figure follows within a few chunks.
-    for k = 46, 60 do
-      if (k - 1) % 16 ~= 0 then assert.equal("lua", seq[k], k) end
-    end
+    -- The other way after 16 chunks, then 32, 64, 128 (each try found it
+    -- slower still): chunks 17, 49, 113, 241.
+    for k = 7, 40 do assert.equal(k == 17 and "lua" or "ids", seq[k], k) end
+    -- ids slower from chunk 41: its figure follows within a few chunks,
+    -- and then ids is the way tried.
+    for k = 46, 300 do assert.equal((k == 49 or k == 113 or k == 241) and "ids" or "lua", seq[k], k) end
+    -- ids faster again from chunk 301: found at the next try (chunk 497,
+    -- 256 after the last), then read that way, lua tried 16 chunks on.
+    for k = 301, 496 do assert.equal("lua", seq[k], k) end
+    assert.equal("ids", seq[497])
+    for k = 498, 520 do assert.equal(k == 513 and "lua" or "ids", seq[k], k) end
     fuse.words_in_c = true
     assert.equal("ids", fuse.pick_words(W))
     fuse.words_in_c = false
