@@ -221,12 +221,22 @@ function Driver:state(name, key)
   return t
 end
 
+-- The temporary directories Driver:checkpoint made, removed when the Lua
+-- state closes (a test run's end: the sentinel lives as long as M).
+local made_dirs = {}
+M.made_dirs_sentinel = newproxy(true)
+getmetatable(M.made_dirs_sentinel).__gc = function()
+  for i = 1, #made_dirs do os.execute("rm -rf '" .. made_dirs[i] .. "'") end
+end
+
 -- Writes a checkpoint of the job as it stands after the last batch, into
--- dir (default: a new temporary directory). Returns its path.
+-- dir (default: a new temporary directory, removed at the end of the test
+-- run). Returns its path.
 function Driver:checkpoint(dir)
   if not dir then
     dir = os.tmpname()
     os.remove(dir)
+    made_dirs[#made_dirs + 1] = dir
   end
   local ok, err = core.mkdir_p(dir)
   if not ok then error("checkpoint: " .. err, 2) end
