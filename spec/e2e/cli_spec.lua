@@ -208,4 +208,26 @@ describe("e2e command line", function()
     assert.are_not.equal(0, code)
     assert.truthy(stdout:find("1 failure", 1, true), stdout)
   end)
+
+  it("test removes the directories d:checkpoint() made when the run ends", function()
+    local dir = proc.tmpdir()
+    local spec, list = dir .. "/ckpt_spec.lua", dir .. "/paths.txt"
+    proc.write_file(spec, table.concat({
+      'local testing = require "streamrun.testing"',
+      'describe("x", function() it("checkpoints", function()',
+      '  local d = testing.driver(' .. ("%q"):format(proc.realpath("jobs/wordcount.lua")) .. ')',
+      '  local f = assert(io.open(' .. ("%q"):format(list) .. ', "w"))',
+      '  for _ = 1, 250 do',
+      '    local path = d:checkpoint()',
+      '    assert.truthy(io.open(path, "r"))',
+      '    f:write(path, "\\n")',
+      '  end',
+      '  f:close()',
+      'end) end)', "" }, "\n"))
+    local code, stdout = e2e.exec({ "test", spec })
+    assert.equal(0, code, stdout)
+    local paths = proc.lines(proc.read_file(list))
+    assert.equal(250, #paths)
+    for _, path in ipairs(paths) do assert.is_false(proc.exists((path:gsub("/[^/]*$", ""))), path) end
+  end)
 end)
