@@ -19,7 +19,7 @@ void sr_wordcount_free(sr_wordcount_t *wc)
     sr_free(wc->slots);
     sr_free(wc->ids);
     sr_free(wc->rec_end);
-    sr_free(wc->own);
+    sr_free(wc->own.data);
     sr_free(wc);
 }
 
@@ -150,19 +150,12 @@ static int sr__rehash(sr_wordcount_t *wc, size_t cap)
  * (data then points there); *off: where it lies. 0 or SR_ENOMEM. */
 static int sr__keep_bytes(sr_wordcount_t *wc, const unsigned char *p, size_t len, uint32_t *off)
 {
-    if (wc->own_len + len > UINT32_MAX) return SR_ENOMEM;
-    if (wc->own_len + len > wc->own_cap) {
-        size_t cap = wc->own_cap ? wc->own_cap : 65536;
-        while (cap < wc->own_len + len) cap *= 2;
-        char *own = sr_realloc(wc->own, cap);
-        if (!own) return SR_ENOMEM;
-        wc->own = own;
-        wc->own_cap = cap;
-        wc->data = own;
-    }
-    memcpy(wc->own + wc->own_len, p, len);
-    *off = (uint32_t)wc->own_len;
-    wc->own_len += len;
+    char *d = wc->own.len + len <= UINT32_MAX ? sr_mpbuf_reserve(&wc->own, len) : NULL;
+    if (!d) return SR_ENOMEM;
+    memcpy(d, p, len);
+    *off = (uint32_t)wc->own.len;
+    wc->own.len += len;
+    wc->data = wc->own.data;
     return SR_OK;
 }
 
@@ -279,9 +272,9 @@ static int sr__range(sr_wordcount_t *wc, const sr_batch_t *b, size_t lo, size_t 
     if (!with_ids || !wc->kept) {
         /* (a count, or the first call naming words: none known) */
         wc->n = 0;
-        wc->own_len = 0;
+        wc->own.len = 0;
         wc->kept = with_ids;
-        wc->data = with_ids ? wc->own : b->data;
+        wc->data = with_ids ? wc->own.data : b->data;
         memset(wc->slots, 0, wc->cap * sizeof(sr__slot_t));
     }
     const unsigned char *data = (const unsigned char *)b->data;

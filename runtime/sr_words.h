@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "sr_batch.h"
+#include "sr_mpbuf.h"
 
 /* One distinct word: 32 bytes, so a probe that finds it touches one half
  * cache line (the count it adds to included). */
@@ -31,10 +32,8 @@ typedef struct sr_wordcount {
      * [rec_end[r], rec_end[r + 1]), rec_end[0] = 0. */
     uint32_t *ids, *rec_end;
     size_t idcap, reccap; /* private */
-    /* private: sr_wordcount_ids's words' own bytes (data while kept) */
-    char *own;
-    size_t own_len, own_cap;
-    int kept;
+    sr_mpbuf_t own; /* private: sr_wordcount_ids's words' own bytes (data while kept) */
+    int kept;       /* private */
 } sr_wordcount_t;
 
 sr_wordcount_t *sr_wordcount_new(void);

@@ -72,7 +72,7 @@ typedef struct sr_wordcount {
     const char *data; sr_wordcount_word_t *word; size_t n; size_t words;
     uint64_t *slots; size_t cap, ncap;
     uint32_t *ids, *rec_end; size_t idcap, reccap;
-    char *own; size_t own_len, own_cap; int kept;
+    struct { char *data; size_t len, cap; } own; int kept;
 } sr_wordcount_t;
 typedef struct sr_state sr_state_t;
 int sr_state_get_number(sr_state_t *st, int ktype, const char *s, size_t len, double num, double *out);

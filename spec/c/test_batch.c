@@ -37,24 +37,32 @@ static void test_append(void **state)
     assert_null(b.data);
 }
 
+/* Appends n records "record-<i>" at positions i * 100 to b and reads every
+ * step-th and the last back. */
+static void fill_and_check(sr_batch_t *b, int n, int step)
+{
+    char rec[64];
+    for (int i = 0; i < n; i++) {
+        int len = snprintf(rec, sizeof(rec), "record-%d", i);
+        assert_int_equal(sr_batch_append(b, rec, (size_t)len, (int64_t)i * 100), SR_OK);
+    }
+    assert_int_equal(b->n, (size_t)n);
+    for (int i = 0; i < n; i += step) {
+        snprintf(rec, sizeof(rec), "record-%d", i);
+        expect_record(b, (size_t)i, rec, (int64_t)i * 100);
+    }
+    snprintf(rec, sizeof(rec), "record-%d", n - 1);
+    expect_record(b, (size_t)n - 1, rec, (int64_t)(n - 1) * 100);
+}
+
 static void test_grow(void **state)
 {
     (void)state;
     size_t before = sr_alloc_used();
     sr_batch_t b;
     sr_batch_init(&b, 0, 0);
-    char rec[64];
     /* Past the first record capacity (256) and the first byte capacity. */
-    for (int i = 0; i < 3000; i++) {
-        int n = snprintf(rec, sizeof(rec), "record-%d", i);
-        assert_int_equal(sr_batch_append(&b, rec, (size_t)n, i * 100), SR_OK);
-    }
-    assert_int_equal(b.n, 3000);
-    for (int i = 0; i < 3000; i += 123) {
-        snprintf(rec, sizeof(rec), "record-%d", i);
-        expect_record(&b, (size_t)i, rec, i * 100);
-    }
-    expect_record(&b, 2999, "record-2999", 299900);
+    fill_and_check(&b, 3000, 123);
     assert_true(b.cap >= b.len);
     assert_true(b.ncap >= b.n);
     /* One record bigger than the whole buffer. */
@@ -75,19 +83,8 @@ static void test_grow_huge(void **state)
     size_t before = sr_alloc_used();
     sr_batch_t b;
     sr_batch_init(&b, 0, 0);
-    char rec[64];
-    enum { N = 1200000 }; /* pos: 9.6 MB, data: ~20 MB */
-    for (int i = 0; i < N; i++) {
-        int n = snprintf(rec, sizeof(rec), "record-%07d-%d", i, i % 7);
-        assert_int_equal(sr_batch_append(&b, rec, (size_t)n, (int64_t)i * 3), SR_OK);
-    }
+    fill_and_check(&b, 1200000, 997); /* pos: 9.6 MB, data: ~15 MB */
     assert_true(b.cap >= ((size_t)8 << 20));
-    for (int i = 0; i < N; i += 997) {
-        snprintf(rec, sizeof(rec), "record-%07d-%d", i, i % 7);
-        expect_record(&b, (size_t)i, rec, (int64_t)i * 3);
-    }
-    snprintf(rec, sizeof(rec), "record-%07d-%d", N - 1, (N - 1) % 7);
-    expect_record(&b, N - 1, rec, (int64_t)(N - 1) * 3);
     sr_batch_close(&b);
     assert_int_equal(sr_alloc_used(), before);
 }
