@@ -86,17 +86,6 @@ void sr_free_huge(void *p, size_t n)
     __atomic_sub_fetch(&used, n, __ATOMIC_RELAXED);
 }
 
-void sr_move_huge(void *to, void *from, size_t n)
-{
-    /* Both blocks start on a huge page: from's pages, huge ones whole,
-     * take the place of to's first n bytes. */
-    if (mremap(from, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, to) == MAP_FAILED) {
-        memcpy(to, from, n);
-        munmap(from, n);
-    }
-    __atomic_sub_fetch(&used, n, __ATOMIC_RELAXED);
-}
-
 size_t sr_alloc_used(void) { return __atomic_load_n(&used, __ATOMIC_RELAXED); }
 
 void sr_alloc_fail_after(long n) { fail_countdown = n; }

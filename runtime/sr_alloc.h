@@ -18,10 +18,6 @@ void sr_free(void *p);
 #define SR_ALLOC_HUGE ((size_t)2 << 20)
 void *sr_malloc_huge(size_t n);
 void sr_free_huge(void *p, size_t n);
-/* Moves the content of block from (n bytes of sr_malloc_huge) to the start
- * of block to (at least n bytes of sr_malloc_huge), and frees from: its
- * pages are moved, not copied, so none is zeroed a second time. */
-void sr_move_huge(void *to, void *from, size_t n);
 
 /* Bytes currently allocated through this module, as the C allocator
  * reports them (at least what was asked for). */

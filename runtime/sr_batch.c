@@ -23,26 +23,15 @@ static void sr__buf_free(void *p, size_t n)
     else sr_free(p);
 }
 
-/* Moves the first used bytes of old (allocated for oldn bytes) to p and
- * frees old. */
-static void sr__buf_move(void *p, void *old, size_t oldn, size_t used)
-{
-    if (oldn >= SR__HUGE_FROM) {
-        /* (pages moved: no copy, and none zeroed a second time) */
-        sr_move_huge(p, old, sr__huge_bytes(oldn));
-        return;
-    }
-    if (used) memcpy(p, old, used);
-    sr_free(old);
-}
-
 /* A buffer of n bytes holding the first used bytes of old (allocated for
  * oldn bytes), or NULL (old is kept). */
 static void *sr__buf_grow(void *old, size_t oldn, size_t used, size_t n)
 {
     if (n < SR__HUGE_FROM) return sr_realloc(old, n);
     void *p = sr__buf_alloc(n);
-    if (p && old) sr__buf_move(p, old, oldn, used);
+    if (!p) return NULL;
+    if (used) memcpy(p, old, used);
+    if (old) sr__buf_free(old, oldn);
     return p;
 }
 
@@ -95,9 +84,10 @@ static int sr__batch_grow_records(sr_batch_t *b)
             sr__buf_free(pos, posn);
             return SR_ENOMEM;
         }
-        size_t old_offn = (b->ncap + 1) * sizeof(*off), old_posn = b->ncap * sizeof(*pos);
-        sr__buf_move(off, b->off, old_offn, old_offn);
-        sr__buf_move(pos, b->pos, old_posn, old_posn);
+        memcpy(off, b->off, (b->ncap + 1) * sizeof(*off));
+        memcpy(pos, b->pos, b->ncap * sizeof(*pos));
+        sr__buf_free(b->off, (b->ncap + 1) * sizeof(*off));
+        sr__buf_free(b->pos, b->ncap * sizeof(*pos));
         b->off = off;
         b->pos = pos;
     }

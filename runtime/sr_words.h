@@ -17,7 +17,7 @@ typedef struct sr_wordcount_word {
     uint64_t head[2]; /* private: the word's first 16 bytes, zero-padded */
     uint32_t off;     /* read-only: the word is data[off .. off + len) */
     uint32_t len;     /* read-only */
-    double count;     /* read-only: occurrences */
+    double count;     /* read-only: occurrences (not kept by sr_wordcount_ids) */
 } sr_wordcount_word_t;
 
 typedef struct sr_wordcount {

@@ -45,7 +45,7 @@ M.ids_chunk = 65536
 -- that found it slower still (up to TRY_MAX), TRY_EVERY again after one
 -- that found it faster. M.words_in_c (tests): always "ids" (true) or
 -- "lua" (false).
-local PROBE, TRY_EVERY, TRY_MAX = 6, 16, 256
+local PROBE, TRY_EVERY, TRY_MAX, TRY_RECORDS = 6, 16, 256, 64
 local function pick_words(WID)
   if M.words_in_c ~= nil then return M.words_in_c and "ids" or "lua" end
   local runs = WID.runs
@@ -60,12 +60,15 @@ local function pick_words(WID)
 end
 
 -- Notes a chunk's milliseconds per record, read the way how (runs: the
--- chunks picked so far, this one included): the mean of its second and
--- third, then a moving average; a try's own figure (the one before is
--- old).
-local function time_words(WID, how, ms)
+-- chunks picked so far, this one included; records: the chunk's): the
+-- mean of its second and third, then a moving average; a try's own
+-- figure (the one before is old).
+local function time_words(WID, how, ms, records)
   local ms_of, runs = WID.ms, WID.runs
   if runs <= 2 then return end
+  -- (A try on a batch's last few records decides nothing: the next chunk
+  -- is the try.)
+  if WID.trying and records and records < TRY_RECORDS then return end
   if runs <= 4 or WID.trying then
     ms_of[how] = ms
   elseif runs <= PROBE then
@@ -84,9 +87,9 @@ end
 M.pick_words, M.time_words = pick_words, time_words -- (for tests)
 
 -- Distinct words a chain keeps named (their strings in WID.str) from
--- chunk to chunk and batch to batch; past this many, it starts over. (A
--- field: tests set it small.)
-M.ids_keep = 2 ^ 18
+-- chunk to chunk and batch to batch; past this many, or past this many
+-- bytes of them, it starts over. (Fields: tests set them small.)
+M.ids_keep, M.ids_keep_bytes = 2 ^ 18, 2 ^ 26
 
 -- Cuts the words of records i0 .. i1 (1-based) of the C batch cb and names
 -- each by its distinct word (sr_wordcount_ids), for the loop over them
@@ -95,7 +98,7 @@ M.ids_keep = 2 ^ 18
 -- none.
 local function chunk_ids(WID, cb, i0, i1)
   local wc = WID.wc
-  if WID.known > M.ids_keep then
+  if WID.known > M.ids_keep or wc.own.len > M.ids_keep_bytes then
     C.sr_wordcount_forget(wc)
     tclear(WID.str)
     WID.known = 0
@@ -632,7 +635,7 @@ end]]
       end
       if ok then
         m = res
-        if t0 then time_words(WID, how, (clock_ms() - t0) / (upto - c0 + 1)) end
+        if t0 then time_words(WID, how, (clock_ms() - t0) / (upto - c0 + 1), upto - c0 + 1) end
         if upto >= n then break end
         i0 = upto + 1
         goto next_run

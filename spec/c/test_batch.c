@@ -75,8 +75,8 @@ static void test_grow(void **state)
     assert_int_equal(sr_alloc_used(), before);
 }
 
-/* Past the size from which buffers are huge-page blocks, whose pages move
- * to the larger block as it grows: every record reads back the same. */
+/* Past the size from which buffers are huge-page blocks, copied to the
+ * larger block as they grow: every record reads back the same. */
 static void test_grow_huge(void **state)
 {
     (void)state;

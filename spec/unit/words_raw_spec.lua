@@ -95,10 +95,10 @@ end
 
 describe("flat_map(sr.words) over a C batch", function()
   local saved
-  local saved_keep
-  before_each(function() saved, saved_keep = fuse.ids_chunk, fuse.ids_keep end)
+  local saved_keep, saved_bytes
+  before_each(function() saved, saved_keep, saved_bytes = fuse.ids_chunk, fuse.ids_keep, fuse.ids_keep_bytes end)
   after_each(function()
-    fuse.ids_chunk, fuse.ids_keep = saved, saved_keep
+    fuse.ids_chunk, fuse.ids_keep, fuse.ids_keep_bytes = saved, saved_keep, saved_bytes
     fuse.words_in_c = nil
   end)
 
@@ -112,16 +112,18 @@ describe("flat_map(sr.words) over a C batch", function()
       -- (words_in_c: the words cut and named in C, cut in the loop, or
       -- each chunk the way the chain finds faster; named in C, the
       -- distinct words kept from chunk to chunk, or forgotten at each
-      -- chunk past 1)
+      -- chunk past 1 word or past 1 byte of them)
       for _, in_c in ipairs { true, false, "either" } do
         fuse.words_in_c = in_c ~= "either" and in_c or nil
-        for _, keep in ipairs(in_c == true and { saved_keep, 1 } or { saved_keep }) do
-          fuse.ids_keep = keep
+        local keeps = { { saved_keep, saved_bytes } }
+        if in_c == true then keeps = { keeps[1], { 1, saved_bytes }, { saved_keep, 1 } } end
+        for _, keep in ipairs(keeps) do
+          fuse.ids_keep, fuse.ids_keep_bytes = keep[1], keep[2]
           for _, chunk in ipairs { 1, 2, 3, 7, 65536 } do
             fuse.ids_chunk = chunk
             local got, got_dead = run(shape, batches, "raw")
-            local what = ("seed %d shape %d chunk %d words in C %s keep %d"):format(seed, shape, chunk,
-              tostring(in_c), keep)
+            local what = ("seed %d shape %d chunk %d words in C %s keep %d words, %d bytes"):format(seed, shape,
+              chunk, tostring(in_c), keep[1], keep[2])
             assert.same(want, got, what)
             assert.same(want_dead, got_dead, what)
           end
@@ -166,6 +168,17 @@ describe("flat_map(sr.words) over a C batch", function()
     for k = 301, 496 do assert.equal("lua", seq[k], k) end
     assert.equal("ids", seq[497])
     for k = 498, 520 do assert.equal(k == 513 and "lua" or "ids", seq[k], k) end
+    -- A try on a batch's last few records decides nothing: the next chunk
+    -- is the try.
+    W, seq = { ms = { ids = 0, lua = 0 }, runs = 0 }, {}
+    for k = 1, 17 do
+      seq[k] = fuse.pick_words(W)
+      fuse.time_words(W, seq[k], k <= 2 and 100 or cost[seq[k]], k == 17 and 3 or 65536)
+    end
+    assert.equal("lua", seq[17])
+    assert.equal("lua", fuse.pick_words(W))
+    fuse.time_words(W, "lua", cost.lua, 65536)
+    assert.equal("ids", fuse.pick_words(W))
     fuse.words_in_c = true
     assert.equal("ids", fuse.pick_words(W))
     fuse.words_in_c = false
