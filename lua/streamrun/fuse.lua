@@ -154,8 +154,31 @@ local function generate(stages, k0, guarded, origin, sink, raw, timed)
     if guarded then return ("G(%d, %s[%d], %s)"):format(k, which, k, concat(args, ", ")) end
     return ("%s[%d](%s)"):format(which, k, concat(args, ", "))
   end
-  local gen_flat
-  local function gen(k, a, b, loops)
+  local gen_flat, gen
+  -- Cuts words (runs of bytes other than ASCII whitespace) from position p
+  -- on while more(at) holds, byte(at) reading the byte at at; each word x
+  -- (word(q): from p to before q) goes on to stage k + 1 in the loop
+  -- loops (the flat_map's own entry last).
+  local function gen_words(k, p, x, more, byte, word, loops)
+    local c, q = fresh("c"), fresh("q")
+    emit(("while %s do"):format(more(p)))
+    emit(("local %s = %s"):format(c, byte(p)))
+    emit(("if %s == 32 or (%s >= 9 and %s <= 13) then"):format(c, c, c))
+    emit(("%s = %s + 1"):format(p, p))
+    emit("else")
+    emit(("local %s = %s + 1"):format(q, p))
+    emit(("while %s do"):format(more(q)))
+    emit(("%s = %s"):format(c, byte(q)))
+    emit(("if %s == 32 or (%s >= 9 and %s <= 13) then break end"):format(c, c, c))
+    emit(("%s = %s + 1"):format(q, q))
+    emit("end")
+    emit(("local %s = %s"):format(x, word(q)))
+    emit(("%s = %s + 1"):format(p, q))
+    gen(k + 1, x, "nil", loops)
+    emit("end")
+    emit("end")
+  end
+  function gen(k, a, b, loops)
     if k > #stages then
       if sink == "reduce_by_key" then
         -- Folded into the keyed stage at once: OA its keys in order of
@@ -218,24 +241,12 @@ local function generate(stages, k0, guarded, origin, sink, raw, timed)
       -- Words of record i of a C batch (DATA, OFF), cut where they lie:
       -- no string is made of the line, one of each word (which LuaJIT
       -- need not make when the next stage only reads it: w:lower()).
-      local p, e, c, q, x = fresh("p"), fresh("e"), fresh("c"), fresh("q"), fresh("w")
+      local p, e, x = fresh("p"), fresh("e"), fresh("w")
       emit(("local %s, %s = OFF[i - 1], OFF[i]"):format(p, e))
-      emit(("while %s < %s do"):format(p, e))
-      emit(("local %s = DATA[%s]"):format(c, p))
-      emit(("if %s == 32 or (%s >= 9 and %s <= 13) then"):format(c, c, c))
-      emit(("%s = %s + 1"):format(p, p))
-      emit("else")
-      emit(("local %s = %s + 1"):format(q, p))
-      emit(("while %s < %s do"):format(q, e))
-      emit(("%s = DATA[%s]"):format(c, q))
-      emit(("if %s == 32 or (%s >= 9 and %s <= 13) then break end"):format(c, c, c))
-      emit(("%s = %s + 1"):format(q, q))
-      emit("end")
-      emit(("local %s = FSTRING(DATA + %s, %s - %s)"):format(x, p, q, p))
-      emit(("%s = %s + 1"):format(p, q))
-      gen(k + 1, x, "nil", with(loops, { kind = "cwords", k = k, p = p, e = e }))
-      emit("end")
-      emit("end")
+      gen_words(k, p, x, function(at) return ("%s < %s"):format(at, e) end,
+        function(at) return ("DATA[%s]"):format(at) end,
+        function(q) return ("FSTRING(DATA + %s, %s - %s)"):format(p, q, p) end,
+        with(loops, { kind = "cwords", k = k, p = p, e = e }))
     elseif raw == "ids" and k == 1 then
       -- Words of record i of a C batch, as sr_wordcount_ids cut them from
       -- where they lie and named each by its distinct word (IDS: the ids
@@ -254,25 +265,13 @@ local function generate(stages, k0, guarded, origin, sink, raw, timed)
       -- the line in the loop itself, with no array made per line (each
       -- word is a string, as the next stage needs one). What is not a
       -- string goes through the function as any flat_map's would.
-      local p, len, c, q, x = fresh("p"), fresh("l"), fresh("c"), fresh("q"), fresh("w")
+      local p, len, x = fresh("p"), fresh("l"), fresh("w")
       emit(("if type(%s) == \"string\" then"):format(a))
       emit(("local %s, %s = 1, #%s"):format(p, len, a))
-      emit(("while %s <= %s do"):format(p, len))
-      emit(("local %s = BYTE(%s, %s)"):format(c, a, p))
-      emit(("if %s == 32 or (%s >= 9 and %s <= 13) then"):format(c, c, c))
-      emit(("%s = %s + 1"):format(p, p))
-      emit("else")
-      emit(("local %s = %s + 1"):format(q, p))
-      emit(("while %s <= %s do"):format(q, len))
-      emit(("%s = BYTE(%s, %s)"):format(c, a, q))
-      emit(("if %s == 32 or (%s >= 9 and %s <= 13) then break end"):format(c, c, c))
-      emit(("%s = %s + 1"):format(q, q))
-      emit("end")
-      emit(("local %s = SUB(%s, %s, %s - 1)"):format(x, a, p, q))
-      emit(("%s = %s + 1"):format(p, q))
-      gen(k + 1, x, "nil", with(loops, { kind = "words", k = k, s = a, p = p }))
-      emit("end")
-      emit("end")
+      gen_words(k, p, x, function(at) return ("%s <= %s"):format(at, len) end,
+        function(at) return ("BYTE(%s, %s)"):format(a, at) end,
+        function(q) return ("SUB(%s, %s, %s - 1)"):format(a, p, q) end,
+        with(loops, { kind = "words", k = k, s = a, p = p }))
       emit("else")
       gen_flat(k, a, b, loops)
       emit("end")
