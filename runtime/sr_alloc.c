@@ -11,6 +11,7 @@
 
 static size_t used;
 static long fail_countdown = -1;
+static int refuse_reserve;
 
 static int sr__should_fail(void)
 {
@@ -63,19 +64,27 @@ void sr_free(void *p)
     free(p);
 }
 
-void *sr_malloc_huge(size_t n)
+/* n bytes of address space aligned to SR_ALLOC_HUGE, mapped with the
+ * given extra flags and advised onto huge pages, or NULL. */
+static char *sr__map_huge(size_t n, int flags)
 {
-    if (sr__should_fail()) return NULL;
     /* Map one huge page more than asked, then give back what lies before
      * the first aligned address and after the block. */
     size_t span = n + SR_ALLOC_HUGE;
-    char *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | flags, -1, 0);
     if (raw == MAP_FAILED) return NULL;
     char *p = (char *)(((uintptr_t)raw + SR_ALLOC_HUGE - 1) & ~(uintptr_t)(SR_ALLOC_HUGE - 1));
     if (p > raw) munmap(raw, (size_t)(p - raw));
     if (raw + span > p + n) munmap(p + n, (size_t)(raw + span - (p + n)));
     madvise(p, n, MADV_HUGEPAGE); /* advice: without THP, ordinary pages */
-    __atomic_add_fetch(&used, n, __ATOMIC_RELAXED);
+    return p;
+}
+
+void *sr_malloc_huge(size_t n)
+{
+    if (sr__should_fail()) return NULL;
+    char *p = sr__map_huge(n, 0);
+    if (p) __atomic_add_fetch(&used, n, __ATOMIC_RELAXED);
     return p;
 }
 
@@ -86,6 +95,25 @@ void sr_free_huge(void *p, size_t n)
     __atomic_sub_fetch(&used, n, __ATOMIC_RELAXED);
 }
 
+void *sr_reserve_huge(size_t max, size_t n)
+{
+    if (refuse_reserve) return NULL;
+    char *p = sr__map_huge(max, MAP_NORESERVE);
+    if (p) __atomic_add_fetch(&used, n, __ATOMIC_RELAXED);
+    return p;
+}
+
+void sr_reserve_grow(size_t n, size_t to) { __atomic_add_fetch(&used, to - n, __ATOMIC_RELAXED); }
+
+void sr_free_reserved(void *p, size_t max, size_t n)
+{
+    if (!p) return;
+    munmap(p, max);
+    __atomic_sub_fetch(&used, n, __ATOMIC_RELAXED);
+}
+
 size_t sr_alloc_used(void) { return __atomic_load_n(&used, __ATOMIC_RELAXED); }
 
 void sr_alloc_fail_after(long n) { fail_countdown = n; }
+
+void sr_alloc_refuse_reserve(int refuse) { refuse_reserve = refuse; }

@@ -19,10 +19,24 @@ void sr_free(void *p);
 void *sr_malloc_huge(size_t n);
 void sr_free_huge(void *p, size_t n);
 
+/* A buffer that grows in place: max bytes (a multiple of SR_ALLOC_HUGE)
+ * of address space aligned to SR_ALLOC_HUGE, of which the kernel commits
+ * only the pages touched (huge pages where it can), so growing it copies
+ * nothing and zeroes only what is written. Its first n bytes count as
+ * allocated; sr_reserve_grow counts it grown from n to `to` bytes. NULL
+ * when the system refuses the address space (a limit on it, or strict
+ * overcommit): allocate to size instead. Freed with sr_free_reserved, the
+ * same max and the size counted last. */
+void *sr_reserve_huge(size_t max, size_t n);
+void sr_reserve_grow(size_t n, size_t to);
+void sr_free_reserved(void *p, size_t max, size_t n);
+
 /* Bytes currently allocated through this module, as the C allocator
  * reports them (at least what was asked for). */
 size_t sr_alloc_used(void);
 /* Test hook: the (n+1)-th allocation from now fails; -1 turns failures off. */
 void sr_alloc_fail_after(long n);
+/* Test hook: sr_reserve_huge refuses while refuse is nonzero. */
+void sr_alloc_refuse_reserve(int refuse);
 
 #endif

@@ -12,6 +12,7 @@ typedef struct sr_batch {
     size_t n;          /* records (read-only) */
     size_t len;        /* bytes used in data (read-only) */
     size_t cap, ncap;  /* private */
+    size_t rsv, nrsv;  /* private: bytes reserved for data, records for off and pos (0: none) */
     size_t max_records, max_bytes; /* the batch is full at either limit */
 } sr_batch_t;
 

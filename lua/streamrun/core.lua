@@ -6,7 +6,7 @@ local ffi = require "ffi"
 ffi.cdef [[
 typedef struct sr_batch {
     char *data; uint32_t *off; int64_t *pos; size_t n; size_t len;
-    size_t cap, ncap; size_t max_records, max_bytes;
+    size_t cap, ncap; size_t rsv, nrsv; size_t max_records, max_bytes;
 } sr_batch_t;
 typedef struct sr_loop sr_loop_t;
 typedef struct sr_source_opts {

@@ -1,5 +1,5 @@
 /* test_batch: the record buffer: append, growth past its first capacity
- * and into huge-page blocks, the record and byte limits, clearing. */
+ * and into huge-page blocks (reserved or not), the record and byte limits, clearing. */
 #include "sr_test.h"
 
 #include "sr_alloc.h"
@@ -75,18 +75,49 @@ static void test_grow(void **state)
     assert_int_equal(sr_alloc_used(), before);
 }
 
-/* Past the size from which buffers are huge-page blocks, copied to the
- * larger block as they grow: every record reads back the same. */
-static void test_grow_huge(void **state)
+/* Past the size from which buffers are huge-page blocks: every record
+ * reads back the same, whether they grow within reserved address space
+ * (without moving) or, where the system refuses it, by copying. */
+static void grow_huge(int reserve)
 {
-    (void)state;
+    sr_alloc_refuse_reserve(!reserve);
     size_t before = sr_alloc_used();
     sr_batch_t b;
     sr_batch_init(&b, 0, 0);
+    fill_and_check(&b, 400000, 997); /* data: 4.7 MB, pos: 3.2 MB */
+    assert_true(b.cap >= ((size_t)4 << 20));
+    const char *data = b.data;
+    sr_batch_clear(&b);
     fill_and_check(&b, 1200000, 997); /* pos: 9.6 MB, data: ~15 MB */
     assert_true(b.cap >= ((size_t)8 << 20));
+    assert_true(b.ncap >= 1200000);
+    assert_int_equal(b.rsv != 0, reserve);
+    assert_int_equal(b.nrsv != 0, reserve);
+    if (reserve) assert_ptr_equal(b.data, data);
+    else assert_ptr_not_equal(b.data, data);
+    /* Cleared and filled again: the memory is kept and not grown. */
+    sr_batch_clear(&b);
+    data = b.data;
+    size_t cap = b.cap, ncap = b.ncap;
+    fill_and_check(&b, 1200000, 997);
+    assert_ptr_equal(b.data, data);
+    assert_int_equal(b.cap, cap);
+    assert_int_equal(b.ncap, ncap);
     sr_batch_close(&b);
     assert_int_equal(sr_alloc_used(), before);
+    sr_alloc_refuse_reserve(0);
+}
+
+static void test_grow_huge_reserved(void **state)
+{
+    (void)state;
+    grow_huge(1);
+}
+
+static void test_grow_huge_refused(void **state)
+{
+    (void)state;
+    grow_huge(0);
 }
 
 static void test_full_by_records(void **state)
@@ -174,7 +205,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_append),
         cmocka_unit_test(test_grow),
-        cmocka_unit_test(test_grow_huge),
+        cmocka_unit_test(test_grow_huge_reserved),
+        cmocka_unit_test(test_grow_huge_refused),
         cmocka_unit_test(test_full_by_records),
         cmocka_unit_test(test_full_by_bytes),
         cmocka_unit_test(test_no_limits),
