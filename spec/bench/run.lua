@@ -460,7 +460,27 @@ local function bench_workers()
       fmt(">= %.1fx", f.target), yesno(r and r >= f.target))
     data.forms[#data.forms + 1] = { form = f.form, mb_s_1 = s1, mb_s_2 = s2, ratio = r, target = f.target }
   end
-  return lines, data, {}
+  -- What two cores give two independent processes here, the ceiling of
+  -- any ratio above: the LuaJIT word-count script over the check input,
+  -- one copy alone against two copies at once.
+  local cpath, cinfo = words_input(CHECK_BYTES)
+  warm(cpath)
+  local script = fmt("luajit spec/bench/wc_baseline.lua %s > /dev/null", q(cpath))
+  local pres, pfailed = measure("ceiling", {
+    { name = "ceiling_one", cmd = script },
+    { name = "ceiling_two", cmd = fmt("sh -c %s", q(fmt("%s & %s; wait", script, script))) },
+  }, CFG.runs)
+  local cmb = cinfo.bytes / 1e6
+  local one = #pres.ceiling_one > 0 and cmb / med(pres.ceiling_one, "wall") or nil
+  local two = #pres.ceiling_two > 0 and 2 * cmb / med(pres.ceiling_two, "wall") or nil
+  local cr = ratio(two, one)
+  lines[#lines + 1] = line(fmt("two processes at once, the machine's ceiling (LuaJIT script, %d MB each)",
+      math.floor(cmb + 0.5)),
+    two and ("2 at once " .. mbs(two) .. " in all") or ("2 at once " .. (pfailed.ceiling_two or "-")),
+    one and ("1 alone " .. mbs(one)) or ("1 alone " .. (pfailed.ceiling_one or "-")), xfmt(cr), "(reported)", "-")
+  data.ceiling = { mb_s_1 = one, mb_s_2 = two, ratio = cr }
+  return lines, data, { "workers: the ceiling row runs no streamrun code: two copies of the LuaJIT script "
+    .. "on two cores, against one alone: a worker row near it is as parallel as this machine lets any two processes be" }
 end
 
 -- -- json filter --
