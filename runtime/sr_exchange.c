@@ -476,10 +476,13 @@ static int sr__put(lua_State *L)
     return 2;
 }
 
-/* cexchange.take(ex, from, to [, width]) -> a, b, o, [p,] n: what worker
- * from put for worker to (to -1: from's side buffer), in the order put;
- * width 4: what scatter put with offsets. Each value is decoded straight
- * from its bytes onto the stack (sr_mplua_push_next). */
+/* cexchange.take(ex, from, to [, width [, a, b, o [, p], m]]) -> a, b, o,
+ * [p,] n: what worker from put for worker to (to -1: from's side buffer),
+ * in the order put; width 4: what scatter put with offsets. Each value is
+ * decoded straight from its bytes onto the stack (sr_mplua_push_next).
+ * Given tables after width, the elements are appended to them, after the
+ * m already there (p is 0-based: element i of the whole at p[i - 1]), and
+ * n counts them all. */
 static int sr__take(lua_State *L)
 {
     sr_exchange_t *ex = sr__check(L, 1);
@@ -487,9 +490,17 @@ static int sr__take(lua_State *L)
     int n = (int)ex->count[s];
     int width = (int)luaL_optinteger(L, 4, 3);
     luaL_argcheck(L, width == 3 || width == 4, 4, "3 or 4");
-    for (int f = 0; f < width; f++) lua_createtable(L, n, 0);
+    int i = 0, into = lua_istable(L, 5);
+    if (into) {
+        for (int f = 0; f < width; f++) luaL_checktype(L, 5 + f, LUA_TTABLE);
+        i = (int)luaL_checkinteger(L, 5 + width);
+        lua_settop(L, 4 + width);
+    } else {
+        lua_settop(L, 4);
+        for (int f = 0; f < width; f++) lua_createtable(L, n, 0);
+    }
     const char *p = ex->buf[s].data, *end = p + ex->buf[s].len;
-    int i = 0, at = 0;
+    int at = 0;
     while (p < end) {
         if (at == 0) i++;
         /* (nil stands for cjson.null, which a value may be: an empty
@@ -500,7 +511,7 @@ static int sr__take(lua_State *L)
             size_t used = sr_mplua_push_next(L, p, (size_t)(end - p));
             if (!used) return luaL_error(L, "exchange: malformed buffer");
             p += used;
-            lua_rawseti(L, -1 - width + at, i);
+            lua_rawseti(L, 5 + at, into && at == 3 ? i - 1 : i);
         }
         at = (at + 1) % width;
     }

@@ -366,20 +366,20 @@ function M.phase1(e, arg)
 end
 
 -- The partials for worker w, merged in worker order: R = {n, a, b}, the
--- orders of its keys (RO) and key -> order.
+-- orders of its keys (RO) and key -> order (the first, for new keys'
+-- outputs; not for map_with_state, whose outputs keep their records').
 local function merge(e)
   local sink, g = e.seg.sink, e.g
   if not sink then
     -- The records in arrival order: worker 0's share first.
-    local RA, RB, RO, RP, first, m = {}, {}, {}, {}, {}, 0
+    local RA, RB, RO, RP, m = {}, {}, {}, {}, 0
     for from = 0, e.n - 1 do
-      local A, B, O, P, c = cx.take(e.ex.keyed, from, e.k, 4)
-      for j = 1, c do
-        m = m + 1
-        local key = A[j]
-        RA[m], RB[m], RO[m], RP[m - 1] = key, B[j], O[j], P[j]
-        if first[key] == nil then first[key] = O[j] end
-      end
+      RA, RB, RO, RP, m = cx.take(e.ex.keyed, from, e.k, 4, RA, RB, RO, RP, m)
+    end
+    local first
+    if not (e.seg.keyed and e.seg.keyed.op == "map_with_state") then
+      first = tnew(0, m)
+      for j = m, 1, -1 do first[RA[j]] = RO[j] end
     end
     -- (Each record says where it came from, for the keyed stage's dead
     -- letters.)

@@ -41,7 +41,9 @@ end
 -- group_by_key (its values in arrival order; single elements are dead
 -- letters); the built-in word count into update_state_by_key and into a
 -- map_with_state with a timeout (each worker counts its share in C and
--- sends its words' counts from C); the joins and cogroup of two chains;
+-- sends its words' counts from C); every record into update_state_by_key
+-- (no reduce before it: its new keys' outputs in the order each first
+-- came); the joins and cogroup of two chains;
 -- several keyed segments one after the other (SEGMENTS: how many).
 -- SPLIT: the shapes whose keyed stages run on every worker.
 local SHAPES = {
@@ -97,6 +99,12 @@ local SHAPES = {
       state:update(n)
       return w, n
     end):timeout("2s"):name("running"))]],
+  [[out = words:map(function(w) return w:sub(1, 2), w end):update_state_by_key(function(ws, last)
+      local s = last or ""
+      for i = 1, #ws do s = s .. ws[i]:sub(-1) end
+      if #s > 30 then return nil end
+      return s
+    end, { name = "running" })]],
 }
 -- Joins of two chains from the same stream (each its own side): keys on
 -- both sides, on the left alone and on the right alone.
@@ -128,10 +136,10 @@ for _, text in ipairs(CHAINED) do
   SEGMENTS[#SHAPES] = 2
 end
 local SPLIT = { [2] = true, [3] = true, [4] = true, [5] = true, [6] = true, [7] = true, [8] = true,
-                [9] = true, [10] = true, [11] = true, [12] = true, [13] = true, [14] = true }
+                [9] = true, [10] = true, [11] = true, [12] = true, [13] = true, [14] = true, [15] = true }
 for shape in pairs(JOINS) do SPLIT[shape] = true end
 for shape in pairs(SEGMENTS) do SPLIT[shape] = true end
-local STATEFUL = { [3] = true, [5] = true, [6] = true, [7] = true, [8] = true, [13] = true, [14] = true,
+local STATEFUL = { [3] = true, [5] = true, [6] = true, [7] = true, [8] = true, [13] = true, [14] = true, [15] = true,
                    [#SHAPES - 1] = true }
 -- Keyed stages seeded by opts.initial (each seed in its owner's shard):
 -- a map_with_state whose seeds outside the vocabulary time out, and an
