@@ -2,7 +2,16 @@
  * generation number under the pool's mutex and broadcasts; each thread runs
  * its share and counts itself done; the caller (worker 0) runs its own share
  * and waits for the count. Busy time is measured on each worker with the
- * monotonic clock. */
+ * monotonic clock.
+ *
+ * Where the threads may use at least one CPU each, worker k is kept to
+ * the k-th of them, and the caller to the first for the length of a run.
+ * Left to the scheduler, a woken worker often lands on its waker's CPU and
+ * runs there first, its share and the caller's one after the other: waking
+ * the other worker took 0.3 ms a phase, each batch of the keyed latency
+ * job 2.7 ms (p50) against 1.9 ms kept apart. Between runs the caller is
+ * free again, and the threads it starts (readers, the HTTP server) are
+ * never held. */
 #include "sr_workers.h"
 #include "sr_alloc.h"
 #include "sr_error.h"
@@ -13,6 +22,7 @@
 #include "sr_window_lua.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <time.h>
@@ -36,6 +46,10 @@ struct sr_workers {
     sr_workers_fn fn;
     void *arg;
     sr__worker_t *w;
+    /* Kept to CPUs: the caller's CPUs when the pool started (restored after
+     * each run) and worker 0's own. */
+    int pinned;
+    cpu_set_t all, first;
 };
 
 int sr_workers_online_cpus(void)
@@ -85,6 +99,26 @@ static void *sr__thread(void *p)
     return NULL;
 }
 
+/* Keeps worker k (k >= 1) to the k-th CPU the caller may use, when there
+ * are at least n; notes the first for worker 0 (sr_workers_start). */
+static void sr__pin(sr_workers_t *w)
+{
+    if (pthread_getaffinity_np(pthread_self(), sizeof(w->all), &w->all) != 0 || CPU_COUNT(&w->all) < w->n) return;
+    int k = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && k < w->n; cpu++) {
+        if (!CPU_ISSET(cpu, &w->all)) continue;
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        if (k == 0) w->first = one;
+        else if (pthread_setaffinity_np(w->w[k].thread, sizeof(one), &one) != 0) return;
+        k++;
+    }
+    w->pinned = 1;
+}
+
+int sr_workers_pinned(const sr_workers_t *w) { return w && w->pinned; }
+
 sr_workers_t *sr_workers_new(int n)
 {
     if (n < 1 || n > SR__MAX_WORKERS) return NULL;
@@ -116,6 +150,7 @@ sr_workers_t *sr_workers_new(int n)
         sr_workers_free(w); /* joins the ones started */
         return NULL;
     }
+    sr__pin(w);
     return w;
 fail:
     sr_free(w);
@@ -144,6 +179,8 @@ int sr_workers_count(const sr_workers_t *w) { return w ? w->n : 0; }
 void sr_workers_start(sr_workers_t *w, sr_workers_fn fn, void *arg)
 {
     if (w->n < 2) return;
+    /* (first, so the workers woken never find the caller on their CPU) */
+    if (w->pinned) pthread_setaffinity_np(pthread_self(), sizeof(w->first), &w->first);
     pthread_mutex_lock(&w->mu);
     w->fn = fn;
     w->arg = arg;
@@ -159,6 +196,7 @@ void sr_workers_wait(sr_workers_t *w)
     pthread_mutex_lock(&w->mu);
     while (w->pending > 0) pthread_cond_wait(&w->done, &w->mu);
     pthread_mutex_unlock(&w->mu);
+    if (w->pinned) pthread_setaffinity_np(pthread_self(), sizeof(w->all), &w->all);
 }
 
 void sr_workers_run(sr_workers_t *w, sr_workers_fn fn, void *arg)

@@ -27,6 +27,10 @@ sr_workers_t *sr_workers_new(int n);
 void sr_workers_free(sr_workers_t *w);
 /* Workers in the pool. */
 int sr_workers_count(const sr_workers_t *w);
+/* 1 when each worker is kept to a CPU of its own (there were at least n
+ * the caller could use): worker k >= 1 to the k-th always, the caller to
+ * the first from sr_workers_start to sr_workers_wait. */
+int sr_workers_pinned(const sr_workers_t *w);
 
 /* Runs fn on every worker (worker 0 on the calling thread) and returns when
  * all have returned. Not reentrant: one run at a time, from one thread. */

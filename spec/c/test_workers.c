@@ -1,5 +1,7 @@
 /* test_workers: the worker pool runs every share once per run on distinct
- * threads (signals blocked but on the caller's) and counts busy time; shares cover a batch's records in order
+ * threads (signals blocked but on the caller's) and counts busy time; with
+ * a CPU for each worker, each is kept to its own (the caller for the length
+ * of a run), else none is; shares cover a batch's records in order
  * with no gap; the word count split over 1, 2, 3 and 8 workers equals the
  * one-pass count, words in order of first appearance; a pool thread's
  * scratch buffers are freed as it exits. */
@@ -15,6 +17,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -62,6 +65,60 @@ static void test_pool_runs_every_share(void **state)
     sr_workers_free(w);
     assert_null(sr_workers_new(0));
     assert_int_equal(sr_alloc_used(), before);
+}
+
+/* Each worker's CPUs during a run. */
+static void note_cpus(void *arg, int k, int nw)
+{
+    (void)nw;
+    cpu_set_t *sets = arg;
+    assert_int_equal(pthread_getaffinity_np(pthread_self(), sizeof(sets[k]), &sets[k]), 0);
+}
+
+/* The k-th CPU of set (-1: none). */
+static int nth_cpu(const cpu_set_t *set, int k)
+{
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+        if (CPU_ISSET(cpu, set) && k-- == 0) return cpu;
+    return -1;
+}
+
+static void test_pool_keeps_workers_to_cpus(void **state)
+{
+    (void)state;
+    cpu_set_t mine, during[2], after;
+    assert_int_equal(pthread_getaffinity_np(pthread_self(), sizeof(mine), &mine), 0);
+    if (CPU_COUNT(&mine) >= 2) {
+        /* One CPU each: worker k on the k-th, the caller back on all of its
+         * own after the run. */
+        sr_workers_t *w = sr_workers_new(2);
+        assert_non_null(w);
+        assert_true(sr_workers_pinned(w));
+        for (int i = 0; i < 3; i++) {
+            sr_workers_run(w, note_cpus, during);
+            for (int k = 0; k < 2; k++) {
+                assert_int_equal(CPU_COUNT(&during[k]), 1);
+                assert_true(CPU_ISSET(nth_cpu(&mine, k), &during[k]));
+            }
+            assert_int_equal(pthread_getaffinity_np(pthread_self(), sizeof(after), &after), 0);
+            assert_true(CPU_EQUAL(&after, &mine));
+        }
+        sr_workers_free(w);
+    } else {
+        print_message("(one CPU here: the pool's pinning is not run)\n");
+    }
+    /* Fewer CPUs than workers: nobody is held. */
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(nth_cpu(&mine, 0), &one);
+    assert_int_equal(pthread_setaffinity_np(pthread_self(), sizeof(one), &one), 0);
+    sr_workers_t *w = sr_workers_new(2);
+    assert_non_null(w);
+    assert_false(sr_workers_pinned(w));
+    sr_workers_run(w, note_cpus, during);
+    for (int k = 0; k < 2; k++) assert_true(CPU_EQUAL(&during[k], &one));
+    sr_workers_free(w);
+    assert_int_equal(pthread_setaffinity_np(pthread_self(), sizeof(mine), &mine), 0);
 }
 
 /* A VM's calls on a pool thread, growing that thread's scratch buffers
@@ -202,6 +259,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pool_runs_every_share),
         cmocka_unit_test(test_pool_threads_free_their_buffers),
+        cmocka_unit_test(test_pool_keeps_workers_to_cpus),
         cmocka_unit_test(test_shares_cover_in_order),
         cmocka_unit_test(test_empty_state_snapshot),
         cmocka_unit_test(test_split_word_count_equals_one_pass),
