@@ -365,9 +365,17 @@ function M.phase1(e, arg)
   if bad then M.left_out(e.g, sink or e.seg.keyed, bad, whys, A, B) end
 end
 
+-- Key -> the order of its first element in R (RO: their orders; by_key:
+-- count_by_value's elements, looked up by their keys).
+local function first_orders(R, RO, by_key)
+  local A, first = R.a, tnew(0, R.n)
+  for i = R.n, 1, -1 do first[by_key and ops.element_key(A[i]) or A[i]] = RO[i] end
+  return first
+end
+
 -- The partials for worker w, merged in worker order: R = {n, a, b}, the
--- orders of its keys (RO) and key -> order (the first, for new keys'
--- outputs; not for map_with_state, whose outputs keep their records').
+-- orders of its keys (RO) and key -> order where merging made one (else
+-- phase 2 makes it from R, if a new key's output needs it).
 local function merge(e)
   local sink, g = e.seg.sink, e.g
   if not sink then
@@ -376,14 +384,9 @@ local function merge(e)
     for from = 0, e.n - 1 do
       RA, RB, RO, RP, m = cx.take(e.ex.keyed, from, e.k, 4, RA, RB, RO, RP, m)
     end
-    local first
-    if not (e.seg.keyed and e.seg.keyed.op == "map_with_state") then
-      first = tnew(0, m)
-      for j = m, 1, -1 do first[RA[j]] = RO[j] end
-    end
     -- (Each record says where it came from, for the keyed stage's dead
     -- letters.)
-    return { n = m, a = RA, b = RB, src = e.seg.origin, pos = e.seg.origin and RP or nil }, RO, first
+    return { n = m, a = RA, b = RB, src = e.seg.origin, pos = e.seg.origin and RP or nil }, RO
   end
   -- Counts, and a reduce_by_key by a built-in fold asked for by name
   -- (sr.add, sr.min, sr.max): merged in C while every element is a string
@@ -391,15 +394,7 @@ local function merge(e)
   local fold = sink.op == "count_by_value" and "add" or builtins.reducers[sink.fn]
   if fold and ops.FOLDS[fold] then
     local K, V, O, nk = cx.take_folded(e.ex.keyed, e.k, fold)
-    if K then
-      -- (phase 2 looks count_by_value's elements up by their keys)
-      local first, ek = tnew(0, nk), sink.op == "count_by_value" and ops.element_key or nil
-      for i = 1, nk do
-        local k = K[i]
-        first[ek and ek(k) or k] = O[i]
-      end
-      return { n = nk, a = K, b = V }, O, first
-    end
+    if K then return { n = nk, a = K, b = V }, O end
   end
   local f = sink.op == "reduce_by_key" and (ops.FOLDS[builtins.reducers[sink.fn] or false] or sink.fn) or nil
   local keys, accs, reps, first, nk = {}, {}, {}, {}, 0
@@ -497,6 +492,7 @@ function M.phase2(e, arg)
         if OI[j] <= kept then
           orders[j] = true -- (ordered by its own key: A[j])
         else
+          first = first or first_orders(R, RO, by_key)
           orders[j] = first[by_key and ops.element_key(A[j]) or A[j]]
         end
       end
