@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 static size_t used;
 static long fail_countdown = -1;
@@ -65,13 +66,13 @@ void sr_free(void *p)
 }
 
 /* n bytes of address space aligned to SR_ALLOC_HUGE, mapped with the
- * given extra flags and advised onto huge pages, or NULL. */
-static char *sr__map_huge(size_t n, int flags)
+ * given protection and advised onto huge pages, or NULL. */
+static char *sr__map_huge(size_t n, int prot)
 {
     /* Map one huge page more than asked, then give back what lies before
      * the first aligned address and after the block. */
     size_t span = n + SR_ALLOC_HUGE;
-    char *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | flags, -1, 0);
+    char *raw = mmap(NULL, span, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (raw == MAP_FAILED) return NULL;
     char *p = (char *)(((uintptr_t)raw + SR_ALLOC_HUGE - 1) & ~(uintptr_t)(SR_ALLOC_HUGE - 1));
     if (p > raw) munmap(raw, (size_t)(p - raw));
@@ -83,7 +84,7 @@ static char *sr__map_huge(size_t n, int flags)
 void *sr_malloc_huge(size_t n)
 {
     if (sr__should_fail()) return NULL;
-    char *p = sr__map_huge(n, 0);
+    char *p = sr__map_huge(n, PROT_READ | PROT_WRITE);
     if (p) __atomic_add_fetch(&used, n, __ATOMIC_RELAXED);
     return p;
 }
@@ -95,15 +96,39 @@ void sr_free_huge(void *p, size_t n)
     __atomic_sub_fetch(&used, n, __ATOMIC_RELAXED);
 }
 
+/* n rounded up to whole pages: the part of a reservation made usable. */
+static size_t sr__pages(size_t n)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return (n + page - 1) / page * page;
+}
+
+/* Makes bytes [from, to) of reservation p usable (rounded to pages). */
+static int sr__commit(char *p, size_t from, size_t to)
+{
+    size_t a = sr__pages(from), b = sr__pages(to);
+    return b > a ? mprotect(p + a, b - a, PROT_READ | PROT_WRITE) : 0;
+}
+
 void *sr_reserve_huge(size_t max, size_t n)
 {
     if (refuse_reserve) return NULL;
-    char *p = sr__map_huge(max, MAP_NORESERVE);
-    if (p) __atomic_add_fetch(&used, n, __ATOMIC_RELAXED);
+    char *p = sr__map_huge(max, PROT_NONE);
+    if (!p) return NULL;
+    if (sr__commit(p, 0, n) != 0) {
+        munmap(p, max);
+        return NULL;
+    }
+    __atomic_add_fetch(&used, n, __ATOMIC_RELAXED);
     return p;
 }
 
-void sr_reserve_grow(size_t n, size_t to) { __atomic_add_fetch(&used, to - n, __ATOMIC_RELAXED); }
+int sr_reserve_grow(void *p, size_t n, size_t to)
+{
+    if (to > n && (sr__should_fail() || sr__commit(p, n, to) != 0)) return -1;
+    __atomic_add_fetch(&used, to - n, __ATOMIC_RELAXED); /* (to < n: counted back, the pages left usable) */
+    return 0;
+}
 
 void sr_free_reserved(void *p, size_t max, size_t n)
 {

@@ -20,15 +20,18 @@ void *sr_malloc_huge(size_t n);
 void sr_free_huge(void *p, size_t n);
 
 /* A buffer that grows in place: max bytes (a multiple of SR_ALLOC_HUGE)
- * of address space aligned to SR_ALLOC_HUGE, of which the kernel commits
- * only the pages touched (huge pages where it can), so growing it copies
- * nothing and zeroes only what is written. Its first n bytes count as
- * allocated; sr_reserve_grow counts it grown from n to `to` bytes. NULL
- * when the system refuses the address space (a limit on it, or strict
- * overcommit): allocate to size instead. Freed with sr_free_reserved, the
- * same max and the size counted last. */
+ * of address space aligned to SR_ALLOC_HUGE, reserved inaccessible (no
+ * memory is committed to it), of which the first n bytes are made usable
+ * and count as allocated. sr_reserve_grow makes it usable up to `to`
+ * bytes (0, or -1 when the system refuses: strict overcommit, a limit on
+ * data; a `to` below n only counts it back, and cannot fail): growing
+ * copies nothing, and the kernel zeroes only the pages
+ * written (huge pages where it can). NULL when the system refuses the
+ * address space (a limit on it) or the first n bytes: allocate to size
+ * instead. Freed with sr_free_reserved, the same max and the size last
+ * made usable. */
 void *sr_reserve_huge(size_t max, size_t n);
-void sr_reserve_grow(size_t n, size_t to);
+int sr_reserve_grow(void *p, size_t n, size_t to);
 void sr_free_reserved(void *p, size_t max, size_t n);
 
 /* Bytes currently allocated through this module, as the C allocator

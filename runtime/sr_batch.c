@@ -15,11 +15,28 @@
  * in the built-in word count on 2 workers). Where the system refuses the
  * address space, blocks of the size asked for, grown by copying. */
 #define SR__HUGE_FROM ((size_t)4 << 20)
-/* The reservations: the bytes of a batch, which cannot pass UINT32_MAX;
- * its records' offsets and positions, which move to a reservation four
- * times as large past this many records. */
-#define SR__RESERVE_BYTES ((size_t)1 << 32)
+/* The reservations: twice a batch's limits (a batch stops one record or
+ * read past them), or without a limit, what its offsets can address
+ * (UINT32_MAX bytes) and 2^28 records; past them, a buffer moves to a
+ * reservation four times as large. */
+#define SR__RESERVE_BYTES (SIZE_MAX > UINT32_MAX ? (size_t)UINT32_MAX + 1 : (size_t)1 << 30)
 #define SR__RESERVE_RECORDS ((size_t)1 << 28)
+
+/* Bytes to reserve for a batch's data of at least n bytes, records for
+ * at least n records. */
+static size_t sr__want_bytes(const sr_batch_t *b, size_t n)
+{
+    size_t r = b->max_bytes && b->max_bytes < SR__RESERVE_BYTES / 2 ? 2 * b->max_bytes : SR__RESERVE_BYTES;
+    while (r < n) r *= 4;
+    return r;
+}
+
+static size_t sr__want_records(const sr_batch_t *b, size_t n)
+{
+    size_t r = b->max_records && b->max_records < SR__RESERVE_RECORDS / 2 ? 2 * b->max_records : SR__RESERVE_RECORDS;
+    while (r < n) r *= 4;
+    return r;
+}
 
 static size_t sr__huge_bytes(size_t n) { return (n + SR_ALLOC_HUGE - 1) & ~(SR_ALLOC_HUGE - 1); }
 
@@ -84,8 +101,11 @@ static int sr__batch_grow_records(sr_batch_t *b)
     size_t offn = (ncap + 1) * sizeof(uint32_t), posn = ncap * sizeof(int64_t);
     size_t oldoff = (b->ncap + 1) * sizeof(uint32_t), oldpos = b->ncap * sizeof(int64_t);
     if (ncap <= b->nrsv) {
-        sr_reserve_grow(oldoff, offn);
-        sr_reserve_grow(oldpos, posn);
+        if (sr_reserve_grow(b->off, oldoff, offn) != 0) return SR_ENOMEM;
+        if (sr_reserve_grow(b->pos, oldpos, posn) != 0) {
+            sr_reserve_grow(b->off, offn, oldoff);
+            return SR_ENOMEM;
+        }
     } else if (posn < SR__HUGE_FROM) {
         uint32_t *off = sr_realloc(b->off, offn);
         if (!off) return SR_ENOMEM;
@@ -97,9 +117,7 @@ static int sr__batch_grow_records(sr_batch_t *b)
         /* Both moved or neither, into reservations for r records or, where
          * refused, blocks of their size: the sizes freed are told by ncap
          * and nrsv. */
-        size_t r = SR__RESERVE_RECORDS;
-        while (r < ncap) r *= 4;
-        size_t offr, posr;
+        size_t r = sr__want_records(b, ncap), offr, posr;
         uint32_t *off = sr__buf_reserve(offn, sr__off_rsv(r), &offr);
         int64_t *pos = sr__buf_reserve(posn, sr__pos_rsv(r), &posr);
         if (off && pos && !offr != !posr) {
@@ -139,14 +157,14 @@ int sr_batch_append(sr_batch_t *b, const char *p, size_t len, int64_t pos)
         size_t cap = b->cap ? b->cap : 4096;
         while (cap < b->len + len) cap *= 2;
         if (cap <= b->rsv) {
-            sr_reserve_grow(b->cap, cap);
+            if (sr_reserve_grow(b->data, b->cap, cap) != 0) return SR_ENOMEM;
         } else if (cap < SR__HUGE_FROM) {
             char *data = sr_realloc(b->data, cap);
             if (!data) return SR_ENOMEM;
             b->data = data;
         } else {
             size_t rsv;
-            char *data = sr__buf_reserve(cap, SR__RESERVE_BYTES, &rsv);
+            char *data = sr__buf_reserve(cap, sr__want_bytes(b, cap), &rsv);
             if (!data) return SR_ENOMEM;
             if (b->len) memcpy(data, b->data, b->len);
             sr__buf_free(b->data, b->cap, b->rsv);

@@ -4,14 +4,16 @@
  * and waits for the count. Busy time is measured on each worker with the
  * monotonic clock.
  *
- * Where the threads may use at least one CPU each, worker k is kept to
- * the k-th of them, and the caller to the first for the length of a run.
- * Left to the scheduler, a woken worker often lands on its waker's CPU and
- * runs there first, its share and the caller's one after the other: waking
- * the other worker took 0.3 ms a phase, each batch of the keyed latency
- * job 2.7 ms (p50) against 1.9 ms kept apart. Between runs the caller is
- * free again, and the threads it starts (readers, the HTTP server) are
- * never held. */
+ * Where the job has every CPU it may use (its affinity mask holds exactly
+ * N: the default, "auto"), worker k is kept to the k-th of them, and the
+ * caller to the first for the length of a run. Left to the scheduler, a
+ * woken worker often lands on its waker's CPU and runs there first, its
+ * share and the caller's one after the other: waking the other worker
+ * took 0.3 ms a phase, and each batch of the keyed latency job 2.3 to
+ * 2.6 ms (p50) against 1.9 to 2.0 ms kept apart. With more CPUs than
+ * workers nobody is held (two jobs would crowd the same CPUs while others
+ * idle). Between runs the caller is back on the CPUs it had, and so is
+ * what it starts then (readers, the HTTP server, the checkpoint writer). */
 #include "sr_workers.h"
 #include "sr_alloc.h"
 #include "sr_error.h"
@@ -46,15 +48,18 @@ struct sr_workers {
     sr_workers_fn fn;
     void *arg;
     sr__worker_t *w;
-    /* Kept to CPUs: the caller's CPUs when the pool started (restored after
-     * each run) and worker 0's own. */
-    int pinned;
-    cpu_set_t all, first;
+    /* Kept to CPUs: worker 0's own, and the caller's CPUs before the run
+     * (given back after it). */
+    int pinned, held;
+    cpu_set_t first, caller;
 };
 
 int sr_workers_online_cpus(void)
 {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    /* The CPUs this process may run on (a container's cpuset, taskset),
+     * else the online ones. */
+    cpu_set_t set;
+    long n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
     return n < 1 ? 1 : n > SR__MAX_WORKERS ? SR__MAX_WORKERS : (int)n;
 }
 
@@ -99,19 +104,25 @@ static void *sr__thread(void *p)
     return NULL;
 }
 
-/* Keeps worker k (k >= 1) to the k-th CPU the caller may use, when there
- * are at least n; notes the first for worker 0 (sr_workers_start). */
+/* Keeps worker k (k >= 1) to the k-th CPU the caller may use when there
+ * are exactly n; notes the first for worker 0 (sr_workers_start). */
 static void sr__pin(sr_workers_t *w)
 {
-    if (pthread_getaffinity_np(pthread_self(), sizeof(w->all), &w->all) != 0 || CPU_COUNT(&w->all) < w->n) return;
+    cpu_set_t all;
+    if (w->n < 2 || pthread_getaffinity_np(pthread_self(), sizeof(all), &all) != 0 || CPU_COUNT(&all) != w->n) return;
     int k = 0;
     for (int cpu = 0; cpu < CPU_SETSIZE && k < w->n; cpu++) {
-        if (!CPU_ISSET(cpu, &w->all)) continue;
+        if (!CPU_ISSET(cpu, &all)) continue;
         cpu_set_t one;
         CPU_ZERO(&one);
         CPU_SET(cpu, &one);
-        if (k == 0) w->first = one;
-        else if (pthread_setaffinity_np(w->w[k].thread, sizeof(one), &one) != 0) return;
+        if (k == 0) {
+            w->first = one;
+        } else if (pthread_setaffinity_np(w->w[k].thread, sizeof(one), &one) != 0) {
+            /* (all or none: the ones kept so far go back) */
+            for (int j = 1; j < k; j++) pthread_setaffinity_np(w->w[j].thread, sizeof(all), &all);
+            return;
+        }
         k++;
     }
     w->pinned = 1;
@@ -180,7 +191,8 @@ void sr_workers_start(sr_workers_t *w, sr_workers_fn fn, void *arg)
 {
     if (w->n < 2) return;
     /* (first, so the workers woken never find the caller on their CPU) */
-    if (w->pinned) pthread_setaffinity_np(pthread_self(), sizeof(w->first), &w->first);
+    w->held = w->pinned && pthread_getaffinity_np(pthread_self(), sizeof(w->caller), &w->caller) == 0 &&
+              pthread_setaffinity_np(pthread_self(), sizeof(w->first), &w->first) == 0;
     pthread_mutex_lock(&w->mu);
     w->fn = fn;
     w->arg = arg;
@@ -196,7 +208,8 @@ void sr_workers_wait(sr_workers_t *w)
     pthread_mutex_lock(&w->mu);
     while (w->pending > 0) pthread_cond_wait(&w->done, &w->mu);
     pthread_mutex_unlock(&w->mu);
-    if (w->pinned) pthread_setaffinity_np(pthread_self(), sizeof(w->all), &w->all);
+    if (w->held) pthread_setaffinity_np(pthread_self(), sizeof(w->caller), &w->caller);
+    w->held = 0;
 }
 
 void sr_workers_run(sr_workers_t *w, sr_workers_fn fn, void *arg)

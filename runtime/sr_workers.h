@@ -16,7 +16,8 @@ typedef struct sr_workers sr_workers_t;
 /* One worker's share of a run: fn(arg, worker, nworkers). */
 typedef void (*sr_workers_fn)(void *arg, int worker, int nworkers);
 
-/* The online CPUs (at least 1). */
+/* The CPUs this process may run on (its affinity mask; else the online
+ * ones), at least 1. */
 int sr_workers_online_cpus(void);
 
 /* A pool of n workers (1 <= n <= 256; n - 1 threads started). Returns the
@@ -27,9 +28,10 @@ sr_workers_t *sr_workers_new(int n);
 void sr_workers_free(sr_workers_t *w);
 /* Workers in the pool. */
 int sr_workers_count(const sr_workers_t *w);
-/* 1 when each worker is kept to a CPU of its own (there were at least n
- * the caller could use): worker k >= 1 to the k-th always, the caller to
- * the first from sr_workers_start to sr_workers_wait. */
+/* 1 when each worker is kept to a CPU of its own (the caller could use
+ * exactly n >= 2): worker k >= 1 to the k-th always, the caller to the
+ * first from sr_workers_start to sr_workers_wait, then given back the
+ * CPUs it had. */
 int sr_workers_pinned(const sr_workers_t *w);
 
 /* Runs fn on every worker (worker 0 on the calling thread) and returns when

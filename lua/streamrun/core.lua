@@ -105,6 +105,7 @@ typedef struct sr_workers sr_workers_t;
 int sr_workers_online_cpus(void);
 int sr_stop_requested(void);
 sr_workers_t *sr_workers_new(int n);
+int sr_workers_pinned(const sr_workers_t *w);
 void sr_workers_free(sr_workers_t *w);
 int sr_workers_count(const sr_workers_t *w);
 double sr_workers_busy_ms(const sr_workers_t *w, int i);

@@ -57,8 +57,8 @@ function M.override(job, v)
   return nil
 end
 
--- The number of workers job runs on: job.workers ("auto": the online
--- CPUs, at most the job's partitions).
+-- The number of workers job runs on: job.workers ("auto": the CPUs the
+-- process may use, at most the job's partitions).
 function M.count(job)
   local want = job.workers or "auto"
   if want == "auto" then return math.max(1, math.min(C.sr_workers_online_cpus(), job.partitions)) end
@@ -128,6 +128,7 @@ function M.note_plan(w, plan, job)
   if w.n == 1 or w.said then return end
   w.said = true
   local asked = (job.workers or "auto") == "auto" and ("auto (%d CPUs)"):format(w.n) or tostring(w.n)
+  if w.pool and C.sr_workers_pinned(w.pool) ~= 0 then asked = asked .. ", each kept to a CPU" end
   local native, keyed = parallel_steps(plan)
   if native + keyed == 0 then
     w.log("workers: %s; nothing in this job runs on several workers (%s), so it runs on 1 worker", asked,

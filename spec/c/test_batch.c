@@ -75,15 +75,25 @@ static void test_grow(void **state)
     assert_int_equal(sr_alloc_used(), before);
 }
 
+/* Whether this system grants a reservation of address space at all (a
+ * limit on it refuses one). */
+static int can_reserve(void)
+{
+    void *p = sr_reserve_huge(SR_ALLOC_HUGE, 0);
+    if (!p) return 0;
+    sr_free_reserved(p, SR_ALLOC_HUGE, 0);
+    return 1;
+}
+
 /* Past the size from which buffers are huge-page blocks: every record
  * reads back the same, whether they grow within reserved address space
  * (without moving) or, where the system refuses it, by copying. */
-static void grow_huge(int reserve)
+static void grow_huge(int reserve, size_t max_bytes)
 {
     sr_alloc_refuse_reserve(!reserve);
     size_t before = sr_alloc_used();
     sr_batch_t b;
-    sr_batch_init(&b, 0, 0);
+    sr_batch_init(&b, 0, max_bytes);
     fill_and_check(&b, 400000, 997); /* data: 4.7 MB, pos: 3.2 MB */
     assert_true(b.cap >= ((size_t)4 << 20));
     const char *data = b.data;
@@ -93,8 +103,14 @@ static void grow_huge(int reserve)
     assert_true(b.ncap >= 1200000);
     assert_int_equal(b.rsv != 0, reserve);
     assert_int_equal(b.nrsv != 0, reserve);
-    if (reserve) assert_ptr_equal(b.data, data);
-    else assert_ptr_not_equal(b.data, data);
+    if (reserve) {
+        assert_ptr_equal(b.data, data);
+        /* Twice the batch's limit, or without one what its offsets reach. */
+        assert_int_equal(b.rsv, max_bytes ? 2 * max_bytes : (size_t)UINT32_MAX + 1);
+        assert_int_equal(b.nrsv, (size_t)1 << 28);
+    } else {
+        assert_ptr_not_equal(b.data, data);
+    }
     /* Cleared and filled again: the memory is kept and not grown. */
     sr_batch_clear(&b);
     data = b.data;
@@ -111,13 +127,56 @@ static void grow_huge(int reserve)
 static void test_grow_huge_reserved(void **state)
 {
     (void)state;
-    grow_huge(1);
+    if (!can_reserve()) {
+        print_message("(no address space to reserve here: the refused case only)\n");
+        return;
+    }
+    grow_huge(1, 0);
+    grow_huge(1, (size_t)32 << 20);
 }
 
 static void test_grow_huge_refused(void **state)
 {
     (void)state;
-    grow_huge(0);
+    grow_huge(0, 0);
+}
+
+/* Growing within a reservation can be refused (strict overcommit): the
+ * record is refused, the batch keeps what it held. */
+static void test_grow_reserved_refused(void **state)
+{
+    (void)state;
+    if (!can_reserve()) return;
+    size_t before = sr_alloc_used();
+    sr_batch_t b;
+    sr_batch_init(&b, 0, 0);
+    fill_and_check(&b, 600000, 997);
+    assert_true(b.rsv != 0 && b.nrsv != 0);
+    /* The data's next growth, then the records' (off, then pos). */
+    char big[64];
+    memset(big, 'y', sizeof(big));
+    size_t n = b.n, len = b.len;
+    while (b.len + sizeof(big) <= b.cap) assert_int_equal(sr_batch_append(&b, big, sizeof(big), 1), SR_OK);
+    n = b.n;
+    len = b.len;
+    sr_alloc_fail_after(0);
+    assert_int_equal(sr_batch_append(&b, big, sizeof(big), 1), SR_ENOMEM);
+    assert_int_equal(b.n, n);
+    assert_int_equal(b.len, len);
+    assert_int_equal(sr_batch_append(&b, big, sizeof(big), 1), SR_OK);
+    while (b.n < b.ncap) assert_int_equal(sr_batch_append(&b, "", 0, 2), SR_OK);
+    for (long k = 0; k < 2; k++) {
+        n = b.n;
+        sr_alloc_fail_after(k);
+        assert_int_equal(sr_batch_append(&b, "", 0, 3), SR_ENOMEM);
+        sr_alloc_fail_after(-1);
+        assert_int_equal(b.n, n);
+    }
+    assert_int_equal(sr_batch_append(&b, "z", 1, 4), SR_OK);
+    assert_memory_equal(b.data + b.off[b.n - 1], "z", 1);
+    assert_int_equal(b.pos[b.n - 1], 4);
+    sr_batch_close(&b);
+    assert_int_equal(sr_alloc_used(), before);
 }
 
 static void test_full_by_records(void **state)
@@ -207,6 +266,7 @@ int main(void)
         cmocka_unit_test(test_grow),
         cmocka_unit_test(test_grow_huge_reserved),
         cmocka_unit_test(test_grow_huge_refused),
+        cmocka_unit_test(test_grow_reserved_refused),
         cmocka_unit_test(test_full_by_records),
         cmocka_unit_test(test_full_by_bytes),
         cmocka_unit_test(test_no_limits),

@@ -67,12 +67,18 @@ static void test_pool_runs_every_share(void **state)
     assert_int_equal(sr_alloc_used(), before);
 }
 
-/* Each worker's CPUs during a run. */
+/* Each worker's CPUs during a run (checked by the caller: a failed
+ * assertion must not jump across threads). */
+typedef struct cpus_seen {
+    cpu_set_t set[8];
+    int rc[8];
+} cpus_seen_t;
+
 static void note_cpus(void *arg, int k, int nw)
 {
     (void)nw;
-    cpu_set_t *sets = arg;
-    assert_int_equal(pthread_getaffinity_np(pthread_self(), sizeof(sets[k]), &sets[k]), 0);
+    cpus_seen_t *c = arg;
+    c->rc[k] = pthread_getaffinity_np(pthread_self(), sizeof(c->set[k]), &c->set[k]);
 }
 
 /* The k-th CPU of set (-1: none). */
@@ -83,41 +89,52 @@ static int nth_cpu(const cpu_set_t *set, int k)
     return -1;
 }
 
+/* A pool of n run thrice: each worker's CPUs, and the caller's after. */
+static void run_pool(int n, int pinned, const cpu_set_t *mine)
+{
+    sr_workers_t *w = sr_workers_new(n);
+    assert_non_null(w);
+    assert_int_equal(sr_workers_pinned(w), pinned);
+    cpus_seen_t c;
+    cpu_set_t after;
+    for (int i = 0; i < 3; i++) {
+        sr_workers_run(w, note_cpus, &c);
+        for (int k = 0; k < n; k++) {
+            assert_int_equal(c.rc[k], 0);
+            if (pinned) {
+                /* worker k on the k-th CPU alone */
+                assert_int_equal(CPU_COUNT(&c.set[k]), 1);
+                assert_true(CPU_ISSET(nth_cpu(mine, k), &c.set[k]));
+            } else {
+                assert_true(CPU_EQUAL(&c.set[k], mine));
+            }
+        }
+        /* the caller back on its CPUs after the run */
+        assert_int_equal(pthread_getaffinity_np(pthread_self(), sizeof(after), &after), 0);
+        assert_true(CPU_EQUAL(&after, mine));
+    }
+    sr_workers_free(w);
+}
+
 static void test_pool_keeps_workers_to_cpus(void **state)
 {
     (void)state;
-    cpu_set_t mine, during[2], after;
+    cpu_set_t mine;
     assert_int_equal(pthread_getaffinity_np(pthread_self(), sizeof(mine), &mine), 0);
-    if (CPU_COUNT(&mine) >= 2) {
-        /* One CPU each: worker k on the k-th, the caller back on all of its
-         * own after the run. */
-        sr_workers_t *w = sr_workers_new(2);
-        assert_non_null(w);
-        assert_true(sr_workers_pinned(w));
-        for (int i = 0; i < 3; i++) {
-            sr_workers_run(w, note_cpus, during);
-            for (int k = 0; k < 2; k++) {
-                assert_int_equal(CPU_COUNT(&during[k]), 1);
-                assert_true(CPU_ISSET(nth_cpu(&mine, k), &during[k]));
-            }
-            assert_int_equal(pthread_getaffinity_np(pthread_self(), sizeof(after), &after), 0);
-            assert_true(CPU_EQUAL(&after, &mine));
-        }
-        sr_workers_free(w);
-    } else {
-        print_message("(one CPU here: the pool's pinning is not run)\n");
-    }
-    /* Fewer CPUs than workers: nobody is held. */
+    int cpus = CPU_COUNT(&mine);
+    assert_int_equal(sr_workers_online_cpus(), cpus);
+    /* A worker per CPU: each kept to its own. More workers than CPUs, or
+     * fewer: nobody is held. */
+    if (cpus >= 2 && cpus <= 8) run_pool(cpus, 1, &mine);
+    if (cpus + 1 <= 8) run_pool(cpus + 1, 0, &mine);
+    if (cpus > 2) run_pool(2, 0, &mine);
+    /* The caller on one CPU: a pool of 2 is not held either, and gives
+     * the caller back the one CPU it had. */
     cpu_set_t one;
     CPU_ZERO(&one);
     CPU_SET(nth_cpu(&mine, 0), &one);
     assert_int_equal(pthread_setaffinity_np(pthread_self(), sizeof(one), &one), 0);
-    sr_workers_t *w = sr_workers_new(2);
-    assert_non_null(w);
-    assert_false(sr_workers_pinned(w));
-    sr_workers_run(w, note_cpus, during);
-    for (int k = 0; k < 2; k++) assert_true(CPU_EQUAL(&during[k], &one));
-    sr_workers_free(w);
+    run_pool(2, 0, &one);
     assert_int_equal(pthread_setaffinity_np(pthread_self(), sizeof(mine), &mine), 0);
 }
 

@@ -31,7 +31,7 @@ static const char CHECK[] =
     "require('jit').off()\n"
     "local ffi, cjson = require 'ffi', require 'cjson'\n"
     "ffi.cdef [[typedef struct sr_batch { char *data; uint32_t *off; int64_t *pos; size_t n; size_t len;\n"
-    "  size_t cap, ncap; size_t max_records, max_bytes; } sr_batch_t;]]\n"
+    "  size_t cap, ncap; size_t rsv, nrsv; size_t max_records, max_bytes; } sr_batch_t;]]\n"
     "local null = cjson.null\n"
     "local function same(x, y, path)\n"
     "  if type(x) ~= type(y) then error(path .. ': ' .. type(x) .. ' vs ' .. type(y), 0) end\n"
