@@ -128,7 +128,7 @@ function M.note_plan(w, plan, job)
   if w.n == 1 or w.said then return end
   w.said = true
   local asked = (job.workers or "auto") == "auto" and ("auto (%d CPUs)"):format(w.n) or tostring(w.n)
-  if w.pool and C.sr_workers_pinned(w.pool) ~= 0 then asked = asked .. ", each kept to a CPU" end
+  local kept = (w.pool and C.sr_workers_pinned(w.pool) ~= 0) and " (each worker kept to a CPU)" or ""
   local native, keyed = parallel_steps(plan)
   if native + keyed == 0 then
     w.log("workers: %s; nothing in this job runs on several workers (%s), so it runs on 1 worker", asked,
@@ -138,9 +138,10 @@ function M.note_plan(w, plan, job)
     local parts = {}
     for i, seg in ipairs(plan.parallel_segs or { plan.parallel_seg }) do parts[i] = M.segment_names(seg) end
     if native > 0 then parts[#parts + 1] = "the built-in word count" end
-    w.log("workers: %s; %s run on %d workers, the other stages on worker 0", asked, table.concat(parts, "; "), w.n)
+    w.log("workers: %s; %s run on %d workers, the other stages on worker 0%s", asked, table.concat(parts, "; "), w.n,
+      kept)
   else
-    w.log("workers: %s; the built-in word count runs on %d workers, the other stages on worker 0", asked, w.n)
+    w.log("workers: %s; the built-in word count runs on %d workers, the other stages on worker 0%s", asked, w.n, kept)
   end
 end
 
