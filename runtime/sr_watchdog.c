@@ -57,6 +57,7 @@ static struct {
     int running, quit;
     sr_watchdog_opts_t o;
     char dir[4096];
+    char no_restart[128];
     const char *exe;
     char **argv;
     struct sigaction prev_int, prev_term, prev_hook;
@@ -222,6 +223,12 @@ static void sr__stuck(int64_t batch_ms, int32_t step, int32_t rec, int32_t skipp
              "streamrun: stage_timeout: stage %s ran longer than %s and did not stop (a compiled loop or a "
              "blocking call; batch %lld ms, step %d, record %d)", stage, dur, (long long)batch_ms, step, rec);
     sr_stop_say(msg);
+    if (W.no_restart[0]) {
+        char why[160];
+        snprintf(why, sizeof(why), "; %s: exiting\n", W.no_restart);
+        sr_stop_say(why);
+        _exit(1);
+    }
     if (!W.dir[0] || !W.exe) {
         sr_stop_say(W.dir[0] ? "; cannot restart: exiting\n"
                          : "; without a checkpoint directory there is nothing to resume from: exiting\n");
@@ -350,7 +357,8 @@ int sr_watchdog_start(lua_State *L, const sr_watchdog_opts_t *o)
     W.o = *o;
     if (W.o.poll_ms <= 0) W.o.poll_ms = 20;
     snprintf(W.dir, sizeof(W.dir), "%s", o->dir ? o->dir : "");
-    W.o.dir = NULL;
+    snprintf(W.no_restart, sizeof(W.no_restart), "%s", o->no_restart ? o->no_restart : "");
+    W.o.dir = W.o.no_restart = NULL;
     W.vm[0].thread = pthread_self();
     W.vm[0].has_thread = 1;
     W.vm[0].L = L;
@@ -471,7 +479,7 @@ static int sr__lua_gc(lua_State *L)
     return 0;
 }
 
-/* start(timeout_ms, dir|nil, grace_ms, stop_ms) */
+/* start(timeout_ms, dir|nil, grace_ms, stop_ms, no_restart|nil) */
 static int sr__lua_start(lua_State *L)
 {
     sr_watchdog_opts_t o = {
@@ -479,6 +487,7 @@ static int sr__lua_start(lua_State *L)
         .dir = luaL_optstring(L, 2, NULL),
         .grace_ms = (int64_t)luaL_optnumber(L, 3, 1000),
         .stop_ms = (int64_t)luaL_optnumber(L, 4, 4000),
+        .no_restart = luaL_optstring(L, 5, NULL),
     };
     int64_t t = o.timeout_ms > 0 ? o.timeout_ms : 1000;
     o.poll_ms = t / 5 < 50 ? (t / 5 > 5 ? t / 5 : 5) : 50;

@@ -31,6 +31,8 @@ typedef struct sr_watchdog_opts {
     int64_t stop_ms;    /* after SIGINT/SIGTERM, a batch still running ends the process */
     int64_t poll_ms;    /* how often the thread looks */
     const char *dir;    /* checkpoint directory (copied), or NULL: no restart */
+    const char *no_restart; /* why a stuck record never restarts (copied; the test
+                             * driver's), or NULL */
 } sr_watchdog_opts_t;
 
 /* The one progress record of the process (static storage). */

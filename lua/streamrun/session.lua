@@ -215,7 +215,8 @@ end
 function Session:compile(states, windows)
   if self.watch then
     -- User code that runs too long is stopped; so is a job told to stop.
-    local wok, werr = watchdog.start(self.job, self.settings and self.settings.dir or nil)
+    local wok, werr = watchdog.start(self.job, not self.no_restart and self.settings and self.settings.dir or nil,
+      self.no_restart)
     if not wok then self.log("%s", werr) end
   end
   local sink = { progress = self.settings and self.progress or nil }
@@ -522,13 +523,14 @@ end
 -- batch, position(node, p) } or nil), dead(source, offset, reason, record)
 -- (default: the loop's dead-letter file), sink (outputs' sink fields, e.g.
 -- capture), generators (false: generators produce nothing), watch (start
--- the watchdog), raises (errors that end the job are raised, not logged:
--- the test driver), quiet, stats_fh, log(fmt, ...).
+-- the watchdog), no_restart (why a record stuck where no hook runs ends
+-- the process rather than restarting it), raises (errors that end the job
+-- are raised, not logged: the test driver), quiet, stats_fh, log(fmt, ...).
 local function new(job, o)
   local S = setmetatable({
     job = job, settings = o.settings, params = o.params, loop = o.loop, feed = o.feed, sink = o.sink or {},
-    generators = o.generators ~= false, watch = o.watch, raises = o.raises, quiet = o.quiet, stats_fh = o.stats_fh,
-    log = o.log or stderr_log,
+    generators = o.generators ~= false, watch = o.watch, no_restart = o.no_restart, raises = o.raises, quiet = o.quiet,
+    stats_fh = o.stats_fh, log = o.log or stderr_log,
     nbatches = 0, batches_base = 0, total_records = 0, dead_before = 0, reload_failures = 0,
     progress = {}, segment_after = {}, kept = {}, taken = {}, started = core.clock_ms(),
     event = eventtime.new_data(), -- the watermark's data (streamrun.eventtime)
@@ -646,6 +648,10 @@ function M.open(job, o)
   local meta = found and found.meta or {}
   local states, windows
   if found then
+    if S.settings then
+      local pok, perr = watchdog.prune(S.settings.dir, meta.time_ms)
+      if not pok then S.log("%s/poison: cannot drop the records before the checkpoint: %s", S.settings.dir, perr) end
+    end
     states, windows = S:adopt(found, o)
     if not states then return nil, windows end
     -- The checkpoint of the job's start (before any batch) holds empty

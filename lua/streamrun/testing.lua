@@ -20,6 +20,9 @@ Driver.__index = Driver
 local function options(d, echo)
   return {
     params = d.params, feed = d.feed, dead = d.dead, raises = true,
+    -- stage_timeout as in a running job; a record stuck in a compiled loop
+    -- ends the process (Busted's), which cannot be restarted.
+    watch = true, no_restart = "the test driver cannot restart the job",
     generators = d.generators and true or false, log = function() end,
     sink = {
       stdout = io.stdout,

@@ -68,11 +68,44 @@ local function read_poison(dir)
   return poison
 end
 
+-- Drops from DIR/poison the records of batches at or before after_ms (the
+-- checkpoint a job resumes from: they are never run again; a later
+-- fallback to an older checkpoint that runs one again gets stuck once
+-- more and restarts, as the first time). Called before any batch runs,
+-- so the C thread appends nothing meanwhile. Returns true, or nil and why.
+function M.prune(dir, after_ms)
+  local path = dir .. "/poison"
+  local f = io.open(path, "r")
+  if not f then return true end
+  local keep, dropped = {}, 0
+  for line in f:lines() do
+    local b = tonumber(line:match("^(%-?%d+) "))
+    if b and b <= after_ms then dropped = dropped + 1 else keep[#keep + 1] = line end
+  end
+  f:close()
+  if dropped == 0 then return true end
+  if #keep == 0 then return os.remove(path) end
+  local tmp = path .. ".tmp"
+  local out, err = io.open(tmp, "w")
+  if not out then return nil, err end
+  local ok, werr = out:write(table.concat(keep, "\n"), "\n")
+  out:close()
+  if not ok then
+    os.remove(tmp)
+    return nil, werr
+  end
+  return os.rename(tmp, path)
+end
+
 -- Starts (or reconfigures) the watchdog for a job. dir: its checkpoint
--- directory or nil. Returns true, or nil and why.
-function M.start(job, dir)
+-- directory or nil; no_restart: nil, or why a record stuck where the hook
+-- cannot run ends the process instead of restarting it (the test driver's).
+-- Returns true, or nil and why.
+function M.start(job, dir, no_restart)
   M.poison = dir and read_poison(dir) or nil
-  if not core.cwatchdog.start(job.stage_timeout_ms, dir) then return nil, "cannot start the watchdog thread" end
+  if not core.cwatchdog.start(job.stage_timeout_ms, dir, nil, nil, no_restart) then
+    return nil, "cannot start the watchdog thread"
+  end
   return true
 end
 

@@ -35,11 +35,14 @@ describe("e2e stage_timeout", function()
     assert.is_true(jit >= 1, stderr)
     -- The compiled loop could only be stopped by a restart that skips it.
     assert.matches("restarting from the checkpoint", stderr)
+    assert.matches(" upper > stuck\n", proc.read_file(dir .. "/ckpt/poison"))
 
     -- Run again on the same directory: done, nothing hangs.
     local code2, _, stderr2 = e2e.run("stuck_stage", { input = input }, { "--checkpoint", dir .. "/ckpt" },
       { timeout = 10 })
     assert.equal(0, code2, stderr2)
+    -- Resumed after the poisoned batch: its record is dropped from the file.
+    assert.is_false(proc.exists(dir .. "/ckpt/poison"))
   end)
 
   it("without a checkpoint directory: interrupts an interpreted loop; a compiled one ends the job with exit 1", function()
@@ -55,6 +58,23 @@ describe("e2e stage_timeout", function()
     assert.equal(1, code, stderr)
     assert.matches("stage upper > stuck ran longer than 300ms and did not stop", stderr)
     assert.matches("nothing to resume from", stderr)
+  end)
+
+  it("under the test driver, a compiled loop past stage_timeout ends the test run with exit 1, never hangs it",
+    function()
+    local dir = proc.tmpdir()
+    local spec = proc.write_file(dir .. "/stuck_spec.lua", table.concat({
+      'local testing = require "streamrun.testing"',
+      'describe("x", function() it("spins", function()',
+      '  local d = testing.driver(' .. ("%q"):format(proc.realpath("spec/e2e/jobs/stuck_stage.lua"))
+        .. ', { params = { input = "/dev/null" } })',
+      '  d:push("lines", { "a", "jit" })',
+      '  d:tick()',
+      'end) end)', "" }, "\n"))
+    local code, stdout, stderr = e2e.exec({ "test", spec }, { timeout = 30 })
+    assert.equal(1, code, stdout .. stderr)
+    assert.matches("stage upper > stuck ran longer than 300ms and did not stop", stderr, 1, true)
+    assert.matches("the test driver cannot restart the job: exiting", stderr, 1, true)
   end)
 
   it("stops on SIGTERM within 5 s while a user function never returns (stage_timeout off)", function()

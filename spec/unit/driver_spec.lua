@@ -40,6 +40,33 @@ describe("testing.driver", function()
     assert.has_error(function() d:push("nope", { "a" }) end, 'no source named "nope" (sources: lines)')
   end)
 
+  it("interrupts a user function that runs past stage_timeout: its element is a dead letter, the batch goes on",
+    function()
+    local function spin() -- interpreted: the watchdog's debug hook runs in it
+      local x = 0
+      while true do x = x + 1 end
+    end
+    jit.off(spin)
+    local d = testing.driver(function()
+      local job = sr.job { name = "stuck", batch = "1s", stage_timeout = "200ms" }
+      job:queue({}, { name = "lines" })
+         :map(function(l)
+           if l == "stuck" then spin() end
+           return l:upper()
+         end, { name = "upper" })
+         :foreach_batch(function() end, { name = "out" })
+      return job
+    end)
+    d:push("lines", { "a", "stuck", "b" })
+    assert.same({ "A", "B" }, d:tick().out)
+    assert.equal(1, #d.dead_letters)
+    assert.equal("lines", d.dead_letters[1].source)
+    assert.equal(2, d.dead_letters[1].offset)
+    assert.matches("stage_timeout: stage upper ran longer than 200ms", d.dead_letters[1].reason, 1, true)
+    d:push("lines", { "c" })
+    assert.same({ "C" }, d:tick().out)
+  end)
+
   it("reports a job that does not load", function()
     assert.has_error(function()
       testing.driver(function()
