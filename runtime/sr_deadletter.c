@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* -- Opening and rotation -- */
@@ -58,6 +59,7 @@ void sr_deadletter_set_rotation(sr_deadletter_t *dl, int64_t max_bytes, int keep
 
 void sr_deadletter_close(sr_deadletter_t *dl)
 {
+    sr_deadletter_expect_end(dl);
     if (dl->path && dl->fd >= 0) sr_outfile_close(dl->fd);
     dl->fd = -1;
     sr_free(dl->path);
@@ -128,6 +130,144 @@ static void sr__failed(sr_deadletter_t *dl, const char *what, int err)
                 dl->path, what, strerror(err));
 }
 
+/* -- Recovery: the letters written after a checkpoint -- */
+
+/* The letters written after a checkpoint, sorted by hash. */
+typedef struct sr__key {
+    uint64_t hash;
+    size_t off, len; /* the line in sr__expected.bytes */
+    int taken;
+} sr__key_t;
+
+struct sr__expected {
+    char *bytes;
+    sr__key_t *keys;
+    size_t n;
+};
+
+static uint64_t sr__hash(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
+    return h;
+}
+
+static int sr__key_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const sr__key_t *)a)->hash, y = ((const sr__key_t *)b)->hash;
+    return x < y ? -1 : x > y;
+}
+
+int sr_deadletter_mark(const sr_deadletter_t *dl, int64_t *bytes, uint64_t *ino)
+{
+    struct stat st;
+    if (!dl->path || dl->fd < 0 || fstat(dl->fd, &st) != 0) return -1;
+    *bytes = dl->size;
+    *ino = (uint64_t)st.st_ino;
+    return 0;
+}
+
+/* Whether the file is still the one marked (ino) and holds more than
+ * bytes. */
+static int sr__past_mark(const sr_deadletter_t *dl, int64_t bytes, uint64_t ino)
+{
+    int64_t now;
+    uint64_t now_ino;
+    return bytes >= 0 && sr_deadletter_mark(dl, &now, &now_ino) == 0 && now_ino == ino && now > bytes;
+}
+
+int sr_deadletter_cut_back(sr_deadletter_t *dl, int64_t bytes, uint64_t ino)
+{
+    if (!sr__past_mark(dl, bytes, ino)) return SR_OK;
+    if (sr_outfile_cut(dl->fd, bytes) < 0) return SR_EIO;
+    dl->size = bytes;
+    return SR_OK;
+}
+
+int64_t sr_deadletter_expect(sr_deadletter_t *dl, int64_t bytes, uint64_t ino)
+{
+    sr_deadletter_expect_end(dl);
+    if (!sr__past_mark(dl, bytes, ino)) return 0;
+    size_t n = (size_t)(dl->size - bytes);
+    struct sr__expected *e = calloc(1, sizeof(*e));
+    char *buf = malloc(n);
+    if (!e || !buf) {
+        free(e);
+        free(buf);
+        return SR_ENOMEM;
+    }
+    e->bytes = buf;
+    dl->expected = e;
+    /* (The file is open for appending only: read it through a new
+     * descriptor, checked to be the same file.) */
+    int fd = open(dl->path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || (uint64_t)st.st_ino != ino) {
+        if (fd >= 0) close(fd);
+        sr_deadletter_expect_end(dl);
+        return SR_EIO;
+    }
+    for (size_t got = 0; got < n;) {
+        ssize_t r = pread(fd, buf + got, n - got, (off_t)(bytes + (int64_t)got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            close(fd);
+            sr_deadletter_expect_end(dl);
+            return SR_EIO;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    size_t lines = 0;
+    for (size_t i = 0; i < n; i++) lines += buf[i] == '\n';
+    e->keys = calloc(lines ? lines : 1, sizeof(*e->keys));
+    if (!e->keys) {
+        sr_deadletter_expect_end(dl);
+        return SR_ENOMEM;
+    }
+    /* Whole lines only (a torn last one is no letter). */
+    for (size_t start = 0, i = 0; i < n; i++) {
+        if (buf[i] != '\n') continue;
+        sr__key_t *k = &e->keys[e->n++];
+        k->off = start;
+        k->len = i + 1 - start;
+        k->hash = sr__hash(buf + start, k->len);
+        start = i + 1;
+    }
+    qsort(e->keys, e->n, sizeof(*e->keys), sr__key_cmp);
+    return (int64_t)e->n;
+}
+
+void sr_deadletter_expect_end(sr_deadletter_t *dl)
+{
+    struct sr__expected *e = dl->expected;
+    if (!e) return;
+    free(e->bytes);
+    free(e->keys);
+    free(e);
+    dl->expected = NULL;
+}
+
+/* Whether letter p[0..n) is expected (and now taken). */
+static int sr__take_expected(struct sr__expected *e, const char *p, size_t n)
+{
+    uint64_t h = sr__hash(p, n);
+    size_t lo = 0, hi = e->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (e->keys[mid].hash < h) lo = mid + 1;
+        else hi = mid;
+    }
+    for (size_t i = lo; i < e->n && e->keys[i].hash == h; i++) {
+        sr__key_t *k = &e->keys[i];
+        if (!k->taken && k->len == n && memcmp(e->bytes + k->off, p, n) == 0) {
+            k->taken = 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 void sr_deadletter_write(sr_deadletter_t *dl, const char *source, int64_t offset,
                          const char *reason, const char *record, size_t len)
 {
@@ -148,6 +288,7 @@ void sr_deadletter_write(sr_deadletter_t *dl, const char *source, int64_t offset
         sr__failed(dl, "cannot build a line", ENOMEM);
         return;
     }
+    if (dl->expected && sr__take_expected(dl->expected, dl->buf, (size_t)n)) return;
     if (dl->fd < 0 && sr__reopen(dl) < 0) {
         sr__failed(dl, "cannot open", errno);
         return;

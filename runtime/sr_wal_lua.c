@@ -1,7 +1,8 @@
 /* sr_wal_lua: cwal.read(dir [, since]) -> { batches = { {time_ms, records = {name =
  * {line, ...}}, carried = {name = n}, files = {name = {{name, inode}, ...}},
  * positions = {name = {offset, inode}}}, ... }, pending = {name = {line,
- * ...}}, note = "..." or nil }. A batch's records and files (the ones
+ * ...}}, note = "..." or nil }; each list of lines has their positions in
+ * the source as its field pos. A batch's records and files (the ones
  * text_dir took up; inode -1: skipped) are the ones logged since the marker
  * before it; pending records follow the last. carried[name]: how many of
  * the batch's first records were logged by runs killed before a marker
@@ -43,14 +44,25 @@ static void sr__source_list(sr__reader_t *r, const sr_wal_entry_t *e, int list)
     }
 }
 
-/* Appends the line to pending[source]. */
+/* Appends the line to pending[source], and its position to
+ * pending[source].pos. */
 static void sr__add_record(sr__reader_t *r, const sr_wal_entry_t *e)
 {
     lua_State *L = r->L;
     sr__source_list(r, e, r->pending);
+    int n = (int)lua_objlen(L, -1) + 1;
     lua_pushlstring(L, e->data, e->len);
-    lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
-    lua_pop(L, 2);
+    lua_rawseti(L, -2, n);
+    lua_getfield(L, -1, "pos");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, "pos");
+    }
+    lua_pushnumber(L, (lua_Number)e->pos);
+    lua_rawseti(L, -2, n);
+    lua_pop(L, 3);
 }
 
 /* Appends {name, inode} to files[source]. */

@@ -114,15 +114,15 @@ function M.inputs(job, b, dead, next_lua)
       inputs[node] = to and file_range(node, b.from[name], to, dead) or batch.empty()
     elseif traits.c then
       local records = b.records[name] or {}
+      local pos = records.pos or {}
       local carried = traits.resumes and b.carried and b.carried[name] or 0
       if carried > 0 then
-        local rest = {}
-        for i = carried + 1, #records do rest[#rest + 1] = records[i] end
-        records = rest
+        local rest, rest_pos = {}, {}
+        for i = carried + 1, #records do rest[#rest + 1], rest_pos[#rest + 1] = records[i], pos[i] end
+        records, pos = rest, rest_pos
       end
-      inputs[node] = sources.read_values(node, records, 1, dead)
-      -- The log keeps no offsets: later stages' dead letters say none.
-      inputs[node].src = nil
+      -- With the offsets the log keeps: dead letters as the first time.
+      inputs[node] = sources.read_values(node, records, 1, dead, pos)
     else
       inputs[node] = next_lua(node)
     end
@@ -138,7 +138,7 @@ function M.add_pending(job, inputs, pending, dead)
     local traits = sources.traits(node)
     if lines and traits.c and not traits.resumes then
       local old = inputs[node]
-      local extra = sources.read_values(node, lines, 1, dead)
+      local extra = sources.read_values(node, lines, 1, dead, lines.pos)
       local merged = batch.to_elements(extra)
       local rest = batch.to_elements(old)
       for i = 1, #rest do merged[#merged + 1] = rest[i] end

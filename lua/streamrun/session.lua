@@ -280,10 +280,47 @@ function Session:commit_positions(b)
   end
 end
 
+-- Where the dead-letter file ends, for a checkpoint's metadata: { bytes,
+-- ino } (the inode as a decimal string: msgpack numbers are doubles
+-- here), or nil (stderr, or a file the session does not own).
+function Session:dead_letter_mark()
+  if not (self.loop and self.owns_dead) then return nil end
+  local bytes, ino = ffi.new("int64_t[1]"), ffi.new("uint64_t[1]")
+  if C.sr_deadletter_mark(C.sr_loop_deadletter(self.loop), bytes, ino) ~= 0 then return nil end
+  return { bytes = tonumber(bytes[0]), ino = tostring(ino[0]):gsub("ULL$", "") }
+end
+
+-- Recovery from the checkpoint of meta: a batch run again letters its
+-- records again, so the dead letters written after the checkpoint are cut
+-- away when the sources re-read their input (no write-ahead log), or are
+-- expected from the batches the log replays (each then written once),
+-- until the replay is over (C.sr_deadletter_expect_end).
+function Session:resume_dead_letters(meta)
+  local mark = meta.dead_letters
+  if not (self.loop and self.owns_dead and type(mark) == "table" and type(mark.bytes) == "number"
+          and type(mark.ino) == "string" and mark.ino:match("^%d+$")) then
+    return
+  end
+  local ino = 0ULL
+  for d in mark.ino:gmatch("%d") do ino = ino * 10 + tonumber(d) end
+  local dl = C.sr_loop_deadletter(self.loop)
+  local rc
+  if self.wal_dir then
+    rc = C.sr_deadletter_expect(dl, mark.bytes, ino)
+  else
+    rc = C.sr_deadletter_cut_back(dl, mark.bytes, ino)
+  end
+  if rc < 0 then
+    self.log("dead letters: cannot take back the ones written after the checkpoint: %s",
+      ffi.string(C.sr_strerror(tonumber(rc))))
+  end
+end
+
 function Session:checkpoint_now(time_ms, sync, input_ended)
   local m = checkpoint.meta(self.job, self.plan, self.nbatches, time_ms, self:positions(), self.progress, self.params)
   self.taken[self.nbatches] = m.sources
   m.finished = input_ended or nil
+  m.dead_letters = self:dead_letter_mark()
   if self.wal_dir then self.segment_after[self.nbatches] = tonumber(C.sr_loop_wal_rotate(self.loop)) end
   self.writer:write(self.nbatches, m, self.plan, sync)
 end
@@ -535,6 +572,9 @@ local function new(job, o)
     progress = {}, segment_after = {}, kept = {}, taken = {}, started = core.clock_ms(),
     event = eventtime.new_data(), -- the watermark's data (streamrun.eventtime)
   }, Session)
+  -- (Without o.dead the session owns the loop's dead-letter file: its
+  -- checkpoints mark where it ends.)
+  S.owns_dead = not o.dead
   S.dead = o.dead or function(source, offset, reason, record)
     C.sr_loop_dead_letter(S.loop, source, offset or -1, reason, record, #record)
   end
@@ -664,6 +704,7 @@ function M.open(job, o)
     if not S.loop then return nil, 1 end
     S.wal_dir = S.settings and recovery.needs_log(job) and (S.settings.dir .. "/wal") or nil
   end
+  if found then S:resume_dead_letters(meta) end
   -- The log after the checkpoint decides where sources resume.
   local logged = S.wal_dir and recovery.read(S.wal_dir, meta) or nil
   if logged and logged.note then S.log("write-ahead log: %s", logged.note) end
@@ -695,10 +736,12 @@ function M.open(job, o)
   if S.writer and not found then
     local m = checkpoint.meta(job, S.plan, 0, 0, S:positions(), S.progress, S.params)
     m.initial = true
+    m.dead_letters = S:dead_letter_mark()
     S.writer:write(0, m, S.plan, true)
   end
   if logged then
     local rok, code = S:replay(logged)
+    if S.loop then C.sr_deadletter_expect_end(C.sr_loop_deadletter(S.loop)) end
     if not rok then return nil, code end
     S.pending = logged.pending
   end

@@ -147,8 +147,10 @@ end
 
 -- A batch from Lua values (the test driver's pushes, a queue's batch):
 -- strings are records as a C source would deliver them (decoded if JSON),
--- other values are elements already. first_offset numbers the records.
-function M.read_values(node, values, first_offset, dead)
+-- other values are elements already. first_offset numbers the records,
+-- or positions (a list beside values: the records' positions in their
+-- source, as the write-ahead log keeps them) gives their offsets.
+function M.read_values(node, values, first_offset, dead, positions)
   if node.c_hooks and node.keyed == "yes" then return node.c_hooks.read_values(node, values, first_offset, dead) end
   local n = #values
   local out, m = tnew(n, 0), 0
@@ -158,7 +160,7 @@ function M.read_values(node, values, first_offset, dead)
     local v = values[i]
     if json and type(v) == "string" then
       local ok, d = pcall(decode, v)
-      local offset = first_offset + i - 1
+      local offset = positions and positions[i] or first_offset + i - 1
       if not ok then
         dead(node.stage_name, offset, json_reason(d), v)
         d = nil
@@ -178,6 +180,11 @@ function M.read_values(node, values, first_offset, dead)
   end
   local b = batch.of_values(out, m)
   b.src, b.first, b.skips = node.stage_name, first_offset, skips
+  if positions then
+    local pos = {} -- (0-based, as a C batch's)
+    for i = 1, n do pos[i - 1] = positions[i] end
+    b.pos = pos
+  end
   return b
 end
 

@@ -1,6 +1,7 @@
 /* test_deadletter: JSON string escaping (invalid UTF-8 replaced) and the
  * dead-letter line format, to a file and to stderr; rotation at a size;
- * write errors reported once per failure streak, no torn line. */
+ * write errors reported once per failure streak, no torn line; after a
+ * checkpoint's mark, letters cut back or expected again once. */
 #include "sr_test.h"
 
 #include "sr_deadletter.h"
@@ -74,6 +75,71 @@ static void test_dead_letter_file(void **state)
     sr_test_read(path, text, sizeof(text));
     assert_non_null(strstr(text, "\"record\":\"x\"}\n"));
     assert_non_null(strstr(text, "\"offset\":42"));
+    sr_test_rmtree(dir);
+}
+
+/* Recovery: past a checkpoint's mark, the letters are cut away (sources
+ * that read again) or expected again from a replay, each copy once. */
+static void test_recovery_after_mark(void **state)
+{
+    (void)state;
+    char dir[256], path[512], text[4096];
+    sr_test_tmpdir(dir, sizeof(dir));
+    sr_test_path(path, sizeof(path), dir, "dead.jsonl");
+    sr_deadletter_t dl;
+    assert_int_equal(sr_deadletter_open(&dl, path), SR_OK);
+    sr_deadletter_write(&dl, "s", 1, "r", "before", 6);
+    int64_t bytes;
+    uint64_t ino;
+    assert_int_equal(sr_deadletter_mark(&dl, &bytes, &ino), 0);
+    assert_int_equal(bytes, dl.size);
+    sr_deadletter_write(&dl, "s", 2, "r", "a", 1);
+    sr_deadletter_write(&dl, "s", 3, "r", "b", 1);
+    sr_deadletter_write(&dl, "s", 3, "r", "b", 1);
+    sr_deadletter_close(&dl);
+    /* A torn last line is no letter. */
+    FILE *fp = fopen(path, "a");
+    fputs("{\"dead_letter\":true,\"source\":\"s\"", fp);
+    fclose(fp);
+
+    /* Replayed: a, b, b again are not written; a third b, c and the
+     * letter with another offset are; after the end a is written again. */
+    assert_int_equal(sr_deadletter_open(&dl, path), SR_OK);
+    assert_int_equal(sr_deadletter_expect(&dl, bytes, ino + 1), 0); /* another file */
+    assert_int_equal(sr_deadletter_expect(&dl, bytes, ino), 3);
+    uint64_t before = dl.count;
+    sr_deadletter_write(&dl, "s", 3, "r", "b", 1);
+    sr_deadletter_write(&dl, "s", 2, "r", "a", 1);
+    sr_deadletter_write(&dl, "s", 3, "r", "b", 1);
+    sr_deadletter_write(&dl, "s", 3, "r", "b", 1);
+    sr_deadletter_write(&dl, "s", 4, "r", "a", 1);
+    sr_deadletter_expect_end(&dl);
+    sr_deadletter_write(&dl, "s", 2, "r", "a", 1);
+    assert_int_equal(dl.count - before, 6); /* counted, written or not */
+    sr_deadletter_close(&dl);
+    sr_test_read(path, text, sizeof(text));
+    const char *rest = strstr(text, "\"source\":\"s\"{");
+    assert_non_null(rest);
+    assert_string_equal(rest + strlen("\"source\":\"s\""),
+        "{\"dead_letter\":true,\"source\":\"s\",\"offset\":3,\"reason\":\"r\",\"record\":\"b\"}\n"
+        "{\"dead_letter\":true,\"source\":\"s\",\"offset\":4,\"reason\":\"r\",\"record\":\"a\"}\n"
+        "{\"dead_letter\":true,\"source\":\"s\",\"offset\":2,\"reason\":\"r\",\"record\":\"a\"}\n");
+
+    /* Read again from their positions: cut back to the mark, not past it;
+     * another file is left alone. */
+    assert_int_equal(sr_deadletter_open(&dl, path), SR_OK);
+    assert_int_equal(sr_deadletter_cut_back(&dl, bytes, ino + 1), SR_OK);
+    assert_true(dl.size > bytes);
+    assert_int_equal(sr_deadletter_cut_back(&dl, bytes, ino), SR_OK);
+    assert_int_equal(dl.size, bytes);
+    assert_int_equal(sr_deadletter_cut_back(&dl, bytes + 100, ino), SR_OK);
+    assert_int_equal(dl.size, bytes);
+    sr_deadletter_write(&dl, "s", 2, "r", "a", 1);
+    sr_deadletter_close(&dl);
+    sr_test_read(path, text, sizeof(text));
+    assert_string_equal(text,
+        "{\"dead_letter\":true,\"source\":\"s\",\"offset\":1,\"reason\":\"r\",\"record\":\"before\"}\n"
+        "{\"dead_letter\":true,\"source\":\"s\",\"offset\":2,\"reason\":\"r\",\"record\":\"a\"}\n");
     sr_test_rmtree(dir);
 }
 
@@ -272,6 +338,7 @@ int main(void)
         cmocka_unit_test(test_plain),
         cmocka_unit_test(test_escapes),
         cmocka_unit_test(test_dead_letter_file),
+        cmocka_unit_test(test_recovery_after_mark),
         cmocka_unit_test(test_open_errors_and_stderr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
