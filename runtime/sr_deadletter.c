@@ -158,37 +158,63 @@ static int sr__key_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-int sr_deadletter_mark(const sr_deadletter_t *dl, int64_t *bytes, uint64_t *ino)
+/* The hash of the (up to 64) bytes of file path (inode ino) before byte
+ * at, which must end a line (or be 0). Returns 0, or -1 when it is
+ * another file, shorter, or at is not at a line's end. */
+static int sr__tail_hash(const char *path, uint64_t ino, int64_t at, uint64_t *hash)
 {
+    char tail[64];
+    size_t k = at < (int64_t)sizeof(tail) ? (size_t)at : sizeof(tail);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
     struct stat st;
-    if (!dl->path || dl->fd < 0 || fstat(dl->fd, &st) != 0) return -1;
-    *bytes = dl->size;
-    *ino = (uint64_t)st.st_ino;
+    ssize_t r = -1;
+    if (fstat(fd, &st) == 0 && (uint64_t)st.st_ino == ino && st.st_size >= at) {
+        do r = pread(fd, tail, k, (off_t)(at - (int64_t)k));
+        while (r < 0 && errno == EINTR);
+    }
+    close(fd);
+    if (r != (ssize_t)k || (k > 0 && tail[k - 1] != '\n')) return -1;
+    *hash = sr__hash(tail, k);
     return 0;
 }
 
-/* Whether the file is still the one marked (ino) and holds more than
- * bytes. */
-static int sr__past_mark(const sr_deadletter_t *dl, int64_t bytes, uint64_t ino)
+int sr_deadletter_mark(const sr_deadletter_t *dl, int64_t *bytes, uint64_t *ino, uint64_t *tail)
 {
-    int64_t now;
-    uint64_t now_ino;
-    return bytes >= 0 && sr_deadletter_mark(dl, &now, &now_ino) == 0 && now_ino == ino && now > bytes;
+    struct stat st;
+    if (!dl->path || dl->fd < 0 || fstat(dl->fd, &st) != 0) return -1;
+    *bytes = (int64_t)st.st_size;
+    *ino = (uint64_t)st.st_ino;
+    return sr__tail_hash(dl->path, *ino, *bytes, tail);
 }
 
-int sr_deadletter_cut_back(sr_deadletter_t *dl, int64_t bytes, uint64_t ino)
+/* The file's size now when it is still the one marked (inode, and the
+ * bytes before the mark) and holds more than bytes, else -1. (Inodes are
+ * reused: a file rotated away may leave its number to a new one.) */
+static int64_t sr__past_mark(const sr_deadletter_t *dl, int64_t bytes, uint64_t ino, uint64_t tail)
 {
-    if (!sr__past_mark(dl, bytes, ino)) return SR_OK;
+    struct stat st;
+    uint64_t h;
+    if (bytes < 0 || !dl->path || dl->fd < 0 || fstat(dl->fd, &st) != 0 || (uint64_t)st.st_ino != ino ||
+        st.st_size <= bytes || sr__tail_hash(dl->path, ino, bytes, &h) != 0 || h != tail)
+        return -1;
+    return (int64_t)st.st_size;
+}
+
+int sr_deadletter_cut_back(sr_deadletter_t *dl, int64_t bytes, uint64_t ino, uint64_t tail)
+{
+    if (sr__past_mark(dl, bytes, ino, tail) < 0) return SR_OK;
     if (sr_outfile_cut(dl->fd, bytes) < 0) return SR_EIO;
     dl->size = bytes;
     return SR_OK;
 }
 
-int64_t sr_deadletter_expect(sr_deadletter_t *dl, int64_t bytes, uint64_t ino)
+int64_t sr_deadletter_expect(sr_deadletter_t *dl, int64_t bytes, uint64_t ino, uint64_t tail)
 {
     sr_deadletter_expect_end(dl);
-    if (!sr__past_mark(dl, bytes, ino)) return 0;
-    size_t n = (size_t)(dl->size - bytes);
+    int64_t now = sr__past_mark(dl, bytes, ino, tail);
+    if (now < 0) return 0;
+    size_t n = (size_t)(now - bytes);
     struct sr__expected *e = calloc(1, sizeof(*e));
     char *buf = malloc(n);
     if (!e || !buf) {
@@ -218,6 +244,18 @@ int64_t sr_deadletter_expect(sr_deadletter_t *dl, int64_t bytes, uint64_t ino)
         got += (size_t)r;
     }
     close(fd);
+    /* A torn last line (a write the kill cut short) goes, or the next
+     * letter would be written onto it. */
+    size_t whole = n;
+    while (whole > 0 && buf[whole - 1] != '\n') whole--;
+    if (whole < n) {
+        if (sr_outfile_cut(dl->fd, bytes + (int64_t)whole) < 0) {
+            sr_deadletter_expect_end(dl);
+            return SR_EIO;
+        }
+        dl->size = bytes + (int64_t)whole;
+        n = whole;
+    }
     size_t lines = 0;
     for (size_t i = 0; i < n; i++) lines += buf[i] == '\n';
     e->keys = calloc(lines ? lines : 1, sizeof(*e->keys));
@@ -225,7 +263,6 @@ int64_t sr_deadletter_expect(sr_deadletter_t *dl, int64_t bytes, uint64_t ino)
         sr_deadletter_expect_end(dl);
         return SR_ENOMEM;
     }
-    /* Whole lines only (a torn last one is no letter). */
     for (size_t start = 0, i = 0; i < n; i++) {
         if (buf[i] != '\n') continue;
         sr__key_t *k = &e->keys[e->n++];

@@ -46,24 +46,27 @@ const sr_dltally_t *sr_deadletter_tally(const sr_deadletter_t *dl);
 void sr_deadletter_write(sr_deadletter_t *dl, const char *source, int64_t offset,
                          const char *reason, const char *record, size_t len);
 
-/* Where the file ends now: *bytes its size, *ino its inode. Returns 0, or
- * -1 when the dead letters go to stderr or the file is not open. */
-int sr_deadletter_mark(const sr_deadletter_t *dl, int64_t *bytes, uint64_t *ino);
-/* Recovery from a checkpoint whose mark was (bytes, ino), for a job whose
+/* Where the file ends now: *bytes its size, *ino its inode, *tail a hash
+ * of the bytes before its end (inodes are reused). Returns 0, or -1 when
+ * the dead letters go to stderr, the file is not open or does not end a
+ * line. */
+int sr_deadletter_mark(const sr_deadletter_t *dl, int64_t *bytes, uint64_t *ino, uint64_t *tail);
+/* Recovery from a checkpoint whose mark was (bytes, ino, tail), for a job whose
  * sources re-read their input from the checkpoint's positions: the
  * dead letters past the mark are cut away, since the batches run again
  * letter them again. Nothing is cut when the file is another (rotated
  * since). Returns 0, or SR_EIO (errno set). */
-int sr_deadletter_cut_back(sr_deadletter_t *dl, int64_t bytes, uint64_t ino);
-/* Recovery from a checkpoint whose mark was (bytes, ino), for a job that
+int sr_deadletter_cut_back(sr_deadletter_t *dl, int64_t bytes, uint64_t ino, uint64_t tail);
+/* Recovery from a checkpoint whose mark was (bytes, ino, tail), for a job that
  * replays batches from its write-ahead log: the dead letters past the mark
  * are expected again. Until sr_deadletter_expect_end, a write equal to an
  * expected letter is counted but not written, once per copy expected, so
  * a replayed batch's dead letters stay in the file once (letters the
- * replay does not make again, a source's over-long lines, stay too).
- * Nothing is expected when the file is another (rotated since). Returns
- * how many letters are expected, or SR_ENOMEM / SR_EIO (none expected). */
-int64_t sr_deadletter_expect(sr_deadletter_t *dl, int64_t bytes, uint64_t ino);
+ * replay does not make again, a source's over-long lines, stay too; a
+ * torn last line, cut short by the kill, goes). Nothing is expected when
+ * the file is another (rotated since). Returns how many letters are
+ * expected, or SR_ENOMEM / SR_EIO (none expected). */
+int64_t sr_deadletter_expect(sr_deadletter_t *dl, int64_t bytes, uint64_t ino, uint64_t tail);
 /* The replay is over: later writes are written whatever they hold. */
 void sr_deadletter_expect_end(sr_deadletter_t *dl);
 

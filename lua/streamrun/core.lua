@@ -124,9 +124,9 @@ typedef struct sr_dltally {
 } sr_dltally_t;
 sr_deadletter_t *sr_loop_deadletter(sr_loop_t *l);
 const sr_dltally_t *sr_deadletter_tally(const sr_deadletter_t *dl);
-int sr_deadletter_mark(const sr_deadletter_t *dl, int64_t *bytes, uint64_t *ino);
-int sr_deadletter_cut_back(sr_deadletter_t *dl, int64_t bytes, uint64_t ino);
-int64_t sr_deadletter_expect(sr_deadletter_t *dl, int64_t bytes, uint64_t ino);
+int sr_deadletter_mark(const sr_deadletter_t *dl, int64_t *bytes, uint64_t *ino, uint64_t *tail);
+int sr_deadletter_cut_back(sr_deadletter_t *dl, int64_t bytes, uint64_t ino, uint64_t tail);
+int64_t sr_deadletter_expect(sr_deadletter_t *dl, int64_t bytes, uint64_t ino, uint64_t tail);
 void sr_deadletter_expect_end(sr_deadletter_t *dl);
 const char *sr_dltally_source(const sr_dltally_t *t, size_t i, uint64_t *count);
 const sr_dltally_entry_t *sr_dltally_recent(const sr_dltally_t *t, size_t i);

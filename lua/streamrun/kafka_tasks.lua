@@ -142,6 +142,9 @@ function Tasks:open_task(input, topic, partition, fd)
     settings = { dir = dir, every_ms = self.settings.every_ms, keep = self.settings.keep },
     params = self.o.params, feed = task.feed, restored = found or nil, log = self.log, quiet = true,
     sink = self.o.sink, generators = false,
+    -- (the job's dead-letter file, which every task and process shares:
+    -- no task's checkpoint marks where it ends)
+    dead = self.dead,
   })
   if not S then
     C.sr_lock_task_release(fd)

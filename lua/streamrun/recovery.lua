@@ -118,7 +118,9 @@ function M.inputs(job, b, dead, next_lua)
       local carried = traits.resumes and b.carried and b.carried[name] or 0
       if carried > 0 then
         local rest, rest_pos = {}, {}
-        for i = carried + 1, #records do rest[#rest + 1], rest_pos[#rest + 1] = records[i], pos[i] end
+        for i = carried + 1, #records do
+          rest[i - carried], rest_pos[i - carried] = records[i], pos[i]
+        end
         records, pos = rest, rest_pos
       end
       -- With the offsets the log keeps: dead letters as the first time.

@@ -281,13 +281,23 @@ function Session:commit_positions(b)
 end
 
 -- Where the dead-letter file ends, for a checkpoint's metadata: { bytes,
--- ino } (the inode as a decimal string: msgpack numbers are doubles
--- here), or nil (stderr, or a file the session does not own).
+-- ino, tail } (its inode and a hash of its last bytes, as decimal strings:
+-- msgpack numbers are doubles here), or nil (stderr, or a file the session
+-- does not own).
 function Session:dead_letter_mark()
   if not (self.loop and self.owns_dead) then return nil end
-  local bytes, ino = ffi.new("int64_t[1]"), ffi.new("uint64_t[1]")
-  if C.sr_deadletter_mark(C.sr_loop_deadletter(self.loop), bytes, ino) ~= 0 then return nil end
-  return { bytes = tonumber(bytes[0]), ino = tostring(ino[0]):gsub("ULL$", "") }
+  local bytes, ino, tail = ffi.new("int64_t[1]"), ffi.new("uint64_t[1]"), ffi.new("uint64_t[1]")
+  if C.sr_deadletter_mark(C.sr_loop_deadletter(self.loop), bytes, ino, tail) ~= 0 then return nil end
+  local function decimal(u) return (tostring(u):gsub("ULL$", "")) end
+  return { bytes = tonumber(bytes[0]), ino = decimal(ino[0]), tail = decimal(tail[0]) }
+end
+
+-- A uint64_t from its decimal string, or nil.
+local function u64(s)
+  if type(s) ~= "string" or not s:match("^%d+$") then return nil end
+  local v = 0ULL
+  for d in s:gmatch("%d") do v = v * 10 + tonumber(d) end
+  return v
 end
 
 -- Recovery from the checkpoint of meta: a batch run again letters its
@@ -297,18 +307,15 @@ end
 -- until the replay is over (C.sr_deadletter_expect_end).
 function Session:resume_dead_letters(meta)
   local mark = meta.dead_letters
-  if not (self.loop and self.owns_dead and type(mark) == "table" and type(mark.bytes) == "number"
-          and type(mark.ino) == "string" and mark.ino:match("^%d+$")) then
-    return
-  end
-  local ino = 0ULL
-  for d in mark.ino:gmatch("%d") do ino = ino * 10 + tonumber(d) end
+  if not (self.loop and self.owns_dead and type(mark) == "table" and type(mark.bytes) == "number") then return end
+  local ino, tail = u64(mark.ino), u64(mark.tail)
+  if not (ino and tail) then return end
   local dl = C.sr_loop_deadletter(self.loop)
   local rc
   if self.wal_dir then
-    rc = C.sr_deadletter_expect(dl, mark.bytes, ino)
+    rc = C.sr_deadletter_expect(dl, mark.bytes, ino, tail)
   else
-    rc = C.sr_deadletter_cut_back(dl, mark.bytes, ino)
+    rc = C.sr_deadletter_cut_back(dl, mark.bytes, ino, tail)
   end
   if rc < 0 then
     self.log("dead letters: cannot take back the ones written after the checkpoint: %s",
@@ -688,11 +695,12 @@ function M.open(job, o)
   local meta = found and found.meta or {}
   local states, windows
   if found then
-    if S.settings then
+    states, windows = S:adopt(found, o)
+    -- (A checkpoint adopted, or of a job that finished: its directory's.)
+    if S.settings and meta.time_ms and (states or windows == 0) then
       local pok, perr = watchdog.prune(S.settings.dir, meta.time_ms)
       if not pok then S.log("%s/poison: cannot drop the records before the checkpoint: %s", S.settings.dir, perr) end
     end
-    states, windows = S:adopt(found, o)
     if not states then return nil, windows end
     -- The checkpoint of the job's start (before any batch) holds empty
     -- state: the stages start afresh, so opts.initial seeds them at the

@@ -90,23 +90,27 @@ static void test_recovery_after_mark(void **state)
     assert_int_equal(sr_deadletter_open(&dl, path), SR_OK);
     sr_deadletter_write(&dl, "s", 1, "r", "before", 6);
     int64_t bytes;
-    uint64_t ino;
-    assert_int_equal(sr_deadletter_mark(&dl, &bytes, &ino), 0);
+    uint64_t ino, tail;
+    assert_int_equal(sr_deadletter_mark(&dl, &bytes, &ino, &tail), 0);
     assert_int_equal(bytes, dl.size);
     sr_deadletter_write(&dl, "s", 2, "r", "a", 1);
     sr_deadletter_write(&dl, "s", 3, "r", "b", 1);
     sr_deadletter_write(&dl, "s", 3, "r", "b", 1);
     sr_deadletter_close(&dl);
-    /* A torn last line is no letter. */
+    /* A line torn by the kill. */
     FILE *fp = fopen(path, "a");
     fputs("{\"dead_letter\":true,\"source\":\"s\"", fp);
     fclose(fp);
 
-    /* Replayed: a, b, b again are not written; a third b, c and the
-     * letter with another offset are; after the end a is written again. */
+    /* Replayed: a, b, b again are not written; a third b and the letter
+     * with another offset are; after the end a is written again. The torn
+     * line goes. Another file (inode, or bytes before the mark) is left
+     * alone. */
     assert_int_equal(sr_deadletter_open(&dl, path), SR_OK);
-    assert_int_equal(sr_deadletter_expect(&dl, bytes, ino + 1), 0); /* another file */
-    assert_int_equal(sr_deadletter_expect(&dl, bytes, ino), 3);
+    assert_int_equal(sr_deadletter_expect(&dl, bytes, ino + 1, tail), 0);
+    assert_int_equal(sr_deadletter_expect(&dl, bytes, ino, tail + 1), 0);
+    assert_int_equal(sr_deadletter_expect(&dl, bytes - 1, ino, tail), 0); /* not a line's end */
+    assert_int_equal(sr_deadletter_expect(&dl, bytes, ino, tail), 3);
     uint64_t before = dl.count;
     sr_deadletter_write(&dl, "s", 3, "r", "b", 1);
     sr_deadletter_write(&dl, "s", 2, "r", "a", 1);
@@ -118,9 +122,10 @@ static void test_recovery_after_mark(void **state)
     assert_int_equal(dl.count - before, 6); /* counted, written or not */
     sr_deadletter_close(&dl);
     sr_test_read(path, text, sizeof(text));
-    const char *rest = strstr(text, "\"source\":\"s\"{");
-    assert_non_null(rest);
-    assert_string_equal(rest + strlen("\"source\":\"s\""),
+    assert_string_equal(text + bytes,
+        "{\"dead_letter\":true,\"source\":\"s\",\"offset\":2,\"reason\":\"r\",\"record\":\"a\"}\n"
+        "{\"dead_letter\":true,\"source\":\"s\",\"offset\":3,\"reason\":\"r\",\"record\":\"b\"}\n"
+        "{\"dead_letter\":true,\"source\":\"s\",\"offset\":3,\"reason\":\"r\",\"record\":\"b\"}\n"
         "{\"dead_letter\":true,\"source\":\"s\",\"offset\":3,\"reason\":\"r\",\"record\":\"b\"}\n"
         "{\"dead_letter\":true,\"source\":\"s\",\"offset\":4,\"reason\":\"r\",\"record\":\"a\"}\n"
         "{\"dead_letter\":true,\"source\":\"s\",\"offset\":2,\"reason\":\"r\",\"record\":\"a\"}\n");
@@ -128,11 +133,12 @@ static void test_recovery_after_mark(void **state)
     /* Read again from their positions: cut back to the mark, not past it;
      * another file is left alone. */
     assert_int_equal(sr_deadletter_open(&dl, path), SR_OK);
-    assert_int_equal(sr_deadletter_cut_back(&dl, bytes, ino + 1), SR_OK);
+    assert_int_equal(sr_deadletter_cut_back(&dl, bytes, ino + 1, tail), SR_OK);
+    assert_int_equal(sr_deadletter_cut_back(&dl, bytes, ino, tail + 1), SR_OK);
     assert_true(dl.size > bytes);
-    assert_int_equal(sr_deadletter_cut_back(&dl, bytes, ino), SR_OK);
+    assert_int_equal(sr_deadletter_cut_back(&dl, bytes, ino, tail), SR_OK);
     assert_int_equal(dl.size, bytes);
-    assert_int_equal(sr_deadletter_cut_back(&dl, bytes + 100, ino), SR_OK);
+    assert_int_equal(sr_deadletter_cut_back(&dl, bytes + 100, ino, tail), SR_OK);
     assert_int_equal(dl.size, bytes);
     sr_deadletter_write(&dl, "s", 2, "r", "a", 1);
     sr_deadletter_close(&dl);
