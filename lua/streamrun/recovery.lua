@@ -145,6 +145,7 @@ function M.add_pending(job, inputs, pending, dead)
       local rest = batch.to_elements(old)
       for i = 1, #rest do merged[#merged + 1] = rest[i] end
       inputs[node] = batch.of_values(merged)
+      inputs[node].cat = { extra, old } -- (the records' origins)
     end
   end
 end

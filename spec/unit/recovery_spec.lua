@@ -38,7 +38,7 @@ local function open_run(dir)
   assert(C.sr_wal_declare(w, 1, "sock") == 0)
   local run = {}
   function run.file(name, inode) assert(C.sr_wal_file(w, 0, inode, name) == 0) end
-  function run.record(index, line) assert(C.sr_wal_record(w, index, 0, line, #line) == 0) end
+  function run.record(index, line, pos) assert(C.sr_wal_record(w, index, pos or 0, line, #line) == 0) end
   function run.batch(time_ms, offset, inode)
     local pos = ffi.new("sr_wal_pos_t[1]", { { 0, offset, inode } })
     assert(C.sr_wal_batch(w, time_ms, pos, 1) == 0)
@@ -112,6 +112,34 @@ describe("recovery of text_dir from the write-ahead log", function()
     assert.same({ "s2", "s3" }, values_of(second, 2))
     assert.same({ kind = "text_dir", file = "c.txt", inode = 3, offset = 6, path = "in",
                   done = { "a.txt", "b.txt" } }, logged.positions.files)
+  end)
+
+  it("replayed and pending records keep their source offsets (their dead letters name them as the first time)",
+    function()
+    local dir = tmpdir()
+    local r1 = open_run(dir)
+    r1.record(1, "s1", 0)
+    r1.batch(200, 0, 0)
+    r1.record(1, "s2", 3) -- killed before the next marker: the next run's
+    r1.kill()
+    local r2 = open_run(dir)
+    r2.record(1, "s3", 6)
+    r2.batch(300, 0, 0)
+    r2.record(1, "s4", 9) -- pending: into the first live batch
+    r2.kill()
+    local logged = recovery.read(dir, meta)
+    local first = recovery.inputs(job, logged.batches[1], no_dead)[job.sources[2]]
+    assert.same({ "sock", 0 }, { batch.origin(first, 1) })
+    local second = recovery.inputs(job, logged.batches[2], no_dead)[job.sources[2]]
+    assert.same({ "s2", "s3" }, batch.to_elements(second))
+    assert.same({ "sock", 3 }, { batch.origin(second, 1) })
+    assert.same({ "sock", 6 }, { batch.origin(second, 2) })
+    local inputs = { [job.sources[2]] = batch.of_values({ "live" }) }
+    inputs[job.sources[2]].src, inputs[job.sources[2]].first = "sock", 12
+    recovery.add_pending(job, inputs, logged.pending, no_dead)
+    assert.same({ "s4", "live" }, batch.to_elements(inputs[job.sources[2]]))
+    assert.same({ "sock", 9 }, { batch.origin(inputs[job.sources[2]], 1) })
+    assert.same({ "sock", 12 }, { batch.origin(inputs[job.sources[2]], 2) })
   end)
 
   it("a file to resume that could not be opened is done with, and no longer the one to resume", function()
