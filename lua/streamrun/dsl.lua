@@ -658,7 +658,7 @@ local function node_detail(n)
       n.finv and ", with inverse" or "")
   end
   if n.kind == "event" then
-    if n.gap_ms then return ("session gap %d ms, event time"):format(n.gap_ms) end
+    if n.gap_ms then return ("session gap %d ms, event time, lateness %d ms"):format(n.gap_ms, n.lateness_ms) end
     return ("event window %d ms, slide %d ms, lateness %d ms"):format(n.ev_size_ms, n.ev_slide_ms, n.lateness_ms)
   end
   if n.kind == "stateful" then

@@ -55,13 +55,16 @@ function M.install(dsl)
     return dsl.add_node(self.job, op, "event", { self }, fields, opts.name)
   end
 
-  -- session_by_key(gap, f, opts): opts.on_late, name, partitions.
+  -- session_by_key(gap, f, opts): opts.allowed_lateness (default 0s),
+  -- opts.on_late, name, partitions.
   function Stream:session_by_key(gap, f, opts)
     local op = "session_by_key"
     self = node_of(self)
     local fields
-    opts, fields = event_stage(self, op, f, opts, { name = true, on_late = true, partitions = true })
+    opts, fields = event_stage(self, op, f, opts,
+      { name = true, allowed_lateness = true, on_late = true, partitions = true })
     fields.gap_ms = duration(op, "gap", gap)
+    fields.lateness_ms = duration0(op, "allowed_lateness", opts.allowed_lateness)
     return dsl.add_node(self.job, op, "event", { self }, fields, opts.name)
   end
 end

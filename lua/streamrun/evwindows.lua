@@ -257,11 +257,21 @@ end
 -- -- Sessions --
 
 -- A key's list is flat: start, last event, value, ... by start; sessions
--- are apart by more than gap. Its timer: the earliest last + gap.
-local function session_timer(list, gap)
+-- are apart by more than gap. A session emitted and kept for its allowed
+-- lateness has its start stored as -(start + 1) (event times are >= 0, so
+-- the lists of older checkpoints read as they were). Its timer: the
+-- earliest last + gap of a session not emitted, or last + gap + lateness of
+-- one emitted (when it is dropped).
+local function session_start(x)
+  if x < 0 then return -x - 1 end
+  return x
+end
+
+local function session_timer(list, gap, lateness)
   local at
   for j = 1, #list, 3 do
     local x = list[j + 1] + gap
+    if list[j] < 0 then x = x + lateness end
     if at == nil or x < at then at = x end
   end
   return at
@@ -276,25 +286,27 @@ local function combine(node, g, f, k, acc, x)
   return acc
 end
 
--- Adds the event (t, v) to a key's sessions, merging those it bridges.
--- Returns false when it is too late (it would make a session the
--- watermark before the batch has passed), else true.
+-- Adds the event (t, v) to a key's sessions, merging those it bridges
+-- (an emitted one too: the merged session is emitted again, updated, once
+-- the watermark has passed its end). Returns false when it is too late (it
+-- would make a session whose end plus the allowed lateness the watermark
+-- before the batch has passed), else true.
 local function add_event(node, g, k, list, t, v, before)
   local gap, f = node.gap_ms, node.fn
   -- The sessions it touches: start - gap <= t <= last + gap (contiguous;
   -- as Spark and Flink, sessions that meet merge).
   local first, last
   for x = 1, #list, 3 do
-    if list[x] - gap <= t and t <= list[x + 1] + gap then
+    if session_start(list[x]) - gap <= t and t <= list[x + 1] + gap then
       first = first or x
       last = x
     end
   end
   if first == nil then
-    if before ~= nil and t + gap <= before then return false end
+    if before ~= nil and t + gap + node.lateness_ms <= before then return false end
     local at = #list + 1
     for x = 1, #list, 3 do
-      if list[x] > t then at = x break end
+      if session_start(list[x]) > t then at = x break end
     end
     table.insert(list, at, v)
     table.insert(list, at, t)
@@ -305,7 +317,7 @@ local function add_event(node, g, k, list, t, v, before)
   local acc, start, top
   local placed = false
   for x = first, last, 3 do
-    local s, l = list[x], list[x + 1]
+    local s, l = session_start(list[x]), list[x + 1]
     if not placed and t < s then
       acc = combine(node, g, f, k, acc, v)
       placed = true
@@ -327,7 +339,7 @@ end
 -- session_by_key: as reduce_by_key_and_event_window.
 function M.session_by_key(node, g, state, input, tr)
   tr:check()
-  local gap = node.gap_ms
+  local gap, lateness = node.gap_ms, node.lateness_ms
   local before = tr.before
   local A, B, T = input.a, input.b, input.t
   -- Records by key, keys in order of first appearance.
@@ -363,7 +375,7 @@ function M.session_by_key(node, g, state, input, tr)
         late(node, tr, input, i, k, B[i], T[i])
       end
     end
-    if changed then store(node, g, state, k, list, session_timer(list, gap)) end
+    if changed then store(node, g, state, k, list, session_timer(list, gap, lateness)) end
   end
   local emitted, m = {}, 0
   local fire = tr.fire
@@ -374,15 +386,18 @@ function M.session_by_key(node, g, state, input, tr)
       local keep, nkeep = {}, 0
       for x = 1, #list, 3 do
         local s, l, v = list[x], list[x + 1], list[x + 2]
-        if l + gap <= fire then
+        local e = l + gap
+        if s >= 0 and e <= fire then
           m = m + 1
-          emitted[m] = { k, s, l + gap, v }
-        else
+          emitted[m] = { k, s, e, v }
+          s = -s - 1
+        end
+        if s >= 0 or e + lateness > fire then
           keep[nkeep + 1], keep[nkeep + 2], keep[nkeep + 3] = s, l, v
           nkeep = nkeep + 3
         end
       end
-      store(node, g, state, k, keep, session_timer(keep, gap))
+      store(node, g, state, k, keep, session_timer(keep, gap, lateness))
     end
   end
   return results(emitted, m)

@@ -29,9 +29,9 @@
 -- windows are section 7's), GlobalWindows with count or continuous
 -- triggers, evictors and custom assigners (testPointSessions): streamrun
 -- has tumbling and sliding event windows and gap sessions only, fired when
--- the watermark passes them. The cases with allowed lateness on sessions
--- (testDropDueToLatenessSessionWithLateness*, testNotSideOutputDueTo
--- LatenessSessionWith*): session_by_key has no allowed_lateness.
+-- the watermark passes them. The sessions' cases with a purging trigger
+-- (testDropDueToLatenessSession*PurgingTrigger): a session's value here
+-- accumulates, as with Flink's EventTimeTrigger.
 local testing = require "streamrun.testing"
 local sr = require "streamrun"
 
@@ -176,6 +176,60 @@ describe("Flink WindowOperatorTest", function()
     assert.equal(6, #kept) -- two sessions
     d:push("in", { el("key1", 10, 4500), watermark(12000) })
     assert.same({ { "key1-22", 10, 10000, 9999 } }, session_rows(d:tick()))
+  end)
+
+  -- Flink's session cases with allowed lateness and an accumulating
+  -- trigger: the same elements and watermarks, a late element within the
+  -- lateness merged into an emitted session, which fires again at once.
+  local function session_lateness_case(lateness)
+    local job = job_of(function(s)
+      return s:session_by_key("3s", sum, { name = "s", allowed_lateness = lateness })
+    end)
+    local d = testing.driver(job)
+    local function step(elements) d:push("in", elements) return session_rows(d:tick()) end
+    assert.same({}, step({ el("key2", 1, 1000), watermark(1999) }))
+    assert.same({}, step({ el("key2", 1, 2000), watermark(4998) }))
+    -- not late: the session it joins ends after the watermark
+    assert.same({}, step({ el("key2", 1, 4500), el("key2", 1, 8500), watermark(7400) }))
+    -- bridges the two sessions
+    assert.same({ { "key2-5", 1000, 11500, 11499 } }, step({ el("key2", 1, 7000), watermark(11501) }))
+    assert.same({ { "key2-1", 11600, 14600, 14599 } }, step({ el("key2", 1, 11600), watermark(14600) }))
+    return d, step, job
+  end
+
+  it("testDropDueToLatenessSessionWithLateness: lateness 10 ms", function()
+    local d, step = session_lateness_case("10ms")
+    -- merged into the session 11600..14600 (still kept), which fires again
+    assert.same({ { "key2-2", 10000, 14600, 14599 } }, step({ el("key2", 1, 10000) }))
+    assert.same({ { "key2-3", 10000, 17500, 17499 } }, step({ el("key2", 1, 14500), watermark(20000) }))
+    assert.same({}, step({ watermark(100000) }))
+    assert.same({}, d.dead_letters)
+    assert.same({}, d:state("s"))
+  end)
+
+  it("testDropDueToLatenessSessionWithHugeLateness: lateness 10 s", function()
+    local d, step, job = session_lateness_case("10s")
+    -- bridges both sessions, the first still kept: 5 + 1 + 1
+    assert.same({ { "key2-7", 1000, 14600, 14599 } }, step({ el("key2", 1, 10000) }))
+    -- (a snapshot between: the emitted sessions are kept as they were)
+    d = testing.restore(d:checkpoint(), { job = job })
+    d:push("in", { el("key2", 1, 14500), watermark(20000) })
+    assert.same({ { "key2-8", 1000, 17500, 17499 } }, session_rows(d:tick()))
+    assert.equal(3, #d:state("s", "key2")) -- kept until 17500 + 10 s
+    d:push("in", { watermark(100000) })
+    assert.same({}, session_rows(d:tick()))
+    assert.same({}, d.dead_letters)
+    assert.same({}, d:state("s"))
+  end)
+
+  it("testDropDueToLatenessSessionZeroLateness: late elements are not merged into emitted sessions", function()
+    local d, step = session_lateness_case(nil)
+    -- late (Flink drops them; ours are dead letters), and not merged
+    assert.same({}, step({ el("key2", 1, 10000), el("key2", 1, 10100) }))
+    assert.same({ { "key2-1", 14500, 17500, 17499 } }, step({ el("key2", 1, 14500), watermark(20000) }))
+    assert.same({}, step({ watermark(100000) }))
+    assert.equal(2, #d.dead_letters)
+    assert.same({}, d:state("s"))
   end)
 
   local function late_records(d)

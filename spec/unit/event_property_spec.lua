@@ -16,8 +16,9 @@
 -- Sessions run on input within the delay only (nothing is late), where
 -- the result is fixed: sessions over all the records, whatever the batch
 -- cuts; the same input is cut twice, differently, and both runs must give
--- the model's sessions. Times are whole seconds and gaps never are, so no
--- event lands exactly on a session's end.
+-- the model's sessions, whatever their allowed lateness. Times are whole
+-- seconds and gaps never are, so no event lands exactly on a session's
+-- end.
 --
 -- Seeds come from a linear congruential generator, so a case is replayed
 -- from its seed alone: a failure prints the seed; rerun with
@@ -206,12 +207,12 @@ describe("event time property", function()
     return canon_rows(rows)
   end
 
-  local function session_job(gap, delay)
+  local function session_job(gap, delay, lateness)
     return function()
       local job = sr.job { name = "prop_s", batch = "1s" }
       job:queue({}, { name = "in", event_time = function(e) return e[2] end, watermark = delay .. "ms" })
          :map(function(e) return e[1], e[3] end)
-         :session_by_key(gap .. "ms", add, { name = "s" })
+         :session_by_key(gap .. "ms", add, { name = "s", allowed_lateness = lateness .. "ms" })
          :foreach_batch(function() end, { name = "out" })
       return job
     end
@@ -223,12 +224,15 @@ describe("event time property", function()
       local r = lcg(seed)
       local gap = r.pick { 1500, 2500, 4500 }
       local delay_s = r.int(0, 6)
+      -- (nothing is late: an allowed lateness only keeps emitted sessions
+      -- a while, never emits them again)
+      local lateness = r.pick { 0, 1000, 7000 }
       local list = events(r, r.int(1, 100), delay_s, 0)
       local want = session_model(list, gap)
-      local what = ("seed %d: gap %d delay %d s, %d events"):format(seed, gap, delay_s, #list)
+      local what = ("seed %d: gap %d delay %d s lateness %d, %d events"):format(seed, gap, delay_s, lateness, #list)
       for _ = 1, 2 do
         local batches = cut(r, list)
-        local outs, late, d, wms = run_driver(session_job(gap, delay_s * 1000), batches)
+        local outs, late, d, wms = run_driver(session_job(gap, delay_s * 1000, lateness), batches)
         assert.equal(0, late, what)
         local all = {}
         for i, o in ipairs(outs) do
