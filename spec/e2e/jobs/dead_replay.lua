@@ -1,14 +1,14 @@
 -- Lines of standard input, upper-cased; a line "bad ..." raises (a dead
--- letter) and, as JSON, a line that is not JSON is one too when --set
--- json=1. One checkpoint at the start (every = 1h): every batch after it
--- is replayed from the write-ahead log after a kill -9 (the dead-letter
--- specs). --set ckpt=DIR.
+-- letter). With --set json=1 the lines are JSON strings, and a line that is
+-- not JSON is a dead letter of the source. One checkpoint, at the start
+-- (every = 1h): a restart after kill -9 replays every batch from the
+-- write-ahead log (the dead-letter specs). --set ckpt=DIR.
 local sr = require "streamrun"
 local job = sr.job {
   name = "dead_replay", batch = "100ms",
   checkpoint = { dir = sr.param("ckpt", "ckpt"), every = "1h" },
 }
-job:stdin({ name = "lines" })
+job:stdin({ name = "lines", format = sr.param("json", 0) == 1 and "json" or nil })
    :map(function(l)
      if l:find("^bad") then error("refused " .. l) end
      return l:upper()
