@@ -9,6 +9,7 @@ local reload = require "streamrun.reload"
 local session = require "streamrun.session"
 local sources = require "streamrun.sources"
 local batch = require "streamrun.batch"
+local watchdog = require "streamrun.watchdog"
 
 local M = {}
 
@@ -17,12 +18,14 @@ Driver.__index = Driver
 
 -- The session options of a driver: no C loop (every source is fed by
 -- push), errors that would end the job raised, outputs captured by name.
+local NO_RESTART = "the test driver cannot restart the job"
+
 local function options(d, echo)
   return {
     params = d.params, feed = d.feed, dead = d.dead, raises = true,
     -- stage_timeout as in a running job; a record stuck in a compiled loop
     -- ends the process (Busted's), which cannot be restarted.
-    watch = true, no_restart = "the test driver cannot restart the job",
+    watch = true, no_restart = NO_RESTART,
     generators = d.generators and true or false, log = function() end,
     sink = {
       stdout = io.stdout,
@@ -144,6 +147,8 @@ local function run_batch(d)
   if d.clock_ms < time_ms then d.clock_ms = time_ms end
   d.current = {}
   for _, node in ipairs(d.job.outputs) do d.current[node.stage_name] = {} end
+  -- (Drivers take turns on the process's one watchdog: this job's timeout.)
+  watchdog.retime(d.job, NO_RESTART)
   d.session:run_batch(time_ms)
   local out = d.current
   if not d.keep_history then d.history = {} end

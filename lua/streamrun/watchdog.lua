@@ -109,6 +109,12 @@ function M.start(job, dir, no_restart)
   return true
 end
 
+-- The watchdog, started already, watches with job's stage_timeout from
+-- now on (a process running several jobs in turn: the test driver's).
+function M.retime(job, no_restart)
+  core.cwatchdog.start(job.stage_timeout_ms, nil, nil, nil, no_restart)
+end
+
 -- Step number step of a batch begins; label: its stage names when it runs
 -- user code, else nil.
 local copy = ffi.copy
