@@ -323,11 +323,17 @@ function Session:resume_dead_letters(meta)
   end
 end
 
+-- The metadata of a checkpoint after batch `batch` at time_ms.
+function Session:checkpoint_meta(batch, time_ms)
+  local m = checkpoint.meta(self.job, self.plan, batch, time_ms, self:positions(), self.progress, self.params)
+  m.dead_letters = self:dead_letter_mark()
+  return m
+end
+
 function Session:checkpoint_now(time_ms, sync, input_ended)
-  local m = checkpoint.meta(self.job, self.plan, self.nbatches, time_ms, self:positions(), self.progress, self.params)
+  local m = self:checkpoint_meta(self.nbatches, time_ms)
   self.taken[self.nbatches] = m.sources
   m.finished = input_ended or nil
-  m.dead_letters = self:dead_letter_mark()
   if self.wal_dir then self.segment_after[self.nbatches] = tonumber(C.sr_loop_wal_rotate(self.loop)) end
   self.writer:write(self.nbatches, m, self.plan, sync)
 end
@@ -742,9 +748,8 @@ function M.open(job, o)
   -- A first checkpoint before any batch: a crash before the next one
   -- restarts from here, with outputs cut back to where they started.
   if S.writer and not found then
-    local m = checkpoint.meta(job, S.plan, 0, 0, S:positions(), S.progress, S.params)
+    local m = S:checkpoint_meta(0, 0)
     m.initial = true
-    m.dead_letters = S:dead_letter_mark()
     S.writer:write(0, m, S.plan, true)
   end
   if logged then
