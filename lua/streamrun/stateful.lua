@@ -13,6 +13,7 @@ local ops = require "streamrun.ops"
 local guard = require "streamrun.guard"
 local eventtime = require "streamrun.eventtime"
 local statevalue = require "streamrun.statevalue"
+local retrace = require "streamrun.retrace"
 
 local cstate = core.cstate
 local C, ffi = core.C, core.ffi
@@ -276,6 +277,7 @@ function M.update_state_by_key(node, g, state, input, time_ms)
       K[total], V[total] = k, l
     end
   end
+  retrace.note(node, total, total - ns)
   local OA, OB, m = tnew(total, 0), tnew(total, 0), 0
   local changed = total > ns
   -- (streamrun.exchange: which key each output is of, 1..ns the kept ones)
@@ -534,6 +536,7 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
   -- records use them); each record then reads and writes its entry by its
   -- index in the run.
   local K = batch_keys(sp, A, n)
+  local keys_before = state:count()
   local slots = node.held_slots
   if not slots then
     slots = { slot_of = {}, HK = {}, HV = {}, HH = {}, HA = {}, D = {}, at = { i = 0 } }
@@ -579,6 +582,7 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
   tclear(slots.slot_of)
   for i = 1, ns do HK[i], HV[i] = nil, nil end
   slots.busy = false
+  retrace.note(node, n, state:count() - keys_before)
   local expire_at = time_ms
   if plan and plan.final then
     expire_at = eventtime.FINAL
