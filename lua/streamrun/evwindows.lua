@@ -267,6 +267,16 @@ local function session_start(x)
   return x
 end
 
+-- A key's state as users see it (`inspect --keys`, the driver's state):
+-- sessions with their true starts. kind: the stage's (M.kind_of).
+function M.shown(kind, value)
+  if type(value) ~= "table" or not kind:find("^session_by_key/") then return value end
+  local list = {}
+  for j = 1, #value do list[j] = value[j] end
+  for j = 1, #list, 3 do list[j] = session_start(list[j]) end
+  return list
+end
+
 local function session_timer(list, gap, lateness)
   local at
   for j = 1, #list, 3 do

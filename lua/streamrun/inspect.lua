@@ -4,6 +4,7 @@
 -- checkpoint file, or a directory (its newest valid checkpoint).
 local checkpoint = require "streamrun.checkpoint"
 local format = require "streamrun.format"
+local evwindows = require "streamrun.evwindows"
 
 local M = {}
 
@@ -42,8 +43,9 @@ local function dump_keys(c, stage)
       #names > 0 and table.concat(names, ", ") or "none")
   end
   local keys, values, n = st:snapshot()
+  local kind = c.meta.stages and c.meta.stages[stage] or ""
   local lines = {}
-  for i = 1, n do lines[i] = format.json_element(keys[i], values[i]) end
+  for i = 1, n do lines[i] = format.json_element(keys[i], evwindows.shown(kind, values[i])) end
   table.sort(lines)
   if n > 0 then io.stdout:write(table.concat(lines, "\n"), "\n") end
   return 0

@@ -10,6 +10,7 @@ local session = require "streamrun.session"
 local sources = require "streamrun.sources"
 local batch = require "streamrun.batch"
 local watchdog = require "streamrun.watchdog"
+local evwindows = require "streamrun.evwindows"
 
 local M = {}
 
@@ -222,10 +223,11 @@ end
 -- key's state (nil when it has none).
 function Driver:state(name, key)
   local st = state_of(self, name)
-  if key ~= nil then return st:get(key) end
+  local kind = reload.kind_of(self.job.by_name[name])
+  if key ~= nil then return evwindows.shown(kind, st:get(key)) end
   local keys, values, n = st:snapshot()
   local t = {}
-  for i = 1, n do t[keys[i]] = values[i] end
+  for i = 1, n do t[keys[i]] = evwindows.shown(kind, values[i]) end
   return t
 end
 

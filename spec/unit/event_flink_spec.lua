@@ -34,6 +34,7 @@
 -- accumulates, as with Flink's EventTimeTrigger.
 local testing = require "streamrun.testing"
 local sr = require "streamrun"
+local proc = require "helpers.proc"
 
 local function sum(a, b) return a + b end
 
@@ -215,7 +216,12 @@ describe("Flink WindowOperatorTest", function()
     d = testing.restore(d:checkpoint(), { job = job })
     d:push("in", { el("key2", 1, 14500), watermark(20000) })
     assert.same({ { "key2-8", 1000, 17500, 17499 } }, session_rows(d:tick()))
-    assert.equal(3, #d:state("s", "key2")) -- kept until 17500 + 10 s
+    -- kept until 17500 + 10 s, shown with its start (here, and by inspect)
+    assert.same({ 1000, 14500, 8 }, d:state("s", "key2"))
+    assert.same({ key2 = { 1000, 14500, 8 } }, d:state("s"))
+    local code, out = proc.run({ proc.ROOT .. "/build/streamrun", "inspect", d:checkpoint(), "--keys", "s" })
+    assert.equal(0, code)
+    assert.equal('{"key":"key2","value":[1000,14500,8]}\n', out)
     d:push("in", { watermark(100000) })
     assert.same({}, session_rows(d:tick()))
     assert.same({}, d.dead_letters)
