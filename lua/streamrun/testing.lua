@@ -223,7 +223,8 @@ end
 -- key's state (nil when it has none).
 function Driver:state(name, key)
   local st = state_of(self, name)
-  local kind = reload.kind_of(self.job.by_name[name])
+  local node = self.job.by_name[name]
+  local kind = node and reload.kind_of(node) or ""
   if key ~= nil then return evwindows.shown(kind, st:get(key)) end
   local keys, values, n = st:snapshot()
   local t = {}
