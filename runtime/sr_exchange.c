@@ -292,13 +292,16 @@ static int sr__put_keyed_number(sr_exchange_t *ex, int from, int to, double valu
     return 0;
 }
 
-/* cexchange.scatter(ex, from, nparts, a, b, o, n [, p]) -> nil, or bad and
- * whys: elements 1..n (key a[i], value b[i], order o[i], and with p the
- * record offset p[i]: take with width 4) each to the worker that owns the
- * partition of its key. An element whose value cannot be packed is left
- * out: bad lists the indices of those, whys what each value holds (e.g.
- * "a function"), for the caller's dead letters. A string key with a
- * number value and order (a word and its count) is written in one piece. */
+/* cexchange.scatter(ex, from, nparts, a, b, o, n [, p [, keep]]) -> nil, or
+ * bad and whys: elements 1..n (key a[i], value b[i], order o[i], and with p
+ * the record offset p[i]: take with width 4) each to the worker that owns
+ * the partition of its key. An element whose value cannot be packed is
+ * left out: bad lists the indices of those, whys what each value holds
+ * (e.g. "a function"), for the caller's dead letters. A string key with a
+ * number value and order (a word and its count) is written in one piece.
+ * With keep (a table; p nil), an element with a number value and order,
+ * of a partition worker from owns itself, is not written: its index goes
+ * into keep (keep.n of them), for the caller to read from a, b and o. */
 static int sr__scatter(lua_State *L)
 {
     sr_exchange_t *ex = sr__check(L, 1);
@@ -309,6 +312,8 @@ static int sr__scatter(lua_State *L)
     luaL_checktype(L, 6, LUA_TTABLE);
     lua_Integer n = luaL_checkinteger(L, 7);
     int with_pos = lua_istable(L, 8);
+    int keep = !with_pos && lua_istable(L, 9);
+    int nkeep = 0;
     luaL_argcheck(L, nparts >= 1, 3, "partitions");
     sr__slot(L, ex, from, -1);
     msgpack_packer kp, pk[256];
@@ -331,6 +336,12 @@ static int sr__scatter(lua_State *L)
         int to = sr_state_partition(key_scratch.data, key_scratch.len, nparts) % ex->n;
         sr_mpbuf_t *b = &ex->buf[from * ex->n + to];
         if (lua_type(L, -2) == LUA_TNUMBER && lua_type(L, -1) == LUA_TNUMBER) {
+            if (keep && to == from) {
+                lua_pop(L, 3);
+                lua_pushinteger(L, i);
+                lua_rawseti(L, 9, ++nkeep);
+                continue;
+            }
             double pos = -1;
             if (with_pos) {
                 lua_rawgeti(L, 8, (int)i);
@@ -359,6 +370,10 @@ static int sr__scatter(lua_State *L)
         }
         ex->count[from * ex->n + to]++;
         lua_pop(L, 3);
+    }
+    if (keep) {
+        lua_pushinteger(L, nkeep);
+        lua_setfield(L, 9, "n");
     }
     if (!bad) return 0;
     lua_pushvalue(L, bad);

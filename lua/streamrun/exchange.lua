@@ -243,7 +243,7 @@ function M.executor(seg, k, n, g, shard, ex)
     -- (the keyed stage's partitions: its shards hold them)
     nparts = (seg.keyed or seg.sink).partitions or seg.source.job.partitions,
     lo = ffi.new("size_t[1]"), hi = ffi.new("size_t[1]"), view = ffi.new("sr_batch_t"),
-    O = {},
+    O = {}, keep = {},
     wc = seg.word_count and ffi.gc(C.sr_wordcount_new(), C.sr_wordcount_free) or nil,
   }
   return e
@@ -313,6 +313,13 @@ function M.left_out(g, node, bad, whys, A, B, input, at)
   end
 end
 
+-- The built-in fold a sink's partials are merged with in C (count_by_value,
+-- and a reduce_by_key by sr.add, sr.min or sr.max), or nil.
+local function c_fold(sink)
+  local fold = sink.op == "count_by_value" and "add" or builtins.reducers[sink.fn]
+  return fold and ops.FOLDS[fold] and fold or nil
+end
+
 -- Phase 1: the chain over worker k's share, its partials scattered.
 function M.phase1(e, arg)
   local input
@@ -361,8 +368,29 @@ function M.phase1(e, arg)
     A, B = K, V
   end
   cx.clear(e.ex.keyed, e.k)
-  local bad, whys = cx.scatter(e.ex.keyed, e.k, e.nparts, A, B, O, m, not sink and e.P or nil)
+  -- A reduce merged in Lua reads its own partitions' number partials where
+  -- they are (e.keep: their indices in e.kept_a, b and o), not through the
+  -- buffers.
+  local keep = sink and sink.op == "reduce_by_key" and not c_fold(sink) and e.keep or nil
+  local bad, whys = cx.scatter(e.ex.keyed, e.k, e.nparts, A, B, O, m, not sink and e.P or nil, keep)
+  if keep then e.kept_a, e.kept_b, e.kept_o = A, B, O end
   if bad then M.left_out(e.g, sink or e.seg.keyed, bad, whys, A, B) end
+end
+
+-- The partials worker `from` scattered to this one: A, B, O and their
+-- count (this worker's own: those it kept, then those in its buffer).
+local function column(e, from)
+  local keep = from == e.k and e.kept_a and e.keep
+  if not keep then return cx.take(e.ex.keyed, from, e.k) end
+  local KA, KB, KO, n = e.kept_a, e.kept_b, e.kept_o, keep.n
+  local A, B, O = tnew(n, 0), tnew(n, 0), tnew(n, 0)
+  for j = 1, n do
+    local i = keep[j]
+    A[j], B[j], O[j] = KA[i], KB[i], KO[i]
+  end
+  e.kept_a, e.kept_b, e.kept_o = nil, nil, nil
+  local _, _, _, c = cx.take(e.ex.keyed, from, e.k, 3, A, B, O, n)
+  return A, B, O, c
 end
 
 -- Key -> the order of its first element in R (RO: their orders; by_key:
@@ -391,21 +419,24 @@ local function merge(e)
   -- Counts, and a reduce_by_key by a built-in fold asked for by name
   -- (sr.add, sr.min, sr.max): merged in C while every element is a string
   -- key with a number (what a word count holds), with the same result.
-  local fold = sink.op == "count_by_value" and "add" or builtins.reducers[sink.fn]
-  if fold and ops.FOLDS[fold] then
+  local fold = c_fold(sink)
+  if fold then
     local K, V, O, nk = cx.take_folded(e.ex.keyed, e.k, fold)
     if K then return { n = nk, a = K, b = V }, O end
   end
   local f = sink.op == "reduce_by_key" and (ops.FOLDS[builtins.reducers[sink.fn] or false] or sink.fn) or nil
-  local keys, accs, reps, first, nk = {}, {}, {}, {}, 0
-  local RO = {}
+  -- (sized as the last batch's merge: tables grown key by key rehash
+  -- themselves again and again)
+  local size = e.merged or 0
+  local keys, accs, reps, first, nk = tnew(size, 0), tnew(0, size), {}, tnew(0, size), 0
+  local RO = tnew(size, 0)
   if f then
     -- The reducer runs unguarded in one loop per worker's partials
     -- (g.resumed, as ops.reduce_by_key): a failing call is reported with
     -- its accumulator and value, which stays as it was, and the loop
     -- resumes after it.
     for from = 0, e.n - 1 do
-      local A, B, O, c = cx.take(e.ex.keyed, from, e.k)
+      local A, B, O, c = column(e, from)
       local at = setmetatable({}, { __index = function(t, name)
         local i = rawget(t, "i")
         if name == "nk" then return #keys elseif name == "v" then return B[i] elseif name == "acc" then return accs[A[i]] end
@@ -432,10 +463,11 @@ local function merge(e)
     end
     local V = tnew(nk, 0)
     for i = 1, nk do V[i] = accs[keys[i]] end
+    e.merged = nk
     return { n = nk, a = keys, b = V }, RO, first
   end
   for from = 0, e.n - 1 do
-    local A, B, O, c = cx.take(e.ex.keyed, from, e.k)
+    local A, B, O, c = column(e, from)
     for j = 1, c do
       local key, v = A[j], B[j]
       if sink.op == "count_by_value" then
@@ -464,6 +496,7 @@ local function merge(e)
   end
   local V = tnew(nk, 0)
   for i = 1, nk do V[i] = accs[keys[i]] end
+  e.merged = nk
   if sink.op == "count_by_value" then return { n = nk, a = reps, b = V }, RO, first end
   return { n = nk, a = keys, b = V }, RO, first
 end

@@ -8,7 +8,9 @@
  * merge_outputs merges the owners' outputs as the Lua merge by order
  * did (numbers, then keys by their packed bytes, or keys first), and take
  * gives back every kind of value put. scatter_words sends a word count's
- * words as scatter sends the same strings with their counts. */
+ * words as scatter sends the same strings with their counts. With keep,
+ * scatter leaves the sender's own elements with numbers out of its buffer
+ * and lists their indices. */
 #include "sr_test.h"
 
 #include "sr_exchange.h"
@@ -89,6 +91,32 @@ static const char *CHECK =
     "  assert(cx.take_folded(ex, owner, 'add') == nil, 'a fallback')\n"
     "  local A, B, O, c = cx.take(ex, 0, owner)\n"
     "  assert(c >= 1)\n"
+    "end\n"
+    "-- With keep, the sender's own elements with numbers stay out of its\n"
+    "-- buffer (their indices in keep, in order); the rest go as without it.\n"
+    "do\n"
+    "  local ex = cx.new(3)\n"
+    "  for from = 0, 2 do cx.clear(ex, from) end\n"
+    "  local A, B, O = {}, {}, {}\n"
+    "  for i = 1, 60 do A[i], B[i], O[i] = keys[i % #keys + 1] .. i, i % 4 == 0 and 'text' or i, i end\n"
+    "  local keep = {}\n"
+    "  assert(cx.scatter(ex, 1, 16, A, B, O, #A, nil, keep) == nil)\n"
+    "  local want, seen = {}, 0\n"
+    "  for i = 1, #A do\n"
+    "    if cx.partition(A[i], 16) % 3 == 1 and type(B[i]) == 'number' then want[#want + 1] = i end\n"
+    "  end\n"
+    "  assert(#want > 0)\n"
+    "  same(keep.n, #want, 'kept')\n"
+    "  for j = 1, #want do same(keep[j], want[j], 'kept index') end\n"
+    "  for to = 0, 2 do\n"
+    "    local TA, TB, _, c = cx.take(ex, 1, to)\n"
+    "    for j = 1, c do\n"
+    "      same(cx.partition(TA[j], 16) % 3, to, 'owner')\n"
+    "      if to == 1 then same(TB[j], 'text', 'only what is not kept') end\n"
+    "      seen = seen + 1\n"
+    "    end\n"
+    "  end\n"
+    "  same(seen + #want, #A, 'every element once')\n"
     "end\n"
     "assert(not pcall(cx.take_folded, cx.new(1), 0, 'mul'))\n";
 

@@ -434,6 +434,21 @@ return job
     assert.same({ "lines", "lines" }, { d.dead_letters[1].source, d.dead_letters[2].source })
   end)
 
+  -- A reducer's number partials bound for its own worker's partitions
+  -- stay in that worker's VM (not packed and unpacked): the same outputs
+  -- and state, and worker 0 kept some.
+  it("keeps a worker's own number partials out of the buffers", function()
+    local drivers = drivers_of(script("reducing", REDUCING))
+    local rnd = rng(11)
+    for _ = 1, 3 do
+      local outs = tick_all(drivers, random_lines(rnd, 300), function(r) return r.out end)
+      assert.is_true(#outs[1] > 0)
+      for i = 2, #drivers do assert.same(outs[1], outs[i]) end
+      for i = 2, #drivers do assert.is_true(drivers[i].plan.parallel.e0.keep.n > 0) end
+    end
+    for i = 2, #drivers do assert.same(drivers[1]:state("running"), drivers[i]:state("running")) end
+  end)
+
   -- A reducer that raises on the owners' merge of the workers' partials
   -- (the first line's share is worker 0's, the second worker 1's): the
   -- failing call is a dead letter of the stage with the two partials, the
