@@ -3,11 +3,13 @@
  * fills its batch until it is full or the file ends, marks it ready, wakes
  * the loop (ev_async) and waits until the loop thread takes it, swapping in
  * the emptied buffers of the batch before. Dead letters wait with the batch
- * they belong to, so they are written when it is taken, as before. */
+ * they belong to, so they are written when it is taken, as before. Each
+ * read waits for a CPU the workers leave (sr_workers_wait_for_cpu). */
 #include "sr_readahead.h"
 #include "sr_alloc.h"
 #include "sr_error.h"
 #include "sr_linesplit.h"
+#include "sr_workers.h"
 
 #include <errno.h>
 #include <ev.h>
@@ -121,6 +123,7 @@ static void sr__fill(sr_readahead_t *ra)
     while (!sr_batch_full(&ra->batch)) {
         if (ra->len == 0) {
             if (sr__stopping(ra)) return;
+            sr_workers_wait_for_cpu();
             ssize_t n = read(ra->fd, ra->buf, SR__RA_CHUNK);
             if (n < 0 && errno == EINTR) continue;
             if (n <= 0) {

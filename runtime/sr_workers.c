@@ -13,7 +13,16 @@
  * 2.6 ms (p50) against 1.9 to 2.0 ms kept apart. With more CPUs than
  * workers nobody is held (two jobs would crowd the same CPUs while others
  * idle). Between runs the caller is back on the CPUs it had, and so is
- * what it starts then (readers, the HTTP server, the checkpoint writer). */
+ * what it starts then (readers, the HTTP server, the checkpoint writer).
+ *
+ * The process's workers in a run are counted (over every pool): a thread
+ * that reads ahead waits while they hold every CPU the process may use
+ * (sr_workers_wait_for_cpu), so it reads on the CPUs they leave (between
+ * runs, and where one worker is done before the others) instead of taking
+ * half a CPU from one worker, which the others then wait for: the built-in
+ * word count of 200 MB on 2 workers and 2 CPUs took 1.44 to 1.92 s (four
+ * runs, median 1.61 s) reading beside the workers, 1.36 to 1.53 s (1.48 s)
+ * reading where they leave a CPU. */
 #include "sr_workers.h"
 #include "sr_alloc.h"
 #include "sr_error.h"
@@ -63,6 +72,53 @@ int sr_workers_online_cpus(void)
     return n < 1 ? 1 : n > SR__MAX_WORKERS ? SR__MAX_WORKERS : (int)n;
 }
 
+/* Workers in a run now (over every pool), and the CPUs the process may
+ * use (read as a pool starts). */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t freed;
+    int running, cpus, waiting;
+} sr__cpus = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0 };
+
+static void sr__cpus_take(int n)
+{
+    pthread_mutex_lock(&sr__cpus.mu);
+    sr__cpus.running += n;
+    pthread_mutex_unlock(&sr__cpus.mu);
+}
+
+static void sr__cpus_give(void)
+{
+    pthread_mutex_lock(&sr__cpus.mu);
+    if (--sr__cpus.running < sr__cpus.cpus) pthread_cond_broadcast(&sr__cpus.freed);
+    pthread_mutex_unlock(&sr__cpus.mu);
+}
+
+int sr_workers_cpu_free(void)
+{
+    pthread_mutex_lock(&sr__cpus.mu);
+    int free = sr__cpus.running < sr__cpus.cpus || sr__cpus.cpus == 0;
+    pthread_mutex_unlock(&sr__cpus.mu);
+    return free;
+}
+
+void sr_workers_wait_for_cpu(void)
+{
+    pthread_mutex_lock(&sr__cpus.mu);
+    sr__cpus.waiting++;
+    while (sr__cpus.cpus && sr__cpus.running >= sr__cpus.cpus) pthread_cond_wait(&sr__cpus.freed, &sr__cpus.mu);
+    sr__cpus.waiting--;
+    pthread_mutex_unlock(&sr__cpus.mu);
+}
+
+int sr_workers_cpu_waiters(void)
+{
+    pthread_mutex_lock(&sr__cpus.mu);
+    int n = sr__cpus.waiting;
+    pthread_mutex_unlock(&sr__cpus.mu);
+    return n;
+}
+
 static double sr__now_ms(void)
 {
     struct timespec ts;
@@ -91,6 +147,7 @@ static void *sr__thread(void *p)
         void *arg = w->arg;
         pthread_mutex_unlock(&w->mu);
         sr__run_share(me, fn, arg);
+        sr__cpus_give();
         pthread_mutex_lock(&w->mu);
         if (--w->pending == 0) pthread_cond_signal(&w->done);
     }
@@ -162,6 +219,10 @@ sr_workers_t *sr_workers_new(int n)
         return NULL;
     }
     sr__pin(w);
+    int cpus = sr_workers_online_cpus();
+    pthread_mutex_lock(&sr__cpus.mu);
+    if (cpus > sr__cpus.cpus) sr__cpus.cpus = cpus;
+    pthread_mutex_unlock(&sr__cpus.mu);
     return w;
 fail:
     sr_free(w);
@@ -193,6 +254,7 @@ void sr_workers_start(sr_workers_t *w, sr_workers_fn fn, void *arg)
     /* (first, so the workers woken never find the caller on their CPU) */
     w->held = w->pinned && pthread_getaffinity_np(pthread_self(), sizeof(w->caller), &w->caller) == 0 &&
               pthread_setaffinity_np(pthread_self(), sizeof(w->first), &w->first) == 0;
+    sr__cpus_take(w->n);
     pthread_mutex_lock(&w->mu);
     w->fn = fn;
     w->arg = arg;
@@ -205,6 +267,7 @@ void sr_workers_start(sr_workers_t *w, sr_workers_fn fn, void *arg)
 void sr_workers_wait(sr_workers_t *w)
 {
     if (w->n < 2) return;
+    sr__cpus_give(); /* (the caller's share is done) */
     pthread_mutex_lock(&w->mu);
     while (w->pending > 0) pthread_cond_wait(&w->done, &w->mu);
     pthread_mutex_unlock(&w->mu);

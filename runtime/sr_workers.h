@@ -45,6 +45,15 @@ void sr_workers_run(sr_workers_t *w, sr_workers_fn fn, void *arg);
 void sr_workers_start(sr_workers_t *w, sr_workers_fn fn, void *arg);
 void sr_workers_wait(sr_workers_t *w);
 
+/* For a thread that works beside the workers (reading ahead): waits while
+ * the process's workers in a run (over every pool of 2 or more) are as many
+ * as the CPUs it may use; sr_workers_cpu_free says whether one is free now
+ * (1) or not (0), sr_workers_cpu_waiters how many threads wait. With no
+ * pool started, a CPU is always free. */
+void sr_workers_wait_for_cpu(void);
+int sr_workers_cpu_free(void);
+int sr_workers_cpu_waiters(void);
+
 /* Milliseconds worker i has spent in runs since the pool started (0 for
  * an i out of range). */
 double sr_workers_busy_ms(const sr_workers_t *w, int i);

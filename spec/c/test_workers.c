@@ -4,7 +4,8 @@
  * of a run), else none is; shares cover a batch's records in order
  * with no gap; the word count split over 1, 2, 3 and 8 workers equals the
  * one-pass count, words in order of first appearance; a pool thread's
- * scratch buffers are freed as it exits. */
+ * scratch buffers are freed as it exits; a thread waiting for a CPU waits
+ * while the workers in a run hold every one, and goes on once one is done. */
 #include "sr_test.h"
 
 #include "sr_alloc.h"
@@ -181,6 +182,84 @@ static void test_pool_threads_free_their_buffers(void **state)
     assert_int_equal(sr_alloc_used(), before);
 }
 
+/* Workers 1 .. n - 1 held in their share until the test lets them go. */
+typedef struct held {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int go;
+    int freed_when_let_go; /* the reader's view: 1 when it went on after */
+    int reader_done;
+} held_t;
+
+static void hold(void *arg, int k, int nw)
+{
+    (void)nw;
+    held_t *h = arg;
+    if (k == 0) return;
+    pthread_mutex_lock(&h->mu);
+    while (!h->go) pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void *reader(void *arg)
+{
+    held_t *h = arg;
+    sr_workers_wait_for_cpu();
+    pthread_mutex_lock(&h->mu);
+    h->freed_when_let_go = h->go;
+    h->reader_done = 1;
+    pthread_mutex_unlock(&h->mu);
+    return NULL;
+}
+
+static void test_reader_waits_for_a_free_cpu(void **state)
+{
+    (void)state;
+    int cpus = sr_workers_online_cpus();
+    if (cpus > 16) return; /* (a pool as large as the machine) */
+    int n = cpus < 2 ? 2 : cpus;
+    sr_workers_t *w = sr_workers_new(n);
+    assert_non_null(w);
+    assert_int_equal(sr_workers_cpu_free(), 1);
+    for (int round = 0; round < 3; round++) {
+        held_t h = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, -1, 0 };
+        /* In a run, worker 0's share (this thread) included: none free. */
+        sr_workers_start(w, hold, &h);
+        assert_int_equal(sr_workers_cpu_free(), 0);
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, reader, &h), 0);
+        /* The reader waits (or, were there no wait, is done: failed below);
+         * up to 10 s. */
+        for (int i = 0; i < 100000 && sr_workers_cpu_waiters() == 0; i++) {
+            pthread_mutex_lock(&h.mu);
+            int done = h.reader_done;
+            pthread_mutex_unlock(&h.mu);
+            if (done) break;
+            struct timespec ts = { 0, 100000 };
+            nanosleep(&ts, NULL);
+        }
+        pthread_mutex_lock(&h.mu);
+        h.go = 1;
+        pthread_cond_broadcast(&h.cv);
+        pthread_mutex_unlock(&h.mu);
+        sr_workers_wait(w);
+        assert_int_equal(pthread_join(t, NULL), 0);
+        /* (it went on only once the workers were let go) */
+        assert_int_equal(h.freed_when_let_go, 1);
+        assert_int_equal(sr_workers_cpu_free(), 1);
+    }
+    /* A run of a pool of fewer workers than CPUs leaves one free. */
+    if (cpus >= 3) {
+        sr_workers_t *two = sr_workers_new(2);
+        held_t h = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 1, -1, 0 };
+        sr_workers_start(two, hold, &h);
+        assert_int_equal(sr_workers_cpu_free(), 1);
+        sr_workers_wait(two);
+        sr_workers_free(two);
+    }
+    sr_workers_free(w);
+}
+
 /* A state with no keys snapshots to empty columns (no sort of a NULL list:
  * UBSan aborts on that). */
 static void test_empty_state_snapshot(void **state)
@@ -277,6 +356,7 @@ int main(void)
         cmocka_unit_test(test_pool_runs_every_share),
         cmocka_unit_test(test_pool_threads_free_their_buffers),
         cmocka_unit_test(test_pool_keeps_workers_to_cpus),
+        cmocka_unit_test(test_reader_waits_for_a_free_cpu),
         cmocka_unit_test(test_shares_cover_in_order),
         cmocka_unit_test(test_empty_state_snapshot),
         cmocka_unit_test(test_split_word_count_equals_one_pass),
