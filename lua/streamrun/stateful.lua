@@ -20,6 +20,7 @@ local C, ffi = core.C, core.ffi
 local type, error, tostring, min = type, error, tostring, math.min
 local tnew = require "table.new"
 local each, loop = guard.each, guard.loop
+local WP = require("streamrun.watchdog").P
 local pair_check = ops.pair_check
 
 local M = {}
@@ -226,6 +227,78 @@ local function group(node, g, input, rank, V)
   return keys, lists, nk
 end
 
+-- update_state_by_key's calls, one per key in hand (K[1..total], its values
+-- V[i]; 1..ns have state, read from svalues[i] or, in the kept order,
+-- looked up in C), as records_run runs map_with_state's: one loop function
+-- for every batch and stage, its batch read from keys_frame (a closure
+-- made per batch would be a new function to the traces compiled for the
+-- last one), under guard.loop (at.i: the key in hand; R.old its state, for
+-- the output of a failing call).
+local keys_frame = {}
+
+local function emit_kept(R, k, v, i)
+  if v ~= nil then
+    local m = R.m + 1
+    R.m = m
+    R.OA[m], R.OB[m] = k, v
+    if R.OI then R.OI[m] = i end
+  end
+end
+
+local function keys_run(i0)
+  local R = keys_frame
+  local node, g, state, sp, f, time_ms = R.node, R.g, R.state, R.sp, R.f, R.time_ms
+  local K, V, ns, total, svalues, SK, at = R.K, R.V, R.ns, R.total, R.svalues, R.SK, R.at
+  local OA, OB, OI, m, base, top = R.OA, R.OB, R.OI, R.m, R.base, R.top
+  for i = i0, total do
+    at.i = i
+    WP.rec = -i
+    local k = K[i]
+    local old, j, kt, ks, kl, kn = nil, -1, 0, nil, 0, 0
+    R.old = nil
+    if svalues then
+      if i <= ns then old = svalues[i] end
+    else
+      kt, ks, kl, kn = key_args(k)
+      if i <= ns then
+        if i > top or i <= base then
+          base, top = i - 1, min(ns, i - 1 + FOUND_RUN)
+          R.base, R.top = base, top
+          C.sr_state_find_batch(sp, SK + base, top - base)
+        end
+        j = i - 1 - base
+        local rc = C.sr_state_found_number(sp, j, kt, ks, kl, kn, number_out)
+        if rc == 1 then
+          old = number_out[0]
+        elseif rc ~= 0 then
+          old = state:get_found(j, k)
+        end
+      end
+    end
+    R.old = old
+    local new = f(V[i], old, k, time_ms)
+    if new == nil then
+      if old ~= nil then R.changed = true end
+      state:remove(k)
+    elseif j >= 0 and type(new) == "number" then
+      local rc = C.sr_state_found_put_number(sp, j, kt, ks, kl, kn, new, -1)
+      if rc ~= 0 then
+        g.report(node, ("key %s: %s; the key keeps its previous state"):format(format.json(k),
+          ffi.string(C.sr_strerror(rc))), k)
+        new = old
+      end
+    elseif not put_or_report(node, g, state, sp, k, new) then
+      new = old
+    end
+    if new ~= nil then
+      m = m + 1
+      R.m = m
+      OA[m], OB[m] = k, new
+      if OI then OI[m] = i end
+    end
+  end
+end
+
 function M.update_state_by_key(node, g, state, input, time_ms)
   local f = node.fn
   local sp = ffi.cast("sr_state_t *", state:pointer())
@@ -278,82 +351,34 @@ function M.update_state_by_key(node, g, state, input, time_ms)
     end
   end
   retrace.note(node, total, total - ns)
-  local OA, OB, m = tnew(total, 0), tnew(total, 0), 0
-  local changed = total > ns
+  local OA, OB = tnew(total, 0), tnew(total, 0)
   -- (streamrun.exchange: which key each output is of, 1..ns the kept ones)
   local OI = node.keep_order and tnew(total, 0) or nil
-  local function emit(k, v, i)
-    if v ~= nil then
-      m = m + 1
-      OA[m], OB[m] = k, v
-      if OI then OI[m] = i end
-    end
+  -- The kept order: the keys with state are looked up FOUND_RUN at a
+  -- time (see map_with_state), their values read by index in the run.
+  local SK = not svalues and ns > 0 and batch_keys(sp, skeys, ns, "update_state_by_key") or nil
+  local R = keys_frame
+  R.node, R.g, R.state, R.sp, R.f, R.time_ms = node, g, state, sp, f, time_ms
+  R.K, R.V, R.ns, R.total, R.svalues, R.SK = K, V, ns, total, svalues, SK
+  R.OA, R.OB, R.OI, R.m, R.base, R.top, R.changed = OA, OB, OI, 0, 0, 0, total > ns
+  local at = node.keys_at
+  if not at then
+    at = { i = 0 }
+    node.keys_at = at
   end
-  if svalues then
-    each(total, function(i)
-      local k, old = K[i], nil
-      if i <= ns then old = svalues[i] end
-      local new = f(V[i], old, k, time_ms)
-      if new == nil then
-        if old ~= nil then changed = true end
-        state:remove(k)
-      elseif not put_or_report(node, g, state, sp, k, new) then
-        new = old
-      end
-      emit(k, new, i)
-    end, function(i, err)
-      changed = true
-      key_error(node, g, K[i], V[i], err)
-      local old = nil
-      if i <= ns then old = svalues[i] end
-      emit(K[i], old, i)
-    end, "item")
-  else
-    -- The kept order: the keys with state are looked up FOUND_RUN at a
-    -- time (see map_with_state), their values read by index in the run.
-    local SK = ns > 0 and batch_keys(sp, skeys, ns, "update_state_by_key") or nil
-    local base, top = 0, 0
-    local old
-    each(total, function(i)
-      local k = K[i]
-      old = nil
-      local kt, ks, kl, kn = key_args(k)
-      local j = -1
-      if i <= ns then
-        if i > top or i <= base then
-          base, top = i - 1, min(ns, i - 1 + FOUND_RUN)
-          C.sr_state_find_batch(sp, SK + base, top - base)
-        end
-        j = i - 1 - base
-        local rc = C.sr_state_found_number(sp, j, kt, ks, kl, kn, number_out)
-        if rc == 1 then
-          old = number_out[0]
-        elseif rc ~= 0 then
-          old = state:get_found(j, k)
-        end
-      end
-      local new = f(V[i], old, k, time_ms)
-      if new == nil then
-        if old ~= nil then changed = true end
-        state:remove(k)
-      elseif j >= 0 and type(new) == "number" then
-        local rc = C.sr_state_found_put_number(sp, j, kt, ks, kl, kn, new, -1)
-        if rc ~= 0 then
-          g.report(node, ("key %s: %s; the key keeps its previous state"):format(format.json(k),
-            ffi.string(C.sr_strerror(rc))), k)
-          new = old
-        end
-      elseif not put_or_report(node, g, state, sp, k, new) then
-        new = old
-      end
-      emit(k, new, i)
-    end, function(i, err)
-      changed = true
-      key_error(node, g, K[i], V[i], err)
-      emit(K[i], old, i)
-    end, "item")
-    C.sr_state_release(sp)
-  end
+  R.at = at
+  local ok, err = pcall(loop, keys_run, at, function(i, e)
+    -- (a failing call: the key keeps its state, and outputs it)
+    R.changed = true
+    key_error(node, g, K[i], V[i], e)
+    emit_kept(R, K[i], R.old, i)
+  end)
+  local m, changed = R.m, R.changed
+  -- (R holds no batch past its loop)
+  R.node, R.g, R.state, R.sp, R.f, R.K, R.V, R.svalues, R.SK, R.OA, R.OB, R.OI, R.at, R.old =
+    nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil
+  if not svalues then C.sr_state_release(sp) end
+  if not ok then error(err, 0) end
   if not changed and ns <= ORDER_MAX then
     if not (kept and kept.keys == skeys) then ordered[state] = { keys = skeys, n = ns } end
   else
@@ -423,7 +448,6 @@ local DUE_CHUNK = 4096
 -- are written back once, in the order first updated (D), after the
 -- records.
 local records_frame = {}
-local WP = require("streamrun.watchdog").P
 
 local function records_run(i0)
   local R = records_frame
