@@ -17,10 +17,12 @@ local M = {}
 local Driver = {}
 Driver.__index = Driver
 
--- The session options of a driver: no C loop (every source is fed by
--- push), errors that would end the job raised, outputs captured by name.
+-- Why a driver's job is never restarted (a stuck record, a watchdog's
+-- timeout): it runs in the test's own process.
 local NO_RESTART = "the test driver cannot restart the job"
 
+-- The session options of a driver: no C loop (every source is fed by
+-- push), errors that would end the job raised, outputs captured by name.
 local function options(d, echo)
   return {
     params = d.params, feed = d.feed, dead = d.dead, raises = true,
