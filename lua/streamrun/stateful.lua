@@ -236,7 +236,8 @@ end
 -- the output of a failing call).
 local keys_frame = {}
 
-local function emit_kept(R, k, v, i)
+-- The output of a failing call: the key's state before it (v, if any).
+local function emit_old(R, k, v, i)
   if v ~= nil then
     local m = R.m + 1
     R.m = m
@@ -371,7 +372,7 @@ function M.update_state_by_key(node, g, state, input, time_ms)
     -- (a failing call: the key keeps its state, and outputs it)
     R.changed = true
     key_error(node, g, K[i], V[i], e)
-    emit_kept(R, K[i], R.old, i)
+    emit_old(R, K[i], R.old, i)
   end)
   local m, changed = R.m, R.changed
   -- (R holds no batch past its loop)
