@@ -40,6 +40,7 @@ local fuse = require "streamrun.fuse"
 local native = require "streamrun.native"
 local ops = require "streamrun.ops"
 local sources = require "streamrun.sources"
+local splitcost = require "streamrun.splitcost"
 local stateful = require "streamrun.stateful"
 local watchdog = require "streamrun.watchdog"
 
@@ -667,6 +668,13 @@ M.both = both
 function Par:run(results, time_ms)
   local seg, n, ex = self.seg, self.n, self.ex
   local input = results[seg.source] or batch.empty()
+  local cost, t0 = self.cost, core.clock_ms()
+  if cost and cost:alone(input.n) then
+    local out = self.alone:run(results, time_ms)
+    cost:ran(true, input.n, core.clock_ms() - t0)
+    self.alone_batches = self.alone_batches + 1
+    return out
+  end
   -- (step and label: what the watchdog says of a worker's stall)
   local arg = { time_ms = time_ms, final = self.plan.final or false, step = watchdog.P.step, label = self.label }
   local cb = rawget(input, "cbatch")
@@ -702,6 +710,7 @@ function Par:run(results, time_ms)
     self.out = out
     return batch.empty()
   end
+  if cost then cost:ran(false, input.n, core.clock_ms() - t0) end
   return out
 end
 
@@ -820,6 +829,11 @@ function M.attach_one(job, steps, ctx, seg, index)
     -- seeded before, unless a reload came before its first batch)
     shards = shards, seeded = not (seg.keyed and stateful.needs_seed(seg.keyed, shards, kept)),
   }, Par)
+  if w.adaptive and seg.sink and not seg.keyed and steps[ci].kind == "chain" then
+    -- A segment without state: a small batch may run on worker 0 alone,
+    -- through the one-worker plan's step (streamrun.splitcost).
+    par.alone, par.cost, par.alone_batches = steps[ci], splitcost.new(n), 0
+  end
   steps[ci] = par
   if ki then
     steps[ki] = setmetatable({ kind = "stateful", node = seg.keyed, every = steps[ki].every,

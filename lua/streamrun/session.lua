@@ -222,7 +222,7 @@ function Session:compile(states, windows)
   local sink = { progress = self.settings and self.progress or nil }
   for k, v in pairs(self.sink) do sink[k] = v end
   sink.stdout = sink.stdout or outputs.stdout
-  self.workers = self.workers or workers.open(self.job, self.log)
+  self.workers = self.workers or workers.open(self.job, self.log, not self.split_always)
   self.plan = compile.compile(self.job, {
     workers = self.workers,
     on_error = self.job.on_error,
@@ -575,12 +575,14 @@ end
 -- capture), generators (false: generators produce nothing), watch (start
 -- the watchdog), no_restart (why a record stuck where no hook runs ends
 -- the process rather than restarting it), raises (errors that end the job
--- are raised, not logged: the test driver), quiet, stats_fh, log(fmt, ...).
+-- are raised, not logged: the test driver), split_always (every batch of
+-- a keyed segment splits across the workers, however small: the test
+-- driver's default, streamrun.splitcost), quiet, stats_fh, log(fmt, ...).
 local function new(job, o)
   local S = setmetatable({
     job = job, settings = o.settings, params = o.params, loop = o.loop, feed = o.feed, sink = o.sink or {},
     generators = o.generators ~= false, watch = o.watch, no_restart = o.no_restart, raises = o.raises, quiet = o.quiet,
-    stats_fh = o.stats_fh, log = o.log or stderr_log,
+    stats_fh = o.stats_fh, log = o.log or stderr_log, split_always = o.split_always,
     nbatches = 0, batches_base = 0, total_records = 0, dead_before = 0, reload_failures = 0,
     progress = {}, segment_after = {}, kept = {}, taken = {}, started = core.clock_ms(),
     event = eventtime.new_data(), -- the watermark's data (streamrun.eventtime)

@@ -26,6 +26,9 @@ local NO_RESTART = "the test driver cannot restart the job"
 local function options(d, echo)
   return {
     params = d.params, feed = d.feed, dead = d.dead, raises = true,
+    -- Every batch of a keyed segment splits across the workers (what the
+    -- exchange is tested on), unless adaptive_split.
+    split_always = not d.adaptive_split,
     -- stage_timeout as in a running job; a record stuck in a compiled loop
     -- ends the process (Busted's), which cannot be restarted.
     watch = true, no_restart = NO_RESTART,
@@ -80,7 +83,9 @@ end
 -- the job (handy for small jobs inside a spec). opts: params (--set
 -- values), generators (true to let generator sources produce as they would
 -- when running), echo (true to let print write to stdout too), workers
--- (N or "auto", over the job's own option), history
+-- (N or "auto", over the job's own option), adaptive_split (true: a small
+-- batch of a keyed segment without state may run on worker 0 alone, as
+-- in a running job; by default every batch splits), history
 -- (false to keep only the last batch's outputs, for long runs).
 function M.driver(path, opts)
   opts = opts or {}
@@ -100,6 +105,7 @@ function M.driver(path, opts)
     keep_history = opts.history ~= false,
     params = opts.params,
     echo = opts.echo,
+    adaptive_split = opts.adaptive_split,
     workers_opt = workers_opt, -- (a reload keeps it)
     pending = {}, offsets = {}, kinds = {}, -- pushes by source name
   }, Driver)
@@ -204,6 +210,14 @@ end
 -- the job runs on one: one worker, or a shape that does not split).
 function Driver:parallel_segments()
   return self.plan.parallels and #self.plan.parallels or 0
+end
+
+-- How many batches of the plan's keyed segments ran on worker 0 alone
+-- (adaptive_split: streamrun.splitcost).
+function Driver:batches_alone()
+  local n = 0
+  for _, par in ipairs(self.plan.parallels or {}) do n = n + (par.alone_batches or 0) end
+  return n
 end
 
 -- The time of the last batch run, in virtual milliseconds.

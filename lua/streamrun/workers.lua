@@ -77,16 +77,18 @@ local function parallel_steps(plan)
 end
 
 -- The workers of a session: { pool (a C pool, nil with one worker), n,
--- busy (milliseconds per worker at the last report) }. log says once what
--- does not run on several workers yet.
-function M.open(job, log)
+-- busy (milliseconds per worker at the last report), adaptive (a small
+-- batch of a keyed segment without state may run on worker 0 alone:
+-- streamrun.splitcost) }. log says once what does not run on several
+-- workers yet.
+function M.open(job, log, adaptive)
   if of_job[job] then return of_job[job] end
   local n = M.count(job)
   -- Told to stop before it started: the last batch runs on worker 0 (the
   -- same outputs), without loading the script into other VMs.
   local stopping = n > 1 and C.sr_stop_requested() ~= 0
   if stopping then n = 1 end
-  local w = { n = n, busy = {}, said = false, log = log }
+  local w = { n = n, busy = {}, said = false, log = log, adaptive = adaptive }
   for i = 1, n do w.busy[i] = 0 end
   if n > 1 then
     local pool = C.sr_workers_new(n)

@@ -1069,6 +1069,48 @@ return job
     end
   end)
 
+  it("runs small batches of a keyed segment without state on worker 0 alone, with the outputs of one worker", function()
+    local splitcost = require "streamrun.splitcost"
+    local max_alone = splitcost.MAX_ALONE
+    splitcost.MAX_ALONE = 100
+    local ok, err = pcall(function()
+      -- shape 2: a chain into reduce_by_key; shape 5: into map_with_state
+      for _, shape in ipairs { 2, 5 } do
+        local one = testing.driver(random_job(shape), { workers = 1 })
+        local two = testing.driver(random_job(shape), { workers = 2, adaptive_split = true })
+        local always = testing.driver(random_job(shape), { workers = 2 })
+        local rnd = rng(shape)
+        for b = 1, 12 do
+          -- (the segment's input is the lines: 20 are under MAX_ALONE
+          -- records, 150 over)
+          local lines = random_lines(rnd, b % 4 == 0 and 150 or 20)
+          local want
+          for i, d in ipairs { one, two, always } do
+            d:push("lines", lines)
+            local got = d:tick().out
+            if i == 1 then want = got else assert.same(want, got, ("shape %d batch %d"):format(shape, b)) end
+          end
+          if shape == 2 and b <= 2 then
+            -- The first small batch runs alone (what one record costs
+            -- there), the next splits (what splitting adds).
+            assert.equal(1, two:batches_alone(), ("batch %d"):format(b))
+          end
+        end
+        assert.equal(0, always:batches_alone())
+        if shape == 2 then
+          assert.is_true(two:batches_alone() >= 1)
+          -- Batches over MAX_ALONE records (every fourth) always split.
+          assert.is_true(two:batches_alone() <= 9)
+        else
+          -- A keyed stage's state lives with its owners: every batch splits.
+          assert.equal(0, two:batches_alone())
+        end
+      end
+    end)
+    splitcost.MAX_ALONE = max_alone
+    assert(ok, err)
+  end)
+
   it("reloads every worker's logic at one batch boundary, keeping the state", function()
     local v1 = script("reload1", (FAILING:gsub("error%(\"x1 fails here\"%)", "return k, -1")))
     local v2 = script("reload2", (FAILING:gsub("error%(\"x1 fails here\"%)", "return k, -2")))

@@ -1,0 +1,55 @@
+-- streamrun.splitcost: the model deciding whether a batch of a keyed
+-- segment without state runs on worker 0 alone or splits across workers,
+-- fed with given timings.
+local splitcost = require "streamrun.splitcost"
+
+describe("splitcost", function()
+  it("runs the first small batch alone, the next split, then what the model says", function()
+    local c = splitcost.new(2)
+    assert.is_true(c:alone(1000))
+    c:ran(true, 1000, 1.0) -- 1 us a record alone
+    assert.is_false(c:alone(1000))
+    c:ran(false, 1000, 2.0) -- split: 0.5 ms of records, 1.5 ms more
+    assert.near(1.5, c.F, 1e-9)
+    -- alone when a * n / 2 < F: n < 3000
+    assert.is_true(c:alone(2999))
+    assert.is_false(c:alone(3001))
+    assert.is_false(c:alone(splitcost.MAX_ALONE + 1))
+  end)
+
+  it("splits every batch over MAX_ALONE records, learning nothing from them alone", function()
+    local c = splitcost.new(4)
+    assert.is_false(c:alone(splitcost.MAX_ALONE + 1))
+    c:ran(false, splitcost.MAX_ALONE + 1, 5) -- (no time per record yet: no F)
+    assert.is_nil(c.F)
+    assert.is_true(c:alone(0))
+  end)
+
+  it("weighs the time per record by records, so a tiny batch does not set it", function()
+    local c = splitcost.new(2)
+    c:ran(true, 10000, 10) -- 1 us a record
+    c:ran(true, 1, 0.05)   -- 50 us for one record: fixed costs
+    assert.near(0.001, c:per_record(), 0.0001)
+  end)
+
+  it("goes the other way every EXPLORE-th small batch, so neither figure goes stale", function()
+    local c = splitcost.new(2)
+    c:ran(true, 1000, 1.0)
+    c:ran(false, 1000, 2.0)
+    local other = 0
+    for _ = 1, 3 * splitcost.EXPLORE do
+      if not c:alone(100) then other = other + 1 end
+    end
+    assert.equal(3, other)
+  end)
+
+  it("follows a change in costs", function()
+    local c = splitcost.new(2)
+    c:ran(true, 1000, 1.0)
+    c:ran(false, 1000, 2.0)
+    assert.is_true(c:alone(1000))
+    -- The records grow costly (a slow user function): 100 us each alone.
+    for _ = 1, 40 do c:ran(true, 1000, 100) end
+    assert.is_false(c:alone(1000))
+  end)
+end)
