@@ -137,8 +137,16 @@ function M.note_plan(w, plan, job)
       plan.parallel_why or "no keyed segment")
     w.pool, w.n, w.busy = nil, 1, { 0 }
   elseif keyed > 0 then
+    -- (segments without state whose small batches may run on worker 0
+    -- alone: streamrun.splitcost)
+    local alone = {}
+    for _, par in ipairs(plan.parallels or {}) do
+      if par.alone then alone[par.seg] = true end
+    end
     local parts = {}
-    for i, seg in ipairs(plan.parallel_segs or { plan.parallel_seg }) do parts[i] = M.segment_names(seg) end
+    for i, seg in ipairs(plan.parallel_segs or { plan.parallel_seg }) do
+      parts[i] = M.segment_names(seg) .. (alone[seg] and " (a small batch on worker 0 alone when faster)" or "")
+    end
     if native > 0 then parts[#parts + 1] = "the built-in word count" end
     w.log("workers: %s; %s run on %d workers, the other stages on worker 0%s", asked, table.concat(parts, "; "), w.n,
       kept)
