@@ -13,8 +13,9 @@
 -- not set it), F the mean of (time split - a * n / N) over the batches
 -- split. A batch runs alone when a * n * (N - 1) / N < F.
 --
--- The first batch small enough runs alone (to learn a), the next one
--- split (to learn F); after that every EXPLORE-th small batch goes the
+-- The first small batches run alone until a is known, the next ones
+-- split until F is (the first run of each way is not counted: it
+-- compiles its traces); after that every EXPLORE-th small batch goes the
 -- other way than the model says, so neither figure goes stale. A batch of
 -- more than MAX_ALONE records always splits: learning or checking a costs
 -- at most that many records on one worker.
@@ -29,7 +30,7 @@ Cost.__index = Cost
 
 -- The model for a segment split over n workers.
 function M.new(n)
-  return setmetatable({ n = n, t = 0, records = 0, F = nil, small = 0 }, Cost)
+  return setmetatable({ n = n, t = 0, records = 0, F = nil, small = 0, warm = {} }, Cost)
 end
 
 -- Milliseconds per record alone, or nil before a batch ran alone.
@@ -53,6 +54,10 @@ end
 -- A batch of `records` records ran (alone or split) in ms milliseconds.
 function Cost:ran(alone, records, ms)
   if records == 0 then return end
+  if not self.warm[alone] then
+    self.warm[alone] = true
+    return
+  end
   if alone then
     self.t, self.records = self.t * DECAY + ms, self.records * DECAY + records
     return
