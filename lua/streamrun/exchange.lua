@@ -665,16 +665,35 @@ local function both(self, p, fn, arg, sarg)
 end
 M.both = both
 
-function Par:run(results, time_ms)
+-- Sets par (a segment's step without state) up to run a small batch on
+-- worker 0 alone when its costs say so: alone(results, time_ms) runs the
+-- one-worker plan's steps the segment's step replaced.
+function M.may_run_alone(par, alone)
+  par.alone, par.cost, par.alone_batches = alone, splitcost.new(par.n), 0
+end
+
+-- Runs a batch of `records` records of par's segment: par.alone(results,
+-- time_ms) or split(par, results, time_ms), as its cost model says
+-- (always split without one), timed for the model.
+function M.alone_or_split(par, records, split, results, time_ms)
+  local cost = par.cost
+  if not cost then return split(par, results, time_ms) end
+  local t0 = core.clock_ms()
+  local solo = cost:alone(records)
+  local out
+  if solo then
+    out = par.alone(results, time_ms)
+    par.alone_batches = par.alone_batches + 1
+  else
+    out = split(par, results, time_ms)
+  end
+  cost:ran(solo, records, core.clock_ms() - t0)
+  return out
+end
+
+local function split(self, results, time_ms)
   local seg, n, ex = self.seg, self.n, self.ex
   local input = results[seg.source] or batch.empty()
-  local cost, t0 = self.cost, core.clock_ms()
-  if cost and cost:alone(input.n) then
-    local out = self.alone:run(results, time_ms)
-    cost:ran(true, input.n, core.clock_ms() - t0)
-    self.alone_batches = self.alone_batches + 1
-    return out
-  end
   -- (step and label: what the watchdog says of a worker's stall)
   local arg = { time_ms = time_ms, final = self.plan.final or false, step = watchdog.P.step, label = self.label }
   local cb = rawget(input, "cbatch")
@@ -710,8 +729,12 @@ function Par:run(results, time_ms)
     self.out = out
     return batch.empty()
   end
-  if cost then cost:ran(false, input.n, core.clock_ms() - t0) end
   return out
+end
+
+function Par:run(results, time_ms)
+  local input = results[self.seg.source]
+  return M.alone_or_split(self, input and input.n or 0, split, results, time_ms)
 end
 
 -- Shuts the other workers' VMs of plan down, if it has them: when the plan
@@ -832,7 +855,8 @@ function M.attach_one(job, steps, ctx, seg, index)
   if w.adaptive and seg.sink and not seg.keyed and steps[ci].kind == "chain" then
     -- A segment without state: a small batch may run on worker 0 alone,
     -- through the one-worker plan's step (streamrun.splitcost).
-    par.alone, par.cost, par.alone_batches = steps[ci], splitcost.new(n), 0
+    local chain = steps[ci]
+    M.may_run_alone(par, function(results, time_ms) return chain:run(results, time_ms) end)
   end
   steps[ci] = par
   if ki then

@@ -380,7 +380,7 @@ function M.run_phases(par, X, arg, stage, mode)
   return batch.empty()
 end
 
-function Par:run(results, time_ms)
+local function split(self, results, time_ms)
   local seg, n, ex = self.seg, self.n, self.ex
   local input = results[seg.source] or batch.empty()
   local arg = { time_ms = time_ms, zero_ms = self.plan.zero_ms }
@@ -392,6 +392,11 @@ function Par:run(results, time_ms)
     if not ok then error(("stage %s: element %d: %s"):format(seg.stages[1].stage_name, bad, why), 0) end
   end
   return M.run_phases(self, self.x, arg, self.stage, M.gather_mode(seg))
+end
+
+function Par:run(results, time_ms)
+  local input = results[self.seg.source]
+  return exchange.alone_or_split(self, input and input.n or 0, split, results, time_ms)
 end
 
 -- The window's step: what the segment's step gathered.
@@ -446,6 +451,18 @@ function M.attach(job, steps, ctx, seg, index)
     pool_addr = tonumber(ffi.cast("uintptr_t", w.pool)), x = X, stage = node,
     e0 = X.executor(seg, 0, n, ctx.guard, wins and wins.shards[1], addr),
   }, Par)
+  if w.adaptive and seg.group then
+    -- A group keeps no state: a small batch may run on worker 0 alone,
+    -- through the one-worker plan's chain and group steps
+    -- (streamrun.splitcost); the group's step hands on their output.
+    local chain, group = steps[ci], steps[wi]
+    exchange.may_run_alone(par, function(results, time_ms)
+      local out = chain:run(results, time_ms)
+      results[last] = out
+      par.out = group:run(results, time_ms)
+      return out
+    end)
+  end
   steps[ci] = par
   steps[wi] = setmetatable({ kind = steps[wi].kind, node = node, every = steps[wi].every, label = steps[wi].label,
     window = wins, par = par, input = last }, Handed)
