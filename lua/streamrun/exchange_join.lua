@@ -118,7 +118,7 @@ end
 local Par = {}
 Par.__index = Par
 
-function Par:run(results, time_ms)
+local function split(self, results, time_ms)
   local seg, n, ex = self.seg, self.n, self.ex
   local arg = { time_ms = time_ms }
   for s = 1, 2 do
@@ -133,6 +133,15 @@ function Par:run(results, time_ms)
     end
   end
   return xw.run_phases(self, M, arg, seg.join, "order")
+end
+
+function Par:run(results, time_ms)
+  local records = 0
+  for _, side in ipairs(self.seg.sides) do
+    local input = results[side.source]
+    records = records + (input and input.n or 0)
+  end
+  return exchange.alone_or_split(self, records, split, results, time_ms)
 end
 
 -- The other side's chain step: the segment's step ran it.
@@ -174,6 +183,19 @@ function M.attach(job, steps, ctx, seg, index)
     workers = w, pool_addr = tonumber(ffi.cast("uintptr_t", w.pool)),
     e0 = M.executor(seg, 0, n, ctx.guard, nil, addr),
   }, Par)
+  if w.adaptive then
+    -- A join keeps no state: a small batch may run on worker 0 alone,
+    -- through the one-worker plan's steps, in their order
+    -- (streamrun.splitcost); the join's step hands on their output.
+    local first, second, join = steps[other], steps[at], steps[ji]
+    exchange.may_run_alone(par, function(results, time_ms)
+      results[first.node] = first:run(results, time_ms)
+      local out = second:run(results, time_ms)
+      results[second.node] = out
+      par.out = join:run(results, time_ms)
+      return out
+    end)
+  end
   steps[at] = par
   steps[other] = setmetatable({ kind = "chain", node = steps[other].node, input = steps[other].input,
     every = steps[other].every, label = steps[other].label }, Done)

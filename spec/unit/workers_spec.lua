@@ -1075,17 +1075,21 @@ return job
     splitcost.MAX_ALONE = 100
     local ok, err = pcall(function()
       -- shape 2: a chain into reduce_by_key; 12: into group_by_key (some
-      -- elements its dead letters); 5: into map_with_state
-      local ALONE = { [2] = true, [12] = true }
-      for _, shape in ipairs { 2, 12, 5 } do
+      -- elements its dead letters); a join of two chains; 5: into
+      -- map_with_state
+      local join = math.huge
+      for shape in pairs(JOINS) do join = math.min(join, shape) end
+      local ALONE = { [2] = true, [12] = true, [join] = true }
+      for _, shape in ipairs { 2, 12, join, 5 } do
         local one = testing.driver(random_job(shape), { workers = 1 })
         local two = testing.driver(random_job(shape), { workers = 2, adaptive_split = true })
         local always = testing.driver(random_job(shape), { workers = 2 })
         local rnd = rng(shape)
         for b = 1, 12 do
-          -- (the segment's input is the lines: 20 are under MAX_ALONE
-          -- records, 150 over)
-          local lines = random_lines(rnd, b % 4 == 0 and 150 or 20)
+          -- (the segment's input: the lines, or a join's sides' words,
+          -- up to 8 a line: 5 lines are under MAX_ALONE records, 150
+          -- over)
+          local lines = random_lines(rnd, b % 4 == 0 and 150 or 5)
           local want
           for i, d in ipairs { one, two, always } do
             d:push("lines", lines)
