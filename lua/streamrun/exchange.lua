@@ -29,6 +29,12 @@
 -- worker 0 once the batch's phases are done, ordered by key bytes as one
 -- state's snapshot is.
 --
+-- A segment that keeps no state (a sink with no keyed stage after it; a
+-- group or a join: streamrun.exchange_windows, exchange_join) may run a
+-- small batch on worker 0 alone instead, through the steps of the
+-- one-worker plan it replaced, when its measured costs say that is
+-- faster (M.alone_or_split, streamrun.splitcost).
+--
 -- Dead letters of the other workers are sent to worker 0 and written after
 -- worker 0's own of the same phase, in worker order. A checkpoint writes
 -- the shards as one state, each partition from its owner's shard
