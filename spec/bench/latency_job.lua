@@ -7,7 +7,9 @@
 -- after a header "lines N max_ns M". With --set keyed=1 every line goes
 -- through a keyed stage first (a map, then reduce_by_key by the whole line:
 -- each line its own key), the segment SPEC section 15 splits among
--- workers: its lines cross between workers by key partition each batch.
+-- workers: split, its lines cross between workers by key partition; a
+-- batch this small runs on worker 0 alone when that is faster (the
+-- README's "Small batches").
 --   streamrun run spec/bench/latency_job.lua --quiet --set port=P --set out=F --duration 65s
 local sr = require "streamrun"
 local ffi = require "ffi"

@@ -823,7 +823,8 @@ local function bench_latency()
     fmt("2 workers <= 1 worker + %d ms (noise)", LATENCY_NOISE_MS),
     (one and two) and yesno(two <= one + LATENCY_NOISE_MS) or "-")
   notes[#notes + 1] = "latency: the plain job has no keyed stage, so any --workers runs it on one thread; the keyed job "
-    .. "sends every line through map -> reduce_by_key (each line its own key), split among the workers"
+    .. "sends every line through map -> reduce_by_key (each line its own key), a segment split among the workers, "
+    .. "whose small batches run on worker 0 alone when that is faster (README: Workers, small batches)"
   return lines, json, notes
 end
 
