@@ -21,6 +21,7 @@ local exchange = require "streamrun.exchange"
 local fuse = require "streamrun.fuse"
 local group = require "streamrun.exchange_group"
 local ops = require "streamrun.ops"
+local watchdog = require "streamrun.watchdog"
 local xw = require "streamrun.exchange_windows"
 
 local cx, cstate = core.cexchange, core.cstate
@@ -63,12 +64,17 @@ function M.executor(seg, k, n, g, _, ex)
   }
 end
 
--- Phase 1: both chains over worker k's shares, the pairs scattered.
+-- Phase 1: both chains over worker k's shares, the pairs scattered. The
+-- watchdog sees each side's records as the one-worker plan's step of its
+-- chain (arg.steps, arg.labels), so a restart skips a stuck record in
+-- that side's input.
 function M.phase1(e, arg)
   local parts = {}
   for s = 1, 2 do
-    parts[s] = e.sides[s].chain.run(xw.share(e.sides[s], { cbatch = arg["cbatch" .. s] }))
+    watchdog.enter(arg.steps[s], arg.labels[s])
+    parts[s] = e.sides[s].chain.run(xw.share(e.sides[s], { cbatch = arg["cbatch" .. s], total = arg["total" .. s] }))
   end
+  watchdog.enter(arg.step, arg.label)
   for s = 1, 2 do
     group.scatter_pairs(e, e.seg.join, parts[s], s == 1 and e.ex.keyed or e.ex.keyed2)
   end
@@ -120,7 +126,8 @@ Par.__index = Par
 
 local function split(self, results, time_ms)
   local seg, n, ex = self.seg, self.n, self.ex
-  local arg = { time_ms = time_ms }
+  local arg = { time_ms = time_ms, step = watchdog.P.step, label = self.label, steps = self.side_steps,
+                labels = self.side_labels }
   for s = 1, 2 do
     local side = seg.sides[s]
     local input = results[side.source] or batch.empty()
@@ -128,6 +135,7 @@ local function split(self, results, time_ms)
     if cb ~= nil then
       arg["cbatch" .. s] = tonumber(ffi.cast("uintptr_t", cb))
     else
+      arg["total" .. s] = input.n
       local ok, bad, why = exchange.deal(s == 1 and ex.input or ex.input2, input, n)
       if not ok then error(("stage %s: element %d: %s"):format(side.stages[1].stage_name, bad, why), 0) end
     end
@@ -136,18 +144,29 @@ local function split(self, results, time_ms)
 end
 
 function Par:run(results, time_ms)
+  -- The other side's input as its own step saw it (without the records a
+  -- restart skips there).
+  local held, unheld = self.held, results[self.held_node]
+  self.held = nil
+  if held ~= nil then results[self.held_node] = held end
   local records = 0
   for _, side in ipairs(self.seg.sides) do
     local input = results[side.source]
     records = records + (input and input.n or 0)
   end
-  return exchange.alone_or_split(self, records, split, results, time_ms)
+  local out = exchange.alone_or_split(self, records, split, results, time_ms)
+  results[self.held_node] = unheld
+  return out
 end
 
--- The other side's chain step: the segment's step ran it.
+-- The other side's chain step: the segment's step runs it; this one hands
+-- it its input.
 local Done = {}
 Done.__index = Done
-function Done:run() return batch.empty() end
+function Done:run(results)
+  self.par.held = results[self.input]
+  return batch.empty()
+end
 
 -- Sets the plan up to run seg (M.find) on the workers of ctx.workers: the
 -- step of the side chain that runs last becomes the segment's step, the
@@ -182,23 +201,29 @@ function M.attach(job, steps, ctx, seg, index)
     label = steps[at].label, seg = seg, n = n, ex = addr, exs = exs, vms = vms, g = ctx.guard, plan = ctx.plan,
     workers = w, pool_addr = tonumber(ffi.cast("uintptr_t", w.pool)),
     e0 = M.executor(seg, 0, n, ctx.guard, nil, addr),
+    side_steps = { ci[1], ci[2] }, side_labels = { steps[ci[1]].label, steps[ci[2]].label },
+    held_node = steps[other].input,
   }, Par)
   if w.adaptive then
     -- A join keeps no state: a small batch may run on worker 0 alone,
-    -- through the one-worker plan's steps, in their order
-    -- (streamrun.splitcost); the join's step hands on their output.
+    -- through the one-worker plan's steps, in their order, each watched
+    -- as its own step (streamrun.splitcost); the join's step hands on
+    -- their output.
     local first, second, join = steps[other], steps[at], steps[ji]
     exchange.may_run_alone(par, function(results, time_ms)
+      watchdog.enter(other, first.label)
       results[first.node] = first:run(results, time_ms)
+      watchdog.enter(at, second.label)
       local out = second:run(results, time_ms)
       results[second.node] = out
+      watchdog.enter(ji, join.label)
       par.out = join:run(results, time_ms)
       return out
     end)
   end
   steps[at] = par
   steps[other] = setmetatable({ kind = "chain", node = steps[other].node, input = steps[other].input,
-    every = steps[other].every, label = steps[other].label }, Done)
+    every = steps[other].every, label = steps[other].label, par = par }, Done)
   steps[ji] = setmetatable({ kind = "wide", node = node, every = steps[ji].every, label = steps[ji].label,
     par = par, input = lasts[1] }, xw.Handed)
   for side = 1, 2 do

@@ -383,7 +383,9 @@ end
 local function split(self, results, time_ms)
   local seg, n, ex = self.seg, self.n, self.ex
   local input = results[seg.source] or batch.empty()
-  local arg = { time_ms = time_ms, zero_ms = self.plan.zero_ms }
+  -- (step and label: what the watchdog says of a worker's stall; without
+  -- them the other workers' VMs would not be watched)
+  local arg = { time_ms = time_ms, zero_ms = self.plan.zero_ms, step = watchdog.P.step, label = self.label }
   local cb = rawget(input, "cbatch")
   if cb ~= nil then
     arg.cbatch = tonumber(ffi.cast("uintptr_t", cb))

@@ -182,4 +182,48 @@ describe("e2e stage_timeout with 2 workers", function()
       assert.equal(18, r.totals.k1)
     end
   end)
+
+  -- 20,000 lines, "stuck" in worker 1's share: a batch too large to run
+  -- on worker 0 alone (streamrun.splitcost's MAX_ALONE), so it splits.
+  local function large_stuck_input(dir)
+    local lines = {}
+    for i = 1, 20000 do lines[i] = "k" .. (i % 20) end
+    lines[#lines + 1] = "stuck"
+    for _ = 1, 3 do lines[#lines + 1] = "k1" end
+    assert.is_true(#lines > require("streamrun.splitcost").MAX_ALONE)
+    proc.write_file(dir .. "/right.txt", "k1\nk2\n")
+    return proc.write_file(dir .. "/in.txt", table.concat(lines, "\n") .. "\n"), dir .. "/right.txt"
+  end
+
+  for _, into in ipairs { "group", "window", "join" } do
+    it(("interrupts a map on worker 1's share before a %s, and a restart skips a compiled loop there"):format(into),
+      function()
+        local dir = proc.tmpdir()
+        local input, right = large_stuck_input(dir)
+        local sizes = {}
+        for _, loop in ipairs { "interp", "jit" } do
+          local ckpt = ("%s/ckpt-%s"):format(dir, loop)
+          local code, out, err = e2e.run("stuck_segment", { input = input, right = right, into = into, loop = loop },
+            { "--checkpoint", ckpt }, { timeout = 30 })
+          assert.equal(0, code, err)
+          sizes[loop] = out
+          assert.matches("parse.*run on 2 workers", err)
+          local dead = dead_of(ckpt .. "/dead_letters.jsonl")
+          assert.equal(1, #dead, err)
+          assert.equal("lines", dead[1].source)
+          assert.equal('"stuck"', dead[1].record)
+          if loop == "interp" then
+            assert.is_nil(err:find("restarting", 1, true), err)
+            assert.matches("stage_timeout: stage parse ran longer than 300ms", dead[1].reason)
+          else
+            local _, restarts = err:gsub("restarting from the checkpoint", "")
+            assert.equal(1, restarts, err)
+            assert.matches("could not be interrupted; the job restarted and skips this record", dead[1].reason)
+          end
+        end
+        -- (the same output both ways: only the stuck record is left out)
+        assert.not_equal("", sizes.interp)
+        assert.equal(sizes.interp, sizes.jit)
+      end)
+  end
 end)

@@ -1128,6 +1128,66 @@ return job
     assert(ok, err)
   end)
 
+  -- A join's two chains run in its segment's step; the watchdog sees each
+  -- side's records as its own chain's step of the one-worker plan, so a
+  -- restart skips a stuck record in that side's input. (The poison list
+  -- is what the watchdog writes and reads back: records to skip per batch
+  -- and step.)
+  it("skips a stuck record of either side of a join as one worker does, split or alone", function()
+    local path = script("join_poison", [[local sr = require "streamrun"
+local watchdog = require "streamrun.watchdog"
+local job = sr.job { name = "jp", batch = "1s", partitions = 4 }
+-- (the spec's table in this VM; the other workers' VMs have their own)
+local steps = package.loaded.join_poison_steps or {}
+local function seen(side) return function(w)
+  steps[side] = { watchdog.P.step, watchdog.P.rec }
+  return w, side .. w
+end end
+local l = job:queue({}, { name = "left" }):map(seen("L"), { name = "lmap" })
+local r = job:queue({}, { name = "right" }):map(seen("R"), { name = "rmap" })
+l:join(r, { name = "joined" }):foreach_batch(function() end, { name = "out" })
+return job
+]])
+    local watchdog = require "streamrun.watchdog"
+    local steps = {}
+    package.loaded.join_poison_steps = steps
+    -- Each side's step in the one-worker plan (its user function, on
+    -- worker 0, sees it), and in a small batch run alone.
+    local one = testing.driver(path, { workers = 1 })
+    one:push("left", { "a" }):push("right", { "a" }):tick()
+    local want = { L = steps.L[1], R = steps.R[1] }
+    assert.not_equal(want.L, want.R)
+    local alone = testing.driver(path, { workers = 2, adaptive_split = true })
+    alone:push("left", { "a" }):push("right", { "a" }):tick()
+    assert.equal(1, alone:batches_alone())
+    assert.same(want, { L = steps.L[1], R = steps.R[1] })
+
+    local CONFIGS = { { workers = 1 }, { workers = 2 }, { workers = 2, adaptive_split = true } }
+    for side, stage in pairs { L = "lmap", R = "rmap" } do
+      local results = {}
+      for i, opts in ipairs(CONFIGS) do
+        local d = testing.driver(path, opts)
+        d:push("left", { "a", "b", "c" }):push("right", { "a", "b", "c" })
+        watchdog.poison = { [1000] = { [want[side]] = { { rec = 2, stage = stage } } } }
+        local ok, out = pcall(d.tick, d)
+        watchdog.poison = nil
+        assert(ok, out)
+        assert.equal(opts.adaptive_split and 1 or 0, d:batches_alone())
+        local letters = {}
+        for _, x in ipairs(d.dead_letters) do letters[#letters + 1] = { x.source, x.offset, x.record } end
+        results[i] = { out = out.out, letters = letters }
+      end
+      -- The second record of that side alone is skipped, and dead-lettered.
+      local source = side == "L" and "left" or "right"
+      assert.equal(1, #results[1].letters)
+      assert.equal(source, results[1].letters[1][1])
+      assert.equal('"b"', results[1].letters[1][3])
+      assert.equal(2, #results[1].out)
+      assert.same(results[1], results[2])
+      assert.same(results[1], results[3])
+    end
+  end)
+
   it("reloads every worker's logic at one batch boundary, keeping the state", function()
     local v1 = script("reload1", (FAILING:gsub("error%(\"x1 fails here\"%)", "return k, -1")))
     local v2 = script("reload2", (FAILING:gsub("error%(\"x1 fails here\"%)", "return k, -2")))
