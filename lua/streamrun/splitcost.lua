@@ -18,11 +18,16 @@
 -- compiles its traces); after that every EXPLORE-th small batch goes the
 -- other way than the model says, so neither figure goes stale. A batch of
 -- more than MAX_ALONE records always splits: learning or checking a costs
--- at most that many records on one worker.
+-- at most that many records on one worker. A run counts at most SPIKE
+-- times what the model expected of it: one batch caught by a pause (the
+-- machine busy elsewhere) would otherwise set a or F for thousands of
+-- batches, as the other way is checked only every EXPLORE-th batch; a
+-- real change in costs still moves them within a few batches.
 local M = {}
 
 M.MAX_ALONE = 16384
 M.EXPLORE = 256
+M.SPIKE = 4
 local DECAY = 7 / 8
 
 local Cost = {}
@@ -58,13 +63,15 @@ function Cost:ran(alone, records, ms)
     self.warm[alone] = true
     return
   end
+  local a = self:per_record()
   if alone then
+    if a then ms = math.min(ms, M.SPIKE * a * records) end
     self.t, self.records = self.t * DECAY + ms, self.records * DECAY + records
     return
   end
-  local a = self:per_record()
   if not a then return end
   local f = math.max(0, ms - a * records / self.n)
+  if self.F then f = math.min(f, M.SPIKE * self.F) end
   self.F = self.F and self.F + (f - self.F) * (1 - DECAY) or f
 end
 

@@ -62,7 +62,31 @@ describe("splitcost", function()
     c:ran(false, 1000, 2.0)
     assert.is_true(c:alone(1000))
     -- The records grow costly (a slow user function): 100 us each alone.
-    for _ = 1, 40 do c:ran(true, 1000, 100) end
-    assert.is_false(c:alone(1000))
+    local runs = 0
+    while c:alone(1000) do
+      c:ran(true, 1000, 100)
+      runs = runs + 1
+    end
+    assert.is_true(runs <= 10, runs)
+    -- Splitting grows costly too: 10 ms more a batch.
+    runs = 0
+    while not c:alone(1000) do
+      c:ran(false, 1000, 60)
+      runs = runs + 1
+    end
+    assert.is_true(runs <= 20, runs)
+  end)
+
+  it("lets one run caught by a pause move neither figure far", function()
+    local c = warmed(2)
+    for _ = 1, 8 do c:ran(true, 1000, 1.0) end
+    c:ran(false, 1000, 2.0)
+    -- A second, for 1,000 records alone: counted as 4 times the usual.
+    c:ran(true, 1000, 1000)
+    assert.is_true(c:per_record() < 0.002, c:per_record())
+    assert.is_true(c:alone(1000))
+    -- A second, split.
+    c:ran(false, 1000, 1000)
+    assert.is_true(c.F < 1.5 * 1.5, c.F)
   end)
 end)
