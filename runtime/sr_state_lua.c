@@ -149,6 +149,13 @@ static int sr__count(lua_State *L)
     return 1;
 }
 
+/* handle:partitions() -> the partitions its keys are hashed into */
+static int sr__partitions(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)sr__check(L)->nparts);
+    return 1;
+}
+
 static int sr__memory(lua_State *L)
 {
     lua_pushnumber(L, (lua_Number)sr_state_memory(sr__check(L)));
@@ -388,7 +395,7 @@ int luaopen_streamrun_cstate(lua_State *L)
 {
     static const luaL_Reg methods[] = {
         {"get", sr__get}, {"put", sr__put}, {"touch", sr__touch}, {"remove", sr__remove},
-        {"count", sr__count}, {"memory", sr__memory}, {"snapshot", sr__snapshot},
+        {"count", sr__count}, {"partitions", sr__partitions}, {"memory", sr__memory}, {"snapshot", sr__snapshot},
         {"expire", sr__expire}, {"expire_sorted", sr__expire_sorted}, {"due", sr__due},
         {"remove_due", sr__remove_due}, {"free", sr__free}, {"detach", sr__detach},
         {"set_timeout", sr__set_timeout}, {"pointer", sr__pointer}, {"get_found", sr__get_found},

@@ -839,6 +839,13 @@ function M.attach_one(job, steps, ctx, seg, index)
   if seg.keyed then
     local name = seg.keyed.stage_name
     kept = ctx.states_in and ctx.states_in[name]
+    -- Kept state hashed into other partitions than the job's (restored or
+    -- reloaded after `partitions` changed) keeps them, as with one worker:
+    -- its owners would not be the partitions' the exchange routes to.
+    local parts = kept and (getmetatable(kept) == Shards and kept.nparts or kept:partitions())
+    if parts and parts ~= seg.keyed.partitions then
+      return nil, ("the state of %s holds %d partitions, the job %d"):format(name, parts, seg.keyed.partitions)
+    end
     shards = shards_of(seg.keyed, kept, n)
     ctx.states[name] = shards
     shard_addr = {}
