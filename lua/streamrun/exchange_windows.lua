@@ -167,6 +167,13 @@ function Wins:parts()
   return { slices = slices, orders = orders, result = self.result and rs or nil }
 end
 
+-- The partitions the result of a kept window (Wins, or as Wins:whole
+-- gives it) is hashed into, or nil (none, or a window without an inverse).
+local function kept_partitions(kept)
+  if getmetatable(kept) == Wins then kept = kept.shards[1] end
+  return kept and kept.result and kept.result:partitions() or nil
+end
+
 -- -- One worker's part --
 
 -- An executor: worker k of n running seg in this VM with its part of the
@@ -433,7 +440,14 @@ function M.attach(job, steps, ctx, seg, index)
   local name = node.stage_name
   local wins, parts
   if seg.window then
-    wins = M.split(node, ctx.windows_in and ctx.windows_in[name], n)
+    local kept = ctx.windows_in and ctx.windows_in[name]
+    -- A kept window's result hashed into other partitions than the job's
+    -- keeps them, as with one worker (streamrun.exchange's keyed state).
+    local held = kept_partitions(kept)
+    if held and held ~= node.partitions then
+      return nil, ("the state of %s holds %d partitions, the job %d"):format(name, held, node.partitions)
+    end
+    wins = M.split(node, kept, n)
     parts = {}
     local function address(h) return tonumber(ffi.cast("uintptr_t", h:pointer())) end
     for k, s in ipairs(wins.shards) do

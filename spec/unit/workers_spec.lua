@@ -1189,36 +1189,42 @@ return job
   end)
 
   it("keeps a state's own partitions when the job's change, on worker 0 as one worker does", function()
-    local path = script("parts", [[local sr = require "streamrun"
+    local STAGES = {
+      totals = [[:update_state_by_key(function(values, total) return (total or 0) + #values end, { name = "totals" })]],
+      win = [[:reduce_by_key_and_window(sr.add, function(a, b) return a - b end, "3s", "1s", { name = "win" })]],
+    }
+    for name, stage in pairs(STAGES) do
+      local path = script("parts_" .. name, ([[local sr = require "streamrun"
 local job = sr.job { name = "parts", batch = "1s", partitions = sr.param("parts", 16) }
 job:queue({}, { name = "lines" }):flat_map(sr.words):map(function(w) return w, 1 end)
-  :update_state_by_key(function(values, total) return (total or 0) + #values end, { name = "totals" })
+  %s
   :foreach_batch(function() end, { name = "out" })
 return job
-]])
-    local rnd = rng(7)
-    local first, later = random_lines(rnd, 40), random_lines(rnd, 40)
-    local d = testing.driver(path, { workers = 2, params = { parts = 16 } })
-    d:push("lines", first):tick()
-    local ckpt = d:checkpoint()
-    local results = {}
-    for i, n in ipairs { 1, 2, 3 } do
-      -- Restored into the job with 5 partitions.
-      local again = testing.restore(ckpt, { job = path, workers = n, params = { parts = 5 } })
-      if n > 1 then
-        assert.matches("the state of totals holds 16 partitions, the job 5", again.plan.parallel_why or "")
+]]):format(stage))
+      local rnd = rng(7)
+      local first, later = random_lines(rnd, 40), random_lines(rnd, 40)
+      local d = testing.driver(path, { workers = 2, params = { parts = 16 } })
+      d:push("lines", first):tick()
+      local ckpt = d:checkpoint()
+      local results = {}
+      for i, n in ipairs { 1, 2, 3 } do
+        -- Restored into the job with 5 partitions.
+        local again = testing.restore(ckpt, { job = path, workers = n, params = { parts = 5 } })
+        if n > 1 then
+          assert.matches(("the state of %s holds 16 partitions, the job 5"):format(name), again.plan.parallel_why or "")
+        end
+        again:push("lines", later)
+        results[i] = { again:tick().out, name == "totals" and again:state("totals") or nil }
+        -- Reloaded into the job with 5 partitions.
+        local re = testing.driver(path, { workers = n, params = { parts = 16 } })
+        re:push("lines", first):tick()
+        re:reload(path, { params = { parts = 5 } })
+        re:push("lines", later)
+        assert.same({ re:tick().out, name == "totals" and re:state("totals") or nil }, results[i])
       end
-      again:push("lines", later)
-      results[i] = { again:tick().out, again:state("totals") }
-      -- Reloaded into the job with 5 partitions.
-      local re = testing.driver(path, { workers = n, params = { parts = 16 } })
-      re:push("lines", first):tick()
-      re:reload(path, { params = { parts = 5 } })
-      re:push("lines", later)
-      assert.same({ re:tick().out, re:state("totals") }, results[i])
+      assert.same(results[1], results[2])
+      assert.same(results[1], results[3])
     end
-    assert.same(results[1], results[2])
-    assert.same(results[1], results[3])
   end)
 
   it("reloads every worker's logic at one batch boundary, keeping the state", function()
