@@ -438,6 +438,8 @@ int sr_loop_watch(sr_loop_t *l, const char *path)
     return SR_OK;
 }
 
+void sr_loop_request_reload(sr_loop_t *l) { l->reload = 1; }
+
 void sr_loop_unwatch(sr_loop_t *l)
 {
     if (l->watches) {

@@ -70,6 +70,9 @@ void sr_loop_set_interval(sr_loop_t *l, int64_t batch_ms);
 int sr_loop_watch(sr_loop_t *l, const char *path);
 /* Stops watching every file. */
 void sr_loop_unwatch(sr_loop_t *l);
+/* Asks for a reload at the next batch boundary, as a watched file's change
+ * or SIGHUP does. */
+void sr_loop_request_reload(sr_loop_t *l);
 /* Waits ms, then takes in signals, with sources holding (they read
  * nothing); returns 1 if SIGINT/SIGTERM arrived. For a job that must not
  * read (its checkpoints keep failing, or its log lost records). */

@@ -54,6 +54,7 @@ void sr_loop_remove_source(sr_loop_t *l, int index);
 void sr_loop_set_interval(sr_loop_t *l, int64_t batch_ms);
 int sr_loop_watch(sr_loop_t *l, const char *path);
 void sr_loop_unwatch(sr_loop_t *l);
+void sr_loop_request_reload(sr_loop_t *l);
 int sr_loop_set_wal(sr_loop_t *l, const char *dir, char *err, size_t errlen);
 uint64_t sr_loop_wal_rotate(sr_loop_t *l);
 int sr_loop_wal_failed(const sr_loop_t *l);

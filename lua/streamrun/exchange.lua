@@ -765,12 +765,17 @@ function Handed:run()
 end
 M.Handed = Handed
 
--- The VMs of workers 1 .. n - 1, each loading the job as init says
--- (core.cworkervm). VMs of plans no longer in use are closed by their
--- finalizers: when the watchdog's table of VMs is full, a full collection
--- closes those first (a process that builds many plans, as a test run
--- does, would otherwise wait on the collector). Raises when a VM fails.
-function M.new_vms(n, init)
+-- The VMs of workers 1 .. n - 1, each loading the job from the text of
+-- the script worker 0 loaded (not the file, which may have changed since)
+-- with the fields of its segment (core.cworkervm, streamrun.worker). VMs
+-- of plans no longer in use are closed by their finalizers: when the
+-- watchdog's table of VMs is full, a full collection closes those first
+-- (a process that builds many plans, as a test run does, would otherwise
+-- wait on the collector). Raises when a VM fails.
+function M.new_vms(n, job, fields)
+  local o = job.load_opts
+  fields.path, fields.source, fields.params, fields.batch = job.path, o.source, o.params or {}, o.batch or false
+  local init = cstate.encode(fields)
   local vms, err = core.cworkervm.new(n, init, core.lua_dir)
   if not vms and tostring(err):find("the watchdog watches at most", 1, true) then
     collectgarbage()
@@ -851,11 +856,7 @@ function M.attach_one(job, steps, ctx, seg, index)
     shard_addr = {}
     for k = 1, n do shard_addr[k] = tonumber(ffi.cast("uintptr_t", shards.shards[k]:pointer())) end
   end
-  local init = cstate.encode {
-    path = job.path, params = job.load_opts.params or {}, batch = job.load_opts.batch or false,
-    ex = addr, shards = shard_addr or false, segment = index,
-  }
-  local vms = M.new_vms(n, init)
+  local vms = M.new_vms(n, job, { ex = addr, shards = shard_addr or false, windows = false, segment = index })
   local par = setmetatable({
     kind = "parallel", node = seg.sink or last, input = seg.source, every = steps[ci].every, label = steps[ci].label,
     seg = seg, n = n, ex = addr, exs = exs, vms = vms, g = ctx.guard, plan = ctx.plan, workers = w,

@@ -189,11 +189,7 @@ function M.attach(job, steps, ctx, seg, index)
   local exs = { input = cx.new(n), input2 = cx.new(n), keyed = cx.new(n), keyed2 = cx.new(n), out = cx.new(n) }
   local addr = {}
   for name, x in pairs(exs) do addr[name] = x:address() end
-  local init = cstate.encode {
-    path = job.path, params = job.load_opts.params or {}, batch = job.load_opts.batch or false,
-    ex = addr, shards = false, windows = false, segment = index,
-  }
-  local vms = exchange.new_vms(n, init)
+  local vms = exchange.new_vms(n, job, { ex = addr, shards = false, windows = false, segment = index })
   local at, other = ci[1], ci[2]
   if other > at then at, other = other, at end
   local par = setmetatable({

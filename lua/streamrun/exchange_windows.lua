@@ -455,11 +455,7 @@ function M.attach(job, steps, ctx, seg, index)
                    result = s.result and address(s.result) or false, dirty = s.dirty ~= nil }
     end
   end
-  local init = cstate.encode {
-    path = job.path, params = job.load_opts.params or {}, batch = job.load_opts.batch or false,
-    ex = addr, shards = false, windows = parts or false, segment = index,
-  }
-  local vms = exchange.new_vms(n, init)
+  local vms = exchange.new_vms(n, job, { ex = addr, shards = false, windows = parts or false, segment = index })
   local X = M.module_of(seg)
   local par = setmetatable({
     kind = "parallel", node = last, input = seg.source, every = steps[ci].every, label = steps[ci].label,

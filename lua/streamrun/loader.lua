@@ -65,20 +65,36 @@ local function first_line(msg)
   return cause or (msg:match("^[^\n]*"))
 end
 
+-- The text of the script at path, or nil and why.
+local function read_script(path)
+  local f = io.open(path, "rb")
+  if not f then return nil, path .. ": cannot open the job script" end
+  local text, err = f:read("*a")
+  f:close()
+  if not text then return nil, ("%s: %s"):format(path, tostring(err)) end
+  return text
+end
+
 -- Loads the job script at path (or runs a function that builds and returns a
 -- job, as specs do). opts: params (table of strings), batch (duration
--- overriding the job's). Returns the job, or nil and the message.
+-- overriding the job's), source (the script's text, read from path if
+-- not given). Returns the job, or nil and the message. The job's
+-- load_opts.source is the text it was built from.
 function M.load(path, opts)
   opts = opts or {}
   local chunk = path
   local from_file = type(path) ~= "function"
+  local source = opts.source
   if from_file then
     local err
-    chunk, err = loadfile(path)
-    if not chunk then
-      if not io.open(path, "r") then return nil, path .. ": cannot open the job script" end
-      return nil, err
+    if not source then
+      source, err = read_script(path)
+      if not source then return nil, err end
     end
+    -- (as loadfile: a first line starting with # is skipped; the lines keep
+    -- their numbers)
+    chunk, err = loadstring((source:gsub("^#[^\n]*", "", 1)), "@" .. path)
+    if not chunk then return nil, err end
     setfenv(chunk, job_env)
     add_job_dir(path:match("^(.*)/[^/]*$") or ".")
     path = tostring(path)
@@ -111,7 +127,7 @@ function M.load(path, opts)
   job.path = path
   -- How it was loaded: each worker's VM loads the script the same way
   -- (streamrun.exchange).
-  job.load_opts = from_file and { params = opts.params, batch = opts.batch } or nil
+  job.load_opts = from_file and { params = opts.params, batch = opts.batch, source = source } or nil
   return job
 end
 

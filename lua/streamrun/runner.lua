@@ -33,11 +33,18 @@ local function log(fmt, ...)
 end
 
 -- Watches the job's script and the modules it loaded from its directory.
+-- A script saved again since it was read (during a reload, say) is
+-- reloaded at the next batch boundary: watching starts from the file as
+-- it is now.
 local function watch_files(cli, S)
   C.sr_loop_unwatch(S.loop)
   if cli.no_reload then return end
   local path = S.job.path
   C.sr_loop_watch(S.loop, path)
+  local f = io.open(path, "rb")
+  local now = f and f:read("*a")
+  if f then f:close() end
+  if now ~= S.job.load_opts.source then C.sr_loop_request_reload(S.loop) end
   local dir = path:match("^(.*)/[^/]*$") or "."
   for name in pairs(package.loaded) do
     if type(name) == "string" and not name:find("^streamrun") then

@@ -24,11 +24,12 @@ local M = {}
 -- shard (the state handle adopted, detached at shutdown) }.
 local S
 
--- init(k, n, init): init is worker 0's description (msgpack): the script,
--- its params and batch, the exchanges' and shards' addresses.
+-- init(k, n, init): init is worker 0's description (msgpack): the script
+-- (its path and the text worker 0 loaded), its params and batch, the
+-- exchanges' and shards' addresses.
 function M.init(k, n, init)
   local a = core.cstate.decode(init)
-  local job, err = loader.load(a.path, { params = a.params, batch = a.batch or nil })
+  local job, err = loader.load(a.path, { params = a.params, batch = a.batch or nil, source = a.source })
   if not job then error(err, 0) end
   job.workers = n
   local segs, why = exchange.segments(job)

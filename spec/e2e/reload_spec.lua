@@ -34,7 +34,9 @@ local saves = 0
 -- `tagger` next to the script; o.bare: no stateful stage; o.second: a
 -- second listen_text source on that port; o.ckpt: checkpoints every 60 s
 -- into --set ckpt=DIR; o.extra_out: a second output, out/extra.jsonl;
--- o.timeout: the count stage's timeout.
+-- o.timeout: the count stage's timeout; o.slow: the top level notes in
+-- out/loading that it runs, then takes half a second (a reload that
+-- takes a while).
 local function script(o)
   local L = {
     'local sr = require "streamrun"',
@@ -81,6 +83,10 @@ local function script(o)
   end
   if o.window then
     add 'lines:count_by_window("2s", "400ms", { name = "win" }):foreach_batch(function() end, { name = "win_out" })'
+  end
+  if o.slow then
+    add 'local marker = assert(io.open(out .. "/loading", "a")) marker:write("loading\\n") marker:close()'
+    add 'local t0 = os.clock() while os.clock() - t0 < 0.5 do end'
   end
   add 'return job'
   saves = saves + 1
@@ -343,6 +349,21 @@ describe("e2e hot reload", function()
       total = total + n
     end
     assert.equal(since_b, total)
+  end)
+
+  it("a script saved again while its reload runs is reloaded again", function()
+    local r = start_job {}
+    wait_more(r, 200)
+    rewrite(r.path, script { tag = "v1", slow = true })
+    wait(r, function() return proc.read_file(r.out .. "/loading") ~= nil end, 5, "the reload to v1 to run the script")
+    rewrite(r.path, script { tag = "v2" })
+    wait_log(r, RELOADED, 0)
+    wait_log(r, RELOADED, 1, 10)
+    wait_tag(r, "v2")
+    local records = finish(r)
+    assert_every_line_once(r, records, true)
+    local runs = tag_runs(records)
+    assert.equal("v2", runs[#runs])
   end)
 
   it("SIGHUP reloads the unchanged script, state kept", function()

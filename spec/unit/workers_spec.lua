@@ -1227,6 +1227,37 @@ return job
     end
   end)
 
+  it("loads in every worker's VM the script text worker 0 loaded, not the file saved since", function()
+    local function version(tag)
+      return ([[local sr = require "streamrun"
+local job = sr.job { name = "text", batch = "1s", partitions = 4 }
+job:queue({}, { name = "lines" }):flat_map(sr.words):map(function(w) return w, %q end)
+  :group_by_key({ name = "tags" })
+  :foreach_batch(function() end, { name = "out" })
+return job
+]]):format(tag)
+    end
+    local path = script("text_v1", version("v1"))
+    -- The script is saved again just after worker 0 read it (a save while
+    -- a reload runs).
+    local loader = require "streamrun.loader"
+    local load = loader.load
+    loader.load = function(p, o)
+      local job, err = load(p, o)
+      script("text_v1", version("v2"))
+      return job, err
+    end
+    local ok, d = pcall(testing.driver, path, { workers = 2 })
+    loader.load = load
+    assert(ok, d)
+    d:push("lines", random_lines(rng(3), 30))
+    local tags = {}
+    for _, e in ipairs(d:tick().out) do
+      for _, t in ipairs(e[2]) do tags[t] = (tags[t] or 0) + 1 end
+    end
+    assert.same({ "v1" }, (function() local l = {} for t in pairs(tags) do l[#l + 1] = t end return l end)())
+  end)
+
   it("reloads every worker's logic at one batch boundary, keeping the state", function()
     local v1 = script("reload1", (FAILING:gsub("error%(\"x1 fails here\"%)", "return k, -1")))
     local v2 = script("reload2", (FAILING:gsub("error%(\"x1 fails here\"%)", "return k, -2")))
