@@ -203,7 +203,7 @@ describe("e2e stage_timeout with 2 workers", function()
         local sizes = {}
         for _, loop in ipairs { "interp", "jit" } do
           local ckpt = ("%s/ckpt-%s"):format(dir, loop)
-          local code, out, err = e2e.run("stuck_segment", { input = input, right = right, into = into, loop = loop },
+          local code, out, err = e2e.run("stuck_worker", { input = input, right = right, into = into, loop = loop },
             { "--checkpoint", ckpt }, { timeout = 30 })
           assert.equal(0, code, err)
           sizes[loop] = out
