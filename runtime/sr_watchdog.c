@@ -248,6 +248,13 @@ static void sr__stuck(int64_t batch_ms, int32_t step, int32_t rec, int32_t skipp
         _exit(1);
     }
     close(fd);
+    /* A stop signal that came meanwhile is not forgotten by a restart:
+     * the next start skips the record. */
+    if (W.stop_sig) {
+        sr_stop_say("; a stop signal came: exiting, the batch in progress is replayed (the record goes to dead "
+                    "letters) at the next start\n");
+        _exit(1);
+    }
     sr_stop_say("; restarting from the checkpoint, the record goes to dead letters\n");
     /* The new image must not inherit descriptors (the checkpoint lock) or
      * this thread's blocked signals. */
