@@ -210,6 +210,9 @@ M.share = exchange.share
 function M.phase1(e, arg)
   local node = e.seg.window
   local part = e.chain.run(M.share(e, arg))
+  -- The fold is the window's: a stall there is at no record of the step's
+  -- input (a restart skips its whole input), not at the chain's last.
+  watchdog.enter(arg.step, node.stage_name)
   local keys, partials, nk = windows.slice_of(node, e.g, part)
   local O, base = tnew(nk, 0), e.k * SPAN
   for j = 1, nk do O[j] = base + j end

@@ -457,10 +457,10 @@ local function records_run(i0)
   local OA, OB, OI, m = R.OA, R.OB, R.OI, R.m
   local slots = R.slots
   local slot_of, HK, HV, HH, HA, D, at = slots.slot_of, slots.HK, slots.HV, slots.HH, slots.HA, slots.D, slots.at
-  local ns, nd, base, top = R.ns, R.nd, R.base, R.top
+  local ns, nd, base, top, sign = R.ns, R.nd, R.base, R.top, R.rec_sign
   for i = i0, n do
     at.i = i
-    WP.rec = i
+    WP.rec = sign * i
     if i > top or i <= base then
       base, top = i - 1, min(n, i - 1 + FOUND_RUN)
       R.base, R.top = base, top
@@ -577,6 +577,10 @@ function M.map_with_state(node, g, state, input, time_ms, plan)
   local R = records_frame
   R.node, R.g, R.state, R.sp, R.s, R.f, R.time_ms = node, g, state, sp, s, f, time_ms
   R.a, R.b, R.n, R.K, R.T, R.now = A, B, n, K, T, now
+  -- The watchdog's progress: the record in hand, or on a worker (the
+  -- owner's merged input: keep_order) an item, no record of the step's
+  -- input (a restart that skips a stuck one skips the whole input).
+  R.rec_sign = node.keep_order and -1 or 1
   R.OA, R.OB, R.OI, R.m, R.ns, R.nd, R.base, R.top = OA, OB, OI, 0, 0, 0, 0, 0
   R.slots = slots
   local at = slots.at

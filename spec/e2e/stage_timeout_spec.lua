@@ -207,6 +207,34 @@ describe("e2e stage_timeout with 2 workers", function()
     return proc.write_file(dir .. "/in.txt", table.concat(lines, "\n") .. "\n"), dir .. "/right.txt"
   end
 
+  -- A compiled loop in a window's reducer or map_with_state's function on
+  -- a worker is at no record of the step's input a restart could skip
+  -- alone (the partials, the owner's merged pairs): the restart skips the
+  -- batch's whole input, once, and the job goes on.
+  for _, into in ipairs { "window", "mws" } do
+    it(("restarts once for a compiled loop in a %s's function on worker 1, skipping the batch's input"):format(into),
+      function()
+        local dir = proc.tmpdir()
+        local lines = {}
+        for i = 1, 20000 do lines[i] = "k" .. (i % 20) end
+        lines[#lines + 1] = "spin"
+        lines[#lines + 1] = "k1"
+        local input = proc.write_file(dir .. "/in.txt", table.concat(lines, "\n") .. "\n")
+        local ckpt = dir .. "/ckpt"
+        local code, _, err = e2e.run("stuck_worker", { input = input, into = into, loop = "jit" },
+          { "--checkpoint", ckpt }, { timeout = 30 })
+        assert.equal(0, code, err)
+        local _, restarts = err:gsub("restarting from the checkpoint", "")
+        assert.equal(1, restarts, err)
+        assert.matches("stage counts ran longer than 300ms and did not stop", err)
+        local dead = dead_of(ckpt .. "/dead_letters.jsonl")
+        assert.equal(#lines, #dead, err)
+        for _, d in ipairs(dead) do
+          assert.matches("could not be interrupted; the job restarted and skips this record", d.reason)
+        end
+      end)
+  end
+
   for _, into in ipairs { "group", "window", "join" } do
     it(("interrupts a map on worker 1's share before a %s, and a restart skips a compiled loop there"):format(into),
       function()
