@@ -44,7 +44,8 @@ local function watch_files(cli, S)
   local f = io.open(path, "rb")
   local now = f and f:read("*a")
   if f then f:close() end
-  if now ~= S.job.load_opts.source then C.sr_loop_request_reload(S.loop) end
+  local loaded = S.job.load_opts and S.job.load_opts.source
+  if loaded and now ~= loaded then C.sr_loop_request_reload(S.loop) end
   local dir = path:match("^(.*)/[^/]*$") or "."
   for name in pairs(package.loaded) do
     if type(name) == "string" and not name:find("^streamrun") then
