@@ -22,7 +22,8 @@
 -- times what the model expected of it: one batch caught by a pause (the
 -- machine busy elsewhere) would otherwise set a or F for thousands of
 -- batches, as the other way is checked only every EXPLORE-th batch; a
--- real change in costs still moves them within a few batches.
+-- real change in costs still moves them within a few batches. (A figure
+-- of 0 caps nothing: it would stay 0.)
 local M = {}
 
 M.MAX_ALONE = 16384
@@ -65,13 +66,13 @@ function Cost:ran(alone, records, ms)
   end
   local a = self:per_record()
   if alone then
-    if a then ms = math.min(ms, M.SPIKE * a * records) end
+    if a and a > 0 then ms = math.min(ms, M.SPIKE * a * records) end
     self.t, self.records = self.t * DECAY + ms, self.records * DECAY + records
     return
   end
   if not a then return end
   local f = math.max(0, ms - a * records / self.n)
-  if self.F then f = math.min(f, M.SPIKE * self.F) end
+  if self.F and self.F > 0 then f = math.min(f, M.SPIKE * self.F) end
   self.F = self.F and self.F + (f - self.F) * (1 - DECAY) or f
 end
 

@@ -77,6 +77,17 @@ describe("splitcost", function()
     assert.is_true(runs <= 20, runs)
   end)
 
+  it("learns from a figure of 0: the cap does not hold it there", function()
+    local c = warmed(2)
+    c:ran(true, 1000, 1.0)
+    c:ran(false, 1000, 0.2) -- split faster than its records alone: F = 0
+    assert.equal(0, c.F)
+    assert.is_false(c:alone(1000))
+    for _ = 1, 20 do c:ran(false, 1000, 3.0) end
+    assert.is_true(c.F > 2, c.F)
+    assert.is_true(c:alone(1000))
+  end)
+
   it("lets one run caught by a pause move neither figure far", function()
     local c = warmed(2)
     for _ = 1, 8 do c:ran(true, 1000, 1.0) end
