@@ -102,7 +102,10 @@ static void sr__on_signal(struct ev_loop *ev, ev_signal *w, int revents)
         return;
     }
     l->stopping = 1;
-    sr__loop_close_batch(l);
+    /* Stored input's batch is not cut short: it fills as if no signal had
+     * come (sr_loop_next), so a resumed run cuts its batches as one that
+     * was never stopped. */
+    if (!sr__fast_forward(l)) sr__loop_close_batch(l);
 }
 
 sr_loop_t *sr_loop_new(const sr_loop_opts_t *o, char *err, size_t errlen)
@@ -332,7 +335,11 @@ int sr_loop_next(sr_loop_t *l, sr_tick_t *t)
     if (l->next_time_ms == 0)
         l->next_time_ms = fast ? interval : ((int64_t)floor(now) / interval + 1) * interval;
     l->closing = l->wal_failed; /* sources hold: the batch closes at once */
-    if (!l->stopping && !(l->nsources && sr__all_done(l))) {
+    /* A stop ends the batch in progress, except stored input's: that one
+     * is read to its whole size first (it is at hand, and a batch cut short
+     * would shift every later batch of a resumed run). */
+    int cut = l->stopping && !fast;
+    if (!cut && !(l->nsources && sr__all_done(l))) {
         double wait = (double)l->next_time_ms - now;
         if (fast) {
             /* no timer: the batch closes when full or when the input ends */
@@ -345,7 +352,7 @@ int sr_loop_next(sr_loop_t *l, sr_tick_t *t)
         /* One non-blocking pass even when the batch is already due, so that
          * sources are read whenever processing runs behind. */
         ev_run(l->ev, EVRUN_NOWAIT);
-        while (!l->closing && !l->stopping) ev_run(l->ev, EVRUN_ONCE);
+        while (!l->closing && !(l->stopping && !fast)) ev_run(l->ev, EVRUN_ONCE);
         ev_timer_stop(l->ev, &l->batch_timer);
         /* A batch that filled early may run at most one interval ahead of
          * the clock, so records after a burst are not held back: wait with

@@ -567,6 +567,53 @@ describe("e2e crash loop", function()
     assert.is_true(counts.targeted >= 1, "no kill landed while a checkpoint was being written")
   end)
 
+  -- A stop signal or --duration ends the run at a batch boundary: the batch
+  -- in progress is read to its whole size first, so the resumed run cuts
+  -- its batches (and times them) as the uninterrupted one.
+  it("text_file: stopped by SIGTERM or --duration, then restarted: states and output files equal an uninterrupted run's", function()
+    local base = proc.tmpdir()
+    local input = base .. "/input.txt"
+    write_input(input, INPUT_LINES)
+    local ref_dir, ref_params = file_run_dirs(input)
+    local code, _, stderr = e2e.run("crash_file", ref_params, { "--quiet", "--workers", "1" }, { timeout = 120 })
+    assert.equal(0, code, stderr)
+    local ref = file_result(ref_dir)
+    for _, case in ipairs { { workers = "1", stop = "duration" }, { workers = "1", stop = "TERM" },
+                            { workers = "2", stop = "TERM" } } do
+      local dir, params = file_run_dirs(input)
+      local stops = 0
+      while true do
+        local args = { "--quiet", "--workers", case.workers }
+        if case.stop == "duration" then args[#args + 1], args[#args + 2] = "--duration", "50ms" end
+        local p = e2e.start("crash_file", params, args)
+        if case.stop == "TERM" then
+          -- Once the run has written a checkpoint of its own.
+          local function newest()
+            local last
+            for _, name in ipairs(names_in(params.ckpt)) do
+              if name:find("^checkpoint%-%d+%.srck$") then last = name end
+            end
+            return last
+          end
+          local before = newest()
+          proc.wait_for(function()
+            p:pump()
+            return p:exited() or newest() ~= before
+          end, 60, function() return "a checkpoint\n" .. p:describe() end)
+          if not p:exited() then p:kill("TERM") end
+        end
+        assert.equal(0, p:wait(60), p:describe())
+        if inspect_meta(params.ckpt).finished then break end
+        stops = stops + 1
+        assert(stops <= 1000, "the job does not get to its end")
+      end
+      assert(stops >= 1, case.stop .. ": the job ran to its end at once")
+      local diffs = file_differences(ref, file_result(dir))
+      assert(#diffs == 0, ("%s on %s workers, %d stops:\n  %s"):format(case.stop, case.workers, stops,
+        table.concat(diffs, "\n  ")))
+    end
+  end)
+
   it("listen_text: a sender whose chunks the job takes, kill -9 at random moments: every line counted once", function()
     local dir = proc.tmpdir()
     local ckpt, out = dir .. "/ckpt", dir .. "/out"
