@@ -318,12 +318,16 @@ function Tracker:check()
   end
 end
 
--- A source's batch showed times up to top (nil: none) at time_ms.
+-- A source's batch showed times up to top (nil: none, its records all
+-- went to the dead letters) at time_ms. A source idles from its first
+-- batch until it shows a time.
 function Tracker:seen(node, top, time_ms)
+  local data, name = self.data, node.stage_name
   if top then
-    local data, name = self.data, node.stage_name
     local was = data.max[name]
     if was == nil or top > was then data.max[name] = top end
+    data.active[name] = time_ms
+  elseif data.active[name] == nil then
     data.active[name] = time_ms
   end
 end

@@ -337,6 +337,35 @@ describe("event time", function()
       d:tick(2)
       assert.equal(7000, d:watermark())
     end)
+    it("a source whose first records all lack a time idles from its first batch", function()
+      local function job(chained)
+        return function()
+          local j = sr.job { name = "idle_first", batch = "1s" }
+          local a = j:queue({}, { name = "a", event_time = function(e) return e[2] end, idle = "2s" })
+          local s = a
+          if not chained then
+            s = a:union(j:queue({}, { name = "b", event_time = function(e) return e[2] end }))
+          end
+          s:map(function(e) return e[1], 1 end)
+           :reduce_by_key_and_event_window(add, "5s", { name = "w" })
+           :foreach_batch(function() end, { name = "out" })
+          return j
+        end
+      end
+      for _, chained in ipairs { true, false } do
+        local d = testing.driver(job(chained))
+        d:push("a", { { "x", "yesterday" }, { "y" } })
+        if not chained then d:push("b", { { "z", 1000 } }) end
+        d:tick()
+        assert.equal(2, #d.dead_letters)
+        assert.is_nil(d:watermark())
+        d:tick(2)
+        if not chained then assert.equal(1000, d:watermark()) end
+        d:push("a", { { "x", 7000 } })
+        d:tick()
+        assert.equal(chained and 7000 or 1000, d:watermark())
+      end
+    end)
   end)
 
   describe("checkpoints and reloads", function()
