@@ -201,13 +201,32 @@ function M.compile(job, handlers)
   local P, enter = watchdog.P, watchdog.enter
   local batch_ms, timeout_ms = job.batch_ms, job.stage_timeout_ms
 
+  -- A source stamped before the steps (not in its own chain) is watched
+  -- as step #steps + j (j: its place among the event-time sources), so
+  -- stage_timeout reaches its event_time function, and a restart skips
+  -- the record a compiled loop there was stuck at.
+  if plan.event then
+    local base = #steps
+    function plan.event.watch(j, node, b, time_ms)
+      local label = node.stage_name
+      enter(base + j, label)
+      local poisoned = watchdog.poison and watchdog.poison[time_ms]
+      local list = poisoned and poisoned[base + j]
+      if list then return g.skip_poisoned(label, b, list, timeout_ms) end
+      return b
+    end
+  end
+
   local function run_steps(inputs, time_ms, final)
     -- Windows are due at multiples of their slide after the time before
     -- the first batch (Spark's zero time).
     if not plan.zero_ms then plan.zero_ms = time_ms - batch_ms end
     local results = {}
     for node, b in pairs(inputs) do results[node] = b end
-    if plan.event then plan.event:batch(results, time_ms, final) end
+    if plan.event then
+      plan.event:batch(results, time_ms, final)
+      enter(0)
+    end
     local since_zero = time_ms - plan.zero_ms
     local poisoned = watchdog.poison and watchdog.poison[time_ms]
     local t0 = clock_ms()

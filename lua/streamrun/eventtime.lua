@@ -9,6 +9,7 @@ local format = require "streamrun.format"
 local origin = require("streamrun.batch").origin
 local new_times = require("streamrun.batch").new_times
 local reuse_times = require("streamrun.batch").reuse_times
+local WP = require("streamrun.watchdog").P
 
 local type, tostring, floor, pcall = type, tostring, math.floor, pcall
 local tonumber, match, pairs, ipairs = tonumber, string.match, pairs, ipairs
@@ -209,6 +210,7 @@ local function stamp_run(i0)
   local fn = type(how) == "function"
   for i = i0, n do
     S.cur = i
+    WP.rec = i
     local t
     if fn then
       t = how(A[i], B[i])
@@ -292,13 +294,14 @@ function Tracker:batch(inputs, time_ms, final)
   local data = self.data
   self.before = data.wm
   self.waiting = nil
-  for _, node in ipairs(self.sources) do
+  for j, node in ipairs(self.sources) do
     local b = inputs[node]
     local name = node.stage_name
     if b and b.n > 0 then
       if node == self.chained then
         self.waiting = node
       else
+        if self.watch then b = self.watch(j, node, b, time_ms) end
         local nb, top = stamp(self, node, b)
         inputs[node] = nb
         self:seen(node, top, time_ms)

@@ -45,6 +45,27 @@ describe("e2e stage_timeout", function()
     assert.is_false(proc.exists(dir .. "/ckpt/poison"))
   end)
 
+  it("interrupts a source's event_time function stamped before the stages; a restart skips a compiled loop there", function()
+    local dir = proc.tmpdir()
+    local input = proc.write_file(dir .. "/in.txt", "1000 a\n2000 interp\n3000 b\n4000 jit\n9000 c\n")
+    local code, stdout, stderr = e2e.run("stuck_event_time", { input = input }, { "--checkpoint", dir .. "/ckpt" },
+      { timeout = 30 })
+    assert.equal(0, code, stderr)
+    local got = e2e.elements(stdout)
+    table.sort(got)
+    assert.same({ "a 0 1", "b 0 1", "c 5000 1" }, got)
+    local dead = dead_of(dir .. "/ckpt/dead_letters.jsonl")
+    local records = {}
+    for _, d in ipairs(dead) do
+      assert.matches("stage_timeout", d.reason)
+      assert.equal("lines", d.source)
+      records[#records + 1] = d.record:gsub('"', "")
+    end
+    table.sort(records)
+    assert.same({ "2000 interp", "4000 jit" }, records)
+    assert.matches("restarting from the checkpoint", stderr)
+  end)
+
   it("without a checkpoint directory: interrupts an interpreted loop; a compiled one ends the job with exit 1", function()
     local dir = proc.tmpdir()
     local input = proc.write_file(dir .. "/in.txt", "a\ninterp\nb\n")
