@@ -21,7 +21,8 @@ clicks:map(function(c) return c.page, 1 end)
   :map(function(k, w) return { k, w.start_ms, w.end_ms, w.value } end)
   :to_json_lines(out .. "/pages.jsonl", { name = "pages_out" })
 
--- Sessions per user (gap 4 s): clicks and the pages seen, in time order.
+-- Sessions per user (gap 4 s): clicks and the pages seen, in the order
+-- folded (time order within a batch, so the same for the same cuts).
 clicks:map(function(c) return c.user, { 1, c.page } end)
   :session_by_key("4s", function(a, b) return { a[1] + b[1], a[2] .. "," .. b[2] } end, { name = "sessions" })
   :map(function(k, s) return { k, s.start_ms, s.end_ms, s.value[1] } end)
