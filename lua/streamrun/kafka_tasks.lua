@@ -48,12 +48,44 @@ local M = {}
 local SR_EBUSY = -10
 local SR_KAFKA_LATER = -2
 
+-- The first stage that two of job's sources reach (a join, a union...),
+-- and the names of two of them; nil when their records never meet.
+local function sources_meet(job)
+  local reach = {} -- node -> { source node -> true } upstream of it
+  for _, s in ipairs(job.sources) do reach[s] = { [s] = s.stage_name } end
+  for _, node in ipairs(job.nodes) do -- inputs come before their stages
+    if not reach[node] then
+      local set, names = {}, {}
+      for _, input in ipairs(node.inputs or {}) do
+        for s, name in pairs(reach[input] or {}) do
+          if not set[s] then
+            set[s] = name
+            names[#names + 1] = name
+          end
+        end
+      end
+      if #names > 1 then
+        table.sort(names)
+        return node, names
+      end
+      reach[node] = set
+    end
+  end
+end
+
 -- Whether job runs as tasks: it checkpoints and reads kafka sources (its
--- topics, and the repartition topics it reads back) and nothing else.
+-- topics, and the repartition topics it reads back) and nothing else, and
+-- no two of them meet (a task holds one partition of one topic). Returns
+-- false and why not when only their meeting stops it.
 function M.applies(job, settings)
   if not settings or #job.sources == 0 then return false end
   for _, node in ipairs(job.sources) do
     if node.op ~= "kafka" then return false end
+  end
+  local at, names = sources_meet(job)
+  if at then
+    return false, ("job %s runs as one process, not as tasks: its Kafka sources %s and %s meet at %s, and a task "
+      .. "holds one partition of one topic"):format(job.name, names[1], names[2], at.stage_name)
   end
   return true
 end

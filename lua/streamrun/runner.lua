@@ -116,7 +116,9 @@ local function start(cli)
   if cli.stats then os.remove(cli.stats) end
   local o, oerr = session_options(cli, settings)
   if not o then log("%s", oerr) return nil, 1 end
-  if kafka_tasks.applies(job, settings) then -- one task per partition, the lock per task
+  local as_tasks, one_process = kafka_tasks.applies(job, settings)
+  if one_process then log("%s", one_process) end
+  if as_tasks then -- one task per partition, the lock per task
     o.make_loop = function() return new_loop(job, settings) end
     local S, code = kafka_tasks.open(job, o)
     if not S then return nil, code end

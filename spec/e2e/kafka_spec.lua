@@ -274,6 +274,24 @@ describe("e2e kafka", function()
     assert.matches("kafka_file_out.lua:6: output to_json_lines.1 writes files", err, 1, true)
   end)
 
+  it("two topics whose records meet, checkpointed: run as one process, not as tasks; each key sees both", function()
+    local mock = kafka.mock { topics = { "orders:2", "payments:2" } }
+    local dir = proc.tmpdir() .. "/ckpt"
+    local orders, payments, want = {}, {}, {}
+    for i = 1, 6 do
+      orders[i], payments[i] = ("o%d:order%d"):format(i, i), ("o%d:paid%d"):format(i, i)
+      want["o" .. i] = ("order%d+paid%d"):format(i, i)
+    end
+    kafka.produce(mock.bootstrap, "orders", orders)
+    kafka.produce(mock.bootstrap, "payments", payments)
+    local p = e2e.start("kafka_union", { brokers = mock.bootstrap, dir = dir })
+    kafka.wait_state(dir, "seen", exact(want), 40, "each key's order and payment in one state", p)
+    p:kill("TERM")
+    assert.equal(0, p:wait(20))
+    assert.matches("job kafka_union runs as one process, not as tasks: its Kafka sources orders and payments meet at "
+      .. "union.1", p.stderr, 1, true)
+  end)
+
   it("reads JSON values; a value that is not JSON goes to dead letters", function()
     local mock = kafka.mock { topics = { "events:2" } }
     local dir = proc.tmpdir() .. "/ckpt"
