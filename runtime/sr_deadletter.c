@@ -306,12 +306,19 @@ static int sr__take_expected(struct sr__expected *e, const char *p, size_t n)
 void sr_deadletter_write(sr_deadletter_t *dl, const char *source, int64_t offset,
                          const char *reason, const char *record, size_t len)
 {
+    sr_deadletter_write_at(dl, source, -1, offset, reason, record, len);
+}
+
+void sr_deadletter_write_at(sr_deadletter_t *dl, const char *source, int32_t partition, int64_t offset,
+                            const char *reason, const char *record, size_t len)
+{
     dl->count++;
     if (!dl->line) return;
     sr_dltally_add(&dl->tally, source, offset, reason, record, len);
     rewind(dl->line);
     fputs("{\"dead_letter\":true,\"source\":", dl->line);
     sr_json_write_string(dl->line, source, strlen(source));
+    if (partition >= 0) fprintf(dl->line, ",\"partition\":%d", (int)partition);
     fprintf(dl->line, ",\"offset\":%lld,\"reason\":", (long long)offset);
     sr_json_write_string(dl->line, reason, strlen(reason));
     fputs(",\"record\":", dl->line);

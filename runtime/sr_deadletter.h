@@ -45,6 +45,10 @@ const sr_dltally_t *sr_deadletter_tally(const sr_deadletter_t *dl);
  * U+FFFD). */
 void sr_deadletter_write(sr_deadletter_t *dl, const char *source, int64_t offset,
                          const char *reason, const char *record, size_t len);
+/* The same for a record of a source with partitions (Kafka): the line
+ * names the partition too ("partition": N after "source"); -1: none. */
+void sr_deadletter_write_at(sr_deadletter_t *dl, const char *source, int32_t partition, int64_t offset,
+                            const char *reason, const char *record, size_t len);
 
 /* Where the file ends now: *bytes its size, *ino its inode, *tail a hash
  * of the bytes before its end (inodes are reused). Returns 0, or -1 when

@@ -14,6 +14,7 @@
  * are the messages' offsets within their partitions. */
 typedef struct sr_kafka_record {
     int32_t partition_index; /* the source's partition table index (sr_kafka_source_partition) */
+    int32_t partition;       /* the partition's number in its topic (dead letters name it) */
     int32_t keylen;          /* -1: the message has no key */
 } sr_kafka_record_t;
 

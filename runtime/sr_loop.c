@@ -479,10 +479,10 @@ int sr_loop_all_done(const sr_loop_t *l) { return l->nsources && sr__all_done(l)
 
 sr_deadletter_t *sr_loop_deadletter(sr_loop_t *l) { return &l->dead; }
 
-void sr_loop_dead_letter(sr_loop_t *l, const char *source, int64_t offset,
+void sr_loop_dead_letter(sr_loop_t *l, const char *source, int32_t partition, int64_t offset,
                          const char *reason, const char *record, size_t len)
 {
-    sr_deadletter_write(&l->dead, source, offset, reason, record, len);
+    sr_deadletter_write_at(&l->dead, source, partition, offset, reason, record, len);
 }
 
 uint64_t sr_loop_dead_letters(const sr_loop_t *l) { return l->dead.count; }

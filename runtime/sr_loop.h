@@ -82,8 +82,9 @@ void sr_loop_stop(sr_loop_t *l);
 
 /* Borrowed; shared by every source and by Lua for element errors. */
 sr_deadletter_t *sr_loop_deadletter(sr_loop_t *l);
-/* Records a dead letter found while processing (e.g. invalid JSON). */
-void sr_loop_dead_letter(sr_loop_t *l, const char *source, int64_t offset,
+/* Records a dead letter found while processing (e.g. invalid JSON);
+ * partition: the record's (Kafka), or -1. */
+void sr_loop_dead_letter(sr_loop_t *l, const char *source, int32_t partition, int64_t offset,
                          const char *reason, const char *record, size_t len);
 uint64_t sr_loop_dead_letters(const sr_loop_t *l);
 

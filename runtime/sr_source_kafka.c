@@ -25,6 +25,7 @@
  * offsets are the checkpoints', so nothing is lost, and the group moves
  * the partitions after session.timeout.ms at the latest. */
 #include "sr_alloc.h"
+#include "sr_deadletter.h"
 #include "sr_error.h"
 #include "sr_kafka.h"
 #include "sr_source.h"
@@ -223,10 +224,26 @@ static void sr__kafka_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             }
         return;
     }
+    /* Only what librdkafka holds is unassigned: a partition a task put off
+     * (held 0: its previous owner still locked it when a stop came) is in
+     * no assignment, and one such makes librdkafka refuse the whole list. */
+    rd_kafka_topic_partition_list_t *told = parts;
+    if (cooperative && !assign && (told = rd_kafka_topic_partition_list_new(parts->cnt > 0 ? parts->cnt : 1)))
+        for (int i = 0; i < parts->cnt; i++) {
+            long t = sr__kafka_tp(k, parts->elems[i].topic, parts->elems[i].partition);
+            if (t < 0 || k->tps[t].held)
+                rd_kafka_topic_partition_list_add(told, parts->elems[i].topic, parts->elems[i].partition);
+        }
+    if (!told) told = parts;
+    for (int i = 0; i < parts->cnt; i++) {
+        long t = sr__kafka_tp(k, parts->elems[i].topic, parts->elems[i].partition);
+        if (t >= 0) k->tps[t].held = assign;
+    }
     rd_kafka_error_t *e = NULL;
     rd_kafka_resp_err_t r = RD_KAFKA_RESP_ERR_NO_ERROR;
-    if (cooperative) e = assign ? rd_kafka_incremental_assign(rk, parts) : rd_kafka_incremental_unassign(rk, parts);
+    if (cooperative) e = assign ? rd_kafka_incremental_assign(rk, told) : rd_kafka_incremental_unassign(rk, told);
     else r = rd_kafka_assign(rk, assign ? parts : NULL);
+    if (told != parts) rd_kafka_topic_partition_list_destroy(told);
     if (e) {
         sr__kafka_error(s, "assignment", rd_kafka_error_string(e));
         rd_kafka_error_destroy(e);
@@ -238,6 +255,13 @@ static void sr__kafka_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 /* -- Reading -- */
 
+/* Sends message m to the dead letters, naming its partition. */
+static void sr__kafka_dead(sr_source_t *s, const rd_kafka_message_t *m, const char *reason)
+{
+    s->dead_letters++;
+    sr_deadletter_write_at(s->ingest->dead, s->name, m->partition, m->offset, reason, m->payload, m->len);
+}
+
 /* Appends one message to the batch (a dead letter when too long). */
 static void sr__kafka_deliver(sr_source_t *s, rd_kafka_message_t *m)
 {
@@ -245,7 +269,7 @@ static void sr__kafka_deliver(sr_source_t *s, rd_kafka_message_t *m)
     const char *topic = rd_kafka_topic_name(m->rkt);
     long t = sr__kafka_tp(k, topic, m->partition);
     if (t < 0) {
-        sr__source_dead(s, m->offset, sr_strerror(SR_ENOMEM), m->payload, m->len);
+        sr__kafka_dead(s, m, sr_strerror(SR_ENOMEM));
         return;
     }
     sr__ktp_t *tp = &k->tps[t];
@@ -261,7 +285,7 @@ static void sr__kafka_deliver(sr_source_t *s, rd_kafka_message_t *m)
         k->last_error[0] = '\0';
     }
     if (m->len > k->max_line) {
-        sr__source_dead(s, m->offset, sr_strerror(SR_ETOOLONG), m->payload, m->len);
+        sr__kafka_dead(s, m, sr_strerror(SR_ETOOLONG));
         return;
     }
     size_t klen = m->key ? m->key_len : 0;
@@ -269,13 +293,14 @@ static void sr__kafka_deliver(sr_source_t *s, rd_kafka_message_t *m)
     if (need > k->scratch_cap) {
         char *p = sr_realloc(k->scratch, need);
         if (!p) {
-            sr__source_dead(s, m->offset, sr_strerror(SR_ENOMEM), m->payload, m->len);
+            sr__kafka_dead(s, m, sr_strerror(SR_ENOMEM));
             return;
         }
         k->scratch = p;
         k->scratch_cap = need;
     }
-    sr_kafka_record_t h = {.partition_index = (int32_t)t, .keylen = m->key ? (int32_t)m->key_len : -1};
+    sr_kafka_record_t h = {.partition_index = (int32_t)t, .partition = m->partition,
+                           .keylen = m->key ? (int32_t)m->key_len : -1};
     memcpy(k->scratch, &h, sizeof(h));
     if (klen) memcpy(k->scratch + sizeof(h), m->key, klen);
     if (m->len) memcpy(k->scratch + sizeof(h) + klen, m->payload, m->len);

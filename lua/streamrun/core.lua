@@ -112,7 +112,7 @@ int sr_workers_count(const sr_workers_t *w);
 double sr_workers_busy_ms(const sr_workers_t *w, int i);
 int sr_workers_wordcount(sr_workers_t *w, sr_wordcount_t **wcs, const sr_batch_t *b);
 void sr_workers_share(const sr_batch_t *b, int k, int nw, size_t *lo, size_t *hi);
-void sr_loop_dead_letter(sr_loop_t *l, const char *source, int64_t offset,
+void sr_loop_dead_letter(sr_loop_t *l, const char *source, int32_t partition, int64_t offset,
                          const char *reason, const char *record, size_t len);
 uint64_t sr_loop_dead_letters(const sr_loop_t *l);
 typedef struct sr_deadletter sr_deadletter_t;

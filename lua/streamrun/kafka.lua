@@ -20,7 +20,7 @@ local decode, null = cjson.decode, cjson.null
 local type, tostring, pairs, ipairs, pcall = type, tostring, pairs, ipairs, pcall
 
 ffi.cdef [[
-typedef struct sr_kafka_record { int32_t partition_index; int32_t keylen; } sr_kafka_record_t;
+typedef struct sr_kafka_record { int32_t partition_index; int32_t partition; int32_t keylen; } sr_kafka_record_t;
 int sr_kafka_source_partition(sr_source_t *s, size_t i, const char **topic, int32_t *partition,
                               int64_t *next, int *assigned);
 int sr_kafka_source_commit(sr_source_t *s, const char *const *topics, const int32_t *partitions,
@@ -140,7 +140,7 @@ local function json_reason(err)
 end
 
 -- A batch from a kafka source's sealed C batch: values, or with with_key
--- (key, value) pairs. dead(source, offset, reason, record) receives a
+-- (key, value) pairs. dead(source, offset, reason, record, partition) receives a
 -- value that is not JSON (format "json") and, with with_key, a message
 -- without a key. The decoding loop runs under one pcall per failure, not
 -- one per record. with_parts: the batch also has part[i] (the source's
@@ -198,7 +198,7 @@ function M.read_batch(node, cb, dead, with_parts)
     local h = ffi_cast(record_ptr, data + s)
     local vs = s + HEADER + (h.keylen > 0 and h.keylen or 0)
     local reason = type(err) == "table" and err.reason or json_reason(err)
-    dead(node.stage_name, tonumber(pos[i - 1]), reason, ffi_string(data + vs, e - vs))
+    dead(node.stage_name, tonumber(pos[i - 1]), reason, ffi_string(data + vs, e - vs), h.partition)
     skips = skips or {}
     skips[#skips + 1] = i
     i0 = i + 1

@@ -467,8 +467,8 @@ function M.open(job, o)
   }, Tasks)
   T.loop = o.make_loop()
   if not T.loop then return nil, 1 end
-  T.dead = function(source, offset, reason, record)
-    C.sr_loop_dead_letter(T.loop, source, offset or -1, reason, record, #record)
+  T.dead = function(source, offset, reason, record, partition)
+    C.sr_loop_dead_letter(T.loop, source, partition or -1, offset or -1, reason, record, #record)
   end
   local wok, werr = watchdog.start(job, settings.dir)
   if not wok then T.log("%s", werr) end

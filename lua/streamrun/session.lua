@@ -590,8 +590,8 @@ local function new(job, o)
   -- (Without o.dead the session owns the loop's dead-letter file: its
   -- checkpoints mark where it ends.)
   S.owns_dead = not o.dead
-  S.dead = o.dead or function(source, offset, reason, record)
-    C.sr_loop_dead_letter(S.loop, source, offset or -1, reason, record, #record)
+  S.dead = o.dead or function(source, offset, reason, record, partition)
+    C.sr_loop_dead_letter(S.loop, source, partition or -1, offset or -1, reason, record, #record)
   end
   function S.report(node, e, i)
     S.dead(node.stage_name, i, ("stage %s: %s"):format(node.stage_name, tostring(e)), tostring(i))

@@ -58,7 +58,8 @@ static void test_dead_letter_file(void **state)
     assert_int_equal(dl.count, 0);
     sr_deadletter_write(&dl, "lines", 42, "line longer than max_line", "bad \"rec\"\n", 10);
     sr_deadletter_write(&dl, "src\t2", -1, "cannot open x", NULL, 0);
-    assert_int_equal(dl.count, 2);
+    sr_deadletter_write_at(&dl, "events", 3, 7, "invalid JSON", "x", 1);
+    assert_int_equal(dl.count, 3);
     sr_deadletter_close(&dl);
     /* Written through: readable before and after close. */
     assert_true(sr_test_read(path, text, sizeof(text)) > 0);
@@ -66,7 +67,9 @@ static void test_dead_letter_file(void **state)
         "{\"dead_letter\":true,\"source\":\"lines\",\"offset\":42,"
         "\"reason\":\"line longer than max_line\",\"record\":\"bad \\\"rec\\\"\\n\"}\n"
         "{\"dead_letter\":true,\"source\":\"src\\t2\",\"offset\":-1,"
-        "\"reason\":\"cannot open x\",\"record\":\"\"}\n");
+        "\"reason\":\"cannot open x\",\"record\":\"\"}\n"
+        "{\"dead_letter\":true,\"source\":\"events\",\"partition\":3,\"offset\":7,"
+        "\"reason\":\"invalid JSON\",\"record\":\"x\"}\n");
 
     /* Opening again appends. */
     assert_int_equal(sr_deadletter_open(&dl, path), SR_OK);

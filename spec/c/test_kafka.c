@@ -105,6 +105,7 @@ static void step(fixture_t *f, int src)
         assert_int_equal(sr_kafka_source_partition(sr_loop_source(f->l, src), (size_t)h.partition_index, &topic,
                                                    &part, &next, &assigned), 0);
         assert_string_equal(topic, "t");
+        assert_int_equal(h.partition, part);
         assert_true(assigned);
         char key[32] = "", val[32] = "";
         assert_true(h.keylen >= 0 && (size_t)h.keylen < sizeof(key));

@@ -500,11 +500,11 @@ static void test_dead_letters_counted_and_written(void **state)
     sr_test_write(input, "w", "a line longer than 8 bytes\n");
     new_loop(f, 100, 0, f->dead);
     assert_int_equal(sr_loop_dead_letters(f->l), 0);
-    sr_loop_dead_letter(f->l, "parse", 42, "invalid JSON", "{\"a\":", 5);
+    sr_loop_dead_letter(f->l, "parse", -1, 42, "invalid JSON", "{\"a\":", 5);
     assert_int_equal(sr_loop_dead_letters(f->l), 1);
     static const char odd[] = "tab\tquote\"nl\nbs\\\x01";
-    sr_loop_dead_letter(f->l, "stage \"x\"", -1, "element error: bad", odd, sizeof(odd) - 1);
-    sr_loop_dead_letter(f->l, "parse", 7, "no record", NULL, 0);
+    sr_loop_dead_letter(f->l, "stage \"x\"", -1, -1, "element error: bad", odd, sizeof(odd) - 1);
+    sr_loop_dead_letter(f->l, "parse", -1, 7, "no record", NULL, 0);
     assert_int_equal(sr_loop_dead_letters(f->l), 3);
     assert_int_equal(sr_loop_deadletter(f->l)->count, 3);
     /* A source's dead letters go to the same count and file. */
@@ -533,7 +533,7 @@ static void test_dead_letter_file_appended(void **state)
     fixture_t *f = *state;
     sr_test_write(f->dead, "w", "{\"earlier\":true}\n");
     new_loop(f, 100, 0, f->dead);
-    sr_loop_dead_letter(f->l, "s", 1, "r", "x", 1);
+    sr_loop_dead_letter(f->l, "s", -1, 1, "r", "x", 1);
     char text[1024];
     assert_true(sr_test_read(f->dead, text, sizeof(text)) > 0);
     assert_string_equal(text, "{\"earlier\":true}\n"
@@ -558,8 +558,8 @@ static void test_dead_letters_to_stderr(void **state)
         assert_true(fd >= 0);
         assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
         close(fd);
-        sr_loop_dead_letter(f->l, "s", 3, "r", "rec", 3);
-        sr_loop_dead_letter(f->l, "s", 4, "r", "rec2", 4);
+        sr_loop_dead_letter(f->l, "s", -1, 3, "r", "rec", 3);
+        sr_loop_dead_letter(f->l, "s", -1, 4, "r", "rec2", 4);
         fflush(stderr);
         dup2(f->saved_stderr, STDERR_FILENO);
         close(f->saved_stderr);

@@ -214,6 +214,24 @@ describe("e2e kafka", function()
     assert.same(expected, kafka.wait_state(dir, "totals", exact(expected), 10, "the final counts"))
   end)
 
+  it("a member terminated while it waits for tasks another still locks leaves the group at once; "
+    .. "every message counted once", function()
+    local mock, dir, expected, p1, p2 = two_members()
+    wait_split(p1, p2)
+    kafka.wait_state(dir, "totals", exact(expected), 60, "two processes counting 1000 messages", p2)
+    -- p2 is given all four partitions and waits for p1's two: it never
+    -- assigned those, so its unassign at the stop must leave them out.
+    p1:kill("STOP")
+    p2:wait_stderr("waiting for pid " .. p1.pid, 60)
+    stop_all { p2 }
+    assert.is_nil(p2.stderr:find("can't be unassigned", 1, true), p2.stderr)
+    assert.is_nil(p2.stderr:find("not waiting longer", 1, true), p2.stderr)
+    p1:kill("CONT")
+    kafka.produce(mock.bootstrap, "events", messages(1001, 1000, 13, expected))
+    kafka.wait_state(dir, "totals", exact(expected), 90, "2000 messages counted once", p1)
+    stop_all { p1 }
+  end)
+
   it("a member stopped past its session timeout, then terminated, exits within the bound; "
     .. "every message counted once", function()
     local mock, dir, expected, p1, p2 = two_members()
@@ -303,6 +321,14 @@ describe("e2e kafka", function()
     local dl = require("cjson").decode(proc.read_file(dir .. "/dead_letters.jsonl"):match("[^\n]+"))
     assert.equal("events", dl.source)
     assert.matches("invalid JSON", dl.reason)
+    -- Offsets are per partition: the letter names its partition.
+    assert.is_true(dl.partition == 0 or dl.partition == 1, tostring(dl.partition))
+    local at, seen = nil, {}
+    for _, m in ipairs(kafka.consume(mock.bootstrap, "events")) do
+      seen[m.partition] = (seen[m.partition] or -1) + 1
+      if m.value == "not json" then at = { m.partition, seen[m.partition] } end
+    end
+    assert.same(at, { dl.partition, dl.offset })
     p:kill("TERM")
     assert.equal(0, p:wait(15))
   end)
