@@ -8,7 +8,7 @@
 
 /* Copies up to cap-1 bytes of s[0..len) into dst as valid UTF-8, invalid
  * sequences as U+FFFD, never cutting a character in two. */
-static void sr__copy_text(char *dst, size_t cap, const char *s, size_t len)
+static size_t sr__copy_text(char *dst, size_t cap, const char *s, size_t len)
 {
     size_t o = 0, i = 0;
     while (i < len) {
@@ -24,6 +24,7 @@ static void sr__copy_text(char *dst, size_t cap, const char *s, size_t len)
         i += n;
     }
     dst[o] = '\0';
+    return i;
 }
 
 static sr_dltally_count_t *sr__count_of(sr_dltally_t *t, const char *source)
@@ -55,7 +56,7 @@ void sr_dltally_add(sr_dltally_t *t, const char *source, int64_t offset, const c
     t->seq++;
     sr__copy_text(e->source, sizeof(e->source), source, strlen(source));
     sr__copy_text(e->reason, sizeof(e->reason), reason ? reason : "", reason ? strlen(reason) : 0);
-    sr__copy_text(e->record, sizeof(e->record), record ? record : "", record ? len : 0);
+    e->record_shown = sr__copy_text(e->record, sizeof(e->record), record ? record : "", record ? len : 0);
     e->record_len = record ? len : 0;
     e->offset = offset;
     e->seq = t->seq;

@@ -16,6 +16,7 @@ typedef struct sr_dltally_entry {
     char reason[SR_DLTALLY_TEXT];
     char record[SR_DLTALLY_TEXT];
     size_t record_len; /* the whole record's length */
+    size_t record_shown; /* how many of its bytes record shows (< record_len: cut) */
     int64_t offset;
     uint64_t seq;      /* 1 for the first dead letter, and so on */
     double unix_ms;    /* when it was written (wall clock) */

@@ -167,7 +167,8 @@ sr_http_t *sr_http_start(const char *host, int port, char *err, size_t errlen)
      * clients closed stayed open until their timeout, so a burst of them
      * kept the page away for minutes; poll() sees them go at once. */
     unsigned flags = MHD_USE_POLL_INTERNAL_THREAD;
-    if (addrs->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    /* [::] is every interface, IPv4 ones too (as the warning says). */
+    if (addrs->ai_family == AF_INET6) flags |= sr_http_is_wildcard(node) ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
     /* The server's thread takes no signal: they are the loop's. */
     sigset_t all, old;
     sigfillset(&all);

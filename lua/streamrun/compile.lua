@@ -292,15 +292,21 @@ function M.compile(job, handlers)
     return #failing
   end
 
-  -- Keys held in all the job's state, for the status line. (Per batch,
-  -- so over an array: this LuaJIT can cut hot pairs() loops short.)
-  local state_list = {}
+  -- Keys held in all the job's state (a window's running result too, as
+  -- the status page counts them), for the status line. (Per batch, so
+  -- over arrays: this LuaJIT can cut hot pairs() loops short.)
+  local state_list, window_list = {}, {}
   for _, step in ipairs(steps) do
     if step.kind == "stateful" or step.kind == "event" then state_list[#state_list + 1] = step.state end
   end
+  for _, w in pairs(plan.windows) do window_list[#window_list + 1] = w end
   function plan.state_keys()
     local n = 0
     for i = 1, #state_list do n = n + state_list[i]:count() end
+    for i = 1, #window_list do
+      local r = window_list[i].result
+      if r then n = n + r:count() end
+    end
     return n
   end
 

@@ -117,7 +117,7 @@ void sr_loop_dead_letter(sr_loop_t *l, const char *source, int32_t partition, in
 uint64_t sr_loop_dead_letters(const sr_loop_t *l);
 typedef struct sr_deadletter sr_deadletter_t;
 typedef struct sr_dltally_entry {
-    char source[64]; char reason[160]; char record[160]; size_t record_len;
+    char source[64]; char reason[160]; char record[160]; size_t record_len; size_t record_shown;
     int64_t offset; uint64_t seq; double unix_ms;
 } sr_dltally_entry_t;
 typedef struct sr_dltally {

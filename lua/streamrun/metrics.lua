@@ -20,7 +20,11 @@ local function number(v)
   if v == math.huge then return "+Inf" end
   if v == -math.huge then return "-Inf" end
   if v == math.floor(v) and math.abs(v) < 2 ^ 53 then return format("%d", v) end
-  return format("%.9g", v)
+  -- The shortest of these that reads back as v (a batch time in epoch
+  -- seconds has 10 digits before the point).
+  local s = format("%.15g", v)
+  if tonumber(s) == v then return s end
+  return format("%.17g", v)
 end
 M.number = number
 

@@ -184,7 +184,7 @@ function Monitor:refresh(S, force)
 end
 
 -- Dead letters so far: { total, by_source = { {source, count} }, recent =
--- { {seq, source, offset, reason, record, record_len, unix_ms} } } from the
+-- { {seq, source, offset, reason, record, record_len, cut, unix_ms} } } from the
 -- loop's tally (no loop: none).
 function M.dead_letters(loop)
   local out = { total = 0, by_source = {}, recent = {} }
@@ -204,6 +204,7 @@ function M.dead_letters(loop)
     out.recent[#out.recent + 1] = {
       seq = tonumber(e.seq), source = ffi.string(e.source), offset = tonumber(e.offset),
       reason = ffi.string(e.reason), record = ffi.string(e.record), record_len = tonumber(e.record_len),
+      cut = e.record_shown < e.record_len,
       unix_ms = e.unix_ms,
     }
   end

@@ -222,7 +222,11 @@ function Session:compile(states, windows)
   local sink = { progress = self.settings and self.progress or nil }
   for k, v in pairs(self.sink) do sink[k] = v end
   sink.stdout = sink.stdout or outputs.stdout
-  self.workers = self.workers or workers.open(self.job, self.log, not self.split_always)
+  if not self.workers then
+    self.workers = workers.open(self.job, self.log, not self.split_always)
+    -- (Busy time before a reload: /metrics' counters go on.)
+    workers.add_before(self.workers, self.worker_busy_before)
+  end
   self.plan = compile.compile(self.job, {
     workers = self.workers,
     on_error = self.job.on_error,
@@ -818,6 +822,8 @@ function Session:export()
     nbatches = self.nbatches, batches_base = self.batches_base, last_time = self.last_time or false,
     time_ms = self.time_ms or false, zero_ms = self.plan.zero_ms or false, total_records = self.total_records,
     dead_before = self.dead_before, progress = self.progress, failures = self.writer and self.writer.failures or 0,
+    written = self.writer and self.writer.written or 0,
+    worker_busy = self.workers and workers.totals(self.workers) or {},
     segment_after = self.segment_after, kept = self.kept, reload_failures = self.reload_failures,
     batch_ms = self.job.batch_ms, elapsed_ms = core.clock_ms() - self.started,
     event = eventtime.export(self.event), unseeded = unseeded,
@@ -832,6 +838,7 @@ end
 function Session:take_counters(ctx)
   self.nbatches, self.batches_base, self.total_records = ctx.nbatches, ctx.batches_base, ctx.total_records
   self.dead_before, self.reload_failures = ctx.dead_before, ctx.reload_failures
+  self.worker_busy_before = ctx.worker_busy
   self.last_time, self.time_ms = ctx.last_time or nil, ctx.time_ms or nil
   self.started = core.clock_ms() - ctx.elapsed_ms
   for name, out in pairs(ctx.progress or {}) do self.progress[name] = out end
@@ -903,7 +910,7 @@ function M.import(job, o, ctx, r, added)
   if not S:new_writer() then return nil, 1 end
   S:record_output_starts()
   if S.writer then
-    S.writer.failures = ctx.failures
+    S.writer.failures, S.writer.written = ctx.failures, ctx.written
     -- A restart after this point must resume with the new logic.
     if S.last_time then S:checkpoint_now(S.last_time, true) end
   end

@@ -181,11 +181,20 @@ function M.batch_busy(w, processing_ms)
   return out
 end
 
--- Cumulative busy milliseconds per worker (for /metrics).
+-- Cumulative busy milliseconds per worker (for /metrics), with those
+-- before a reload (a worker the job no longer has keeps its figure).
 function M.totals(w)
-  local out = {}
-  for i = 1, w.n do out[i] = w.busy[i] end
+  local out, before = {}, w.before or {}
+  for i = 1, math.max(w.n, #before) do out[i] = (before[i] or 0) + (w.busy[i] or 0) end
   return out
+end
+
+-- Counts busy (milliseconds per worker, from M.totals before a reload)
+-- in the totals from now on.
+function M.add_before(w, busy)
+  if not busy then return end
+  w.before = {}
+  for i, ms in ipairs(busy) do w.before[i] = tonumber(ms) end
 end
 
 -- The status line's part: "busy 12.0/3.1 ms" (one figure per worker).

@@ -63,6 +63,13 @@ static void test_text_cut(void **state)
     size_t len = strlen(e->record);
     assert_true(len < SR_DLTALLY_TEXT);
     assert_int_equal((len - 5) % 2, 0); /* whole characters only */
+    assert_true(e->record_shown < n); /* cut */
+    /* A whole record, its text longer than its bytes once an invalid
+     * byte is replaced: not cut. */
+    sr_dltally_add(&t, "src", 8, "bad", "Gr\xc3\xbc\xc3\x9f" "e \xff", 9);
+    e = sr_dltally_recent(&t, 0);
+    assert_int_equal(e->record_len, 9);
+    assert_int_equal(e->record_shown, 9);
     sr_dltally_close(&t);
 }
 

@@ -273,6 +273,18 @@ static void test_ipv6_loopback(void **state)
     sr_http_stop(h);
 }
 
+/* [::] is every interface: IPv4 clients get answers too. */
+static void test_ipv6_wildcard_takes_ipv4(void **state)
+{
+    (void)state;
+    char err[256], buf[4096];
+    sr_http_t *h = sr_http_start("[::]", 0, err, sizeof(err));
+    if (!h) skip(); /* a host without IPv6 */
+    assert_true(request(sr_http_port(h), "GET", "/metrics", buf, sizeof(buf)) > 0);
+    assert_non_null(strstr(buf, "HTTP/1.1 "));
+    sr_http_stop(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -282,6 +294,7 @@ int main(void)
         cmocka_unit_test(test_abusive_clients),
         cmocka_unit_test(test_bad_addresses),
         cmocka_unit_test(test_ipv6_loopback),
+        cmocka_unit_test(test_ipv6_wildcard_takes_ipv4),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -257,6 +257,7 @@ describe("e2e --http", function()
     end
     local seen_json = false
     for _, d in ipairs(st.dead_letters.recent) do
+      assert.is_false(d.cut) -- short records, shown whole
       if d.source == "events" then
         seen_json = true
         assert.truthy(d.reason:find("invalid JSON", 1, true))
@@ -405,6 +406,16 @@ describe("e2e --http", function()
     assert.equal(1, sample(m2, "streamrun_reloads_total"))
     assert.equal(COUNT, sample(m2, "streamrun_records_in_total", { source = "numbers" }))
     assert.equal(7, sample(m2, "streamrun_state_keys", { stage = "totals" }))
+    -- Counters go on across the reload: none is below what it was.
+    assert.is_true(sample(m1, "streamrun_checkpoints_total") >= 1)
+    assert.truthy(sample(m1, "streamrun_worker_busy_seconds_total", { worker = "0" }))
+    for _, s in ipairs(m1.samples) do
+      if m1.types[s.name] == "counter" then
+        local now = sample(m2, s.name, s.labels)
+        assert(now and now >= s.value, ("%s%s: %s before the reload, %s after"):format(s.name,
+          cjson.encode(s.labels), s.value, tostring(now)))
+      end
+    end
     p:kill("TERM")
     assert.equal(0, p:wait(10))
   end)

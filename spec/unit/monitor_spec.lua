@@ -107,6 +107,32 @@ describe("monitor", function()
     assert.equal("+Inf", metrics.number(math.huge))
     assert.equal("0.25", metrics.number(0.25))
   end)
+
+  it("counts a window's running result in the keys held, as its stage's figure does", function()
+    local d = testing.driver(function()
+      local sr = require "streamrun"
+      local job = sr.job { name = "win_keys", batch = "1s" }
+      job:queue({}, { name = "words" })
+         :map(function(w) return w, 1 end)
+         :reduce_by_key_and_window(sr.add, function(a, b) return a - b end, "10s", "1s", { name = "counts" })
+         :foreach_batch(function() end)
+      return job
+    end)
+    d:push("words", { "a", "b", "a", "c" })
+    d:tick()
+    local sizes = monitor.state_sizes(d.session.plan)
+    assert.same({ { stage = "counts", keys = 3 } }, sizes)
+    assert.equal(3, d.session.plan.state_keys())
+  end)
+
+  it("writes numbers that read back as they are (a batch time in epoch seconds too)", function()
+    local metrics = require "streamrun.metrics"
+    for _, v in ipairs { 1796687694.6, 123456.789012, 0.1, 1 / 3, 2 ^ 60 + 0.5, -0.000123 } do
+      assert.equal(v, tonumber(metrics.number(v)))
+    end
+    assert.equal("1796687694.6", metrics.number(1796687694.6))
+    assert.equal("0.1", metrics.number(0.1))
+  end)
 end)
 
 describe("http addresses", function()

@@ -141,7 +141,7 @@
     });
     rows("dead-table", list(st.dead_letters && st.dead_letters.recent), function (d) {
       return [{ v: d.seq, cls: "num" }, { v: d.source }, { v: d.offset, cls: "num" }, { v: d.reason },
-              { v: d.record + (d.record_len > d.record.length ? " …" : ""), cls: "record" }];
+              { v: d.record + (d.cut ? " …" : ""), cls: "record" }];
     });
     document.body.setAttribute("data-batches", String(totals.batches));
     document.body.setAttribute("data-rendered", String((+document.body.getAttribute("data-rendered") || 0) + 1));
