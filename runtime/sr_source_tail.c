@@ -193,8 +193,11 @@ static int sr__tail_start(sr_source_t *s, const sr_source_opts_t *o)
     if (!t->path) { sr_free(t); return SR_ENOMEM; }
     t->fd = -1;
     t->max_line = o->max_line;
-    t->resume_offset = o->start_offset;
-    t->resume_inode = o->start_inode;
+    /* A position of a path that did not exist (offset -1): whatever it is
+     * now came since, so it is read from its start. */
+    int missing = o->start_offset < 0;
+    t->resume_offset = missing ? 0 : o->start_offset;
+    t->resume_inode = missing ? 0 : o->start_inode;
     s->impl = t;
     ev_stat_init(&t->watch, sr__tail_on_stat, t->path, 0.);
     t->watch.data = s;
@@ -203,7 +206,7 @@ static int sr__tail_start(sr_source_t *s, const sr_source_opts_t *o)
     ev_idle_init(&t->reader, sr__tail_on_idle);
     t->reader.data = s;
     /* A file that does not exist yet is read from its start once it does. */
-    sr__tail_open(s, !o->from_start);
+    sr__tail_open(s, !o->from_start && !missing);
     ev_stat_start(s->ev, &t->watch);
     ev_timer_start(s->ev, &t->poll);
     ev_idle_start(s->ev, &t->reader);
@@ -223,11 +226,17 @@ static void sr__tail_stop(sr_source_t *s)
     s->impl = NULL;
 }
 
-/* Where the file stands: the byte after the last whole line delivered. */
+/* Where the file stands: the byte after the last whole line delivered;
+ * offset -1 while the path names no file (a restart reads what appears
+ * there from its start, as this run would). */
 static void sr__tail_position(sr_source_t *s, sr_source_pos_t *pos)
 {
     sr__tail_t *t = s->impl;
-    if (!t || t->fd < 0) return;
+    if (!t) return;
+    if (t->fd < 0) {
+        pos->offset = -1;
+        return;
+    }
     pos->offset = s->split.pos - (int64_t)s->split.len;
     pos->inode = (uint64_t)t->ino;
 }

@@ -53,6 +53,33 @@ describe("e2e tail across kill -9", function()
     assert.equal('{"key":"lines","value":2100}\n', stdout)
   end)
 
+  it("a file that did not exist at the last checkpoint is read from its start after a restart", function()
+    local dir = proc.tmpdir()
+    local log, out, ck = dir .. "/log.txt", dir .. "/out.jsonl", dir .. "/ckpt"
+    local params = { path = log, out = out, ckpt = ck, from_start = "no" }
+    local p = e2e.start("tail_resume", params, { "--quiet" })
+    p:wait_stderr("waiting for " .. log, 10)
+    p:kill("TERM")
+    assert.equal(0, p:wait(5), p:describe())
+    proc.write_file(log, numbers(1, 100)) -- while the job is down
+    p = e2e.start("tail_resume", params, { "--quiet" })
+    proc.wait_for(function() return #out_lines(out) >= 100 end, 10, "the 100 lines")
+    -- Killed after the file appeared; lines appended while it is down.
+    p:kill("KILL")
+    p:wait(5)
+    proc.append_file(log, numbers(101, 200))
+    p = e2e.start("tail_resume", params, { "--quiet" })
+    proc.wait_for(function() return #out_lines(out) >= 200 end, 10, "all 200 lines")
+    p:kill("TERM")
+    assert.equal(0, p:wait(5), p:describe())
+    local seen = {}
+    for _, line in ipairs(out_lines(out)) do
+      assert.is_nil(seen[line], "twice: " .. line)
+      seen[line] = true
+    end
+    for i = 1, 200 do assert.is_true(seen['"' .. i .. '"'], "missing line " .. i) end
+  end)
+
   it("every line once under a crash loop while lines keep being appended", function()
     local dir = proc.tmpdir()
     local params = { path = dir .. "/log.txt", out = dir .. "/out.jsonl", ckpt = dir .. "/ckpt" }

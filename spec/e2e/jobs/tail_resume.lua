@@ -1,9 +1,10 @@
 -- tail with checkpoints: each line to a JSON-lines file, and a count (on
--- every worker: --set workers=N, default 2).
+-- every worker: --set workers=N, default 2). --set from_start=no starts
+-- at the end of the file (from its start once it appears).
 local sr = require "streamrun"
 local job = sr.job { name = "tail_resume", batch = "100ms", workers = sr.param("workers", 2),
                      checkpoint = { dir = sr.param("ckpt", "ckpt"), every = "300ms" } }
-local lines = job:tail(sr.param("path", "log.txt"), { name = "log", from_start = true })
+local lines = job:tail(sr.param("path", "log.txt"), { name = "log", from_start = sr.param("from_start", "yes") == "yes" })
 lines:to_json_lines(sr.param("out", "out.jsonl"), { name = "out" })
 lines:map(function() return "lines", 1 end)
      :update_state_by_key(function(v, s) return (s or 0) + #v end, { name = "count" })
