@@ -121,3 +121,8 @@ void sr_linesplit_finish(sr_linesplit_t *ls, int partial_status, sr_line_fn fn, 
 }
 
 int sr_linesplit_pending(const sr_linesplit_t *ls) { return ls->len > 0 && !ls->dropping; }
+
+int64_t sr_linesplit_resume_pos(const sr_linesplit_t *ls)
+{
+    return ls->dropping || ls->len ? ls->line_pos : ls->pos;
+}

@@ -34,5 +34,9 @@ long sr_linesplit_feed(sr_linesplit_t *ls, const char *p, size_t n, sr_line_fn f
 void sr_linesplit_finish(sr_linesplit_t *ls, int partial_status, sr_line_fn fn, void *ud);
 /* 1 when a partial line is being carried. */
 int sr_linesplit_pending(const sr_linesplit_t *ls);
+/* Where a reader that starts again must start to cut the same lines: the
+ * first byte of the line in hand (carried, or over-long and being
+ * skipped), else the next unread byte. */
+int64_t sr_linesplit_resume_pos(const sr_linesplit_t *ls);
 
 #endif

@@ -145,7 +145,7 @@ static void sr__fill(sr_readahead_t *ra)
         ra->len -= (size_t)used;
     }
     /* Bytes of a line not complete yet are read again on resume. */
-    ra->end_pos = ra->split.pos - (int64_t)ra->split.len;
+    ra->end_pos = sr_linesplit_resume_pos(&ra->split);
 }
 
 static void *sr__ra_thread(void *p)

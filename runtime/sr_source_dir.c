@@ -386,7 +386,7 @@ static void sr__dir_position(sr_source_t *s, sr_source_pos_t *pos)
     if (!d || !d->cur) return;
     pos->file = d->cur;
     pos->inode = d->cur_inode;
-    pos->offset = s->split.pos - (int64_t)s->split.len;
+    pos->offset = sr_linesplit_resume_pos(&s->split);
 }
 
 const sr_source_type_t sr_source_text_dir = {

@@ -167,7 +167,7 @@ static void sr__file_position(sr_source_t *s, sr_source_pos_t *pos)
 {
     sr__file_t *f = s->impl;
     /* Bytes of a line not complete yet are read again on resume. */
-    pos->offset = s->split.pos - (int64_t)s->split.len;
+    pos->offset = sr_linesplit_resume_pos(&s->split);
     pos->inode = f ? f->inode : 0;
 }
 

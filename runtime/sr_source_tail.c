@@ -237,7 +237,7 @@ static void sr__tail_position(sr_source_t *s, sr_source_pos_t *pos)
         pos->offset = -1;
         return;
     }
-    pos->offset = s->split.pos - (int64_t)s->split.len;
+    pos->offset = sr_linesplit_resume_pos(&s->split);
     pos->inode = (uint64_t)t->ino;
 }
 

@@ -310,6 +310,26 @@ static void test_out_of_memory(void **state)
     assert_int_equal(sr_alloc_used(), before);
 }
 
+/* Where a reader started again must start: the line in hand's first
+ * byte, also while an over-long one is skipped; else the next byte. */
+static void test_resume_pos(void **state)
+{
+    (void)state;
+    sr_linesplit_t sp;
+    lines_t out = {0};
+    sr_linesplit_init(&sp, 4, 100);
+    assert_int_equal(sr_linesplit_resume_pos(&sp), 100);
+    assert_int_equal(sr_linesplit_feed(&sp, "ab\ncd", 5, collect, &out), 5);
+    assert_int_equal(sr_linesplit_resume_pos(&sp), 103); /* "cd" carried */
+    assert_int_equal(sr_linesplit_feed(&sp, "efgh", 4, collect, &out), 4);
+    assert_int_equal(out.n, 2); /* "cdefgh" is too long: reported, skipped */
+    expect_line(&out, 1, "cdef", 103, SR_ETOOLONG);
+    assert_int_equal(sr_linesplit_resume_pos(&sp), 103);
+    assert_int_equal(sr_linesplit_feed(&sp, "ij\n", 3, collect, &out), 3);
+    assert_int_equal(sr_linesplit_resume_pos(&sp), 112);
+    sr_linesplit_close(&sp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -320,6 +340,7 @@ int main(void)
         cmocka_unit_test(test_finish),
         cmocka_unit_test(test_stop_by_callback),
         cmocka_unit_test(test_out_of_memory),
+        cmocka_unit_test(test_resume_pos),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

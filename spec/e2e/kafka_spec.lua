@@ -183,6 +183,17 @@ describe("e2e kafka", function()
     proc.wait_for(function() return held(p1) and held(p2) end, 60, "the two processes splitting the partitions")
   end
 
+  -- Two members that counted 1000 messages; then p1 stopped (SIGSTOP)
+  -- until the group gives p2 all four partitions, two still locked by p1.
+  local function one_stopped()
+    local mock, dir, expected, p1, p2 = two_members()
+    wait_split(p1, p2)
+    kafka.wait_state(dir, "totals", exact(expected), 60, "two processes counting 1000 messages", p2)
+    p1:kill("STOP")
+    p2:wait_stderr("waiting for pid " .. p1.pid, 60)
+    return mock, dir, expected, p1, p2
+  end
+
   it("lost assignment: a stopped member's partitions go to the other, which reads its own meanwhile; "
     .. "the stopped one, continued, drops them without a checkpoint: every message counted once", function()
     local mock, dir, expected, p1, p2 = two_members()
@@ -216,13 +227,9 @@ describe("e2e kafka", function()
 
   it("a member terminated while it waits for tasks another still locks leaves the group at once; "
     .. "every message counted once", function()
-    local mock, dir, expected, p1, p2 = two_members()
-    wait_split(p1, p2)
-    kafka.wait_state(dir, "totals", exact(expected), 60, "two processes counting 1000 messages", p2)
     -- p2 is given all four partitions and waits for p1's two: it never
     -- assigned those, so its unassign at the stop must leave them out.
-    p1:kill("STOP")
-    p2:wait_stderr("waiting for pid " .. p1.pid, 60)
+    local mock, dir, expected, p1, p2 = one_stopped()
     stop_all { p2 }
     assert.is_nil(p2.stderr:find("can't be unassigned", 1, true), p2.stderr)
     assert.is_nil(p2.stderr:find("not waiting longer", 1, true), p2.stderr)
@@ -234,14 +241,10 @@ describe("e2e kafka", function()
 
   it("a member stopped past its session timeout, then terminated, exits within the bound; "
     .. "every message counted once", function()
-    local mock, dir, expected, p1, p2 = two_members()
-    wait_split(p1, p2)
-    kafka.wait_state(dir, "totals", exact(expected), 60, "two processes counting 1000 messages", p2)
     -- The group moves on without p1 while it is stopped (p2 is fenced at
     -- times too and takes everything over); continued with SIGTERM
     -- pending, p1 stops while it learns that its assignment is lost.
-    p1:kill("STOP")
-    p2:wait_stderr("waiting for pid " .. p1.pid, 60)
+    local mock, dir, expected, p1, p2 = one_stopped()
     p1:kill("TERM")
     p1:kill("CONT")
     stop_all { p1 }

@@ -21,6 +21,16 @@ local function out_lines(path)
   return proc.lines(text)
 end
 
+-- The output holds the lines 1..n, each once.
+local function each_once(out, n)
+  local seen = {}
+  for _, line in ipairs(out_lines(out)) do
+    assert.is_nil(seen[line], "twice: " .. line)
+    seen[line] = true
+  end
+  for i = 1, n do assert.is_true(seen['"' .. i .. '"'], "missing line " .. i) end
+end
+
 describe("e2e tail across kill -9", function()
   after_each(function() proc.cleanup() end)
 
@@ -42,12 +52,7 @@ describe("e2e tail across kill -9", function()
     proc.wait_for(function() return #out_lines(out) >= 2100 end, 10, "the last lines")
     p:kill("TERM")
     assert.equal(0, p:wait(5), p:describe())
-    local seen = {}
-    for _, line in ipairs(out_lines(out)) do
-      assert.is_nil(seen[line], "twice: " .. line)
-      seen[line] = true
-    end
-    for i = 1, 2100 do assert.is_true(seen['"' .. i .. '"'], "missing line " .. i) end
+    each_once(out, 2100)
     local code, stdout = e2e.exec({ "inspect", ck, "--keys", "count" })
     assert.equal(0, code)
     assert.equal('{"key":"lines","value":2100}\n', stdout)
@@ -72,12 +77,26 @@ describe("e2e tail across kill -9", function()
     proc.wait_for(function() return #out_lines(out) >= 200 end, 10, "all 200 lines")
     p:kill("TERM")
     assert.equal(0, p:wait(5), p:describe())
-    local seen = {}
-    for _, line in ipairs(out_lines(out)) do
-      assert.is_nil(seen[line], "twice: " .. line)
-      seen[line] = true
-    end
-    for i = 1, 200 do assert.is_true(seen['"' .. i .. '"'], "missing line " .. i) end
+    each_once(out, 200)
+  end)
+
+  it("stopped while it skips an over-long line, resumes at that line: no part of it becomes a record", function()
+    local dir = proc.tmpdir()
+    local log, out, ck = dir .. "/log.txt", dir .. "/out.jsonl", dir .. "/ckpt"
+    local params = { path = log, out = out, ckpt = ck, max_line = 100 }
+    proc.write_file(log, "first\n" .. ("x"):rep(300)) -- its newline not written yet
+    local p = e2e.start("tail_resume", params, { "--quiet" })
+    proc.wait_for(function()
+      return #out_lines(out) >= 1 and (proc.read_file(ck .. "/dead_letters.jsonl") or ""):find("xxx", 1, true)
+    end, 10, "the first line and the over-long one's dead letter")
+    p:kill("TERM")
+    assert.equal(0, p:wait(5), p:describe())
+    proc.append_file(log, "TAIL\nsecond\n")
+    p = e2e.start("tail_resume", params, { "--quiet" })
+    proc.wait_for(function() return #out_lines(out) >= 2 end, 10, "the second line")
+    p:kill("TERM")
+    assert.equal(0, p:wait(5), p:describe())
+    assert.same({ '"first"', '"second"' }, out_lines(out))
   end)
 
   it("every line once under a crash loop while lines keep being appended", function()

@@ -6,20 +6,11 @@
 local sr = require "streamrun"
 local job = sr.job { name = "stuck_event_time", batch = "100ms", stage_timeout = "300ms" }
 
-local function spin_interpreted()
-  local x = 0
-  while true do x = x + 1 end
-end
-jit.off(spin_interpreted)
-
-local function spin_compiled()
-  local i = 0
-  while true do i = i + 1 end
-end
+local spin = require "lib.spin"
 
 local lines = job:text_file(sr.param("input", "input.txt"), { name = "lines", event_time = function(line)
-  if line:find("interp", 1, true) then spin_interpreted() end
-  if line:find("jit", 1, true) then spin_compiled() end
+  if line:find("interp", 1, true) then spin.interpreted() end
+  if line:find("jit", 1, true) then spin.compiled() end
   return tonumber(line:match("^(%d+)"))
 end })
 lines:map(function(l) return l:match("%a+$"), 1 end)

@@ -12,26 +12,17 @@ else
   lines = job:text_file(sr.param("input", "input.txt"), { name = "lines" })
 end
 
-local function spin_interpreted()
-  local x = 0
-  while true do x = x + 1 end
-end
-jit.off(spin_interpreted)
-
-local function spin_compiled()
-  local i = 0
-  while true do i = i + 1 end
-end
+local spin = require "lib.spin"
 
 lines:map(function(l) return l:upper() end, { name = "upper" })
      :map(function(l)
        if l == "SAY" then
          io.stderr:write("stuck: started\n")
          io.stderr:flush()
-         spin_compiled()
+         spin.compiled()
        end
-       if l == "INTERP" then spin_interpreted() end
-       if l == "JIT" then spin_compiled() end
+       if l == "INTERP" then spin.interpreted() end
+       if l == "JIT" then spin.compiled() end
        return l
      end, { name = "stuck" })
      :print(1000)
