@@ -257,10 +257,14 @@ static void sr__dir_on_idle(struct ev_loop *ev, ev_idle *w, int revents)
         snprintf(reason, sizeof(reason), "read error: %s", strerror(errno));
         sr__source_dead(s, s->split.pos, reason, "", 0);
     }
-    /* End of this file: its last line needs no newline. */
+    /* End of this file: its last line needs no newline. It is done with
+     * (a checkpoint lists it so: a restart after it was deleted does not
+     * look for it), and stays the position's file until the next. */
     sr_linesplit_finish(&s->split, 0, sr__source_line, s);
     close(d->fd);
     d->fd = -1;
+    if (d->cur && sr__dir_mark_done(d, d->cur) < 0)
+        sr__source_log(s, "out of memory: %s is not remembered as read", d->cur);
 }
 
 static void sr__dir_on_stat(struct ev_loop *ev, ev_stat *w, int revents)

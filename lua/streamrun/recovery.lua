@@ -26,7 +26,8 @@ end
 
 -- The files of each source with a file list (text_dir), from the
 -- checkpoint's positions: name ->
--- { file = taken up last, done = set of names, path = its directory }.
+-- { file = taken up last, done = set of names, path = its directory,
+-- taken = true once the log shows a file taken up since }.
 local function dir_files(positions)
   local dirs = {}
   for name, p in pairs(positions) do
@@ -52,7 +53,7 @@ local function take_files(dirs, b)
         if d.file == f.name then d.file = nil end -- the file to resume is gone
       else
         if d.file then d.done[d.file] = true end
-        d.file = f.name
+        d.file, d.taken = f.name, true
       end
     end
   end
@@ -81,8 +82,10 @@ function M.read(dir, meta)
   for name, d in pairs(dirs) do
     local p = positions[name] or {}
     local done = {}
+    -- (The checkpoint's own file may be done with already: read to its
+    -- end. One the log shows taken up since is not.)
     for f in pairs(d.done) do
-      if f ~= d.file then done[#done + 1] = f end
+      if f ~= d.file or not d.taken then done[#done + 1] = f end
     end
     table.sort(done)
     positions[name] = { kind = "text_dir", offset = p.offset, inode = p.inode, file = d.file, done = done, path = d.path }

@@ -661,8 +661,9 @@ static void test_text_dir_resume(void **state)
     assert_int_equal(pos.offset, 3);
     assert_string_equal(sr_source_done_file(s, 0), "a.txt");
     assert_string_equal(sr_source_done_file(s, 1), "b.txt");
-    assert_string_equal(sr_source_done_file(s, 2), "gone.txt");
-    assert_null(sr_source_done_file(s, 3));
+    assert_string_equal(sr_source_done_file(s, 2), "c.txt"); /* read to its end */
+    assert_string_equal(sr_source_done_file(s, 3), "gone.txt");
+    assert_null(sr_source_done_file(s, 4));
     assert_int_equal(dead(f, src), 0);
     sr_loop_free(f->l); /* flushes the log */
     f->l = NULL;

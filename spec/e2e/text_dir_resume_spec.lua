@@ -70,10 +70,27 @@ describe("e2e text_dir across kill -9", function()
     p:kill("TERM")
     assert.equal(0, p:wait(10), p:describe())
     check_exactly_once(params, sent)
-    -- The last checkpoint: every file done with, the last one taken up named.
+    -- The last checkpoint: every file done with (the last one, read to its
+    -- end, too), the last one taken up named.
     pos = source_position(params.ckpt)
     assert.equal("f08.txt", pos.file)
-    assert.same({ "f01.txt", "f02.txt", "f03.txt", "f04.txt", "f05.txt", "f06.txt", "f07.txt" }, pos.done)
+    assert.same({ "f01.txt", "f02.txt", "f03.txt", "f04.txt", "f05.txt", "f06.txt", "f07.txt", "f08.txt" }, pos.done)
+  end)
+
+  it("a file read to its end and deleted while the job is down is not looked for after a restart", function()
+    local params, sent = new_run(), {}
+    drop_file(params.dir, "a.txt", 10, sent)
+    local p = e2e.start("dir_resume", params, { "--quiet" })
+    proc.wait_for(function() return crashloop.count_lines(params.out) >= #sent end, 20, "a.txt's lines out")
+    p:kill("TERM")
+    assert.equal(0, p:wait(10), p:describe())
+    os.remove(params.dir .. "/a.txt")
+    drop_file(params.dir, "b.txt", 10, sent)
+    p = e2e.start("dir_resume", params, { "--quiet" })
+    proc.wait_for(function() return crashloop.count_lines(params.out) >= #sent end, 20, "b.txt's lines out")
+    p:kill("TERM")
+    assert.equal(0, p:wait(10), p:describe())
+    check_exactly_once(params, sent)
   end)
 
   it("every line once under a crash loop while files keep arriving", function()
