@@ -13,6 +13,7 @@
 #include "sr_error.h"
 #include "sr_source.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <ev.h>
 #include <fcntl.h>
@@ -54,6 +55,36 @@ static off_t sr__tail_end_offset(int fd, off_t size, char *buf)
     return base == 0 ? 0 : size;
 }
 
+/* The file a resumed position names, renamed away beside the path while
+ * the job was down (rotated: log.txt -> log.txt.1): opened into *st, or -1
+ * when the path's directory holds no such file (deleted, or truncated in
+ * place: its lines after the position are gone). name gets its name. */
+static int sr__tail_open_rotated(const sr__tail_t *t, dev_t dev, struct stat *st, char *name, size_t len)
+{
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", t->path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir) slash[1] = '\0';
+    else if (slash) *slash = '\0';
+    else snprintf(dir, sizeof(dir), ".");
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int fd = -1;
+    for (struct dirent *e; fd < 0 && (e = readdir(d));) {
+        if ((uint64_t)e->d_ino != t->resume_inode) continue;
+        int n = snprintf(name, len, "%s/%s", dir, e->d_name);
+        if (n < 0 || (size_t)n >= len) continue;
+        fd = open(name, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        if (fd >= 0 && (fstat(fd, st) < 0 || st->st_dev != dev || (uint64_t)st->st_ino != t->resume_inode ||
+                        !S_ISREG(st->st_mode) || st->st_size < t->resume_offset)) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    closedir(d);
+    return fd;
+}
+
 /* Opens the path (at its end, or its start). Returns 1 when open, 0 when
  * the file is not there (logged once). */
 static int sr__tail_open(sr_source_t *s, int at_end)
@@ -76,17 +107,34 @@ static int sr__tail_open(sr_source_t *s, int at_end)
     }
     if (t->waiting) sr__source_log(s, "%s appeared", t->path);
     t->waiting = 0;
+    off_t offset = at_end && S_ISREG(st.st_mode) ? sr__tail_end_offset(fd, st.st_size, t->buf) : 0;
+    if (t->resume_inode) {
+        /* Resuming: the same file continues where the checkpoint or log
+         * left it. Rotated meanwhile, the old file is read to its end
+         * first if it is still beside the path (then, as when a rotation
+         * is seen running, the path's file from its start); else the
+         * path's file is read from its start. */
+        char old[4200];
+        struct stat ost;
+        int ofd;
+        if ((uint64_t)st.st_ino == t->resume_inode && t->resume_offset <= st.st_size) {
+            offset = t->resume_offset;
+        } else if ((uint64_t)st.st_ino != t->resume_inode &&
+                   (ofd = sr__tail_open_rotated(t, st.st_dev, &ost, old, sizeof(old))) >= 0) {
+            sr__source_log(s, "%s was rotated while the job was down; reading the rest of %s first", t->path, old);
+            close(fd);
+            fd = ofd;
+            st = ost;
+            offset = t->resume_offset;
+        } else {
+            offset = 0;
+        }
+        t->resume_inode = 0;
+    }
     t->fd = fd;
     t->dev = st.st_dev;
     t->ino = st.st_ino;
-    t->offset = at_end && S_ISREG(st.st_mode) ? sr__tail_end_offset(fd, st.st_size, t->buf) : 0;
-    if (t->resume_inode) {
-        /* Resuming: the same file continues where the checkpoint or log
-         * left it; another file (rotated meanwhile) is read from its start. */
-        if ((uint64_t)st.st_ino == t->resume_inode && t->resume_offset <= st.st_size) t->offset = t->resume_offset;
-        else t->offset = 0;
-        t->resume_inode = 0;
-    }
+    t->offset = offset;
     if (t->offset) lseek(fd, t->offset, SEEK_SET);
     sr_linesplit_close(&s->split);
     sr_linesplit_init(&s->split, t->max_line, t->offset);

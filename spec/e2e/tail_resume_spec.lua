@@ -80,6 +80,26 @@ describe("e2e tail across kill -9", function()
     each_once(out, 200)
   end)
 
+  it("a file rotated while the job is down: the rest of the old one first, then the new one from its start", function()
+    local dir = proc.tmpdir()
+    local log, out, ck = dir .. "/log.txt", dir .. "/out.jsonl", dir .. "/ckpt"
+    local params = { path = log, out = out, ckpt = ck }
+    proc.write_file(log, numbers(1, 100))
+    local p = e2e.start("tail_resume", params, { "--quiet" })
+    proc.wait_for(function() return #out_lines(out) >= 100 end, 10, "the first 100 lines")
+    p:kill("KILL")
+    p:wait(5)
+    proc.append_file(log, numbers(101, 150))
+    assert(os.rename(log, log .. ".1"))
+    proc.write_file(log, numbers(151, 200))
+    p = e2e.start("tail_resume", params, { "--quiet" })
+    proc.wait_for(function() return #out_lines(out) >= 200 end, 10, "all 200 lines")
+    p:kill("TERM")
+    assert.equal(0, p:wait(5), p:describe())
+    assert.matches("rotated while the job was down; reading the rest of " .. log .. ".1 first", p.stderr, 1, true)
+    each_once(out, 200)
+  end)
+
   it("stopped while it skips an over-long line, resumes at that line: no part of it becomes a record", function()
     local dir = proc.tmpdir()
     local log, out, ck = dir .. "/log.txt", dir .. "/out.jsonl", dir .. "/ckpt"
