@@ -19,12 +19,13 @@ local function here()
   return info.source:sub(2) .. ":" .. info.currentline
 end
 
--- A C batch of framed records: { partition index, key or false, value, offset }.
+-- A C batch of framed records: { partition index, key or false, value,
+-- offset[, partition number (default: the index)] }.
 local function framed(records)
   local b = ffi.gc(C.sr_batch_new(0, 0), C.sr_batch_free)
   for _, r in ipairs(records) do
     local key, value = r[2], r[3]
-    local h = ffi.new("sr_kafka_record_t", r[1], key and #key or -1)
+    local h = ffi.new("sr_kafka_record_t", r[1], r[5] or r[1], key and #key or -1)
     local bytes = ffi.string(h, ffi.sizeof(h)) .. (key or "") .. value
     assert(C.sr_batch_append(b, bytes, #bytes, r[4]) == 0)
   end
@@ -79,8 +80,8 @@ describe("kafka", function()
 
   describe("reads framed records", function()
     local dead
-    local function collect(source, offset, reason, record)
-      dead[#dead + 1] = { source, offset, reason, record }
+    local function collect(source, offset, reason, record, partition)
+      dead[#dead + 1] = { source, offset, reason, record, partition }
     end
     before_each(function() dead = {} end)
 
@@ -106,13 +107,13 @@ describe("kafka", function()
     end)
 
     it("JSON values; invalid JSON is a dead letter with its offset, the rest goes on", function()
-      local cb = framed { { 0, false, '{"a":1}', 5 }, { 0, false, "{nope", 6 }, { 0, false, "[2]", 7 } }
+      local cb = framed { { 0, false, '{"a":1}', 5 }, { 1, false, "{nope", 6, 4 }, { 0, false, "[2]", 7 } }
       local b = kafka.read_batch({ stage_name = "in", format = "json" }, cb, collect)
       assert.equal(2, b.n)
       assert.same({ a = 1 }, b.a[1])
       assert.same({ 2 }, b.a[2])
       assert.equal(1, #dead)
-      assert.same({ "in", 6, "{nope" }, { dead[1][1], dead[1][2], dead[1][4] })
+      assert.same({ "in", 6, "{nope", 4 }, { dead[1][1], dead[1][2], dead[1][4], dead[1][5] })
       assert.matches("invalid JSON", dead[1][3])
     end)
 
