@@ -70,18 +70,25 @@ describe("e2e text_dir across kill -9", function()
     p:kill("TERM")
     assert.equal(0, p:wait(10), p:describe())
     check_exactly_once(params, sent)
-    -- The last checkpoint: every file done with (the last one, read to its
-    -- end, too), the last one taken up named.
+    -- The last checkpoint: every file done with, the last one taken up
+    -- named (and done with too once the source saw its end: it may not
+    -- have read again after its last lines before the stop).
     pos = source_position(params.ckpt)
     assert.equal("f08.txt", pos.file)
-    assert.same({ "f01.txt", "f02.txt", "f03.txt", "f04.txt", "f05.txt", "f06.txt", "f07.txt", "f08.txt" }, pos.done)
+    local done = { "f01.txt", "f02.txt", "f03.txt", "f04.txt", "f05.txt", "f06.txt", "f07.txt" }
+    if #pos.done == 8 then done[8] = "f08.txt" end
+    assert.same(done, pos.done)
   end)
 
   it("a file read to its end and deleted while the job is down is not looked for after a restart", function()
     local params, sent = new_run(), {}
     drop_file(params.dir, "a.txt", 10, sent)
     local p = e2e.start("dir_resume", params, { "--quiet" })
-    proc.wait_for(function() return crashloop.count_lines(params.out) >= #sent end, 20, "a.txt's lines out")
+    proc.wait_for(function()
+      if crashloop.count_lines(params.out) < #sent or not proc.exists(params.ckpt) then return false end
+      local code, meta = e2e.exec({ "inspect", params.ckpt })
+      return code == 0 and (cjson.decode(meta).sources.incoming.done or {})[1] == "a.txt"
+    end, 20, "a checkpoint with a.txt read to its end")
     p:kill("TERM")
     assert.equal(0, p:wait(10), p:describe())
     os.remove(params.dir .. "/a.txt")
