@@ -76,6 +76,16 @@ static int sr__fast_forward(const sr_loop_t *l)
     return 1;
 }
 
+/* Every source reads a regular file: a batch fills at once (a pipe's or a
+ * device's may never), so a stop may let it fill. */
+static int sr__regular_files(const sr_loop_t *l)
+{
+    if (l->lua_active || !l->nsources) return 0;
+    for (int i = 0; i < l->nsources; i++)
+        if (!l->sources[i]->removed && !l->sources[i]->stored) return 0;
+    return 1;
+}
+
 static int sr__all_done(const sr_loop_t *l)
 {
     if (l->lua_active) return 0;
@@ -102,10 +112,10 @@ static void sr__on_signal(struct ev_loop *ev, ev_signal *w, int revents)
         return;
     }
     l->stopping = 1;
-    /* Stored input's batch is not cut short: it fills as if no signal had
-     * come (sr_loop_next), so a resumed run cuts its batches as one that
-     * was never stopped. */
-    if (!sr__fast_forward(l)) sr__loop_close_batch(l);
+    /* A batch of regular files is not cut short: it fills as if no signal
+     * had come (sr_loop_next), so a resumed run cuts its batches as one
+     * that was never stopped. */
+    if (!sr__regular_files(l)) sr__loop_close_batch(l);
 }
 
 sr_loop_t *sr_loop_new(const sr_loop_opts_t *o, char *err, size_t errlen)
@@ -335,10 +345,11 @@ int sr_loop_next(sr_loop_t *l, sr_tick_t *t)
     if (l->next_time_ms == 0)
         l->next_time_ms = fast ? interval : ((int64_t)floor(now) / interval + 1) * interval;
     l->closing = l->wal_failed; /* sources hold: the batch closes at once */
-    /* A stop ends the batch in progress, except stored input's: that one
-     * is read to its whole size first (it is at hand, and a batch cut short
-     * would shift every later batch of a resumed run). */
-    int cut = l->stopping && !fast;
+    /* A stop ends the batch in progress, except one of regular files: that
+     * one is read to its whole size first (it is at hand, and a batch cut
+     * short would shift every later batch of a resumed run). */
+    int fill = sr__regular_files(l);
+    int cut = l->stopping && !fill;
     if (!cut && !(l->nsources && sr__all_done(l))) {
         double wait = (double)l->next_time_ms - now;
         if (fast) {
@@ -352,7 +363,7 @@ int sr_loop_next(sr_loop_t *l, sr_tick_t *t)
         /* One non-blocking pass even when the batch is already due, so that
          * sources are read whenever processing runs behind. */
         ev_run(l->ev, EVRUN_NOWAIT);
-        while (!l->closing && !(l->stopping && !fast)) ev_run(l->ev, EVRUN_ONCE);
+        while (!l->closing && !(l->stopping && !fill)) ev_run(l->ev, EVRUN_ONCE);
         ev_timer_stop(l->ev, &l->batch_timer);
         /* A batch that filled early may run at most one interval ahead of
          * the clock, so records after a burst are not held back: wait with

@@ -146,6 +146,7 @@ static int sr__file_start(sr_source_t *s, const sr_source_opts_t *o)
         f->inode = (uint64_t)st.st_ino;
         regular = S_ISREG(st.st_mode);
     }
+    s->stored = regular; /* (a pipe's batch may never fill: see sr_loop) */
     if (o->start_offset > 0) {
         if (o->start_inode && o->start_inode != f->inode) {
             sr__source_log(s, "%s is not the file the checkpoint read (inode %llu, now %llu): reading it from the start",

@@ -275,14 +275,16 @@ static void sr__tail_stop(sr_source_t *s)
 }
 
 /* Where the file stands: the byte after the last whole line delivered;
- * offset -1 while the path names no file (a restart reads what appears
- * there from its start, as this run would). */
+ * before a resumed position is taken up, that position; offset -1 while
+ * the path names no file (a restart reads what appears there from its
+ * start, as this run would). */
 static void sr__tail_position(sr_source_t *s, sr_source_pos_t *pos)
 {
     sr__tail_t *t = s->impl;
     if (!t) return;
     if (t->fd < 0) {
-        pos->offset = -1;
+        pos->offset = t->resume_inode ? t->resume_offset : -1;
+        pos->inode = t->resume_inode;
         return;
     }
     pos->offset = sr_linesplit_resume_pos(&s->split);

@@ -31,6 +31,28 @@ local function each_once(out, n)
   for i = 1, n do assert.is_true(seen['"' .. i .. '"'], "missing line " .. i) end
 end
 
+-- The paths of a run in a new directory, and its parameters.
+local function new_run(extra)
+  local dir = proc.tmpdir()
+  local params = { path = dir .. "/log.txt", out = dir .. "/out.jsonl", ckpt = dir .. "/ckpt" }
+  for k, v in pairs(extra or {}) do params[k] = v end
+  return params.path, params.out, params.ckpt, params
+end
+
+-- Starts the job, waits until out holds n lines (or until until_fn(p) is
+-- true), then stops it with signal (TERM: it must exit 0).
+local function run_until(params, n, signal, until_fn)
+  local p = e2e.start("tail_resume", params, { "--quiet" })
+  if until_fn then
+    until_fn(p)
+  else
+    proc.wait_for(function() return #out_lines(params.out) >= n end, 10, n .. " lines out")
+  end
+  p:kill(signal)
+  if signal == "TERM" then assert.equal(0, p:wait(5), p:describe()) else p:wait(5) end
+  return p
+end
+
 describe("e2e tail across kill -9", function()
   after_each(function() proc.cleanup() end)
 
@@ -59,63 +81,49 @@ describe("e2e tail across kill -9", function()
   end)
 
   it("a file that did not exist at the last checkpoint is read from its start after a restart", function()
-    local dir = proc.tmpdir()
-    local log, out, ck = dir .. "/log.txt", dir .. "/out.jsonl", dir .. "/ckpt"
-    local params = { path = log, out = out, ckpt = ck, from_start = "no" }
-    local p = e2e.start("tail_resume", params, { "--quiet" })
-    p:wait_stderr("waiting for " .. log, 10)
-    p:kill("TERM")
-    assert.equal(0, p:wait(5), p:describe())
+    local log, out, _, params = new_run { from_start = "no" }
+    run_until(params, 0, "TERM", function(p) p:wait_stderr("waiting for " .. log, 10) end)
     proc.write_file(log, numbers(1, 100)) -- while the job is down
-    p = e2e.start("tail_resume", params, { "--quiet" })
-    proc.wait_for(function() return #out_lines(out) >= 100 end, 10, "the 100 lines")
-    -- Killed after the file appeared; lines appended while it is down.
-    p:kill("KILL")
-    p:wait(5)
+    run_until(params, 100, "KILL") -- killed after the file appeared
     proc.append_file(log, numbers(101, 200))
-    p = e2e.start("tail_resume", params, { "--quiet" })
-    proc.wait_for(function() return #out_lines(out) >= 200 end, 10, "all 200 lines")
-    p:kill("TERM")
-    assert.equal(0, p:wait(5), p:describe())
+    run_until(params, 200, "TERM")
     each_once(out, 200)
   end)
 
   it("a file rotated while the job is down: the rest of the old one first, then the new one from its start", function()
-    local dir = proc.tmpdir()
-    local log, out, ck = dir .. "/log.txt", dir .. "/out.jsonl", dir .. "/ckpt"
-    local params = { path = log, out = out, ckpt = ck }
+    local log, out, _, params = new_run()
     proc.write_file(log, numbers(1, 100))
-    local p = e2e.start("tail_resume", params, { "--quiet" })
-    proc.wait_for(function() return #out_lines(out) >= 100 end, 10, "the first 100 lines")
-    p:kill("KILL")
-    p:wait(5)
+    run_until(params, 100, "KILL")
     proc.append_file(log, numbers(101, 150))
     assert(os.rename(log, log .. ".1"))
     proc.write_file(log, numbers(151, 200))
-    p = e2e.start("tail_resume", params, { "--quiet" })
-    proc.wait_for(function() return #out_lines(out) >= 200 end, 10, "all 200 lines")
-    p:kill("TERM")
-    assert.equal(0, p:wait(5), p:describe())
+    local p = run_until(params, 200, "TERM")
     assert.matches("rotated while the job was down; reading the rest of " .. log .. ".1 first", p.stderr, 1, true)
     each_once(out, 200)
   end)
 
+  it("rotated while down, then stopped again before a new file came: the old one's rest is still read", function()
+    local log, out, _, params = new_run()
+    proc.write_file(log, numbers(1, 100))
+    run_until(params, 100, "TERM")
+    proc.append_file(log, numbers(101, 150))
+    assert(os.rename(log, log .. ".1")) -- no new file yet
+    run_until(params, 0, "TERM", function(p) p:wait_stderr("waiting for " .. log, 10) end)
+    proc.write_file(log, numbers(151, 200))
+    run_until(params, 200, "TERM")
+    each_once(out, 200)
+  end)
+
   it("stopped while it skips an over-long line, resumes at that line: no part of it becomes a record", function()
-    local dir = proc.tmpdir()
-    local log, out, ck = dir .. "/log.txt", dir .. "/out.jsonl", dir .. "/ckpt"
-    local params = { path = log, out = out, ckpt = ck, max_line = 100 }
+    local log, out, ck, params = new_run { max_line = 100 }
     proc.write_file(log, "first\n" .. ("x"):rep(300)) -- its newline not written yet
-    local p = e2e.start("tail_resume", params, { "--quiet" })
-    proc.wait_for(function()
-      return #out_lines(out) >= 1 and (proc.read_file(ck .. "/dead_letters.jsonl") or ""):find("xxx", 1, true)
-    end, 10, "the first line and the over-long one's dead letter")
-    p:kill("TERM")
-    assert.equal(0, p:wait(5), p:describe())
+    run_until(params, 0, "TERM", function()
+      proc.wait_for(function()
+        return #out_lines(out) >= 1 and (proc.read_file(ck .. "/dead_letters.jsonl") or ""):find("xxx", 1, true)
+      end, 10, "the first line and the over-long one's dead letter")
+    end)
     proc.append_file(log, "TAIL\nsecond\n")
-    p = e2e.start("tail_resume", params, { "--quiet" })
-    proc.wait_for(function() return #out_lines(out) >= 2 end, 10, "the second line")
-    p:kill("TERM")
-    assert.equal(0, p:wait(5), p:describe())
+    run_until(params, 2, "TERM")
     assert.same({ '"first"', '"second"' }, out_lines(out))
   end)
 
