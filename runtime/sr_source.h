@@ -98,8 +98,10 @@ struct sr_source {
     sr_linesplit_t split;         /* for sources that read one byte stream */
     int done;                     /* a bounded source delivered all input */
     int removed;                  /* a reload took it out of the job */
-    int stored;                   /* reads a regular file (stdin redirected
-                                     from one): no need to wait for the clock */
+    int stored;                   /* reads a regular file (a text_file's, or
+                                     stdin redirected from one): no need to
+                                     wait for the clock, and a stop lets its
+                                     batch fill (sr_loop) */
     uint64_t records;             /* records received so far */
     uint64_t dead_letters;        /* records sent to the dead-letter output */
     void *impl;                   /* private to the source kind */

@@ -51,7 +51,7 @@ local SR_KAFKA_LATER = -2
 -- The first stage that two of job's sources reach (a join, a union...),
 -- and the names of two of them; nil when their records never meet.
 local function sources_meet(job)
-  local reach = {} -- node -> { source node -> true } upstream of it
+  local reach = {} -- node -> { source node -> its name } upstream of it
   for _, s in ipairs(job.sources) do reach[s] = { [s] = s.stage_name } end
   for _, node in ipairs(job.nodes) do -- inputs come before their stages
     if not reach[node] then
