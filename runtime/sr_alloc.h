@@ -19,18 +19,17 @@ void sr_free(void *p);
 void *sr_malloc_huge(size_t n);
 void sr_free_huge(void *p, size_t n);
 
-/* A buffer that grows in place: max bytes (a multiple of SR_ALLOC_HUGE)
- * of address space aligned to SR_ALLOC_HUGE, reserved inaccessible (no
- * memory is committed to it), of which the first n bytes are made usable
- * and count as allocated. sr_reserve_grow makes it usable up to `to`
- * bytes (0, or -1 when the system refuses: strict overcommit, a limit on
- * data; a `to` below n only counts it back, and cannot fail): growing
- * copies nothing, and the kernel zeroes only the pages
- * written (huge pages where it can). NULL when the system refuses the
- * address space (a limit on it) or the first n bytes: allocate to size
- * instead. Freed with sr_free_reserved, the same max and the size last
- * made usable. */
-void *sr_reserve_huge(size_t max, size_t n);
+/* A buffer that grows in place: max bytes of address space (a multiple of
+ * the page size), reserved inaccessible (no memory is committed to it),
+ * of which the first n bytes are made usable and count as allocated.
+ * sr_reserve_grow makes it usable up to `to` bytes (0, or -1 when the
+ * system refuses: strict overcommit, a limit on data; a `to` below n only
+ * counts it back, and cannot fail): growing copies nothing, and the
+ * kernel zeroes only the pages written (ordinary pages: see sr_alloc.c).
+ * NULL when the system refuses the address space (a limit on it) or the
+ * first n bytes: allocate to size instead. Freed with sr_free_reserved,
+ * the same max and the size last made usable. */
+void *sr_reserve(size_t max, size_t n);
 int sr_reserve_grow(void *p, size_t n, size_t to);
 void sr_free_reserved(void *p, size_t max, size_t n);
 
@@ -39,7 +38,7 @@ void sr_free_reserved(void *p, size_t max, size_t n);
 size_t sr_alloc_used(void);
 /* Test hook: the (n+1)-th allocation from now fails; -1 turns failures off. */
 void sr_alloc_fail_after(long n);
-/* Test hook: sr_reserve_huge refuses while refuse is nonzero. */
+/* Test hook: sr_reserve refuses while refuse is nonzero. */
 void sr_alloc_refuse_reserve(int refuse);
 
 #endif

@@ -5,16 +5,13 @@
 
 #include <string.h>
 
-/* Buffers of this many bytes or more are mapped on transparent huge pages:
- * a batch of a million lines fills tens of MB, which in 4 KiB pages costs
- * a page fault per 4 KiB on its first fill, a tenth of the built-in word
- * count's time. Such a buffer is a reservation of address space
- * (sr_reserve_huge) that it grows into without moving: grown by copying
+/* Buffers of this many bytes or more live in a reservation of address
+ * space (sr_reserve) that they grow into without moving: grown by copying
  * into ever larger blocks, the first batches of a job zeroed and copied
  * three times the bytes they hold (a third of the reading thread's time
  * in the built-in word count on 2 workers). Where the system refuses the
  * address space, blocks of the size asked for, grown by copying. */
-#define SR__HUGE_FROM ((size_t)4 << 20)
+#define SR__RESERVE_FROM ((size_t)4 << 20)
 /* The reservations: twice a batch's limits (a batch stops one record or
  * read past them), or without a limit, what its offsets can address
  * (UINT32_MAX bytes) and 2^28 records; past them, a buffer moves to a
@@ -38,33 +35,30 @@ static size_t sr__want_records(const sr_batch_t *b, size_t n)
     return r;
 }
 
-static size_t sr__huge_bytes(size_t n) { return (n + SR_ALLOC_HUGE - 1) & ~(SR_ALLOC_HUGE - 1); }
+/* n rounded up to a size reservations are made in (whole pages). */
+static size_t sr__rsv_bytes(size_t n) { return (n + SR__RESERVE_FROM - 1) & ~(SR__RESERVE_FROM - 1); }
 
 /* Frees a buffer allocated for n bytes within rsv bytes reserved (0: a
  * block of its size). */
 static void sr__buf_free(void *p, size_t n, size_t rsv)
 {
     if (rsv) sr_free_reserved(p, rsv, n);
-    else if (n >= SR__HUGE_FROM) sr_free_huge(p, sr__huge_bytes(n));
     else sr_free(p);
 }
-
-/* A buffer of n bytes as sr__buf_free frees it with no reservation. */
-static void *sr__buf_alloc(size_t n) { return n >= SR__HUGE_FROM ? sr_malloc_huge(sr__huge_bytes(n)) : sr_malloc(n); }
 
 /* A buffer of n bytes within *rsv bytes reserved (want, rounded up), or
  * where refused (*rsv = 0) allocated to size; NULL when out of memory. */
 static void *sr__buf_reserve(size_t n, size_t want, size_t *rsv)
 {
-    size_t max = sr__huge_bytes(want > n ? want : n);
-    void *p = sr_reserve_huge(max, n);
+    size_t max = sr__rsv_bytes(want > n ? want : n);
+    void *p = sr_reserve(max, n);
     *rsv = p ? max : 0;
-    return p ? p : sr__buf_alloc(n);
+    return p ? p : sr_malloc(n);
 }
 
 /* The records' arrays reserved for r records. */
-static size_t sr__off_rsv(size_t r) { return r ? sr__huge_bytes((r + 1) * sizeof(uint32_t)) : 0; }
-static size_t sr__pos_rsv(size_t r) { return r ? sr__huge_bytes(r * sizeof(int64_t)) : 0; }
+static size_t sr__off_rsv(size_t r) { return r ? sr__rsv_bytes((r + 1) * sizeof(uint32_t)) : 0; }
+static size_t sr__pos_rsv(size_t r) { return r ? sr__rsv_bytes(r * sizeof(int64_t)) : 0; }
 
 void sr_batch_init(sr_batch_t *b, size_t max_records, size_t max_bytes)
 {
@@ -106,7 +100,7 @@ static int sr__batch_grow_records(sr_batch_t *b)
             sr_reserve_grow(b->off, offn, oldoff);
             return SR_ENOMEM;
         }
-    } else if (posn < SR__HUGE_FROM) {
+    } else if (posn < SR__RESERVE_FROM) {
         uint32_t *off = sr_realloc(b->off, offn);
         if (!off) return SR_ENOMEM;
         b->off = off;
@@ -124,10 +118,10 @@ static int sr__batch_grow_records(sr_batch_t *b)
             /* One reservation refused: both to size. */
             if (offr) {
                 sr_free_reserved(off, offr, offn);
-                off = sr__buf_alloc(offn);
+                off = sr_malloc(offn);
             } else {
                 sr_free_reserved(pos, posr, posn);
-                pos = sr__buf_alloc(posn);
+                pos = sr_malloc(posn);
             }
             offr = posr = 0;
         }
@@ -158,7 +152,7 @@ int sr_batch_append(sr_batch_t *b, const char *p, size_t len, int64_t pos)
         while (cap < b->len + len) cap *= 2;
         if (cap <= b->rsv) {
             if (sr_reserve_grow(b->data, b->cap, cap) != 0) return SR_ENOMEM;
-        } else if (cap < SR__HUGE_FROM) {
+        } else if (cap < SR__RESERVE_FROM) {
             char *data = sr_realloc(b->data, cap);
             if (!data) return SR_ENOMEM;
             b->data = data;

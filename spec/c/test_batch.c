@@ -1,5 +1,5 @@
 /* test_batch: the record buffer: append, growth past its first capacity
- * and into huge-page blocks (reserved or not), the record and byte limits, clearing. */
+ * and into reserved address space (or blocks, where refused), the record and byte limits, clearing. */
 #include "sr_test.h"
 
 #include "sr_alloc.h"
@@ -79,16 +79,16 @@ static void test_grow(void **state)
  * limit on it refuses one). */
 static int can_reserve(void)
 {
-    void *p = sr_reserve_huge(SR_ALLOC_HUGE, 0);
+    void *p = sr_reserve(SR_ALLOC_HUGE, 0);
     if (!p) return 0;
     sr_free_reserved(p, SR_ALLOC_HUGE, 0);
     return 1;
 }
 
-/* Past the size from which buffers are huge-page blocks: every record
+/* Past the size from which buffers are reserved: every record
  * reads back the same, whether they grow within reserved address space
  * (without moving) or, where the system refuses it, by copying. */
-static void grow_huge(int reserve, size_t max_bytes)
+static void grow_large(int reserve, size_t max_bytes)
 {
     sr_alloc_refuse_reserve(!reserve);
     size_t before = sr_alloc_used();
@@ -124,21 +124,21 @@ static void grow_huge(int reserve, size_t max_bytes)
     sr_alloc_refuse_reserve(0);
 }
 
-static void test_grow_huge_reserved(void **state)
+static void test_grow_large_reserved(void **state)
 {
     (void)state;
     if (!can_reserve()) {
         print_message("(no address space to reserve here: the refused case only)\n");
         return;
     }
-    grow_huge(1, 0);
-    grow_huge(1, (size_t)32 << 20);
+    grow_large(1, 0);
+    grow_large(1, (size_t)32 << 20);
 }
 
-static void test_grow_huge_refused(void **state)
+static void test_grow_large_refused(void **state)
 {
     (void)state;
-    grow_huge(0, 0);
+    grow_large(0, 0);
 }
 
 /* Growing within a reservation can be refused (strict overcommit): the
@@ -263,8 +263,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_append),
         cmocka_unit_test(test_grow),
-        cmocka_unit_test(test_grow_huge_reserved),
-        cmocka_unit_test(test_grow_huge_refused),
+        cmocka_unit_test(test_grow_large_reserved),
+        cmocka_unit_test(test_grow_large_refused),
         cmocka_unit_test(test_grow_reserved_refused),
         cmocka_unit_test(test_full_by_records),
         cmocka_unit_test(test_full_by_bytes),
