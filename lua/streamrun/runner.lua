@@ -20,6 +20,7 @@ local session = require "streamrun.session"
 local kafka_tasks = require "streamrun.kafka_tasks"
 local metrics = require "streamrun.metrics"
 local workers = require "streamrun.workers"
+local exchange = require "streamrun.exchange"
 
 local C, ffi = core.C, core.ffi
 local handoff = core.handoff
@@ -207,14 +208,30 @@ function M.prepare_reload(cli)
   local settings = checkpoint.settings(job, cli.checkpoint)
   local r, rerr = session.check_reload(running, job, settings)
   if not r then return false, rerr end
+  -- The other workers' VMs load the script again once the old VM has gone
+  -- (session.import): a script or module that fails there (saved again
+  -- meanwhile) would end the job. Loaded by as many VMs now, while the old
+  -- logic can still go on, it refuses the reload instead.
+  local n = workers.count(job)
+  if n > 1 and exchange.segments(job) then
+    local ok, vms = pcall(exchange.new_vms, n, job, { probe = true })
+    if not ok then return false, (tostring(vms):gsub("\nstack traceback:.*$", "")) end
+    vms:close()
+  end
   -- New or changed C sources start now (the loop is C's, shared by both
   -- VMs): one that cannot start refuses the reload while the old logic runs.
+  -- A file source whose options changed (the same kind and path) goes on
+  -- where the old one stands, after the batch just run, as a restart from
+  -- a checkpoint would: from its start or the file's end it would read
+  -- lines again, or lose those written meanwhile. (A Kafka source resumes
+  -- at its group's offsets.)
   local loop = ffi.cast("sr_loop_t *", running.loop)
   local added = {}
   for _, node in ipairs(job.sources) do
     local was = running.sources[node.stage_name]
     if node.c_kind and not (was and was.signature == session.source_signature(node)) then
-      local ok, serr = session.add_c_source(loop, node, {})
+      local same = was and not node.c_hooks and was.kind == node.op and was.path == node.path
+      local ok, serr = session.add_c_source(loop, node, same and was.position or {})
       if not ok then
         for _, index in pairs(added) do C.sr_loop_remove_source(loop, index) end
         return false, serr

@@ -773,8 +773,12 @@ end
 -- batch interval, checkpoint directory, loop and C sources.
 function Session:describe()
   local running = {}
+  local positions = self.loop and self:positions() or {}
   for _, node in ipairs(self.job.sources) do
-    if node.c_index then running[node.stage_name] = { index = node.c_index, signature = M.source_signature(node) } end
+    if node.c_index then
+      running[node.stage_name] = { index = node.c_index, signature = M.source_signature(node), kind = node.op,
+                                   path = node.path, position = positions[node.stage_name] }
+    end
   end
   return {
     stages = reload.stages_of(self.job), batch_ms = self.job.batch_ms, has_windows = next(self.plan.windows) ~= nil,

@@ -31,6 +31,7 @@ function M.init(k, n, init)
   local a = core.cstate.decode(init)
   local job, err = loader.load(a.path, { params = a.params, batch = a.batch or nil, source = a.source })
   if not job then error(err, 0) end
+  if a.probe then return end -- (a reload's check that the script loads here: runner.prepare_reload)
   job.workers = n
   local segs, why = exchange.segments(job)
   local seg = segs and segs[a.segment or 1]

@@ -36,7 +36,7 @@ local saves = 0
 -- into --set ckpt=DIR; o.extra_out: a second output, out/extra.jsonl;
 -- o.timeout: the count stage's timeout; o.slow: the top level notes in
 -- out/loading that it runs, then takes half a second (a reload that
--- takes a while).
+-- takes a while); o.top: a line of Lua at the top level, after `tag`.
 local function script(o)
   local L = {
     'local sr = require "streamrun"',
@@ -47,6 +47,7 @@ local function script(o)
     'local lines = job:listen_text("127.0.0.1", sr.param("port", 0), { name = "inbox" })',
     o.broken and 'local broken = = 1' or '-- line 5',
     o.module and 'local tag = require("tagger").tag' or ('local tag = %q'):format(o.tag or "v0"),
+    o.top or '-- line 7',
   }
   local function add(s) L[#L + 1] = s end
   if o.bare then
@@ -644,6 +645,86 @@ describe("e2e hot reload", function()
       assert.equal(events, events_text(r))
       assert.equal(extra, after_extra)
     end)
+
+    -- The other workers' VMs load the new script too: one that fails there
+    -- refuses the reload before the old logic is let go.
+    it("a script that loads but fails in another worker's VM is refused; the job goes on", function()
+      local r = start_job { args = { "--workers", "2" } }
+      wait_more(r, 100)
+      -- (v1 fails the second time it is loaded: the first load is the new
+      -- VM's, the second worker 1's.)
+      rewrite(r.path, script { tag = "v1", top = table.concat({
+        'local seen = out .. "/loaded.v1"',
+        'local f = io.open(seen)',
+        'if f then f:close() error("loaded twice") end',
+        'assert(io.open(seen, "w")):close()' }, " ") })
+      local line = wait_log(r, FAILED, 0)
+      assert.truthy(line:find("worker 1: " .. r.path .. ":7: loaded twice", 1, true), line)
+      assert.falsy(line:find("traceback", 1, true), line)
+      wait_more(r, 100)
+      local records = finish(r)
+      assert_every_line_once(r, records, true)
+      assert.same({ "v0" }, tag_runs(records))
+    end)
+
+    -- A file source whose options change goes on where the old one stood,
+    -- as a restart from a checkpoint does, whether it read from the start
+    -- (it read every line again) or from the end (it lost those written
+    -- while the reload ran).
+    for _, from_start in ipairs { true, false } do
+      it(("tail (from_start = %s) whose max_line a reload changes: every line once"):format(tostring(from_start)),
+        function()
+        local dir = proc.tmpdir()
+        local input, out = dir .. "/input.txt", proc.mkdir(dir .. "/out")
+        local path = dir .. "/job.lua"
+        local function tail_script(tag, opts)
+          return table.concat({
+            'local sr = require "streamrun"',
+            'local job = sr.job { name = "reload_tail", batch = "100ms" }',
+            ('job:tail(%q, { name = "in", from_start = %s%s })'):format(input, tostring(from_start), opts),
+            ('  :map(function(l) return { n = tonumber(l), v = %q } end)'):format(tag),
+            ('  :to_json_lines(%q, { name = "events" })'):format(out .. "/events.jsonl"),
+            'return job',
+          }, "\n") .. "\n"
+        end
+        proc.write_file(input, "")
+        proc.write_file(path, tail_script("v0", ""))
+        local r = { out = out, sent = 0, t0 = proc.now(), sending = true }
+        r.p = proc.spawn { e2e.BIN, "run", path, "--workers", "2" }
+        r.p:wait_stderr("workers:", 5)
+        -- Lines appended at RATE lines/s the whole time, the reload included.
+        local function append()
+          local due = math.floor((proc.now() - r.t0) * RATE)
+          if not r.sending or due <= r.sent then return end
+          local parts = {}
+          for i = r.sent + 1, due do parts[#parts + 1] = i .. "\n" end
+          proc.append_file(input, table.concat(parts))
+          r.sent = due
+        end
+        local function until_(cond, what)
+          proc.wait_for(function()
+            append()
+            r.p:pump()
+            if r.p:exited() then error("the job exited while waiting for " .. what .. "\n" .. r.p:describe(), 0) end
+            return cond()
+          end, 10, function() return what .. "\n" .. r.p:describe() end)
+        end
+        local function output() return count_of(events_text(r), "\n") end
+        until_(function() return output() >= 200 end, "200 lines out")
+        rewrite(path, tail_script("v1", ", max_line = 4096"))
+        r.p:kill("HUP")
+        until_(function() return r.p.stderr:find(RELOADED, 1, true) end, "the reload")
+        local target = r.sent + 200
+        until_(function() return output() >= target end, "200 lines more")
+        r.sending = false
+        until_(function() return output() >= r.sent end, "every line appended")
+        r.p:kill("TERM")
+        assert.equal(0, r.p:wait(5), r.p:describe())
+        local records = records_of(events_text(r))
+        assert_every_line_once(r, records, false)
+        assert.same({ "v0", "v1" }, tag_runs(records))
+      end)
+    end
 
     -- Restored state times out as the new script says.
     it("a restart from a checkpoint applies the new script's timeout to keys touched after", function()
