@@ -255,7 +255,9 @@ function Session:new_writer()
   w.on_written = function(b)
     self:commit_positions(b)
     local kept, keep = self.kept, self.settings.keep
-    kept[#kept + 1] = b
+    -- (A reload writes the batch just checkpointed again, into the same
+    -- file: one checkpoint kept, not two.)
+    if kept[#kept] ~= b then kept[#kept + 1] = b end
     while #kept > keep do table.remove(kept, 1) end
     if #kept < keep then return end
     local oldest = kept[1]

@@ -627,4 +627,22 @@ describe("reload rules found by these specs", function()
       end
     end
   end)
+
+  -- A reload writes the batch just checkpointed again (the same file): the
+  -- write-ahead log goes back to the oldest checkpoint on disk, so that
+  -- kept counts it once.
+  it("a checkpoint written again for the same batch is kept once", function()
+    local d = testing.driver(build { stages = { "totals" } })
+    local Session = getmetatable(d.session)
+    local dir = os.tmpname()
+    os.remove(dir)
+    local S = setmetatable({ settings = { dir = dir, keep = 2, every_ms = 1000 }, kept = {}, taken = {},
+                             segment_after = {}, log = function() end }, Session)
+    assert.truthy(S:new_writer())
+    S.writer.on_written(4)
+    S.writer.on_written(5)
+    S.writer.on_written(5)
+    assert.same({ 4, 5 }, S.kept)
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
 end)
