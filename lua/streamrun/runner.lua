@@ -199,7 +199,7 @@ end
 -- In the fresh VM: loads and validates the new script against the running
 -- job (described under "running" by the old VM). Returns true, or false and
 -- why.
-function M.prepare_reload(cli)
+local function prepare_reload(cli)
   local running = core.cstate.decode(handoff.take("running"))
   handoff.put("running", core.cstate.encode(running))
   local job, err = loader.load(cli.job, { params = cli.params, batch = cli.batch })
@@ -241,6 +241,13 @@ function M.prepare_reload(cli)
   end
   M.prepared = { job = job, plan = r, settings = settings, added = added }
   return true
+end
+
+-- (An error raised while preparing refuses the reload, and says why.)
+function M.prepare_reload(cli)
+  local ok, valid, why = pcall(prepare_reload, cli)
+  if not ok then return false, tostring(valid) end
+  return valid, why
 end
 
 -- In the old VM, when the new script was not valid: goes on with the logic
