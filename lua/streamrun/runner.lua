@@ -220,17 +220,17 @@ local function prepare_reload(cli)
   end
   -- New or changed C sources start now (the loop is C's, shared by both
   -- VMs): one that cannot start refuses the reload while the old logic runs.
-  -- A file source whose options changed (the same kind and path) goes on
-  -- where the old one stands, after the batch just run, as a restart from
-  -- a checkpoint would: from its start or the file's end it would read
-  -- lines again, or lose those written meanwhile. (A Kafka source resumes
-  -- at its group's offsets.)
+  -- A source whose options changed (the same kind and path) goes on where
+  -- the old one stands, after the batch just run, as a restart from a
+  -- checkpoint would: from its start or the file's end it would read lines
+  -- again, or lose those written meanwhile. (A Kafka source's position is
+  -- its offsets by topic and partition.)
   local loop = ffi.cast("sr_loop_t *", running.loop)
   local added = {}
   for _, node in ipairs(job.sources) do
     local was = running.sources[node.stage_name]
     if node.c_kind and not (was and was.signature == session.source_signature(node)) then
-      local same = was and not node.c_hooks and was.kind == node.op and was.path == node.path
+      local same = was and was.kind == node.op and was.path == node.path
       local ok, serr = session.add_c_source(loop, node, same and was.position or {})
       if not ok then
         for _, index in pairs(added) do C.sr_loop_remove_source(loop, index) end
