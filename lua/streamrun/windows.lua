@@ -148,7 +148,7 @@ end
 -- Folds again from the window (t - length, t] the keys in redo (all keys
 -- with partials there when redo is nil), sets their results and notes in
 -- dirty the ones whose fold left a partial out.
-local function refold(node, g, w, f, filter, t, redo)
+local function refold(node, g, w, f, filter, t, redo, finv, left)
   local a, b, n = w.slices:read(t - node.length_ms, t)
   local PA, PB, m = {}, {}, 0
   for i = 1, n do
@@ -169,6 +169,26 @@ local function refold(node, g, w, f, filter, t, redo)
   if redo then
     for k in pairs(redo) do
       if accs[k] == nil then w.result:remove(k) end
+    end
+  else
+    -- (Every key: a restored window's.) One with no partial in the window
+    -- keeps its result less what left it, as the window it was restored
+    -- from would have had it (left: the keys' partials that left, or
+    -- false where their fold failed: then it goes, as a key folded again).
+    local rk, _, rn = w.result:snapshot()
+    for i = 1, rn do
+      local k = rk[i]
+      local old = left[k]
+      if accs[k] == nil and old ~= nil then
+        local ok, v = old ~= false, nil
+        if ok then ok, v = try(finv, w.result:get(k), old) end
+        if ok then
+          set_result(node, g, w.result, filter, k, v)
+        else
+          if old ~= false then g.report(node, ("key %s: %s"):format(format.json(k), tostring(v)), w.result:get(k), old) end
+          w.result:remove(k)
+        end
+      end
     end
   end
   w.dirty = dirty
@@ -221,7 +241,18 @@ local function incremental(node, g, w, f, finv, filter, t)
       end
     end
   end
-  if redo == nil or next(redo) ~= nil then refold(node, g, w, f, filter, t, redo) else w.dirty = {} end
+  if redo == nil then
+    -- A restored window knows no keys to fold again: every key with
+    -- partials in the window is; the others lose what left.
+    local failed = {}
+    local _, olds = fold(node, g, f, oa, ob, on, failed, true)
+    for k in pairs(failed) do olds[k] = false end
+    refold(node, g, w, f, filter, t, nil, finv, olds)
+  elseif next(redo) ~= nil then
+    refold(node, g, w, f, filter, t, redo)
+  else
+    w.dirty = {}
+  end
   local keys, values, n = result:snapshot()
   return keys, values, n
 end
