@@ -101,6 +101,12 @@ function M.adopt(found, job)
     return nil, ("%s cannot be resumed by this script: %s"):format(found.path, table.concat(r.conflicts, "; ")), 2
   end
   local states, windows = reload.carry(r, found.states, found.windows)
+  local was = found.meta.batch_ms
+  if was and was ~= job.batch_ms and next(windows) ~= nil then
+    reload.carry({ keep = {} }, states, windows) -- (freed)
+    return nil, ("%s cannot be resumed by this script: the batch interval cannot change (%d ms to %d ms) while "
+      .. "windows hold slices"):format(found.path, was, job.batch_ms), 2
+  end
   return states, windows, reload.describe(r)
 end
 

@@ -746,6 +746,10 @@ function M.open(job, o)
     S.log("resuming from %s: the job's start", found.path)
   elseif found then
     S.plan.zero_ms = meta.zero_ms
+    -- Another batch interval (no window holds slices: checkpoint.adopt):
+    -- checkpoints fall due on the new interval's grid from the next batch,
+    -- as after a reload that changed it.
+    if meta.batch_ms and meta.batch_ms ~= job.batch_ms then S.plan.zero_ms = meta.time_ms end
     S.nbatches, S.batches_base, S.time_ms = meta.batch, meta.batch, meta.time_ms
     if S.loop then
       C.sr_loop_set_next_time(S.loop, meta.time_ms + job.batch_ms)

@@ -142,6 +142,52 @@ describe("e2e checkpoint directory", function()
   -- restart from it (a kill before the next one; here the newer ones are
   -- removed) seeds opts.initial at its first batch, as the first run did,
   -- on one worker or split on two.
+  -- A restart with another batch interval: checkpoints fall due on the new
+  -- interval's grid (they never did: the old grid's origin was kept); a
+  -- window holding slices refuses it, as a reload does.
+  it("a restart with another batch interval checkpoints every `every`; a window refuses it", function()
+    local dir = proc.tmpdir()
+    local input = dir .. "/in.txt"
+    local lines = {}
+    for i = 1, 100 do lines[i] = "w" .. (i % 7) end
+    proc.write_file(input, table.concat(lines, "\n") .. "\n")
+    local function job(window)
+      local ck = dir .. (window and "/ck_window" or "/ck")
+      return proc.write_file(dir .. "/job.lua", table.concat({
+        'local sr = require "streamrun"',
+        'local job = sr.job { name = "interval", batch = "100ms", max_batch_records = 2,',
+        ('  checkpoint = { dir = %q, every = "600ms", keep = 50 } }'):format(ck),
+        ('local w = job:text_file(%q, { name = "lines" }):map(function(l) return l, 1 end)'):format(input),
+        window and 'w = w:reduce_by_key_and_window(sr.add, "1200ms", "600ms", { name = "win" })'
+          or 'w = w:update_state_by_key(function(v, n) return (n or 0) + #v end, { name = "counts" })',
+        'w:foreach_batch(function() end, { name = "out" })',
+        'return job',
+      }, "\n") .. "\n")
+    end
+    local function batches_written()
+      local list = {}
+      for _, name in ipairs(checkpoints(dir .. "/ck")) do list[#list + 1] = tonumber(name:match("(%d+)%.srck$")) end
+      return list
+    end
+    local path = job(false)
+    local code, _, err = e2e.exec({ "run", path, "--quiet", "--batches", "8" })
+    assert.equal(0, code, err)
+    code, _, err = e2e.exec({ "run", path, "--quiet", "--batch", "300ms", "--batches", "8" })
+    assert.equal(0, code, err)
+    -- Batches 9.. at 300 ms: every second one is due (600 ms), the last one
+    -- written as the run ends.
+    local after = {}
+    for _, b in ipairs(batches_written()) do if b > 8 then after[#after + 1] = b end end
+    assert.same({ 10, 12, 14, 16 }, after)
+
+    path = job(true)
+    code, _, err = e2e.exec({ "run", path, "--quiet", "--batches", "8" })
+    assert.equal(0, code, err)
+    code, _, err = e2e.exec({ "run", path, "--quiet", "--batch", "300ms" })
+    assert.equal(2, code, err)
+    assert.truthy(err:find("the batch interval cannot change (100 ms to 300 ms) while windows hold slices", 1, true), err)
+  end)
+
   it("resuming from the checkpoint of the job's start seeds opts.initial", function()
     for _, workers in ipairs { "1", "2" } do
       local dir = proc.tmpdir()
