@@ -39,6 +39,7 @@ function M.meta(job, plan, batch, time_ms, positions, progress, params)
     script_hash = type(job.path) == "string" and core.file_hash(job.path) or nil,
     params = params or {}, batch = batch, time_ms = time_ms, zero_ms = plan.zero_ms,
     batch_ms = job.batch_ms, sources = positions, outputs = progress, stages = stages,
+    window_lengths = reload.lengths_of(job),
     -- The watermark (streamrun.eventtime); older checkpoints have none and
     -- start without one.
     event = plan.event and plan.event.data or nil,
@@ -96,7 +97,7 @@ function M.adopt(found, job)
     return nil, ("%s is a checkpoint of job %s, not of job %s: refusing it (give this job its own checkpoint "
       .. "directory)"):format(found.path, tostring(found.meta.job), job.name), 1
   end
-  local r = reload.plan(found.meta.stages or {}, job)
+  local r = reload.plan(found.meta.stages or {}, job, found.meta.window_lengths)
   if #r.conflicts > 0 then
     return nil, ("%s cannot be resumed by this script: %s"):format(found.path, table.concat(r.conflicts, "; ")), 2
   end
@@ -107,7 +108,7 @@ function M.adopt(found, job)
     return nil, ("%s cannot be resumed by this script: the batch interval cannot change (%d ms to %d ms) while "
       .. "windows hold slices"):format(found.path, was, job.batch_ms), 2
   end
-  return states, windows, reload.describe(r)
+  return states, windows, reload.describe(r, job)
 end
 
 -- -- A running job's writer --

@@ -31,10 +31,21 @@ function M.stages_of(job)
   return stages
 end
 
+-- The lengths of a job's windows without a running result (name ->
+-- length): one may change, but the slices it keeps cover only its length.
+function M.lengths_of(job)
+  local lengths = {}
+  for _, n in ipairs(job.nodes) do
+    if n.kind == "windowed" and M.kind_of(n) == n.op then lengths[n.stage_name] = n.length_ms end
+  end
+  return lengths
+end
+
 -- Compares the stages that hold state (old: name -> kind) with a new job's.
--- Returns { keep, drop, new, conflicts } (sorted arrays of names; conflicts
--- are "name: was K1, now K2" texts).
-function M.plan(old, job)
+-- Returns { keep, drop, new, conflicts, grown } (sorted arrays of names;
+-- conflicts are "name: was K1, now K2" texts; grown: name -> old length of
+-- a kept window now longer, by old_lengths, as lengths_of gives them).
+function M.plan(old, job, old_lengths)
   local drop_list = {}
   for _, name in ipairs(job.drop_state or {}) do drop_list[name] = true end
   local new_stages = M.stages_of(job)
@@ -57,13 +68,27 @@ function M.plan(old, job)
     if new_stages[name] == nil then r.drop[#r.drop + 1] = name end
   end
   for _, list in pairs(r) do table.sort(list) end
+  r.grown = {}
+  local lengths = M.lengths_of(job)
+  for _, name in ipairs(r.keep) do
+    local was = (old_lengths or {})[name]
+    if was and lengths[name] and lengths[name] > was then r.grown[name] = was end
+  end
   return r
 end
 
--- One line for the log: "kept a, b; dropped c; new d".
-function M.describe(r)
+-- One line for the log: "kept a, b; dropped c; new d" (a kept window now
+-- longer says what its first windows lack).
+function M.describe(r, job)
   local function names(list) return #list > 0 and table.concat(list, ", ") or "none" end
-  return ("kept %s; dropped %s; new %s"):format(names(r.keep), names(r.drop), names(r.new))
+  local kept = {}
+  for i, name in ipairs(r.keep) do
+    local was = r.grown and r.grown[name]
+    kept[i] = was and job and ("%s (its length grew from %d ms to %d ms: windows ending in the next %d ms lack "
+      .. "what came before the last %d ms it kept)"):format(name, was, job.by_name[name].length_ms,
+      job.by_name[name].length_ms - was, was) or name
+  end
+  return ("kept %s; dropped %s; new %s"):format(names(kept), names(r.drop), names(r.new))
 end
 
 -- The state tables and windows of `kept` stages, from states/windows by

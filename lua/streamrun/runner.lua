@@ -285,7 +285,7 @@ function M.resume(cli)
   end
   if not S then return code end
   watch_files(cli, S)
-  log("reloaded %s: %s", cli.job, reload.describe(p.plan))
+  log("reloaded %s: %s", cli.job, reload.describe(p.plan, p.job))
   current, current_cli = S, cli
   return drive(cli, S)
 end
@@ -306,8 +306,8 @@ function M.check_against(job, path)
     found, why = checkpoint.load(path)
     if not found then log("%s: %s", path, why) return 1 end
   end
-  local r = reload.plan(found.meta.stages or {}, job)
-  io.stdout:write(("against %s (batch %d): %s\n"):format(found.path, found.meta.batch, reload.describe(r)))
+  local r = reload.plan(found.meta.stages or {}, job, found.meta.window_lengths)
+  io.stdout:write(("against %s (batch %d): %s\n"):format(found.path, found.meta.batch, reload.describe(r, job)))
   for _, c in ipairs(r.conflicts) do io.stdout:write("cannot keep ", c, "\n") end
   return #r.conflicts > 0 and 2 or 0
 end

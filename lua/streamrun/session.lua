@@ -787,7 +787,8 @@ function Session:describe()
     end
   end
   return {
-    stages = reload.stages_of(self.job), batch_ms = self.job.batch_ms, has_windows = next(self.plan.windows) ~= nil,
+    stages = reload.stages_of(self.job), window_lengths = reload.lengths_of(self.job), batch_ms = self.job.batch_ms,
+    has_windows = next(self.plan.windows) ~= nil,
     checkpoint_dir = self.settings and self.settings.dir or nil,
     loop = self.loop and tonumber(ffi.cast("uintptr_t", self.loop)) or false, sources = running,
   }
@@ -804,7 +805,7 @@ function M.check_reload(running, job, settings)
   if (settings and settings.dir) ~= running.checkpoint_dir then
     return nil, "the checkpoint directory cannot change while the job runs (restart it)"
   end
-  local r = reload.plan(running.stages, job)
+  local r = reload.plan(running.stages, job, running.window_lengths)
   if #r.conflicts > 0 then return nil, table.concat(r.conflicts, "; ") end
   return r
 end

@@ -315,7 +315,7 @@ function Driver:reload(path, opts)
   if not r then error("reload: " .. why, 2) end
   local S = session.import(job, options(self, opts.echo or self.echo), self.session:export(), r, nil)
   attach(self, S)
-  self.reload_log = reload.describe(r)
+  self.reload_log = reload.describe(r, job)
   return self.reload_log
 end
 

@@ -645,4 +645,28 @@ describe("reload rules found by these specs", function()
     assert.same({ 4, 5 }, S.kept)
     os.execute("rm -rf '" .. dir .. "'")
   end)
+
+  -- A window without an inverse may grow, but it kept only its old length
+  -- of slices: the log says which windows lack data, also on a restore.
+  it("a window without an inverse whose length grew says what its first windows lack", function()
+    local function job(length)
+      return function()
+        local j = sr.job { name = "grow", batch = "1s" }
+        j:queue({}, { name = "in" }):map(function(w) return w, 1 end)
+          :reduce_by_key_and_window(sr.add, length, "1s", { name = "w" })
+          :foreach_batch(function() end, { name = "w_out" })
+        return j
+      end
+    end
+    local d = testing.driver(job("2s"))
+    d:push("in", { "a" })
+    d:tick()
+    local want = "kept w (its length grew from 2000 ms to 5000 ms: windows ending in the next 3000 ms lack what came"
+      .. " before the last 2000 ms it kept)"
+    local path = d:checkpoint()
+    assert.equal(want .. "; dropped none; new none", d:reload(job("5s")))
+    assert.equal("kept w; dropped none; new none", d:reload(job("3s")))
+    local r = testing.restore(path, { job = job("5s") })
+    assert.equal(want .. "; dropped none; new none", r.session.adopted)
+  end)
 end)
