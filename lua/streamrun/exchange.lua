@@ -802,12 +802,17 @@ function M.attach(job, steps, ctx)
   ctx.plan.parallels, ctx.plan.parallel_segs = {}, {}
   local first
   -- (A segment that fails to attach takes the VMs of those before it.)
+  -- (A segment that stays on worker 0 while others split is noted with
+  -- why in plan.alone_segs, for the log.)
+  ctx.plan.alone_segs = {}
   local ok, err = xpcall(function()
     for i, seg in ipairs(segs) do
       local done, err = M.attach_one(job, steps, ctx, seg, i)
       if done then
         first = first or done
         table.insert(ctx.plan.parallel_segs, done)
+      else
+        table.insert(ctx.plan.alone_segs, { seg = seg, why = err })
       end
       why = why or err
     end

@@ -148,8 +148,12 @@ function M.note_plan(w, plan, job)
       parts[i] = M.segment_names(seg) .. (alone[seg] and " (a small batch on worker 0 alone when faster)" or "")
     end
     if native > 0 then parts[#parts + 1] = "the built-in word count" end
-    w.log("workers: %s; %s run on %d workers, the other stages on worker 0%s", asked, table.concat(parts, "; "), w.n,
-      kept)
+    local alone_why = {}
+    for _, a in ipairs(plan.alone_segs or {}) do
+      alone_why[#alone_why + 1] = ("; %s on worker 0 (%s)"):format(M.segment_names(a.seg), tostring(a.why))
+    end
+    w.log("workers: %s; %s run on %d workers, the other stages on worker 0%s%s", asked, table.concat(parts, "; "),
+      w.n, kept, table.concat(alone_why))
   else
     w.log("workers: %s; the built-in word count runs on %d workers, the other stages on worker 0%s", asked, w.n, kept)
   end

@@ -266,6 +266,25 @@ describe("workers", function()
     end
   end)
 
+  it("says which keyed segment stays on worker 0, and why, beside those split", function()
+    local path = script("parts_mixed", [[local sr = require "streamrun"
+local job = sr.job { name = "mixed", batch = "1s", partitions = sr.param("parts", 16) }
+local words = job:queue({}, { name = "lines" }):flat_map(sr.words)
+words:map(function(w) return w, 1 end)
+  :update_state_by_key(function(values, total) return (total or 0) + #values end, { name = "totals" })
+  :foreach_batch(function() end, { name = "out" })
+words:map(function(w) return w, 1 end):reduce_by_key(sr.add):foreach_batch(function() end, { name = "counts" })
+return job
+]])
+    local d = testing.driver(path, { workers = 2, params = { parts = 16 } })
+    d:push("lines", random_lines(rng(3), 20)):tick()
+    local again = testing.restore(d:checkpoint(), { job = path, workers = 2, params = { parts = 5 } })
+    local said = {}
+    workers.note_plan({ n = 2, log = function(f, ...) said[#said + 1] = f:format(...) end }, again.plan, again.job)
+    assert.equal("workers: 2; map.2 > reduce_by_key.1 run on 2 workers, the other stages on worker 0; map.1 > totals"
+      .. " on worker 0 (the state of totals holds 16 partitions, the job 5)", said[1])
+  end)
+
   it("counts each worker's busy time for the status line, --stats and /metrics", function()
     local w = workers.open({ partitions = 16, workers = 2 }, function() end)
     local first = workers.batch_busy(w, 5)
