@@ -3,4 +3,5 @@
 #define SR_RUNTIME_H
 const char *sr_version(void);
 double sr_clock_ms(void);
+double sr_unix_ms(void);
 #endif

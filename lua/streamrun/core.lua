@@ -31,6 +31,7 @@ typedef struct sr_source_traits {
 
 const char *sr_version(void);
 double sr_clock_ms(void);
+double sr_unix_ms(void);
 const char *sr_strerror(int code);
 int sr_duration_parse(const char *s, int64_t *ms);
 
@@ -210,6 +211,7 @@ function M.duration_ms(d)
 end
 
 function M.clock_ms() return C.sr_clock_ms() end
+function M.unix_ms() return C.sr_unix_ms() end
 
 -- A short hash of a file's bytes (CRC-32C, hex), nil if it cannot be read.
 function M.file_hash(path)

@@ -137,7 +137,7 @@ function Monitor:batch(S, s)
   recent[#recent + 1] = {
     batch = s.batch, time_ms = s.time_ms, records = s.records, processing_ms = s.processing_ms,
     scheduling_delay_ms = s.scheduling_delay_ms, state_keys = s.state_keys, dead_letters = s.dead_letters,
-    unix_ms = os.time() * 1000,
+    unix_ms = core.unix_ms(),
   }
   -- Each batch's JSON is made once, not once per batch it stays listed.
   local texts = self.recent_json

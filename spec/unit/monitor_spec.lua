@@ -63,10 +63,28 @@ describe("monitor", function()
     assert.equal(3, #st.batches)
     assert.same({ 2, 1, 0 }, { st.batches[1].records, st.batches[2].records, st.batches[3].records })
     assert.same({ 1000, 2000, 3000 }, { st.batches[1].time_ms, st.batches[2].time_ms, st.batches[3].time_ms })
+    for _, b in ipairs(st.batches) do
+      assert.is_true(math.abs(b.unix_ms - os.time() * 1000) < 5000, tostring(b.unix_ms))
+    end
     local names = {}
     for _, s in ipairs(st.stages) do names[#names + 1] = s.name end
     assert.same({ "words", "map.1", "totals", "foreach_batch.1" }, names)
     assert.equal(2, st.stages[3].state_keys)
+  end)
+
+  -- When each batch ran, by the wall clock to the millisecond.
+  it("dates each batch to the millisecond", function()
+    local core = require "streamrun.core"
+    local a = core.unix_ms()
+    local b = a
+    while b == a do b = core.unix_ms() end
+    assert.is_true(b - a < 1000, ("%.0f then %.0f"):format(a, b))
+    local real = core.unix_ms
+    core.unix_ms = function() return 1796700000123 end
+    local ok, docs = pcall(run, { { "a" } })
+    core.unix_ms = real
+    assert(ok, docs)
+    assert.equal(1796700000123, cjson.decode(docs["/api/status"]).batches[1].unix_ms)
   end)
 
   it("keeps the last batches only, and crosses a reload with its figures", function()
