@@ -102,9 +102,23 @@ function M.load(path, opts)
     path = "(job function)"
   end
   sr._set_params(opts.params)
+  local script = "@" .. path
   local ok, job = xpcall(chunk, function(e)
-    if type(e) == "table" then return e end
-    return first_line(e)
+    local mt = type(e) == "table" and getmetatable(e)
+    local msg = (type(e) == "string" or type(e) == "number" or mt and mt.__tostring) and first_line(e)
+      or ("error object is a %s value"):format(type(e))
+    -- A message without a place (error(obj), error(msg, 2)...) is given
+    -- the script's line that raised it.
+    if from_file and not msg:find("^[^\n:]+:%d+: ") then
+      for level = 2, 64 do
+        local info = debug.getinfo(level, "Sl")
+        if not info then break end
+        if info.source == script and info.currentline > 0 then
+          return ("%s:%d: %s"):format(path, info.currentline, msg)
+        end
+      end
+    end
+    return msg
   end)
   if not ok then return nil, tostring(job) end
   if not dsl.is_job(job) then

@@ -81,6 +81,18 @@ describe("e2e command line", function()
     end
   end)
 
+  it("exits 2 naming file:line for an error raised with no place of its own (a table, nil, level 2)", function()
+    local dir = proc.tmpdir()
+    for raise, says in pairs { ["error({ code = 1 })"] = "error object is a table value",
+                               ["error()"] = "error object is a nil value", ['error("lvl2", 2)'] = "lvl2" } do
+      local path = proc.write_file(dir .. "/raises.lua", table.concat({ 'local sr = require "streamrun"',
+        'local job = sr.job { name = "raises", batch = "1s" }', raise, "return job" }, "\n") .. "\n")
+      local code, _, stderr = e2e.exec({ "check", path })
+      assert.equal(2, code, raise)
+      assert.truthy(stderr:find(path .. ":3: " .. says, 1, true), stderr)
+    end
+  end)
+
   it("exits 2 with file:line and 'unknown operation' for an operation that does not exist", function()
     local code, _, stderr = e2e.exec({ "run", e2e.job("unknown_op") })
     assert.equal(2, code)
