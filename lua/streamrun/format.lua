@@ -14,9 +14,28 @@ end
 
 -- A JSON text for any element value, objects with their members sorted by
 -- key (the same value is written the same way in every run); values JSON
--- cannot express fall back to tostring.
+-- cannot express are shown by their type.
+-- v with what JSON cannot hold shown by its type ("<function>"; a table
+-- met again inside itself "<cycle>"), so that the text still says the
+-- rest (and never an address, which differs from run to run).
+local function shown(v, seen)
+  local t = type(v)
+  if t == "string" or t == "number" or t == "boolean" then return v end
+  if t ~= "table" then return "<" .. t .. ">" end
+  if seen[v] then return "<cycle>" end
+  seen[v] = true
+  local out = {}
+  for k, x in pairs(v) do
+    local tk = type(k)
+    out[(tk == "string" or tk == "number") and k or ("<" .. tk .. ">")] = shown(x, seen)
+  end
+  seen[v] = nil
+  return out
+end
+
 function M.json(v)
   local s = encode(v)
+  if s == nil then s = encode(shown(v, {})) end
   if s == nil then return tostring(v) end
   return s
 end
