@@ -440,13 +440,14 @@ local function merge(e)
   if f then
     -- The reducer runs unguarded in one loop per worker's partials
     -- (g.resumed, as ops.reduce_by_key): a failing call is reported with
-    -- its accumulator and value, which stays as it was, and the loop
+    -- its key and value, the accumulator stays as it was, and the loop
     -- resumes after it.
     for from = 0, e.n - 1 do
       local A, B, O, c = column(e, from)
       local at = setmetatable({}, { __index = function(t, name)
         local i = rawget(t, "i")
-        if name == "nk" then return #keys elseif name == "v" then return B[i] elseif name == "acc" then return accs[A[i]] end
+        if name == "nk" then return #keys elseif name == "v" then return B[i] elseif name == "acc" then return accs[A[i]]
+        elseif name == "key" then return A[i] end
       end })
       local function run(i0, acc, n0)
         local nk = n0
@@ -465,7 +466,7 @@ local function merge(e)
         end
         return nil, nk
       end
-      local _, m = g.resumed(sink, run, at, nil, nk, "acc", "nk", "acc", "v")
+      local _, m = g.resumed(sink, run, at, nil, nk, "acc", "nk", "acc", "v", "key")
       nk = m
     end
     local V = tnew(nk, 0)

@@ -15,6 +15,7 @@ local core = require "streamrun.core"
 local batch = require "streamrun.batch"
 local builtins = require "streamrun.builtins"
 local guard = require "streamrun.guard"
+local format = require "streamrun.format"
 local ops = require "streamrun.ops"
 local resume = require "streamrun.resume"
 local watchdog = require "streamrun.watchdog"
@@ -190,7 +191,9 @@ local function generate(stages, k0, guarded, origin, sink, raw, timed)
         emit(("if KEYTYPE[type(%s)] and %s == %s then m = m + 1; OA[m] = %s; OB[%s] = %s else BAD(%s, %s) end")
           :format(a, a, a, a, a, b, a, b))
         emit("else")
-        emit(("OB[%s] = %s"):format(a, call(k, "F", { acc, b })), { k = k, args = { acc, b }, loops = loops })
+        -- (Guarded, the key goes too, for the dead letter: G.)
+        emit(("OB[%s] = %s"):format(a, call(k, "F", guarded and { acc, b, a } or { acc, b })),
+          { k = k, args = { acc, b }, key = a, loops = loops })
         emit("end")
         emit("end")
       elseif sink == "count_by_value" then
@@ -379,10 +382,13 @@ function M.chain(stages, g, origin, sink, stamp)
   local cur = { input = nil, i = 0 }
   local function G(k, f, ...)
     if k > nk then
-      -- The reducer: a failing call leaves the key's accumulator as it was.
-      local ok, r1 = g.call(sink, f, ...)
+      -- The reducer: a failing call (named with its key, when the loop
+      -- gives it) leaves the key's accumulator as it was.
+      local acc, v, key = ...
+      local ok, r1
+      if key ~= nil then ok, r1 = g.call_key(sink, key, v, f, acc, v) else ok, r1 = g.call(sink, f, acc, v) end
       if ok then return r1 end
-      return (...)
+      return acc
     end
     local ok, r1, r2 = g.call_at(stages[k], cur.input, cur.i, f, ...)
     if ok then return r1, r2 end
@@ -523,7 +529,10 @@ end]]
     end
     local args = site.args
     local v1, v2 = cap[args[1]], args[2] and cap[args[2]]
-    if site.k > nk then
+    local key = site.key and cap[site.key]
+    if site.k > nk and key ~= nil then
+      g.report(sink, ("key %s: %s"):format(format.json(key), tostring(err)), key, v2)
+    elseif site.k > nk then
       g.report(sink, err, v1, v2)
     elseif args[2] then
       report(stages[site.k], err, input, i, v1, v2)

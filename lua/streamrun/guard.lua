@@ -190,15 +190,22 @@ function M.new(handlers)
   -- accumulators as they were (the failing call changed nothing). Returns
   -- run's results. at: what run keeps of its loop for when the error
   -- handler cannot run (a stack overflow): at.i, and the locals named
-  -- xname, yname, args1, args2.
-  function g.resumed(node, run, at, x, y, xname, yname, args1, args2)
+  -- xname, yname, args1, args2 (and keyname). keyname: the loop's local
+  -- holding the key of the call (a reducer's): the error names it, and
+  -- the element is the key and the value (args2).
+  function g.resumed(node, run, at, x, y, xname, yname, args1, args2, keyname)
     local i0 = 1
     while true do
       local ok, r1, r2 = resume.call(run, i0, x, y)
       if ok then return r1, r2 end
       if type(r1) == "table" and r1.fatal then error(r1, 0) end
       if not r2 or not r2.i then r2 = at end
-      g.report(node, r1, r2[args1], r2[args2])
+      local key = keyname and r2[keyname]
+      if key ~= nil then
+        g.report(node, ("key %s: %s"):format(format.json(key), tostring(r1)), key, r2[args2])
+      else
+        g.report(node, r1, r2[args1], r2[args2])
+      end
       i0, x, y = r2.i + 1, r2[xname], r2[yname]
     end
   end

@@ -206,9 +206,10 @@ function M.reduce_by_key(node, g, input)
   -- (Without the handler: nk is #keys, acc and v are read again.)
   setmetatable(at, { __index = function(t, name)
     local i = rawget(t, "i")
-    if name == "nk" then return #keys elseif name == "v" then return B[i] elseif name == "acc" then return accs[A[i]] end
+    if name == "nk" then return #keys elseif name == "v" then return B[i] elseif name == "acc" then return accs[A[i]]
+    elseif name == "k" then return A[i] end
   end })
-  local _, nk = g.resumed(node, run, at, nil, 0, "acc", "nk", "acc", "v")
+  local _, nk = g.resumed(node, run, at, nil, 0, "acc", "nk", "acc", "v", "k")
   local OB = tnew(nk, 0)
   for i = 1, nk do OB[i] = accs[keys[i]] end
   return { n = nk, a = keys, b = OB }

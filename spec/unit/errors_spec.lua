@@ -74,7 +74,8 @@ local CASES = {
   },
   {
     -- The value 99 fails the reducer; the key's other values still reduce.
-    op = "reduce_by_key", input = { 1, 2, 99, 4, 5 }, out = { { "odd", 6 }, { "even", 6 } }, record = "99",
+    op = "reduce_by_key", input = { 1, 2, 99, 4, 5 }, out = { { "odd", 6 }, { "even", 6 } }, record = '["odd",99]',
+    key = '"odd"',
     build = function(s)
       local pairs_ = s:map(function(x) return x % 2 == 0 and "even" or "odd", x end)
       return pairs_:reduce_by_key(function(a, b) boom_on(99)(b) return a + b end), here()
@@ -106,6 +107,7 @@ describe("a user function that raises", function()
       assert_dead_letter(dl, case.op .. ".1", case.op, where, "boom", case.offset and "input")
       assert.equal(case.offset or -1, dl.offset)
       assert.matches(case.record, dl.record, 1, true)
+      if case.key then assert.matches("key " .. case.key .. ": ", dl.reason, 1, true) end
       -- the next batch runs as usual
       d:tick()
       assert.equal(1, #d.dead_letters)

@@ -470,8 +470,9 @@ return job
 
   -- A reducer that raises on the owners' merge of the workers' partials
   -- (the first line's share is worker 0's, the second worker 1's): the
-  -- failing call is a dead letter of the stage with the two partials, the
-  -- key keeps its accumulator, and the merge goes on with the keys after it.
+  -- failing call is a dead letter of the stage naming the key, with the key
+  -- and the partial; the key keeps its accumulator, and the merge goes on
+  -- with the keys after it.
   it("dead-letters a reducer failing on the owners' merge and merges the rest", function()
     local path = script("merge_fail", [[local sr = require "streamrun"
 local job = sr.job { name = "rf", batch = "1s", partitions = 8 }
@@ -488,8 +489,8 @@ return job
     assert.equal(1, #d.dead_letters)
     local l = d.dead_letters[1]
     assert.equal("joined", l.source)
-    assert.matches("^stage joined %(reduce_by_key at .-%): .-no bad partials", l.reason)
-    assert.equal('["b1","bad"]', l.record)
+    assert.matches('^stage joined %(reduce_by_key at .-%): key "b": .-no bad partials', l.reason)
+    assert.equal('["b","bad"]', l.record)
     d:push("lines", { "b3 c3", "b4 c4" })
     assert.same({ { "b", "b3+b4" }, { "c", "c3+c4" } }, d:tick().out)
   end)
