@@ -6,6 +6,7 @@
 -- table the session keeps (checkpoint metadata, reloads); a plan reads and
 -- moves it once per batch through a tracker.
 local format = require "streamrun.format"
+local trim_traceback = require("streamrun.guard").trim_traceback
 local origin = require("streamrun.batch").origin
 local new_times = require("streamrun.batch").new_times
 local reuse_times = require("streamrun.batch").reuse_times
@@ -180,7 +181,7 @@ function M.tracker(job, data, dead)
   local buffers = {}
   for _, node in ipairs(list) do buffers[node] = {} end
   return setmetatable({ sources = list, data = data, dead = dead, before = data.wm, fire = data.wm, final = false,
-                        buffers = buffers, chained = nil, waiting = nil }, Tracker)
+                        buffers = buffers, chained = nil, waiting = nil, fails = job.on_error == "fail" }, Tracker)
 end
 
 -- The common test of an event time in hand: a number in range, which
@@ -188,10 +189,19 @@ end
 M.checked = checked
 
 -- A record whose event time could not be read: its dead letter, at its
--- origin in batch b (element i), with reason err and the record.
+-- origin in batch b (element i), with reason err and the record. A time
+-- that is no time ("event_time: ...") is bad input; an error the source's
+-- event_time function raised is its user code's, named as a stage's is,
+-- and with on_error = "fail" the job's end.
 function Tracker:dead_record(node, b, i, err, record)
   local source, offset = origin(b, i)
-  self.dead(source or node.stage_name, offset or -1, tostring(err), format.value(record))
+  local reason = tostring(err)
+  if reason:sub(1, 12) ~= "event_time: " then
+    reason = ("stage %s (event_time of %s at %s): %s"):format(node.stage_name, node.op, node.where,
+      trim_traceback(reason))
+    if self.fails then error({ fatal = reason .. "\n  element: " .. format.value(record) }, 0) end
+  end
+  self.dead(source or node.stage_name, offset or -1, reason, format.value(record))
 end
 
 -- The loop of stamp(), one function for every batch: a closure made per

@@ -368,6 +368,44 @@ describe("event time", function()
     end)
   end)
 
+  -- An event_time function that raises is user code: its dead letter
+  -- names the source as a stage's does, and on_error = "fail" ends the
+  -- job; a value that is no time is bad input (a dead letter either way).
+  it("an event_time function that raises is named as a stage; on_error = \"fail\" stops the job", function()
+    local function job(on_error, chained)
+      return function()
+        local j = sr.job { name = "raising", batch = "1s", on_error = on_error }
+        local a = j:queue({}, { name = "a", event_time = function(e)
+          if e[2] == 66 then error("no time for 66") end
+          return e[2]
+        end })
+        local s = chained and a or a:union(j:queue({}, { name = "b", event_time = function(e) return e[2] end }))
+        s:map(function(e) return e[1], 1 end)
+         :reduce_by_key_and_event_window(add, "5s", { name = "w" })
+         :foreach_batch(function() end, { name = "out" })
+        return j
+      end
+    end
+    for _, chained in ipairs { true, false } do
+      local d = testing.driver(job("dead_letter", chained))
+      d:push("a", { { "x", 1000 }, { "y", 66 }, { "z", "never" } })
+      d:tick()
+      assert.equal(2, #d.dead_letters)
+      local raised, bad = d.dead_letters[1], d.dead_letters[2]
+      assert.matches("^stage a %(event_time of queue at .-%): .-no time for 66", raised.reason)
+      assert.matches("^event_time: ", bad.reason)
+      local f = testing.driver(job("fail", chained))
+      f:push("a", { { "z", "never" } })
+      f:tick()
+      assert.equal(1, #f.dead_letters)
+      f:push("a", { { "y", 66 } })
+      local ok, err = pcall(f.tick, f)
+      assert.is_false(ok)
+      assert.matches("stage a (event_time of queue at ", tostring(err), 1, true)
+      assert.matches("no time for 66", tostring(err), 1, true)
+    end
+  end)
+
   describe("checkpoints and reloads", function()
     local function job()
       local j = sr.job { name = "keep", batch = "1s" }
