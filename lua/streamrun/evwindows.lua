@@ -287,13 +287,13 @@ local function session_timer(list, gap, lateness)
   return at
 end
 
--- acc folded with x (x when there is no acc yet); a failing f is reported
--- and leaves acc as it was.
+-- acc folded with x (x when there is no acc yet), and true; a failing f
+-- is reported: acc as it was, and false.
 local function combine(node, g, f, k, acc, x)
-  if acc == nil then return x end
+  if acc == nil then return x, true end
   local ok, r = g.call_key(node, k, x, f, acc, x)
-  if ok then return r end
-  return acc
+  if ok then return r, true end
+  return acc, false
 end
 
 -- Adds the event (t, v) to a key's sessions, merging those it bridges
@@ -324,19 +324,26 @@ local function add_event(node, g, k, list, t, v, before)
     return true
   end
   -- Merged in time order: sessions before t, the event, sessions after.
+  -- A fold that fails keeps the event out: the sessions stay as they
+  -- were, neither stretched nor joined by it.
   local acc, start, top
-  local placed = false
+  local placed, ok = false, true
   for x = first, last, 3 do
     local s, l = session_start(list[x]), list[x + 1]
     if not placed and t < s then
-      acc = combine(node, g, f, k, acc, v)
+      acc, ok = combine(node, g, f, k, acc, v)
+      if not ok then return true end
       placed = true
     end
-    acc = combine(node, g, f, k, acc, list[x + 2])
+    acc, ok = combine(node, g, f, k, acc, list[x + 2])
+    if not ok then return true end
     if start == nil or s < start then start = s end
     if top == nil or l > top then top = l end
   end
-  if not placed then acc = combine(node, g, f, k, acc, v) end
+  if not placed then
+    acc, ok = combine(node, g, f, k, acc, v)
+    if not ok then return true end
+  end
   if t < start then start = t end
   if t > top then top = t end
   for _ = first, last + 2 do table.remove(list, first) end

@@ -406,6 +406,31 @@ describe("event time", function()
     end
   end)
 
+  -- A session's fold that fails on an event keeps the event out: the
+  -- sessions are neither stretched nor joined by it (as without it).
+  it("session_by_key: an event whose fold fails neither stretches nor joins sessions", function()
+    local d = testing.driver(function()
+      local j = sr.job { name = "sessions", batch = "1s" }
+      j:queue({}, { name = "in", event_time = function(e) return e[2] end })
+       :map(function(e) return e[1], e[3] end)
+       :session_by_key("1s", function(a, b) if b == 3 then error("no 3") end return a + b end, { name = "s" })
+       :foreach_batch(function() end, { name = "out" })
+      return j
+    end)
+    local got = {}
+    local function emitted(out)
+      for _, e in ipairs(out) do got[#got + 1] = ("%s %d-%d %d"):format(e[1], e[2].start_ms, e[2].end_ms, e[2].value) end
+    end
+    d:push("in", { { "a", 1000, 1 }, { "a", 1900, 3 }, { "a", 2700, 5 } })
+    emitted(d:tick().out)
+    assert.equal(1, #d.dead_letters)
+    assert.matches('key "a": .-no 3', d.dead_letters[1].reason)
+    d:push("in", { { "b", 9000, 1 } })
+    emitted(d:tick().out)
+    table.sort(got)
+    assert.same({ "a 1000-2000 1", "a 2700-3700 5" }, got)
+  end)
+
   describe("checkpoints and reloads", function()
     local function job()
       local j = sr.job { name = "keep", batch = "1s" }
