@@ -142,17 +142,24 @@ function M.find(job, skip)
         -- A text source only the chain reads: each worker reads its range
         -- of the C batch itself.
         local raw = source.kind == "source" and source.format == "text" and not source.framed and #cons[source] == 1
-        -- The one source upstream, which dead letters name (none past a
-        -- union or join).
-        local origin = source
-        while origin and origin.kind ~= "source" do origin = #origin.inputs == 1 and origin.inputs[1] or nil end
         return { source = source, stages = stages, sink = sink, keyed = keyed, raw = raw,
-                 origin = origin and origin.stage_name, word_count = word_count }
+                 origin = M.origin_of(source), word_count = word_count }
       end
     end
     ::next_node::
   end
   return nil, why
+end
+
+-- The name of the one source upstream of node whose records its elements
+-- still are, which dead letters name: through stages that keep each
+-- element's record (narrow ones, map_with_state), as one worker's batches
+-- say; none past an aggregate (a window, a reduce...), a union or a join.
+function M.origin_of(node)
+  while node and node.kind ~= "source" do
+    node = (node.kind == "narrow" or node.op == "map_with_state") and #node.inputs == 1 and node.inputs[1] or nil
+  end
+  return node and node.stage_name
 end
 
 -- Every keyed segment of the job that can run on several workers, in the

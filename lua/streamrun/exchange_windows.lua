@@ -66,9 +66,7 @@ function M.chain_into(job, node, cons, side)
   if not source or source.event_time or source.timed or source.op == "generator" then return nil end
   if source.slide_ms and source.slide_ms ~= job.batch_ms then return nil end
   local raw = source.kind == "source" and source.format == "text" and not source.framed and #cons[source] == 1
-  local origin = source
-  while origin and origin.kind ~= "source" do origin = #origin.inputs == 1 and origin.inputs[1] or nil end
-  return { source = source, stages = stages, raw = raw, origin = origin and origin.stage_name }
+  return { source = source, stages = stages, raw = raw, origin = exchange.origin_of(source) }
 end
 
 -- The segment of a keyed window fed by such a chain: the chain's fields

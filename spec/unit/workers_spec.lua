@@ -468,6 +468,28 @@ return job
     for i = 2, #drivers do assert.same(drivers[1]:state("running"), drivers[i]:state("running")) end
   end)
 
+  -- A stage after a window fails on an element the window made: its dead
+  -- letter names the stage (a window's output is no record of the
+  -- source's), as with one worker.
+  it("names the failing stage, not the source, for an element a window made", function()
+    local drivers = drivers_of(script("after_window", [[local sr = require "streamrun"
+local job = sr.job { name = "aw", batch = "1s", partitions = 8 }
+job:queue({}, { name = "lines" }):map(function(l) return l, 1 end):window("2s", "1s", { name = "w" })
+  :map(function(k, v) if k == "boom" then error("no boom") end return k, v end, { name = "m" })
+  :reduce_by_key(sr.add):foreach_batch(function() end, { name = "out" })
+return job
+]]))
+    assert.is_not_nil(drivers[2].plan.parallel)
+    local lines = random_lines(rng(9), 50)
+    lines[#lines + 1] = "boom"
+    tick_all(drivers, lines, function(r) return r.out end)
+    for i, d in ipairs(drivers) do
+      assert.equal(1, #d.dead_letters, "workers " .. i)
+      assert.equal("m", d.dead_letters[1].source, "workers " .. i)
+      assert.equal(-1, d.dead_letters[1].offset, "workers " .. i)
+    end
+  end)
+
   -- A reducer that raises on the owners' merge of the workers' partials
   -- (the first line's share is worker 0's, the second worker 1's): the
   -- failing call is a dead letter of the stage naming the key, with the key
