@@ -14,6 +14,24 @@ local function rows(els)
   return r
 end
 
+-- A job counting each element's e[1] in 5 s event-time windows of source
+-- "a" (its time by time_of; a_opts: more of its options), alone or, when
+-- not chained, beside a source "b" through a union (then records are
+-- stamped before the stages, not by a chain of their own).
+local function windowed(job_opts, chained, time_of, a_opts)
+  return function()
+    local j = sr.job(job_opts)
+    local o = { name = "a", event_time = time_of }
+    for k, v in pairs(a_opts or {}) do o[k] = v end
+    local s = j:queue({}, o)
+    if not chained then s = s:union(j:queue({}, { name = "b", event_time = function(e) return e[2] end })) end
+    s:map(function(e) return e[1], 1 end)
+     :reduce_by_key_and_event_window(add, "5s", { name = "w" })
+     :foreach_batch(function() end, { name = "out" })
+    return j
+  end
+end
+
 describe("event time", function()
   describe("reading times", function()
     it("parses RFC 3339 with zones and fractions", function()
@@ -338,22 +356,9 @@ describe("event time", function()
       assert.equal(7000, d:watermark())
     end)
     it("a source whose first records all lack a time idles from its first batch", function()
-      local function job(chained)
-        return function()
-          local j = sr.job { name = "idle_first", batch = "1s" }
-          local a = j:queue({}, { name = "a", event_time = function(e) return e[2] end, idle = "2s" })
-          local s = a
-          if not chained then
-            s = a:union(j:queue({}, { name = "b", event_time = function(e) return e[2] end }))
-          end
-          s:map(function(e) return e[1], 1 end)
-           :reduce_by_key_and_event_window(add, "5s", { name = "w" })
-           :foreach_batch(function() end, { name = "out" })
-          return j
-        end
-      end
       for _, chained in ipairs { true, false } do
-        local d = testing.driver(job(chained))
+        local d = testing.driver(windowed({ name = "idle_first", batch = "1s" }, chained, function(e) return e[2] end,
+          { idle = "2s" }))
         d:push("a", { { "x", "yesterday" }, { "y" } })
         if not chained then d:push("b", { { "z", 1000 } }) end
         d:tick()
@@ -373,18 +378,10 @@ describe("event time", function()
   -- job; a value that is no time is bad input (a dead letter either way).
   it("an event_time function that raises is named as a stage; on_error = \"fail\" stops the job", function()
     local function job(on_error, chained)
-      return function()
-        local j = sr.job { name = "raising", batch = "1s", on_error = on_error }
-        local a = j:queue({}, { name = "a", event_time = function(e)
-          if e[2] == 66 then error("no time for 66") end
-          return e[2]
-        end })
-        local s = chained and a or a:union(j:queue({}, { name = "b", event_time = function(e) return e[2] end }))
-        s:map(function(e) return e[1], 1 end)
-         :reduce_by_key_and_event_window(add, "5s", { name = "w" })
-         :foreach_batch(function() end, { name = "out" })
-        return j
-      end
+      return windowed({ name = "raising", batch = "1s", on_error = on_error }, chained, function(e)
+        if e[2] == 66 then error("no time for 66") end
+        return e[2]
+      end)
     end
     for _, chained in ipairs { true, false } do
       local d = testing.driver(job("dead_letter", chained))
