@@ -83,7 +83,7 @@ local function store(node, g, state, k, list, at)
   end
   local ok, err = state:put(k, list)
   if not ok then
-    g.report(node, ("key %s: %s"):format(format.json(k), err), k)
+    g.report_key(node, k, err)
     return
   end
   state:arm(k, at)

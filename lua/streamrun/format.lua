@@ -12,9 +12,6 @@ local function number(v)
 end
 
 
--- A JSON text for any element value, objects with their members sorted by
--- key (the same value is written the same way in every run); values JSON
--- cannot express are shown by their type.
 -- v with what JSON cannot hold shown by its type ("<function>"; a table
 -- met again inside itself "<cycle>"), so that the text still says the
 -- rest (and never an address, which differs from run to run).
@@ -33,6 +30,9 @@ local function shown(v, seen)
   return out
 end
 
+-- A JSON text for any element value, objects with their members sorted by
+-- key (the same value is written the same way in every run); values JSON
+-- cannot express are shown by their type.
 function M.json(v)
   local s = encode(v)
   if s == nil then s = encode(shown(v, {})) end

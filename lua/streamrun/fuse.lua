@@ -15,7 +15,6 @@ local core = require "streamrun.core"
 local batch = require "streamrun.batch"
 local builtins = require "streamrun.builtins"
 local guard = require "streamrun.guard"
-local format = require "streamrun.format"
 local ops = require "streamrun.ops"
 local resume = require "streamrun.resume"
 local watchdog = require "streamrun.watchdog"
@@ -531,7 +530,7 @@ end]]
     local v1, v2 = cap[args[1]], args[2] and cap[args[2]]
     local key = site.key and cap[site.key]
     if site.k > nk and key ~= nil then
-      g.report(sink, ("key %s: %s"):format(format.json(key), tostring(err)), key, v2)
+      g.report_key(sink, key, err, v2)
     elseif site.k > nk then
       g.report(sink, err, v1, v2)
     elseif args[2] then

@@ -170,16 +170,17 @@ function M.new(handlers)
     return false
   end
 
-  -- The same for a call about one key: the error says the key, the element
-  -- is the key and its record (value or values); no key: no element.
+  -- A failure of a call about one key: the error says the key, the
+  -- element is the key and its record (value or values).
+  function g.report_key(node, key, err, record)
+    g.report(node, ("key %s: %s"):format(format.json(key), tostring(err)), key, record)
+  end
+
+  -- The same for a call about one key (report_key); no key: no element.
   function g.call_key(node, key, record, f, ...)
     local ok, r1, r2 = xpcall(f, traceback, ...)
     if ok then return true, r1, r2 end
-    if key == nil then
-      g.report(node, r1)
-    else
-      g.report(node, ("key %s: %s"):format(format.json(key), tostring(r1)), key, record)
-    end
+    if key == nil then g.report(node, r1) else g.report_key(node, key, r1, record) end
     return false
   end
 
@@ -202,7 +203,7 @@ function M.new(handlers)
       if not r2 or not r2.i then r2 = at end
       local key = keyname and r2[keyname]
       if key ~= nil then
-        g.report(node, ("key %s: %s"):format(format.json(key), tostring(r1)), key, r2[args2])
+        g.report_key(node, key, r1, r2[args2])
       else
         g.report(node, r1, r2[args1], r2[args2])
       end

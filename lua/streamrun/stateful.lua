@@ -44,7 +44,7 @@ local function key_args(k)
 end
 
 local function key_error(node, g, k, record, err)
-  g.report(node, ("key %s: %s"):format(format.json(k), tostring(err)), k, record)
+  g.report_key(node, k, err, record)
 end
 
 local EMPTY = setmetatable({}, { __newindex = function() error("the values array is read-only", 2) end })

@@ -90,7 +90,7 @@ local function fold(node, g, f, A, B, n, failed, quiet)
   loop(run, at, function(i, err)
     local k = A[i]
     if failed then failed[k] = true end
-    if not quiet then g.report(node, ("key %s: %s"):format(format.json(k), tostring(err)), k, B[i]) end
+    if not quiet then g.report_key(node, k, err, B[i]) end
   end, quick)
   return keys, accs, #keys
 end
@@ -142,7 +142,7 @@ local function set_result(node, g, result, filter, k, v)
     end
   end
   local ok, err = result:put(k, v)
-  if not ok then g.report(node, ("key %s: %s"):format(format.json(k), err), k, v) end
+  if not ok then g.report_key(node, k, err, v) end
 end
 
 -- Folds again from the window (t - length, t] the keys in redo (all keys
